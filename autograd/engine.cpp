@@ -1,0 +1,148 @@
+// engine.cpp - grad mode, graph recording, and the backward pass. See autograd.h.
+#include <algorithm>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "autograd/autograd.h"
+#include "tensor/ops.h"
+
+namespace anybit {
+
+namespace {
+thread_local bool g_grad_enabled = true;
+}
+
+bool grad_enabled() { return g_grad_enabled; }
+NoGradGuard::NoGradGuard() : prev_(g_grad_enabled) { g_grad_enabled = false; }
+NoGradGuard::~NoGradGuard() { g_grad_enabled = prev_; }
+
+bool needs_grad(const std::vector<Tensor>& inputs) {
+  if (!g_grad_enabled) return false;
+  for (const Tensor& t : inputs)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+bool needs_grad(std::initializer_list<Tensor> inputs) {
+  return needs_grad(std::vector<Tensor>(inputs));
+}
+
+void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn) {
+  auto node = std::make_shared<Node>();
+  node->name = name;
+  node->backward = std::move(fn);
+  for (const Tensor& t : inputs) {
+    Edge e;
+    if (t.defined() && t.requires_grad()) {
+      e.shape = t.shape();
+      e.dtype = t.dtype();
+      if (t.impl().grad_fn)
+        e.fn = t.impl().grad_fn;
+      else
+        e.leaf = t.impl_ptr();
+    }
+    node->next.push_back(std::move(e));
+  }
+  out.impl().requires_grad = true;
+  out.impl().grad_fn = std::move(node);
+}
+
+namespace {
+
+// Adds g into slot (which may be undefined). Never modifies g in place: g may be shared.
+void accumulate(Tensor& slot, const Tensor& g) {
+  if (!slot.defined())
+    slot = g;
+  else
+    slot = add(slot, g);
+}
+
+// Reduces g to `shape` by summing over the dimensions that broadcasting expanded; checks that
+// what is left matches exactly.
+Tensor reduce_to(const Tensor& g, const Edge& e, const Node& node) {
+  Tensor r = g;
+  if (r.shape() != e.shape) r = sum_to(r, e.shape);
+  AB_CHECK(r.shape() == e.shape, "autograd: backward of ", node.name, " produced a gradient of shape ",
+           shape_str(g.shape()), " for an input of shape ", shape_str(e.shape));
+  AB_CHECK(r.dtype() == e.dtype, "autograd: backward of ", node.name, " produced a ",
+           dtype_name(r.dtype()), " gradient for a ", dtype_name(e.dtype), " input");
+  return r;
+}
+
+}  // namespace
+
+void run_backward(const Tensor& root, const Tensor& grad_root, bool retain_graph) {
+  NoGradGuard no_grad;  // backward formulas are not themselves recorded
+  Tensor g0 = grad_root;
+  if (!g0.defined()) {
+    AB_CHECK(root.numel() == 1, "backward: called on a tensor of shape ", shape_str(root.shape()),
+             " without a gradient; only a one-element tensor (a loss) can start backward alone");
+    g0 = Tensor::ones(root.shape(), root.dtype(), root.device());
+  }
+  AB_CHECK(g0.shape() == root.shape(), "backward: gradient shape ", shape_str(g0.shape()),
+           " does not match the tensor's shape ", shape_str(root.shape()));
+  AB_CHECK(root.requires_grad(), "backward: the tensor does not require grad (no input of the ",
+           "computation that made it had requires_grad set, or it was made under NoGradGuard)");
+
+  if (!root.impl().grad_fn) {  // a leaf: its gradient is the seed itself
+    Tensor slot = root.grad();
+    accumulate(slot, g0.clone());
+    root.impl().grad = slot.impl_ptr();
+    return;
+  }
+
+  // Topological order by iterative depth-first search (deep networks would overflow recursion).
+  std::vector<Node*> order;
+  std::unordered_set<Node*> seen;
+  std::vector<std::pair<Node*, size_t>> stack;
+  Node* start = root.impl().grad_fn.get();
+  stack.push_back({start, 0});
+  seen.insert(start);
+  while (!stack.empty()) {
+    auto& [n, i] = stack.back();
+    if (i < n->next.size()) {
+      Node* child = n->next[i++].fn.get();
+      if (child && seen.insert(child).second) stack.push_back({child, 0});
+    } else {
+      order.push_back(n);
+      stack.pop_back();
+    }
+  }
+  std::reverse(order.begin(), order.end());  // now every Node comes before the Nodes it feeds
+
+  std::unordered_map<Node*, Tensor> pending;
+  pending[start] = g0;
+  for (Node* n : order) {
+    auto it = pending.find(n);
+    if (it == pending.end()) continue;  // no gradient reached this node
+    Tensor g = it->second;
+    pending.erase(it);
+    AB_CHECK(!n->released, "backward: trying to backward through ", n->name,
+             " a second time, but its saved buffers were freed by the first backward; pass ",
+             "retain_graph = true to the first backward if you need to do this");
+    std::vector<Tensor> grads = n->backward(g);
+    if (!retain_graph) {
+      n->backward = nullptr;
+      n->released = true;
+    }
+    AB_CHECK(grads.size() == n->next.size(), "autograd: backward of ", n->name, " returned ",
+             grads.size(), " gradients for ", n->next.size(), " inputs");
+    for (size_t i = 0; i < grads.size(); ++i) {
+      const Edge& e = n->next[i];
+      if (!e.active() || !grads[i].defined()) continue;
+      Tensor gi = reduce_to(grads[i], e, *n);
+      if (e.fn) {
+        accumulate(pending[e.fn.get()], gi);
+      } else {
+        Tensor slot = e.leaf->grad ? Tensor(e.leaf->grad) : Tensor();
+        // A leaf's first gradient is copied so later in-place updates of it touch no other tensor.
+        if (!slot.defined())
+          slot = gi.clone();
+        else
+          slot = add(slot, gi);
+        e.leaf->grad = slot.impl_ptr();
+      }
+    }
+  }
+}
+
+}  // namespace anybit

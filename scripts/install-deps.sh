@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# install-deps.sh - installs the Debian packages anybit builds and tests with. Idempotent: it
+# does nothing when everything is present. As root it runs apt-get; otherwise it prints the exact
+# command to run and exits with an error.
+#
+#   build:  cmake g++ libopenblas-openmp-dev (OpenBLAS built with OpenMP: PERF-NOTES.md) libstb-dev
+#           zlib1g-dev pkg-config
+#   tests:  catch2; python3-torch and python3-numpy only to regenerate golden fixtures
+#   data:   zstd (the CIFAR-10 archive), gzip
+set -euo pipefail
+
+PACKAGES=(cmake g++ make pkg-config libopenblas-openmp-dev libstb-dev zlib1g-dev catch2 zstd gzip)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+cmd="apt-get install -y --no-install-recommends ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps.sh: missing Debian packages: ${missing[*]}" >&2
+  echo "install-deps.sh: run as root:  apt-get update && $cmd" >&2
+  exit 1
+fi
+echo "install-deps.sh: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+$cmd

@@ -1,0 +1,125 @@
+// ops.h - every differentiable primitive of anybit, listed in one place (STYLE.md rule 4).
+//
+// Each op works on CPU tensors (float32 and float64; float64 is what gradient checks use) and,
+// where noted, on CUDA tensors, and records its backward when grad mode is on and an input
+// requires grad (autograd/autograd.h). Composite functions (nn/, quant/) are built from these and
+// get their gradients for free.
+//
+// Where each op lives: the op's forward, its backward formula (as a comment above the code) and
+// its kernels are in one file of autograd/ named after its family:
+//   elementwise.cpp  add sub mul div neg exp log sqrt pow tanh abs relu relu6 clamp round_ste
+//                    clamp_bounds sum_to where_ge
+//   reduce.cpp       sum mean max argmax
+//   views.cpp        (Tensor::reshape, permute, slice, expand, ...), cat, split
+//   linalg.cpp       matmul linear
+//   conv.cpp         conv2d
+//   pool.cpp         max_pool2d avg_pool2d global_avg_pool2d
+//   norm.cpp         batch_norm
+//   loss.cpp         softmax log_softmax cross_entropy soft_cross_entropy dropout
+// Scalar reference implementations (the spec every fast kernel is tested against) are in
+// tensor/ref.h.
+#pragma once
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace anybit {
+
+class Generator;
+
+// ---- elementwise, with NumPy broadcasting (CPU and CUDA) -------------------------------------
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor add(const Tensor& a, double b);
+Tensor mul(const Tensor& a, double b);
+Tensor neg(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor pow(const Tensor& x, double p);
+Tensor tanh(const Tensor& x);
+Tensor abs(const Tensor& x);  // d|x| = sign(x), 0 at 0
+Tensor relu(const Tensor& x);
+Tensor relu6(const Tensor& x);
+// clamp to constant bounds: gradient passes where lo <= x <= hi.
+Tensor clamp(const Tensor& x, double lo, double hi);
+// clamp to tensor bounds (broadcast): y = min(max(x, lo), hi). The gradient goes to x where
+// lo <= x <= hi, to lo where x < lo, to hi where x > hi (PACT's learnable clip uses hi).
+Tensor clamp_bounds(const Tensor& x, const Tensor& lo, const Tensor& hi);
+// round to nearest, ties to even (as torch.round), with a straight-through gradient: dx = g.
+Tensor round_ste(const Tensor& x);
+// Sums x over broadcast dimensions so that the result has `shape` (the inverse of expand).
+Tensor sum_to(const Tensor& x, const Shape& shape);
+
+inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+inline Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
+inline Tensor operator-(const Tensor& a) { return neg(a); }
+inline Tensor operator+(const Tensor& a, double b) { return add(a, b); }
+inline Tensor operator-(const Tensor& a, double b) { return add(a, -b); }
+inline Tensor operator*(const Tensor& a, double b) { return mul(a, b); }
+inline Tensor operator/(const Tensor& a, double b) { return mul(a, 1.0 / b); }
+inline Tensor operator*(double a, const Tensor& b) { return mul(b, a); }
+inline Tensor operator+(double a, const Tensor& b) { return add(b, a); }
+
+// ---- reductions (CPU and CUDA) -----------------------------------------------------------------
+Tensor sum(const Tensor& x);  // all elements -> shape []
+Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
+Tensor mean(const Tensor& x);
+Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
+// max over all elements -> shape []; the gradient goes to the first arg-max element.
+Tensor max(const Tensor& x);
+// max along dim; the gradient goes to the first arg-max of each slice.
+Tensor max(const Tensor& x, int64_t dim, bool keepdim = false);
+Tensor argmax(const Tensor& x, int64_t dim, bool keepdim = false);  // int64, not differentiable
+
+// ---- linear algebra (CPU through OpenBLAS, CUDA through cuBLAS) ------------------------------
+Tensor matmul(const Tensor& a, const Tensor& b);  // (M, K) x (K, N) -> (M, N)
+// x: (N, in), weight: (out, in), bias: (out) or undefined -> (N, out)
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
+
+// ---- convolution and pooling (CPU) -------------------------------------------------------------
+struct Conv2dOptions {
+  int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1, groups = 1;
+  static Conv2dOptions make(int64_t stride, int64_t pad, int64_t dil = 1, int64_t groups = 1) {
+    return {stride, stride, pad, pad, dil, dil, groups};
+  }
+};
+// x: (N, C, H, W), weight: (O, C / groups, KH, KW), bias: (O) or undefined -> (N, O, OH, OW)
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& opt);
+// x: (N, C, H, W) -> (N, C, OH, OW); padding with -inf for max, counted as zeros for avg
+// (count_include_pad = true, as PyTorch's default).
+Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t pad = 0);
+Tensor avg_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t pad = 0);
+Tensor global_avg_pool2d(const Tensor& x);  // (N, C, H, W) -> (N, C)
+
+// ---- normalization -----------------------------------------------------------------------------
+// x: (N, C) or (N, C, H, W); weight, bias, running_mean, running_var: (C).
+// training: normalise with the batch statistics (biased variance) and update the running ones
+// in place (running = (1 - momentum) * running + momentum * batch, with the unbiased variance),
+// unless running_mean is undefined. Evaluation: normalise with the running statistics.
+Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
+                  Tensor running_var, bool training, double momentum = 0.1, double eps = 1e-5);
+
+// ---- softmax, losses, dropout ------------------------------------------------------------------
+Tensor softmax(const Tensor& x, int64_t dim);
+Tensor log_softmax(const Tensor& x, int64_t dim);
+// logits: (N, K), labels: (N) int64 in [0, K) -> mean over N of -log p(label), with label
+// smoothing eps: the target is (1 - eps) one-hot + eps / K.
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels, double label_smoothing = 0.0);
+// Distillation loss: T^2 * mean over N of -sum_k p_t log softmax(z_s / T), with
+// p_t = softmax(teacher_logits / T). The teacher receives no gradient.
+Tensor soft_cross_entropy(const Tensor& student_logits, const Tensor& teacher_logits,
+                          double temperature = 1.0);
+// Zeroes each element with probability p and scales the rest by 1 / (1 - p); identity when
+// !training or p == 0.
+Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);
+
+// ---- joining and splitting ---------------------------------------------------------------------
+Tensor cat(const std::vector<Tensor>& xs, int64_t dim);
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim);
+
+}  // namespace anybit
