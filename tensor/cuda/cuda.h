@@ -26,4 +26,9 @@ void synchronize();
 void strided_copy(const Tensor& src, Tensor& dst);
 void fill(Tensor& dst, double value);
 
+// Row-major single-precision GEMM through cuBLAS, with the same meaning as cpu::gemm:
+// C (M, N) = alpha * op(A) * op(B) + beta * C, op(X) = X^T when trans_x. Pointers are on the GPU.
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
 }  // namespace anybit::cuda

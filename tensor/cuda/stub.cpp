@@ -21,6 +21,10 @@ void memcpy_d2d(void*, const void*, size_t) { NO_CUDA; }
 void synchronize() { NO_CUDA; }
 void strided_copy(const Tensor&, Tensor&) { NO_CUDA; }
 void fill(Tensor&, double) { NO_CUDA; }
+void gemm(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float,
+          float*, int64_t) {
+  NO_CUDA;
+}
 void unary(UnaryOp, const Tensor&, Tensor&, double, double) { NO_CUDA; }
 void binary(BinaryOp, const Tensor&, const Tensor&, Tensor&, double, double) { NO_CUDA; }
 void reduce_sum(const Tensor&, int64_t, int64_t, int64_t, Tensor&) { NO_CUDA; }
