@@ -14,6 +14,7 @@
 #include <string>
 
 #include "nn/module.h"
+#include "tensor/random.h"
 
 namespace anybit::nn {
 

@@ -1,6 +1,7 @@
 // module.cpp - parameter registry, naming, devices, state dicts. See module.h.
 #include "nn/module.h"
 
+#include <functional>
 #include <set>
 #include <sstream>
 
