@@ -90,6 +90,10 @@ TEST_CASE("cross_entropy gradcheck; the gradient is (softmax - target) / N", "[l
     REQUIRE(gradcheck([&](const std::vector<Tensor>& in) { return cross_entropy(in[0], labels, eps); }, {z}) ==
             12);
   }
+  // through a non-contiguous view of the logits
+  Tensor zt = randn({3, 4}, 22).requires_grad_();
+  REQUIRE(gradcheck([&](const std::vector<Tensor>& in) { return cross_entropy(in[0].t(), labels, 0.1); }, {zt}) ==
+          12);
   // the closed form, for a float32 input
   Tensor z = randn({4, 3}, 10, DType::F32).requires_grad_();
   cross_entropy(z, labels).backward();
