@@ -1,0 +1,91 @@
+// test_golden.cpp - anybit against PyTorch (STYLE.md rule 10): outputs, losses, updated buffers and
+// every named gradient, compared by name with the fixtures that scripts/make_golden.py wrote.
+//
+// Each fixture tests/fixtures/golden_<case>.safetensors holds the inputs and parameters, the
+// upstream gradient "grad.out", and PyTorch's results (float64). Each case below repeats the
+// computation of the same-named case in the script (the options are written in both places) and
+// runs it twice: in float64, and in float32 (inputs rounded to float32) to exercise the float32
+// kernels. The error measure is relative to the largest reference element,
+//   rel = max_i |a_i - b_i| / max_i |b_i|,
+// and must stay below 1e-4. A Golden object remembers what was compared, and a case fails if a
+// result stored in the fixture (out, loss, running_*, grad.*) was not compared.
+#include <map>
+#include <set>
+
+#include "tests/helpers.h"
+#include "tests/safetensors_read.h"
+
+using namespace anybit;
+using namespace anybit::test;
+
+namespace {
+
+class Golden {
+ public:
+  Golden(const std::string& name, DType dt) : name_(name), dt_(dt) {
+    t_ = safetensors_read(std::string(ANYBIT_SOURCE_DIR) + "/tests/fixtures/golden_" + name + ".safetensors");
+  }
+
+  // A fresh copy of a stored tensor converted to the case's dtype (int64 tensors stay int64).
+  Tensor get(const std::string& key) const {
+    auto it = t_.find(key);
+    INFO("golden " << name_ << ": tensor " << key);
+    REQUIRE(it != t_.end());
+    const Tensor& t = it->second;
+    return is_floating(t.dtype()) ? t.to(dt_).clone() : t.clone();
+  }
+  // The same, as a leaf that requires grad (an input or a parameter).
+  Tensor param(const std::string& key) const { return get(key).requires_grad_(); }
+
+  void check(const std::string& key, const Tensor& actual) {
+    INFO("golden " << name_ << " (" << dtype_name(dt_) << "): " << key);
+    REQUIRE(actual.defined());
+    Tensor expect = t_.at(key);
+    REQUIRE(actual.shape() == expect.shape());
+    auto a = actual.to_vector<double>(), b = expect.to_vector<double>();
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      worst = std::max(worst, std::abs(a[i] - b[i]));
+      scale = std::max(scale, std::abs(b[i]));
+    }
+    double rel = scale > 0 ? worst / scale : worst;
+    INFO("max abs error " << worst << ", max |reference| " << scale << ", rel " << rel);
+    REQUIRE(rel < 1e-4);
+    checked_.insert(key);
+  }
+
+  // Every stored result must have been compared.
+  void require_all_checked() const {
+    for (const auto& kv : t_) {
+      const std::string& k = kv.first;
+      bool result = k == "out" || k == "loss" || (k.rfind("grad.", 0) == 0 && k != "grad.out") ||
+                    (k.find("running_") != std::string::npos && k.find(".before") == std::string::npos);
+      INFO("golden " << name_ << ": stored result " << k << " was never compared");
+      if (result) REQUIRE(checked_.count(k) == 1);
+    }
+  }
+
+ private:
+  std::string name_;
+  DType dt_;
+  std::map<std::string, Tensor> t_;
+  std::set<std::string> checked_;
+};
+
+const DType kDTypes[] = {DType::F64, DType::F32};
+
+}  // namespace
+
+TEST_CASE("golden: cross_entropy with and without label smoothing", "[golden]") {
+  // make_golden.py ce_case: logits (6, 5), labels (6); label_smoothing 0 and 0.1
+  for (auto [name, eps] : {std::pair<const char*, double>{"cross_entropy", 0.0}, {"cross_entropy_smooth", 0.1}})
+    for (DType dt : kDTypes) {
+      Golden g(name, dt);
+      Tensor z = g.param("logits");
+      Tensor loss = cross_entropy(z, g.get("labels"), eps);
+      loss.backward();
+      g.check("loss", loss);
+      g.check("grad.logits", z.grad());
+      g.require_all_checked();
+    }
+}
