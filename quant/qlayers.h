@@ -87,6 +87,7 @@ class BNSet : public nn::Module {
   Tensor forward_frozen(const Tensor& x);  // training, but running statistics left alone
   std::string type_name() const override { return "BatchNorm2d"; }
   Tensor weight_, bias_, running_mean_, running_var_, num_batches_tracked_;
+  double momentum_ = 0.1;  // BN recalibration sets 1 / (k + 1): a cumulative average
 };
 
 class MultiBatchNorm2d : public nn::Module {

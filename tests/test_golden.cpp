@@ -89,3 +89,91 @@ TEST_CASE("golden: cross_entropy with and without label smoothing", "[golden]") 
       g.require_all_checked();
     }
 }
+
+TEST_CASE("golden: linear", "[golden]") {
+  // make_golden.py case_linear: x (4, 5), weight (3, 5), bias (3)
+  for (DType dt : kDTypes) {
+    Golden g("linear", dt);
+    Tensor x = g.param("input"), w = g.param("weight"), b = g.param("bias");
+    Tensor out = linear(x, w, b);
+    out.backward(g.get("grad.out"));
+    g.check("out", out);
+    g.check("grad.input", x.grad());
+    g.check("grad.weight", w.grad());
+    g.check("grad.bias", b.grad());
+    g.require_all_checked();
+  }
+}
+
+TEST_CASE("golden: conv2d plain, stride 2 with padding 1, and groups 2", "[golden]") {
+  // make_golden.py case_conv2d_*: (stride, padding, groups) as written there
+  struct Case {
+    const char* name;
+    Conv2dOptions opt;
+  };
+  for (const Case& c : {Case{"conv2d_plain", Conv2dOptions::make(1, 0)},
+                        Case{"conv2d_stride2_pad1", Conv2dOptions::make(2, 1)},
+                        Case{"conv2d_groups2", Conv2dOptions::make(1, 1, 1, 2)}})
+    for (DType dt : kDTypes) {
+      Golden g(c.name, dt);
+      Tensor x = g.param("input"), w = g.param("weight"), b = g.param("bias");
+      Tensor out = conv2d(x, w, b, c.opt);
+      out.backward(g.get("grad.out"));
+      g.check("out", out);
+      g.check("grad.input", x.grad());
+      g.check("grad.weight", w.grad());
+      g.check("grad.bias", b.grad());
+      g.require_all_checked();
+    }
+}
+
+TEST_CASE("golden: batch_norm in training mode, with the running statistics update", "[golden]") {
+  // make_golden.py bn_case: x (4, 3, 5, 5) and (8, 3); momentum 0.1, eps 1e-5
+  for (const char* name : {"batch_norm_train", "batch_norm_train_2d"})
+    for (DType dt : kDTypes) {
+      Golden g(name, dt);
+      Tensor x = g.param("input"), w = g.param("weight"), b = g.param("bias");
+      Tensor rm = g.get("running_mean.before"), rv = g.get("running_var.before");
+      Tensor out = batch_norm(x, w, b, rm, rv, true, 0.1, 1e-5);
+      out.backward(g.get("grad.out"));
+      g.check("out", out);
+      g.check("running_mean", rm);
+      g.check("running_var", rv);
+      g.check("grad.input", x.grad());
+      g.check("grad.weight", w.grad());
+      g.check("grad.bias", b.grad());
+      g.require_all_checked();
+    }
+}
+
+TEST_CASE("golden: ResNet basic block with a strided 1x1 projection shortcut", "[golden]") {
+  // make_golden.py case_resnet_block: x (2, 4, 8, 8) -> (2, 8, 4, 4), training mode;
+  // out = relu(bn2(conv2(relu(bn1(conv1(x))))) + bn_s(conv_s(x))), conv1 3x3 stride 2 pad 1,
+  // conv2 3x3 stride 1 pad 1, conv_s 1x1 stride 2; no conv biases.
+  for (DType dt : kDTypes) {
+    Golden g("resnet_block", dt);
+    std::map<std::string, Tensor> p;
+    for (const char* n : {"conv1.weight", "bn1.weight", "bn1.bias", "conv2.weight", "bn2.weight", "bn2.bias",
+                          "shortcut.0.weight", "shortcut.1.weight", "shortcut.1.bias"})
+      p[n] = g.param(n);
+    std::map<std::string, Tensor> buf;
+    for (const char* n : {"bn1", "bn2", "shortcut.1"})
+      for (const char* s : {".running_mean", ".running_var"})
+        buf[std::string(n) + s] = g.get(std::string(n) + s + ".before");
+    auto bn = [&](const Tensor& y, const std::string& n) {
+      return batch_norm(y, p[n + ".weight"], p[n + ".bias"], buf[n + ".running_mean"], buf[n + ".running_var"],
+                        true, 0.1, 1e-5);
+    };
+    Tensor x = g.param("input");
+    Tensor y = relu(bn(conv2d(x, p["conv1.weight"], Tensor(), Conv2dOptions::make(2, 1)), "bn1"));
+    y = bn(conv2d(y, p["conv2.weight"], Tensor(), Conv2dOptions::make(1, 1)), "bn2");
+    Tensor s = bn(conv2d(x, p["shortcut.0.weight"], Tensor(), Conv2dOptions::make(2, 0)), "shortcut.1");
+    Tensor out = relu(add(y, s));
+    out.backward(g.get("grad.out"));
+    g.check("out", out);
+    g.check("grad.input", x.grad());
+    for (auto& [n, t] : p) g.check("grad." + n, t.grad());
+    for (auto& [n, t] : buf) g.check(n, t);
+    g.require_all_checked();
+  }
+}

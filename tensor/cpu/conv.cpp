@@ -34,6 +34,10 @@ ConvShape conv_shape(const Shape& x, const Shape& w, const Conv2dOptions& opt) {
   return s;
 }
 
+static ConvThreading g_threading = ConvThreading::OverImages;
+void set_conv_threading(ConvThreading t) { g_threading = t; }
+ConvThreading conv_threading() { return g_threading; }
+
 namespace {
 
 // The output columns ow whose input column ow*stride + off lies inside [0, W): [lo, hi).
@@ -100,12 +104,18 @@ void col2im(const T* col, T* dx, const ConvShape& s) {
       }
 }
 
-// Runs body(n, thread) for n in [0, N): in parallel over images when there are enough of them
-// (BLAS single-threaded inside), else serially (BLAS threads itself). Returns the thread count
-// whose per-thread buffers body may use.
+// The number of threads of our own loop over images (1: serial, OpenBLAS threads each GEMM).
+int image_threads(int64_t N) {
+  if (g_threading == ConvThreading::InsideGemm) return 1;
+  return (int)std::min<int64_t>(num_threads(), std::max<int64_t>(N, 1));
+}
+
+// Runs body(n, thread) for n in [0, N) on nt threads: in parallel over images (BLAS
+// single-threaded inside), or serially when nt == 1 (BLAS threads itself). body may use the
+// per-thread buffers of index `thread` < nt.
 template <typename F>
 void for_each_image(int64_t N, int nt, F body) {
-  if (nt > 1 && N >= nt) {
+  if (nt > 1) {
 #pragma omp parallel num_threads(nt)
     {
       const int t = omp_get_thread_num();
@@ -120,7 +130,7 @@ void for_each_image(int64_t N, int nt, F body) {
 template <typename T>
 void forward_impl(const Tensor& x, const Tensor& w, const Tensor& b, const ConvShape& s, Tensor& y) {
   const int64_t P = s.P(), Kg = s.Kg(), Og = s.Og(), col_size = s.C * s.KH * s.KW * P;
-  const int nt = (int)std::min<int64_t>(num_threads(), std::max<int64_t>(s.N, 1));
+  const int nt = image_threads(s.N);
   const bool direct = s.direct();
   Tensor col_buf = direct ? Tensor() : Tensor::empty({nt * col_size}, x.dtype());
   const T *X = x.data<T>(), *Wt = w.data<T>(), *B = b.defined() ? b.data<T>() : nullptr;
@@ -148,7 +158,7 @@ void backward_impl(const Tensor& x, const Tensor& w, const Tensor& dy, const Con
                    Tensor* dw, Tensor* db) {
   const int64_t P = s.P(), Kg = s.Kg(), Og = s.Og(), col_size = s.C * s.KH * s.KW * P;
   const int64_t w_size = s.O * Kg;
-  const int nt = (int)std::min<int64_t>(num_threads(), std::max<int64_t>(s.N, 1));
+  const int nt = image_threads(s.N);
   const bool direct = s.direct();
   // Per-thread buffers: col (for dW), dcol (for dX), a private dW and db.
   Tensor col_buf = direct || !dw ? Tensor() : Tensor::empty({nt * col_size}, x.dtype());

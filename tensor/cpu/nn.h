@@ -29,6 +29,13 @@ struct ConvShape {
 };
 ConvShape conv_shape(const Shape& x, const Shape& w, const Conv2dOptions& opt);
 
+// How conv2d uses the threads. OverImages (the default, and the faster one on ResNet-20 shapes:
+// docs/BENCHMARKS.md): our OpenMP loop over images, each GEMM single-threaded. InsideGemm: one
+// image at a time, OpenBLAS threads each GEMM. Kept switchable for apps/bench_kernels.cpp.
+enum class ConvThreading { OverImages, InsideGemm };
+void set_conv_threading(ConvThreading t);
+ConvThreading conv_threading();
+
 // y: (N, O, OH, OW) = conv(x, w) + b (b may be undefined).
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const ConvShape& s, Tensor& y);
 // Any of dx (N, C, H, W), dw (O, C/G, KH, KW), db (O) may be null (not wanted); they are
