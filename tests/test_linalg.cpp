@@ -1,5 +1,6 @@
 // test_linalg.cpp - matmul and linear: gradient checks, GEMM against ref:: on contiguous,
 // transposed and sliced operands, and error messages.
+#include "tensor/cuda/cuda.h"
 #include "tensor/ref.h"
 #include "tests/helpers.h"
 
@@ -64,4 +65,28 @@ TEST_CASE("matmul and linear errors name the op and the shapes", "[linalg][error
                       Catch::Contains("linear") && Catch::Contains("bias") && Catch::Contains("[3]"));
   REQUIRE_THROWS_WITH(linear(randn({2, 3, 5}, 1), randn({4, 5}, 2), Tensor()),
                       Catch::Contains("linear") && Catch::Contains("[2, 3, 5]") && Catch::Contains("flatten"));
+}
+
+TEST_CASE("matmul and linear on CUDA match the CPU (float32, cuBLAS)", "[linalg][cuda]") {
+  if (!cuda::available()) {
+    WARN("CUDA linalg test skipped: " << cuda::unavailable_reason());
+    return;
+  }
+  Device gpu(Device::CUDA);
+  Tensor x = randn({6, 9}, 1, DType::F32), w = randn({4, 9}, 2, DType::F32), b = randn({4}, 3, DType::F32);
+  Tensor xg = x.to(gpu).requires_grad_(), wg = w.to(gpu).requires_grad_(), bg = b.to(gpu).requires_grad_();
+  Tensor y = linear(xg, wg, bg);
+  REQUIRE(y.device().is_cuda());
+  require_close(y, ref::linear(x, w, b), 1e-4, 1e-5, "linear on CUDA");
+  Tensor dy = randn(y.shape(), 4, DType::F32);
+  y.backward(dy.to(gpu));
+  Tensor dx, dw, db;
+  ref::linear_backward(x, w, b, dy, dx, dw, db);
+  require_close(xg.grad(), dx, 1e-4, 1e-5, "linear dx on CUDA");
+  require_close(wg.grad(), dw, 1e-4, 1e-5, "linear dw on CUDA");
+  require_close(bg.grad(), db, 1e-4, 1e-5, "linear db on CUDA");
+  Tensor a = randn({9, 5}, 5, DType::F32);
+  require_close(matmul(x.to(gpu), a.to(gpu)), ref::matmul(x, a), 1e-4, 1e-5, "matmul on CUDA");
+  REQUIRE_THROWS_WITH(matmul(x.to(DType::F64).to(gpu), a.to(DType::F64).to(gpu)),
+                      Catch::Contains("matmul") && Catch::Contains("float64"));
 }

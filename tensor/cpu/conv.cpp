@@ -4,7 +4,7 @@
 // are ordered (c, kh, kw) so that group g owns rows [g*Kg, (g+1)*Kg):
 //   forward:        Y[n, g] (Og, P)  = W[g] (Og, Kg) * col[g] (Kg, P)          (+ b)
 //   input grad:     dcol[g] (Kg, P)  = W[g]^T (Kg, Og) * dY[n, g] (Og, P);  dX[n] = col2im(dcol)
-//   weight grad:    dW[g] (Og, Kg)  += dY[n, g] (Og, P) * col[g]^T (P, Kg)
+//   weight grad:    dW[g]^T (Kg, Og) += col[g] (Kg, P) * dY[n, g]^T (P, Og)   (transposed: faster)
 //   bias grad:      db[o]           += sum_p dY[n, o, p]
 // Why per image: col of one image is small enough to stay in L2 (16x3x3 channels x 32x32 pixels
 // = 590 KB in float32), where a whole-batch im2col would stream 75 MB through memory. Each thread
@@ -181,10 +181,12 @@ void backward_impl(const Tensor& x, const Tensor& w, const Tensor& dy, const Con
         im2col(xn, cols + t * col_size, s);
         col = cols + t * col_size;
       }
+      // computed transposed, dW[g]^T (Kg, Og) += col[g] (Kg, P) * dY[n, g]^T (P, Og): OpenBLAS
+      // runs this orientation about twice as fast for the thin 16-channel shapes
       T* dwt = dWs + t * w_size;
       for (int64_t g = 0; g < s.G; ++g)
-        gemm(false, true, Og, Kg, P, T(1), dyn + g * Og * P, P, col + g * Kg * P, P, T(1),
-             dwt + g * Og * Kg, Kg);
+        gemm(false, true, Kg, Og, P, T(1), col + g * Kg * P, P, dyn + g * Og * P, P, T(1),
+             dwt + g * Kg * Og, Og);
     }
     if (dX) {
       // dcol[g] = W[g]^T * dY[n, g]; dX[n] = col2im(dcol) (direct: dcol is dX[n] itself)
@@ -207,10 +209,15 @@ void backward_impl(const Tensor& x, const Tensor& w, const Tensor& dy, const Con
   });
   // Sum the per-thread partials in thread order.
   if (dw) {
+    // dW[g][o][k] = sum over threads of dW[g]^T[k][o]
     T* out = dw->data<T>();
-    std::copy(dWs, dWs + w_size, out);
-    for (int t = 1; t < nt; ++t)
-      for (int64_t i = 0; i < w_size; ++i) out[i] += dWs[t * w_size + i];
+    for (int64_t g = 0; g < s.G; ++g)
+      for (int64_t o = 0; o < Og; ++o)
+        for (int64_t k = 0; k < Kg; ++k) {
+          T acc = 0;
+          for (int t = 0; t < nt; ++t) acc += dWs[t * w_size + (g * Kg + k) * Og + o];
+          out[(g * Og + o) * Kg + k] = acc;
+        }
   }
   if (db) {
     T* out = db->data<T>();
