@@ -17,7 +17,11 @@
 // State (momentum buffers, moments, step counts) is exported by state_dict() under the
 // parameter's name ("layer1.0.conv1.weight.momentum_buffer", ".exp_avg", ".exp_avg_sq", ".step")
 // and restored by load_state_dict(), so a checkpoint resumes bit for bit.
+// state_dict() returns the live buffers (no copies): save or clone them before the next step.
+// The optimizer holds the parameter tensors themselves: build it after Module::to(device) (which
+// replaces them), as in PyTorch.
 // Schedules set each group's lr = base_lr * factor(iteration) and are stepped once per iteration.
+// Speed: apps/bench_optim (SGD momentum and AdamW steps in GB/s next to memcpy).
 // Read next: nn/checkpoint.h (where optimizer state is saved).
 #pragma once
 #include <string>
