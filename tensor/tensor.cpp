@@ -185,6 +185,7 @@ Tensor Tensor::rand(const Shape& shape, Generator& gen, double lo, double hi, DT
 int64_t Tensor::size(int64_t d) const { return shape()[wrap_dim(d, dim(), "size")]; }
 
 bool Tensor::is_contiguous() const {
+  if (numel() == 0) return true;  // nothing to lay out
   int64_t expect = 1;
   for (int64_t i = dim() - 1; i >= 0; --i) {
     if (shape()[i] != 1 && strides()[i] != expect) return false;

@@ -1,0 +1,100 @@
+// norm.cpp - batch_norm: checks, running statistics, forward and backward through fused kernels.
+//
+// x: (N, C) or (N, C, H, W); weight, bias, running_mean, running_var: (C) or undefined.
+// Training normalises with the batch mean and biased variance and updates the running statistics
+// in place with the unbiased variance; evaluation normalises with the running statistics.
+// Kernels: tensor/cpu/norm.cpp; scalar spec: ref::batch_norm (tensor/ref.cpp).
+#include <cmath>
+
+#include "autograd/autograd.h"
+#include "tensor/cpu/nn.h"
+#include "tensor/ops.h"
+
+namespace anybit {
+
+namespace {
+
+using Grads = std::vector<Tensor>;
+
+void check_param(const Tensor& x, const Tensor& p, const char* name) {
+  if (!p.defined()) return;
+  check_same_device("batch_norm", x, p);
+  check_same_dtype("batch_norm", x, p);
+  AB_CHECK(p.dim() == 1 && p.size(0) == x.size(1), "batch_norm: ", name, " ", shape_str(p.shape()),
+           " does not match the ", x.size(1), " channels of x ", shape_str(x.shape()), "; expected [",
+           x.size(1), "]");
+}
+
+}  // namespace
+
+Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
+                  Tensor running_var, bool training, double momentum, double eps) {
+  AB_CHECK(x.dim() == 2 || x.dim() == 4, "batch_norm: expected x (N, C) or (N, C, H, W), got ",
+           shape_str(x.shape()), " ", dtype_name(x.dtype()));
+  AB_CHECK(x.device().is_cpu(), "batch_norm: CUDA tensors are not supported yet (x ", shape_str(x.shape()),
+           " on ", x.device().str(), "); move them to the CPU");
+  check_param(x, weight, "weight");
+  check_param(x, bias, "bias");
+  check_param(x, running_mean, "running_mean");
+  check_param(x, running_var, "running_var");
+  AB_CHECK(running_mean.defined() == running_var.defined(),
+           "batch_norm: running_mean and running_var must be both defined or both undefined (x ",
+           shape_str(x.shape()), ")");
+  AB_CHECK(running_mean.defined() || training,
+           "batch_norm: evaluation mode needs running_mean and running_var (x ", shape_str(x.shape()), ")");
+  const int64_t C = x.size(1), M = x.numel() / std::max<int64_t>(C, 1);
+  AB_CHECK(!training || M > 1, "batch_norm: training needs more than one value per channel, got x ",
+           shape_str(x.shape()), "; use a batch larger than 1 or evaluation mode");
+  AB_CHECK(!running_mean.defined() || (running_mean.is_contiguous() && running_var.is_contiguous()),
+           "batch_norm: running statistics must be contiguous (they are updated in place)");
+
+  Tensor xc = x.detach().contiguous();
+  Tensor wc = weight.defined() ? weight.detach().contiguous() : Tensor();
+  Tensor bc = bias.defined() ? bias.detach().contiguous() : Tensor();
+  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  Tensor mean, invstd;
+  if (training) {
+    mean = Tensor::empty({C}, x.dtype());
+    invstd = Tensor::empty({C}, x.dtype());
+    Tensor var = Tensor::empty({C}, x.dtype());
+    cpu::batch_norm_train_forward(xc, wc, bc, eps, y, mean, var, invstd);
+    if (running_mean.defined()) {
+      // running = (1 - momentum) running + momentum batch, the variance unbiased: var * M / (M - 1)
+      AB_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] {
+        scalar_t *rm = running_mean.data<scalar_t>(), *rv = running_var.data<scalar_t>();
+        const scalar_t *bm = mean.data<scalar_t>(), *bv = var.data<scalar_t>();
+        for (int64_t c = 0; c < C; ++c) {
+          rm[c] = scalar_t((1 - momentum) * rm[c] + momentum * bm[c]);
+          rv[c] = scalar_t((1 - momentum) * rv[c] + momentum * bv[c] * double(M) / double(M - 1));
+        }
+      });
+    }
+  } else {
+    // Evaluation: the running statistics, copied (a later training step updates them in place).
+    mean = running_mean.detach().clone();
+    invstd = Tensor::empty({C}, x.dtype());
+    AB_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] {
+      const scalar_t* rv = running_var.data<scalar_t>();
+      scalar_t* inv = invstd.data<scalar_t>();
+      for (int64_t c = 0; c < C; ++c) inv[c] = scalar_t(1.0 / std::sqrt(double(rv[c]) + eps));
+    });
+    cpu::batch_norm_apply(xc, wc, bc, mean, invstd, y);
+  }
+  // training:   dX = (1/M) w invstd (M dY - sum dY - xhat sum(dY xhat)), xhat = (x - mean) invstd
+  // evaluation: dX = dY w invstd
+  // dW = sum dY xhat, db = sum dY (sums over n, h, w per channel)
+  if (needs_grad({x, weight, bias})) {
+    bool gw = weight.defined() && weight.requires_grad(), gb = bias.defined() && bias.requires_grad();
+    record("batch_norm", y, {x, weight, bias}, [=](const Tensor& g) {
+      Tensor dx = Tensor::empty(xc.shape(), xc.dtype());
+      Tensor dw = gw ? Tensor::empty({C}, xc.dtype()) : Tensor();
+      Tensor db = gb ? Tensor::empty({C}, xc.dtype()) : Tensor();
+      cpu::batch_norm_backward(xc, wc, mean, invstd, training, g.contiguous(), dx, gw ? &dw : nullptr,
+                               gb ? &db : nullptr);
+      return Grads{dx, dw, db};
+    });
+  }
+  return y;
+}
+
+}  // namespace anybit

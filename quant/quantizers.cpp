@@ -1,0 +1,211 @@
+// quantizers.cpp - DoReFa weights and PACT activations (METHOD.md section 2). See quantizers.h.
+#include "quant/quantizers.h"
+
+#include <cmath>
+
+#include "autograd/autograd.h"
+#include "tensor/elementwise.h"
+
+namespace anybit::quant {
+
+namespace {
+
+using Grads = std::vector<Tensor>;
+
+// sign(x) with a straight-through gradient (dX = dY), for 1-bit weights.
+Tensor sign_ste(const Tensor& x) {
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  unary_kernel(UnaryOp::Sign, x, y);
+  if (needs_grad({x})) record("sign_ste", y, {x}, [](const Tensor& g) { return Grads{g}; });
+  return y;
+}
+
+// The straight-through replacement: the value of `target`, the gradient of `u` (dU = dY).
+Tensor straight_through(const Tensor& u, const Tensor& target) {
+  return add(u, sub(target, u.detach()).detach());
+}
+
+// Truncate store: the b-bit value in u's [0, 1] range, obtained by dropping the low B - b bits
+// of the B-bit integer code, rescaled to the B-bit tensor's mean. u is used as a constant.
+Tensor truncated_levels(const Tensor& u, int bits, int B) {
+  NoGradGuard ng;
+  double N = std::pow(2.0, B) - 1;
+  double step = std::pow(2.0, B - bits);
+  Tensor qB = round_ste(mul(u, N));  // integer codes 0 .. 2^B - 1
+  Tensor qb = qB.to(DType::F64).clone();  // a copy we may overwrite
+  double* p = qb.data<double>();
+  for (int64_t i = 0; i < qb.numel(); ++i) p[i] = std::floor(p[i] / step) * step;
+  Tensor deq = mul(qb.to(u.dtype()), 1.0 / N);
+  double mean_B = mean(qB).item<double>() / N;
+  double mean_b = mean(deq).item<double>();
+  return mean_b > 0 ? mul(deq, mean_B / mean_b) : deq;
+}
+
+}  // namespace
+
+Tensor quantize_weight(const Tensor& w, int bits, const WeightQuantOptions& opt) {
+  AB_CHECK(bits == 32 || (bits >= 1 && bits <= 16), "quantize_weight: bit-width ", bits,
+           " is not in 1..16 or 32");
+  Tensor wq;
+  if (bits == 1) {
+    // Any-Precision: sign(w) * E with E = mean|w| (a constant scale).
+    Tensor E = mean(abs(w)).detach();
+    wq = mul(sign_ste(w), E);
+  } else {
+    Tensor t = tanh(w);
+    Tensor m = max(abs(t));  // max|tanh(w)|; its gradient goes to the arg-max element
+    if (bits == 32) {
+      wq = div(t, m);
+    } else {
+      Tensor u = add(div(t, mul(m, 2.0)), 0.5);  // in [0, 1]
+      Tensor uq;
+      if (opt.store == WeightStore::Truncate && bits < opt.store_bits) {
+        uq = straight_through(u, truncated_levels(u.detach(), bits, opt.store_bits));
+      } else {
+        double n = std::pow(2.0, bits) - 1;
+        uq = mul(round_ste(mul(u, n)), 1.0 / n);
+      }
+      wq = add(mul(uq, 2.0), -1.0);
+    }
+  }
+  if (opt.scale == WeightScale::Sat && w.dim() >= 2) {
+    double fan_in = (double)w.numel() / w.shape()[0];
+    Tensor centered = sub(wq, mean(wq));
+    double n = (double)w.numel();
+    Tensor std = sqrt(mul(sum(mul(centered, centered)), 1.0 / std::max(n - 1, 1.0)));  // unbiased
+    wq = div(mul(wq, 1.0 / std::sqrt(fan_in)), std);
+  }
+  return wq;
+}
+
+Tensor weight_codes(const Tensor& w, int bits, const WeightQuantOptions& opt) {
+  AB_CHECK(bits >= 2 && bits <= 16, "weight_codes: bit-width ", bits, " has no DoReFa codes (2..16)");
+  NoGradGuard ng;
+  Tensor t = tanh(w);
+  Tensor u = add(div(t, mul(max(abs(t)), 2.0)), 0.5);
+  if (opt.store == WeightStore::Truncate && bits < opt.store_bits) {
+    double step = std::pow(2.0, opt.store_bits - bits);
+    Tensor qB = round_ste(mul(u, std::pow(2.0, opt.store_bits) - 1)).to(DType::F64).clone();
+    double* p = qB.data<double>();
+    for (int64_t i = 0; i < qB.numel(); ++i) p[i] = std::floor(p[i] / step) * step;
+    return qB.to(DType::I64);
+  }
+  return round_ste(mul(u, std::pow(2.0, bits) - 1)).to(DType::I64);
+}
+
+// ---- PACT: one fused op with the method's exact gradients ----------------------------------------
+
+template <typename T>
+static void pact_forward(const T* x, T* y, int64_t n, T a, int bits) {
+  const T levels = bits == 32 ? T(0) : T(std::pow(2.0, bits) - 1);
+  const T scale = levels / a, inv = a / levels;
+#pragma omp parallel for simd if (n >= (1 << 15)) schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    T v = x[i] < T(0) ? T(0) : (x[i] > a ? a : x[i]);
+    y[i] = bits == 32 ? v : std::nearbyint(v * scale) * inv;
+  }
+}
+
+// dx = g where 0 <= x <= a; returns da = sum of g where x >= a.
+template <typename T>
+static double pact_backward(const T* x, const T* g, T* gx, int64_t n, T a) {
+  double ga = 0;
+#pragma omp parallel for reduction(+ : ga) if (n >= (1 << 15)) schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    gx[i] = (x[i] >= T(0) && x[i] <= a) ? g[i] : T(0);
+    if (x[i] >= a) ga += g[i];
+  }
+  return ga;
+}
+
+Tensor pact_quantize(const Tensor& x, const Tensor& a, int bits) {
+  AB_CHECK(a.numel() == 1, "pact_quantize: the clip value must have one element, got shape ",
+           shape_str(a.shape()));
+  check_same_dtype("pact_quantize", x, a);
+  AB_CHECK(x.device().is_cpu(), "pact_quantize: CUDA is not implemented yet for ", x.str());
+  Tensor xc = x.contiguous();
+  double av = a.item<double>();
+  AB_CHECK(av > 0, "pact_quantize: the clip value must be positive, got ", av);
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  AB_DISPATCH_FLOAT(x.dtype(), "pact_quantize", [&] {
+    pact_forward<scalar_t>(xc.data<scalar_t>(), y.data<scalar_t>(), x.numel(), (scalar_t)av, bits);
+  });
+  if (needs_grad({x, a})) {
+    Tensor sx = xc.detach();
+    Shape a_shape = a.shape();
+    record("pact_quantize", y, {x, a}, [sx, av, a_shape](const Tensor& g) {
+      Tensor gc = g.contiguous();
+      Tensor gx = Tensor::empty(sx.shape(), sx.dtype(), sx.device());
+      double ga = 0;
+      AB_DISPATCH_FLOAT(sx.dtype(), "pact_quantize backward", [&] {
+        ga = pact_backward<scalar_t>(sx.data<scalar_t>(), gc.data<scalar_t>(), gx.data<scalar_t>(),
+                                     sx.numel(), (scalar_t)av);
+      });
+      return Grads{gx, Tensor::full(a_shape, ga, sx.dtype(), sx.device())};
+    });
+  }
+  return y;
+}
+
+// ---- scalar references ----------------------------------------------------------------------------
+
+namespace ref {
+
+std::vector<double> quantize_weight(const std::vector<double>& w, int64_t out_channels, int bits,
+                                    const WeightQuantOptions& opt) {
+  size_t n = w.size();
+  std::vector<double> out(n);
+  if (bits == 1) {
+    double E = 0;
+    for (double v : w) E += std::abs(v);
+    E /= n;
+    for (size_t i = 0; i < n; ++i) out[i] = (w[i] > 0 ? 1 : (w[i] < 0 ? -1 : 0)) * E;
+  } else {
+    double m = 0;
+    for (double v : w) m = std::max(m, std::abs(std::tanh(v)));
+    std::vector<double> u(n);
+    for (size_t i = 0; i < n; ++i) u[i] = std::tanh(w[i]) / (2 * m) + 0.5;
+    if (bits == 32) {
+      for (size_t i = 0; i < n; ++i) out[i] = std::tanh(w[i]) / m;
+    } else if (opt.store == WeightStore::Truncate && bits < opt.store_bits) {
+      double N = std::pow(2.0, opt.store_bits) - 1, step = std::pow(2.0, opt.store_bits - bits);
+      std::vector<double> qB(n), deq(n);
+      double mean_B = 0, mean_b = 0;
+      for (size_t i = 0; i < n; ++i) {
+        qB[i] = std::nearbyint(u[i] * N);
+        deq[i] = std::floor(qB[i] / step) * step / N;
+        mean_B += qB[i] / N;
+        mean_b += deq[i];
+      }
+      double s = mean_b > 0 ? mean_B / mean_b : 1.0;
+      for (size_t i = 0; i < n; ++i) out[i] = 2 * deq[i] * s - 1;
+    } else {
+      double L = std::pow(2.0, bits) - 1;
+      for (size_t i = 0; i < n; ++i) out[i] = 2 * std::nearbyint(u[i] * L) / L - 1;
+    }
+  }
+  if (opt.scale == WeightScale::Sat && out_channels > 0) {
+    double mu = 0, var = 0;
+    for (double v : out) mu += v;
+    mu /= n;
+    for (double v : out) var += (v - mu) * (v - mu);
+    double sd = std::sqrt(var / std::max<double>(n - 1, 1));
+    double fan_in = (double)n / out_channels;
+    for (double& v : out) v = v / std::sqrt(fan_in) / sd;
+  }
+  return out;
+}
+
+std::vector<double> pact_quantize(const std::vector<double>& x, double a, int bits) {
+  std::vector<double> y(x.size());
+  double L = std::pow(2.0, bits) - 1;
+  for (size_t i = 0; i < x.size(); ++i) {
+    double v = std::min(std::max(x[i], 0.0), a);
+    y[i] = bits == 32 ? v : std::nearbyint(v * L / a) * a / L;
+  }
+  return y;
+}
+
+}  // namespace ref
+
+}  // namespace anybit::quant

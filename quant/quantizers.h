@@ -1,0 +1,52 @@
+// quantizers.h - the weight and activation quantizers of METHOD.md section 2.
+//
+// Each quantizer is a small function composed from the primitives of tensor/ops.h (so its
+// gradient comes from autograd), except PACT, whose gradients the method fixes exactly and which
+// is therefore one fused op with its own backward. Every quantizer has a scalar reference
+// (quant/quantizers_ref.cpp, namespace ref) that the tests compare it with.
+// Read next: quant/qlayers.h (layers built from these).
+#pragma once
+#include <vector>
+
+#include "tensor/ops.h"
+
+namespace anybit::quant {
+
+enum class WeightStore { Round, Truncate };  // --weight-store
+enum class WeightScale { None, Sat };        // --weight-scale
+
+struct WeightQuantOptions {
+  WeightStore store = WeightStore::Round;
+  WeightScale scale = WeightScale::None;
+  int store_bits = 8;  // B: the largest bit-width < 32 of the set (truncate mode)
+};
+
+// DoReFa weights. w: any shape (the shared FP weights); returns w_q of the same shape:
+//   u = tanh(w) / (2 max|tanh(w)|) + 1/2                   in [0, 1]
+//   b < 32:  w_q = 2 round((2^b - 1) u) / (2^b - 1) - 1    at most 2^b values in [-1, 1]
+//   b = 32:  w_q = tanh(w) / max|tanh(w)|
+//   b = 1:   w_q = sign(w) * mean|w|   (Any-Precision's 1-bit weights, straight-through)
+// Truncate store: q_B = round((2^B - 1) u), q_b = floor(q_B / 2^(B-b)) 2^(B-b), dequantised as
+// q_b / (2^B - 1) and rescaled so its mean equals the B-bit tensor's mean. Gradients: straight
+// through round/floor; tanh, max (arg-max subgradient) and the affine maps are differentiated.
+// SAT: w_q * 1 / sqrt(fan_in) / std(w_q), fan_in = numel / out_channels.
+Tensor quantize_weight(const Tensor& w, int bits, const WeightQuantOptions& opt = {});
+
+// The integer codes a deployment stores for w at bit-width b < 32 (int64, same shape as w):
+// round store: round((2^b - 1) u) in [0, 2^b - 1]; truncate store: the B-bit codes with their
+// low B - b bits dropped, floor(q_B / 2^(B-b)) 2^(B-b), so every b-bit code is a B-bit code.
+Tensor weight_codes(const Tensor& w, int bits, const WeightQuantOptions& opt = {});
+
+// PACT with a learnable clip a (a one-element tensor, > 0). x: post-ReLU input, any shape.
+//   y = clamp(x, 0, a);  b < 32: x_q = round(y (2^b - 1) / a) a / (2^b - 1);  b = 32: x_q = y
+// Gradients (METHOD.md): dx = g where 0 <= x <= a, else 0;  da = sum of g where x >= a.
+Tensor pact_quantize(const Tensor& x, const Tensor& a, int bits);
+
+namespace ref {
+// Scalar loops over float64 vectors: the specification the ops above are tested against.
+std::vector<double> quantize_weight(const std::vector<double>& w, int64_t out_channels, int bits,
+                                    const WeightQuantOptions& opt = {});
+std::vector<double> pact_quantize(const std::vector<double>& x, double a, int bits);
+}  // namespace ref
+
+}  // namespace anybit::quant

@@ -1,0 +1,127 @@
+// norm.cpp - fused batch-norm kernels on the CPU, one channel per OpenMP iteration.
+//
+// x is viewed as (N, C, S), S = H*W (1 for 2-D input); channel c's elements are the N runs
+// x[n, c, 0:S]. M = N*S values per channel. Statistics are accumulated in double.
+//   forward (training): mean = sum x / M, var = sum (x - mean)^2 / M (biased), invstd = 1/sqrt(var+eps)
+//   y = (x - mean) * invstd * w + b
+//   backward (training), xhat = (x - mean) * invstd:
+//     dx = (1/M) * w * invstd * (M*dy - sum dy - xhat * sum(dy*xhat))
+//   backward (evaluation, fixed statistics): dx = dy * w * invstd
+//   dw = sum dy*xhat, db = sum dy
+// The scalar spec is ref::batch_norm / ref::batch_norm_backward (tensor/ref.cpp).
+#include <cmath>
+
+#include "tensor/cpu/kernels.h"
+#include "tensor/cpu/nn.h"
+
+namespace anybit::cpu {
+
+namespace {
+
+struct BnView {
+  int64_t N, C, S;
+};
+BnView bn_view(const Tensor& x) { return {x.size(0), x.size(1), x.dim() == 4 ? x.size(2) * x.size(3) : 1}; }
+
+template <typename T>
+void train_fwd(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& y, Tensor& mean,
+               Tensor& var, Tensor& invstd) {
+  const BnView v = bn_view(x);
+  const double M = double(v.N * v.S);
+  const T *X = x.data<T>(), *Wt = w.defined() ? w.data<T>() : nullptr, *B = b.defined() ? b.data<T>() : nullptr;
+  T *Y = y.data<T>(), *Mean = mean.data<T>(), *Var = var.data<T>(), *Inv = invstd.data<T>();
+#pragma omp parallel for num_threads(num_threads()) schedule(static)
+  for (int64_t c = 0; c < v.C; ++c) {
+    double sum = 0;
+    for (int64_t n = 0; n < v.N; ++n) {
+      const T* xc = X + (n * v.C + c) * v.S;
+      for (int64_t s = 0; s < v.S; ++s) sum += xc[s];
+    }
+    const double mu = sum / M;
+    double sq = 0;
+    for (int64_t n = 0; n < v.N; ++n) {
+      const T* xc = X + (n * v.C + c) * v.S;
+      for (int64_t s = 0; s < v.S; ++s) sq += (xc[s] - mu) * (xc[s] - mu);
+    }
+    const double var_c = sq / M, inv = 1.0 / std::sqrt(var_c + eps);
+    Mean[c] = T(mu), Var[c] = T(var_c), Inv[c] = T(inv);
+    // y = x * scale + shift, scale = w * invstd, shift = b - mean * scale
+    const T scale = T((Wt ? Wt[c] : 1.0) * inv), shift = T((B ? B[c] : 0.0) - mu * (Wt ? Wt[c] : 1.0) * inv);
+    for (int64_t n = 0; n < v.N; ++n) {
+      const T* xc = X + (n * v.C + c) * v.S;
+      T* yc = Y + (n * v.C + c) * v.S;
+      for (int64_t s = 0; s < v.S; ++s) yc[s] = xc[s] * scale + shift;
+    }
+  }
+}
+
+template <typename T>
+void apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& invstd,
+           Tensor& y) {
+  const BnView v = bn_view(x);
+  const T *X = x.data<T>(), *Wt = w.defined() ? w.data<T>() : nullptr, *B = b.defined() ? b.data<T>() : nullptr;
+  const T *Mean = mean.data<T>(), *Inv = invstd.data<T>();
+  T* Y = y.data<T>();
+#pragma omp parallel for num_threads(num_threads()) schedule(static)
+  for (int64_t nc = 0; nc < v.N * v.C; ++nc) {
+    const int64_t c = nc % v.C;
+    const T scale = (Wt ? Wt[c] : T(1)) * Inv[c], shift = (B ? B[c] : T(0)) - Mean[c] * scale;
+    const T* xc = X + nc * v.S;
+    T* yc = Y + nc * v.S;
+    for (int64_t s = 0; s < v.S; ++s) yc[s] = xc[s] * scale + shift;
+  }
+}
+
+template <typename T>
+void bwd(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd, bool training,
+         const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db) {
+  const BnView v = bn_view(x);
+  const double M = double(v.N * v.S);
+  const T *X = x.data<T>(), *Wt = w.defined() ? w.data<T>() : nullptr, *G = dy.data<T>();
+  const T *Mean = mean.data<T>(), *Inv = invstd.data<T>();
+  T *dX = dx.data<T>(), *dW = dw ? dw->data<T>() : nullptr, *dB = db ? db->data<T>() : nullptr;
+#pragma omp parallel for num_threads(num_threads()) schedule(static)
+  for (int64_t c = 0; c < v.C; ++c) {
+    const double mu = Mean[c], inv = Inv[c];
+    double sum_g = 0, sum_gx = 0;  // sum dy, sum dy * (x - mean)
+    for (int64_t n = 0; n < v.N; ++n) {
+      const T *xc = X + (n * v.C + c) * v.S, *gc = G + (n * v.C + c) * v.S;
+      for (int64_t s = 0; s < v.S; ++s) {
+        sum_g += gc[s];
+        sum_gx += gc[s] * (xc[s] - mu);
+      }
+    }
+    const double sum_gxhat = sum_gx * inv;  // sum dy * xhat
+    if (dW) dW[c] = T(sum_gxhat);
+    if (dB) dB[c] = T(sum_g);
+    const double wc = Wt ? Wt[c] : 1.0;
+    // The training formula expanded: dx = a dy + k (x - mean) + d with a = w invstd,
+    // k = -a invstd sum(dy xhat) / M (xhat = (x - mean) invstd) and d = -a sum(dy) / M.
+    const T a = T(wc * inv);
+    const T k = training ? T(-wc * inv * inv * sum_gxhat / M) : T(0);
+    const T d = training ? T(-wc * inv * sum_g / M) : T(0);
+    const T mu_t = T(mu);
+    for (int64_t n = 0; n < v.N; ++n) {
+      const T *xc = X + (n * v.C + c) * v.S, *gc = G + (n * v.C + c) * v.S;
+      T* dc = dX + (n * v.C + c) * v.S;
+      for (int64_t s = 0; s < v.S; ++s) dc[s] = a * gc[s] + k * (xc[s] - mu_t) + d;
+    }
+  }
+}
+
+}  // namespace
+
+void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& y,
+                              Tensor& mean, Tensor& var, Tensor& invstd) {
+  AB_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] { train_fwd<scalar_t>(x, w, b, eps, y, mean, var, invstd); });
+}
+void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean,
+                      const Tensor& invstd, Tensor& y) {
+  AB_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] { apply<scalar_t>(x, w, b, mean, invstd, y); });
+}
+void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd,
+                         bool training, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db) {
+  AB_DISPATCH_FLOAT(x.dtype(), "batch_norm backward", [&] { bwd<scalar_t>(x, w, mean, invstd, training, dy, dx, dw, db); });
+}
+
+}  // namespace anybit::cpu

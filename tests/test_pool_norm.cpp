@@ -1,0 +1,138 @@
+// test_pool_norm.cpp - pooling and batch norm: gradient checks (float64), the fast kernels against
+// ref:: (float32, contiguous and non-contiguous), running statistics, and error messages.
+#include "tensor/ref.h"
+#include "tests/helpers.h"
+
+using namespace anybit;
+using namespace anybit::test;
+
+namespace {
+// The same values as a contiguous tensor (layout 0) or a permuted view of an (N, H, W, C) copy.
+Tensor layout_of(const Tensor& v, int layout) {
+  if (layout == 0) return v.clone();
+  if (v.dim() == 4) return v.permute({0, 2, 3, 1}).contiguous().permute({0, 3, 1, 2});
+  return v.t().contiguous().t();
+}
+}  // namespace
+
+TEST_CASE("pooling gradcheck", "[pool]") {
+  Tensor x = randn({2, 3, 5, 6}, 1).requires_grad_();
+  for (auto [k, s, p] : {std::tuple{2, 2, 0}, {3, 2, 1}, {3, 1, 1}}) {
+    INFO("kernel " << k << " stride " << s << " pad " << p);
+    auto fmax = [=](const std::vector<Tensor>& v) { return max_pool2d(v[0], k, s, p); };
+    auto favg = [=](const std::vector<Tensor>& v) { return avg_pool2d(v[0], k, s, p); };
+    REQUIRE(gradcheck(fmax, {x}) > x.numel() / 2);  // a few elements may sit on kinks
+    REQUIRE(gradcheck(favg, {x}) == x.numel());
+  }
+  REQUIRE(gradcheck([](const std::vector<Tensor>& v) { return global_avg_pool2d(v[0]); }, {x}) == x.numel());
+}
+
+TEST_CASE("pooling matches ref, contiguous and non-contiguous, float32", "[pool][ref]") {
+  Tensor v = randn({3, 4, 7, 6}, 2, DType::F32);
+  for (int layout = 0; layout < 2; ++layout)
+    for (auto [k, s, p] : {std::tuple{2, 2, 0}, {3, 2, 1}, {3, 1, 1}, {2, 1, 0}}) {
+      INFO("layout " << layout << " kernel " << k << " stride " << s << " pad " << p);
+      Tensor xm = layout_of(v, layout).requires_grad_();
+      REQUIRE((layout == 0) == xm.is_contiguous());
+      Tensor ym = max_pool2d(xm, k, s, p);
+      require_close(ym, ref::max_pool2d(xm, k, s, p), 0, 0, "max_pool2d");
+      Tensor dy = randn(ym.shape(), 3, DType::F32);
+      ym.backward(dy);
+      require_close(xm.grad(), ref::max_pool2d_backward(xm, dy, k, s, p), 1e-6, 1e-6, "max_pool2d dx");
+
+      Tensor xa = layout_of(v, layout).requires_grad_();
+      Tensor ya = avg_pool2d(xa, k, s, p);
+      require_close(ya, ref::avg_pool2d(xa, k, s, p), 1e-5, 1e-6, "avg_pool2d");
+      ya.backward(dy);
+      require_close(xa.grad(), ref::avg_pool2d_backward(xa, dy, k, s, p), 1e-5, 1e-6, "avg_pool2d dx");
+    }
+  Tensor xg = layout_of(v, 1).requires_grad_();
+  Tensor yg = global_avg_pool2d(xg);
+  require_close(yg, ref::global_avg_pool2d(xg), 1e-5, 1e-6, "global_avg_pool2d");
+  Tensor dg = randn(yg.shape(), 4, DType::F32);
+  yg.backward(dg);
+  require_close(xg.grad(), ref::global_avg_pool2d_backward(xg, dg), 1e-5, 1e-6, "global_avg_pool2d dx");
+}
+
+TEST_CASE("pooling errors name the op and the shapes", "[pool][errors]") {
+  REQUIRE_THROWS_WITH(max_pool2d(randn({3, 4, 4}, 1), 2, 2),
+                      Catch::Contains("max_pool2d") && Catch::Contains("[3, 4, 4]"));
+  REQUIRE_THROWS_WITH(avg_pool2d(randn({1, 3, 2, 2}, 1), 5, 1),
+                      Catch::Contains("avg_pool2d") && Catch::Contains("[1, 3, 2, 2]") && Catch::Contains("larger"));
+  REQUIRE_THROWS_WITH(max_pool2d(randn({1, 3, 4, 4}, 1), 2, 0),
+                      Catch::Contains("max_pool2d") && Catch::Contains("stride"));
+}
+
+TEST_CASE("batch_norm gradcheck: training and evaluation, with and without affine", "[norm]") {
+  for (Shape s : {Shape{4, 3}, Shape{2, 3, 3, 2}})
+    for (bool training : {true, false})
+      for (bool affine : {true, false}) {
+        INFO(shape_str(s) << (training ? " training" : " eval") << (affine ? " affine" : " no affine"));
+        Tensor x = randn(s, 1).requires_grad_();
+        Tensor w = affine ? add(randn({3}, 2), 1.5).detach().requires_grad_() : Tensor();
+        Tensor b = affine ? randn({3}, 3).requires_grad_() : Tensor();
+        Tensor rm = randn({3}, 4), rv = add(abs(randn({3}, 5)), 0.5);
+        std::vector<Tensor> in{x};
+        if (affine) in.push_back(w), in.push_back(b);
+        auto f = [&](const std::vector<Tensor>& v) {
+          // running stats are passed in evaluation only, so repeated calls see the same ones
+          return batch_norm(v[0], affine ? v[1] : Tensor(), affine ? v[2] : Tensor(),
+                            training ? Tensor() : rm, training ? Tensor() : rv, training);
+        };
+        REQUIRE(gradcheck(f, in) == x.numel() + (affine ? 6 : 0));
+      }
+}
+
+TEST_CASE("batch_norm matches ref, running statistics included, float32", "[norm][ref]") {
+  for (Shape s : {Shape{8, 5}, Shape{4, 5, 3, 6}})
+    for (int layout = 0; layout < 2; ++layout)
+      for (bool training : {true, false})
+        for (bool affine : {true, false}) {
+          INFO(shape_str(s) << " layout " << layout << (training ? " training" : " eval")
+                            << (affine ? " affine" : " no affine"));
+          Tensor v = add(mul(randn(s, 1, DType::F32), 2.0), 0.7);
+          Tensor x = layout_of(v, layout).requires_grad_();
+          REQUIRE((layout == 0) == x.is_contiguous());
+          Tensor w = affine ? randn({5}, 2, DType::F32).requires_grad_() : Tensor();
+          Tensor b = affine ? randn({5}, 3, DType::F32).requires_grad_() : Tensor();
+          Tensor rm = randn({5}, 4, DType::F32), rv = add(abs(randn({5}, 5, DType::F32)), 0.5);
+          Tensor rm_ref = rm.clone(), rv_ref = rv.clone();
+          Tensor y = batch_norm(x, w, b, rm, rv, training, 0.1, 1e-5);
+          Tensor y_ref = ref::batch_norm(x, w, b, rm_ref, rv_ref, training, 0.1, 1e-5);
+          require_close(y, y_ref, 1e-4, 1e-5, "batch_norm y");
+          require_close(rm, rm_ref, 1e-5, 1e-6, "running_mean");
+          require_close(rv, rv_ref, 1e-5, 1e-6, "running_var");
+          if (training) REQUIRE(rm.at({0}) != randn({5}, 4, DType::F32).at({0}));  // it was updated
+          Tensor dy = randn(y.shape(), 6, DType::F32);
+          y.backward(dy);
+          Tensor dx, dw, db;
+          // the statistics backward used: the running ones before this call (evaluation)
+          ref::batch_norm_backward(x, w, b, rm, rv, training, 1e-5, dy, dx, dw, db);
+          require_close(x.grad(), dx, 1e-3, 1e-4, "batch_norm dx");
+          if (affine) {
+            require_close(w.grad(), dw, 1e-3, 1e-4, "batch_norm dw");
+            require_close(b.grad(), db, 1e-4, 1e-4, "batch_norm db");
+          }
+        }
+}
+
+TEST_CASE("batch_norm skips the running statistics when they are undefined", "[norm]") {
+  Tensor x = randn({6, 2, 2, 2}, 1, DType::F32);
+  Tensor y = batch_norm(x, Tensor(), Tensor(), Tensor(), Tensor(), true);
+  // normalised per channel: mean 0, biased variance 1 (up to eps)
+  Tensor m = mean(y, {0, 2, 3}), v = mean(mul(y, y), {0, 2, 3});
+  require_close(m, Tensor::zeros({2}), 0, 1e-5, "mean");
+  require_close(v, Tensor::ones({2}), 1e-3, 1e-3, "variance");
+}
+
+TEST_CASE("batch_norm errors name the op and the shapes", "[norm][errors]") {
+  Tensor x = randn({4, 3, 2, 2}, 1);
+  REQUIRE_THROWS_WITH(batch_norm(x, randn({4}, 2), Tensor(), Tensor(), Tensor(), true),
+                      Catch::Contains("batch_norm") && Catch::Contains("[4]") && Catch::Contains("[4, 3, 2, 2]"));
+  REQUIRE_THROWS_WITH(batch_norm(randn({4, 3, 2}, 1), Tensor(), Tensor(), Tensor(), Tensor(), true),
+                      Catch::Contains("batch_norm") && Catch::Contains("[4, 3, 2]"));
+  REQUIRE_THROWS_WITH(batch_norm(x, Tensor(), Tensor(), Tensor(), Tensor(), false),
+                      Catch::Contains("batch_norm") && Catch::Contains("running"));
+  REQUIRE_THROWS_WITH(batch_norm(x, randn({3}, 2, DType::F32), Tensor(), Tensor(), Tensor(), true),
+                      Catch::Contains("batch_norm") && Catch::Contains("float32") && Catch::Contains("float64"));
+}

@@ -1,0 +1,124 @@
+// test_quantizers.cpp - DoReFa weights and PACT activations against their scalar references,
+// the level counts the method promises, truncate-store grids, and the gradients METHOD.md fixes.
+#include <set>
+
+#include "quant/bits.h"
+#include "quant/quantizers.h"
+#include "tests/helpers.h"
+
+using namespace anybit;
+using namespace anybit::quant;
+using namespace anybit::test;
+
+static size_t distinct(const Tensor& t) {
+  auto v = t.to_vector<double>();
+  return std::set<double>(v.begin(), v.end()).size();
+}
+
+TEST_CASE("DoReFa weights match the scalar reference", "[quant]") {
+  Tensor w = randn({8, 3, 3, 3}, 7);
+  auto wv = w.to_vector<double>();
+  for (auto store : {WeightStore::Round, WeightStore::Truncate})
+    for (auto scale : {WeightScale::None, WeightScale::Sat})
+      for (int b : {1, 2, 3, 4, 6, 8, 32}) {
+        WeightQuantOptions opt{store, scale, 8};
+        Tensor q = quantize_weight(w, b, opt);
+        auto r = ref::quantize_weight(wv, 8, b, opt);
+        INFO("bits " << b << " truncate " << (store == WeightStore::Truncate) << " sat "
+                     << (scale == WeightScale::Sat));
+        require_close(q, Tensor::from_vector(r, w.shape()), 1e-9, 1e-12, "dorefa");
+      }
+}
+
+TEST_CASE("b-bit weights take at most 2^b values in [-1, 1]", "[quant]") {
+  Tensor w = randn({16, 8, 3, 3}, 8, DType::F32);
+  for (int b : {2, 3, 4, 6, 8}) {
+    for (auto store : {WeightStore::Round, WeightStore::Truncate}) {
+      Tensor q = quantize_weight(w, b, {store, WeightScale::None, 8});
+      REQUIRE(distinct(q) <= (size_t(1) << b));
+      REQUIRE(distinct(q) >= 2);
+      if (store == WeightStore::Round) {
+        auto v = q.to_vector<float>();
+        REQUIRE(*std::max_element(v.begin(), v.end()) <= 1.0f);
+        REQUIRE(*std::min_element(v.begin(), v.end()) >= -1.0f);
+      }
+    }
+  }
+  REQUIRE(distinct(quantize_weight(w, 1)) <= 2);
+}
+
+TEST_CASE("truncate store: every b-bit code is a B-bit code with low bits dropped", "[quant]") {
+  Tensor w = randn({32, 16}, 9, DType::F32);
+  WeightQuantOptions trunc{WeightStore::Truncate, WeightScale::None, 8};
+  auto qB = weight_codes(w, 8, trunc).to_vector<int64_t>();
+  for (int b : {2, 4, 6}) {
+    auto qb = weight_codes(w, b, trunc).to_vector<int64_t>();
+    int64_t step = int64_t(1) << (8 - b);
+    std::set<int64_t> levels;
+    for (size_t i = 0; i < qb.size(); ++i) {
+      REQUIRE(qb[i] % step == 0);
+      REQUIRE(qb[i] >= 0);
+      REQUIRE(qb[i] <= 255);
+      REQUIRE(qb[i] == qB[i] / step * step);
+      levels.insert(qb[i]);
+    }
+    REQUIRE(levels.size() <= (size_t(1) << b));
+  }
+  // Rescaling keeps the mean of the 8-bit tensor.
+  Tensor q8 = quantize_weight(w, 8, trunc), q4 = quantize_weight(w, 4, trunc);
+  REQUIRE(mean(add(q4, 1.0)).item<float>() == Approx(mean(add(q8, 1.0)).item<float>()).epsilon(1e-5));
+}
+
+TEST_CASE("DoReFa gradient: straight through round, exact through tanh and max", "[quant][grad]") {
+  // At b = 32 there is no rounding: the function is smooth except at the arg-max kink.
+  REQUIRE(gradcheck([](const std::vector<Tensor>& x) { return quantize_weight(x[0], 32); },
+                    {randn({4, 5}, 3).requires_grad_()}) > 0);
+  // At b = 4, the gradient equals that of the same expression with round replaced by identity.
+  Tensor w = randn({4, 5}, 4).requires_grad_();
+  Tensor w2 = w.detach().clone().requires_grad_();
+  Tensor g = randn({4, 5}, 5);
+  sum(mul(quantize_weight(w, 4), g)).backward();
+  Tensor t = tanh(w2);
+  Tensor u = add(div(t, mul(max(abs(t)), 2.0)), 0.5);
+  sum(mul(add(mul(u, 2.0), -1.0), g)).backward();
+  require_close(w.grad(), w2.grad(), 1e-10, 1e-12, "ste");
+}
+
+TEST_CASE("PACT matches the reference and uses at most 2^b levels", "[quant]") {
+  Tensor x = mul(abs(randn({1000}, 11)), 2.0);
+  auto xv = x.to_vector<double>();
+  for (int b : {1, 2, 4, 8, 32}) {
+    Tensor a = Tensor::full({1}, 1.7, DType::F64);
+    Tensor y = pact_quantize(x, a, b);
+    require_close(y, Tensor::from_vector(ref::pact_quantize(xv, 1.7, b), {1000}), 1e-12, 1e-12, "pact");
+    if (b < 32) REQUIRE(distinct(y) <= (size_t(1) << b));
+  }
+}
+
+TEST_CASE("PACT gradients: the clip value's gradient matches finite differences", "[quant][grad]") {
+  // b = 32 (clip without rounding) is differentiable almost everywhere: central differences apply.
+  Tensor x = mul(abs(randn({3, 7}, 12)), 1.5).requires_grad_();
+  Tensor a = Tensor::full({1}, 1.1, DType::F64).requires_grad_();
+  REQUIRE(gradcheck([](const std::vector<Tensor>& v) { return pact_quantize(v[0], v[1], 32); }, {x, a}) > 0);
+  // b < 32: dx = g where 0 <= x <= a, da = sum of g where x >= a (METHOD.md), checked by hand.
+  Tensor x2 = Tensor::from_vector<double>({-0.5, 0.0, 0.3, 1.0, 1.5, 2.0}, {6}).requires_grad_();
+  Tensor a2 = Tensor::full({1}, 1.0, DType::F64).requires_grad_();
+  Tensor g = Tensor::from_vector<double>({1, 2, 3, 4, 5, 6}, {6});
+  sum(mul(pact_quantize(x2, a2, 4), g)).backward();
+  REQUIRE(x2.grad().to_vector<double>() == std::vector<double>{0, 2, 3, 4, 0, 0});
+  REQUIRE(a2.grad().item<double>() == 4 + 5 + 6);
+}
+
+TEST_CASE("PACT rejects a bad clip value", "[quant][errors]") {
+  Tensor x = randn({4}, 1);
+  REQUIRE_THROWS_WITH(pact_quantize(x, Tensor::full({2}, 1.0, DType::F64), 4), Catch::Contains("one element"));
+  REQUIRE_THROWS_WITH(pact_quantize(x, Tensor::full({1}, -1.0, DType::F64), 4), Catch::Contains("positive"));
+}
+
+TEST_CASE("bit sets parse and reject bad values with the option's name", "[quant][errors]") {
+  REQUIRE(parse_bit_set("8,6,4,2") == std::vector<int>{8, 6, 4, 2});
+  REQUIRE(parse_bit_set("32,4,2") == std::vector<int>{32, 4, 2});
+  REQUIRE_THROWS_WITH(parse_bit_set("8,x"), Catch::Contains("--bits") && Catch::Contains("'x'"));
+  REQUIRE_THROWS_WITH(parse_bit_set("8,12"), Catch::Contains("12"));
+  REQUIRE_THROWS_WITH(parse_bit_set("4,4"), Catch::Contains("twice"));
+}
