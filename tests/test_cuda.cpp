@@ -335,6 +335,35 @@ TEST_CASE("cuda: gemm matches a CPU loop for every transpose and padded leading 
                       Catch::Contains("lda=2"));
 }
 
+TEST_CASE("cuda: matmul and linear through ops.h, forward and backward, match the CPU", "[cuda]") {
+  SKIP_WITHOUT_GPU();
+  const double rt = 1e-4, at = 1e-4;
+  Tensor a = randn({7, 5}, 81, DType::F32), b = randn({5, 6}, 82, DType::F32);
+  Tensor da = a.to(kCuda), db = b.to(kCuda);
+  require_close(matmul(da, db), matmul(a, b), rt, at, "matmul");
+  // Views that GEMM reads in place: a transpose, and a row slice with a longer row stride.
+  Tensor c = randn({5, 7}, 83, DType::F32), w = randn({5, 9}, 84, DType::F32);
+  Tensor dc = c.to(kCuda), dw = w.to(kCuda);
+  require_close(matmul(dc.t(), db), matmul(c.t(), b), rt, at, "matmul of a transposed view");
+  require_close(matmul(da, dw.slice(1, 2, 8)), matmul(a, w.slice(1, 2, 8)), rt, at, "matmul of a column slice");
+  REQUIRE_THROWS_WITH(matmul(da.to(DType::F64), db.to(DType::F64)), Catch::Contains("float32"));
+
+  // y = x W^T + bias; L = sum(y * y): gradients for x, W and bias on both devices.
+  Tensor x = randn({4, 5}, 85, DType::F32).requires_grad_();
+  Tensor W = randn({3, 5}, 86, DType::F32).requires_grad_();
+  Tensor bias = randn({3}, 87, DType::F32).requires_grad_();
+  Tensor y = linear(x, W, bias);
+  sum(mul(y, y)).backward();
+  Tensor gx = x.detach().to(kCuda).requires_grad_(), gW = W.detach().to(kCuda).requires_grad_(),
+         gb = bias.detach().to(kCuda).requires_grad_();
+  Tensor gy = linear(gx, gW, gb);
+  sum(mul(gy, gy)).backward();
+  require_close(gy, y.detach(), rt, at, "linear forward");
+  require_close(gx.grad(), x.grad(), rt, at, "linear dL/dx");
+  require_close(gW.grad(), W.grad(), rt, at, "linear dL/dW");
+  require_close(gb.grad(), bias.grad(), rt, at, "linear dL/dbias");
+}
+
 TEST_CASE("cuda: backward through add, mul, exp and sum gives the CPU's gradients", "[cuda]") {
   SKIP_WITHOUT_GPU();
   // L = sum(exp(0.5 (x + w)) * x), x: (3, 4), w: (4,) broadcast over rows

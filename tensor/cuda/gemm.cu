@@ -38,12 +38,12 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
   AB_CHECK(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX && lda <= INT_MAX && ldb <= INT_MAX &&
                ldc <= INT_MAX,
            "cuda::gemm: sizes M=", M, " N=", N, " K=", K, " exceed cuBLAS's 32-bit int");
+  if (M == 0 || N == 0) return;  // nothing to write (callers may then pass ld = 0)
   // Row-major leading dimensions: the row length of each operand as stored.
   AB_CHECK(lda >= std::max<int64_t>(1, trans_a ? M : K) && ldb >= std::max<int64_t>(1, trans_b ? K : N) &&
                ldc >= std::max<int64_t>(1, N),
            "cuda::gemm: leading dimensions lda=", lda, " ldb=", ldb, " ldc=", ldc, " too small for M=", M,
            " N=", N, " K=", K, (trans_a ? " A^T" : " A"), (trans_b ? " B^T" : " B"));
-  if (M == 0 || N == 0) return;
   cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   // C^T = op(B)^T op(A)^T in column-major terms (see the top of the file).
