@@ -8,6 +8,7 @@
 # then on the GPU machine (device tool: carry .deps):
 #   run(command="bash scripts/gpu-check.sh", carry=[".deps"], timeout_s=480)
 #
+# The [cuda] run sets CUDA_LAUNCH_BLOCKING=1 so that a failing kernel is reported at its own launch.
 # Environment: OUT (log folder; default build-gpu/gpu-check-logs), BUILD (build folder; default build-gpu),
 # ARCHS (CUDA architectures; default 90). Exit status: 0 only when everything built, the [cuda]
 # tests really ran on a GPU (none skipped) and every test passed.
@@ -42,16 +43,17 @@ cmake -S . -B "$BUILD" -DANYBIT_DEPS_ROOT="$DEPS" -DANYBIT_CUDA=ON -DANYBIT_CUDA
   > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; fail "cmake configure (configure.log)"; }
 grep "anybit:" "$OUT/configure.log"
 
-say "build"
+# The test program first (the library and the tests), the other programs after the tests.
+say "build anybit_tests"
 start=$(date +%s)
-cmake --build "$BUILD" -j"$(nproc)" > "$OUT/build.log" 2>&1 ||
+cmake --build "$BUILD" -j"$(nproc)" --target anybit_tests > "$OUT/build.log" 2>&1 ||
   { grep -E "error|Error" -A3 "$OUT/build.log" | head -60; fail "build (build.log)"; }
 say "built in $(( $(date +%s) - start )) s"
 
 status=0
 say "[cuda] tests"
-timeout 300 "$BUILD/anybit_tests" "[cuda]" > "$OUT/cuda-tests.log" 2>&1 || status=1
-tail -40 "$OUT/cuda-tests.log"
+CUDA_LAUNCH_BLOCKING=1 timeout 300 "$BUILD/anybit_tests" "[cuda]" > "$OUT/cuda-tests.log" 2>&1 || status=1
+tail -60 "$OUT/cuda-tests.log"
 if grep -q "skipping:" "$OUT/cuda-tests.log"; then
   say "the [cuda] tests skipped: the GPU was not usable (see cuda-tests.log)"
   status=1
@@ -61,5 +63,9 @@ say "whole suite"
 timeout 300 "$BUILD/anybit_tests" > "$OUT/all-tests.log" 2>&1 || status=1
 tail -5 "$OUT/all-tests.log"
 
-[ $status -eq 0 ] || fail "tests (cuda-tests.log, all-tests.log)"
+say "build everything else (programs, benchmarks)"
+cmake --build "$BUILD" -j"$(nproc)" >> "$OUT/build.log" 2>&1 ||
+  { grep -E "error|Error" -A3 "$OUT/build.log" | head -40; say "the full build failed (build.log)"; status=1; }
+
+[ $status -eq 0 ] || fail "see summary.log, cuda-tests.log, all-tests.log, build.log"
 say "OK: built with CUDA, [cuda] tests ran on the GPU, whole suite passed"
