@@ -12,6 +12,7 @@
 #include "nn/checkpoint.h"
 #include "nn/json.h"
 #include "nn/optim.h"
+#include "tensor/cuda/cuda.h"
 
 using namespace anybit;
 using namespace anybit::nn;
@@ -296,4 +297,20 @@ TEST_CASE("training state file round trip", "[checkpoint]") {
   write_safetensors(dir / "model.safetensors", {{"w", Tensor::ones({1})}});
   require_error([&] { load_training_state(dir / "model.safetensors"); },
                 {"model.safetensors", "not an anybit training-state file"});
+}
+
+TEST_CASE("safetensors writes CUDA tensors (copied to the host)", "[checkpoint][cuda]") {
+  if (!cuda::available()) {
+    WARN("skipping: " << cuda::unavailable_reason());
+    return;
+  }
+  TempDir dir;
+  Generator g(5);
+  Tensor a = Tensor::randn({3, 4}, g);
+  Tensor b = Tensor::randn({2, 5}, g, 0, 1, DType::F64);
+  write_safetensors(dir / "gpu.safetensors",
+                    {{"a", a.to(Device(Device::CUDA))}, {"bt", b.to(Device(Device::CUDA)).t()}});
+  SafeTensors f = read_safetensors(dir / "gpu.safetensors");
+  REQUIRE(f.find("a")->to_vector<float>() == a.to_vector<float>());
+  REQUIRE(f.find("bt")->to_vector<double>() == b.t().to_vector<double>());
 }
