@@ -2,6 +2,7 @@
 #include "nn/json.h"
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
