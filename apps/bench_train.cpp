@@ -1,0 +1,221 @@
+// bench_train.cpp - training and inference throughput of whole networks, in images/s, on random
+// data: the figures compared with PyTorch by scripts/bench.sh (scripts/bench_pytorch.py runs the
+// same workloads in PyTorch; docs/BENCHMARKS.md has the results).
+//
+// Workloads (all at 2 threads unless --threads says otherwise, fixed seeds):
+//   resnet20_train    CIFAR ResNet-20, batch 128 of (3, 32, 32): forward, cross-entropy,
+//                     backward, SGD step (momentum 0.9, weight decay 5e-4)
+//   resnet20_infer    the same network in eval mode under NoGradGuard, batch 128
+//   lenet5_train      LeNet-5, batch 256 of (1, 28, 28), the same step as resnet20_train
+//   lenet5_infer      LeNet-5 inference, batch 256
+//   joint_ce          quantized ResNet-20 over bit-widths {8, 6, 4, 2}: JointTrainer with teacher
+//                     none and no block swapping (four forward + CE + backward passes, one SGD
+//                     step): the work of PyTorch's reference joint step
+//   joint_ours        the same with the default MethodConfig (collaborative teachers + KD,
+//                     dynamic block swapping)
+//   quant4_train      quantized ResNet-20 with bit set {4}: one forward + CE + backward + step;
+//                     compared with resnet20_train it gives the cost of quantization itself
+// Timing: `warmup` untimed steps, then `repeats` timed runs of `steps` steps each; the figure is
+// batch * steps / time of the median run.
+//
+// Output: one machine-readable line per workload, `name images_per_s` (scripts/bench.sh parses
+// them), and a human table whose lines start with '#'.
+// Usage: bench_train [--only NAME[,NAME...]] [--steps N] [--repeats N] [--warmup N] [--threads N]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "autograd/autograd.h"
+#include "nn/models.h"
+#include "nn/optim.h"
+#include "quant/joint_trainer.h"
+#include "quant/qmodel.h"
+#include "tensor/cpu/kernels.h"
+#include "tensor/ops.h"
+
+using namespace anybit;
+
+namespace {
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+struct Settings {
+  int steps = 3, repeats = 3, warmup = 2, threads = 2;
+  std::vector<std::string> only;  // empty: every workload
+};
+
+// A workload: a batch size and one step; setup happens in the factory that returns it.
+struct Workload {
+  int64_t batch = 0;
+  std::function<void()> step;
+};
+
+// Random inputs x: (N, C, H, W) ~ N(0, 1) and labels y: (N) int64 in [0, classes).
+Tensor random_images(int64_t n, const Shape& sample, Generator& g) {
+  Shape s{n};
+  s.insert(s.end(), sample.begin(), sample.end());
+  return Tensor::randn(s, g);
+}
+Tensor random_labels(int64_t n, int64_t classes, Generator& g) {
+  std::vector<int64_t> v(n);
+  for (auto& e : v) e = (int64_t)g.below(classes);
+  return Tensor::from_vector(v, {n});
+}
+
+// Full-precision training step: zero_grad, forward, CE, backward, SGD momentum step.
+Workload fp_train(const std::string& arch, int64_t batch) {
+  Generator g(7);
+  auto model = nn::make_model(arch, 10, {}, 1);
+  auto opt = std::make_shared<nn::SGD>(model->named_parameters(), 0.01, 0.9, 5e-4);
+  Tensor x = random_images(batch, nn::default_input_shape(arch), g), y = random_labels(batch, 10, g);
+  model->train();
+  return {batch, [model, opt, x, y] {
+            opt->zero_grad();
+            Tensor loss = cross_entropy(model->forward(x), y);
+            loss.backward();
+            opt->step();
+          }};
+}
+
+// Inference: eval mode, no graph.
+Workload fp_infer(const std::string& arch, int64_t batch) {
+  Generator g(7);
+  auto model = nn::make_model(arch, 10, {}, 1);
+  Tensor x = random_images(batch, nn::default_input_shape(arch), g);
+  model->eval();
+  return {batch, [model, x] {
+            NoGradGuard ng;
+            Tensor logits = model->forward(x);
+            (void)logits;
+          }};
+}
+
+// The joint quantized step over {8, 6, 4, 2} (or a single bit-width when bit_set has one entry).
+Workload quant_train(std::vector<int> bit_set, const quant::MethodConfig& cfg, int64_t batch) {
+  Generator g(7);
+  quant::QuantOptions qo;
+  qo.bit_set = bit_set;
+  auto model = std::make_shared<quant::QuantModel>("resnet20", 10, qo, 1);
+  auto trainer = std::make_shared<quant::JointTrainer>(*model, cfg, 3);
+  auto opt = std::make_shared<nn::SGD>(model->net().named_parameters(), 0.01, 0.9, 5e-4);
+  Tensor x = random_images(batch, {3, 32, 32}, g), y = random_labels(batch, 10, g);
+  model->net().train();
+  return {batch, [model, trainer, opt, x, y] {
+            trainer->accumulate_gradients(x, y, 0.0);  // progress 0: the swap probability is p0
+            opt->step();
+          }};
+}
+
+quant::MethodConfig plain_joint_ce() {
+  quant::MethodConfig c;
+  c.teacher = quant::TeacherRule::None;
+  c.swap = false;
+  return c;
+}
+
+const std::vector<std::string>& workload_names() {
+  static const std::vector<std::string> names{"resnet20_train", "resnet20_infer", "lenet5_train", "lenet5_infer",
+                                              "joint_ce",       "joint_ours",     "quant4_train"};
+  return names;
+}
+
+Workload make_workload(const std::string& name) {
+  if (name == "resnet20_train") return fp_train("resnet20", 128);
+  if (name == "resnet20_infer") return fp_infer("resnet20", 128);
+  if (name == "lenet5_train") return fp_train("lenet5", 256);
+  if (name == "lenet5_infer") return fp_infer("lenet5", 256);
+  if (name == "joint_ce") return quant_train({8, 6, 4, 2}, plain_joint_ce(), 128);
+  if (name == "joint_ours") return quant_train({8, 6, 4, 2}, quant::MethodConfig{}, 128);
+  if (name == "quant4_train") return quant_train({4}, plain_joint_ce(), 128);
+  std::string valid;
+  for (auto& n : workload_names()) valid += " " + n;
+  AB_FAIL("bench_train: unknown workload '", name, "' (valid:", valid, ")");
+}
+
+// images/s of the median timed run.
+double measure(Workload& w, const Settings& s) {
+  for (int i = 0; i < s.warmup; ++i) w.step();
+  std::vector<double> times;
+  for (int r = 0; r < s.repeats; ++r) {
+    double t0 = now();
+    for (int i = 0; i < s.steps; ++i) w.step();
+    times.push_back(now() - t0);
+  }
+  std::sort(times.begin(), times.end());
+  return (double)w.batch * s.steps / times[times.size() / 2];
+}
+
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+int positive(const std::string& flag, const char* value) {
+  int v = std::atoi(value);
+  AB_CHECK(v > 0, "bench_train: ", flag, " needs a positive integer, got '", value, "'");
+  return v;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    Settings s;
+    for (int i = 1; i < argc; ++i) {
+      std::string a = argv[i];
+      bool has_value = i + 1 < argc;
+      if (a == "--only" && has_value) s.only = split_commas(argv[++i]);
+      else if (a == "--steps" && has_value) s.steps = positive(a, argv[++i]);
+      else if (a == "--repeats" && has_value) s.repeats = positive(a, argv[++i]);
+      else if (a == "--warmup" && has_value) s.warmup = std::atoi(argv[++i]);
+      else if (a == "--threads" && has_value) s.threads = positive(a, argv[++i]);
+      else
+        AB_FAIL("bench_train: unknown argument '", a,
+                "' (usage: bench_train [--only NAME[,NAME...]] [--steps N] [--repeats N] [--warmup N] [--threads N])");
+    }
+    cpu::set_num_threads(s.threads);
+    std::vector<std::string> run = s.only.empty() ? workload_names() : s.only;
+    for (auto& n : run)  // check every name before spending minutes on the first workloads
+      if (std::find(workload_names().begin(), workload_names().end(), n) == workload_names().end()) make_workload(n);
+    const char* coretype = std::getenv("OPENBLAS_CORETYPE");
+    std::printf("# bench_train: %d threads, warm-up %d steps, median of %d runs of %d steps; OPENBLAS_CORETYPE=%s\n",
+                s.threads, s.warmup, s.repeats, s.steps, coretype ? coretype : "(unset)");
+    std::fflush(stdout);
+
+    std::map<std::string, double> ips;
+    for (auto& name : run) {
+      Workload w = make_workload(name);
+      ips[name] = measure(w, s);
+      std::printf("%s %.1f\n", name.c_str(), ips[name]);
+      std::fflush(stdout);
+    }
+
+    std::printf("#\n# %-16s %8s %12s %10s\n", "workload", "batch", "images/s", "ms/step");
+    for (auto& name : run) {
+      int64_t batch = name.rfind("lenet5", 0) == 0 ? 256 : 128;
+      std::printf("# %-16s %8lld %12.1f %10.2f\n", name.c_str(), (long long)batch, ips[name], 1e3 * batch / ips[name]);
+    }
+    // Step-time ratios against the full-precision step (how much the quantizers cost).
+    if (ips.count("resnet20_train")) {
+      for (const char* q : {"quant4_train", "joint_ce", "joint_ours"})
+        if (ips.count(q))
+          std::printf("# %s / resnet20_train step time: %.2fx\n", q, ips["resnet20_train"] / ips[q]);
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_train: %s\n", e.what());
+    return 1;
+  }
+}
