@@ -1,16 +1,111 @@
 #!/usr/bin/env bash
-# Runs every benchmark program of a build folder (make bench). Usage: scripts/bench.sh [build]
-# Leaves the environment as it is (OPENBLAS_CORETYPE included); the programs print what they use.
+# bench.sh [BUILD] - what `make bench` runs: every benchmark of docs/BENCHMARKS.md, in about 10 min.
+#
+#   1. build/bench_kernels   conv2d and elementwise kernels (GFLOP/s, GB/s)
+#   2. build/bench_data      the data loader on CIFAR-10 (fetched with scripts/get-data.sh into
+#                            $DATA/cifar10 first; skipped, saying so, when it cannot be had)
+#   3. build/bench_optim     the optimizer step (GB/s)
+#   4. training throughput against PyTorch: build/bench_train and scripts/bench_pytorch.py, run
+#      ALTERNATELY (anybit, pytorch, anybit, pytorch, ...) REPEATS times each, because the noise of
+#      these shared 2-core machines drifts over minutes; prints each run, then per workload the
+#      median images/s of each side and the ratio anybit / pytorch. PyTorch's side is skipped,
+#      saying so, when /usr/bin/python3 cannot import torch.
+#
+# Environment: REPEATS (alternations, default 3), STEPS (timed steps per run, default 3), DATA
+# (dataset folder, default datasets), ONLY (comma-separated workloads for step 4), SKIP (any of
+# kernels,data,optim,train to leave out). The environment is left as it is (OPENBLAS_CORETYPE
+# included); every program prints what it runs with. The load average is printed before and after
+# step 4: figures taken under load are not comparable with figures taken without.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 BUILD="${1:-build}"
-shopt -s nullglob
-progs=("$BUILD"/bench_*)
-if [ ${#progs[@]} -eq 0 ]; then
-  echo "bench.sh: no bench_* programs in $BUILD (run make first)" >&2
-  exit 1
+REPEATS="${REPEATS:-3}"
+STEPS="${STEPS:-3}"
+DATA="${DATA:-datasets}"
+ONLY="${ONLY:-}"
+SKIP="${SKIP:-}"
+PYTHON=/usr/bin/python3
+
+say() { echo "bench.sh: $*"; }
+skipped() { [[ ",$SKIP," == *",$1,"* ]]; }
+need() { [ -x "$BUILD/$1" ] || { echo "bench.sh: $BUILD/$1 is missing (run make first)" >&2; exit 1; }; }
+
+say "build $BUILD; OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset)}; $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+
+if ! skipped kernels; then
+  need bench_kernels
+  echo "== $BUILD/bench_kernels"
+  "$BUILD/bench_kernels"
 fi
-for p in "${progs[@]}"; do
-  [ -x "$p" ] || continue
-  echo "== $p"
-  "$p"
+
+if ! skipped data; then
+  need bench_data
+  echo "== $BUILD/bench_data"
+  if scripts/get-data.sh cifar10 "$DATA/cifar10"; then
+    "$BUILD/bench_data" --data "$DATA/cifar10" --epochs 2
+  else
+    say "skipping bench_data: CIFAR-10 could not be had (scripts/get-data.sh cifar10 $DATA/cifar10 failed)"
+  fi
+fi
+
+if ! skipped optim; then
+  need bench_optim
+  echo "== $BUILD/bench_optim"
+  "$BUILD/bench_optim"
+fi
+
+skipped train && exit 0
+need bench_train
+echo "== training throughput: $BUILD/bench_train vs scripts/bench_pytorch.py, alternating, $REPEATS runs each"
+have_torch=1
+if ! "$PYTHON" -c "import torch" 2>/dev/null; then
+  have_torch=0
+  say "skipping PyTorch: $PYTHON cannot import torch (Debian: apt-get install python3-torch)"
+fi
+args=(--steps "$STEPS")
+[ -n "$ONLY" ] && args+=(--only "$ONLY")
+LOGS=$(mktemp -d)
+trap 'rm -rf "$LOGS"' EXIT
+for ((i = 1; i <= REPEATS; ++i)); do
+  echo "-- run $i/$REPEATS: anybit (load $(cut -d' ' -f1 /proc/loadavg))"
+  "$BUILD/bench_train" "${args[@]}" | tee "$LOGS/anybit.$i"
+  if [ "$have_torch" = 1 ]; then
+    echo "-- run $i/$REPEATS: pytorch (load $(cut -d' ' -f1 /proc/loadavg))"
+    "$PYTHON" scripts/bench_pytorch.py "${args[@]}" | tee "$LOGS/pytorch.$i"
+  fi
 done
+
+# The summary: the median over runs of each side's images/s, per workload (lines `name value`).
+say "load average after the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
+awk -v repeats="$REPEATS" '
+  function median(side, name,    n, i, j, t, v) {
+    n = count[side, name]
+    if (n == 0) return -1
+    for (i = 1; i <= n; ++i) v[i] = val[side, name, i]
+    for (i = 2; i <= n; ++i) for (j = i; j > 1 && v[j - 1] > v[j]; --j) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+    return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+  }
+  FNR == 1 { side = FILENAME; sub(/.*\//, "", side); sub(/\..*/, "", side) }
+  /^#/ || NF != 2 { next }
+  {
+    if (!(($1) in seen)) { seen[$1] = 1; order[++names] = $1 }
+    val[side, $1, ++count[side, $1]] = $2
+  }
+  END {
+    printf "\n%-16s %16s %16s %16s\n", "workload", "anybit img/s", "pytorch img/s", "anybit/pytorch"
+    for (k = 1; k <= names; ++k) {
+      a = median("anybit", order[k]); p = median("pytorch", order[k])
+      printf "%-16s %16s %16s %16s\n", order[k], a < 0 ? "-" : sprintf("%.1f", a), p < 0 ? "-" : sprintf("%.1f", p),
+             (a < 0 || p < 0) ? "-" : sprintf("%.2fx", a / p)
+    }
+    printf "(medians of %d alternating runs each; ratio > 1: anybit is faster)\n", repeats
+    # Step time of the quantized workloads relative to the fp32 step of the same side.
+    for (k = 1; k <= names; ++k) {
+      q = order[k]
+      if (q != "quant4_train" && q != "joint_ce" && q != "joint_ours") continue
+      a = median("anybit", q); fa = median("anybit", "resnet20_train")
+      p = median("pytorch", q); fp = median("pytorch", "resnet20_train")
+      printf "%s step time / resnet20_train step time: anybit %s, pytorch %s\n", q,
+             (a > 0 && fa > 0) ? sprintf("%.2fx", fa / a) : "-", (p > 0 && fp > 0) ? sprintf("%.2fx", fp / p) : "-"
+    }
+  }' "$LOGS"/anybit.* $( [ "$have_torch" = 1 ] && echo "$LOGS"/pytorch.* )

@@ -1,0 +1,271 @@
+#!/usr/bin/python3
+"""bench_pytorch.py - the workloads of apps/bench_train.cpp written in PyTorch: the reference
+anybit's training speed is compared with (scripts/bench.sh runs both, alternating).
+
+Workloads (same names, batch sizes, step contents and timing method as bench_train):
+  resnet20_train   CIFAR ResNet-20 (16/32/64, option-B 1x1 conv + BN shortcuts), batch 128 of
+                   (3, 32, 32): forward, cross-entropy, backward, SGD (momentum 0.9, wd 5e-4)
+  resnet20_infer   eval mode under torch.no_grad(), batch 128
+  lenet5_train     LeNet-5, batch 256 of (1, 28, 28)
+  lenet5_infer     LeNet-5 inference, batch 256
+  joint_ce         fake-quantized ResNet-20 over bit-widths 8, 6, 4, 2: four forward + CE +
+                   backward passes into the shared weights, then one SGD step. DoReFa weights
+                   (tanh normalise, round with a straight-through estimator), PACT activations
+                   (learnable clip per bit-width) on the input of every conv except the stem,
+                   switchable BN (one BN set per bit-width); stem conv and classifier in FP
+                   (anybit's quant/qlayers.h, METHOD.md section 2)
+  joint_ours       not run here: PyTorch has no reference for collab + swap (bench_train only)
+  quant4_train     the same quantized ResNet-20 with the bit set {4}: one pass and one step
+The models are those of scripts/check_checkpoint.py (anybit's names and architectures).
+Timing: `warmup` untimed steps, then `repeats` runs of `steps` steps; images/s of the median run.
+Output: `name images_per_s` lines, and a human table whose lines start with '#'.
+
+    /usr/bin/python3 scripts/bench_pytorch.py [--only NAME[,NAME]] [--steps 3] [--repeats 3]
+
+Threads: torch.set_num_threads(2) (Debian's torch defaults to 1 here). glibc malloc is tuned as
+docs/PERF-NOTES.md says (MALLOC_MMAP_THRESHOLD_ and friends); they must be set before the process
+starts, so the script re-executes itself with them when they are missing.
+Needs: Debian's python3-torch (1.13.1, CPU), run with /usr/bin/python3.
+"""
+import argparse
+import os
+import sys
+import time
+
+MALLOC_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": "1073741824",
+    "MALLOC_TRIM_THRESHOLD_": "4294967296",
+    "MALLOC_TOP_PAD_": "536870912",
+}
+if any(k not in os.environ for k in MALLOC_ENV):
+    env = dict(os.environ)
+    for k, v in MALLOC_ENV.items():
+        env.setdefault(k, v)
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+try:
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+except ImportError as e:
+    print(f"bench_pytorch: SKIP torch is not importable ({e}); run with /usr/bin/python3", file=sys.stderr)
+    sys.exit(77)
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from check_checkpoint import LeNet5, ResNet20  # noqa: E402  (the same definitions as anybit's)
+
+WORKLOADS = ["resnet20_train", "resnet20_infer", "lenet5_train", "lenet5_infer", "joint_ce", "quant4_train"]
+
+
+# ---- fake quantization (quant/quantizers.h) -------------------------------------------------------
+
+
+def round_ste(x):
+    """round(x) forward, identity backward (straight-through estimator)."""
+    return x + (torch.round(x) - x).detach()
+
+
+def dorefa_weight(w, bits):
+    """u = tanh(w) / (2 max|tanh w|) + 1/2;  w_q = 2 round((2^b - 1) u) / (2^b - 1) - 1."""
+    t = torch.tanh(w)
+    u = t / (2 * t.abs().max()) + 0.5
+    n = 2 ** bits - 1
+    return 2 * round_ste(u * n) / n - 1
+
+
+def pact(x, a, bits):
+    """y = clamp(x, 0, a);  x_q = round(y (2^b - 1) / a) a / (2^b - 1). dx: 1 inside [0, a]; da: x >= a."""
+    y = torch.minimum(F.relu(x), a)
+    n = 2 ** bits - 1
+    return round_ste(y * (n / a)) * (a / n)
+
+
+class Bits:
+    """The bit-width every quantized layer of one model uses now (shared by reference)."""
+
+    def __init__(self, bit_set):
+        self.bit_set = list(bit_set)
+        self.active = self.bit_set[0]
+
+
+class QConv2d(nn.Conv2d):
+    def __init__(self, bits, inp, out, k, stride=1, padding=0, clip_init=8.0):
+        super().__init__(inp, out, k, stride, padding, bias=False)
+        self.bits = bits
+        self.clips = nn.ParameterList([nn.Parameter(torch.tensor(clip_init)) for _ in bits.bit_set])
+
+    def forward(self, x):
+        b = self.bits.active
+        xq = pact(x, self.clips[self.bits.bit_set.index(b)], b)
+        return F.conv2d(xq, dorefa_weight(self.weight, b), None, self.stride, self.padding)
+
+
+class MultiBN(nn.Module):
+    """One BatchNorm2d per bit-width; the active one is used (switchable BN)."""
+
+    def __init__(self, bits, c):
+        super().__init__()
+        self.bits = bits
+        self.bn = nn.ModuleList([nn.BatchNorm2d(c) for _ in bits.bit_set])
+
+    def forward(self, x):
+        return self.bn[self.bits.bit_set.index(self.bits.active)](x)
+
+
+class QBasicBlock(nn.Module):
+    def __init__(self, bits, inp, planes, stride):
+        super().__init__()
+        self.conv1 = QConv2d(bits, inp, planes, 3, stride, 1)
+        self.bn1 = MultiBN(bits, planes)
+        self.conv2 = QConv2d(bits, planes, planes, 3, 1, 1)
+        self.bn2 = MultiBN(bits, planes)
+        self.shortcut = None
+        if stride != 1 or inp != planes:  # option B, quantized like every conv but the stem
+            self.shortcut = nn.Sequential(QConv2d(bits, inp, planes, 1, stride), MultiBN(bits, planes))
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return F.relu(y + (self.shortcut(x) if self.shortcut is not None else x))
+
+
+class QResNet20(nn.Module):
+    """ResNet-20 with FP stem conv and classifier, everything else quantized, switchable BN."""
+
+    def __init__(self, bit_set, num_classes=10):
+        super().__init__()
+        self.bits = Bits(bit_set)
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = MultiBN(self.bits, 16)
+        inp = 16
+        for s, w in enumerate([16, 32, 64]):
+            blocks = []
+            for b in range(3):
+                blocks.append(QBasicBlock(self.bits, inp, w, 2 if (s > 0 and b == 0) else 1))
+                inp = w
+            setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+# ---- workloads: (batch, step function) ------------------------------------------------------------
+
+
+def data(batch, sample, g):
+    x = torch.randn((batch,) + sample, generator=g)
+    y = torch.randint(0, 10, (batch,), generator=g)
+    return x, y
+
+
+def sgd(model):
+    return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+
+def fp_train(model, batch, sample):
+    g = torch.Generator().manual_seed(7)
+    x, y = data(batch, sample, g)
+    opt = sgd(model)
+    model.train()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return batch, step
+
+
+def fp_infer(model, batch, sample):
+    g = torch.Generator().manual_seed(7)
+    x, _ = data(batch, sample, g)
+    model.eval()
+
+    def step():
+        with torch.no_grad():
+            model(x)
+    return batch, step
+
+
+def quant_train(bit_set, batch):
+    g = torch.Generator().manual_seed(7)
+    x, y = data(batch, (3, 32, 32), g)
+    model = QResNet20(bit_set)
+    opt = sgd(model)
+    model.train()
+    order = sorted(bit_set, reverse=True)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        for b in order:  # gradients of every bit-width accumulate into the shared weights
+            model.bits.active = b
+            F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return batch, step
+
+
+def make(name):
+    torch.manual_seed(1)
+    if name == "resnet20_train":
+        return fp_train(ResNet20(10), 128, (3, 32, 32))
+    if name == "resnet20_infer":
+        return fp_infer(ResNet20(10), 128, (3, 32, 32))
+    if name == "lenet5_train":
+        return fp_train(LeNet5(10), 256, (1, 28, 28))
+    if name == "lenet5_infer":
+        return fp_infer(LeNet5(10), 256, (1, 28, 28))
+    if name == "joint_ce":
+        return quant_train([8, 6, 4, 2], 128)
+    if name == "quant4_train":
+        return quant_train([4], 128)
+    raise SystemExit(f"bench_pytorch: unknown workload {name!r} (valid: {', '.join(WORKLOADS)})")
+
+
+def measure(batch, step, steps, repeats, warmup):
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        times.append(time.perf_counter() - t0)
+    return batch * steps / sorted(times)[len(times) // 2]  # as bench_train: the upper median for even counts
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--only", default="", help="comma-separated workload names (default: all)")
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args()
+    names = [n for n in a.only.split(",") if n] or WORKLOADS
+    for n in names:
+        if n not in WORKLOADS:
+            raise SystemExit(f"bench_pytorch: unknown workload {n!r} (valid: {', '.join(WORKLOADS)})")
+    torch.set_num_threads(a.threads)
+    print(f"# bench_pytorch: torch {torch.__version__}, {torch.get_num_threads()} threads, warm-up {a.warmup} "
+          f"steps, median of {a.repeats} runs of {a.steps} steps; OPENBLAS_CORETYPE="
+          f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}", flush=True)
+    ips = {}
+    for n in names:
+        batch, step = make(n)
+        ips[n] = measure(batch, step, a.steps, a.repeats, a.warmup)
+        print(f"{n} {ips[n]:.1f}", flush=True)
+    print("#")
+    print(f"# {'workload':<16} {'batch':>8} {'images/s':>12} {'ms/step':>10}")
+    for n in names:
+        batch = 256 if n.startswith("lenet5") else 128
+        print(f"# {n:<16} {batch:>8} {ips[n]:>12.1f} {1e3 * batch / ips[n]:>10.2f}")
+    if "resnet20_train" in ips:
+        for q in ("quant4_train", "joint_ce"):
+            if q in ips:
+                print(f"# {q} / resnet20_train step time: {ips['resnet20_train'] / ips[q]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
