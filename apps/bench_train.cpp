@@ -39,6 +39,7 @@
 #include "quant/qmodel.h"
 #include "tensor/cpu/kernels.h"
 #include "tensor/ops.h"
+#include "tensor/storage.h"
 
 using namespace anybit;
 
@@ -141,15 +142,18 @@ Workload make_workload(const std::string& name) {
   AB_FAIL("bench_train: unknown workload '", name, "' (valid:", valid, ")");
 }
 
-// images/s of the median timed run.
-double measure(Workload& w, const Settings& s) {
+// images/s of the median timed run. *system_allocs: blocks the caching allocator had to request
+// from the system during the timed runs (0 once the cache is warm: tensor/storage.h).
+double measure(Workload& w, const Settings& s, size_t* system_allocs) {
   for (int i = 0; i < s.warmup; ++i) w.step();
+  size_t allocs0 = cpu_allocator_stats().system_allocs;
   std::vector<double> times;
   for (int r = 0; r < s.repeats; ++r) {
     double t0 = now();
     for (int i = 0; i < s.steps; ++i) w.step();
     times.push_back(now() - t0);
   }
+  *system_allocs = cpu_allocator_stats().system_allocs - allocs0;
   std::sort(times.begin(), times.end());
   return (double)w.batch * s.steps / times[times.size() / 2];
 }
@@ -195,17 +199,19 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
 
     std::map<std::string, double> ips;
+    std::map<std::string, size_t> allocs;
     for (auto& name : run) {
       Workload w = make_workload(name);
-      ips[name] = measure(w, s);
+      ips[name] = measure(w, s, &allocs[name]);
       std::printf("%s %.1f\n", name.c_str(), ips[name]);
       std::fflush(stdout);
     }
 
-    std::printf("#\n# %-16s %8s %12s %10s\n", "workload", "batch", "images/s", "ms/step");
+    std::printf("#\n# %-16s %8s %12s %10s %14s\n", "workload", "batch", "images/s", "ms/step", "sys allocs");
     for (auto& name : run) {
       int64_t batch = name.rfind("lenet5", 0) == 0 ? 256 : 128;
-      std::printf("# %-16s %8lld %12.1f %10.2f\n", name.c_str(), (long long)batch, ips[name], 1e3 * batch / ips[name]);
+      std::printf("# %-16s %8lld %12.1f %10.2f %14zu\n", name.c_str(), (long long)batch, ips[name],
+                  1e3 * batch / ips[name], allocs[name]);
     }
     // Step-time ratios against the full-precision step (how much the quantizers cost).
     if (ips.count("resnet20_train")) {
