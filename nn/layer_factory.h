@@ -42,4 +42,10 @@ class LayerFactory {
   std::shared_ptr<Generator> gen_;
 };
 
+// The plain float layers: Conv2d, Linear, BatchNorm2d of nn/layers.h (the base class's defaults).
+class FloatLayers : public LayerFactory {
+ public:
+  explicit FloatLayers(uint64_t seed = 0) { this->seed(seed); }
+};
+
 }  // namespace anybit::nn

@@ -76,9 +76,16 @@ void Module::zero_grad() {
 }
 
 NamedTensors Module::state_dict() const {
-  NamedTensors out = named_parameters();
-  NamedTensors b = named_buffers();
-  out.insert(out.end(), b.begin(), b.end());
+  // PyTorch's order: each module's own parameters, then its own buffers, then its children.
+  NamedTensors out;
+  std::function<void(const Module&, const std::string&)> walk = [&](const Module& m, const std::string& pre) {
+    for (auto& p : m.params_)
+      if (p.second->defined()) out.emplace_back(pre + p.first, *p.second);
+    for (auto& b : m.buffers_)
+      if (b.second->defined()) out.emplace_back(pre + b.first, *b.second);
+    for (auto& c : m.children_) walk(*c.second, pre + c.first + ".");
+  };
+  walk(*this, "");
   return out;
 }
 

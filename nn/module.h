@@ -45,7 +45,8 @@ class Module {
   const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const { return children_; }
   void zero_grad();
 
-  // Parameters then buffers, as PyTorch's state_dict().
+  // Every parameter and buffer, in PyTorch's state_dict() order: each module's own parameters,
+  // then its own buffers, then its children's, recursively.
   NamedTensors state_dict() const;
   // Copies values into the registered tensors. With strict, missing or unexpected names and
   // shape mismatches are an error that lists every difference ("layer1.0.conv1.weight: expected
@@ -54,6 +55,10 @@ class Module {
 
   // A tree printout with parameter counts (`anybit info`).
   std::string repr(int indent = 0) const;
+
+  // Multiply-accumulates per sample of this module's own computation (not its children's) in its
+  // last forward: conv and linear layers override it; nn::macs_per_sample (nn/models.h) sums it.
+  virtual int64_t last_macs() const { return 0; }
 
  protected:
   // Registers a member tensor (requires_grad is set for parameters).

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "nn/models.h"
 #include "quant/qlayers.h"
 
 namespace anybit::quant {
@@ -16,7 +17,8 @@ namespace anybit::quant {
 class QuantModel {
  public:
   // arch: a name of nn::make_model ("lenet5", "resnet20", ...).
-  QuantModel(const std::string& arch, int64_t num_classes, const QuantOptions& opt, uint64_t seed);
+  QuantModel(const std::string& arch, int64_t num_classes, const QuantOptions& opt, uint64_t seed,
+             const nn::ModelOptions& model_opt = {});
 
   Tensor forward(const Tensor& x) { return net_->forward(x); }
   void set_bits(int b);  // the whole model at b, block overrides cleared

@@ -1,0 +1,109 @@
+// eval.cpp - `anybit eval` (every bit-width of trained runs: table, JSON, Markdown, plot) and
+// `anybit info` (layers, parameters, MACs and per-bit-width costs of a model).
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <sstream>
+
+#include "apps/anybit/run.h"
+#include "nn/checkpoint.h"
+#include "nn/models.h"
+#include "tensor/cpu/kernels.h"
+
+namespace anybit::app {
+
+namespace {
+
+bool exists(const std::string& p) {
+  struct stat st;
+  return stat(p.c_str(), &st) == 0;
+}
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+// Evaluates one trained run folder (model.safetensors + config.txt), with the command line's
+// --data/--threads/--workers/--device/--eval-batches taking precedence over the run's config.
+Report eval_run(const std::string& dir, const Config& cli) {
+  AB_CHECK(exists(dir), "--run: folder '", dir, "' does not exist");
+  Config cfg(train_options());
+  AB_CHECK(exists(dir + "/config.txt"), "--run: '", dir, "' has no config.txt (is it an anybit run folder?)");
+  cfg.load_file(dir + "/config.txt");
+  for (const char* k : {"data", "threads", "workers", "device", "eval_batches", "batch_size", "name"})
+    if (cli.given(k)) cfg.set(k, cli.str(k));
+  Report r;
+  r.name = cfg.str("name").empty() ? cfg.str("method") : cfg.str("name");
+  r.run_dir = dir;
+  DataSetup d = open_data(cfg);
+  r.num_classes = d.test->num_classes();
+  if (cfg.flag("dedicated")) {
+    for (int b : quant::parse_bit_set(cfg.str("bits"))) {
+      Report one = eval_run(dir + "/b" + std::to_string(b), cli);
+      r.rows.push_back(one.rows.at(0));
+    }
+    std::sort(r.rows.begin(), r.rows.end(), [](auto& a, auto& b) { return a.bits > b.bits; });
+    return r;
+  }
+  std::string model = dir + "/model.safetensors";
+  AB_CHECK(exists(model), "--run: '", dir, "' has no model.safetensors (did its training finish an epoch?)");
+  Network net = build_network(cfg, r.num_classes);
+  nn::load_model(model, net.module());
+  net.module().to(Device::parse(cfg.str("device")));
+  r.rows = evaluate(net, d, cfg, true, cfg.integer("eval_batches"));
+  return r;
+}
+
+}  // namespace
+
+int cmd_eval(const std::vector<std::string>& args) {
+  Config cli(train_options());
+  auto rest = cli.parse_args(args);
+  std::vector<std::string> runs = split_list(cli.str("run"));
+  runs.insert(runs.end(), rest.begin(), rest.end());
+  AB_CHECK(!runs.empty(), "eval: give the run folders with --run DIR[,DIR...]");
+  cpu::set_num_threads((int)cli.integer("threads"));
+  std::vector<Report> reports;
+  for (auto& dir : runs) {
+    reports.push_back(eval_run(dir, cli));
+    std::printf("\n%s (%s)\n%s", reports.back().name.c_str(), dir.c_str(), report_table(reports.back()).c_str());
+  }
+  std::string out = cli.given("out") ? cli.str("out") : runs.front();
+  mkdir(out.c_str(), 0755);
+  for (auto& r : reports) write_report(r, runs.size() == 1 ? out : r.run_dir);
+  write_plot(reports, out + "/accuracy.svg");
+  std::printf("\nreports: report.md / report.json in each run folder\nplot:    %s/accuracy.svg\n", out.c_str());
+  return 0;
+}
+
+int cmd_info(const std::vector<std::string>& args) {
+  Config cfg(train_options());
+  auto rest = cfg.parse_args(args);
+  AB_CHECK(rest.empty(), "info: unexpected argument '", rest.empty() ? "" : rest[0], "'");
+  Shape input;
+  for (auto& s : split_list(cfg.str("input"))) input.push_back(std::stoll(s));
+  if (input.empty()) input = cfg.str("model") == "lenet5" ? Shape{1, 28, 28} : Shape{3, 32, 32};
+  Network net = build_network(cfg, cfg.integer("classes"));
+  std::printf("%s\n\n", net.module().repr().c_str());
+  int64_t params = 0;
+  for (auto& p : net.module().named_parameters()) params += p.second.numel();
+  std::printf("parameters: %lld\n", (long long)params);
+  std::printf("MACs per sample (input %s): %lld\n", shape_str(input).c_str(),
+              (long long)nn::macs_per_sample(net.module(), input));
+  if (net.q) {
+    std::printf("\n| bits | BitOPs / sample | weights (KiB) |\n| --- | ---: | ---: |\n");
+    for (int b : net.bits()) {
+      auto st = net.q->deploy_stats(b, input);
+      std::printf("| %s | %.3g | %.1f |\n", bits_label(b).c_str(), st.bitops, st.weight_bytes / 1024);
+    }
+  }
+  return 0;
+}
+
+}  // namespace anybit::app

@@ -1,0 +1,60 @@
+// progress.h - progress of long work: a live bar on a terminal, plain lines in a log.
+#pragma once
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+#include <unistd.h>
+
+namespace anybit::app {
+
+class Progress {
+ public:
+  // total: steps in this phase; every: on a non-terminal, print one line every `every` steps.
+  Progress(std::string label, int64_t total, int64_t every = 50)
+      : label_(std::move(label)), total_(total), every_(every), tty_(isatty(fileno(stderr))),
+        start_(std::chrono::steady_clock::now()) {}
+
+  // done: steps done so far; items: images processed so far (for the rate); info: "loss 0.12 ..."
+  void update(int64_t done, int64_t items, const std::string& info) {
+    double s = seconds();
+    double rate = s > 0 ? items / s : 0;
+    double eta = done > 0 ? s / done * (total_ - done) : 0;
+    if (tty_) {
+      if (s - last_draw_ < 0.1 && done < total_) return;  // at most 10 redraws a second
+      last_draw_ = s;
+      int width = 24, filled = total_ ? (int)(width * done / total_) : width;
+      std::fprintf(stderr, "\r%s [%s%s] %lld/%lld %s %.0f img/s ETA %s   ", label_.c_str(),
+                   std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
+                   (long long)done, (long long)total_, info.c_str(), rate, fmt_time(eta).c_str());
+      if (done >= total_) std::fprintf(stderr, "\n");
+    } else if (done == total_ || (every_ > 0 && done % every_ == 0)) {
+      std::fprintf(stderr, "%s step %lld/%lld %s %.0f img/s ETA %s\n", label_.c_str(), (long long)done,
+                   (long long)total_, info.c_str(), rate, fmt_time(eta).c_str());
+    }
+    std::fflush(stderr);
+  }
+
+  double seconds() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+
+  static std::string fmt_time(double s) {
+    char buf[32];
+    int t = (int)(s + 0.5);
+    if (t >= 3600)
+      std::snprintf(buf, sizeof buf, "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
+    else
+      std::snprintf(buf, sizeof buf, "%d:%02d", t / 60, t % 60);
+    return buf;
+  }
+
+ private:
+  std::string label_;
+  int64_t total_, every_;
+  bool tty_;
+  std::chrono::steady_clock::time_point start_;
+  double last_draw_ = -1;
+};
+
+}  // namespace anybit::app

@@ -1,0 +1,342 @@
+// train.cpp - `anybit train`: full-precision training, or joint adaptive bit-width training with
+// the method (quant/joint_trainer.h); checkpoints, resume, metrics, the final report.
+//
+// Output folder (--out): config.txt, metrics.jsonl (one line per epoch), model.safetensors and
+// state.safetensors (written atomically at every epoch end, and every --save-every steps),
+// report.json / report.md / accuracy.svg at the end.
+#include <sys/stat.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "apps/anybit/progress.h"
+#include "apps/anybit/run.h"
+#include "autograd/autograd.h"
+#include "nn/checkpoint.h"
+#include "nn/optim.h"
+#include "quant/joint_trainer.h"
+#include "tensor/cpu/kernels.h"
+
+namespace anybit::app {
+
+namespace {
+
+void make_dirs(const std::string& path) {
+  std::string acc;
+  std::stringstream ss(path);
+  std::string part;
+  if (!path.empty() && path[0] == '/') acc = "/";
+  while (std::getline(ss, part, '/')) {
+    if (part.empty()) continue;
+    acc += part + "/";
+    if (mkdir(acc.c_str(), 0755) != 0 && errno != EEXIST) AB_FAIL("--out: cannot create folder '", acc, "'");
+  }
+}
+
+bool file_exists(const std::string& p) {
+  struct stat st;
+  return stat(p.c_str(), &st) == 0;
+}
+
+// Parameter groups: the weights (with weight decay), and one group per bit-width for the clip
+// values (METHOD.md section 2: no weight decay at b >= 4 by default; configurable per bit).
+std::vector<nn::ParamGroup> make_groups(Network& net, const Config& cfg) {
+  double lr = cfg.number("lr"), wd = cfg.number("weight_decay");
+  double clip_lr = cfg.number("clip_lr") < 0 ? lr : cfg.number("clip_lr");
+  std::map<int, double> clip_wd;
+  for (int b : net.bits()) clip_wd[b] = b >= 4 ? 0.0 : wd;
+  std::stringstream ss(cfg.str("clip_wd"));
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    auto colon = item.find(':');
+    AB_CHECK(colon != std::string::npos, "--clip-wd: '", item, "' is not bits:decay (e.g. 2:5e-4)");
+    try {
+      clip_wd[std::stoi(item.substr(0, colon))] = std::stod(item.substr(colon + 1));
+    } catch (...) {
+      AB_FAIL("--clip-wd: '", item, "' is not bits:decay (e.g. 2:5e-4)");
+    }
+  }
+  nn::ParamGroup weights;
+  weights.name = "weights";
+  weights.lr = lr;
+  weights.weight_decay = wd;
+  std::map<int, nn::ParamGroup> clips;
+  for (auto& [name, p] : net.module().named_parameters()) {
+    auto c = name.find("clip_b");
+    if (c == std::string::npos) {
+      weights.params.emplace_back(name, p);
+      continue;
+    }
+    int b = std::stoi(name.substr(c + 6));
+    auto& g = clips[b];
+    g.name = "clip_b" + std::to_string(b);
+    g.lr = clip_lr;
+    g.weight_decay = clip_wd[b];
+    g.params.emplace_back(name, p);
+  }
+  std::vector<nn::ParamGroup> groups{weights};
+  for (auto& kv : clips) groups.push_back(kv.second);
+  return groups;
+}
+
+std::unique_ptr<nn::Optimizer> make_optimizer(std::vector<nn::ParamGroup> groups, const Config& cfg) {
+  std::string o = cfg.str("optimizer");
+  if (o == "sgd") {
+    nn::SGDOptions so;
+    so.momentum = cfg.number("momentum");
+    so.nesterov = cfg.flag("nesterov");
+    return std::make_unique<nn::SGD>(std::move(groups), so);
+  }
+  if (o == "adam") return std::make_unique<nn::Adam>(std::move(groups));
+  if (o == "adamw") return std::make_unique<nn::AdamW>(std::move(groups));
+  AB_FAIL("--optimizer: '", o, "' (expected sgd, adam or adamw)");
+}
+
+std::unique_ptr<nn::LRSchedule> make_schedule(nn::Optimizer& opt, const Config& cfg, int64_t steps_per_epoch) {
+  std::string s = cfg.str("schedule");
+  int64_t total = cfg.integer("epochs") * steps_per_epoch;
+  if (s == "cosine")
+    return std::make_unique<nn::CosineSchedule>(opt, total, (int64_t)(cfg.number("warmup_epochs") * steps_per_epoch));
+  if (s == "multistep") {
+    std::vector<int64_t> ms;
+    std::stringstream ss(cfg.str("milestones"));
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+      try {
+        ms.push_back(std::stoll(item) * steps_per_epoch);
+      } catch (...) {
+        AB_FAIL("--milestones: '", item, "' is not an epoch number");
+      }
+    }
+    return std::make_unique<nn::MultiStepSchedule>(opt, ms, cfg.number("gamma"));
+  }
+  AB_FAIL("--schedule: '", s, "' (expected cosine or multistep)");
+}
+
+quant::MethodConfig method_config(const Config& cfg) {
+  quant::MethodConfig m;
+  m.teacher = quant::parse_teacher_rule(cfg.str("teacher"));
+  m.kd_temperature = cfg.number("kd_temperature");
+  AB_CHECK(m.kd_temperature > 0, "--kd-temperature must be positive, got ", m.kd_temperature);
+  m.kd_weight = cfg.number("kd_weight");
+  m.student_ce = cfg.flag("student_ce");
+  m.swap = cfg.flag("swap");
+  m.swap_p0 = cfg.number("swap_p0");
+  m.swap_end = cfg.number("swap_end");
+  m.swap_const = cfg.number("swap_const");
+  m.swap_mode = quant::parse_swap_mode(cfg.str("swap_mode"));
+  AB_CHECK(m.swap_p0 >= 0 && m.swap_p0 <= 1, "--swap-p0 must be in [0, 1], got ", m.swap_p0);
+  return m;
+}
+
+std::string json_num(double v) {
+  std::ostringstream os;
+  os.precision(6);
+  os << v;
+  return os.str();
+}
+
+// Trains one network (one bit set) into `out`; returns its final report.
+Report train_one(Config cfg, const std::string& out) {
+  make_dirs(out);
+  Device dev = Device::parse(cfg.str("device"));
+  DataSetup d = open_data(cfg);
+  std::fprintf(stderr, "anybit: train %s\n        test  %s\n", d.train->describe().c_str(), d.test->describe().c_str());
+  Network net = build_network(cfg, d.train->num_classes());
+  if (!cfg.str("init").empty()) {
+    nn::SafeTensors fp = nn::read_safetensors(cfg.str("init"));
+    if (net.q)
+      net.q->load_fp_state_dict(fp.tensors);
+    else
+      net.fp->load_state_dict(fp.tensors, true);
+    std::fprintf(stderr, "anybit: initialised from %s\n", cfg.str("init").c_str());
+  }
+  net.module().to(dev);
+
+  data::LoaderOptions lo;
+  lo.batch_size = cfg.integer("batch_size");
+  AB_CHECK(lo.batch_size >= 1, "--batch-size must be at least 1");
+  lo.shuffle = true;
+  lo.drop_last = true;
+  lo.num_workers = (int)cfg.integer("workers");
+  lo.seed = (uint64_t)cfg.integer("seed");
+  data::DataLoader loader(d.train, d.train_pipe, lo);
+  int64_t steps_per_epoch = loader.num_batches();
+  if (cfg.integer("max_steps") > 0) steps_per_epoch = std::min(steps_per_epoch, cfg.integer("max_steps"));
+  const int64_t epochs = cfg.integer("epochs");
+  AB_CHECK(epochs >= 1, "--epochs must be at least 1");
+
+  auto optimizer = make_optimizer(make_groups(net, cfg), cfg);
+  auto schedule = make_schedule(*optimizer, cfg, steps_per_epoch);
+  std::unique_ptr<quant::JointTrainer> joint;
+  if (net.q) joint = std::make_unique<quant::JointTrainer>(*net.q, method_config(cfg), (uint64_t)cfg.integer("seed") + 1);
+
+  // ---- resume ----
+  int64_t epoch = 0, start_batch = 0, iteration = 0;
+  const std::string model_path = out + "/model.safetensors", state_path = out + "/state.safetensors";
+  if (cfg.flag("resume") && file_exists(state_path)) {
+    nn::load_model(model_path, net.module());
+    nn::TrainingState st = nn::load_training_state(state_path);
+    optimizer->load_state_dict(st.optimizer);
+    schedule->set_iteration(st.scheduler_iteration);
+    epoch = st.epoch;
+    iteration = st.iteration;
+    start_batch = st.extra.count("batch") ? std::stoll(st.extra.at("batch")) : 0;
+    if (joint && st.generators.count("joint")) joint->generator().set_state(st.generators.at("joint"));
+    std::fprintf(stderr, "anybit: resumed from %s at epoch %lld, batch %lld\n", out.c_str(), (long long)epoch,
+                 (long long)start_batch);
+  } else if (cfg.flag("resume")) {
+    std::fprintf(stderr, "anybit: --resume: no checkpoint in %s yet; starting from scratch\n", out.c_str());
+  }
+  {
+    std::ofstream c(out + "/config.txt");
+    c << cfg.dump();
+  }
+
+  auto save = [&](int64_t ep, int64_t batch) {
+    nn::Metadata meta{{"arch", net.arch}, {"bits", cfg.str("bits")}, {"classes", std::to_string(d.train->num_classes())},
+                      {"width", cfg.str("width")}, {"config", cfg.dump()}};
+    nn::save_model(model_path, net.module(), meta);
+    nn::TrainingState st;
+    st.optimizer = optimizer->state_dict();
+    st.scheduler_iteration = schedule->iteration();
+    st.epoch = ep;
+    st.iteration = iteration;
+    st.config = cfg.dump();
+    st.extra["batch"] = std::to_string(batch);
+    if (joint) st.generators["joint"] = joint->generator().state();
+    nn::save_training_state(state_path, st);
+  };
+
+  std::ofstream metrics(out + "/metrics.jsonl", std::ios::app);
+  const int64_t save_every = cfg.integer("save_every");
+  const double label_smoothing = cfg.number("label_smoothing");
+  for (; epoch < epochs; ++epoch) {
+    loader.set_epoch(epoch, start_batch);
+    Progress bar("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(epochs), steps_per_epoch,
+                 cfg.integer("log_every"));
+    if (joint) joint->reset_stats();
+    double fp_loss = 0;
+    int64_t fp_correct = 0, seen = 0;
+    data::Batch batch;
+    int64_t step = start_batch;
+    start_batch = 0;
+    while (step < steps_per_epoch && loader.next(batch)) {
+      Tensor x = batch.images.to(dev), y = batch.labels.to(dev);
+      double progress = (double)(epoch * steps_per_epoch + step) / (epochs * steps_per_epoch);
+      std::string info;
+      if (joint) {
+        joint->accumulate_gradients(x, y, progress);
+        auto& st = joint->stats();
+        for (auto& [b, s] : st)
+          if (b == net.bits().back() || b == net.bits().front())
+            info += bits_label(b) + " " + json_num(s.loss_sum / std::max<int64_t>(s.count, 1)) + " ";
+      } else {
+        optimizer->zero_grad();
+        Tensor logits = net.forward(x);
+        Tensor loss = cross_entropy(logits, y, label_smoothing);
+        loss.backward();
+        fp_loss += loss.item<double>() * y.size(0);
+        quant::count_correct(logits, y, &fp_correct, nullptr);
+        info = "loss " + json_num(fp_loss / (seen + y.size(0))) + " acc " +
+               json_num(100.0 * fp_correct / (seen + y.size(0)));
+      }
+      optimizer->step();
+      schedule->step();
+      ++iteration;
+      ++step;
+      seen += y.size(0);
+      bar.update(step, seen, info);
+      if (save_every > 0 && step % save_every == 0 && step < steps_per_epoch) save(epoch, step);
+    }
+    // ---- end of epoch: evaluate, log, checkpoint ----
+    std::ostringstream line;
+    line << "{\"epoch\": " << epoch + 1 << ", \"iteration\": " << iteration << ", \"lr\": " << json_num(schedule->lr(0))
+         << ", \"seconds\": " << json_num(bar.seconds()) << ", \"images_per_s\": " << json_num(seen / bar.seconds());
+    if (joint) {
+      line << ", \"swap_p\": " << json_num(joint->last_swap_p()) << ", \"train\": {";
+      bool first = true;
+      for (auto& [b, s] : joint->stats()) {
+        line << (first ? "" : ", ") << "\"" << bits_label(b) << "\": {\"loss\": " << json_num(s.loss_sum / s.count)
+             << ", \"acc\": " << json_num(100.0 * s.correct / s.count) << ", \"teachers\": {";
+        bool f2 = true;
+        for (auto& [t, n] : s.teacher_counts) {
+          line << (f2 ? "" : ", ") << "\"" << bits_label(t) << "\": " << n;
+          f2 = false;
+        }
+        line << "}, \"swapped_blocks\": " << s.swapped_blocks << ", \"block_draws\": " << s.block_draws << "}";
+        first = false;
+      }
+      line << "}";
+    } else {
+      line << ", \"train\": {\"fp32\": {\"loss\": " << json_num(fp_loss / std::max<int64_t>(seen, 1))
+           << ", \"acc\": " << json_num(100.0 * fp_correct / std::max<int64_t>(seen, 1)) << "}}";
+    }
+    bool last = epoch + 1 == epochs;
+    if (last || (cfg.integer("eval_every") > 0 && (epoch + 1) % cfg.integer("eval_every") == 0)) {
+      auto res = evaluate(net, d, cfg, false, cfg.integer("eval_batches"));
+      line << ", \"test\": {";
+      std::string summary;
+      for (size_t i = 0; i < res.size(); ++i) {
+        line << (i ? ", " : "") << "\"" << bits_label(res[i].bits) << "\": " << json_num(res[i].top1);
+        summary += bits_label(res[i].bits) + " " + json_num(res[i].top1) + "%  ";
+      }
+      line << "}";
+      std::fprintf(stderr, "epoch %lld/%lld test top-1: %s\n", (long long)epoch + 1, (long long)epochs, summary.c_str());
+    }
+    line << "}";
+    metrics << line.str() << "\n";
+    metrics.flush();
+    save(epoch + 1, 0);
+  }
+
+  if (cfg.integer("recalibrate_bn") > 0) recalibrate_bn(net, d, cfg, cfg.integer("recalibrate_bn"));
+  Report r;
+  r.name = cfg.str("name").empty() ? cfg.str("method") : cfg.str("name");
+  r.run_dir = out;
+  r.num_classes = d.train->num_classes();
+  r.rows = evaluate(net, d, cfg, true, cfg.integer("eval_batches"));
+  if (cfg.integer("recalibrate_bn") > 0) nn::save_model(model_path, net.module(), {{"arch", net.arch}, {"bits", cfg.str("bits")}, {"classes", std::to_string(r.num_classes)}, {"width", cfg.str("width")}, {"config", cfg.dump()}});
+  return r;
+}
+
+}  // namespace
+
+int cmd_train(const std::vector<std::string>& args) {
+  Config cfg(train_options());
+  auto rest = cfg.parse_args(args);
+  AB_CHECK(rest.empty(), "train: unexpected argument '", rest.empty() ? "" : rest[0], "'");
+  cpu::set_num_threads((int)cfg.integer("threads"));
+  std::string out = cfg.str("out");
+  Report report;
+  if (cfg.flag("dedicated")) {
+    // One model per bit-width, each trained alone; the report gathers their rows.
+    AB_CHECK(!cfg.str("bits").empty(), "--dedicated needs --bits");
+    report.name = cfg.str("name").empty() ? cfg.str("method") : cfg.str("name");
+    report.run_dir = out;
+    for (int b : quant::parse_bit_set(cfg.str("bits"))) {
+      Config one = cfg;
+      one.set("bits", std::to_string(b));
+      one.set("dedicated", "0");
+      std::fprintf(stderr, "anybit: dedicated model at %s\n", bits_label(b).c_str());
+      Report r = train_one(one, out + "/b" + std::to_string(b));
+      report.rows.push_back(r.rows.at(0));
+      report.num_classes = r.num_classes;
+    }
+    std::sort(report.rows.begin(), report.rows.end(), [](auto& a, auto& b) { return a.bits > b.bits; });
+  } else {
+    report = train_one(cfg, out);
+  }
+  make_dirs(out);
+  write_report(report, out);
+  write_plot({report}, out + "/accuracy.svg");
+  std::printf("\n%s\n%s\n", report.name.c_str(), report_table(report).c_str());
+  std::printf("checkpoint: %s/model.safetensors\nreport:     %s/report.md, %s/report.json\nplot:       %s/accuracy.svg\n",
+              out.c_str(), out.c_str(), out.c_str(), out.c_str());
+  return 0;
+}
+
+}  // namespace anybit::app

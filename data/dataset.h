@@ -1,0 +1,150 @@
+// dataset.h - image datasets: an indexable list of (decoded image, integer label).
+//
+// A Dataset hands out one example at a time as a decoded 8-bit image in HWC layout (height,
+// width, channels; the layout image files and the CIFAR/MNIST bytes already have) plus its class
+// index. Everything numeric (cropping, flipping, conversion to float CHW, normalisation) happens
+// later, in transforms.h, and batching and worker threads in loader.h.
+//
+// The loaders here:
+//   MnistDataset        the official IDX files (raw or .gz), split "train" or "t10k"
+//   CifarDataset        the official binary files of CIFAR-10 and CIFAR-100
+//   ImageFolderDataset  root/<class>/<image file>, JPEG/PNG/BMP decoded by stb_image
+//   open_dataset(root, split) recognises which of the three a folder holds.
+//
+// MNIST and CIFAR are small (50-180 MB decoded), so their loaders read the whole files into
+// memory once; an image folder is read file by file in get(), and the DataLoader's optional cache
+// keeps the decoded images. get() is const and thread-safe: worker threads call it concurrently.
+//
+// Every error is an anybit::Error naming the file or folder and what is wrong with it.
+// Read next: transforms.h, loader.h.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace anybit::data {
+
+// An 8-bit image, pixels in HWC order: pixels[(y * width + x) * channels + c].
+struct Image {
+  int64_t height = 0, width = 0, channels = 0;
+  std::vector<uint8_t> pixels;
+
+  Image() = default;
+  Image(int64_t h, int64_t w, int64_t c) : height(h), width(w), channels(c), pixels(h * w * c) {}
+  uint8_t& at(int64_t y, int64_t x, int64_t c) { return pixels[(y * width + x) * channels + c]; }
+  uint8_t at(int64_t y, int64_t x, int64_t c) const {
+    return pixels[(y * width + x) * channels + c];
+  }
+};
+
+struct Example {
+  Image image;
+  int64_t label = 0;  // in [0, num_classes())
+};
+
+class Dataset {
+ public:
+  virtual ~Dataset() = default;
+  virtual int64_t size() const = 0;
+  virtual Example get(int64_t index) const = 0;  // thread-safe; throws on a bad index or file
+  virtual const std::vector<std::string>& class_names() const = 0;
+  int64_t num_classes() const { return (int64_t)class_names().size(); }
+  virtual std::string describe() const = 0;  // "MNIST train (60000 images, 28x28x1) in DIR"
+};
+
+// ---- MNIST ----------------------------------------------------------------------------------
+// folder holds <split>-images-idx3-ubyte and <split>-labels-idx1-ubyte, each raw or with .gz
+// (split = "train" or "t10k"; "test" is accepted for "t10k"). Checked: magic numbers (2051 for
+// images, 2049 for labels), dimensions, body length, equal counts, labels in 0..9.
+class MnistDataset : public Dataset {
+ public:
+  MnistDataset(const std::string& folder, const std::string& split);
+  int64_t size() const override { return count_; }
+  Example get(int64_t index) const override;
+  const std::vector<std::string>& class_names() const override { return names_; }
+  std::string describe() const override;
+  int64_t rows() const { return rows_; }
+  int64_t cols() const { return cols_; }
+
+ private:
+  std::string folder_, split_;
+  int64_t count_ = 0, rows_ = 0, cols_ = 0;
+  std::vector<uint8_t> pixels_;  // count * rows * cols, the IDX body
+  std::vector<uint8_t> labels_;
+  std::vector<std::string> names_;
+};
+
+// ---- CIFAR ----------------------------------------------------------------------------------
+// CIFAR-10 binary version: folder holds data_batch_1.bin .. data_batch_5.bin (train) and
+// test_batch.bin (test); a record is 1 label byte + 3072 pixel bytes (3 planes of 32x32, R G B).
+// CIFAR-100: train.bin / test.bin, a record is coarse label, fine label, 3072 pixel bytes.
+// folder may also be the parent of the official archives' folder (cifar-10-batches-bin,
+// cifar-100-binary). Class names come from batches.meta.txt / fine_label_names.txt when present.
+class CifarDataset : public Dataset {
+ public:
+  enum class Kind { Cifar10, Cifar100Fine, Cifar100Coarse };
+  CifarDataset(const std::string& folder, const std::string& split, Kind kind = Kind::Cifar10);
+  int64_t size() const override { return count_; }
+  Example get(int64_t index) const override;
+  const std::vector<std::string>& class_names() const override { return names_; }
+  std::string describe() const override;
+
+  static constexpr int64_t kSide = 32, kPixels = 3 * 32 * 32;
+
+ private:
+  std::string folder_, split_;
+  Kind kind_;
+  int64_t count_ = 0;
+  std::vector<uint8_t> pixels_;  // count * 3072, CHW per record
+  std::vector<uint8_t> labels_;
+  std::vector<std::string> names_;
+};
+
+// ---- image folder ---------------------------------------------------------------------------
+// root/<class>/<file>: classes are the sub-folders in sorted order, files are sorted within each
+// class; files ending .jpg .jpeg .png .bmp (any case) are taken, others ignored. Images are
+// decoded by stb_image and forced to 3 channels (RGB).
+//
+// A corrupt file makes get() throw naming the file and stb's reason. With skip_bad_files the
+// constructor instead decodes every file once, drops those that fail (printing each to stderr
+// and counting them in num_skipped()); this costs one full decode pass at construction.
+class ImageFolderDataset : public Dataset {
+ public:
+  struct Options {
+    bool skip_bad_files = false;
+  };
+  explicit ImageFolderDataset(const std::string& root) : ImageFolderDataset(root, Options()) {}
+  ImageFolderDataset(const std::string& root, const Options& options);
+  int64_t size() const override { return (int64_t)files_.size(); }
+  Example get(int64_t index) const override;
+  const std::vector<std::string>& class_names() const override { return names_; }
+  std::string describe() const override;
+  const std::string& path(int64_t index) const { return files_.at(index); }
+  int64_t num_skipped() const { return skipped_; }
+
+ private:
+  std::string root_;
+  std::vector<std::string> files_;
+  std::vector<int64_t> labels_;
+  std::vector<std::string> names_;
+  int64_t skipped_ = 0;
+};
+
+// Decodes an image file held in memory (JPEG, PNG, BMP, ...) to 3-channel HWC; `name` is used in
+// the error message, which also gives stb_image's reason.
+Image decode_image(const std::vector<uint8_t>& bytes, const std::string& name);
+
+// Opens whatever dataset `root` holds, for split "train" or "test":
+//   MNIST files in root                          -> MnistDataset (test = t10k)
+//   data_batch_*.bin / test_batch.bin            -> CifarDataset CIFAR-10
+//   train.bin / test.bin (CIFAR-100 sizes)       -> CifarDataset CIFAR-100 fine labels
+//   root/<split>/<class>/<files>                 -> ImageFolderDataset
+// The official archives' sub-folders (cifar-10-batches-bin, cifar-100-binary) are looked into.
+std::shared_ptr<Dataset> open_dataset(const std::string& root, const std::string& split);
+
+// Reads a whole file into memory (gzip-compressed when the name ends in .gz), or throws naming
+// the file and the system's reason.
+std::vector<uint8_t> read_file(const std::string& path);
+
+}  // namespace anybit::data

@@ -1,0 +1,106 @@
+// image_folder.cpp - the image-folder loader (root/<class>/<file>) and decode_image.
+//
+// This file holds stb_image's implementation (STB_IMAGE_IMPLEMENTATION, exactly once in the
+// library). stb keeps its failure reason in a thread-local, so worker threads can decode at once.
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <filesystem>
+
+#include "data/dataset.h"
+#include "tensor/error.h"
+
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_PNG
+#define STBI_ONLY_BMP
+#define STBI_NO_STDIO  // we read files ourselves (read_file), so errors name them uniformly
+#include <stb_image.h>
+
+namespace anybit::data {
+
+namespace fs = std::filesystem;
+
+Image decode_image(const std::vector<uint8_t>& bytes, const std::string& name) {
+  AB_CHECK(!bytes.empty(), "decode_image: ", name, " is an empty file");
+  int w = 0, h = 0, comp = 0;
+  uint8_t* px = stbi_load_from_memory(bytes.data(), (int)bytes.size(), &w, &h, &comp, 3);
+  AB_CHECK(px, "decode_image: cannot decode ", name, ": ", stbi_failure_reason(),
+           " (corrupt, truncated or not a JPEG/PNG/BMP image)");
+  Image img;
+  img.height = h;
+  img.width = w;
+  img.channels = 3;
+  img.pixels.assign(px, px + (size_t)w * h * 3);
+  stbi_image_free(px);
+  return img;
+}
+
+static bool is_image_name(const fs::path& p) {
+  std::string ext = p.extension().string();
+  for (auto& ch : ext) ch = (char)std::tolower((unsigned char)ch);
+  return ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".bmp";
+}
+
+ImageFolderDataset::ImageFolderDataset(const std::string& root, const Options& options) : root_(root) {
+  AB_CHECK(fs::is_directory(root), "ImageFolderDataset: folder ", root, " does not exist",
+           " (expected root/<class>/<image files>)");
+  for (const auto& entry : fs::directory_iterator(root)) {
+    std::string name = entry.path().filename().string();
+    if (entry.is_directory() && !name.empty() && name[0] != '.') names_.push_back(name);
+  }
+  std::sort(names_.begin(), names_.end());
+  AB_CHECK(!names_.empty(), "ImageFolderDataset: ", root,
+           " has no class sub-folders (expected root/<class>/<image files>)");
+
+  for (size_t c = 0; c < names_.size(); ++c) {
+    std::vector<std::string> files;
+    for (const auto& entry : fs::directory_iterator(fs::path(root) / names_[c]))
+      if (entry.is_regular_file() && is_image_name(entry.path())) files.push_back(entry.path().string());
+    std::sort(files.begin(), files.end());
+    for (auto& f : files) {
+      files_.push_back(f);
+      labels_.push_back((int64_t)c);
+    }
+  }
+  AB_CHECK(!files_.empty(), "ImageFolderDataset: ", root, " has ", names_.size(),
+           " class folders but no image files (.jpg .jpeg .png .bmp) in them: empty dataset");
+
+  if (options.skip_bad_files) {
+    // One decode pass; keep the files that decode, report the others.
+    std::vector<std::string> good_files;
+    std::vector<int64_t> good_labels;
+    for (size_t i = 0; i < files_.size(); ++i) {
+      try {
+        decode_image(read_file(files_[i]), files_[i]);
+        good_files.push_back(files_[i]);
+        good_labels.push_back(labels_[i]);
+      } catch (const Error& e) {
+        ++skipped_;
+        std::fprintf(stderr, "ImageFolderDataset: skipping bad file: %s\n", e.what());
+      }
+    }
+    files_.swap(good_files);
+    labels_.swap(good_labels);
+    if (skipped_) std::fprintf(stderr, "ImageFolderDataset: skipped %lld bad files in %s\n",
+                               (long long)skipped_, root.c_str());
+    AB_CHECK(!files_.empty(), "ImageFolderDataset: ", root, ": all ", skipped_,
+             " image files failed to decode: empty dataset");
+  }
+}
+
+Example ImageFolderDataset::get(int64_t index) const {
+  AB_CHECK(index >= 0 && index < size(), "ImageFolderDataset::get: index ", index, " out of range [0, ",
+           size(), ")");
+  Example ex;
+  ex.image = decode_image(read_file(files_[index]), files_[index]);
+  ex.label = labels_[index];
+  return ex;
+}
+
+std::string ImageFolderDataset::describe() const {
+  return detail::cat("image folder ", root_, " (", files_.size(), " images, ", names_.size(), " classes",
+                     skipped_ ? detail::cat(", ", skipped_, " bad files skipped") : std::string(), ")");
+}
+
+}  // namespace anybit::data

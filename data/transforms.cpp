@@ -1,0 +1,278 @@
+// transforms.cpp - the preprocessing and augmentation steps of transforms.h.
+#include "data/transforms.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "tensor/error.h"
+
+namespace anybit::data {
+
+const std::vector<float> kMnistMean = {0.1307f}, kMnistStd = {0.3081f};
+const std::vector<float> kCifar10Mean = {0.4914f, 0.4822f, 0.4465f};
+const std::vector<float> kCifar10Std = {0.2470f, 0.2435f, 0.2616f};
+
+// ---- primitives ---------------------------------------------------------------------------------
+
+Image crop(const Image& in, int64_t y0, int64_t x0, int64_t h, int64_t w, uint8_t fill) {
+  AB_CHECK(h > 0 && w > 0, "crop: window ", h, "x", w, " must be non-empty");
+  const int64_t C = in.channels;
+  Image out(h, w, C);
+  std::fill(out.pixels.begin(), out.pixels.end(), fill);
+  // The part of the window inside the image: rows [ya, yb), columns [xa, xb) of the output.
+  int64_t ya = std::max<int64_t>(0, -y0), yb = std::min<int64_t>(h, in.height - y0);
+  int64_t xa = std::max<int64_t>(0, -x0), xb = std::min<int64_t>(w, in.width - x0);
+  if (xa >= xb) return out;
+  for (int64_t y = ya; y < yb; ++y) {
+    const uint8_t* src = &in.pixels[((y + y0) * in.width + (xa + x0)) * C];
+    std::copy(src, src + (xb - xa) * C, &out.pixels[(y * w + xa) * C]);
+  }
+  return out;
+}
+
+Image flip_horizontal(const Image& in) {
+  const int64_t C = in.channels, W = in.width;
+  Image out(in.height, W, C);
+  for (int64_t y = 0; y < in.height; ++y)
+    for (int64_t x = 0; x < W; ++x)
+      for (int64_t c = 0; c < C; ++c) out.pixels[(y * W + x) * C + c] = in.pixels[(y * W + W - 1 - x) * C + c];
+  return out;
+}
+
+// For each output coordinate along one axis: the two source indices and the weight of the second.
+struct Taps {
+  std::vector<int64_t> i0, i1;
+  std::vector<float> t;
+};
+static Taps bilinear_taps(int64_t in, int64_t out) {
+  Taps taps;
+  double scale = double(in) / double(out);
+  for (int64_t o = 0; o < out; ++o) {
+    double s = (o + 0.5) * scale - 0.5;  // half-pixel centres
+    s = std::clamp(s, 0.0, double(in - 1));
+    int64_t a = (int64_t)std::floor(s);
+    int64_t b = std::min(a + 1, in - 1);
+    taps.i0.push_back(a);
+    taps.i1.push_back(b);
+    taps.t.push_back(float(s - a));
+  }
+  return taps;
+}
+
+Image resize_bilinear(const Image& in, int64_t h, int64_t w) {
+  AB_CHECK(h > 0 && w > 0 && in.height > 0 && in.width > 0, "resize_bilinear: cannot resize ",
+           in.height, "x", in.width, " to ", h, "x", w);
+  if (h == in.height && w == in.width) return in;
+  const int64_t C = in.channels;
+  Taps ty = bilinear_taps(in.height, h), tx = bilinear_taps(in.width, w);
+  Image out(h, w, C);
+  for (int64_t y = 0; y < h; ++y) {
+    const uint8_t* r0 = &in.pixels[ty.i0[y] * in.width * C];
+    const uint8_t* r1 = &in.pixels[ty.i1[y] * in.width * C];
+    float fy = ty.t[y];
+    for (int64_t x = 0; x < w; ++x) {
+      int64_t a = tx.i0[x] * C, b = tx.i1[x] * C;
+      float fx = tx.t[x];
+      for (int64_t c = 0; c < C; ++c) {
+        // out = (1-fy) [(1-fx) p00 + fx p01] + fy [(1-fx) p10 + fx p11], rounded to nearest
+        float top = r0[a + c] + fx * (r0[b + c] - r0[a + c]);
+        float bot = r1[a + c] + fx * (r1[b + c] - r1[a + c]);
+        float v = top + fy * (bot - top);
+        out.pixels[(y * w + x) * C + c] = (uint8_t)std::clamp(std::lround(v), 0L, 255L);
+      }
+    }
+  }
+  return out;
+}
+
+// ---- float CHW ----------------------------------------------------------------------------------
+
+// out[c, y, x] = px(y, x, c) * scale[c] + bias[c]; the one loop behind to_float and to_chw.
+static void hwc_to_chw(const Image& img, const float* scale, const float* bias, float* out) {
+  const int64_t C = img.channels, HW = img.height * img.width;
+  const uint8_t* px = img.pixels.data();
+  for (int64_t c = 0; c < C; ++c) {
+    float s = scale[c], b = bias[c];
+    float* o = out + c * HW;
+    for (int64_t i = 0; i < HW; ++i) o[i] = px[i * C + c] * s + b;
+  }
+}
+
+Tensor to_float(const Image& img) {
+  Tensor out = Tensor::empty({img.channels, img.height, img.width}, DType::F32);
+  std::vector<float> scale(img.channels, 1.0f / 255.0f), bias(img.channels, 0.0f);
+  hwc_to_chw(img, scale.data(), bias.data(), out.data<float>());
+  return out;
+}
+
+void normalize_(Tensor& x, const std::vector<float>& mean, const std::vector<float>& std) {
+  AB_CHECK(x.dtype() == DType::F32 && x.is_contiguous() && (x.dim() == 3 || x.dim() == 4),
+           "normalize_: x must be a contiguous float32 (C, H, W) or (N, C, H, W) tensor, got ", x.str(),
+           " ", shape_str(x.shape()));
+  const int64_t C = x.size(-3), HW = x.size(-1) * x.size(-2), N = x.numel() / (C * HW);
+  AB_CHECK((int64_t)mean.size() == C && (int64_t)std.size() == C, "normalize_: x ", shape_str(x.shape()),
+           " has ", C, " channels but mean has ", mean.size(), " and std ", std.size(), " values");
+  float* p = x.data<float>();
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c) {
+      AB_CHECK(std[c] > 0, "normalize_: std[", c, "] = ", std[c], " must be positive");
+      float m = mean[c], inv = 1.0f / std[c];
+      float* q = p + (n * C + c) * HW;
+      for (int64_t i = 0; i < HW; ++i) q[i] = (q[i] - m) * inv;
+    }
+}
+
+// ---- transform objects --------------------------------------------------------------------------
+
+namespace {
+
+struct RandomCrop : Transform {
+  int64_t size, pad;
+  RandomCrop(int64_t s, int64_t p) : size(s), pad(p) {}
+  Image apply(const Image& in, Generator& gen) const override {
+    AB_CHECK(size <= in.height + 2 * pad && size <= in.width + 2 * pad, name(), ": image ", in.height, "x",
+             in.width, " padded by ", pad, " is smaller than the crop");
+    // top-left corner in padded coordinates, uniform over every position that fits
+    int64_t oy = (int64_t)gen.below(in.height + 2 * pad - size + 1);
+    int64_t ox = (int64_t)gen.below(in.width + 2 * pad - size + 1);
+    return crop(in, oy - pad, ox - pad, size, size);
+  }
+  std::string name() const override { return detail::cat("random_crop(", size, ", pad ", pad, ")"); }
+};
+
+struct RandomFlip : Transform {
+  double p;
+  explicit RandomFlip(double p_) : p(p_) {}
+  Image apply(const Image& in, Generator& gen) const override {
+    return gen.uniform() < p ? flip_horizontal(in) : in;
+  }
+  std::string name() const override { return detail::cat("random_horizontal_flip(", p, ")"); }
+};
+
+struct ResizeShorter : Transform {
+  int64_t size;
+  explicit ResizeShorter(int64_t s) : size(s) {}
+  Image apply(const Image& in, Generator&) const override {
+    int64_t h = size, w = size;
+    if (in.height < in.width)
+      w = std::max<int64_t>(1, std::lround(double(in.width) * size / in.height));
+    else
+      h = std::max<int64_t>(1, std::lround(double(in.height) * size / in.width));
+    return resize_bilinear(in, h, w);
+  }
+  std::string name() const override { return detail::cat("resize_shorter_side(", size, ")"); }
+};
+
+struct CenterCrop : Transform {
+  int64_t size;
+  explicit CenterCrop(int64_t s) : size(s) {}
+  Image apply(const Image& in, Generator&) const override {
+    // The window starts (n - size) / 2 in; when the image is smaller, it is padded by
+    // (size - n) / 2 before and the rest after (torchvision's CenterCrop splits the same way).
+    auto start = [&](int64_t n) { int64_t d = n - size; return d >= 0 ? d / 2 : -((-d) / 2); };
+    return crop(in, start(in.height), start(in.width), size, size);
+  }
+  std::string name() const override { return detail::cat("center_crop(", size, ")"); }
+};
+
+struct RandomResizedCrop : Transform {
+  int64_t size;
+  double slo, shi, rlo, rhi;
+  RandomResizedCrop(int64_t s, double a, double b, double c, double d)
+      : size(s), slo(a), shi(b), rlo(c), rhi(d) {}
+  Image apply(const Image& in, Generator& gen) const override {
+    const double H = double(in.height), W = double(in.width), area = H * W;
+    for (int attempt = 0; attempt < 10; ++attempt) {
+      double target = area * (slo + (shi - slo) * gen.uniform());
+      double aspect = std::exp(std::log(rlo) + (std::log(rhi) - std::log(rlo)) * gen.uniform());
+      int64_t w = std::lround(std::sqrt(target * aspect));
+      int64_t h = std::lround(std::sqrt(target / aspect));
+      if (w > 0 && h > 0 && w <= in.width && h <= in.height) {
+        int64_t y = (int64_t)gen.below(in.height - h + 1);
+        int64_t x = (int64_t)gen.below(in.width - w + 1);
+        return resize_bilinear(crop(in, y, x, h, w), size, size);
+      }
+    }
+    // Fallback: the largest central window whose aspect ratio is within [rlo, rhi].
+    int64_t h = in.height, w = in.width;
+    double ratio = W / H;
+    if (ratio < rlo)
+      h = std::lround(W / rlo);
+    else if (ratio > rhi)
+      w = std::lround(H * rhi);
+    return resize_bilinear(crop(in, (in.height - h) / 2, (in.width - w) / 2, h, w), size, size);
+  }
+  std::string name() const override {
+    return detail::cat("random_resized_crop(", size, ", scale ", slo, "..", shi, ", ratio ", rlo, "..", rhi, ")");
+  }
+};
+
+}  // namespace
+
+TransformPtr random_crop(int64_t size, int64_t padding) {
+  AB_CHECK(size > 0 && padding >= 0, "random_crop: size ", size, " must be positive and padding ", padding,
+           " non-negative");
+  return std::make_shared<RandomCrop>(size, padding);
+}
+TransformPtr random_horizontal_flip(double p) {
+  AB_CHECK(p >= 0 && p <= 1, "random_horizontal_flip: p = ", p, " must be in [0, 1]");
+  return std::make_shared<RandomFlip>(p);
+}
+TransformPtr resize_shorter_side(int64_t size) {
+  AB_CHECK(size > 0, "resize_shorter_side: size ", size, " must be positive");
+  return std::make_shared<ResizeShorter>(size);
+}
+TransformPtr center_crop(int64_t size) {
+  AB_CHECK(size > 0, "center_crop: size ", size, " must be positive");
+  return std::make_shared<CenterCrop>(size);
+}
+TransformPtr random_resized_crop(int64_t size, double scale_lo, double scale_hi, double ratio_lo,
+                                 double ratio_hi) {
+  AB_CHECK(size > 0 && 0 < scale_lo && scale_lo <= scale_hi && scale_hi <= 1 && 0 < ratio_lo &&
+               ratio_lo <= ratio_hi,
+           "random_resized_crop: need size > 0, 0 < scale_lo <= scale_hi <= 1, 0 < ratio_lo <= ratio_hi; got size ",
+           size, ", scale ", scale_lo, "..", scale_hi, ", ratio ", ratio_lo, "..", ratio_hi);
+  return std::make_shared<RandomResizedCrop>(size, scale_lo, scale_hi, ratio_lo, ratio_hi);
+}
+
+// ---- Pipeline -----------------------------------------------------------------------------------
+
+Image Pipeline::augment(const Image& in, Generator& gen) const {
+  if (steps.empty()) return in;
+  Image img = steps[0]->apply(in, gen);
+  for (size_t i = 1; i < steps.size(); ++i) img = steps[i]->apply(img, gen);
+  return img;
+}
+
+void Pipeline::to_chw(const Image& img, float* out) const {
+  const int64_t C = img.channels;
+  std::vector<float> scale(C, 1.0f / 255.0f), bias(C, 0.0f);
+  if (!mean.empty() || !std.empty()) {
+    AB_CHECK((int64_t)mean.size() == C && (int64_t)std.size() == C, "Pipeline: the image has ", C,
+             " channels but mean has ", mean.size(), " and std ", std.size(), " values");
+    // (v / 255 - mean) / std = v * (1 / (255 std)) - mean / std
+    for (int64_t c = 0; c < C; ++c) {
+      AB_CHECK(std[c] > 0, "Pipeline: std[", c, "] = ", std[c], " must be positive");
+      scale[c] = 1.0f / (255.0f * std[c]);
+      bias[c] = -mean[c] / std[c];
+    }
+  }
+  hwc_to_chw(img, scale.data(), bias.data(), out);
+}
+
+Tensor Pipeline::operator()(const Image& in, Generator& gen) const {
+  Image img = augment(in, gen);
+  Tensor out = Tensor::empty({img.channels, img.height, img.width}, DType::F32);
+  to_chw(img, out.data<float>());
+  return out;
+}
+
+std::string Pipeline::describe() const {
+  std::string s;
+  for (auto& t : steps) s += t->name() + ", ";
+  s += "to_float";
+  if (!mean.empty()) s += ", normalize";
+  return s;
+}
+
+}  // namespace anybit::data

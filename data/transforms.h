@@ -1,0 +1,83 @@
+// transforms.h - per-example preprocessing and augmentation.
+//
+// Geometric transforms work on the 8-bit HWC Image a Dataset returns (dataset.h): cropping,
+// flipping and resizing bytes is 4x less memory traffic than doing it on floats, and the result
+// is the same because each output pixel is either one input pixel or, for resizing, rounded once.
+// The last step converts to float CHW in [0, 1] and normalises per channel, writing straight into
+// the batch tensor (loader.h).
+//
+// Every random choice draws from the anybit::Generator passed in. The DataLoader gives each
+// example its own generator derived from (seed, epoch, example index), so augmentation does not
+// depend on which worker thread handles the example, or in which order.
+//
+// The deterministic primitives (crop, flip_horizontal, resize_bilinear, to_float, normalize_)
+// are exposed so the tests can check the random transforms against them.
+// Read next: loader.h.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "data/dataset.h"
+#include "tensor/random.h"
+#include "tensor/tensor.h"
+
+namespace anybit::data {
+
+// ---- deterministic primitives on 8-bit HWC images ---------------------------------------------
+// The h x w window whose top-left corner is (y0, x0); the window may extend past the image
+// (negative y0/x0 included): pixels outside it are `fill` (zero padding by default).
+Image crop(const Image& in, int64_t y0, int64_t x0, int64_t h, int64_t w, uint8_t fill = 0);
+Image flip_horizontal(const Image& in);  // out(y, x) = in(y, W - 1 - x)
+// Bilinear resize to (h, w) with half-pixel centres (OpenCV's INTER_LINEAR, PyTorch's
+// align_corners=False): source coordinate = (dst + 0.5) * in / out - 0.5, clamped to the image.
+// No anti-aliasing: shrinking by more than 2x skips pixels (PIL would average them).
+Image resize_bilinear(const Image& in, int64_t h, int64_t w);
+
+// ---- float CHW --------------------------------------------------------------------------------
+// img (H, W, C) uint8 -> (C, H, W) float32 in [0, 1] (value / 255).
+Tensor to_float(const Image& img);
+// x: (C, H, W) or (N, C, H, W) float32, contiguous; x[.., c, :, :] = (x - mean[c]) / std[c].
+void normalize_(Tensor& x, const std::vector<float>& mean, const std::vector<float>& std);
+
+// ---- random and deterministic transforms as objects, for a Pipeline --------------------------
+class Transform {
+ public:
+  virtual ~Transform() = default;
+  virtual Image apply(const Image& in, Generator& gen) const = 0;
+  virtual std::string name() const = 0;  // "random_crop(32, pad 4)"
+};
+using TransformPtr = std::shared_ptr<const Transform>;
+
+// A size x size window at a uniformly random position of the image padded by `padding` zero
+// pixels on every side (the CIFAR augmentation: random_crop(32, 4)).
+TransformPtr random_crop(int64_t size, int64_t padding = 0);
+// Mirrors left-right with probability p.
+TransformPtr random_horizontal_flip(double p = 0.5);
+// Scales so that the shorter side becomes `size`, keeping the aspect ratio (bilinear).
+TransformPtr resize_shorter_side(int64_t size);
+// The size x size window at the centre (zero padding where the image is smaller).
+TransformPtr center_crop(int64_t size);
+// The ImageNet augmentation (Inception / torchvision RandomResizedCrop): a window covering a
+// random fraction in [scale_lo, scale_hi] of the area with aspect ratio log-uniform in
+// [ratio_lo, ratio_hi] (10 tries, then the central crop of clamped aspect), resized to size x size.
+TransformPtr random_resized_crop(int64_t size, double scale_lo = 0.08, double scale_hi = 1.0,
+                                 double ratio_lo = 3.0 / 4.0, double ratio_hi = 4.0 / 3.0);
+
+// The whole per-example preprocessing: the transforms in order, then to float [0, 1] CHW, then
+// (when mean/std are given, one per channel) normalisation.
+struct Pipeline {
+  std::vector<TransformPtr> steps;
+  std::vector<float> mean, std;  // empty: no normalisation
+
+  Image augment(const Image& in, Generator& gen) const;  // the 8-bit steps only
+  // Writes the finished example into out (C, H, W) float32, contiguous; img is augment()'s result.
+  void to_chw(const Image& img, float* out) const;
+  Tensor operator()(const Image& in, Generator& gen) const;  // (C, H, W) float32
+  std::string describe() const;
+};
+
+// Per-channel statistics commonly used with the datasets here (of the training sets, in [0, 1]).
+extern const std::vector<float> kMnistMean, kMnistStd, kCifar10Mean, kCifar10Std;
+
+}  // namespace anybit::data

@@ -1,0 +1,176 @@
+// layers.h - the float layers networks are built from, named and initialised as in PyTorch.
+//
+// Each layer is a thin Module around one op of tensor/ops.h: it owns its parameters (registered
+// under PyTorch's names, so state dicts match torch.nn one to one) and calls the op in forward().
+// Default initialisation is PyTorch's: conv and linear weights kaiming_uniform_(a = sqrt(5)),
+// i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)), biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)); BN weight
+// 1, bias 0. Models re-initialise as torchvision does (nn/models.cpp, init_* below).
+// Read next: nn/layer_factory.h (how models ask for layers), nn/models.h (the model zoo).
+#pragma once
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nn/layer_factory.h"
+#include "nn/module.h"
+#include "tensor/random.h"
+
+namespace anybit::nn {
+
+// x: (N, C, H, W) -> (N, out, OH, OW); weight (out, C / groups, k, k), bias (out) when spec.bias.
+class Conv2d : public Module {
+ public:
+  Conv2d(const ConvSpec& spec, Generator& gen);
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "Conv2d"; }
+  std::string extra_repr() const override;
+  int64_t last_macs() const override { return last_macs_; }
+  const ConvSpec& spec() const { return spec_; }
+  Conv2dOptions options() const;
+
+  Tensor weight_, bias_;
+
+ private:
+  ConvSpec spec_;
+  int64_t last_macs_ = 0;
+};
+
+// x: (N, in) -> (N, out); weight (out, in), bias (out).
+class Linear : public Module {
+ public:
+  Linear(int64_t in, int64_t out, bool bias, Generator& gen);
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "Linear"; }
+  std::string extra_repr() const override;
+  int64_t last_macs() const override { return last_macs_; }
+  int64_t in_features() const { return in_; }
+  int64_t out_features() const { return out_; }
+
+  Tensor weight_, bias_;
+
+ private:
+  int64_t in_, out_;
+  int64_t last_macs_ = 0;
+};
+
+// x: (N, C, H, W) or (N, C). Training normalises with the batch statistics and updates the
+// running ones (momentum 0.1, unbiased variance, as PyTorch); eval uses the running ones.
+// State dict: weight, bias, running_mean, running_var, num_batches_tracked (int64, shape []).
+class BatchNorm2d : public Module {
+ public:
+  explicit BatchNorm2d(int64_t channels, double eps = 1e-5, double momentum = 0.1);
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "BatchNorm2d"; }
+  std::string extra_repr() const override;
+  int64_t channels() const { return channels_; }
+
+  Tensor weight_, bias_, running_mean_, running_var_, num_batches_tracked_;
+
+ private:
+  int64_t channels_;
+  double eps_, momentum_;
+};
+
+class ReLU : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return relu(x); }
+  std::string type_name() const override { return "ReLU"; }
+};
+
+class ReLU6 : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return relu6(x); }
+  std::string type_name() const override { return "ReLU6"; }
+};
+
+class Identity : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return x; }
+  std::string type_name() const override { return "Identity"; }
+};
+
+// x: (N, C, H, W) -> (N, C, OH, OW); stride defaults to the kernel size, as in PyTorch.
+class MaxPool2d : public Module {
+ public:
+  explicit MaxPool2d(int64_t kernel, int64_t stride = -1, int64_t pad = 0);
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "MaxPool2d"; }
+  std::string extra_repr() const override;
+
+ private:
+  int64_t kernel_, stride_, pad_;
+};
+
+class AvgPool2d : public Module {
+ public:
+  explicit AvgPool2d(int64_t kernel, int64_t stride = -1, int64_t pad = 0);
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "AvgPool2d"; }
+  std::string extra_repr() const override;
+
+ private:
+  int64_t kernel_, stride_, pad_;
+};
+
+// Output size 1 only: x (N, C, H, W) -> (N, C, 1, 1), as nn.AdaptiveAvgPool2d(1).
+class AdaptiveAvgPool2d : public Module {
+ public:
+  explicit AdaptiveAvgPool2d(int64_t output_size = 1);
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "AdaptiveAvgPool2d"; }
+  std::string extra_repr() const override { return "output_size=1"; }
+};
+
+// Zeroes elements with probability p in training (scaling the rest by 1 / (1 - p)). The layer
+// owns its Generator, so a checkpoint can save and restore it.
+class Dropout : public Module {
+ public:
+  explicit Dropout(double p = 0.5, uint64_t seed = 0);
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "Dropout"; }
+  std::string extra_repr() const override;
+  Generator& generator() { return gen_; }
+
+ private:
+  double p_;
+  Generator gen_;
+};
+
+// x: (N, d1, d2, ...) -> (N, d1 * d2 * ...) (dimensions start_dim..end flattened).
+class Flatten : public Module {
+ public:
+  explicit Flatten(int64_t start_dim = 1) : start_dim_(start_dim) {}
+  Tensor forward(const Tensor& x) override { return x.flatten(start_dim_); }
+  std::string type_name() const override { return "Flatten"; }
+
+ private:
+  int64_t start_dim_;
+};
+
+// Runs its children in order; they are named "0", "1", ... as in nn.Sequential.
+class Sequential : public Module {
+ public:
+  Sequential() = default;
+  Sequential(std::initializer_list<ModulePtr> modules);
+  Sequential& add(ModulePtr m);
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "Sequential"; }
+  size_t size() const { return children().size(); }
+  Module& operator[](size_t i) const;
+  ModulePtr at(size_t i) const;
+};
+
+// ---- initialisation (in place, no autograd) -------------------------------------------------------
+
+// fan_in = size(1) * receptive field; fan_out = size(0) * receptive field (as torch.nn.init).
+int64_t fan_in(const Tensor& w);
+int64_t fan_out(const Tensor& w);
+// N(0, 2 / fan_out): torchvision's conv init (kaiming_normal_, mode="fan_out", relu).
+void kaiming_normal_fan_out_(Tensor& w, Generator& gen);
+// U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default (kaiming_uniform_ with a = sqrt(5)).
+void kaiming_uniform_default_(Tensor& w, Generator& gen);
+void uniform_(Tensor& t, double lo, double hi, Generator& gen);
+void normal_(Tensor& t, double mean, double std, Generator& gen);
+
+}  // namespace anybit::nn

@@ -1,0 +1,301 @@
+// optim.cpp - SGD, Adam, AdamW and the learning-rate schedules. See optim.h for the update rules.
+#include "nn/optim.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "autograd/autograd.h"
+
+namespace anybit::nn {
+
+// ---- the base: groups, slots, state ----------------------------------------------------------------
+
+Optimizer::Optimizer(std::vector<ParamGroup> groups) : groups_(std::move(groups)) {
+  std::set<std::string> names;
+  std::set<const TensorImpl*> seen;
+  for (size_t gi = 0; gi < groups_.size(); ++gi) {
+    ParamGroup& g = groups_[gi];
+    if (g.base_lr < 0) g.base_lr = g.lr;
+    for (auto& [name, p] : g.params) {
+      AB_CHECK(p.defined(), "optimizer: parameter '", name, "' is undefined");
+      AB_CHECK(names.insert(name).second, "optimizer: parameter name '", name,
+               "' appears twice (hint: each parameter belongs to exactly one group)");
+      AB_CHECK(seen.insert(&p.impl()).second, "optimizer: parameter '", name, "' is listed twice under two names");
+      AB_CHECK(is_floating(p.dtype()), "optimizer: parameter '", name, "' is ", dtype_name(p.dtype()),
+               "; only float32/float64 tensors can be optimized");
+      Slot s;
+      s.name = name;
+      s.param = p;
+      s.group = gi;
+      slots_.push_back(s);
+    }
+  }
+}
+
+void Optimizer::zero_grad() {
+  for (auto& s : slots_) s.param.zero_grad();
+}
+
+NamedTensors Optimizer::state_dict() const {
+  NamedTensors out;
+  for (auto& s : slots_) {
+    for (int k = 0; k < 2; ++k)
+      if (*buf_name(k) && s.buf[k].defined()) out.emplace_back(s.name + "." + buf_name(k), s.buf[k]);
+    if (saves_step() && s.step > 0) {
+      Tensor t = Tensor::empty({}, DType::I64);
+      *t.data<int64_t>() = s.step;
+      out.emplace_back(s.name + ".step", t);
+    }
+  }
+  return out;
+}
+
+void Optimizer::load_state_dict(const NamedTensors& state) {
+  std::map<std::string, Slot*> by_name;
+  for (auto& s : slots_) by_name[s.name] = &s;
+  std::vector<std::string> problems;
+  // Check everything before changing anything.
+  for (auto& [key, t] : state) {
+    size_t dot = key.rfind('.');
+    std::string pname = dot == std::string::npos ? "" : key.substr(0, dot);
+    std::string slot = dot == std::string::npos ? key : key.substr(dot + 1);
+    auto it = by_name.find(pname);
+    if (it == by_name.end()) {
+      problems.push_back(key + ": no parameter '" + pname + "' in this optimizer");
+      continue;
+    }
+    const Tensor& p = it->second->param;
+    if (slot == "step" && saves_step()) {
+      if (t.numel() != 1) problems.push_back(key + ": expected one element, got " + shape_str(t.shape()));
+    } else if ((slot == buf_name(0) || slot == buf_name(1)) && !slot.empty()) {
+      if (t.shape() != p.shape())
+        problems.push_back(key + ": expected " + shape_str(p.shape()) + ", got " + shape_str(t.shape()));
+    } else {
+      problems.push_back(key + ": '" + slot + "' is not state of " + type_name());
+    }
+  }
+  if (!problems.empty()) {
+    std::ostringstream os;
+    os << type_name() << ".load_state_dict: the state does not match the optimizer (" << problems.size()
+       << " problem" << (problems.size() > 1 ? "s" : "") << "):";
+    for (size_t i = 0; i < problems.size() && i < 40; ++i) os << "\n  " << problems[i];
+    if (problems.size() > 40) os << "\n  ... and " << problems.size() - 40 << " more";
+    AB_FAIL(os.str());
+  }
+  for (auto& s : slots_) {
+    s.buf[0] = s.buf[1] = Tensor();
+    s.step = 0;
+  }
+  for (auto& [key, t] : state) {
+    size_t dot = key.rfind('.');
+    Slot& s = *by_name[key.substr(0, dot)];
+    std::string slot = key.substr(dot + 1);
+    if (slot == "step") {
+      s.step = (int64_t)t.to_vector<double>()[0];
+    } else {
+      int k = slot == buf_name(0) ? 0 : 1;
+      // A private copy on the parameter's device and dtype: the caller's tensor is not aliased.
+      s.buf[k] = t.detach().to(s.param.dtype()).to(s.param.device()).clone();
+    }
+  }
+}
+
+// ---- SGD ----------------------------------------------------------------------------------------------
+
+namespace {
+
+// One fused pass over a parameter (all pointers contiguous, n elements). The cases are separate
+// loops so that each inner loop is branch-free and vectorises.
+template <typename T>
+void sgd_kernel(T* p, const T* g, T* buf, int64_t n, T lr, T wd, T momentum, bool nesterov, bool first) {
+  if (!buf) {
+#pragma omp parallel for simd if (n > (1 << 16)) schedule(static)
+    for (int64_t i = 0; i < n; ++i) p[i] -= lr * (g[i] + wd * p[i]);
+  } else if (first) {  // buf = d
+#pragma omp parallel for simd if (n > (1 << 16)) schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+      T d = g[i] + wd * p[i];
+      buf[i] = d;
+      p[i] -= lr * (nesterov ? d + momentum * d : d);
+    }
+  } else {  // buf = momentum buf + d
+#pragma omp parallel for simd if (n > (1 << 16)) schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+      T d = g[i] + wd * p[i];
+      T b = momentum * buf[i] + d;
+      buf[i] = b;
+      p[i] -= lr * (nesterov ? d + momentum * b : b);
+    }
+  }
+}
+
+// Adam: decay = 1, wd_grad = wd. AdamW: decay = 1 - lr wd, wd_grad = 0.
+// (GCC keeps this loop scalar: with errno semantics, the default, every sqrt is a possible
+// library call. apps/bench_optim measures it.)
+template <typename T>
+void adam_kernel(T* p, const T* g, T* m, T* v, int64_t n, T decay, T wd_grad, T b1, T b2, T eps, T step_size,
+                 T bc2_sqrt) {
+#pragma omp parallel for if (n > (1 << 16)) schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    T gi = g[i] + wd_grad * p[i];
+    T mi = b1 * m[i] + (T(1) - b1) * gi;
+    T vi = b2 * v[i] + (T(1) - b2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = p[i] * decay - step_size * mi / (std::sqrt(vi) / bc2_sqrt + eps);
+  }
+}
+
+// The parameter's gradient, contiguous, or undefined when there is none.
+Tensor grad_of(const std::string& name, const Tensor& p) {
+  Tensor g = p.grad();
+  if (!g.defined()) return g;
+  AB_CHECK(g.shape() == p.shape() && g.dtype() == p.dtype(), "optimizer: gradient of '", name, "' is ",
+           g.str(), " but the parameter is ", p.str());
+  AB_CHECK(p.is_contiguous(), "optimizer: parameter '", name, "' must be contiguous to be updated in place");
+  return g.contiguous();
+}
+
+}  // namespace
+
+SGD::SGD(std::vector<ParamGroup> groups, SGDOptions opt) : Optimizer(std::move(groups)), opt_(opt) {
+  AB_CHECK(opt_.momentum >= 0, "SGD: momentum must be >= 0, got ", opt_.momentum);
+  AB_CHECK(!opt_.nesterov || opt_.momentum > 0, "SGD: Nesterov momentum needs momentum > 0");
+}
+
+SGD::SGD(const NamedTensors& params, double lr, double momentum, double weight_decay, bool nesterov)
+    : SGD(std::vector<ParamGroup>{ParamGroup{params, lr, weight_decay, -1, "all"}}, SGDOptions{momentum, nesterov}) {}
+
+void SGD::step() {
+  NoGradGuard ng;
+  for (auto& s : slots_) {
+    Tensor g = grad_of(s.name, s.param);
+    if (!g.defined()) continue;
+    const ParamGroup& grp = groups_[s.group];
+    bool first = !s.buf[0].defined();
+    if (opt_.momentum > 0 && first) s.buf[0] = Tensor::empty(s.param.shape(), s.param.dtype(), s.param.device());
+    ++s.step;
+    if (s.param.device().is_cpu()) {
+      AB_DISPATCH_FLOAT(s.param.dtype(), "SGD.step", [&] {
+        sgd_kernel<scalar_t>(s.param.data<scalar_t>(), g.data<scalar_t>(),
+                             opt_.momentum > 0 ? s.buf[0].data<scalar_t>() : nullptr, s.param.numel(),
+                             (scalar_t)grp.lr, (scalar_t)grp.weight_decay, (scalar_t)opt_.momentum, opt_.nesterov,
+                             first);
+      });
+      continue;
+    }
+    // Other devices: the same rule from elementwise ops (allocates temporaries).
+    Tensor d = grp.weight_decay != 0 ? g + s.param * grp.weight_decay : g;
+    if (opt_.momentum > 0) {
+      s.buf[0].copy_(first ? d : s.buf[0] * opt_.momentum + d);
+      d = opt_.nesterov ? d + s.buf[0] * opt_.momentum : s.buf[0];
+    }
+    s.param.copy_(s.param - d * grp.lr);
+  }
+}
+
+// ---- Adam, AdamW ------------------------------------------------------------------------------------
+
+Adam::Adam(std::vector<ParamGroup> groups, AdamOptions opt) : Optimizer(std::move(groups)), opt_(opt) {
+  AB_CHECK(opt_.beta1 >= 0 && opt_.beta1 < 1 && opt_.beta2 >= 0 && opt_.beta2 < 1, type_name(),
+           ": betas must be in [0, 1), got (", opt_.beta1, ", ", opt_.beta2, ")");
+  AB_CHECK(opt_.eps >= 0, type_name(), ": eps must be >= 0");
+}
+
+Adam::Adam(const NamedTensors& params, double lr, double weight_decay, AdamOptions opt)
+    : Adam(std::vector<ParamGroup>{ParamGroup{params, lr, weight_decay, -1, "all"}}, opt) {}
+
+void Adam::step() {
+  NoGradGuard ng;
+  for (auto& s : slots_) {
+    Tensor g = grad_of(s.name, s.param);
+    if (!g.defined()) continue;
+    const ParamGroup& grp = groups_[s.group];
+    if (!s.buf[0].defined()) {
+      s.buf[0] = Tensor::zeros(s.param.shape(), s.param.dtype(), s.param.device());
+      s.buf[1] = Tensor::zeros(s.param.shape(), s.param.dtype(), s.param.device());
+    }
+    ++s.step;
+    double bc1 = 1 - std::pow(opt_.beta1, (double)s.step);
+    double bc2 = 1 - std::pow(opt_.beta2, (double)s.step);
+    double step_size = grp.lr / bc1, bc2_sqrt = std::sqrt(bc2);
+    if (s.param.device().is_cpu()) {
+      AB_DISPATCH_FLOAT(s.param.dtype(), "Adam.step", [&] {
+        bool dec = opt_.decoupled_weight_decay;
+        adam_kernel<scalar_t>(s.param.data<scalar_t>(), g.data<scalar_t>(), s.buf[0].data<scalar_t>(),
+                              s.buf[1].data<scalar_t>(), s.param.numel(),
+                              dec ? scalar_t(1) - (scalar_t)grp.lr * (scalar_t)grp.weight_decay : scalar_t(1),
+                              dec ? scalar_t(0) : (scalar_t)grp.weight_decay, (scalar_t)opt_.beta1,
+                              (scalar_t)opt_.beta2, (scalar_t)opt_.eps, (scalar_t)step_size, (scalar_t)bc2_sqrt);
+      });
+      continue;
+    }
+    // Other devices: the same rule from elementwise ops (allocates temporaries).
+    Tensor p = s.param;
+    if (opt_.decoupled_weight_decay && grp.weight_decay != 0) p = p * (1 - grp.lr * grp.weight_decay);
+    if (!opt_.decoupled_weight_decay && grp.weight_decay != 0) g = g + p * grp.weight_decay;
+    s.buf[0].copy_(s.buf[0] * opt_.beta1 + g * (1 - opt_.beta1));
+    s.buf[1].copy_(s.buf[1] * opt_.beta2 + g * g * (1 - opt_.beta2));
+    Tensor denom = sqrt(s.buf[1]) / bc2_sqrt + opt_.eps;
+    s.param.copy_(p - s.buf[0] / denom * step_size);
+  }
+}
+
+AdamW::AdamW(std::vector<ParamGroup> groups, AdamOptions opt)
+    : Adam(std::move(groups), [&] {
+        opt.decoupled_weight_decay = true;
+        return opt;
+      }()) {}
+
+AdamW::AdamW(const NamedTensors& params, double lr, double weight_decay, AdamOptions opt)
+    : AdamW(std::vector<ParamGroup>{ParamGroup{params, lr, weight_decay, -1, "all"}}, opt) {}
+
+// ---- schedules -----------------------------------------------------------------------------------
+
+void LRSchedule::set_iteration(int64_t it) {
+  AB_CHECK(it >= 0, "LRSchedule: iteration must be >= 0, got ", it);
+  iteration_ = it;
+  apply();
+}
+
+void LRSchedule::apply() {
+  double f = factor(iteration_);
+  for (auto& g : opt_.groups()) g.lr = g.base_lr * f;
+}
+
+double LRSchedule::lr(size_t group) const {
+  AB_CHECK(group < opt_.groups().size(), "LRSchedule: no group ", group);
+  return opt_.groups()[group].lr;
+}
+
+CosineSchedule::CosineSchedule(Optimizer& opt, int64_t total, int64_t warmup, double min_factor)
+    : LRSchedule(opt), total_(total), warmup_(warmup), min_factor_(min_factor) {
+  AB_CHECK(total > 0 && warmup >= 0 && warmup <= total, "CosineSchedule: need 0 <= warmup (", warmup,
+           ") <= total (", total, "), total > 0");
+  apply();
+}
+
+double CosineSchedule::factor(int64_t it) const {
+  if (it < warmup_) return double(it + 1) / double(warmup_);
+  double span = double(std::max<int64_t>(1, total_ - warmup_));
+  double progress = std::min(1.0, double(it - warmup_) / span);
+  return min_factor_ + (1 - min_factor_) * 0.5 * (1 + std::cos(M_PI * progress));
+}
+
+MultiStepSchedule::MultiStepSchedule(Optimizer& opt, std::vector<int64_t> milestones, double gamma)
+    : LRSchedule(opt), milestones_(std::move(milestones)), gamma_(gamma) {
+  for (size_t i = 1; i < milestones_.size(); ++i)
+    AB_CHECK(milestones_[i] > milestones_[i - 1], "MultiStepSchedule: milestones must increase");
+  apply();
+}
+
+double MultiStepSchedule::factor(int64_t it) const {
+  int passed = 0;
+  for (int64_t m : milestones_) passed += it >= m;
+  return std::pow(gamma_, passed);
+}
+
+}  // namespace anybit::nn

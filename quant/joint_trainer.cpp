@@ -1,0 +1,175 @@
+// joint_trainer.cpp - joint training of all bit-widths with collaborative teachers and dynamic
+// block swapping. See joint_trainer.h and METHOD.md sections 3-5.
+#include "quant/joint_trainer.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "autograd/autograd.h"
+
+namespace anybit::quant {
+
+TeacherRule parse_teacher_rule(const std::string& s) {
+  if (s == "none") return TeacherRule::None;
+  if (s == "highest") return TeacherRule::Highest;
+  if (s == "next") return TeacherRule::Next;
+  if (s == "random") return TeacherRule::Random;
+  if (s == "collab") return TeacherRule::Collab;
+  AB_FAIL("--teacher: unknown rule '", s, "' (expected none, highest, next, random or collab)");
+}
+
+const char* teacher_rule_name(TeacherRule r) {
+  switch (r) {
+    case TeacherRule::None: return "none";
+    case TeacherRule::Highest: return "highest";
+    case TeacherRule::Next: return "next";
+    case TeacherRule::Random: return "random";
+    case TeacherRule::Collab: return "collab";
+  }
+  return "?";
+}
+
+SwapMode parse_swap_mode(const std::string& s) {
+  if (s == "independent") return SwapMode::Independent;
+  if (s == "prefix") return SwapMode::Prefix;
+  AB_FAIL("--swap-mode: unknown mode '", s, "' (expected independent or prefix)");
+}
+
+double swap_probability(const MethodConfig& c, double progress) {
+  if (!c.swap) return 0;
+  if (c.swap_const >= 0) return c.swap_const;
+  if (c.swap_end <= 0) return 0;
+  return c.swap_p0 * std::max(0.0, 1.0 - progress / c.swap_end);
+}
+
+void count_correct(const Tensor& logits, const Tensor& y, int64_t* top1, int64_t* top5) {
+  auto v = logits.to_vector<float>();
+  auto lab = y.to_vector<int64_t>();
+  int64_t N = logits.size(0), K = logits.size(1);
+  int64_t c1 = 0, c5 = 0;
+  for (int64_t i = 0; i < N; ++i) {
+    const float* row = v.data() + i * K;
+    float target = row[lab[i]];
+    // rank of the true class: how many classes score strictly higher (ties favour the label)
+    int64_t higher = 0;
+    for (int64_t k = 0; k < K; ++k) higher += row[k] > target;
+    c1 += higher == 0;
+    c5 += higher < 5;
+  }
+  if (top1) *top1 += c1;
+  if (top5) *top5 += c5;
+}
+
+JointTrainer::JointTrainer(QuantModel& model, const MethodConfig& cfg, uint64_t seed)
+    : model_(model), cfg_(cfg), gen_(seed) {}
+
+Tensor JointTrainer::choose_teachers(int s, const std::vector<int>& higher, const std::map<int, Tensor>& logits,
+                                     const Tensor& y, int* batch_teacher, BitStats& st) {
+  // `higher` lists the bit-widths above s, highest first.
+  const int64_t N = y.size(0);
+  int t = higher.front();
+  switch (cfg_.teacher) {
+    case TeacherRule::None: t = 0; break;
+    case TeacherRule::Highest: t = higher.front(); break;
+    case TeacherRule::Next: t = higher.back(); break;
+    case TeacherRule::Random: t = higher[gen_.below(higher.size())]; break;
+    case TeacherRule::Collab: {
+      // Per sample: the higher bit-width whose softmax gives the true label the highest
+      // probability; ties go to the lower (closer) bit-width, so scan from the lowest up and
+      // replace only on a strictly higher probability.
+      std::vector<Tensor> probs;
+      for (int b : higher) probs.push_back(softmax(logits.at(b), 1).to(DType::F32).contiguous());
+      auto lab = y.to_vector<int64_t>();
+      const int64_t K = probs[0].size(1);
+      std::vector<int> choice(N);
+      std::map<int, int64_t> votes;
+      for (int64_t i = 0; i < N; ++i) {
+        int best = -1;
+        float bp = -1;
+        for (int j = (int)higher.size() - 1; j >= 0; --j) {
+          float p = probs[j].data<float>()[i * K + lab[i]];
+          if (p > bp) {
+            bp = p;
+            best = j;
+          }
+        }
+        choice[i] = higher[best];
+        votes[choice[i]]++;
+        st.teacher_counts[choice[i]]++;
+      }
+      // Batch-level teacher (for block swapping): the most chosen; ties to the lower bit-width.
+      int64_t most = -1;
+      for (auto& [b, n] : votes)  // ascending bit-width: the first maximum is the lowest
+        if (n > most) most = n, t = b;
+      *batch_teacher = t;
+      // Gather each sample's teacher row.
+      Tensor out = Tensor::empty({N, K}, DType::F32);
+      float* po = out.data<float>();
+      std::map<int, std::vector<float>> host;
+      for (int b : higher) host[b] = logits.at(b).to_vector<float>();
+      for (int64_t i = 0; i < N; ++i) std::copy_n(host[choice[i]].data() + i * K, K, po + i * K);
+      return out.to(logits.at(higher.front()).device());
+    }
+  }
+  *batch_teacher = t;
+  if (t == 0) return Tensor();
+  st.teacher_counts[t] += N;
+  return logits.at(t);
+}
+
+void JointTrainer::draw_swaps(int teacher, double p, BitStats& st) {
+  auto& blocks = model_.blocks();
+  if (blocks.empty() || p <= 0 || teacher == 0) return;
+  std::vector<bool> swap(blocks.size(), false);
+  if (cfg_.swap_mode == SwapMode::Independent) {
+    for (size_t i = 0; i < blocks.size(); ++i) swap[i] = gen_.uniform() < p;
+  } else {  // prefix: with probability p swap the first k blocks, k uniform in 1..n
+    if (gen_.uniform() < p) {
+      size_t k = 1 + gen_.below(blocks.size());
+      for (size_t i = 0; i < k; ++i) swap[i] = true;
+    }
+  }
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    st.block_draws++;
+    if (!swap[i]) continue;
+    st.swapped_blocks++;
+    blocks[i]->override_bits = teacher;
+    blocks[i]->freeze_bn_stats = true;
+  }
+}
+
+void JointTrainer::accumulate_gradients(const Tensor& x, const Tensor& y, double progress) {
+  model_.net().zero_grad();
+  const std::vector<int> bits = model_.bits_descending();
+  std::map<int, Tensor> logits;  // detached logits of this batch, per bit-width
+  last_p_ = swap_probability(cfg_, progress);
+  const double T = cfg_.kd_temperature;
+  for (size_t k = 0; k < bits.size(); ++k) {
+    const int s = bits[k];
+    BitStats& st = stats_[s];
+    model_.set_bits(s);
+    Tensor teacher;
+    int batch_teacher = 0;
+    std::vector<int> higher(bits.begin(), bits.begin() + k);
+    if (k > 0 && cfg_.teacher != TeacherRule::None)
+      teacher = choose_teachers(s, higher, logits, y, &batch_teacher, st);
+    if (k > 0 && batch_teacher) draw_swaps(batch_teacher, last_p_, st);
+    Tensor out = model_.forward(x);
+    model_.clear_overrides();  // the forward has saved everything the backward needs
+    Tensor loss;
+    if (k == 0 || !teacher.defined()) {
+      loss = cross_entropy(out, y);
+    } else {
+      Tensor kd = mul(soft_cross_entropy(out, teacher, T), cfg_.kd_weight);
+      loss = cfg_.student_ce ? add(cross_entropy(out, y), kd) : kd;
+    }
+    loss.backward();
+    logits[s] = out.detach();
+    st.loss_sum += loss.item<double>() * y.size(0);
+    count_correct(out, y, &st.correct, nullptr);
+    st.count += y.size(0);
+  }
+  model_.set_bits(bits.front());
+}
+
+}  // namespace anybit::quant

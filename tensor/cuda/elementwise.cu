@@ -1,0 +1,396 @@
+// elementwise.cu - CUDA twins of the elementwise, reduction, copy and fill kernels
+// (tensor/elementwise.h, tensor/cuda/cuda.h). Each op's scalar formula is the one in
+// tensor/cpu/elementwise.cpp, written again for the device; tests/test_cuda.cpp compares the two.
+//
+// Operands may be strided views (transposes, slices, broadcasts with stride 0). A kernel gets
+// each one as a View passed by value: up to 8 dimensions after merging the ones that are laid out
+// as one; element i of the output (row-major) reads element offset(i) of the operand. Outputs are
+// contiguous. Every loop is a grid-stride loop with 64-bit indices, so any size fits any grid.
+// Read next: gemm.cu.
+#include <algorithm>
+#include <vector>
+
+#include "tensor/cuda/check.h"
+#include "tensor/cuda/cuda.h"
+#include "tensor/elementwise.h"
+
+namespace anybit::cuda {
+
+namespace {
+
+constexpr int kMaxDims = 8;
+constexpr int kThreads = 256;      // threads per block (a power of two: the block reductions halve it)
+constexpr int64_t kMaxBlocks = 1 << 16;
+
+// A strided operand as a kernel sees it. nd == 0 means contiguous: offset(i) = i.
+struct View {
+  int nd = 0;
+  int64_t shape[kMaxDims] = {};
+  int64_t stride[kMaxDims] = {};  // in elements
+
+  __device__ int64_t offset(int64_t i) const {
+    if (nd == 0) return i;
+    int64_t off = 0;
+    for (int d = nd - 1; d >= 0; --d) {
+      int64_t s = shape[d];
+      off += (i % s) * stride[d];
+      i /= s;
+    }
+    return off;
+  }
+};
+
+// Drops dimensions of size 1 and merges neighbours that are laid out as one dimension
+// (stride[d] == stride[d+1] * shape[d+1]); a transposed matrix stays 2-d, a broadcast row of a
+// 4-d tensor becomes 2-d. Merging never changes which element row-major index i names.
+View make_view(const Tensor& t, const char* op) {
+  View v;
+  if (t.is_contiguous()) return v;
+  std::vector<int64_t> shape, stride;  // innermost first
+  for (int64_t d = t.dim() - 1; d >= 0; --d) {
+    int64_t n = t.shape()[d], s = t.strides()[d];
+    if (n == 1) continue;
+    if (!shape.empty() && s == stride.back() * shape.back()) {
+      shape.back() *= n;
+    } else {
+      shape.push_back(n);
+      stride.push_back(s);
+    }
+  }
+  AB_CHECK(shape.size() <= (size_t)kMaxDims, op, ": a view of ", shape_str(t.shape()), " with strides ",
+           shape_str(t.strides()), " has more than ", kMaxDims,
+           " dimensions on CUDA even after merging (hint: call contiguous() first)");
+  v.nd = (int)shape.size();
+  for (int j = 0; j < v.nd; ++j) {
+    v.shape[j] = shape[v.nd - 1 - j];
+    v.stride[j] = stride[v.nd - 1 - j];
+  }
+  return v;
+}
+
+int blocks_for(int64_t n) { return (int)std::min<int64_t>((n + kThreads - 1) / kThreads, kMaxBlocks); }
+
+void check_cuda(const char* op, const char* arg, const Tensor& t) {
+  AB_CHECK(t.device().is_cuda(), op, ": ", arg, " must be a CUDA tensor, got ", t.str());
+}
+
+#define GRID_STRIDE_LOOP(i, n) \
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
+
+// ---- the scalar formulas (the device copy of cpu/elementwise.cpp) ----------------------------------
+
+__device__ inline float m_exp(float x) { return expf(x); }
+__device__ inline double m_exp(double x) { return exp(x); }
+__device__ inline float m_log(float x) { return logf(x); }
+__device__ inline double m_log(double x) { return log(x); }
+__device__ inline float m_sqrt(float x) { return sqrtf(x); }
+__device__ inline double m_sqrt(double x) { return sqrt(x); }
+__device__ inline float m_pow(float x, float y) { return powf(x, y); }
+__device__ inline double m_pow(double x, double y) { return pow(x, y); }
+__device__ inline float m_tanh(float x) { return tanhf(x); }
+__device__ inline double m_tanh(double x) { return tanh(x); }
+__device__ inline float m_abs(float x) { return fabsf(x); }
+__device__ inline double m_abs(double x) { return fabs(x); }
+__device__ inline float m_round(float x) { return rintf(x); }  // ties to even, like nearbyint
+__device__ inline double m_round(double x) { return rint(x); }
+template <typename T>
+__device__ inline bool m_isnan(T x) { return x != x; }
+
+template <typename T>
+__device__ inline T apply_unary(UnaryOp op, T x, T p0, T p1) {
+  switch (op) {
+    case UnaryOp::Neg: return -x;
+    case UnaryOp::Exp: return m_exp(x);
+    case UnaryOp::Log: return m_log(x);
+    case UnaryOp::Sqrt: return m_sqrt(x);
+    case UnaryOp::Pow: return m_pow(x, p0);
+    case UnaryOp::Tanh: return m_tanh(x);
+    case UnaryOp::Abs: return m_abs(x);
+    case UnaryOp::Relu: return x > T(0) ? x : T(0);
+    case UnaryOp::Relu6: return x < T(0) ? T(0) : (x > T(6) ? T(6) : x);
+    case UnaryOp::Clamp: return x < p0 ? p0 : (x > p1 ? p1 : x);
+    case UnaryOp::Round: return m_round(x);
+    case UnaryOp::AddScalar: return x + p0;
+    case UnaryOp::MulScalar: return x * p0;
+    case UnaryOp::Sign: return T((x > T(0)) - (x < T(0)));
+  }
+  return x;
+}
+
+template <typename T>
+__device__ inline T apply_binary(BinaryOp op, T a, T b, T p0, T p1) {
+  switch (op) {
+    case BinaryOp::Add: return a + b;
+    case BinaryOp::Sub: return a - b;
+    case BinaryOp::Mul: return a * b;
+    case BinaryOp::Div: return a / b;
+    case BinaryOp::ReluGrad: return b > T(0) ? a : T(0);
+    case BinaryOp::Relu6Grad: return (b > T(0) && b < T(6)) ? a : T(0);
+    case BinaryOp::ClampGrad: return (b >= p0 && b <= p1) ? a : T(0);
+    case BinaryOp::TanhGrad: return a * (T(1) - b * b);
+    case BinaryOp::PowGrad: return a * p0 * m_pow(b, p0 - T(1));
+    case BinaryOp::GreaterEq: return a >= b ? T(1) : T(0);
+    case BinaryOp::Less: return a < b ? T(1) : T(0);
+  }
+  return a;
+}
+
+// ---- kernels ----------------------------------------------------------------------------------------
+// The op is a kernel argument, not a template parameter: every thread of a launch takes the same
+// branch, which costs next to nothing, and the build stays small (STYLE.md rule 14).
+
+template <typename T>
+__global__ void unary_k(UnaryOp op, const T* x, View vx, T* y, int64_t n, T p0, T p1) {
+  GRID_STRIDE_LOOP(i, n) y[i] = apply_unary(op, x[vx.offset(i)], p0, p1);
+}
+
+template <typename T>
+__global__ void binary_k(BinaryOp op, const T* a, View va, const T* b, View vb, T* y, int64_t n, T p0,
+                         T p1) {
+  GRID_STRIDE_LOOP(i, n) y[i] = apply_binary(op, a[va.offset(i)], b[vb.offset(i)], p0, p1);
+}
+
+template <typename S, typename D>
+__global__ void copy_k(const S* src, View vs, D* dst, int64_t n) {
+  GRID_STRIDE_LOOP(i, n) dst[i] = static_cast<D>(src[vs.offset(i)]);
+}
+
+template <typename T>
+__global__ void fill_k(T* p, int64_t n, T v) {
+  GRID_STRIDE_LOOP(i, n) p[i] = v;
+}
+
+// Reductions over x (outer, R, inner) into y (outer, inner), output j = o * inner + i.
+// Two shapes of work: one thread per output when there are many outputs or short rows (threads
+// side by side read neighbouring i, so the loads coalesce when inner > 1), and one block per
+// output when a few outputs each sum a long row. Sums accumulate in double, like the CPU's row sums.
+
+template <typename T>
+__global__ void sum_thread_k(const T* x, T* y, int64_t outer, int64_t R, int64_t inner) {
+  GRID_STRIDE_LOOP(j, outer * inner) {
+    const T* p = x + (j / inner) * R * inner + j % inner;
+    double acc = 0;
+    for (int64_t r = 0; r < R; ++r) acc += p[r * inner];
+    y[j] = (T)acc;
+  }
+}
+
+template <typename T>
+__global__ void sum_block_k(const T* x, T* y, int64_t outer, int64_t R, int64_t inner) {
+  __shared__ double part[kThreads];
+  for (int64_t j = blockIdx.x; j < outer * inner; j += gridDim.x) {  // same j for the whole block
+    const T* p = x + (j / inner) * R * inner + j % inner;
+    double acc = 0;
+    for (int64_t r = threadIdx.x; r < R; r += blockDim.x) acc += p[r * inner];
+    part[threadIdx.x] = acc;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {  // tree sum of the block's partial sums
+      if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
+      __syncthreads();
+    }
+    if (threadIdx.x == 0) y[j] = (T)part[0];
+    __syncthreads();  // part[] is reused for the next j
+  }
+}
+
+// Max with the CPU's tie rules: the first index of the largest value, except that a NaN wins over
+// any number (the first NaN). better() says whether candidate (v, r) beats (bv, br); br < 0 means
+// "no candidate yet".
+template <typename T>
+__device__ inline bool better(T v, int64_t r, T bv, int64_t br) {
+  if (r < 0) return false;
+  if (br < 0) return true;
+  bool vn = m_isnan(v), bn = m_isnan(bv);
+  if (vn != bn) return vn;
+  if (!vn && v != bv) return v > bv;
+  return r < br;
+}
+
+template <typename T>
+__global__ void max_thread_k(const T* x, T* vals, int64_t* idx, int64_t outer, int64_t R, int64_t inner) {
+  GRID_STRIDE_LOOP(j, outer * inner) {
+    const T* p = x + (j / inner) * R * inner + j % inner;
+    T bv = p[0];
+    int64_t best = 0;
+    for (int64_t r = 1; r < R; ++r) {
+      T v = p[r * inner];
+      if (v > bv || (m_isnan(v) && !m_isnan(bv))) {
+        bv = v;
+        best = r;
+      }
+    }
+    vals[j] = bv;
+    idx[j] = best;
+  }
+}
+
+template <typename T>
+__global__ void max_block_k(const T* x, T* vals, int64_t* idx, int64_t outer, int64_t R, int64_t inner) {
+  __shared__ T sv[kThreads];
+  __shared__ int64_t si[kThreads];
+  for (int64_t j = blockIdx.x; j < outer * inner; j += gridDim.x) {
+    const T* p = x + (j / inner) * R * inner + j % inner;
+    T bv = T(0);
+    int64_t best = -1;
+    for (int64_t r = threadIdx.x; r < R; r += blockDim.x) {
+      T v = p[r * inner];
+      if (better(v, r, bv, best)) {
+        bv = v;
+        best = r;
+      }
+    }
+    sv[threadIdx.x] = bv;
+    si[threadIdx.x] = best;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+      if (threadIdx.x < s && better(sv[threadIdx.x + s], si[threadIdx.x + s], sv[threadIdx.x], si[threadIdx.x])) {
+        sv[threadIdx.x] = sv[threadIdx.x + s];
+        si[threadIdx.x] = si[threadIdx.x + s];
+      }
+      __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+      vals[j] = sv[0];
+      idx[j] = si[0];
+    }
+    __syncthreads();
+  }
+}
+
+// One block per output only when there are few outputs and their rows are long.
+bool block_per_output(int64_t outputs, int64_t R) { return outputs < 1024 && R > 64; }
+
+void check_reduce(const char* op, const Tensor& x, int64_t outer, int64_t R, int64_t inner, const Tensor& out) {
+  check_cuda(op, "x", x);
+  check_cuda(op, "out", out);
+  AB_CHECK(x.is_contiguous() && x.numel() == outer * R * inner, op, ": x ", x.str(),
+           " must be contiguous with outer * R * inner = ", outer, " * ", R, " * ", inner, " elements");
+  AB_CHECK(out.is_contiguous() && out.numel() == outer * inner, op, ": output ", out.str(),
+           " must be contiguous with outer * inner = ", outer, " * ", inner, " elements");
+}
+
+template <typename S>
+void copy_from(const Tensor& src, Tensor& dst) {
+  const S* s = src.data<S>();
+  View vs = make_view(src, "strided_copy");
+  int64_t n = src.numel();
+  void* d = dst.raw_data();
+  switch (dst.dtype()) {
+    case DType::F32: copy_k<S, float><<<blocks_for(n), kThreads>>>(s, vs, (float*)d, n); break;
+    case DType::F64: copy_k<S, double><<<blocks_for(n), kThreads>>>(s, vs, (double*)d, n); break;
+    case DType::I32: copy_k<S, int32_t><<<blocks_for(n), kThreads>>>(s, vs, (int32_t*)d, n); break;
+    case DType::I64: copy_k<S, int64_t><<<blocks_for(n), kThreads>>>(s, vs, (int64_t*)d, n); break;
+    case DType::U8: copy_k<S, uint8_t><<<blocks_for(n), kThreads>>>(s, vs, (uint8_t*)d, n); break;
+    case DType::I8: copy_k<S, int8_t><<<blocks_for(n), kThreads>>>(s, vs, (int8_t*)d, n); break;
+  }
+  AB_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+// ---- the facade's entry points ------------------------------------------------------------------
+
+void unary(UnaryOp op, const Tensor& x, Tensor& out, double p0, double p1) {
+  check_cuda("unary kernel", "x", x);
+  check_cuda("unary kernel", "out", out);
+  AB_CHECK(out.is_contiguous() && out.shape() == x.shape(), "unary kernel: bad output ", out.str(),
+           " for input ", x.str());
+  int64_t n = x.numel();
+  if (n == 0) return;
+  AB_DISPATCH_FLOAT(x.dtype(), "unary kernel", [&] {
+    unary_k<scalar_t><<<blocks_for(n), kThreads>>>(op, x.data<scalar_t>(), make_view(x, "unary kernel"),
+                                                   out.data<scalar_t>(), n, (scalar_t)p0, (scalar_t)p1);
+    AB_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out, double p0, double p1) {
+  check_cuda("binary kernel", "a", a);
+  check_cuda("binary kernel", "b", b);
+  check_cuda("binary kernel", "out", out);
+  AB_CHECK(out.is_contiguous() && a.shape() == out.shape() && b.shape() == out.shape(),
+           "binary kernel: operands ", a.str(), ", ", b.str(), " must match output ", out.str());
+  int64_t n = out.numel();
+  if (n == 0) return;
+  AB_DISPATCH_FLOAT(out.dtype(), "binary kernel", [&] {
+    binary_k<scalar_t><<<blocks_for(n), kThreads>>>(op, a.data<scalar_t>(), make_view(a, "binary kernel"),
+                                                    b.data<scalar_t>(), make_view(b, "binary kernel"),
+                                                    out.data<scalar_t>(), n, (scalar_t)p0, (scalar_t)p1);
+    AB_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void reduce_sum(const Tensor& x, int64_t outer, int64_t R, int64_t inner, Tensor& out) {
+  check_reduce("sum kernel", x, outer, R, inner, out);
+  int64_t m = outer * inner;
+  if (m == 0) return;
+  AB_DISPATCH_FLOAT(x.dtype(), "sum kernel", [&] {
+    const scalar_t* px = x.data<scalar_t>();
+    scalar_t* py = out.data<scalar_t>();
+    if (block_per_output(m, R))
+      sum_block_k<scalar_t><<<(int)m, kThreads>>>(px, py, outer, R, inner);
+    else
+      sum_thread_k<scalar_t><<<blocks_for(m), kThreads>>>(px, py, outer, R, inner);
+    AB_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void reduce_max(const Tensor& x, int64_t outer, int64_t R, int64_t inner, Tensor& values, Tensor& indices) {
+  check_reduce("max kernel", x, outer, R, inner, values);
+  check_reduce("max kernel", x, outer, R, inner, indices);
+  AB_CHECK(R > 0, "max kernel: cannot take the max over 0 elements of ", x.str());
+  AB_CHECK(indices.dtype() == DType::I64, "max kernel: indices must be int64, got ", indices.str());
+  int64_t m = outer * inner;
+  if (m == 0) return;
+  AB_DISPATCH_FLOAT(x.dtype(), "max kernel", [&] {
+    const scalar_t* px = x.data<scalar_t>();
+    scalar_t* pv = values.data<scalar_t>();
+    int64_t* pi = indices.data<int64_t>();
+    if (block_per_output(m, R))
+      max_block_k<scalar_t><<<(int)m, kThreads>>>(px, pv, pi, outer, R, inner);
+    else
+      max_thread_k<scalar_t><<<blocks_for(m), kThreads>>>(px, pv, pi, outer, R, inner);
+    AB_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void strided_copy(const Tensor& src, Tensor& dst) {
+  check_cuda("strided_copy", "src", src);
+  check_cuda("strided_copy", "dst", dst);
+  AB_CHECK(dst.is_contiguous() && dst.shape() == src.shape(), "strided_copy: dst must be contiguous ",
+           "with the shape of src ", shape_str(src.shape()), ", got ", shape_str(dst.shape()));
+  int64_t n = src.numel();
+  if (n == 0) return;
+  if (src.is_contiguous() && src.dtype() == dst.dtype()) {
+    memcpy_d2d(dst.raw_data(), src.raw_data(), n * dtype_size(src.dtype()));
+    return;
+  }
+  switch (src.dtype()) {
+    case DType::F32: copy_from<float>(src, dst); break;
+    case DType::F64: copy_from<double>(src, dst); break;
+    case DType::I32: copy_from<int32_t>(src, dst); break;
+    case DType::I64: copy_from<int64_t>(src, dst); break;
+    case DType::U8: copy_from<uint8_t>(src, dst); break;
+    case DType::I8: copy_from<int8_t>(src, dst); break;
+  }
+}
+
+void fill(Tensor& dst, double value) {
+  check_cuda("fill", "dst", dst);
+  AB_CHECK(dst.is_contiguous(), "fill: dst must be contiguous, got ", dst.str());
+  int64_t n = dst.numel();
+  if (n == 0) return;
+  void* d = dst.raw_data();
+  int blocks = blocks_for(n);
+  switch (dst.dtype()) {
+    case DType::F32: fill_k<float><<<blocks, kThreads>>>((float*)d, n, (float)value); break;
+    case DType::F64: fill_k<double><<<blocks, kThreads>>>((double*)d, n, value); break;
+    case DType::I32: fill_k<int32_t><<<blocks, kThreads>>>((int32_t*)d, n, (int32_t)value); break;
+    case DType::I64: fill_k<int64_t><<<blocks, kThreads>>>((int64_t*)d, n, (int64_t)value); break;
+    case DType::U8: fill_k<uint8_t><<<blocks, kThreads>>>((uint8_t*)d, n, (uint8_t)value); break;
+    case DType::I8: fill_k<int8_t><<<blocks, kThreads>>>((int8_t*)d, n, (int8_t)value); break;
+  }
+  AB_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace anybit::cuda

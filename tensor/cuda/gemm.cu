@@ -1,0 +1,54 @@
+// gemm.cu - row-major single-precision GEMM through cuBLAS (cuda::gemm in cuda.h).
+//
+// cuBLAS is column-major. A row-major matrix X (r, c) with leading dimension ldx is, read as
+// column-major, the matrix X^T (c, r) with the same ldx. So the row-major product
+//   C (M, N) = op(A) (M, K) * op(B) (K, N)
+// is, transposed, the column-major product
+//   C^T (N, M) = op(B)^T (N, K) * op(A)^T (K, M),
+// which is cublasSgemm with the operands swapped, m = N, n = M, and each operand's transpose
+// flag unchanged. The result lands in C's memory already in row-major order.
+// Read next: tests/test_cuda.cpp (compared with a plain CPU loop).
+#include <algorithm>
+#include <climits>
+#include <mutex>
+
+#include "tensor/cuda/check.h"
+#include "tensor/cuda/cuda.h"
+
+namespace anybit::cuda {
+
+namespace {
+
+// One handle for the process, made on first use (creating it initialises cuBLAS: slow, and it
+// needs a GPU, so a CPU-only run never does it). Never destroyed: the CUDA context may be gone at exit.
+cublasHandle_t handle() {
+  static cublasHandle_t h = [] {
+    cublasHandle_t made = nullptr;
+    AB_CUBLAS_CHECK(cublasCreate(&made));
+    return made;
+  }();
+  return h;
+}
+
+}  // namespace
+
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  AB_CHECK(M >= 0 && N >= 0 && K >= 0, "cuda::gemm: negative size M=", M, " N=", N, " K=", K);
+  AB_CHECK(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX && lda <= INT_MAX && ldb <= INT_MAX &&
+               ldc <= INT_MAX,
+           "cuda::gemm: sizes M=", M, " N=", N, " K=", K, " exceed cuBLAS's 32-bit int");
+  if (M == 0 || N == 0) return;  // nothing to write (callers may then pass ld = 0)
+  // Row-major leading dimensions: the row length of each operand as stored.
+  AB_CHECK(lda >= std::max<int64_t>(1, trans_a ? M : K) && ldb >= std::max<int64_t>(1, trans_b ? K : N) &&
+               ldc >= std::max<int64_t>(1, N),
+           "cuda::gemm: leading dimensions lda=", lda, " ldb=", ldb, " ldc=", ldc, " too small for M=", M,
+           " N=", N, " K=", K, (trans_a ? " A^T" : " A"), (trans_b ? " B^T" : " B"));
+  cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  // C^T = op(B)^T op(A)^T in column-major terms (see the top of the file).
+  AB_CUBLAS_CHECK(cublasSgemm(handle(), op_b, op_a, (int)N, (int)M, (int)K, &alpha, B, (int)ldb, A, (int)lda,
+                              &beta, C, (int)ldc));
+}
+
+}  // namespace anybit::cuda

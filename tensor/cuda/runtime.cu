@@ -1,0 +1,148 @@
+// runtime.cu - the CUDA runtime side of the facade (cuda.h): is there a GPU, raw memory, copies,
+// and the caching device allocator behind every CUDA Storage.
+//
+// Everything runs on the default stream of device 0, so work is ordered: a block given back to
+// the cache can be handed out again at once, because any kernel still reading it was launched
+// before any kernel that will write it. Read next: elementwise.cu (the kernels), gemm.cu.
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "tensor/cuda/check.h"
+#include "tensor/cuda/cuda.h"
+#include "tensor/storage.h"
+
+namespace anybit {
+
+namespace cuda {
+
+namespace {
+
+struct Probe {
+  bool ok = false;
+  std::string reason;
+};
+
+// Asked once: cudaGetDeviceCount fails without a driver (or with a driver older than the
+// toolkit), and returns 0 devices on a machine without a GPU. Either way: no GPU.
+const Probe& probe() {
+  static const Probe p = [] {
+    Probe r;
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+      cudaGetLastError();  // clear it, so that it is not reported by a later, unrelated check
+      r.reason = std::string("no usable CUDA GPU: cudaGetDeviceCount failed: ") + cudaGetErrorName(e) +
+                 ": " + cudaGetErrorString(e);
+    } else if (n == 0) {
+      r.reason = "no usable CUDA GPU: cudaGetDeviceCount found 0 devices";
+    } else {
+      r.ok = true;
+    }
+    return r;
+  }();
+  return p;
+}
+
+}  // namespace
+
+bool built() { return true; }
+bool available() { return probe().ok; }
+std::string unavailable_reason() { return probe().ok ? std::string() : probe().reason; }
+
+void* malloc(size_t nbytes) {
+  void* p = nullptr;
+  AB_CUDA_CHECK(cudaMalloc(&p, nbytes == 0 ? 1 : nbytes));
+  return p;
+}
+
+void free(void* p) {
+  if (p) AB_CUDA_CHECK(cudaFree(p));
+}
+
+void memcpy_h2d(void* dst, const void* src, size_t nbytes) {
+  if (nbytes) AB_CUDA_CHECK(cudaMemcpy(dst, src, nbytes, cudaMemcpyHostToDevice));
+}
+void memcpy_d2h(void* dst, const void* src, size_t nbytes) {
+  if (nbytes) AB_CUDA_CHECK(cudaMemcpy(dst, src, nbytes, cudaMemcpyDeviceToHost));
+}
+void memcpy_d2d(void* dst, const void* src, size_t nbytes) {
+  if (nbytes) AB_CUDA_CHECK(cudaMemcpy(dst, src, nbytes, cudaMemcpyDeviceToDevice));
+}
+
+void synchronize() { AB_CUDA_CHECK(cudaDeviceSynchronize()); }
+
+}  // namespace cuda
+
+// ---- the caching device allocator ---------------------------------------------------------------
+// cudaMalloc and cudaFree are slow (cudaFree synchronises the whole device), so freed blocks go on
+// free lists keyed by rounded size, exactly like the CPU allocator in storage.cpp.
+
+namespace {
+
+constexpr size_t kSmallRound = 512;        // cudaMalloc itself aligns to 256 bytes
+constexpr size_t kLargeRound = 2u << 20;   // 2 MiB above 1 MiB, so that sizes share lists
+
+size_t round_size(size_t n) {
+  if (n == 0) n = 1;
+  if (n < (1u << 20)) return (n + kSmallRound - 1) / kSmallRound * kSmallRound;
+  return (n + kLargeRound - 1) / kLargeRound * kLargeRound;
+}
+
+class CudaCachingAllocator final : public Allocator {
+ public:
+  void* allocate(size_t nbytes) override {
+    AB_CHECK(cuda::available(), "cannot allocate a CUDA tensor: ", cuda::unavailable_reason());
+    size_t size = round_size(nbytes);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.find(size);
+      if (it != free_.end() && !it->second.empty()) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        return p;
+      }
+    }
+    void* p = nullptr;
+    cudaError_t e = cudaMalloc(&p, size);
+    if (e == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      empty_cache();  // give the cached blocks back and try once more before failing
+      e = cudaMalloc(&p, size);
+    }
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      AB_FAIL("cuda allocator: cudaMalloc of ", nbytes, " bytes failed: ", cudaGetErrorName(e), ": ",
+              cudaGetErrorString(e),
+              e == cudaErrorMemoryAllocation ? " (out of GPU memory: use a smaller batch)" : "");
+    }
+    return p;
+  }
+
+  void deallocate(void* p, size_t nbytes) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_[round_size(nbytes)].push_back(p);
+  }
+
+  void empty_cache() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& kv : free_)
+      for (void* p : kv.second) cudaFree(p);  // unchecked: this runs on the out-of-memory path
+    free_.clear();
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<size_t, std::vector<void*>> free_;
+};
+
+}  // namespace
+
+Allocator* cuda_allocator() {
+  // Never destroyed: tensors in static objects may be freed after main returns, when the CUDA
+  // context may already be gone; the blocks are returned with the process.
+  static auto* a = new CudaCachingAllocator();
+  return a;
+}
+
+}  // namespace anybit
