@@ -245,6 +245,7 @@ Report train_one(Config cfg, const std::string& out) {
                json_num(100.0 * fp_correct / (seen + y.size(0)));
       }
       optimizer->step();
+      if (net.q) net.q->clamp_clips();
       schedule->step();
       ++iteration;
       ++step;
