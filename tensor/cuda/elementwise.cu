@@ -193,6 +193,41 @@ __global__ void sum_block_k(const T* x, T* y, int64_t outer, int64_t R, int64_t 
   }
 }
 
+// Few outputs over very long rows (a whole-tensor sum): one block per output would leave most of
+// the GPU idle, so each row is cut into `chunks` pieces summed by separate blocks into double
+// partial sums (stage 1), which one block per output then adds up (stage 2).
+template <typename T>
+__global__ void sum_partial_k(const T* x, double* partial, int64_t R, int64_t inner, int64_t chunks) {
+  __shared__ double part[kThreads];
+  const int64_t j = blockIdx.x / chunks, c = blockIdx.x % chunks;
+  const int64_t per = (R + chunks - 1) / chunks, r0 = c * per, r1 = r0 + per < R ? r0 + per : R;
+  const T* p = x + (j / inner) * R * inner + j % inner;
+  double acc = 0;
+  for (int64_t r = r0 + threadIdx.x; r < r1; r += blockDim.x) acc += p[r * inner];
+  part[threadIdx.x] = acc;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) partial[blockIdx.x] = part[0];
+}
+
+template <typename T>
+__global__ void sum_finish_k(const double* partial, T* y, int64_t chunks) {
+  __shared__ double part[kThreads];
+  const double* p = partial + blockIdx.x * chunks;
+  double acc = 0;
+  for (int64_t c = threadIdx.x; c < chunks; c += blockDim.x) acc += p[c];
+  part[threadIdx.x] = acc;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) y[blockIdx.x] = (T)part[0];
+}
+
 // Max with the CPU's tie rules: the first index of the largest value, except that a NaN wins over
 // any number (the first NaN). better() says whether candidate (v, r) beats (bv, br); br < 0 means
 // "no candidate yet".
@@ -327,10 +362,18 @@ void reduce_sum(const Tensor& x, int64_t outer, int64_t R, int64_t inner, Tensor
   AB_DISPATCH_FLOAT(x.dtype(), "sum kernel", [&] {
     const scalar_t* px = x.data<scalar_t>();
     scalar_t* py = out.data<scalar_t>();
-    if (block_per_output(m, R))
+    const int64_t chunks = std::min<int64_t>(1024, R / 16384);
+    if (m < 256 && chunks >= 4) {
+      Tensor partial = Tensor::empty({m * chunks}, DType::F64, x.device());
+      double* pp = partial.data<double>();
+      sum_partial_k<scalar_t><<<(int)(m * chunks), kThreads>>>(px, pp, R, inner, chunks);
+      AB_CUDA_CHECK_LAUNCH();
+      sum_finish_k<scalar_t><<<(int)m, kThreads>>>(pp, py, chunks);
+    } else if (block_per_output(m, R)) {
       sum_block_k<scalar_t><<<(int)m, kThreads>>>(px, py, outer, R, inner);
-    else
+    } else {
       sum_thread_k<scalar_t><<<blocks_for(m), kThreads>>>(px, py, outer, R, inner);
+    }
     AB_CUDA_CHECK_LAUNCH();
   });
 }
