@@ -141,7 +141,6 @@ std::string json_num(double v) {
 
 // Trains one network (one bit set) into `out`; returns its final report.
 Report train_one(Config cfg, const std::string& out) {
-  make_dirs(out);
   Device dev = Device::parse(cfg.str("device"));
   DataSetup d = open_data(cfg);
   std::fprintf(stderr, "anybit: train %s\n        test  %s\n", d.train->describe().c_str(), d.test->describe().c_str());
@@ -155,6 +154,7 @@ Report train_one(Config cfg, const std::string& out) {
     std::fprintf(stderr, "anybit: initialised from %s\n", cfg.str("init").c_str());
   }
   net.module().to(dev);
+  make_dirs(out);  // only once the data and the model are known to be good
 
   data::LoaderOptions lo;
   lo.batch_size = cfg.integer("batch_size");
