@@ -335,8 +335,9 @@ int cmd_train(const std::vector<std::string>& args) {
   write_report(report, out);
   write_plot({report}, out + "/accuracy.svg");
   std::printf("\n%s\n%s\n", report.name.c_str(), report_table(report).c_str());
-  std::printf("checkpoint: %s/model.safetensors\nreport:     %s/report.md, %s/report.json\nplot:       %s/accuracy.svg\n",
-              out.c_str(), out.c_str(), out.c_str(), out.c_str());
+  std::string ckpt = cfg.flag("dedicated") ? out + "/b<bits>/model.safetensors" : out + "/model.safetensors";
+  std::printf("checkpoint: %s\nreport:     %s/report.md, %s/report.json\nplot:       %s/accuracy.svg\n",
+              ckpt.c_str(), out.c_str(), out.c_str(), out.c_str());
   return 0;
 }
 
