@@ -211,7 +211,9 @@ Report train_one(Config cfg, const std::string& out) {
     nn::save_training_state(state_path, st);
   };
 
-  std::ofstream metrics(out + "/metrics.jsonl", std::ios::app);
+  // A resumed run appends to its metrics; a fresh run starts a new file.
+  const bool resumed = cfg.flag("resume") && iteration > 0;
+  std::ofstream metrics(out + "/metrics.jsonl", resumed ? std::ios::app : std::ios::trunc);
   const int64_t save_every = cfg.integer("save_every");
   const double label_smoothing = cfg.number("label_smoothing");
   for (; epoch < epochs; ++epoch) {
