@@ -33,6 +33,18 @@ void Module::to(Device device) {
   for (auto& c : children_) c.second->to(device);
 }
 
+void Module::to(DType dtype) {
+  AB_CHECK(is_floating(dtype), "Module::to: expected a floating-point dtype, got ", dtype_name(dtype),
+           "; hint: parameters are F32 or F64");
+  for (auto& p : params_) {
+    *p.second = p.second->detach().to(dtype);
+    p.second->requires_grad_(true);
+  }
+  for (auto& b : buffers_)
+    if (b.second->defined() && is_floating(b.second->dtype())) *b.second = b.second->to(dtype);
+  for (auto& c : children_) c.second->to(dtype);
+}
+
 Device Module::device() const {
   auto ps = named_parameters();
   return ps.empty() ? Device() : ps.front().second.device();

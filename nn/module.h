@@ -36,6 +36,9 @@ class Module {
   void eval() { train(false); }
   bool is_training() const { return training_; }
   void to(Device device);      // moves every parameter and buffer, recursively
+  // Converts every floating-point parameter and buffer to `dtype` (PyTorch's model.double());
+  // integer buffers such as num_batches_tracked keep theirs. Build the optimizer afterwards.
+  void to(DType dtype);
   Device device() const;       // of the first parameter (CPU when none)
 
   NamedTensors named_parameters() const;  // recursive, registration order, dotted names

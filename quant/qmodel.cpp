@@ -40,6 +40,19 @@ void QuantModel::clear_overrides() {
   }
 }
 
+int QuantModel::clamp_clips(double min) {
+  NoGradGuard ng;
+  int raised = 0;
+  for (auto& [name, t] : net_->named_parameters()) {
+    if (name.find("clip_b") == std::string::npos) continue;
+    if (t.item<double>() < min) {
+      t.fill_(min);
+      ++raised;
+    }
+  }
+  return raised;
+}
+
 void QuantModel::load_fp_state_dict(const nn::NamedTensors& fp) {
   // Expand each FP BN entry "X.<field>" to "X.bn.<i>.<field>" for every BN set i, when the
   // quantized model has no "X.<field>" of its own.

@@ -27,6 +27,9 @@ class QuantModel {
   std::vector<int> bits_descending() const;  // the joint trainer's visiting order
   std::vector<std::shared_ptr<BlockBits>>& blocks() { return blocks_; }
   void clear_overrides();
+  // Keeps every clip value at least `min` (call after each optimizer step): a clip driven to
+  // zero or below would make PACT undefined. Returns how many were raised.
+  int clamp_clips(double min = 1e-3);
   nn::Module& net() { return *net_; }
   const std::string& arch() const { return arch_; }
 

@@ -23,14 +23,13 @@ import json
 import struct
 import sys
 
-import numpy as np
-
 try:
+    import numpy as np
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
 except ImportError as e:  # the test skips on 77
-    print(f"SKIP torch is not importable: {e}")
+    print(f"SKIP numpy or torch is not importable: {e}")
     sys.exit(77)
 
 DTYPES = {"F32": np.float32, "F64": np.float64, "I32": np.int32, "I64": np.int64, "U8": np.uint8, "I8": np.int8}

@@ -67,5 +67,13 @@ say "build everything else (programs, benchmarks)"
 cmake --build "$BUILD" -j"$(nproc)" >> "$OUT/build.log" 2>&1 ||
   { grep -E "error|Error" -A3 "$OUT/build.log" | head -40; say "the full build failed (build.log)"; status=1; }
 
+# GPU benchmarks: anybit's CUDA kernels, then the same operations in PyTorch on the same GPU.
+if [ -x "$BUILD/bench_cuda" ]; then
+  say "benchmarks (bench.log)"
+  { "$BUILD/bench_cuda" --reps 50; echo; python3 scripts/bench_cuda_torch.py --reps 50; } > "$OUT/bench.log" 2>&1 ||
+    say "a benchmark failed (bench.log)"
+  cat "$OUT/bench.log"
+fi
+
 [ $status -eq 0 ] || fail "see summary.log, cuda-tests.log, all-tests.log, build.log"
 say "OK: built with CUDA, [cuda] tests ran on the GPU, whole suite passed"

@@ -11,6 +11,10 @@ parameter; the file tests/fixtures/golden_<case>.safetensors holds them by name:
   gradients               "grad.<name>" for every input and parameter that has one
 Options of the computation (stride, padding, ...) are fixed per case in this script and in the
 test, which mirror each other (see the comment above each case).
+One case is a whole training run: resnet20_sgd, three SGD steps of ResNet-20, compared by
+tests/test_golden_train.cpp; its layout (initial state dict, per-step summaries of gradients and
+weights) is described above case_resnet20_sgd.
+Reruns write byte-identical files (seeded per case; the ResNet-20 case runs on one thread).
 
 The format is safetensors: an 8-byte little-endian header length, a JSON header
 {name: {"dtype": "F64"|"F32"|"I64", "shape": [...], "data_offsets": [begin, end]}}, then the raw
@@ -185,6 +189,83 @@ def case_resnet_block():
     return res
 
 
+# ---- three SGD steps of ResNet-20 -------------------------------------------------------------------
+# A whole training step, not one op: anybit's resnet20 (nn/models.h) and the PyTorch twin with the
+# same names (scripts/check_checkpoint.py) start from the same weights and see the same batch.
+# The weights and the batch are stored in float32 (the exact starting point of both sides); the
+# reference then computes in float64. A full copy of the weights is 1.1 MB in float32, so instead of
+# storing the gradients and the updated weights of every step in full, each named tensor T gets a
+# summary that any error of its values changes, a float64 vector
+#   [sum T, sum |T|, sum T^2, max |T|, T.flatten()[probe_index.<name>]...]
+# (the last part: T's values at up to 16 fixed random positions), stored under step{k}.grad.<name>,
+# step{k}.param.<name> and step{k}.buffer.<name>.
+RESNET_PROBES = 16
+
+
+def summary(key, t, index):
+    f = t.detach().to(torch.float64).flatten()
+    stats = torch.stack([f.sum(), f.abs().sum(), (f * f).sum(), f.abs().max()])
+    return {key: torch.cat([stats, f[index]])}
+
+
+def case_resnet20_sgd():
+    # anybit: nn::make_model("resnet20", 10); batch x: (8, 3, 16, 16) (16x16 rather than CIFAR's 32x32
+    # keeps the test fast; every layer runs as on 32x32, the last stage at 4x4), labels: (8) int64 in [0, 10);
+    # training mode (BN uses batch statistics, momentum 0.1, eps 1e-5); cross_entropy (mean);
+    # SGD lr 0.1, momentum 0.9, nesterov, weight_decay 5e-4 on every parameter; three steps of
+    #   zero_grad, forward, loss, backward (-> step{k}.grad.*, step{k}.loss), step (-> step{k}.param.*,
+    #   and the BN statistics the forward updated -> step{k}.buffer.*)
+    from check_checkpoint import ResNet20  # the PyTorch twin, with anybit's names
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one summation order: reruns give byte-identical files
+    try:
+        model = ResNet20(10)
+        with torch.no_grad():  # anybit's initialisation (kaiming fan_out), BN in general position
+            for m in model.modules():
+                if isinstance(m, torch.nn.Conv2d):
+                    torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.weight.copy_(torch.rand_like(m.weight) + 0.5)
+                    m.bias.copy_(torch.randn_like(m.bias) * 0.1)
+                    m.running_mean.copy_(torch.randn_like(m.running_mean) * 0.1)
+                    m.running_var.copy_(torch.rand_like(m.running_var) + 0.5)
+        res = {}
+        for n, t in model.state_dict().items():
+            res["init." + n] = t.clone() if t.dtype == torch.int64 else t.to(torch.float32)
+        x = torch.randn(8, 3, 16, 16, dtype=torch.float32)
+        labels = torch.randint(0, 10, (8,), dtype=torch.int64)
+        res["input"], res["labels"] = x, labels
+
+        # The float64 computation starts from the float32 values exactly.
+        model = model.double().train()
+        model.load_state_dict({n[len("init."):]: t for n, t in res.items() if n.startswith("init.")})
+        probe = {}
+        for n, t in model.state_dict().items():
+            if t.dtype != torch.int64:
+                probe[n] = torch.randperm(t.numel())[:RESNET_PROBES].sort().values
+                res["probe_index." + n] = probe[n]
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+        for k in range(3):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x.double()), labels)
+            loss.backward()
+            res["step%d.loss" % k] = loss.detach().clone()
+            for n, p in model.named_parameters():
+                res.update(summary("step%d.grad.%s" % (k, n), p.grad, probe[n]))
+            opt.step()
+            for n, p in model.named_parameters():
+                res.update(summary("step%d.param.%s" % (k, n), p, probe[n]))
+            for n, b in model.named_buffers():
+                if b.dtype == torch.int64:  # num_batches_tracked: the count itself
+                    res["step%d.buffer.%s" % (k, n)] = b.clone()
+                else:
+                    res.update(summary("step%d.buffer.%s" % (k, n), b, probe[n]))
+        return res
+    finally:
+        torch.set_num_threads(threads)
+
+
 CASES = {
     "linear": case_linear,
     "conv2d_plain": case_conv2d_plain,
@@ -195,6 +276,7 @@ CASES = {
     "cross_entropy": case_cross_entropy,
     "cross_entropy_smooth": case_cross_entropy_smooth,
     "resnet_block": case_resnet_block,
+    "resnet20_sgd": case_resnet20_sgd,
 }
 
 

@@ -256,8 +256,8 @@ TEST_CASE("cuda: sum, mean, max and argmax over several dimensions", "[cuda]") {
 TEST_CASE("cuda: reduction kernels write every output and follow the CPU's NaN rule", "[cuda]") {
   SKIP_WITHOUT_GPU();
   for (DType dt : kFloatTypes) {
-    // (outer, R, inner) layouts covering both kernel shapes.
-    for (auto [outer, R, inner] : std::vector<std::array<int64_t, 3>>{{3, 7, 5}, {2, 3000, 1}, {1, 500, 4}, {1500, 9, 1}}) {
+    // (outer, R, inner) layouts covering the three kernel shapes (thread, block, split row).
+    for (auto [outer, R, inner] : std::vector<std::array<int64_t, 3>>{{3, 7, 5}, {2, 3000, 1}, {1, 500, 4}, {1500, 9, 1}, {1, 300000, 1}, {3, 140000, 2}}) {
       std::string what = std::to_string(outer) + "x" + std::to_string(R) + "x" + std::to_string(inner) + " " +
                          dtype_name(dt);
       Tensor h = randn({outer, R, inner}, 51, dt);

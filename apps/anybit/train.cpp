@@ -141,7 +141,6 @@ std::string json_num(double v) {
 
 // Trains one network (one bit set) into `out`; returns its final report.
 Report train_one(Config cfg, const std::string& out) {
-  make_dirs(out);
   Device dev = Device::parse(cfg.str("device"));
   DataSetup d = open_data(cfg);
   std::fprintf(stderr, "anybit: train %s\n        test  %s\n", d.train->describe().c_str(), d.test->describe().c_str());
@@ -155,6 +154,7 @@ Report train_one(Config cfg, const std::string& out) {
     std::fprintf(stderr, "anybit: initialised from %s\n", cfg.str("init").c_str());
   }
   net.module().to(dev);
+  make_dirs(out);  // only once the data and the model are known to be good
 
   data::LoaderOptions lo;
   lo.batch_size = cfg.integer("batch_size");
@@ -211,7 +211,9 @@ Report train_one(Config cfg, const std::string& out) {
     nn::save_training_state(state_path, st);
   };
 
-  std::ofstream metrics(out + "/metrics.jsonl", std::ios::app);
+  // A resumed run appends to its metrics; a fresh run starts a new file.
+  const bool resumed = cfg.flag("resume") && iteration > 0;
+  std::ofstream metrics(out + "/metrics.jsonl", resumed ? std::ios::app : std::ios::trunc);
   const int64_t save_every = cfg.integer("save_every");
   const double label_smoothing = cfg.number("label_smoothing");
   for (; epoch < epochs; ++epoch) {
@@ -245,6 +247,7 @@ Report train_one(Config cfg, const std::string& out) {
                json_num(100.0 * fp_correct / (seen + y.size(0)));
       }
       optimizer->step();
+      if (net.q) net.q->clamp_clips();
       schedule->step();
       ++iteration;
       ++step;
@@ -334,8 +337,9 @@ int cmd_train(const std::vector<std::string>& args) {
   write_report(report, out);
   write_plot({report}, out + "/accuracy.svg");
   std::printf("\n%s\n%s\n", report.name.c_str(), report_table(report).c_str());
-  std::printf("checkpoint: %s/model.safetensors\nreport:     %s/report.md, %s/report.json\nplot:       %s/accuracy.svg\n",
-              out.c_str(), out.c_str(), out.c_str(), out.c_str());
+  std::string ckpt = cfg.flag("dedicated") ? out + "/b<bits>/model.safetensors" : out + "/model.safetensors";
+  std::printf("checkpoint: %s\nreport:     %s/report.md, %s/report.json\nplot:       %s/accuracy.svg\n",
+              ckpt.c_str(), out.c_str(), out.c_str(), out.c_str());
   return 0;
 }
 

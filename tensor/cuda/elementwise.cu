@@ -150,6 +150,38 @@ __global__ void binary_k(BinaryOp op, const T* a, View va, const T* b, View vb, 
   GRID_STRIDE_LOOP(i, n) y[i] = apply_binary(op, a[va.offset(i)], b[vb.offset(i)], p0, p1);
 }
 
+// Contiguous operands (the common case): no index arithmetic, and four independent loads in flight
+// per thread so that each thread keeps the memory system busy.
+template <typename T>
+__global__ void unary_contig_k(UnaryOp op, const T* __restrict__ x, T* __restrict__ y, int64_t n, T p0, T p1) {
+  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+  int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  for (; i + 3 * stride < n; i += 4 * stride) {
+    T v0 = x[i], v1 = x[i + stride], v2 = x[i + 2 * stride], v3 = x[i + 3 * stride];
+    y[i] = apply_unary(op, v0, p0, p1);
+    y[i + stride] = apply_unary(op, v1, p0, p1);
+    y[i + 2 * stride] = apply_unary(op, v2, p0, p1);
+    y[i + 3 * stride] = apply_unary(op, v3, p0, p1);
+  }
+  for (; i < n; i += stride) y[i] = apply_unary(op, x[i], p0, p1);
+}
+
+template <typename T>
+__global__ void binary_contig_k(BinaryOp op, const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ y,
+                                int64_t n, T p0, T p1) {
+  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+  int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  for (; i + 3 * stride < n; i += 4 * stride) {
+    T a0 = a[i], a1 = a[i + stride], a2 = a[i + 2 * stride], a3 = a[i + 3 * stride];
+    T b0 = b[i], b1 = b[i + stride], b2 = b[i + 2 * stride], b3 = b[i + 3 * stride];
+    y[i] = apply_binary(op, a0, b0, p0, p1);
+    y[i + stride] = apply_binary(op, a1, b1, p0, p1);
+    y[i + 2 * stride] = apply_binary(op, a2, b2, p0, p1);
+    y[i + 3 * stride] = apply_binary(op, a3, b3, p0, p1);
+  }
+  for (; i < n; i += stride) y[i] = apply_binary(op, a[i], b[i], p0, p1);
+}
+
 template <typename S, typename D>
 __global__ void copy_k(const S* src, View vs, D* dst, int64_t n) {
   GRID_STRIDE_LOOP(i, n) dst[i] = static_cast<D>(src[vs.offset(i)]);
@@ -191,6 +223,41 @@ __global__ void sum_block_k(const T* x, T* y, int64_t outer, int64_t R, int64_t 
     if (threadIdx.x == 0) y[j] = (T)part[0];
     __syncthreads();  // part[] is reused for the next j
   }
+}
+
+// Few outputs over very long rows (a whole-tensor sum): one block per output would leave most of
+// the GPU idle, so each row is cut into `chunks` pieces summed by separate blocks into double
+// partial sums (stage 1), which one block per output then adds up (stage 2).
+template <typename T>
+__global__ void sum_partial_k(const T* x, double* partial, int64_t R, int64_t inner, int64_t chunks) {
+  __shared__ double part[kThreads];
+  const int64_t j = blockIdx.x / chunks, c = blockIdx.x % chunks;
+  const int64_t per = (R + chunks - 1) / chunks, r0 = c * per, r1 = r0 + per < R ? r0 + per : R;
+  const T* p = x + (j / inner) * R * inner + j % inner;
+  double acc = 0;
+  for (int64_t r = r0 + threadIdx.x; r < r1; r += blockDim.x) acc += p[r * inner];
+  part[threadIdx.x] = acc;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) partial[blockIdx.x] = part[0];
+}
+
+template <typename T>
+__global__ void sum_finish_k(const double* partial, T* y, int64_t chunks) {
+  __shared__ double part[kThreads];
+  const double* p = partial + blockIdx.x * chunks;
+  double acc = 0;
+  for (int64_t c = threadIdx.x; c < chunks; c += blockDim.x) acc += p[c];
+  part[threadIdx.x] = acc;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) y[blockIdx.x] = (T)part[0];
 }
 
 // Max with the CPU's tie rules: the first index of the largest value, except that a NaN wins over
@@ -298,6 +365,12 @@ void unary(UnaryOp op, const Tensor& x, Tensor& out, double p0, double p1) {
   int64_t n = x.numel();
   if (n == 0) return;
   AB_DISPATCH_FLOAT(x.dtype(), "unary kernel", [&] {
+    if (x.is_contiguous()) {
+      unary_contig_k<scalar_t><<<blocks_for((n + 3) / 4), kThreads>>>(op, x.data<scalar_t>(), out.data<scalar_t>(), n,
+                                                                      (scalar_t)p0, (scalar_t)p1);
+      AB_CUDA_CHECK_LAUNCH();
+      return;
+    }
     unary_k<scalar_t><<<blocks_for(n), kThreads>>>(op, x.data<scalar_t>(), make_view(x, "unary kernel"),
                                                    out.data<scalar_t>(), n, (scalar_t)p0, (scalar_t)p1);
     AB_CUDA_CHECK_LAUNCH();
@@ -313,6 +386,12 @@ void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out, double p
   int64_t n = out.numel();
   if (n == 0) return;
   AB_DISPATCH_FLOAT(out.dtype(), "binary kernel", [&] {
+    if (a.is_contiguous() && b.is_contiguous()) {
+      binary_contig_k<scalar_t><<<blocks_for((n + 3) / 4), kThreads>>>(
+          op, a.data<scalar_t>(), b.data<scalar_t>(), out.data<scalar_t>(), n, (scalar_t)p0, (scalar_t)p1);
+      AB_CUDA_CHECK_LAUNCH();
+      return;
+    }
     binary_k<scalar_t><<<blocks_for(n), kThreads>>>(op, a.data<scalar_t>(), make_view(a, "binary kernel"),
                                                     b.data<scalar_t>(), make_view(b, "binary kernel"),
                                                     out.data<scalar_t>(), n, (scalar_t)p0, (scalar_t)p1);
@@ -327,10 +406,18 @@ void reduce_sum(const Tensor& x, int64_t outer, int64_t R, int64_t inner, Tensor
   AB_DISPATCH_FLOAT(x.dtype(), "sum kernel", [&] {
     const scalar_t* px = x.data<scalar_t>();
     scalar_t* py = out.data<scalar_t>();
-    if (block_per_output(m, R))
+    const int64_t chunks = std::min<int64_t>(1024, R / 16384);
+    if (m < 256 && chunks >= 4) {
+      Tensor partial = Tensor::empty({m * chunks}, DType::F64, x.device());
+      double* pp = partial.data<double>();
+      sum_partial_k<scalar_t><<<(int)(m * chunks), kThreads>>>(px, pp, R, inner, chunks);
+      AB_CUDA_CHECK_LAUNCH();
+      sum_finish_k<scalar_t><<<(int)m, kThreads>>>(pp, py, chunks);
+    } else if (block_per_output(m, R)) {
       sum_block_k<scalar_t><<<(int)m, kThreads>>>(px, py, outer, R, inner);
-    else
+    } else {
       sum_thread_k<scalar_t><<<blocks_for(m), kThreads>>>(px, py, outer, R, inner);
+    }
     AB_CUDA_CHECK_LAUNCH();
   });
 }

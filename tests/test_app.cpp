@@ -1,0 +1,162 @@
+// test_app.cpp - the `anybit` program end to end: bad options give one clear line and a non-zero
+// exit; a run killed with SIGKILL and resumed ends bit-identical to an uninterrupted run.
+//
+// The data is a small synthetic MNIST written by the test in the official IDX format, so these
+// tests need no download and no shared folder.
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <thread>
+
+#include "nn/checkpoint.h"
+#include "tests/helpers.h"
+
+using namespace anybit;
+
+namespace {
+
+const std::string kAnybit = std::string(ANYBIT_BINARY_DIR) + "/anybit";
+
+void write_be32(std::ofstream& f, uint32_t v) {
+  unsigned char b[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16), (unsigned char)(v >> 8), (unsigned char)v};
+  f.write((const char*)b, 4);
+}
+
+// n images of 28x28: class c is a bright bar at row 2c plus noise, so the task is learnable.
+void write_mnist(const std::string& dir, const std::string& split, int n, uint64_t seed) {
+  Generator g(seed);
+  std::ofstream img(dir + "/" + split + "-images-idx3-ubyte", std::ios::binary);
+  std::ofstream lab(dir + "/" + split + "-labels-idx1-ubyte", std::ios::binary);
+  write_be32(img, 2051);
+  write_be32(img, n);
+  write_be32(img, 28);
+  write_be32(img, 28);
+  write_be32(lab, 2049);
+  write_be32(lab, n);
+  for (int i = 0; i < n; ++i) {
+    int c = (int)g.below(10);
+    lab.put((char)c);
+    for (int y = 0; y < 28; ++y)
+      for (int x = 0; x < 28; ++x) {
+        int v = (int)g.below(60);
+        if (y >= 2 * c + 3 && y < 2 * c + 6 && x > 4 && x < 24) v = 200 + (int)g.below(55);
+        img.put((char)v);
+      }
+  }
+}
+
+std::string make_dataset() {
+  static std::string dir;
+  if (!dir.empty()) return dir;
+  dir = "/tmp/anybit_app_test_" + std::to_string(getpid());
+  mkdir(dir.c_str(), 0755);
+  mkdir((dir + "/mnist").c_str(), 0755);
+  write_mnist(dir + "/mnist", "train", 2048, 1);
+  write_mnist(dir + "/mnist", "t10k", 256, 2);
+  return dir;
+}
+
+// Runs a shell command, returns its exit status and output (stdout + stderr).
+int run(const std::string& cmd, std::string* out) {
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  REQUIRE(p);
+  char buf[4096];
+  std::string s;
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) s.append(buf, n);
+  int st = pclose(p);
+  if (out) *out = s;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+bool exists(const std::string& p) {
+  struct stat st;
+  return stat(p.c_str(), &st) == 0;
+}
+
+std::vector<std::string> train_args(const std::string& data, const std::string& out) {
+  return {kAnybit, "train", "--model", "lenet5", "--bits", "8,4,2", "--data", data, "--out", out, "--epochs", "2",
+          "--batch-size", "32", "--optimizer", "adam", "--lr", "2e-3", "--weight-decay", "0", "--clip-init", "4",
+          "--weight-scale", "sat", "--workers", "2", "--threads", "2", "--seed", "7", "--save-every", "3",
+          "--eval-every", "0", "--log-every", "100000"};
+}
+
+std::string joined(const std::vector<std::string>& a) {
+  std::string s;
+  for (auto& x : a) s += x + " ";
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("anybit: a bad option value or input gives one clear line and a non-zero exit", "[app]") {
+  std::string data = make_dataset() + "/mnist", out;
+  REQUIRE(run(kAnybit + " train --data " + data + " --epochs x", &out) != 0);
+  REQUIRE_THAT(out, Catch::Contains("--epochs") && Catch::Contains("'x'") && Catch::Contains("not an integer"));
+  REQUIRE(run(kAnybit + " train --data " + data + " --bits 8,3x", &out) != 0);
+  REQUIRE_THAT(out, Catch::Contains("--bits"));
+  REQUIRE(run(kAnybit + " train --data " + data + " --teacher best --bits 8,4", &out) != 0);
+  REQUIRE_THAT(out, Catch::Contains("--teacher") && Catch::Contains("best"));
+  REQUIRE(run(kAnybit + " train --data /nonexistent/mnist", &out) != 0);
+  REQUIRE_THAT(out, Catch::Contains("/nonexistent/mnist"));
+  REQUIRE(run(kAnybit + " train --data " + data + " --epoch 3", &out) != 0);
+  REQUIRE_THAT(out, Catch::Contains("unknown option 'epoch'") && Catch::Contains("epochs"));
+  REQUIRE(run(kAnybit + " frobnicate", &out) != 0);
+  REQUIRE(run(kAnybit + " eval --run /nonexistent/run", &out) != 0);
+  REQUIRE_THAT(out, Catch::Contains("/nonexistent/run"));
+}
+
+TEST_CASE("anybit: a run killed with SIGKILL and resumed ends bit-identical to an uninterrupted run", "[app][checkpoint]") {
+  std::string base = make_dataset(), data = base + "/mnist";
+  std::string a = base + "/run_a", b = base + "/run_b", out;
+
+  // A: uninterrupted.
+  REQUIRE(run(joined(train_args(data, a)), &out) == 0);
+  REQUIRE(exists(a + "/report.json"));
+
+  // B: killed with SIGKILL as soon as its first mid-epoch checkpoint exists, then resumed.
+  std::vector<std::string> args = train_args(data, b);
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    std::vector<char*> argv;
+    for (auto& s : args) argv.push_back(const_cast<char*>(s.c_str()));
+    argv.push_back(nullptr);
+    freopen("/dev/null", "w", stderr);
+    freopen("/dev/null", "w", stdout);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  while (!exists(b + "/state.safetensors") && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(120))
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  kill(pid, SIGKILL);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  REQUIRE(WIFSIGNALED(st));               // it really was killed ...
+  REQUIRE(!exists(b + "/report.json"));   // ... before it finished
+  std::vector<std::string> resume = args;
+  resume.push_back("--resume");
+  resume.push_back("1");
+  REQUIRE(run(joined(resume), &out) == 0);
+  REQUIRE_THAT(out, Catch::Contains("resumed from"));
+
+  nn::SafeTensors wa = nn::read_safetensors(a + "/model.safetensors");
+  nn::SafeTensors wb = nn::read_safetensors(b + "/model.safetensors");
+  REQUIRE(wa.tensors.size() == wb.tensors.size());
+  for (size_t i = 0; i < wa.tensors.size(); ++i) {
+    INFO(wa.tensors[i].first);
+    REQUIRE(wa.tensors[i].first == wb.tensors[i].first);
+    const Tensor& x = wa.tensors[i].second;
+    const Tensor& y = wb.tensors[i].second;
+    REQUIRE(x.shape() == y.shape());
+    REQUIRE(std::memcmp(x.raw_data(), y.raw_data(), x.numel() * dtype_size(x.dtype())) == 0);
+  }
+  run("rm -rf " + a + " " + b, nullptr);
+}

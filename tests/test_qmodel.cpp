@@ -1,0 +1,254 @@
+// test_qmodel.cpp - quantized layers inside models, switching, checkpoints, and the joint
+// trainer's rules (METHOD.md sections 2-5).
+#include <cstdio>
+#include <set>
+#include <unistd.h>
+
+#include "nn/checkpoint.h"
+#include "nn/models.h"
+#include "nn/optim.h"
+#include "quant/joint_trainer.h"
+#include "quant/qmodel.h"
+#include "tests/helpers.h"
+
+using namespace anybit;
+using namespace anybit::quant;
+using namespace anybit::test;
+
+namespace {
+
+QuantOptions opts(std::vector<int> bits, double clip = 2.0) {
+  QuantOptions o;
+  o.bit_set = bits;
+  o.clip_init = clip;
+  o.weight.scale = WeightScale::Sat;
+  return o;
+}
+
+Tensor images(int64_t n, int64_t c, int64_t h, uint64_t seed) {
+  Generator g(seed);
+  return Tensor::randn({n, c, h, h}, g);
+}
+
+Tensor labels(int64_t n, int64_t k, uint64_t seed) {
+  Generator g(seed);
+  std::vector<int64_t> v(n);
+  for (auto& x : v) x = (int64_t)g.below(k);
+  return Tensor::from_vector(v, {n});
+}
+
+std::string temp_path(const std::string& name) {
+  return "/tmp/anybit_test_" + std::to_string(getpid()) + "_" + name;
+}
+
+}  // namespace
+
+TEST_CASE("every quantized layer of a model at b bits has at most 2^b weight values", "[quant]") {
+  QuantModel m("resnet20", 10, opts({8, 4, 2}), 1);
+  int layers = 0;
+  for (auto& [name, mod] : m.net().named_modules()) {
+    auto* c = dynamic_cast<QConv2d*>(mod.get());
+    if (!c) continue;
+    ++layers;
+    for (int b : {8, 4, 2}) {
+      auto v = c->quantized_weight(b).to_vector<float>();
+      REQUIRE(std::set<float>(v.begin(), v.end()).size() <= (size_t(1) << b));
+    }
+  }
+  REQUIRE(layers == 18 + 2);  // 9 blocks x 2 convs + 2 shortcut convs; the stem stays FP
+  // The stem and the classifier are full precision.
+  for (auto& [name, mod] : m.net().named_modules()) {
+    if (name == "conv1") REQUIRE(mod->type_name() == "Conv2d");
+    if (name == "fc") REQUIRE(mod->type_name() == "Linear");
+  }
+}
+
+TEST_CASE("a quantized layer is the float op composed with its quantizers", "[quant]") {
+  auto state = std::make_shared<BitState>();
+  state->bit_set = {8, 4};
+  auto block = std::make_shared<BlockBits>();
+  block->model = state;
+  Generator gen(3);
+  QuantOptions o = opts({8, 4}, 1.5);
+  QLinear l(6, 5, true, block, o, gen);
+  Tensor x = mul(abs(randn({3, 6}, 4, DType::F32)), 2.0);
+  for (int b : {8, 4}) {
+    state->active = b;
+    Tensor expect = linear(pact_quantize(x, Tensor::full({1}, 1.5), b), quantize_weight(l.weight_, b, o.weight), l.bias_);
+    require_close(l.forward(x), expect, 0, 0, "qlinear");
+  }
+}
+
+TEST_CASE("switching the bit-width switches the BN set and the clip value", "[quant]") {
+  QuantModel m("resnet20", 10, opts({8, 4}), 2);
+  auto sd = m.net().state_dict();
+  // Make bit-width 4's BN sets and clips differ from 8's.
+  {
+    NoGradGuard ng;
+    for (auto& [name, t] : m.net().named_parameters()) {
+      if (name.find(".bn.1.weight") != std::string::npos) t.fill_(0.5);
+      if (name.find("clip_b4") != std::string::npos) t.fill_(0.7);
+    }
+  }
+  m.net().eval();
+  Tensor x = images(2, 3, 8, 5);
+  m.set_bits(4);
+  Tensor y4 = m.forward(x);
+  // The same network built with only the 4-bit set and clips, loaded from the 4-bit entries.
+  QuantModel only4("resnet20", 10, opts({4}), 2);
+  nn::NamedTensors mapped;
+  for (auto& [name, t] : m.net().state_dict()) {
+    std::string n = name;
+    auto p = n.find(".bn.1.");
+    if (n.find(".bn.0.") != std::string::npos || n.find("clip_b8") != std::string::npos) continue;
+    if (p != std::string::npos) n.replace(p, 6, ".bn.0.");
+    mapped.emplace_back(n, t);
+  }
+  only4.net().load_state_dict(mapped, true);
+  only4.net().eval();
+  require_close(y4, only4.forward(x), 1e-5, 1e-5, "4-bit model");
+  m.set_bits(8);
+  Tensor y8 = m.forward(x);
+  auto d = sub(y8, y4).to_vector<float>();
+  float diff = 0;
+  for (float v : d) diff = std::max(diff, std::abs(v));
+  REQUIRE(diff > 1e-3);  // a different BN set and clip give a different network
+}
+
+TEST_CASE("a model saved after joint training and reloaded gives the same logits at every bit-width", "[quant][checkpoint]") {
+  QuantModel m("lenet5", 10, opts({8, 4, 2}), 3);
+  nn::SGD sgd(m.net().named_parameters(), 0.05, 0.9);
+  JointTrainer jt(m, MethodConfig{}, 4);
+  for (int s = 0; s < 3; ++s) {
+    jt.accumulate_gradients(images(16, 1, 28, 10 + s), labels(16, 10, 20 + s), s / 3.0);
+    sgd.step();
+  }
+  std::string path = temp_path("qmodel.safetensors");
+  nn::save_model(path, m.net());
+  QuantModel fresh("lenet5", 10, opts({8, 4, 2}), 99);
+  nn::load_model(path, fresh.net());
+  std::remove(path.c_str());
+  m.net().eval();
+  fresh.net().eval();
+  Tensor x = images(8, 1, 28, 30);
+  for (int b : {8, 4, 2}) {
+    m.set_bits(b);
+    fresh.set_bits(b);
+    require_close(m.forward(x), fresh.forward(x), 0, 0, "bits " + std::to_string(b));
+  }
+}
+
+TEST_CASE("an FP checkpoint loads into a quantized model: shared weights, every BN set from the FP BN", "[quant]") {
+  auto fp = nn::make_model("resnet20", 10, {}, 5);
+  {
+    NoGradGuard ng;
+    for (auto& [name, t] : fp->state_dict())
+      if (name.find("running_mean") != std::string::npos) t.fill_(0.25);
+  }
+  QuantModel q("resnet20", 10, opts({8, 6, 4, 2}), 6);
+  q.load_fp_state_dict(fp->state_dict());
+  auto qs = q.net().state_dict();
+  std::map<std::string, Tensor> qm(qs.begin(), qs.end());
+  auto fs = fp->state_dict();
+  std::map<std::string, Tensor> fm(fs.begin(), fs.end());
+  require_close(qm.at("layer1.0.conv1.weight"), fm.at("layer1.0.conv1.weight"), 0, 0, "shared conv weight");
+  for (int i = 0; i < 4; ++i)
+    REQUIRE(qm.at("layer2.1.bn2.bn." + std::to_string(i) + ".running_mean").to_vector<float>() ==
+            std::vector<float>(32, 0.25f));
+  REQUIRE(qm.at("layer1.0.conv1.clip_b2").item<float>() == 2.0f);  // clips keep their initial value
+  // A checkpoint of another model is refused with the differing names listed.
+  auto lenet = nn::make_model("lenet5", 10, {}, 1);
+  REQUIRE_THROWS_WITH(q.load_fp_state_dict(lenet->state_dict()), Catch::Contains("layer1.0.conv1.weight"));
+}
+
+TEST_CASE("joint training accumulates the gradients of every bit-width into the shared weights", "[quant]") {
+  MethodConfig plain;
+  plain.teacher = TeacherRule::None;
+  plain.swap = false;
+  QuantModel m("lenet5", 10, opts({8, 2}), 7);
+  Tensor x = images(8, 1, 28, 1), y = labels(8, 10, 2);
+  JointTrainer jt(m, plain, 1);
+  jt.accumulate_gradients(x, y, 0);
+  Tensor joint = m.net().named_parameters()[2].second.grad().clone();  // conv2.weight
+  REQUIRE(m.net().named_parameters()[2].first == "conv2.weight");
+  Tensor sum_grad;
+  for (int b : {8, 2}) {
+    m.net().zero_grad();
+    m.set_bits(b);
+    cross_entropy(m.forward(x), y).backward();
+    Tensor g = m.net().named_parameters()[2].second.grad();
+    sum_grad = sum_grad.defined() ? add(sum_grad, g) : g.clone();
+  }
+  require_close(joint, sum_grad, 1e-4, 1e-6, "accumulated");
+}
+
+TEST_CASE("teacher rules: collab picks, per sample, the higher bit-width most confident in the label", "[quant]") {
+  QuantModel m("lenet5", 10, opts({8, 4, 2}), 8);
+  MethodConfig c;
+  c.teacher = TeacherRule::Collab;
+  c.swap = false;
+  JointTrainer jt(m, c, 1);
+  Tensor x = images(32, 1, 28, 3), y = labels(32, 10, 4);
+  jt.accumulate_gradients(x, y, 0);
+  auto& st = jt.stats();
+  REQUIRE(st.at(8).teacher_counts.empty());       // the highest bit-width has no teacher
+  int64_t taught4 = 0;
+  for (auto& kv : st.at(4).teacher_counts) {
+    taught4 += kv.second;
+    REQUIRE(kv.first == 8);
+  }
+  REQUIRE(taught4 == 32);                          // 4-bit: only 8 is higher
+  int64_t taught2 = 0;
+  for (auto& kv : st.at(2).teacher_counts) {
+    taught2 += kv.second;
+    REQUIRE((kv.first == 8 || kv.first == 4));
+  }
+  REQUIRE(taught2 == 32);
+  for (auto r : {TeacherRule::Highest, TeacherRule::Next}) {
+    QuantModel m2("lenet5", 10, opts({8, 4, 2}), 8);
+    MethodConfig c2;
+    c2.teacher = r;
+    c2.swap = false;
+    JointTrainer j2(m2, c2, 1);
+    j2.accumulate_gradients(x, y, 0);
+    REQUIRE(j2.stats().at(2).teacher_counts.at(r == TeacherRule::Highest ? 8 : 4) == 32);
+  }
+  REQUIRE_THROWS_WITH(parse_teacher_rule("best"), Catch::Contains("--teacher") && Catch::Contains("best"));
+}
+
+TEST_CASE("swap schedule: linear decay from p0 to 0 at 75% of training", "[quant]") {
+  MethodConfig c;
+  REQUIRE(swap_probability(c, 0.0) == Approx(0.5));
+  REQUIRE(swap_probability(c, 0.375) == Approx(0.25));
+  REQUIRE(swap_probability(c, 0.75) == Approx(0.0));
+  REQUIRE(swap_probability(c, 0.9) == 0.0);
+  c.swap_const = 0.3;
+  REQUIRE(swap_probability(c, 0.9) == Approx(0.3));
+  c.swap = false;
+  REQUIRE(swap_probability(c, 0.0) == 0.0);
+}
+
+TEST_CASE("block swapping runs swapped blocks at the teacher's bit-width without moving its BN statistics", "[quant]") {
+  MethodConfig c;
+  c.teacher = TeacherRule::Highest;
+  c.swap_const = 1.0;  // every block swapped in every student pass
+  QuantModel m("resnet20", 10, opts({8, 2}), 9);
+  QuantModel ref8("resnet20", 10, opts({8, 2}), 9);
+  Tensor x = images(4, 3, 8, 5), y = labels(4, 10, 6);
+  JointTrainer jt(m, c, 1);
+  jt.accumulate_gradients(x, y, 0);
+  REQUIRE(jt.stats().at(2).swapped_blocks == 9);
+  // The 8-bit BN sets moved exactly once: by the 8-bit pass, not by the swapped student pass.
+  ref8.set_bits(8);
+  ref8.forward(x);
+  auto a = m.net().state_dict(), b = ref8.net().state_dict();
+  int compared = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i].first.find("layer2.0.bn1.bn.0.running") != std::string::npos) {
+      require_close(a[i].second, b[i].second, 1e-6, 1e-7, a[i].first);
+      ++compared;
+    }
+  REQUIRE(compared == 2);
+  // Overrides are cleared after the step.
+  for (auto& blk : m.blocks()) REQUIRE(blk->override_bits == 0);
+}
