@@ -4,7 +4,8 @@
 #   1. build/bench_kernels   conv2d and elementwise kernels (GFLOP/s, GB/s)
 #   2. build/bench_data      the data loader on CIFAR-10 (fetched with scripts/get-data.sh into
 #                            $DATA/cifar10 first; skipped, saying so, when it cannot be had)
-#   3. build/bench_optim     the optimizer step (GB/s)
+#   3. build/bench_optim     the optimizer step (GB/s); build/bench_cuda, the CUDA kernels, when
+#                            built (it says so and exits 0 without a GPU)
 #   4. training throughput against PyTorch: build/bench_train and scripts/bench_pytorch.py, run
 #      ALTERNATELY (anybit, pytorch, anybit, pytorch, ...) REPEATS times each, because the noise of
 #      these shared 2-core machines drifts over minutes; prints each run, then per workload the
@@ -13,7 +14,7 @@
 #
 # Environment: REPEATS (alternations, default 3), STEPS (timed steps per run, default 3), DATA
 # (dataset folder, default datasets), ONLY (comma-separated workloads for step 4), SKIP (any of
-# kernels,data,optim,train to leave out). The environment is left as it is (OPENBLAS_CORETYPE
+# kernels,data,optim,cuda,train to leave out). The environment is left as it is (OPENBLAS_CORETYPE
 # included); every program prints what it runs with. The load average is printed before and after
 # step 4: figures taken under load are not comparable with figures taken without.
 set -euo pipefail
@@ -52,6 +53,11 @@ if ! skipped optim; then
   need bench_optim
   echo "== $BUILD/bench_optim"
   "$BUILD/bench_optim"
+fi
+
+if ! skipped cuda && [ -x "$BUILD/bench_cuda" ]; then
+  echo "== $BUILD/bench_cuda"
+  "$BUILD/bench_cuda"
 fi
 
 skipped train && exit 0
