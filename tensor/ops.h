@@ -8,16 +8,17 @@
 // Where each op lives: the op's forward, its backward formula (as a comment above the code) and
 // its kernels are in one file of autograd/ named after its family:
 //   elementwise.cpp  add sub mul div neg exp log sqrt pow tanh abs relu relu6 clamp round_ste
-//                    clamp_bounds sum_to where_ge
-//   reduce.cpp       sum mean max argmax
-//   views.cpp        (Tensor::reshape, permute, slice, expand, ...), cat, split
+//                    clamp_bounds
+//   reduce.cpp       sum mean max argmax sum_to
+//   views.cpp        cat, split (the views themselves, reshape, permute, slice, expand, are
+//                    Tensor methods with their gradients, in tensor/tensor.cpp)
 //   linalg.cpp       matmul linear
 //   conv.cpp         conv2d
 //   pool.cpp         max_pool2d avg_pool2d global_avg_pool2d
 //   norm.cpp         batch_norm
 //   loss.cpp         softmax log_softmax cross_entropy soft_cross_entropy dropout
 // Scalar reference implementations (the spec every fast kernel is tested against) are in
-// tensor/ref.h.
+// tensor/ref.h (conv, linear, pooling, batch norm) and tensor/ref_loss.h (softmax, losses).
 #pragma once
 #include <vector>
 

@@ -333,10 +333,7 @@ Tensor& Tensor::copy_(const Tensor& src) {
   size_t es = dtype_size(dtype());
   const char* from = static_cast<const char*>(tmp.raw_data());
   char* base = static_cast<char*>(raw_data());
-  Shape zero_strides = strides();
-  int64_t i = 0;
-  std::vector<int64_t> idx(dim(), 0);
-  for (i = 0; i < numel(); ++i) {
+  for (int64_t i = 0; i < numel(); ++i) {
     int64_t off = 0;
     int64_t rem = i;
     for (int64_t d = dim() - 1; d >= 0; --d) {
