@@ -31,7 +31,7 @@ deps:
 
 run: deps
 	$(MAKE) build
-	scripts/get-data.sh mnist $(DATA)
+	scripts/get-data.sh mnist $(DATA)/mnist
 	$(BUILD)/anybit train --config configs/mnist_ours.cfg --data $(DATA)/mnist --out runs/mnist_ours $(RUN_ARGS)
 
 test: deps
