@@ -143,6 +143,10 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
   return batch_norm(x, weight_, bias_, running_mean_, running_var_, is_training(), momentum_, eps_);
 }
 
+Tensor BatchNorm2d::forward_frozen(const Tensor& x) {
+  return batch_norm(x, weight_, bias_, Tensor(), Tensor(), true, momentum_, eps_);
+}
+
 std::string BatchNorm2d::extra_repr() const {
   std::ostringstream os;
   os << channels_ << ", eps=" << eps_ << ", momentum=" << momentum_;

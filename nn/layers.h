@@ -64,6 +64,12 @@ class BatchNorm2d : public Module {
   std::string type_name() const override { return "BatchNorm2d"; }
   std::string extra_repr() const override;
   int64_t channels() const { return channels_; }
+  // Training-mode normalisation (batch statistics) that leaves the running statistics alone:
+  // block swapping runs a block at another bit-width without moving that bit-width's statistics.
+  Tensor forward_frozen(const Tensor& x);
+  // BN recalibration sets 1 / (k + 1) at batch k: a cumulative average of the batch statistics.
+  void set_momentum(double m) { momentum_ = m; }
+  double momentum() const { return momentum_; }
 
   Tensor weight_, bias_, running_mean_, running_var_, num_batches_tracked_;
 

@@ -88,36 +88,11 @@ std::string QLinear::extra_repr() const {
 
 // ---- BN ------------------------------------------------------------------------------------------
 
-BNSet::BNSet(int64_t c) {
-  weight_ = Tensor::ones({c});
-  bias_ = Tensor::zeros({c});
-  running_mean_ = Tensor::zeros({c});
-  running_var_ = Tensor::ones({c});
-  num_batches_tracked_ = Tensor::zeros({}, DType::I64);
-  register_parameter("weight", &weight_);
-  register_parameter("bias", &bias_);
-  register_buffer("running_mean", &running_mean_);
-  register_buffer("running_var", &running_var_);
-  register_buffer("num_batches_tracked", &num_batches_tracked_);
-}
-
-Tensor BNSet::forward(const Tensor& x) {
-  if (is_training()) {
-    NoGradGuard ng;
-    num_batches_tracked_.fill_(num_batches_tracked_.item<int64_t>() + 1);
-  }
-  return batch_norm(x, weight_, bias_, running_mean_, running_var_, is_training(), momentum_, 1e-5);
-}
-
-Tensor BNSet::forward_frozen(const Tensor& x) {
-  return batch_norm(x, weight_, bias_, Tensor(), Tensor(), true, 0.1, 1e-5);
-}
-
 namespace {
 // The BN sets of one layer, named 0, 1, ... (a PyTorch ModuleList).
 class BNList : public nn::Module {
  public:
-  explicit BNList(const std::vector<std::shared_ptr<BNSet>>& sets) {
+  explicit BNList(const std::vector<std::shared_ptr<nn::BatchNorm2d>>& sets) {
     for (size_t i = 0; i < sets.size(); ++i) register_module(std::to_string(i), sets[i]);
   }
   Tensor forward(const Tensor&) override { AB_FAIL("BNList: call a set, not the list"); }
@@ -126,14 +101,14 @@ class BNList : public nn::Module {
 }  // namespace
 
 MultiBatchNorm2d::MultiBatchNorm2d(int64_t channels, std::shared_ptr<BlockBits> block) : block_(std::move(block)) {
-  for (size_t i = 0; i < block_->model->bit_set.size(); ++i) sets_.push_back(std::make_shared<BNSet>(channels));
+  for (size_t i = 0; i < block_->model->bit_set.size(); ++i) sets_.push_back(std::make_shared<nn::BatchNorm2d>(channels));
   register_module("bn", std::make_shared<BNList>(sets_));
 }
 
-BNSet& MultiBatchNorm2d::set(int bits) { return *sets_[block_->model->index_of(bits)]; }
+nn::BatchNorm2d& MultiBatchNorm2d::set(int bits) { return *sets_[block_->model->index_of(bits)]; }
 
 Tensor MultiBatchNorm2d::forward(const Tensor& x) {
-  BNSet& s = set(block_->bits());
+  nn::BatchNorm2d& s = set(block_->bits());
   // A block swapped to the teacher's bit-width inside a student pass must not move the teacher's
   // running statistics (METHOD.md section 5).
   if (is_training() && block_->freeze_bn_stats) return s.forward_frozen(x);

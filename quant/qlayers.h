@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "nn/layer_factory.h"
+#include "nn/layers.h"
 #include "quant/bits.h"
 #include "quant/quantizers.h"
 
@@ -79,27 +80,16 @@ class QLinear : public nn::Module {
   ActClips clips_;
 };
 
-// One BatchNorm2d set (weight, bias, running_mean, running_var, num_batches_tracked).
-class BNSet : public nn::Module {
- public:
-  explicit BNSet(int64_t channels);
-  Tensor forward(const Tensor& x) override;
-  Tensor forward_frozen(const Tensor& x);  // training, but running statistics left alone
-  std::string type_name() const override { return "BatchNorm2d"; }
-  Tensor weight_, bias_, running_mean_, running_var_, num_batches_tracked_;
-  double momentum_ = 0.1;  // BN recalibration sets 1 / (k + 1): a cumulative average
-};
-
 class MultiBatchNorm2d : public nn::Module {
  public:
   MultiBatchNorm2d(int64_t channels, std::shared_ptr<BlockBits> block);
   Tensor forward(const Tensor& x) override;  // x: (N, C, H, W) or (N, C)
   std::string type_name() const override { return "MultiBatchNorm2d"; }
-  BNSet& set(int bits);
+  nn::BatchNorm2d& set(int bits);  // the BN set of bit-width `bits`
 
  private:
   std::shared_ptr<BlockBits> block_;
-  std::vector<std::shared_ptr<BNSet>> sets_;
+  std::vector<std::shared_ptr<nn::BatchNorm2d>> sets_;
 };
 
 class QuantLayers : public nn::LayerFactory {

@@ -193,7 +193,7 @@ void recalibrate_bn(Network& net, const DataSetup& d, const Config& cfg, int64_t
     net.set_bits(b);
     // Reset this bit-width's running statistics and average them over n batches (cumulative
     // average: batch k gets weight 1 / (k + 1), as PyTorch's momentum=None).
-    std::vector<quant::BNSet*> sets;
+    std::vector<nn::BatchNorm2d*> sets;
     for (auto& [name, m] : net.module().named_modules())
       if (auto* mb = dynamic_cast<quant::MultiBatchNorm2d*>(m.get())) sets.push_back(&mb->set(b));
     for (auto* s : sets) {
@@ -209,10 +209,10 @@ void recalibrate_bn(Network& net, const DataSetup& d, const Config& cfg, int64_t
     data::Batch batch;
     net.module().train();
     for (int64_t k = 0; k < n && loader.next(batch); ++k) {
-      for (auto* s : sets) s->momentum_ = 1.0 / (k + 1);
+      for (auto* s : sets) s->set_momentum(1.0 / (k + 1));
       net.forward(batch.images.to(dev));
     }
-    for (auto* s : sets) s->momentum_ = 0.1;
+    for (auto* s : sets) s->set_momentum(0.1);
   }
   net.set_bits(net.bits().front());
 }
