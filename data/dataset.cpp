@@ -72,7 +72,7 @@ static bool exists_any(const fs::path& dir, const std::vector<std::string>& name
   return false;
 }
 
-static std::shared_ptr<Dataset> open_in(const fs::path& dir, const std::string& split) {
+static std::shared_ptr<Dataset> open_in(const fs::path& dir, const std::string& split, bool skip_bad_files) {
   bool train = split == "train";
   std::string mnist_split = train ? "train" : "t10k";
   if (exists_any(dir, {mnist_split + "-images-idx3-ubyte", mnist_split + "-images-idx3-ubyte.gz"}))
@@ -81,11 +81,15 @@ static std::shared_ptr<Dataset> open_in(const fs::path& dir, const std::string& 
     return std::make_shared<CifarDataset>(dir.string(), split, CifarDataset::Kind::Cifar10);
   if (exists_any(dir, {"train.bin", "test.bin"}))
     return std::make_shared<CifarDataset>(dir.string(), split, CifarDataset::Kind::Cifar100Fine);
-  if (fs::is_directory(dir / split)) return std::make_shared<ImageFolderDataset>((dir / split).string());
+  if (fs::is_directory(dir / split)) {
+    ImageFolderDataset::Options opt;
+    opt.skip_bad_files = skip_bad_files;
+    return std::make_shared<ImageFolderDataset>((dir / split).string(), opt);
+  }
   return nullptr;
 }
 
-std::shared_ptr<Dataset> open_dataset(const std::string& root, const std::string& split) {
+std::shared_ptr<Dataset> open_dataset(const std::string& root, const std::string& split, bool skip_bad_files) {
   AB_CHECK(split == "train" || split == "test", "open_dataset: split must be \"train\" or \"test\", got \"",
            split, "\"");
   AB_CHECK(fs::is_directory(root), "open_dataset: ", root, " is not a folder (missing dataset? ",
@@ -93,7 +97,7 @@ std::shared_ptr<Dataset> open_dataset(const std::string& root, const std::string
   for (const char* sub : {"", "cifar-10-batches-bin", "cifar-100-binary"}) {
     fs::path dir = *sub ? fs::path(root) / sub : fs::path(root);
     if (!fs::is_directory(dir)) continue;
-    if (auto ds = open_in(dir, split)) return ds;
+    if (auto ds = open_in(dir, split, skip_bad_files)) return ds;
   }
   AB_FAIL("open_dataset: ", root, " holds no dataset anybit recognises for split \"", split,
           "\": expected MNIST IDX files (", split == "train" ? "train" : "t10k",

@@ -141,7 +141,9 @@ Image decode_image(const std::vector<uint8_t>& bytes, const std::string& name);
 //   train.bin / test.bin (CIFAR-100 sizes)       -> CifarDataset CIFAR-100 fine labels
 //   root/<split>/<class>/<files>                 -> ImageFolderDataset
 // The official archives' sub-folders (cifar-10-batches-bin, cifar-100-binary) are looked into.
-std::shared_ptr<Dataset> open_dataset(const std::string& root, const std::string& split);
+// skip_bad_files: for image folders, drop (and log) files that fail to decode instead of failing.
+std::shared_ptr<Dataset> open_dataset(const std::string& root, const std::string& split,
+                                      bool skip_bad_files = false);
 
 // Reads a whole file into memory (gzip-compressed when the name ends in .gz), or throws naming
 // the file and the system's reason.

@@ -160,3 +160,27 @@ TEST_CASE("anybit: a run killed with SIGKILL and resumed ends bit-identical to a
   }
   run("rm -rf " + a + " " + b, nullptr);
 }
+
+extern "C" int stbi_write_png(char const* filename, int w, int h, int comp, const void* data, int stride_in_bytes);
+
+TEST_CASE("anybit: an unreadable image stops training with its name, unless --skip-bad-files", "[app][data]") {
+  std::string root = make_dataset() + "/folder";
+  for (const char* split : {"train", "test"})
+    for (const char* cls : {"a", "b"}) {
+      std::string dir = root + "/" + split + "/" + cls;
+      run("mkdir -p " + dir, nullptr);
+      for (int i = 0; i < 4; ++i) {
+        std::vector<unsigned char> px(32 * 32 * 3, (unsigned char)(cls[0] == 'a' ? 40 : 200));
+        REQUIRE(stbi_write_png((dir + "/" + std::to_string(i) + ".png").c_str(), 32, 32, 3, px.data(), 32 * 3));
+      }
+    }
+  std::ofstream(root + "/train/a/broken.png") << "not a png";
+  std::string cmd = kAnybit + " train --model resnet20 --data " + root + " --out " + root +
+                    "/run --epochs 1 --batch-size 4 --workers 1 --eval-every 0 --augment none";
+  std::string out;
+  REQUIRE(run(cmd, &out) != 0);
+  REQUIRE_THAT(out, Catch::Contains("broken.png"));
+  REQUIRE(run(cmd + " --skip-bad-files 1", &out) == 0);
+  REQUIRE_THAT(out, Catch::Contains("broken.png") && Catch::Contains("skipped 1"));
+  run("rm -rf " + root, nullptr);
+}

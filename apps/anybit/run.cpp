@@ -23,6 +23,7 @@ std::vector<OptionInfo> train_options() {
       {"data", "datasets/mnist", "dataset folder: MNIST IDX files, CIFAR binaries, or an image folder tree"},
       {"out", "runs/run", "output folder: config, metrics, checkpoints, report"},
       {"name", "", "label of the run in reports (default: the method)"},
+      {"skip_bad_files", "0", "image folders: skip (count and log) images that cannot be decoded instead of stopping"},
       {"augment", "auto", "training augmentation: auto (crop+flip for 32x32 RGB, none otherwise), none, crop_flip"},
       // schedule
       {"epochs", "3", "training epochs"},
@@ -113,8 +114,8 @@ Network build_network(const Config& cfg, int64_t num_classes) {
 DataSetup open_data(const Config& cfg) {
   DataSetup d;
   std::string root = cfg.str("data");
-  d.train = data::open_dataset(root, "train");
-  d.test = data::open_dataset(root, "test");
+  d.train = data::open_dataset(root, "train", cfg.flag("skip_bad_files"));
+  d.test = data::open_dataset(root, "test", cfg.flag("skip_bad_files"));
   data::Example e = d.test->get(0);
   d.input = {e.image.channels, e.image.height, e.image.width};
   bool mnist = e.image.channels == 1;
