@@ -107,6 +107,14 @@ TEST_CASE("anybit: a bad option value or input gives one clear line and a non-ze
   REQUIRE_THAT(out, Catch::Contains("/nonexistent/mnist"));
   REQUIRE(run(kAnybit + " train --data " + data + " --epoch 3", &out) != 0);
   REQUIRE_THAT(out, Catch::Contains("unknown option 'epoch'") && Catch::Contains("epochs"));
+  // The command line overrides the config file wherever --config stands.
+  std::string cfg = make_dataset() + "/override.cfg";
+  std::ofstream(cfg) << "# a test config\nepochs = 2\ndata = /nonexistent/from-file\n";
+  REQUIRE(run(kAnybit + " train --data /nonexistent/from-cli --config " + cfg, &out) != 0);
+  REQUIRE_THAT(out, Catch::Contains("/nonexistent/from-cli"));
+  std::ofstream(cfg) << "epochs 2\n";
+  REQUIRE(run(kAnybit + " train --config " + cfg, &out) != 0);
+  REQUIRE_THAT(out, Catch::Contains(cfg + ":1") && Catch::Contains("key = value"));
   REQUIRE(run(kAnybit + " frobnicate", &out) != 0);
   REQUIRE(run(kAnybit + " eval --run /nonexistent/run", &out) != 0);
   REQUIRE_THAT(out, Catch::Contains("/nonexistent/run"));

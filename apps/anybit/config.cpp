@@ -51,6 +51,8 @@ void Config::load_file(const std::string& path) {
 }
 
 std::vector<std::string> Config::parse_args(const std::vector<std::string>& args) {
+  // Two passes, so that the command line overrides the file wherever --config stands.
+  std::vector<std::pair<std::string, std::string>> pairs;
   std::vector<std::string> rest;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -68,13 +70,12 @@ std::vector<std::string> Config::parse_args(const std::vector<std::string>& args
       value = args[++i];
     }
     std::replace(key.begin(), key.end(), '-', '_');
-    if (key == "config") {
+    if (key == "config")
       load_file(value);
-      // Options given before --config stay overridden by the file; put --config first.
-      continue;
-    }
-    set(key, value);
+    else
+      pairs.emplace_back(key, value);
   }
+  for (auto& [key, value] : pairs) set(key, value);
   return rest;
 }
 

@@ -19,7 +19,8 @@ class Config {
  public:
   explicit Config(std::vector<OptionInfo> known);
   void load_file(const std::string& path);  // errors name the file and line
-  // Parses argv-style `--key value` pairs; returns the positional arguments left over.
+  // Parses argv-style `--key value` pairs (`--config FILE` loads a file first, wherever it
+  // stands: the other options override it); returns the positional arguments left over.
   std::vector<std::string> parse_args(const std::vector<std::string>& args);
   void set(const std::string& key, const std::string& value);
 
