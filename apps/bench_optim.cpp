@@ -15,27 +15,15 @@
 #include "nn/models.h"
 #include "nn/optim.h"
 
+#include "apps/bench_timing.h"
+
 using namespace anybit;
 using namespace anybit::nn;
 
 namespace {
 
-double now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-template <typename F>
-double median_time(int reps, F f) {
-  f();
-  std::vector<double> t;
-  for (int r = 0; r < reps; ++r) {
-    double t0 = now();
-    f();
-    t.push_back(now() - t0);
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
+using bench::median_time;
+using bench::now;
 
 }  // namespace
 
