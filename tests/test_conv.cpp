@@ -61,6 +61,10 @@ const std::vector<ConvCase> kCases = {
     {"1x1 stride 2", {2, 4, 5, 5}, {3, 4, 1, 1}, Conv2dOptions::make(2, 0), false},
     {"rectangular kernel, asymmetric options", {2, 3, 6, 7}, {2, 3, 2, 3}, {2, 1, 1, 0, 1, 2, 1}, true},
     {"batch 1", {1, 3, 5, 5}, {4, 3, 3, 3}, Conv2dOptions::make(1, 1), true},
+    // same width, not same height: the contiguous im2col path with rows dropped at both ends
+    {"3x3 padding (0, 1)", {2, 2, 6, 5}, {3, 2, 3, 3}, {1, 1, 0, 1, 1, 1, 1}, true},
+    {"5x5 pad 2", {2, 2, 6, 7}, {3, 2, 5, 5}, Conv2dOptions::make(1, 2), false},
+    {"3x3 pad 1 on one-pixel-wide images", {2, 2, 4, 1}, {3, 2, 3, 3}, Conv2dOptions::make(1, 1), true},
 };
 
 }  // namespace

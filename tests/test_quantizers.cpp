@@ -109,6 +109,23 @@ TEST_CASE("PACT gradients: the clip value's gradient matches finite differences"
   REQUIRE(a2.grad().item<double>() == 4 + 5 + 6);
 }
 
+TEST_CASE("PACT backward on a large float32 tensor: chunked clip gradient equals a double sum", "[quant][grad]") {
+  // 70,000 elements: several 4,096-element chunks, summed in parallel; x spans [-1, 3] around a = 1.
+  const int64_t n = 70000;
+  Generator gen(5);
+  Tensor x = Tensor::rand({n}, gen, -1, 3).requires_grad_();
+  Tensor a = Tensor::full({1}, 1.0, DType::F32).requires_grad_();
+  Tensor g = randn({n}, 6, DType::F32);
+  sum(mul(pact_quantize(x, a, 4), g)).backward();
+  auto xv = x.to_vector<double>(), gv = g.to_vector<double>(), gx = x.grad().to_vector<double>();
+  double expect = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (xv[i] >= 1.0) expect += gv[i];
+    REQUIRE(gx[i] == ((xv[i] >= 0 && xv[i] <= 1.0) ? gv[i] : 0.0));
+  }
+  REQUIRE(a.grad().item<double>() == Approx(expect).epsilon(1e-5));
+}
+
 TEST_CASE("PACT rejects a bad clip value", "[quant][errors]") {
   Tensor x = randn({4}, 1);
   REQUIRE_THROWS_WITH(pact_quantize(x, Tensor::full({2}, 1.0, DType::F64), 4), Catch::Contains("one element"));

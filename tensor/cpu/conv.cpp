@@ -4,6 +4,11 @@
 // are ordered (c, kh, kw) so that group g owns rows [g*Kg, (g+1)*Kg):
 //   forward:        Y[n, g] (Og, P)  = W[g] (Og, Kg) * col[g] (Kg, P)          (+ b)
 //   input grad:     dcol[g] (Kg, P)  = W[g]^T (Kg, Og) * dY[n, g] (Og, P);  dX[n] = col2im(dcol)
+//     or, for a "same" stride-1 convolution (output size = input size, e.g. 3x3 with padding 1),
+//     dX is the convolution of dY with the same padding and the weights flipped and transposed,
+//     W'[c][o][kh][kw] = W[o][c][KH-1-kh][KW-1-kw]: dX[n, g] (Cg, P) = W'[g] (Cg, Og*KH*KW) *
+//     im2col(dY[n])[g]. Same arithmetic, but a GEMM of depth Og*KH*KW (144 for 16 channels)
+//     instead of depth Og (16), which OpenBLAS runs much faster, and no col2im.
 //   weight grad:    dW[g]^T (Kg, Og) += col[g] (Kg, P) * dY[n, g]^T (P, Og)   (transposed: faster)
 //   bias grad:      db[o]           += sum_p dY[n, o, p]
 // Why per image: col of one image is small enough to stay in L2 (16x3x3 channels x 32x32 pixels
@@ -48,58 +53,108 @@ inline void valid_range(int64_t off, int64_t stride, int64_t W, int64_t OW, int6
   lo = std::min(lo, hi);
 }
 
+// One row of the col matrix: the (c, kh, kw) tap read at every output pixel. For a pixel
+// (oh, ow) it reads input row oh*stride_h + hoff and column ow*stride_w + woff; the output rows
+// that read inside the image are [oh_lo, oh_hi), the columns [lo, hi) (valid_range).
+struct Tap {
+  int64_t hoff, woff, oh_lo, oh_hi, lo, hi;
+};
+
+inline Tap tap(const ConvShape& s, int64_t kh, int64_t kw) {
+  const Conv2dOptions& o = s.opt;
+  Tap t;
+  t.hoff = kh * o.dil_h - o.pad_h;
+  t.woff = kw * o.dil_w - o.pad_w;
+  valid_range(t.hoff, o.stride_h, s.H, s.OH, t.oh_lo, t.oh_hi);
+  valid_range(t.woff, o.stride_w, s.W, s.OW, t.lo, t.hi);
+  return t;
+}
+
+// Stride 1 with OW == W (a "same"-width convolution, such as 3x3 with padding 1): the valid part
+// of a col row is then one contiguous stretch of the input plane, shifted by hoff*W + woff, apart
+// from the columns that hang over the left or right edge. Copying the stretch in one go and then
+// zeroing those few columns is much faster than copying row by row (rows are only 8-32 floats).
+inline bool same_width_stride1(const ConvShape& s) {
+  return s.opt.stride_h == 1 && s.opt.stride_w == 1 && s.OW == s.W;
+}
+
 // col (C*KH*KW, OH*OW) = the input patches of x (C, H, W); zeros where a patch hangs over the edge.
 template <typename T>
 void im2col(const T* x, T* col, const ConvShape& s) {
   const Conv2dOptions& o = s.opt;
   const int64_t P = s.P();
+  const bool contiguous = same_width_stride1(s);
   for (int64_t c = 0; c < s.C; ++c)
     for (int64_t kh = 0; kh < s.KH; ++kh)
       for (int64_t kw = 0; kw < s.KW; ++kw) {
         T* row = col + ((c * s.KH + kh) * s.KW + kw) * P;
-        const int64_t woff = kw * o.dil_w - o.pad_w;
-        int64_t lo, hi;
-        valid_range(woff, o.stride_w, s.W, s.OW, lo, hi);
-        for (int64_t oh = 0; oh < s.OH; ++oh) {
-          T* r = row + oh * s.OW;
-          const int64_t ih = oh * o.stride_h - o.pad_h + kh * o.dil_h;
-          if (ih < 0 || ih >= s.H) {
-            std::fill(r, r + s.OW, T(0));
-            continue;
+        const T* plane = x + c * s.H * s.W;
+        const Tap t = tap(s, kh, kw);
+        if (t.oh_lo >= t.oh_hi || t.lo >= t.hi) {  // the tap never lands inside the image
+          std::fill(row, row + P, T(0));
+          continue;
+        }
+        std::fill(row, row + t.oh_lo * s.OW, T(0));
+        std::fill(row + t.oh_hi * s.OW, row + P, T(0));
+        if (contiguous) {
+          // row[i] = plane[i + hoff*W + woff] for i from the first valid pixel of row oh_lo to
+          // the last valid pixel of row oh_hi - 1; then clear the edge columns in between.
+          const int64_t begin = t.oh_lo * s.W + t.lo, end = (t.oh_hi - 1) * s.W + t.hi;
+          std::memcpy(row + begin, plane + begin + t.hoff * s.W + t.woff, (end - begin) * sizeof(T));
+          for (int64_t oh = t.oh_lo; oh < t.oh_hi; ++oh) {
+            T* r = row + oh * s.W;
+            for (int64_t ow = 0; ow < t.lo; ++ow) r[ow] = T(0);
+            for (int64_t ow = t.hi; ow < s.W; ++ow) r[ow] = T(0);
           }
-          const T* xr = x + (c * s.H + ih) * s.W + woff;
-          std::fill(r, r + lo, T(0));
+          continue;
+        }
+        for (int64_t oh = t.oh_lo; oh < t.oh_hi; ++oh) {
+          T* r = row + oh * s.OW;
+          const T* xr = plane + (oh * o.stride_h + t.hoff) * s.W + t.woff;
+          std::fill(r, r + t.lo, T(0));
           if (o.stride_w == 1)
-            std::memcpy(r + lo, xr + lo, (hi - lo) * sizeof(T));
+            std::memcpy(r + t.lo, xr + t.lo, (t.hi - t.lo) * sizeof(T));
           else
-            for (int64_t ow = lo; ow < hi; ++ow) r[ow] = xr[ow * o.stride_w];
-          std::fill(r + hi, r + s.OW, T(0));
+            for (int64_t ow = t.lo; ow < t.hi; ++ow) r[ow] = xr[ow * o.stride_w];
+          std::fill(r + t.hi, r + s.OW, T(0));
         }
       }
 }
 
 // dx (C, H, W) = the adjoint of im2col: every col entry added back to the pixel it was read from.
+// In the same-width stride-1 case the edge columns of col are zeroed first (col is scratch), so
+// that each row of taps is added back as one contiguous stretch, like im2col copies it.
 template <typename T>
-void col2im(const T* col, T* dx, const ConvShape& s) {
+void col2im(T* col, T* dx, const ConvShape& s) {
   const Conv2dOptions& o = s.opt;
   const int64_t P = s.P();
+  const bool contiguous = same_width_stride1(s);
   std::fill(dx, dx + s.C * s.H * s.W, T(0));
   for (int64_t c = 0; c < s.C; ++c)
     for (int64_t kh = 0; kh < s.KH; ++kh)
       for (int64_t kw = 0; kw < s.KW; ++kw) {
-        const T* row = col + ((c * s.KH + kh) * s.KW + kw) * P;
-        const int64_t woff = kw * o.dil_w - o.pad_w;
-        int64_t lo, hi;
-        valid_range(woff, o.stride_w, s.W, s.OW, lo, hi);
-        for (int64_t oh = 0; oh < s.OH; ++oh) {
-          const int64_t ih = oh * o.stride_h - o.pad_h + kh * o.dil_h;
-          if (ih < 0 || ih >= s.H) continue;
+        T* row = col + ((c * s.KH + kh) * s.KW + kw) * P;
+        T* plane = dx + c * s.H * s.W;
+        const Tap t = tap(s, kh, kw);
+        if (t.oh_lo >= t.oh_hi || t.lo >= t.hi) continue;
+        if (contiguous) {
+          const int64_t begin = t.oh_lo * s.W + t.lo, end = (t.oh_hi - 1) * s.W + t.hi;
+          for (int64_t oh = t.oh_lo; oh < t.oh_hi; ++oh) {
+            T* r = row + oh * s.W;
+            for (int64_t ow = 0; ow < t.lo; ++ow) r[ow] = T(0);
+            for (int64_t ow = t.hi; ow < s.W; ++ow) r[ow] = T(0);
+          }
+          const int64_t shift = t.hoff * s.W + t.woff;
+          for (int64_t i = begin; i < end; ++i) plane[i + shift] += row[i];
+          continue;
+        }
+        for (int64_t oh = t.oh_lo; oh < t.oh_hi; ++oh) {
           const T* r = row + oh * s.OW;
-          T* xr = dx + (c * s.H + ih) * s.W + woff;
+          T* xr = plane + (oh * o.stride_h + t.hoff) * s.W + t.woff;
           if (o.stride_w == 1)
-            for (int64_t ow = lo; ow < hi; ++ow) xr[ow] += r[ow];
+            for (int64_t ow = t.lo; ow < t.hi; ++ow) xr[ow] += r[ow];
           else
-            for (int64_t ow = lo; ow < hi; ++ow) xr[ow * o.stride_w] += r[ow];
+            for (int64_t ow = t.lo; ow < t.hi; ++ow) xr[ow * o.stride_w] += r[ow];
         }
       }
 }
@@ -160,9 +215,30 @@ void backward_impl(const Tensor& x, const Tensor& w, const Tensor& dy, const Con
   const int64_t w_size = s.O * Kg;
   const int nt = image_threads(s.N);
   const bool direct = s.direct();
-  // Per-thread buffers: col (for dW), dcol (for dX), a private dW and db.
+  // A "same" stride-1 convolution gets its input gradient as another convolution, of dY with the
+  // flipped and transposed weights (see the top of the file): im2col of dY, then a GEMM as deep as
+  // the forward's, instead of a GEMM of depth Og (thin, slow) into dcol and col2im.
+  const bool dx_as_conv = dx && !direct && s.same_stride1();
+  ConvShape sy = s;  // the geometry of that convolution: O input channels, C output channels
+  sy.C = s.O, sy.O = s.C;
+  const int64_t Ky = sy.Kg(), ycol_size = s.O * s.KH * s.KW * P;
+  // Per-thread buffers: col (for dW), dcol or the col of dY (for dX), a private dW and db.
   Tensor col_buf = direct || !dw ? Tensor() : Tensor::empty({nt * col_size}, x.dtype());
-  Tensor dcol_buf = direct || !dx ? Tensor() : Tensor::empty({nt * col_size}, x.dtype());
+  Tensor dcol_buf = direct || !dx ? Tensor() : Tensor::empty({nt * (dx_as_conv ? ycol_size : col_size)}, x.dtype());
+  Tensor wflip_buf = dx_as_conv ? Tensor::empty({s.C * Ky}, x.dtype()) : Tensor();
+  if (dx_as_conv) {
+    // W'[g*Cg + c][o][kh][kw] = W[g*Og + o][c][KH-1-kh][KW-1-kw]
+    const T* Wt = w.data<T>();
+    T* Wf = wflip_buf.data<T>();
+    const int64_t Cg = s.Cg(), KK = s.KH * s.KW;
+    for (int64_t g = 0; g < s.G; ++g)
+      for (int64_t o = 0; o < Og; ++o)
+        for (int64_t c = 0; c < Cg; ++c)
+          for (int64_t kh = 0; kh < s.KH; ++kh)
+            for (int64_t kw = 0; kw < s.KW; ++kw)
+              Wf[((g * Cg + c) * Og + o) * KK + (s.KH - 1 - kh) * s.KW + (s.KW - 1 - kw)] =
+                  Wt[((g * Og + o) * Cg + c) * KK + kh * s.KW + kw];
+  }
   Tensor dw_buf = dw ? Tensor::zeros({nt * w_size}, x.dtype()) : Tensor();
   Tensor db_buf = db ? Tensor::zeros({nt * s.O}, x.dtype()) : Tensor();
   const T *X = x.data<T>(), *Wt = w.data<T>(), *dY = dy.data<T>();
@@ -188,7 +264,16 @@ void backward_impl(const Tensor& x, const Tensor& w, const Tensor& dy, const Con
         gemm(false, true, Kg, Og, P, T(1), col + g * Kg * P, P, dyn + g * Og * P, P, T(1),
              dwt + g * Kg * Og, Og);
     }
-    if (dX) {
+    if (dX && dx_as_conv) {
+      // dX[n, g] (Cg, P) = W'[g] (Cg, Ky) * im2col(dY[n])[g] (Ky, P)
+      T* dxn = dX + n * s.C * s.H * s.W;
+      T* ycol = dcols + t * ycol_size;
+      im2col(dyn, ycol, sy);
+      const T* Wf = wflip_buf.data<T>();
+      for (int64_t g = 0; g < s.G; ++g)
+        gemm(false, false, s.Cg(), P, Ky, T(1), Wf + g * s.Cg() * Ky, Ky, ycol + g * Ky * P, P, T(0),
+             dxn + g * s.Cg() * P, P);
+    } else if (dX) {
       // dcol[g] = W[g]^T * dY[n, g]; dX[n] = col2im(dcol) (direct: dcol is dX[n] itself)
       T* dxn = dX + n * s.C * s.H * s.W;
       T* dcol = direct ? dxn : dcols + t * col_size;

@@ -35,13 +35,20 @@ void train_fwd(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Te
     double sum = 0;
     for (int64_t n = 0; n < v.N; ++n) {
       const T* xc = X + (n * v.C + c) * v.S;
-      for (int64_t s = 0; s < v.S; ++s) sum += xc[s];
+      T run = 0;
+#pragma omp simd reduction(+ : run)
+      for (int64_t s = 0; s < v.S; ++s) run += xc[s];
+      sum += run;
     }
     const double mu = sum / M;
+    const T mu_t = T(mu);
     double sq = 0;
     for (int64_t n = 0; n < v.N; ++n) {
       const T* xc = X + (n * v.C + c) * v.S;
-      for (int64_t s = 0; s < v.S; ++s) sq += (xc[s] - mu) * (xc[s] - mu);
+      T run = 0;
+#pragma omp simd reduction(+ : run)
+      for (int64_t s = 0; s < v.S; ++s) run += (xc[s] - mu_t) * (xc[s] - mu_t);
+      sq += run;
     }
     const double var_c = sq / M, inv = 1.0 / std::sqrt(var_c + eps);
     Mean[c] = T(mu), Var[c] = T(var_c), Inv[c] = T(inv);
@@ -83,13 +90,18 @@ void bwd(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& inv
 #pragma omp parallel for num_threads(num_threads()) schedule(static)
   for (int64_t c = 0; c < v.C; ++c) {
     const double mu = Mean[c], inv = Inv[c];
+    const T mu_t = T(mu);
     double sum_g = 0, sum_gx = 0;  // sum dy, sum dy * (x - mean)
     for (int64_t n = 0; n < v.N; ++n) {
       const T *xc = X + (n * v.C + c) * v.S, *gc = G + (n * v.C + c) * v.S;
+      T run_g = 0, run_gx = 0;
+#pragma omp simd reduction(+ : run_g, run_gx)
       for (int64_t s = 0; s < v.S; ++s) {
-        sum_g += gc[s];
-        sum_gx += gc[s] * (xc[s] - mu);
+        run_g += gc[s];
+        run_gx += gc[s] * (xc[s] - mu_t);
       }
+      sum_g += run_g;
+      sum_gx += run_gx;
     }
     const double sum_gxhat = sum_gx * inv;  // sum dy * xhat
     if (dW) dW[c] = T(sum_gxhat);
@@ -100,7 +112,6 @@ void bwd(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& inv
     const T a = T(wc * inv);
     const T k = training ? T(-wc * inv * inv * sum_gxhat / M) : T(0);
     const T d = training ? T(-wc * inv * sum_g / M) : T(0);
-    const T mu_t = T(mu);
     for (int64_t n = 0; n < v.N; ++n) {
       const T *xc = X + (n * v.C + c) * v.S, *gc = G + (n * v.C + c) * v.S;
       T* dc = dX + (n * v.C + c) * v.S;
