@@ -12,7 +12,9 @@
 #      median images/s of each side and the ratio anybit / pytorch. PyTorch's side is skipped,
 #      saying so, when /usr/bin/python3 cannot import torch.
 #
-# Environment: REPEATS (alternations, default 3), STEPS (timed steps per run, default 3), DATA
+# Environment: BASELINE (another build folder, e.g. one of an older commit: its bench_train joins
+# each alternation and the summary adds its medians and the speed-up of BUILD over it), REPEATS
+# (alternations, default 3), STEPS (timed steps per run, default 3), DATA
 # (dataset folder, default datasets), ONLY (comma-separated workloads for step 4), SKIP (any of
 # kernels,data,optim,cuda,train to leave out). The environment is left as it is (OPENBLAS_CORETYPE
 # included); every program prints what it runs with. The load average is printed before and after
@@ -75,6 +77,10 @@ trap 'rm -rf "$LOGS"' EXIT
 for ((i = 1; i <= REPEATS; ++i)); do
   echo "-- run $i/$REPEATS: anybit (load $(cut -d' ' -f1 /proc/loadavg))"
   "$BUILD/bench_train" "${args[@]}" | tee "$LOGS/anybit.$i"
+  if [ -n "${BASELINE:-}" ]; then
+    echo "-- run $i/$REPEATS: baseline $BASELINE (load $(cut -d' ' -f1 /proc/loadavg))"
+    "$BASELINE/bench_train" "${args[@]}" | tee "$LOGS/baseline.$i"
+  fi
   if [ "$have_torch" = 1 ]; then
     echo "-- run $i/$REPEATS: pytorch (load $(cut -d' ' -f1 /proc/loadavg))"
     "$PYTHON" scripts/bench_pytorch.py "${args[@]}" | tee "$LOGS/pytorch.$i"
@@ -104,6 +110,10 @@ awk -v repeats="$REPEATS" '
       printf "%-16s %16s %16s %16s\n", order[k], a < 0 ? "-" : sprintf("%.1f", a), p < 0 ? "-" : sprintf("%.1f", p),
              (a < 0 || p < 0) ? "-" : sprintf("%.2fx", a / p)
     }
+    for (k = 1; k <= names; ++k) {
+      a = median("anybit", order[k]); b = median("baseline", order[k])
+      if (b > 0 && a > 0) printf "%-16s baseline %.1f img/s, this build %.2fx the baseline\n", order[k], b, a / b
+    }
     printf "(medians of %d alternating runs each; ratio > 1: anybit is faster)\n", repeats
     # Step time of the quantized workloads relative to the fp32 step of the same side.
     for (k = 1; k <= names; ++k) {
@@ -114,4 +124,4 @@ awk -v repeats="$REPEATS" '
       printf "%s step time / resnet20_train step time: anybit %s, pytorch %s\n", q,
              (a > 0 && fa > 0) ? sprintf("%.2fx", fa / a) : "-", (p > 0 && fp > 0) ? sprintf("%.2fx", fp / p) : "-"
     }
-  }' "$LOGS"/anybit.* $( [ "$have_torch" = 1 ] && echo "$LOGS"/pytorch.* )
+  }' "$LOGS"/anybit.* $( [ -n "${BASELINE:-}" ] && echo "$LOGS"/baseline.* ) $( [ "$have_torch" = 1 ] && echo "$LOGS"/pytorch.* )
