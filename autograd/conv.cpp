@@ -55,7 +55,8 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
   cpu::ConvShape s = cpu::conv_shape(x.shape(), weight.shape(), opt);
   Tensor y = Tensor::empty({s.N, s.O, s.OH, s.OW}, x.dtype());
   cpu::conv2d_forward(xc, wc, bc, s, y);
-  // dX[n] = col2im(W^T dY[n]), dW = sum_n dY[n] im2col(x[n])^T, db = sum_{n, oh, ow} dY
+  // dX[n] = col2im(W^T dY[n]) (for a "same" stride-1 conv: dY convolved with the flipped,
+  // transposed weights), dW = sum_n dY[n] im2col(x[n])^T, db = sum_{n, oh, ow} dY
   // (per group; see tensor/cpu/conv.cpp)
   if (needs_grad({x, weight, bias})) {
     bool gx = x.requires_grad(), gw = weight.requires_grad(), gb = bias.defined() && bias.requires_grad();

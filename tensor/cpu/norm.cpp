@@ -1,7 +1,9 @@
 // norm.cpp - fused batch-norm kernels on the CPU, one channel per OpenMP iteration.
 //
 // x is viewed as (N, C, S), S = H*W (1 for 2-D input); channel c's elements are the N runs
-// x[n, c, 0:S]. M = N*S values per channel. Statistics are accumulated in double.
+// x[n, c, 0:S]. M = N*S values per channel. Each run of S values is summed in T with `omp simd`
+// (which lets the compiler use vector lanes, i.e. reorder the additions) and the runs' sums are
+// added up in double.
 //   forward (training): mean = sum x / M, var = sum (x - mean)^2 / M (biased), invstd = 1/sqrt(var+eps)
 //   y = (x - mean) * invstd * w + b
 //   backward (training), xhat = (x - mean) * invstd:
