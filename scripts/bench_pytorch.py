@@ -28,6 +28,7 @@ starts, so the script re-executes itself with them when they are missing.
 Needs: Debian's python3-torch (1.13.1, CPU), run with /usr/bin/python3.
 """
 import argparse
+import functools
 import os
 import sys
 import time
@@ -112,44 +113,13 @@ class MultiBN(nn.Module):
         return self.bn[self.bits.bit_set.index(self.bits.active)](x)
 
 
-class QBasicBlock(nn.Module):
-    def __init__(self, bits, inp, planes, stride):
-        super().__init__()
-        self.conv1 = QConv2d(bits, inp, planes, 3, stride, 1)
-        self.bn1 = MultiBN(bits, planes)
-        self.conv2 = QConv2d(bits, planes, planes, 3, 1, 1)
-        self.bn2 = MultiBN(bits, planes)
-        self.shortcut = None
-        if stride != 1 or inp != planes:  # option B, quantized like every conv but the stem
-            self.shortcut = nn.Sequential(QConv2d(bits, inp, planes, 1, stride), MultiBN(bits, planes))
-
-    def forward(self, x):
-        y = F.relu(self.bn1(self.conv1(x)))
-        y = self.bn2(self.conv2(y))
-        return F.relu(y + (self.shortcut(x) if self.shortcut is not None else x))
-
-
-class QResNet20(nn.Module):
-    """ResNet-20 with FP stem conv and classifier, everything else quantized, switchable BN."""
-
-    def __init__(self, bit_set, num_classes=10):
-        super().__init__()
-        self.bits = Bits(bit_set)
-        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-        self.bn1 = MultiBN(self.bits, 16)
-        inp = 16
-        for s, w in enumerate([16, 32, 64]):
-            blocks = []
-            for b in range(3):
-                blocks.append(QBasicBlock(self.bits, inp, w, 2 if (s > 0 and b == 0) else 1))
-                inp = w
-            setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
-        self.fc = nn.Linear(64, num_classes)
-
-    def forward(self, x):
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+def QResNet20(bit_set, num_classes=10):
+    """ResNet-20 with FP stem conv and classifier, every other conv quantized, switchable BN:
+    check_checkpoint's ResNet20 built from quantized layers. `model.bits` sets the bit-width."""
+    bits = Bits(bit_set)
+    model = ResNet20(num_classes, conv=functools.partial(QConv2d, bits), norm=functools.partial(MultiBN, bits))
+    model.bits = bits
+    return model
 
 
 # ---- workloads: (batch, step function) ------------------------------------------------------------

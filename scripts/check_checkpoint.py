@@ -80,16 +80,23 @@ class LeNet5(nn.Module):
         return self.fc3(x)
 
 
+def plain_conv(inp, out, k, stride=1, padding=0):
+    return nn.Conv2d(inp, out, k, stride, padding, bias=False)
+
+
 class BasicBlock(nn.Module):
-    def __init__(self, inp, planes, stride):
+    """conv-BN-ReLU-conv-BN + shortcut, ReLU. `conv` and `norm` make its layers: plain ones here,
+    quantized ones in scripts/bench_pytorch.py (same names either way)."""
+
+    def __init__(self, inp, planes, stride, conv=plain_conv, norm=nn.BatchNorm2d):
         super().__init__()
-        self.conv1 = nn.Conv2d(inp, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv1 = conv(inp, planes, 3, stride, 1)
+        self.bn1 = norm(planes)
+        self.conv2 = conv(planes, planes, 3, 1, 1)
+        self.bn2 = norm(planes)
         self.shortcut = None
         if stride != 1 or inp != planes:  # option B: 1x1 conv + BN
-            self.shortcut = nn.Sequential(nn.Conv2d(inp, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+            self.shortcut = nn.Sequential(conv(inp, planes, 1, stride), norm(planes))
 
     def forward(self, x):
         y = F.relu(self.bn1(self.conv1(x)))
@@ -98,15 +105,17 @@ class BasicBlock(nn.Module):
 
 
 class ResNet20(nn.Module):
-    def __init__(self, num_classes=10):
+    """CIFAR ResNet-20. The stem conv and the classifier are always plain (full precision)."""
+
+    def __init__(self, num_classes=10, conv=plain_conv, norm=nn.BatchNorm2d):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
+        self.conv1 = plain_conv(3, 16, 3, 1, 1)
+        self.bn1 = norm(16)
         inp = 16
         for s, w in enumerate([16, 32, 64]):
             blocks = []
             for b in range(3):
-                blocks.append(BasicBlock(inp, w, 2 if (s > 0 and b == 0) else 1))
+                blocks.append(BasicBlock(inp, w, 2 if (s > 0 and b == 0) else 1, conv, norm))
                 inp = w
             setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
         self.fc = nn.Linear(64, num_classes)
