@@ -138,7 +138,7 @@ void JointTrainer::draw_swaps(int teacher, double p, BitStats& st) {
   }
 }
 
-void JointTrainer::accumulate_gradients(const Tensor& x, const Tensor& y, double progress) {
+void JointTrainer::accumulate_gradients(const Tensor& x, const Tensor& y, double progress, const Tensor& fp_logits) {
   model_.net().zero_grad();
   const std::vector<int> bits = model_.bits_descending();
   std::map<int, Tensor> logits;  // detached logits of this batch, per bit-width
@@ -157,7 +157,11 @@ void JointTrainer::accumulate_gradients(const Tensor& x, const Tensor& y, double
     Tensor out = model_.forward(x);
     model_.clear_overrides();  // the forward has saved everything the backward needs
     Tensor loss;
-    if (k == 0 || !teacher.defined()) {
+    if (k == 0 && fp_logits.defined()) {
+      // the highest bit-width's optional teacher: the frozen FP model (METHOD.md section 3)
+      loss = add(cross_entropy(out, y), mul(soft_cross_entropy(out, fp_logits.detach(), T), cfg_.fp_kd_weight));
+      st.teacher_counts[0] += y.size(0);
+    } else if (k == 0 || !teacher.defined()) {
       loss = cross_entropy(out, y);
     } else {
       Tensor kd = mul(soft_cross_entropy(out, teacher, T), cfg_.kd_weight);

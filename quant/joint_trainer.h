@@ -4,7 +4,7 @@
 // the forward pass, compute its loss, and backpropagate (gradients accumulate into the shared
 // weights). The caller then takes one optimizer step. The detached logits of every bit-width of
 // the batch are kept: lower bit-widths use them as teachers at no extra forward cost.
-//   highest bit-width:  CE(labels)
+//   highest bit-width:  CE(labels) [+ fp_kd_weight * KD(frozen FP model's logits, its logits)]
 //   student s:          student_ce * CE(labels) + lambda * KD(teacher logits, student logits)
 // The teacher rule picks, among the bit-widths above s, per batch (highest, next, random) or per
 // sample (collab: the one that gives the sample's label the highest probability, ties to the
@@ -31,6 +31,7 @@ struct MethodConfig {
   TeacherRule teacher = TeacherRule::Collab;
   double kd_temperature = 1.0;
   double kd_weight = 1.0;      // lambda
+  double fp_kd_weight = 1.0;   // weight of the highest bit-width's KD from a frozen FP model, when one is given
   bool student_ce = true;      // false: students learn from KD alone (Any-Precision)
   bool swap = true;            // dynamic block swapping
   double swap_p0 = 0.5;        // p at the start of training ...
@@ -54,8 +55,10 @@ class JointTrainer {
   JointTrainer(QuantModel& model, const MethodConfig& cfg, uint64_t seed);
   // x: (N, C, H, W) float32, y: (N) int64. Zeroes the gradients, runs every bit-width and
   // accumulates gradients; the caller takes the optimizer step. progress: fraction of training
-  // done, for the swap schedule. Statistics accumulate into stats() until reset_stats().
-  void accumulate_gradients(const Tensor& x, const Tensor& y, double progress);
+  // done, for the swap schedule. fp_logits (N, K), optional: the logits of a frozen FP model on x;
+  // the highest bit-width then also distils from them (its teacher is counted as bit-width 0).
+  // Statistics accumulate into stats() until reset_stats().
+  void accumulate_gradients(const Tensor& x, const Tensor& y, double progress, const Tensor& fp_logits = Tensor());
   const std::map<int, BitStats>& stats() const { return stats_; }
   void reset_stats() { stats_.clear(); }
   double last_swap_p() const { return last_p_; }

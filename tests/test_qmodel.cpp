@@ -182,6 +182,42 @@ TEST_CASE("joint training accumulates the gradients of every bit-width into the 
   require_close(joint, sum_grad, 1e-4, 1e-6, "accumulated");
 }
 
+TEST_CASE("a frozen FP teacher adds its distillation to the highest bit-width's loss only", "[quant]") {
+  MethodConfig c;
+  c.teacher = TeacherRule::None;
+  c.swap = false;
+  c.fp_kd_weight = 0.5;
+  QuantModel m("lenet5", 10, opts({8, 2}), 7);
+  Tensor x = images(16, 1, 28, 5), y = labels(16, 10, 6);
+  Generator g(11);
+  Tensor fp_logits = mul(Tensor::randn({16, 10}, g), 3.0);
+  JointTrainer jt(m, c, 1);
+  jt.accumulate_gradients(x, y, 0, fp_logits);
+  // the recorded losses, against CE (+ 0.5 KD at 8 bits) recomputed on the same weights
+  double expect8, expect2;
+  {
+    NoGradGuard ng;
+    m.set_bits(8);
+    Tensor out8 = m.forward(x);
+    expect8 = cross_entropy(out8, y).item<double>() + 0.5 * soft_cross_entropy(out8, fp_logits, 1.0).item<double>();
+    m.set_bits(2);
+    expect2 = cross_entropy(m.forward(x), y).item<double>();
+  }
+  auto& st = jt.stats();
+  REQUIRE(st.at(8).loss_sum / st.at(8).count == Approx(expect8).epsilon(1e-5));
+  REQUIRE(st.at(2).loss_sum / st.at(2).count == Approx(expect2).epsilon(1e-5));
+  REQUIRE(st.at(8).teacher_counts.at(0) == 16);  // bit-width 0: the FP teacher
+  REQUIRE(st.at(2).teacher_counts.empty());
+  // and its gradient reaches the weights: without the teacher, the accumulated gradient differs
+  Tensor with_fp = m.net().named_parameters()[2].second.grad().clone();
+  JointTrainer plain(m, c, 1);
+  plain.accumulate_gradients(x, y, 0);
+  std::vector<float> a = with_fp.to_vector<float>(), b = m.net().named_parameters()[2].second.grad().to_vector<float>();
+  double diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff = std::max(diff, (double)std::fabs(a[i] - b[i]));
+  REQUIRE(diff > 1e-4);
+}
+
 TEST_CASE("teacher rules: collab picks, per sample, the higher bit-width most confident in the label", "[quant]") {
   QuantModel m("lenet5", 10, opts({8, 4, 2}), 8);
   MethodConfig c;

@@ -45,6 +45,8 @@ std::vector<OptionInfo> train_options() {
       {"teacher", "collab", "teacher rule: none, highest, next, random, collab"},
       {"kd_temperature", "1", "distillation temperature T"},
       {"kd_weight", "1", "distillation weight lambda"},
+      {"fp_teacher", "", "FP checkpoint of the same model: the highest bit-width also distils from it (frozen)"},
+      {"fp_kd_weight", "1", "weight of the distillation from --fp-teacher"},
       {"student_ce", "1", "students also learn from the labels (0: KD only, Any-Precision)"},
       {"swap", "1", "dynamic block swapping"},
       {"swap_p0", "0.5", "swap probability at the start of training"},

@@ -122,6 +122,8 @@ quant::MethodConfig method_config(const Config& cfg) {
   m.kd_temperature = cfg.number("kd_temperature");
   AB_CHECK(m.kd_temperature > 0, "--kd-temperature must be positive, got ", m.kd_temperature);
   m.kd_weight = cfg.number("kd_weight");
+  m.fp_kd_weight = cfg.number("fp_kd_weight");
+  AB_CHECK(m.fp_kd_weight >= 0, "--fp-kd-weight must be >= 0, got ", m.fp_kd_weight);
   m.student_ce = cfg.flag("student_ce");
   m.swap = cfg.flag("swap");
   m.swap_p0 = cfg.number("swap_p0");
@@ -154,6 +156,20 @@ Report train_one(Config cfg, const std::string& out) {
     std::fprintf(stderr, "anybit: initialised from %s\n", cfg.str("init").c_str());
   }
   net.module().to(dev);
+  // The optional frozen FP teacher of the highest bit-width (METHOD.md section 3): the same
+  // architecture without quantization, loaded from a checkpoint, always in evaluation mode.
+  std::shared_ptr<nn::Module> fp_teacher;
+  if (!cfg.str("fp_teacher").empty()) {
+    AB_CHECK(net.q, "--fp-teacher: only a quantized model (--bits) distils from an FP teacher");
+    Config fp_cfg = cfg;
+    fp_cfg.set("bits", "");
+    fp_teacher = build_network(fp_cfg, d.train->num_classes()).fp;
+    nn::load_model(cfg.str("fp_teacher"), *fp_teacher);
+    fp_teacher->eval();
+    fp_teacher->to(dev);
+    std::fprintf(stderr, "anybit: FP teacher of %s: %s\n", bits_label(net.bits().front()).c_str(),
+                 cfg.str("fp_teacher").c_str());
+  }
   make_dirs(out);  // only once the data and the model are known to be good
 
   data::LoaderOptions lo;
@@ -231,7 +247,12 @@ Report train_one(Config cfg, const std::string& out) {
       double progress = (double)(epoch * steps_per_epoch + step) / (epochs * steps_per_epoch);
       std::string info;
       if (joint) {
-        joint->accumulate_gradients(x, y, progress);
+        Tensor fp_logits;
+        if (fp_teacher) {
+          NoGradGuard ng;
+          fp_logits = fp_teacher->forward(x);
+        }
+        joint->accumulate_gradients(x, y, progress, fp_logits);
         auto& st = joint->stats();
         for (auto& [b, s] : st)
           if (b == net.bits().back() || b == net.bits().front())
