@@ -21,6 +21,7 @@
 // Output: one machine-readable line per workload, `name images_per_s` (scripts/bench.sh parses
 // them), and a human table whose lines start with '#'.
 // Usage: bench_train [--only NAME[,NAME...]] [--steps N] [--repeats N] [--warmup N] [--threads N]
+//                    [--conv-direct 0|1]   (0: im2col + GEMM for every convolution, for comparison)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -38,6 +39,7 @@
 #include "quant/joint_trainer.h"
 #include "quant/qmodel.h"
 #include "tensor/cpu/kernels.h"
+#include "tensor/cpu/nn.h"
 #include "tensor/ops.h"
 #include "tensor/storage.h"
 
@@ -185,17 +187,22 @@ int main(int argc, char** argv) {
       else if (a == "--repeats" && has_value) s.repeats = positive(a, argv[++i]);
       else if (a == "--warmup" && has_value) s.warmup = std::atoi(argv[++i]);
       else if (a == "--threads" && has_value) s.threads = positive(a, argv[++i]);
-      else
+      else if (a == "--conv-direct" && has_value) {
+        std::string v = argv[++i];
+        AB_CHECK(v == "0" || v == "1", "bench_train: --conv-direct needs 0 or 1, got '", v, "'");
+        cpu::set_conv_direct(v == "1");
+      } else
         AB_FAIL("bench_train: unknown argument '", a,
-                "' (usage: bench_train [--only NAME[,NAME...]] [--steps N] [--repeats N] [--warmup N] [--threads N])");
+                "' (usage: bench_train [--only NAME[,NAME...]] [--steps N] [--repeats N] [--warmup N] [--threads N] [--conv-direct 0|1])");
     }
     cpu::set_num_threads(s.threads);
     std::vector<std::string> run = s.only.empty() ? workload_names() : s.only;
     for (auto& n : run)  // check every name before spending minutes on the first workloads
       if (std::find(workload_names().begin(), workload_names().end(), n) == workload_names().end()) make_workload(n);
     const char* coretype = std::getenv("OPENBLAS_CORETYPE");
-    std::printf("# bench_train: %d threads, warm-up %d steps, median of %d runs of %d steps; OPENBLAS_CORETYPE=%s\n",
-                s.threads, s.warmup, s.repeats, s.steps, coretype ? coretype : "(unset)");
+    std::printf("# bench_train: %d threads, warm-up %d steps, median of %d runs of %d steps; OPENBLAS_CORETYPE=%s; "
+                "direct convolution %s\n",
+                s.threads, s.warmup, s.repeats, s.steps, coretype ? coretype : "(unset)", cpu::conv_direct() ? "on" : "off");
     std::fflush(stdout);
 
     std::map<std::string, double> ips;

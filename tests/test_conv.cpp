@@ -1,5 +1,6 @@
 // test_conv.cpp - conv2d: gradient checks (float64) for every option, the fast kernels against
 // ref::conv2d (float32, contiguous and non-contiguous inputs), and error messages.
+#include "tensor/cpu/nn.h"
 #include "tensor/ref.h"
 #include "tests/helpers.h"
 
@@ -120,6 +121,53 @@ TEST_CASE("conv2d on a batch larger than the thread count matches ref (per-threa
   require_close(x.grad(), dx, 1e-4, 1e-5, "dx");
   require_close(w.grad(), dw, 1e-4, 1e-4, "dw");
   require_close(b.grad(), db, 1e-4, 1e-4, "db");
+}
+
+TEST_CASE("the direct convolution matches ref::conv2d and the im2col path on ResNet shapes", "[conv][ref]") {
+  // conv_direct.cpp: full 4-channel x 64-pixel blocks, ragged pixel and channel tails, the stem's
+  // 3 input channels, and the three widths of ResNet-20 (32, 16 and 8 pixels). The im2col path it
+  // is compared with is itself checked against ref::conv2d above.
+  struct Case {
+    Shape x, w;
+    bool bias;
+  };
+  const std::vector<Case> cases = {{{2, 16, 32, 32}, {16, 16, 3, 3}, false}, {{3, 32, 16, 16}, {32, 32, 3, 3}, false},
+                                   {{2, 64, 8, 8}, {64, 64, 3, 3}, false},   {{2, 3, 32, 32}, {16, 3, 3, 3}, false},
+                                   {{2, 5, 9, 11}, {9, 5, 3, 3}, true},      {{2, 4, 10, 13}, {6, 4, 5, 5}, true}};
+  const Conv2dOptions o3 = Conv2dOptions::make(1, 1), o5 = Conv2dOptions::make(1, 2);
+  for (const Case& c : cases) {
+    const Conv2dOptions& o = c.w[2] == 3 ? o3 : o5;
+    INFO("x " << shape_str(c.x) << ", w " << shape_str(c.w));
+#if defined(__AVX512F__)
+    REQUIRE(cpu::direct_conv_supported(cpu::conv_shape(c.x, c.w, o), DType::F32));
+#endif
+    Tensor x = randn(c.x, 30, DType::F32), w = randn(c.w, 31, DType::F32);
+    Tensor b = c.bias ? randn({c.w[0]}, 32, DType::F32) : Tensor();
+    const cpu::ConvShape sh = cpu::conv_shape(c.x, c.w, o);
+    Tensor dy = randn({sh.N, sh.O, sh.OH, sh.OW}, 33, DType::F32);
+    Tensor grads[2][3];  // [direct off, on][dx, dw, db]
+    Tensor ys[2];
+    for (int direct = 0; direct < 2; ++direct) {
+      cpu::set_conv_direct(direct == 1);
+      Tensor xl = x.clone().requires_grad_(), wl = w.clone().requires_grad_();
+      Tensor bl = c.bias ? b.clone().requires_grad_() : Tensor();
+      ys[direct] = conv2d(xl, wl, bl, o);
+      ys[direct].backward(dy);
+      grads[direct][0] = xl.grad(), grads[direct][1] = wl.grad();
+      if (c.bias) grads[direct][2] = bl.grad();
+    }
+    cpu::set_conv_direct(true);
+    require_close(ys[1], ys[0], 1e-4, 1e-4, "direct forward vs im2col");
+    require_close(grads[1][0], grads[0][0], 1e-4, 1e-4, "direct dx vs im2col");
+    if (x.numel() <= 2000) {  // the scalar reference is slow: the small, ragged shapes only
+      Tensor dx, dw, db;
+      ref::conv2d_backward(x, w, b, dy, o, dx, dw, db);
+      require_close(ys[1], ref::conv2d(x, w, b, o), 1e-4, 1e-4, "direct forward vs ref");
+      require_close(grads[1][0], dx, 1e-4, 1e-4, "direct dx vs ref");
+      require_close(grads[1][1], dw, 1e-4, 1e-3, "dw vs ref");
+      if (c.bias) require_close(grads[1][2], db, 1e-4, 1e-3, "db vs ref");
+    }
+  }
 }
 
 TEST_CASE("conv2d gradient reaches only the inputs that require it", "[conv]") {

@@ -17,11 +17,14 @@
 // single-threaded inside our parallel loop (OpenBLAS's OpenMP build detects the nesting); when
 // there are fewer images than threads we loop serially and let OpenBLAS use the threads.
 // A 1x1 stride-1 unpadded convolution skips im2col: x[n] (C, H*W) already is the col matrix.
+// In float32 on AVX-512 builds, the forward and the input gradient of "same" stride-1
+// convolutions skip im2col and GEMM altogether: tensor/cpu/conv_direct.cpp computes them directly.
 // Read next: tensor/ref.cpp (the scalar spec), autograd/conv.cpp (checks, shapes, autograd).
 #include <omp.h>
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "tensor/cpu/kernels.h"
@@ -186,10 +189,23 @@ template <typename T>
 void forward_impl(const Tensor& x, const Tensor& w, const Tensor& b, const ConvShape& s, Tensor& y) {
   const int64_t P = s.P(), Kg = s.Kg(), Og = s.Og(), col_size = s.C * s.KH * s.KW * P;
   const int nt = image_threads(s.N);
-  const bool direct = s.direct();
-  Tensor col_buf = direct ? Tensor() : Tensor::empty({nt * col_size}, x.dtype());
   const T *X = x.data<T>(), *Wt = w.data<T>(), *B = b.defined() ? b.data<T>() : nullptr;
   T* Y = y.data<T>();
+  if constexpr (std::is_same_v<T, float>) {
+    if (direct_conv_supported(s, x.dtype())) {  // conv_direct.cpp: no im2col, no GEMM
+      const DirectPlan plan = make_direct_plan(s, Wt);
+      for_each_image(s.N, nt, [&](int64_t n, int) {
+        T* yn = Y + n * s.O * P;
+        direct_conv_image(X + n * s.C * s.H * s.W, yn, s, plan);
+        if (B)
+          for (int64_t o = 0; o < s.O; ++o)
+            for (int64_t p = 0; p < P; ++p) yn[o * P + p] += B[o];
+      });
+      return;
+    }
+  }
+  const bool direct = s.direct();
+  Tensor col_buf = direct ? Tensor() : Tensor::empty({nt * col_size}, x.dtype());
   T* cols = direct ? nullptr : col_buf.data<T>();
   for_each_image(s.N, nt, [&](int64_t n, int t) {
     const T* xn = X + n * s.C * s.H * s.W;
@@ -222,9 +238,12 @@ void backward_impl(const Tensor& x, const Tensor& w, const Tensor& dy, const Con
   ConvShape sy = s;  // the geometry of that convolution: O input channels, C output channels
   sy.C = s.O, sy.O = s.C;
   const int64_t Ky = sy.Kg(), ycol_size = s.O * s.KH * s.KW * P;
+  // ... and that convolution runs without im2col where conv_direct.cpp supports it
+  const bool dx_direct = dx_as_conv && direct_conv_supported(sy, x.dtype());
   // Per-thread buffers: col (for dW), dcol or the col of dY (for dX), a private dW and db.
   Tensor col_buf = direct || !dw ? Tensor() : Tensor::empty({nt * col_size}, x.dtype());
-  Tensor dcol_buf = direct || !dx ? Tensor() : Tensor::empty({nt * (dx_as_conv ? ycol_size : col_size)}, x.dtype());
+  Tensor dcol_buf = direct || !dx || dx_direct ? Tensor()
+                                               : Tensor::empty({nt * (dx_as_conv ? ycol_size : col_size)}, x.dtype());
   Tensor wflip_buf = dx_as_conv ? Tensor::empty({s.C * Ky}, x.dtype()) : Tensor();
   if (dx_as_conv) {
     // W'[g*Cg + c][o][kh][kw] = W[g*Og + o][c][KH-1-kh][KW-1-kw]
@@ -239,6 +258,9 @@ void backward_impl(const Tensor& x, const Tensor& w, const Tensor& dy, const Con
               Wf[((g * Cg + c) * Og + o) * KK + (s.KH - 1 - kh) * s.KW + (s.KW - 1 - kw)] =
                   Wt[((g * Og + o) * Cg + c) * KK + kh * s.KW + kw];
   }
+  DirectPlan dx_plan;
+  if constexpr (std::is_same_v<T, float>)
+    if (dx_direct) dx_plan = make_direct_plan(sy, wflip_buf.data<float>());
   Tensor dw_buf = dw ? Tensor::zeros({nt * w_size}, x.dtype()) : Tensor();
   Tensor db_buf = db ? Tensor::zeros({nt * s.O}, x.dtype()) : Tensor();
   const T *X = x.data<T>(), *Wt = w.data<T>(), *dY = dy.data<T>();
@@ -264,7 +286,9 @@ void backward_impl(const Tensor& x, const Tensor& w, const Tensor& dy, const Con
         gemm(false, true, Kg, Og, P, T(1), col + g * Kg * P, P, dyn + g * Og * P, P, T(1),
              dwt + g * Kg * Og, Og);
     }
-    if (dX && dx_as_conv) {
+    if (dX && dx_direct) {
+      if constexpr (std::is_same_v<T, float>) direct_conv_image(dyn, dX + n * s.C * s.H * s.W, sy, dx_plan);
+    } else if (dX && dx_as_conv) {
       // dX[n, g] (Cg, P) = W'[g] (Cg, Ky) * im2col(dY[n])[g] (Ky, P)
       T* dxn = dX + n * s.C * s.H * s.W;
       T* ycol = dcols + t * ycol_size;

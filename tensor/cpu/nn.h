@@ -6,6 +6,9 @@
 // tensor/ref.h. Threads: cpu::num_threads() (OpenMP); BLAS called inside our parallel loops runs
 // single-threaded. Read next: tensor/cpu/conv.cpp.
 #pragma once
+#include <cstdint>
+#include <vector>
+
 #include "tensor/ops.h"
 #include "tensor/tensor.h"
 
@@ -37,6 +40,21 @@ ConvShape conv_shape(const Shape& x, const Shape& w, const Conv2dOptions& opt);
 enum class ConvThreading { OverImages, InsideGemm };
 void set_conv_threading(ConvThreading t);
 ConvThreading conv_threading();
+
+// The direct convolution of conv_direct.cpp: float32 "same" stride-1 convolutions (not 1x1)
+// without im2col, on AVX-512 builds. conv2d_forward/backward use it where supported; the switch
+// (on by default) lets tests and benchmarks compare it with the im2col + GEMM path.
+void set_conv_direct(bool on);
+bool conv_direct();
+struct DirectPlan {
+  int64_t chunks = 0, taps = 0;  // 16-pixel chunks of an output plane; KH * KW
+  std::vector<int64_t> off;      // per tap: input pixel - output pixel
+  std::vector<uint16_t> mask;    // per (chunk, tap): the lanes whose input pixel is inside the image
+  std::vector<float> w;          // the weights per group as (tap, input channel, output channel)
+};
+bool direct_conv_supported(const ConvShape& s, DType dt);
+DirectPlan make_direct_plan(const ConvShape& s, const float* w);          // w: (O, C/G, KH, KW)
+void direct_conv_image(const float* x, float* y, const ConvShape& s, const DirectPlan& plan);  // one image
 
 // y: (N, O, OH, OW) = conv(x, w) + b (b may be undefined).
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const ConvShape& s, Tensor& y);
