@@ -159,6 +159,7 @@ TEST_CASE("the direct convolution matches ref::conv2d and the im2col path on Res
     cpu::set_conv_direct(true);
     require_close(ys[1], ys[0], 1e-4, 1e-4, "direct forward vs im2col");
     require_close(grads[1][0], grads[0][0], 1e-4, 1e-4, "direct dx vs im2col");
+    require_close(grads[1][1], grads[0][1], 1e-4, 1e-3, "direct dw vs im2col");
     if (x.numel() <= 2000) {  // the scalar reference is slow: the small, ragged shapes only
       Tensor dx, dw, db;
       ref::conv2d_backward(x, w, b, dy, o, dx, dw, db);

@@ -18,7 +18,8 @@
 // there are fewer images than threads we loop serially and let OpenBLAS use the threads.
 // A 1x1 stride-1 unpadded convolution skips im2col: x[n] (C, H*W) already is the col matrix.
 // In float32 on AVX-512 builds, the forward and the input gradient of "same" stride-1
-// convolutions skip im2col and GEMM altogether: tensor/cpu/conv_direct.cpp computes them directly.
+// convolutions, and the weight gradient of 3x3 ones, skip im2col and GEMM altogether:
+// tensor/cpu/conv_direct.cpp computes them directly.
 // Read next: tensor/ref.cpp (the scalar spec), autograd/conv.cpp (checks, shapes, autograd).
 #include <omp.h>
 
@@ -240,8 +241,10 @@ void backward_impl(const Tensor& x, const Tensor& w, const Tensor& dy, const Con
   const int64_t Ky = sy.Kg(), ycol_size = s.O * s.KH * s.KW * P;
   // ... and that convolution runs without im2col where conv_direct.cpp supports it
   const bool dx_direct = dx_as_conv && direct_conv_supported(sy, x.dtype());
+  // The weight gradient of 3x3 "same" convolutions, too, is computed directly (conv_direct.cpp).
+  const bool dw_direct = dw && direct_dw_supported(s, x.dtype());
   // Per-thread buffers: col (for dW), dcol or the col of dY (for dX), a private dW and db.
-  Tensor col_buf = direct || !dw ? Tensor() : Tensor::empty({nt * col_size}, x.dtype());
+  Tensor col_buf = direct || !dw || dw_direct ? Tensor() : Tensor::empty({nt * col_size}, x.dtype());
   Tensor dcol_buf = direct || !dx || dx_direct ? Tensor()
                                                : Tensor::empty({nt * (dx_as_conv ? ycol_size : col_size)}, x.dtype());
   Tensor wflip_buf = dx_as_conv ? Tensor::empty({s.C * Ky}, x.dtype()) : Tensor();
@@ -269,10 +272,25 @@ void backward_impl(const Tensor& x, const Tensor& w, const Tensor& dy, const Con
   T* dcols = dcol_buf.defined() ? dcol_buf.data<T>() : nullptr;
   T* dWs = dw ? dw_buf.data<T>() : nullptr;
   T* dBs = db ? db_buf.data<T>() : nullptr;
+  if constexpr (std::is_same_v<T, float>) {
+    if (dw_direct) {
+      // Thread t sums blocks of images into its own dW (O, Kg); blocks of at least 512 pixels,
+      // so that small images reduce their vector accumulators less often.
+      const DirectPlan plan = make_direct_plan(s, nullptr);
+      const int64_t per_block = std::max<int64_t>(1, 512 / P), blocks = (s.N + per_block - 1) / per_block;
+      const int bt = (int)std::min<int64_t>(nt, blocks);
+#pragma omp parallel for num_threads(bt) schedule(static) if (bt > 1)
+      for (int64_t blk = 0; blk < blocks; ++blk) {
+        const int64_t n0 = blk * per_block, count = std::min(per_block, s.N - n0);
+        direct_conv_dw(X + n0 * s.C * s.H * s.W, dY + n0 * s.O * P, dWs + omp_get_thread_num() * w_size, count, s,
+                       plan);
+      }
+    }
+  }
   for_each_image(s.N, nt, [&](int64_t n, int t) {
     const T* xn = X + n * s.C * s.H * s.W;
     const T* dyn = dY + n * s.O * P;
-    if (dWs) {
+    if (dWs && !dw_direct) {
       // dW[g] += dY[n, g] * col[g]^T
       const T* col = xn;
       if (!direct) {
@@ -317,7 +335,13 @@ void backward_impl(const Tensor& x, const Tensor& w, const Tensor& dy, const Con
     }
   });
   // Sum the per-thread partials in thread order.
-  if (dw) {
+  if (dw && dw_direct) {
+    // dW = sum over threads of their dW, in thread order
+    T* out = dw->data<T>();
+    std::copy(dWs, dWs + w_size, out);
+    for (int t = 1; t < nt; ++t)
+      for (int64_t i = 0; i < w_size; ++i) out[i] += dWs[t * w_size + i];
+  } else if (dw) {
     // dW[g][o][k] = sum over threads of dW[g]^T[k][o]
     T* out = dw->data<T>();
     for (int64_t g = 0; g < s.G; ++g)

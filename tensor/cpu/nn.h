@@ -53,8 +53,12 @@ struct DirectPlan {
   std::vector<float> w;          // the weights per group as (tap, input channel, output channel)
 };
 bool direct_conv_supported(const ConvShape& s, DType dt);
-DirectPlan make_direct_plan(const ConvShape& s, const float* w);          // w: (O, C/G, KH, KW)
+DirectPlan make_direct_plan(const ConvShape& s, const float* w);  // w: (O, C/G, KH, KW), or null
 void direct_conv_image(const float* x, float* y, const ConvShape& s, const DirectPlan& plan);  // one image
+// dw (O, C/G, KH, KW) += the weight gradient of nimg consecutive images x, dy (3x3 taps only;
+// plan from make_direct_plan(s, nullptr)).
+bool direct_dw_supported(const ConvShape& s, DType dt);
+void direct_conv_dw(const float* x, const float* dy, float* dw, int64_t nimg, const ConvShape& s, const DirectPlan& plan);
 
 // y: (N, O, OH, OW) = conv(x, w) + b (b may be undefined).
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const ConvShape& s, Tensor& y);
