@@ -70,12 +70,13 @@ DirectPlan make_direct_plan(const ConvShape& s, const float* w) {
     }
   if (!w) return pl;  // a plan for the weight gradient: no weights to pack
   // w (O, Cg, KH, KW) -> per group (T, Cg, Og)
-  pl.w.resize(s.G * T * Cg * Og);
+  pl.w = Tensor::empty({s.G * T * Cg * Og}, DType::F32);  // the caching allocator: no system call per step
+  float* pw = pl.w.data<float>();
   for (int64_t g = 0; g < s.G; ++g)
     for (int64_t o = 0; o < Og; ++o)
       for (int64_t c = 0; c < Cg; ++c)
         for (int64_t t = 0; t < T; ++t)
-          pl.w[((g * T + t) * Cg + c) * Og + o] = w[((g * Og + o) * Cg + c) * T + t];
+          pw[((g * T + t) * Cg + c) * Og + o] = w[((g * Og + o) * Cg + c) * T + t];
   return pl;
 }
 
@@ -209,7 +210,7 @@ void direct_conv_image(const float* x, float* y, const ConvShape& s, const Direc
   const int64_t P = s.P(), Cg = s.Cg(), Og = s.Og();
   for (int64_t g = 0; g < s.G; ++g) {
     const float* xg = x + g * Cg * P;
-    const float* wg = pl.w.data() + g * pl.taps * Cg * Og;
+    const float* wg = pl.w.data<float>() + g * pl.taps * Cg * Og;
     float* yg = y + g * Og * P;
     int64_t chunk = 0;
     for (; chunk + 4 <= pl.chunks; chunk += 4) direct_chunks<4>(xg, wg, yg, pl, Cg, Og, P, chunk);

@@ -50,7 +50,7 @@ struct DirectPlan {
   int64_t chunks = 0, taps = 0;  // 16-pixel chunks of an output plane; KH * KW
   std::vector<int64_t> off;      // per tap: input pixel - output pixel
   std::vector<uint16_t> mask;    // per (chunk, tap): the lanes whose input pixel is inside the image
-  std::vector<float> w;          // the weights per group as (tap, input channel, output channel)
+  Tensor w;                      // the weights per group as (tap, input channel, output channel)
 };
 bool direct_conv_supported(const ConvShape& s, DType dt);
 DirectPlan make_direct_plan(const ConvShape& s, const float* w);  // w: (O, C/G, KH, KW), or null
