@@ -13,7 +13,9 @@
 #      saying so, when /usr/bin/python3 cannot import torch.
 #
 # Environment: BASELINE (another build folder, e.g. one of an older commit: its bench_train joins
-# each alternation and the summary adds its medians and the speed-up of BUILD over it), REPEATS
+# each alternation and the summary adds its medians and the speed-up of BUILD over it),
+# BASELINE_ARGS (extra arguments of the baseline's bench_train: BASELINE=build
+# BASELINE_ARGS="--conv-direct 0" compares the direct convolution with im2col + GEMM), REPEATS
 # (alternations, default 3), STEPS (timed steps per run, default 3), DATA
 # (dataset folder, default datasets), ONLY (comma-separated workloads for step 4), SKIP (any of
 # kernels,data,optim,cuda,train to leave out). The environment is left as it is (OPENBLAS_CORETYPE
@@ -79,7 +81,8 @@ for ((i = 1; i <= REPEATS; ++i)); do
   "$BUILD/bench_train" "${args[@]}" | tee "$LOGS/anybit.$i"
   if [ -n "${BASELINE:-}" ]; then
     echo "-- run $i/$REPEATS: baseline $BASELINE (load $(cut -d' ' -f1 /proc/loadavg))"
-    "$BASELINE/bench_train" "${args[@]}" | tee "$LOGS/baseline.$i"
+    # shellcheck disable=SC2086  # BASELINE_ARGS is a list of words
+    "$BASELINE/bench_train" "${args[@]}" ${BASELINE_ARGS:-} | tee "$LOGS/baseline.$i"
   fi
   if [ "$have_torch" = 1 ]; then
     echo "-- run $i/$REPEATS: pytorch (load $(cut -d' ' -f1 /proc/loadavg))"
