@@ -21,8 +21,9 @@
 // block of images (direct_dw_block).
 //
 // Used by tensor/cpu/conv.cpp for the forward pass, the input gradient (itself such a
-// convolution, see there) and the weight gradient. Without AVX-512 at build time (-DANYBIT_PORTABLE=ON, another CPU),
-// direct_conv_supported() is false and conv.cpp keeps its im2col + GEMM path.
+// convolution, see there) and the weight gradient. Without AVX-512 at build time
+// (-DANYBIT_PORTABLE=ON, or a CPU without it), direct_conv_supported() is false and conv.cpp
+// keeps its im2col + GEMM path. bench_train --conv-direct 0 measures the difference.
 #include <algorithm>
 #include <cstdint>
 #include <vector>
