@@ -1,5 +1,5 @@
 // conv_direct.cpp - a direct float32 convolution for "same" stride-1 convolutions (3x3 with
-// padding 1, 5x5 with padding 2, ...): the shape of 16 of ResNet-20's 19 convolutions, computed
+// padding 1, 5x5 with padding 2, ...): the shape of 17 of ResNet-20's 21 convolutions, computed
 // without an im2col matrix and without GEMM packing.
 //
 // Why it works. In a "same" stride-1 convolution output pixel p = oh*W + ow reads, for the tap
