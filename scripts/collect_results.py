@@ -1,17 +1,17 @@
 #!/usr/bin/env python3
-"""Gathers the report.json of several anybit run folders into one Markdown table (methods as
-rows, bit-widths as columns, test top-1 in %), the form used in README.md and docs/RESULTS.md.
+"""Gathers anybit run folders into the Markdown tables used in README.md and docs/RESULTS.md.
 
     scripts/collect_results.py runs/mnist_dedicated runs/mnist_adabits ... runs/mnist_ours
+        one row per run (its report.json): test top-1 in % per bit-width
+    scripts/collect_results.py --curves runs/cifar10_adabits runs/cifar10_anyprec runs/cifar10_ours
+        one row per epoch (each run's metrics.jsonl): every run's test top-1 per bit-width, side by side
 """
 import json
 import os
 import sys
 
 
-def main(dirs):
-    if not dirs:
-        sys.exit("usage: collect_results.py RUN_DIR [RUN_DIR ...]")
+def read_reports(dirs):
     reports = []
     for d in dirs:
         path = os.path.join(d, "report.json")
@@ -20,6 +20,11 @@ def main(dirs):
                 reports.append((d, json.load(f)))
         except (OSError, ValueError) as e:
             sys.exit(f"collect_results.py: cannot read {path}: {e}")
+    return reports
+
+
+def final_table(dirs):
+    reports = read_reports(dirs)
     labels = []
     for _, r in reports:
         for row in r["results"]:
@@ -31,6 +36,47 @@ def main(dirs):
         by = {row["label"]: row["top1"] for row in r["results"]}
         cells = [f"{by[l]:.2f}" if l in by else "-" for l in labels]
         print(f"| {r['name']} (`{d}`) | " + " | ".join(cells) + " |")
+
+
+def read_curve(d):
+    """epoch -> {bit label: test top-1} from d/metrics.jsonl (the last line of an epoch wins: a resumed
+    run may repeat one)."""
+    path = os.path.join(d, "metrics.jsonl")
+    curve = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                rec = json.loads(line)
+                test = rec["test"]
+                curve[rec["epoch"]] = test if isinstance(test, dict) else {"fp32": test}
+    except (OSError, ValueError, KeyError) as e:
+        sys.exit(f"collect_results.py: cannot read the per-epoch test accuracy of {path}: {e}")
+    return curve
+
+
+def curves_table(dirs):
+    curves = [(os.path.basename(d.rstrip("/")), read_curve(d)) for d in dirs]
+    labels = []
+    for _, c in curves:
+        for test in c.values():
+            labels += [l for l in test if l not in labels]
+    epochs = sorted({e for _, c in curves for e in c})
+    print("| epoch | " + " | ".join(f"{name} {' / '.join(labels)}" for name, _ in curves) + " |")
+    print("| ---: | " + " | ".join("---" for _ in curves) + " |")
+    for e in epochs:
+        cells = []
+        for _, c in curves:
+            test = c.get(e)
+            cells.append(" / ".join(f"{test[l]:.2f}" if test and l in test else "-" for l in labels))
+        print(f"| {e} | " + " | ".join(cells) + " |")
+
+
+def main(argv):
+    curves = argv[:1] == ["--curves"]
+    dirs = argv[1:] if curves else argv
+    if not dirs:
+        sys.exit("usage: collect_results.py [--curves] RUN_DIR [RUN_DIR ...]")
+    (curves_table if curves else final_table)(dirs)
 
 
 if __name__ == "__main__":
