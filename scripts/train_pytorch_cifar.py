@@ -11,7 +11,10 @@ iteration down to 0, batch 128, reshuffled every epoch.
     /usr/bin/python3 scripts/train_pytorch_cifar.py --data datasets/cifar10 --out runs/torch_cifar10_fp
 
 Writes OUT/metrics.jsonl (one line per epoch: lr, train loss/accuracy, test top-1, seconds) and
-prints the same line. --epochs and --limit (images per split) make a smoke run.
+prints the same line. After every epoch OUT/state.pt holds the model, the optimiser, the epoch and
+both random generators (written to a temporary file, then renamed), so a stopped run continues
+with --resume 1 and ends as the uninterrupted run would. --epochs and --limit (images per split)
+make a smoke run.
 Needs: Debian's python3-torch, python3-numpy and python3-pil; run with /usr/bin/python3.
 """
 import argparse
@@ -103,6 +106,7 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0, help="use only this many images of each split (smoke runs)")
+    ap.add_argument("--resume", type=int, default=0, help="1: continue from OUT/state.pt")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -121,9 +125,20 @@ def main():
     steps_per_epoch = len(train_labels) // args.batch  # the last partial batch is dropped, as anybit does
     total = steps_per_epoch * args.epochs
     os.makedirs(args.out, exist_ok=True)
-    log = open(os.path.join(args.out, "metrics.jsonl"), "w")
-    it = 0
-    for epoch in range(1, args.epochs + 1):
+    state_path = os.path.join(args.out, "state.pt")
+    it, first_epoch = 0, 1
+    if args.resume:
+        if not os.path.isfile(state_path):
+            sys.exit(f"train_pytorch_cifar: --resume 1: {state_path} does not exist (nothing to continue)")
+        state = torch.load(state_path)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        it, first_epoch = state["iteration"], state["epoch"] + 1
+        print(f"train_pytorch_cifar: resumed from {state_path} after epoch {state['epoch']}", flush=True)
+    log = open(os.path.join(args.out, "metrics.jsonl"), "a" if args.resume else "w")
+    for epoch in range(first_epoch, args.epochs + 1):
         model.train()
         t0 = time.time()
         order = rng.permutation(len(train_labels))
@@ -149,6 +164,19 @@ def main():
         print(json.dumps(rec), flush=True)
         log.write(json.dumps(rec) + "\n")
         log.flush()
+        save_state(state_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                                "epoch": epoch, "iteration": it})
+
+
+def save_state(path, state):
+    """torch.save to path + ".tmp", fsync, rename: a stop mid-write leaves the previous state whole."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
