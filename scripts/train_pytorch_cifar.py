@@ -131,6 +131,11 @@ def main():
         if not os.path.isfile(state_path):
             sys.exit(f"train_pytorch_cifar: --resume 1: {state_path} does not exist (nothing to continue)")
         state = torch.load(state_path)
+        saved = (state["epochs"], state["batch"], state["lr"], state["limit"])
+        if saved != (args.epochs, args.batch, args.lr, args.limit):
+            sys.exit(f"train_pytorch_cifar: --resume 1: {state_path} was written by a run with --epochs, --batch, "
+                     f"--lr, --limit = {saved}, this one has {(args.epochs, args.batch, args.lr, args.limit)}: "
+                     "the schedule would not continue")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["numpy_rng"]
@@ -166,7 +171,8 @@ def main():
         log.flush()
         save_state(state_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                 "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                                "epoch": epoch, "iteration": it})
+                                "epoch": epoch, "iteration": it, "epochs": args.epochs, "batch": args.batch,
+                                "lr": args.lr, "limit": args.limit})
 
 
 def save_state(path, state):
