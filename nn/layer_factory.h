@@ -21,6 +21,9 @@ namespace anybit::nn {
 struct ConvSpec {
   int64_t in, out, kernel, stride = 1, pad = 0, dilation = 1, groups = 1;
   bool bias = false;
+  // The conv's input can be negative (no ReLU before it, e.g. MobileNetV2's expand conv after a
+  // linear bottleneck): a quantized factory then gives it a signed activation quantizer.
+  bool signed_input = false;
 };
 
 class LayerFactory {

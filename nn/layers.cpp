@@ -50,20 +50,25 @@ void kaiming_uniform_default_(Tensor& w, Generator& gen) {
 
 // ---- Conv2d -----------------------------------------------------------------------------------------
 
-Conv2d::Conv2d(const ConvSpec& s, Generator& gen) : spec_(s) {
+Conv2d::Conv2d(const ConvSpec& s) : spec_(s) {
   AB_CHECK(s.in > 0 && s.out > 0 && s.kernel > 0 && s.stride > 0 && s.pad >= 0 && s.dilation > 0 && s.groups > 0,
            "Conv2d: invalid spec in=", s.in, " out=", s.out, " kernel=", s.kernel, " stride=", s.stride,
            " pad=", s.pad, " dilation=", s.dilation, " groups=", s.groups);
   AB_CHECK(s.in % s.groups == 0 && s.out % s.groups == 0, "Conv2d: in (", s.in, ") and out (", s.out,
            ") channels must be divisible by groups (", s.groups, ")");
-  weight_ = Tensor::empty({s.out, s.in / s.groups, s.kernel, s.kernel});
-  kaiming_uniform_default_(weight_, gen);
+  weight_ = Tensor::zeros({s.out, s.in / s.groups, s.kernel, s.kernel});
   register_parameter("weight", &weight_);
   if (s.bias) {
-    bias_ = Tensor::empty({s.out});
+    bias_ = Tensor::zeros({s.out});
+    register_parameter("bias", &bias_);
+  }
+}
+
+Conv2d::Conv2d(const ConvSpec& s, Generator& gen) : Conv2d(s) {
+  kaiming_uniform_default_(weight_, gen);
+  if (s.bias) {
     double bound = 1.0 / std::sqrt(double(fan_in(weight_)));
     uniform_(bias_, -bound, bound, gen);
-    register_parameter("bias", &bias_);
   }
 }
 
@@ -71,8 +76,8 @@ Conv2dOptions Conv2d::options() const {
   return Conv2dOptions::make(spec_.stride, spec_.pad, spec_.dilation, spec_.groups);
 }
 
-Tensor Conv2d::forward(const Tensor& x) {
-  Tensor y = conv2d(x, weight_, bias_, options());
+Tensor Conv2d::forward_with(const Tensor& x, const Tensor& weight) {
+  Tensor y = conv2d(x, weight, bias_, options());
   // per sample: every output element is a dot product of (in / groups) * k * k terms
   last_macs_ = y.numel() / std::max<int64_t>(1, y.size(0)) * (spec_.in / spec_.groups) * spec_.kernel * spec_.kernel;
   return y;
@@ -91,22 +96,27 @@ std::string Conv2d::extra_repr() const {
 
 // ---- Linear -----------------------------------------------------------------------------------------
 
-Linear::Linear(int64_t in, int64_t out, bool bias, Generator& gen) : in_(in), out_(out) {
+Linear::Linear(int64_t in, int64_t out, bool bias) : in_(in), out_(out) {
   AB_CHECK(in > 0 && out > 0, "Linear: in (", in, ") and out (", out, ") features must be positive");
-  weight_ = Tensor::empty({out, in});
-  kaiming_uniform_default_(weight_, gen);
+  weight_ = Tensor::zeros({out, in});
   register_parameter("weight", &weight_);
   if (bias) {
-    bias_ = Tensor::empty({out});
-    double bound = 1.0 / std::sqrt(double(in));
-    uniform_(bias_, -bound, bound, gen);
+    bias_ = Tensor::zeros({out});
     register_parameter("bias", &bias_);
   }
 }
 
-Tensor Linear::forward(const Tensor& x) {
+Linear::Linear(int64_t in, int64_t out, bool bias, Generator& gen) : Linear(in, out, bias) {
+  kaiming_uniform_default_(weight_, gen);
+  if (bias) {
+    double bound = 1.0 / std::sqrt(double(in));
+    uniform_(bias_, -bound, bound, gen);
+  }
+}
+
+Tensor Linear::forward_with(const Tensor& x, const Tensor& weight) {
   last_macs_ = in_ * out_;
-  return linear(x, weight_, bias_);
+  return linear(x, weight, bias_);
 }
 
 std::string Linear::extra_repr() const {

@@ -22,7 +22,10 @@ namespace anybit::nn {
 class Conv2d : public Module {
  public:
   Conv2d(const ConvSpec& spec, Generator& gen);
-  Tensor forward(const Tensor& x) override;
+  Tensor forward(const Tensor& x) override { return forward_with(x, weight_); }
+  // The same convolution with another weight tensor of weight_'s shape: a quantized layer passes
+  // its fake-quantized weights (quant/qlayers.h).
+  Tensor forward_with(const Tensor& x, const Tensor& weight);
   std::string type_name() const override { return "Conv2d"; }
   std::string extra_repr() const override;
   int64_t last_macs() const override { return last_macs_; }
@@ -30,6 +33,11 @@ class Conv2d : public Module {
   Conv2dOptions options() const;
 
   Tensor weight_, bias_;
+
+ protected:
+  // Checks the spec and registers weight (and bias) filled with zeros, drawing no random numbers:
+  // for derived layers that initialise their own way.
+  explicit Conv2d(const ConvSpec& spec);
 
  private:
   ConvSpec spec_;
@@ -40,7 +48,9 @@ class Conv2d : public Module {
 class Linear : public Module {
  public:
   Linear(int64_t in, int64_t out, bool bias, Generator& gen);
-  Tensor forward(const Tensor& x) override;
+  Tensor forward(const Tensor& x) override { return forward_with(x, weight_); }
+  // The same layer with another weight tensor of weight_'s shape (see Conv2d::forward_with).
+  Tensor forward_with(const Tensor& x, const Tensor& weight);
   std::string type_name() const override { return "Linear"; }
   std::string extra_repr() const override;
   int64_t last_macs() const override { return last_macs_; }
@@ -48,6 +58,10 @@ class Linear : public Module {
   int64_t out_features() const { return out_; }
 
   Tensor weight_, bias_;
+
+ protected:
+  // Registers weight (and bias) filled with zeros, drawing no random numbers (see Conv2d).
+  Linear(int64_t in, int64_t out, bool bias);
 
  private:
   int64_t in_, out_;

@@ -177,10 +177,12 @@ int64_t make_divisible(double v, int64_t divisor = 8) {
   return nv;
 }
 
-// conv-BN-ReLU6 (torchvision's Conv2dNormActivation): children 0, 1, 2.
+// conv-BN-ReLU6 (torchvision's Conv2dNormActivation): children 0, 1, 2. signed_input: the conv's
+// input can be negative (see ConvSpec).
 std::shared_ptr<Sequential> conv_bn_relu6(LayerFactory& f, int64_t in, int64_t out, int64_t k, int64_t stride,
-                                          int64_t groups, bool stem = false) {
+                                          int64_t groups, bool stem = false, bool signed_input = false) {
   ConvSpec s = conv_spec(in, out, k, stride, (k - 1) / 2, groups);
+  s.signed_input = signed_input;
   auto seq = std::make_shared<Sequential>();
   seq->add(stem ? f.stem_conv(s) : f.conv(s));
   seq->add(f.batch_norm(out));
@@ -210,7 +212,8 @@ class MobileNetV2 : public Module {
       }
     }
     f.begin_block("features." + std::to_string(features_->size()));
-    features_->add(conv_bn_relu6(f, in, last, 1, 1, 1));
+    // Its input is the last block's linear output: it can be negative.
+    features_->add(conv_bn_relu6(f, in, last, 1, 1, 1, false, /*signed_input=*/true));
     classifier_ = register_module("classifier", std::make_shared<Sequential>());
     classifier_->add(std::make_shared<Dropout>(0.2, f.gen().next_u64()));
     classifier_->add(f.classifier(last, num_classes));
@@ -316,9 +319,9 @@ InvertedResidual::InvertedResidual(LayerFactory& f, int64_t in, int64_t out, int
   int64_t hidden = (int64_t)std::lround(double(in) * expand_ratio);
   residual_ = stride == 1 && in == out;
   conv_ = register_module("conv", std::make_shared<Sequential>());
-  // Note for quantized factories: the expand conv's input is the previous block's linear output
-  // (it may be negative), unlike every other quantized layer of the zoo.
-  if (expand_ratio != 1) conv_->add(conv_bn_relu6(f, in, hidden, 1, 1, 1));
+  // The expand conv's input is the previous block's linear output: it can be negative, unlike
+  // the input of every other quantized layer of the zoo (a quantized factory quantizes it signed).
+  if (expand_ratio != 1) conv_->add(conv_bn_relu6(f, in, hidden, 1, 1, 1, false, /*signed_input=*/true));
   conv_->add(conv_bn_relu6(f, hidden, hidden, 3, stride, hidden));
   conv_->add(f.conv(conv_spec(hidden, out, 1)));
   conv_->add(f.batch_norm(out));

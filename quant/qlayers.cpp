@@ -8,83 +8,76 @@
 
 namespace anybit::quant {
 
-// ---- clips ---------------------------------------------------------------------------------------
+// ---- what quantized layers share -------------------------------------------------------------------
 
-ActClips::ActClips(const std::vector<int>& bit_set, double init) : bit_set_(bit_set) {
-  for (size_t i = 0; i < bit_set.size(); ++i) clips_.push_back(Tensor::full({1}, init));
+static QuantizerSpec quantizer_spec(const QuantOptions& opt, bool signed_input) {
+  QuantizerSpec spec;
+  spec.bit_set = opt.bit_set;
+  spec.weight = opt.weight;
+  spec.act_init = opt.clip_init;
+  spec.signed_input = signed_input;
+  return spec;
 }
 
-Tensor& ActClips::clip(int bits) {
-  for (size_t i = 0; i < bit_set_.size(); ++i)
-    if (bit_set_[i] == bits) return clips_[i];
-  AB_FAIL("no clip value for bit-width ", bits);
+QuantizedLayer::QuantizedLayer(std::shared_ptr<BlockBits> block, const QuantOptions& opt, bool signed_input)
+    : block_(std::move(block)),
+      wq_(make_weight_quantizer(opt.weight_quant, quantizer_spec(opt, signed_input))),
+      aq_(make_act_quantizer(opt.act_quant, quantizer_spec(opt, signed_input))) {}
+
+std::vector<QuantParam> QuantizedLayer::quant_params() const {
+  std::vector<QuantParam> all = wq_->params();
+  for (auto& p : aq_->params()) all.push_back(p);
+  return all;
 }
 
-static std::string clip_name(int bits) { return "clip_b" + std::to_string(bits); }
+// "bits=8,6,4,2, weights=dorefa, acts=pact" (", signed" when the input may be negative)
+static std::string quant_repr(const QuantOptions& opt, bool signed_input) {
+  return "bits=" + bit_set_str(opt.bit_set) + ", weights=" + opt.weight_quant + ", acts=" + opt.act_quant +
+         (signed_input ? " (signed)" : "");
+}
 
 // ---- QConv2d -------------------------------------------------------------------------------------
 
 QConv2d::QConv2d(const nn::ConvSpec& spec, std::shared_ptr<BlockBits> block, const QuantOptions& opt,
                  Generator& gen)
-    : spec_(spec), block_(std::move(block)), opt_(opt), clips_(opt.bit_set, opt.clip_init) {
-  AB_CHECK(spec.in % spec.groups == 0 && spec.out % spec.groups == 0, "QConv2d: channels ", spec.in,
-           " -> ", spec.out, " not divisible by groups ", spec.groups);
+    : nn::Conv2d(spec), QuantizedLayer(std::move(block), opt, spec.signed_input), bits_str_(quant_repr(opt, spec.signed_input)) {
   // Kaiming normal, fan_out, ReLU gain: torchvision's initialisation of ResNet convs.
+  NoGradGuard ng;
   double fan_out = (double)spec.out * spec.kernel * spec.kernel / spec.groups;
-  weight_ = Tensor::randn({spec.out, spec.in / spec.groups, spec.kernel, spec.kernel}, gen, 0,
-                          std::sqrt(2.0 / fan_out));
-  register_parameter("weight", &weight_);
-  if (spec.bias) {
-    bias_ = Tensor::zeros({spec.out});
-    register_parameter("bias", &bias_);
-  }
-  for (size_t i = 0; i < opt.bit_set.size(); ++i)
-    register_parameter(clip_name(opt.bit_set[i]), &clips_.all()[i]);
+  weight_.copy_(Tensor::randn(weight_.shape(), gen, 0, std::sqrt(2.0 / fan_out)));
+  for (auto& p : quant_params()) register_parameter(p.name, p.tensor);
 }
 
 Tensor QConv2d::forward(const Tensor& x) {
   int b = block_->bits();
-  Tensor xq = pact_quantize(x, clips_.clip(b), b);
-  Tensor wq = quantize_weight(weight_, b, opt_.weight);
-  Tensor y = conv2d(xq, wq, bias_, {spec_.stride, spec_.stride, spec_.pad, spec_.pad, spec_.dilation,
-                                    spec_.dilation, spec_.groups});
-  // MACs per sample: every output element costs (C_in / groups) * KH * KW multiply-adds.
-  last_macs_ = y.numel() / std::max<int64_t>(y.size(0), 1) * (spec_.in / spec_.groups) * spec_.kernel * spec_.kernel;
+  Tensor y = forward_with(aq_->forward(x, b), wq_->forward(weight_, b));
+  last_quantized_macs_ = last_macs();
   return y;
 }
 
-std::string QConv2d::extra_repr() const {
-  return std::to_string(spec_.in) + ", " + std::to_string(spec_.out) + ", kernel_size=" +
-         std::to_string(spec_.kernel) + ", stride=" + std::to_string(spec_.stride) + ", bits=" +
-         bit_set_str(opt_.bit_set);
-}
+std::string QConv2d::extra_repr() const { return nn::Conv2d::extra_repr() + ", " + bits_str_; }
 
 // ---- QLinear -------------------------------------------------------------------------------------
 
 QLinear::QLinear(int64_t in, int64_t out, bool bias, std::shared_ptr<BlockBits> block, const QuantOptions& opt,
                  Generator& gen)
-    : in_(in), out_(out), block_(std::move(block)), opt_(opt), clips_(opt.bit_set, opt.clip_init) {
+    : nn::Linear(in, out, bias), QuantizedLayer(std::move(block), opt, false), bits_str_(quant_repr(opt, false)) {
   // PyTorch's default Linear initialisation: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias.
+  NoGradGuard ng;
   double bound = 1.0 / std::sqrt((double)in);
-  weight_ = Tensor::rand({out, in}, gen, -bound, bound);
-  register_parameter("weight", &weight_);
-  if (bias) {
-    bias_ = Tensor::rand({out}, gen, -bound, bound);
-    register_parameter("bias", &bias_);
-  }
-  for (size_t i = 0; i < opt.bit_set.size(); ++i)
-    register_parameter(clip_name(opt.bit_set[i]), &clips_.all()[i]);
+  weight_.copy_(Tensor::rand(weight_.shape(), gen, -bound, bound));
+  if (bias) bias_.copy_(Tensor::rand(bias_.shape(), gen, -bound, bound));
+  for (auto& p : quant_params()) register_parameter(p.name, p.tensor);
 }
 
 Tensor QLinear::forward(const Tensor& x) {
   int b = block_->bits();
-  return linear(pact_quantize(x, clips_.clip(b), b), quantize_weight(weight_, b, opt_.weight), bias_);
+  Tensor y = forward_with(aq_->forward(x, b), wq_->forward(weight_, b));
+  last_quantized_macs_ = last_macs();
+  return y;
 }
 
-std::string QLinear::extra_repr() const {
-  return "in_features=" + std::to_string(in_) + ", out_features=" + std::to_string(out_) + ", bits=" +
-         bit_set_str(opt_.bit_set);
-}
+std::string QLinear::extra_repr() const { return nn::Linear::extra_repr() + ", " + bits_str_; }
 
 // ---- BN ------------------------------------------------------------------------------------------
 

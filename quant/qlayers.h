@@ -1,83 +1,85 @@
 // qlayers.h - quantized layers and the model-building factory (METHOD.md section 2).
 //
-// A quantized layer is the float op composed with quantizers (STYLE.md rule 13): QConv2d runs
-//   conv2d(pact_quantize(x, a_b, b), quantize_weight(w, b), bias)
-// where b is the bit-width of the layer's block (bits.h). Its parameters are named as the float
-// layer's (weight, bias), plus one clip value per bit-width (clip_b8, clip_b4, ...), so an FP
-// checkpoint loads into it directly. MultiBatchNorm2d holds one BN set per bit-width of the set
-// (bn.0, bn.1, ... in bit-set order, as AdaBits names them) and uses the active one.
+// A quantized layer is the float layer composed with two quantizers (STYLE.md rule 13): QConv2d
+// is an nn::Conv2d whose forward runs
+//   conv2d(act_quant(x, b), weight_quant(w, b), bias)
+// where b is the bit-width of the layer's block (bits.h) and the quantizers are the objects of
+// quant/quantizer.h chosen by name (QuantOptions::weight_quant, act_quant: DoReFa and PACT by
+// default). Its parameters are the float layer's (weight, bias), named as in nn::Conv2d, plus the
+// quantizers' own (clip_b8, clip_b4, ... for PACT), so an FP checkpoint loads into it directly.
+// MultiBatchNorm2d holds one BN set per bit-width of the set (bn.0, bn.1, ... in bit-set order, as
+// AdaBits names them) and uses the active one.
 //
 // QuantLayers is the nn::LayerFactory that builds any model of the zoo (nn/models.h) with these
 // layers, keeping the stem conv and the classifier in full precision.
 // Read next: quant/qmodel.h (a quantized model as a whole), quant/joint_trainer.h.
 #pragma once
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "nn/layer_factory.h"
 #include "nn/layers.h"
 #include "quant/bits.h"
-#include "quant/quantizers.h"
+#include "quant/quantizer.h"
 
 namespace anybit::quant {
 
 struct QuantOptions {
   std::vector<int> bit_set{8, 6, 4, 2};
-  WeightQuantOptions weight;
+  std::string weight_quant = "dorefa";  // a name of the registry (quant/quantizer_registry.cpp)
+  std::string act_quant = "pact";
+  WeightQuantOptions weight;            // DoReFa's options
   double clip_init = 8.0;  // 2.0 when fine-tuning from FP weights (METHOD.md section 2)
 };
 
-// The per-bit-width learnable clip values of one layer's input.
-class ActClips {
+// What QConv2d and QLinear share: the float weight they quantize, their two quantizers, and the
+// block whose bit-width they follow.
+class QuantizedLayer {
  public:
-  ActClips(const std::vector<int>& bit_set, double init);
-  Tensor& clip(int bits);  // the one-element parameter of bit-width `bits`
-  std::vector<Tensor>& all() { return clips_; }
+  virtual ~QuantizedLayer() = default;
+  WeightQuantizer& weight_quantizer() { return *wq_; }
+  ActQuantizer& act_quantizer() { return *aq_; }
+  BlockBits& block() { return *block_; }
+  virtual Tensor& float_weight() = 0;
+  // The quantized weights the layer uses at bit-width b (what a deployment would store).
+  Tensor quantized_weight(int bits) { return wq_->forward(float_weight(), bits); }
+  // Both quantizers' parameters: the weight quantizer's first.
+  std::vector<QuantParam> quant_params() const;
+  int64_t quantized_macs() const { return last_quantized_macs_; }  // per sample, of the last forward
 
- private:
-  std::vector<int> bit_set_;
-  std::vector<Tensor> clips_;
+ protected:
+  QuantizedLayer(std::shared_ptr<BlockBits> block, const QuantOptions& opt, bool signed_input);
+
+  std::shared_ptr<BlockBits> block_;
+  std::unique_ptr<WeightQuantizer> wq_;
+  std::unique_ptr<ActQuantizer> aq_;
+  int64_t last_quantized_macs_ = 0;
 };
 
-class QConv2d : public nn::Module {
+class QConv2d : public nn::Conv2d, public QuantizedLayer {
  public:
   QConv2d(const nn::ConvSpec& spec, std::shared_ptr<BlockBits> block, const QuantOptions& opt, Generator& gen);
-  Tensor forward(const Tensor& x) override;  // x: (N, C, H, W), non-negative
+  Tensor forward(const Tensor& x) override;  // x: (N, C, H, W)
   std::string type_name() const override { return "QConv2d"; }
   std::string extra_repr() const override;
-  // The quantized weights the layer uses at bit-width b (what a deployment would store).
-  Tensor quantized_weight(int bits) const { return quantize_weight(weight_, bits, opt_.weight); }
-  BlockBits& block() { return *block_; }
-  int64_t last_macs() const { return last_macs_; }  // per sample, of the last forward
-
-  Tensor weight_, bias_;
+  Tensor& float_weight() override { return weight_; }
 
  private:
-  int64_t last_macs_ = 0;
-  nn::ConvSpec spec_;
-  std::shared_ptr<BlockBits> block_;
-  QuantOptions opt_;
-  ActClips clips_;
+  std::string bits_str_;
 };
 
-class QLinear : public nn::Module {
+class QLinear : public nn::Linear, public QuantizedLayer {
  public:
   QLinear(int64_t in, int64_t out, bool bias, std::shared_ptr<BlockBits> block, const QuantOptions& opt,
           Generator& gen);
   Tensor forward(const Tensor& x) override;  // x: (N, in), non-negative
   std::string type_name() const override { return "QLinear"; }
   std::string extra_repr() const override;
-  Tensor quantized_weight(int bits) const { return quantize_weight(weight_, bits, opt_.weight); }
-  BlockBits& block() { return *block_; }
-  int64_t last_macs() const { return in_ * out_; }
-
-  Tensor weight_, bias_;
+  Tensor& float_weight() override { return weight_; }
 
  private:
-  int64_t in_, out_;
-  std::shared_ptr<BlockBits> block_;
-  QuantOptions opt_;
-  ActClips clips_;
+  std::string bits_str_;
 };
 
 class MultiBatchNorm2d : public nn::Module {
@@ -86,6 +88,9 @@ class MultiBatchNorm2d : public nn::Module {
   Tensor forward(const Tensor& x) override;  // x: (N, C, H, W) or (N, C)
   std::string type_name() const override { return "MultiBatchNorm2d"; }
   nn::BatchNorm2d& set(int bits);  // the BN set of bit-width `bits`
+  // The full-precision BN this layer replaces has the state of one set: an FP checkpoint's
+  // "<this>.<field>" loads into every set's "<this>.bn.<i>.<field>" (QuantModel::load_fp_state_dict).
+  const std::vector<std::shared_ptr<nn::BatchNorm2d>>& sets() const { return sets_; }
 
  private:
   std::shared_ptr<BlockBits> block_;

@@ -40,48 +40,44 @@ void QuantModel::clear_overrides() {
   }
 }
 
-int QuantModel::clamp_clips(double min) {
-  NoGradGuard ng;
-  int raised = 0;
-  for (auto& [name, t] : net_->named_parameters()) {
-    if (name.find("clip_b") == std::string::npos) continue;
-    if (t.item<double>() < min) {
-      t.fill_(min);
-      ++raised;
-    }
-  }
-  return raised;
+std::vector<std::pair<std::string, QuantParam>> QuantModel::quant_params() {
+  std::vector<std::pair<std::string, QuantParam>> out;
+  for (auto& [name, m] : net_->named_modules())
+    if (auto* q = dynamic_cast<QuantizedLayer*>(m.get()))
+      for (auto& p : q->quant_params()) out.emplace_back(name + "." + p.name, p);
+  return out;
+}
+
+int QuantModel::constrain_quantizers() {
+  int moved = 0;
+  for (auto& [name, m] : net_->named_modules())
+    if (auto* q = dynamic_cast<QuantizedLayer*>(m.get()))
+      moved += q->weight_quantizer().constrain() + q->act_quantizer().constrain();
+  return moved;
 }
 
 void QuantModel::load_fp_state_dict(const nn::NamedTensors& fp) {
-  // Expand each FP BN entry "X.<field>" to "X.bn.<i>.<field>" for every BN set i, when the
-  // quantized model has no "X.<field>" of its own.
-  std::set<std::string> own;
-  for (auto& kv : net_->state_dict()) own.insert(kv.first);
+  // An FP model has one BatchNorm2d where this model has a MultiBatchNorm2d: its entry
+  // "<bn>.<field>" loads into every set "<bn>.bn.<i>.<field>" (METHOD.md section 2).
+  std::map<std::string, std::vector<std::string>> expand;  // FP name -> names in this model
+  for (auto& [name, m] : net_->named_modules()) {
+    auto* mb = dynamic_cast<MultiBatchNorm2d*>(m.get());
+    if (!mb) continue;
+    for (size_t i = 0; i < mb->sets().size(); ++i)
+      for (auto& [field, t] : mb->sets()[i]->state_dict())
+        expand[name + "." + field].push_back(name + ".bn." + std::to_string(i) + "." + field);
+  }
   nn::NamedTensors mapped;
   for (auto& [name, t] : fp) {
-    if (own.count(name)) {
-      mapped.emplace_back(name, t);
+    auto it = expand.find(name);
+    if (it == expand.end()) {
+      mapped.emplace_back(name, t);  // a name this model lacks is reported by the strict load
       continue;
     }
-    auto dot = name.rfind('.');
-    std::string prefix = dot == std::string::npos ? "" : name.substr(0, dot + 1);
-    std::string field = dot == std::string::npos ? name : name.substr(dot + 1);
-    bool expanded = false;
-    for (size_t i = 0; i < state_->bit_set.size(); ++i) {
-      std::string q = prefix + "bn." + std::to_string(i) + "." + field;
-      if (own.count(q)) {
-        mapped.emplace_back(q, t);
-        expanded = true;
-      }
-    }
-    if (!expanded) mapped.emplace_back(name, t);  // reported as unexpected by the strict load
+    for (auto& q : it->second) mapped.emplace_back(q, t);
   }
-  // Clip values are not in an FP checkpoint: keep the model's own.
-  std::set<std::string> have;
-  for (auto& kv : mapped) have.insert(kv.first);
-  for (auto& kv : net_->state_dict())
-    if (!have.count(kv.first) && kv.first.find("clip_b") != std::string::npos) mapped.push_back(kv);
+  // The quantizers' parameters are not in an FP checkpoint: they keep their initial values.
+  for (auto& [name, p] : quant_params()) mapped.emplace_back(name, *p.tensor);
   net_->load_state_dict(mapped, true);
 }
 
@@ -91,40 +87,40 @@ QuantModel::DeployStats QuantModel::deploy_stats(int bits, const Shape& input) {
   DeployStats st{bits, 0, 0, 0};
   Shape in = input;
   double total_macs = (double)nn::macs_per_sample(*net_, in);  // also runs a forward at `bits`
-  double qmacs = 0;
-  std::set<const Tensor*> quantized_weights;
-  double weight_bits = 0;
+  double qmacs = 0, weight_bits = 0;
+  // Tensors that are not stored in FP32 at this bit-width, or not stored at all: the quantized
+  // weights (their quantizer says how many bits they take), the quantizers' parameters (FP32, only
+  // those of this bit-width are kept) and the BN sets of other bit-widths.
+  std::vector<Tensor> counted;
   for (auto& [name, m] : net_->named_modules()) {
-    if (auto* c = dynamic_cast<QConv2d*>(m.get())) {
-      qmacs += c->last_macs();
-      weight_bits += (double)c->weight_.numel() * bits;
-      quantized_weights.insert(&c->weight_);
-    } else if (auto* l = dynamic_cast<QLinear*>(m.get())) {
-      qmacs += l->last_macs();
-      weight_bits += (double)l->weight_.numel() * bits;
-      quantized_weights.insert(&l->weight_);
+    if (auto* q = dynamic_cast<QuantizedLayer*>(m.get())) {
+      qmacs += q->quantized_macs();
+      Tensor& w = q->float_weight();
+      weight_bits += q->weight_quantizer().storage_bits(w.numel(), bits);
+      counted.push_back(w);
+      for (auto& p : q->quant_params()) {
+        if (p.bits == bits) weight_bits += 32.0 * p.tensor->numel();
+        counted.push_back(*p.tensor);
+      }
+    } else if (auto* mb = dynamic_cast<MultiBatchNorm2d*>(m.get())) {
+      // Only this bit-width's set is deployed; its step counter (num_batches_tracked) is not.
+      for (auto& set : mb->sets()) {
+        bool deployed = set.get() == &mb->set(bits);
+        for (auto& [field, t] : set->state_dict()) {
+          if (deployed && field != "num_batches_tracked") weight_bits += 32.0 * t.numel();
+          counted.push_back(t);
+        }
+      }
     }
   }
   int q = bits == kFullPrecision ? 32 : bits;
   st.macs = total_macs;
   st.bitops = qmacs * q * q + (total_macs - qmacs) * 32.0 * 32.0;
-  // Everything else is stored in FP32: the stem, the classifier, biases, this bit-width's BN set
-  // and clip value. Other bit-widths' BN sets and clips are not part of the b-bit model.
-  int idx = state_->index_of(bits);
+  // Every other floating-point tensor is stored in FP32: the stem, the classifier, the biases.
   for (auto& [name, t] : net_->state_dict()) {
-    bool is_qweight = false;
-    for (const Tensor* w : quantized_weights)
-      if (w->same(t)) is_qweight = true;
-    if (is_qweight) continue;
-    auto bn = name.find(".bn.");
-    if (bn != std::string::npos) {
-      size_t s = bn + 4, e = name.find('.', s);
-      if (std::stoi(name.substr(s, e - s)) != idx) continue;
-    }
-    auto clip = name.find("clip_b");
-    if (clip != std::string::npos && std::stoi(name.substr(clip + 6)) != bits) continue;
-    if (name.find("num_batches_tracked") != std::string::npos) continue;
-    weight_bits += 32.0 * t.numel();
+    bool done = false;
+    for (auto& c : counted) done = done || c.same(t);
+    if (!done && is_floating(t.dtype())) weight_bits += 32.0 * t.numel();
   }
   st.weight_bytes = weight_bits / 8;
   set_bits(saved);

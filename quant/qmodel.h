@@ -27,9 +27,12 @@ class QuantModel {
   std::vector<int> bits_descending() const;  // the joint trainer's visiting order
   std::vector<std::shared_ptr<BlockBits>>& blocks() { return blocks_; }
   void clear_overrides();
-  // Keeps every clip value at least `min` (call after each optimizer step): a clip driven to
-  // zero or below would make PACT undefined. Returns how many were raised.
-  int clamp_clips(double min = 1e-3);
+  // Every quantizer's learnable parameter with its full name ("layer1.0.conv1.clip_b4") and the
+  // bit-width that uses it: the app gives them their own optimizer group per bit-width.
+  std::vector<std::pair<std::string, QuantParam>> quant_params();
+  // Calls every quantizer's constrain() (after each optimizer step): keeps clip values and steps
+  // valid. Returns how many parameters were moved.
+  int constrain_quantizers();
   nn::Module& net() { return *net_; }
   const std::string& arch() const { return arch_; }
 

@@ -96,23 +96,26 @@ Tensor weight_codes(const Tensor& w, int bits, const WeightQuantOptions& opt) {
 
 // ---- PACT: one fused op with the method's exact gradients ----------------------------------------
 
+// The clip range is [lo, a] with lo = 0 (unsigned) or -a (signed); `levels` is the number of
+// rounding steps per unit of a: (2^b - 1) unsigned, 2^(b-1) - 1 signed, 0 at b = 32 (no rounding).
 template <typename T>
-static void pact_forward(const T* x, T* y, int64_t n, T a, int bits) {
-  const T levels = bits == 32 ? T(0) : T(std::pow(2.0, bits) - 1);
+static void pact_forward(const T* x, T* y, int64_t n, T lo, T a, T levels) {
   const T scale = levels / a, inv = a / levels;
 #pragma omp parallel for simd if (n >= (1 << 15)) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
-    T v = x[i] < T(0) ? T(0) : (x[i] > a ? a : x[i]);
-    y[i] = bits == 32 ? v : std::nearbyint(v * scale) * inv;
+    T v = x[i] < lo ? lo : (x[i] > a ? a : x[i]);
+    y[i] = levels == T(0) ? v : std::nearbyint(v * scale) * inv;
   }
 }
 
-// dx = g where 0 <= x <= a; returns da = sum of g where x >= a. The sum runs in chunks: each
-// chunk is summed in T with `omp simd` (vector lanes), and the chunks' sums are added in double.
+// dx = g where lo <= x <= a; returns da = sum of g where x >= a, minus (when lo < 0, i.e. signed)
+// the sum of g where x <= lo. The sum runs in chunks: each chunk is summed in T with `omp simd`
+// (vector lanes), and the chunks' sums are added in double.
 template <typename T>
-static double pact_backward(const T* x, const T* g, T* gx, int64_t n, T a) {
+static double pact_backward(const T* x, const T* g, T* gx, int64_t n, T lo, T a) {
   constexpr int64_t kChunk = 4096;
   const int64_t chunks = (n + kChunk - 1) / kChunk;
+  const bool is_signed = lo < T(0);
   double ga = 0;
 #pragma omp parallel for reduction(+ : ga) if (n >= (1 << 15)) schedule(static)
   for (int64_t c = 0; c < chunks; ++c) {
@@ -120,36 +123,43 @@ static double pact_backward(const T* x, const T* g, T* gx, int64_t n, T a) {
     T part = 0;
 #pragma omp simd reduction(+ : part)
     for (int64_t i = begin; i < end; ++i) {
-      gx[i] = (x[i] >= T(0) && x[i] <= a) ? g[i] : T(0);
+      gx[i] = (x[i] >= lo && x[i] <= a) ? g[i] : T(0);
       part += x[i] >= a ? g[i] : T(0);
+      if (is_signed) part -= x[i] <= lo ? g[i] : T(0);
     }
     ga += part;
   }
   return ga;
 }
 
-Tensor pact_quantize(const Tensor& x, const Tensor& a, int bits) {
+Tensor pact_quantize(const Tensor& x, const Tensor& a, int bits, bool is_signed) {
   AB_CHECK(a.numel() == 1, "pact_quantize: the clip value must have one element, got shape ",
            shape_str(a.shape()));
+  AB_CHECK(bits == 32 || (bits >= (is_signed ? 2 : 1) && bits <= 16), "pact_quantize: bit-width ", bits,
+           is_signed ? " is not in 2..16 or 32 (signed PACT needs a sign bit and one magnitude bit)"
+                     : " is not in 1..16 or 32");
   check_same_dtype("pact_quantize", x, a);
   AB_CHECK(x.device().is_cpu(), "pact_quantize: CUDA is not implemented yet for ", x.str());
   Tensor xc = x.contiguous();
   double av = a.item<double>();
   AB_CHECK(av > 0, "pact_quantize: the clip value must be positive, got ", av);
+  const double lo = is_signed ? -av : 0.0;
+  const double levels = bits == 32 ? 0.0 : (is_signed ? std::pow(2.0, bits - 1) - 1 : std::pow(2.0, bits) - 1);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   AB_DISPATCH_FLOAT(x.dtype(), "pact_quantize", [&] {
-    pact_forward<scalar_t>(xc.data<scalar_t>(), y.data<scalar_t>(), x.numel(), (scalar_t)av, bits);
+    pact_forward<scalar_t>(xc.data<scalar_t>(), y.data<scalar_t>(), x.numel(), (scalar_t)lo, (scalar_t)av,
+                           (scalar_t)levels);
   });
   if (needs_grad({x, a})) {
     Tensor sx = xc.detach();
     Shape a_shape = a.shape();
-    record("pact_quantize", y, {x, a}, [sx, av, a_shape](const Tensor& g) {
+    record("pact_quantize", y, {x, a}, [sx, av, lo, a_shape](const Tensor& g) {
       Tensor gc = g.contiguous();
       Tensor gx = Tensor::empty(sx.shape(), sx.dtype(), sx.device());
       double ga = 0;
       AB_DISPATCH_FLOAT(sx.dtype(), "pact_quantize backward", [&] {
-        ga = pact_backward<scalar_t>(sx.data<scalar_t>(), gc.data<scalar_t>(), gx.data<scalar_t>(),
-                                     sx.numel(), (scalar_t)av);
+        ga = pact_backward<scalar_t>(sx.data<scalar_t>(), gc.data<scalar_t>(), gx.data<scalar_t>(), sx.numel(),
+                                     (scalar_t)lo, (scalar_t)av);
       });
       return Grads{gx, Tensor::full(a_shape, ga, sx.dtype(), sx.device())};
     });
@@ -206,16 +216,47 @@ std::vector<double> quantize_weight(const std::vector<double>& w, int64_t out_ch
   return out;
 }
 
-std::vector<double> pact_quantize(const std::vector<double>& x, double a, int bits) {
+std::vector<double> pact_quantize(const std::vector<double>& x, double a, int bits, bool is_signed) {
   std::vector<double> y(x.size());
-  double L = std::pow(2.0, bits) - 1;
+  double lo = is_signed ? -a : 0.0;
+  double L = is_signed ? std::pow(2.0, bits - 1) - 1 : std::pow(2.0, bits) - 1;
   for (size_t i = 0; i < x.size(); ++i) {
-    double v = std::min(std::max(x[i], 0.0), a);
+    double v = std::min(std::max(x[i], lo), a);
     y[i] = bits == 32 ? v : std::nearbyint(v * L / a) * a / L;
   }
   return y;
 }
 
 }  // namespace ref
+
+// ---- the interface objects -------------------------------------------------------------------------
+
+PactActs::PactActs(const QuantizerSpec& spec) : signed_(spec.signed_input) {
+  AB_CHECK(spec.act_init > 0, "pact: the initial clip value must be positive, got ", spec.act_init);
+  for (int b : spec.bit_set) {
+    AB_CHECK(!signed_ || b >= 2, "pact: a layer with a signed input cannot run at 1 bit (bit set ",
+             b, "): signed PACT needs a sign bit and one magnitude bit");
+    add_param("clip_b" + std::to_string(b), b, spec.act_init);
+  }
+}
+
+Tensor& PactActs::clip(int bits) {
+  for (auto& p : params())
+    if (p.bits == bits) return *p.tensor;
+  AB_FAIL("pact: no clip value for bit-width ", bits);
+}
+
+Tensor PactActs::forward(const Tensor& x, int bits) { return pact_quantize(x, clip(bits), bits, signed_); }
+
+int PactActs::constrain() {
+  NoGradGuard ng;
+  int raised = 0;
+  for (auto& p : params())
+    if (p.tensor->item<double>() < 1e-3) {
+      p.tensor->fill_(1e-3);
+      ++raised;
+    }
+  return raised;
+}
 
 }  // namespace anybit::quant

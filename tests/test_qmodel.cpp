@@ -9,6 +9,7 @@
 #include "nn/optim.h"
 #include "quant/joint_trainer.h"
 #include "quant/qmodel.h"
+#include "quant/quantizers.h"
 #include "tests/helpers.h"
 
 using namespace anybit;
@@ -287,4 +288,69 @@ TEST_CASE("block swapping runs swapped blocks at the teacher's bit-width without
   REQUIRE(compared == 2);
   // Overrides are cleared after the step.
   for (auto& blk : m.blocks()) REQUIRE(blk->override_bits == 0);
+}
+
+TEST_CASE("MobileNetV2: the expand convs and the last 1x1 conv quantize their signed inputs signed", "[quant]") {
+  // Their inputs are linear bottleneck outputs (no ReLU before them): unsigned PACT would zero
+  // every negative value at every bit-width, the FP member included.
+  nn::ModelOptions mo;
+  mo.small_input = true;
+  mo.width = 0.25;
+  QuantModel m("mobilenetv2", 10, opts({32, 8, 4}), 1, mo);
+  Tensor x = Tensor::from_vector<float>({-0.5f, -0.25f, 0.0f, 0.5f}, {4});
+  int signed_layers = 0, unsigned_layers = 0;
+  for (auto& [name, mod] : m.net().named_modules()) {
+    auto* q = dynamic_cast<QuantizedLayer*>(mod.get());
+    if (!q) continue;
+    auto& pact = dynamic_cast<PactActs&>(q->act_quantizer());
+    // features.k.conv.0.0 is block k's expand conv when the block has one (every block after the
+    // first, whose expansion is 1); features.18.0 is the last 1x1 conv.
+    bool expand = name.size() > 9 && name.compare(name.size() - 9, 9, ".conv.0.0") == 0 && name != "features.1.conv.0.0";
+    bool expect_signed = expand || name == "features.18.0";
+    INFO(name);
+    REQUIRE(pact.is_signed() == expect_signed);
+    (expect_signed ? signed_layers : unsigned_layers)++;
+    for (int b : {32, 8, 4}) {
+      auto y = pact.forward(x, b).to_vector<float>();
+      if (expect_signed) {
+        REQUIRE(y[0] == Approx(-0.5).margin(2.0 / 7));  // a clip of 2: 4-bit signed steps of 2/7
+        REQUIRE(y[0] < 0);
+      } else {
+        REQUIRE(y[0] == 0.0f);
+      }
+    }
+  }
+  REQUIRE(signed_layers == 16 + 1);  // 16 blocks with an expand conv, and the last conv
+  REQUIRE(unsigned_layers > 0);
+}
+
+TEST_CASE("the model lists its quantizer parameters by bit-width; deploy stats count what b needs", "[quant]") {
+  QuantModel m("resnet20", 10, opts({8, 4}), 3);
+  auto qp = m.quant_params();
+  REQUIRE(qp.size() == 20 * 2);  // 20 quantized convs x one clip per bit-width
+  std::map<int, int> per_bits;
+  for (auto& [name, p] : qp) {
+    per_bits[p.bits]++;
+    REQUIRE(name.substr(name.size() - p.name.size()) == p.name);
+    REQUIRE(name.find("clip_b" + std::to_string(p.bits)) != std::string::npos);
+  }
+  REQUIRE(per_bits == std::map<int, int>{{4, 20}, {8, 20}});
+  // Weight size at 4 bits, counted here from the names: 4 bits per quantized conv weight, and in
+  // FP32 the clip values of 4, the BN set of 4 (bn.1, without its step counter), the stem and the
+  // classifier.
+  double bits = 0;
+  for (auto& [name, t] : m.net().state_dict()) {
+    bool qweight = name != "conv1.weight" && name.find("conv") != std::string::npos && name.find(".weight") != std::string::npos;
+    bool qshortcut = name.find("shortcut.0.weight") != std::string::npos;
+    if (qweight || qshortcut) bits += 4.0 * t.numel();
+    else if (name.find("clip_b4") != std::string::npos) bits += 32;
+    else if (name.find("clip_b8") != std::string::npos || name.find("num_batches_tracked") != std::string::npos) continue;
+    else if (name.find(".bn.0.") != std::string::npos) continue;
+    else bits += 32.0 * t.numel();
+  }
+  auto st = m.deploy_stats(4, {3, 32, 32});
+  REQUIRE(st.weight_bytes == Approx(bits / 8).epsilon(1e-12));
+  // A clip driven below zero is raised back by the model's constrain pass.
+  qp[3].second.tensor->fill_(-1.0);
+  REQUIRE(m.constrain_quantizers() == 1);
 }

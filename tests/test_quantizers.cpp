@@ -1,5 +1,6 @@
 // test_quantizers.cpp - DoReFa weights and PACT activations against their scalar references,
 // the level counts the method promises, truncate-store grids, and the gradients METHOD.md fixes.
+#include <algorithm>
 #include <set>
 
 #include "quant/bits.h"
@@ -140,4 +141,62 @@ TEST_CASE("bit sets parse and reject bad values with the option's name", "[quant
   REQUIRE_THROWS_WITH(parse_bit_set("8,x"), Catch::Contains("--bits") && Catch::Contains("'x'"));
   REQUIRE_THROWS_WITH(parse_bit_set("8,12"), Catch::Contains("12"));
   REQUIRE_THROWS_WITH(parse_bit_set("4,4"), Catch::Contains("twice"));
+}
+
+TEST_CASE("signed PACT matches the reference, keeps 0 exact and uses at most 2^b - 1 levels", "[quant]") {
+  Tensor x = mul(randn({1000}, 21), 1.5);  // both signs
+  auto xv = x.to_vector<double>();
+  for (int b : {2, 3, 4, 8, 32}) {
+    Tensor a = Tensor::full({1}, 1.3, DType::F64);
+    Tensor y = pact_quantize(x, a, b, /*is_signed=*/true);
+    require_close(y, Tensor::from_vector(ref::pact_quantize(xv, 1.3, b, true), {1000}), 1e-12, 1e-12, "signed pact");
+    auto yv = y.to_vector<double>();
+    REQUIRE(*std::min_element(yv.begin(), yv.end()) == Approx(-1.3));  // negatives survive, clipped at -a
+    if (b < 32) REQUIRE(distinct(y) <= (size_t(1) << b) - 1);
+  }
+  Tensor zero = Tensor::zeros({3}, DType::F64);
+  REQUIRE(pact_quantize(zero, Tensor::full({1}, 1.3, DType::F64), 4, true).to_vector<double>() ==
+          std::vector<double>{0, 0, 0});
+  REQUIRE_THROWS_WITH(pact_quantize(x, Tensor::full({1}, 1.0, DType::F64), 1, true), Catch::Contains("sign bit"));
+}
+
+TEST_CASE("signed PACT gradients: dx inside [-a, a], da = sum above a minus sum below -a", "[quant][grad]") {
+  Tensor x = mul(randn({3, 7}, 22), 1.5).requires_grad_();
+  Tensor a = Tensor::full({1}, 1.1, DType::F64).requires_grad_();
+  REQUIRE(gradcheck([](const std::vector<Tensor>& v) { return pact_quantize(v[0], v[1], 32, true); }, {x, a}) > 0);
+  Tensor x2 = Tensor::from_vector<double>({-2.0, -1.0, -0.5, 0.0, 0.3, 1.0, 1.5}, {7}).requires_grad_();
+  Tensor a2 = Tensor::full({1}, 1.0, DType::F64).requires_grad_();
+  Tensor g = Tensor::from_vector<double>({1, 2, 3, 4, 5, 6, 7}, {7});
+  sum(mul(pact_quantize(x2, a2, 4, true), g)).backward();
+  REQUIRE(x2.grad().to_vector<double>() == std::vector<double>{0, 2, 3, 4, 5, 6, 0});
+  REQUIRE(a2.grad().item<double>() == (6 + 7) - (1 + 2));
+}
+
+TEST_CASE("the quantizer registry builds quantizers by name and names the choices on error", "[quant][errors]") {
+  QuantizerSpec spec;
+  spec.bit_set = {8, 4, 32};
+  spec.act_init = 3.0;
+  auto w = make_weight_quantizer("dorefa", spec);
+  auto a = make_act_quantizer("pact", spec);
+  REQUIRE(w->name() == "dorefa");
+  REQUIRE(w->params().empty());
+  // PACT owns one clip value per bit-width, named and tagged with it.
+  REQUIRE(a->params().size() == 3);
+  for (size_t i = 0; i < 3; ++i) {
+    REQUIRE(a->params()[i].name == "clip_b" + std::to_string(spec.bit_set[i]));
+    REQUIRE(a->params()[i].bits == spec.bit_set[i]);
+    REQUIRE(a->params()[i].tensor->item<double>() == 3.0);
+  }
+  // The object computes what the function does.
+  Tensor x = mul(abs(randn({50}, 23, DType::F32)), 4.0);  // parameters are float32, as the model's
+  require_close(a->forward(x, 4), pact_quantize(x, Tensor::full({1}, 3.0), 4), 0, 0, "pact object");
+  Tensor wt = randn({4, 3}, 24, DType::F32);
+  require_close(w->forward(wt, 4), quantize_weight(wt, 4), 0, 0, "dorefa object");
+  // constrain() raises a clip driven below its floor.
+  a->params()[1].tensor->fill_(-0.5);
+  REQUIRE(a->constrain() == 1);
+  REQUIRE(a->params()[1].tensor->item<float>() == 1e-3f);
+  REQUIRE_THROWS_WITH(make_weight_quantizer("pact", spec), Catch::Contains("--weight-quant") && Catch::Contains("'pact'") &&
+                                                               Catch::Contains("dorefa"));
+  REQUIRE_THROWS_WITH(make_act_quantizer("nope", spec), Catch::Contains("--act-quant") && Catch::Contains("pact"));
 }

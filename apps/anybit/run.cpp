@@ -55,9 +55,11 @@ std::vector<OptionInfo> train_options() {
       {"swap_mode", "independent", "independent (each block) or prefix (the first k blocks)"},
       {"weight_store", "round", "round or truncate (one stored B-bit model)"},
       {"weight_scale", "none", "none or sat (AdaBits' rescaling)"},
+      {"weight_quant", "dorefa", "weight quantizer: " + quant::weight_quantizer_names()},
+      {"act_quant", "pact", "activation quantizer: " + quant::act_quantizer_names()},
       {"clip_init", "8", "initial PACT clip value (2 when fine-tuning from FP weights)"},
-      {"clip_lr", "-1", "learning rate of the clip values (-1: the weights' lr)"},
-      {"clip_wd", "", "clip weight decay per bit, e.g. 4:0,2:5e-4 (default 0 at b >= 4, else weight_decay)"},
+      {"clip_lr", "-1", "learning rate of the quantizers' parameters (clip values, steps; -1: the weights' lr)"},
+      {"clip_wd", "", "quantizer parameter weight decay per bit, e.g. 4:0,2:5e-4 (default 0 at b >= 4, else weight_decay)"},
       {"init", "", "full-precision checkpoint to start from (model.safetensors of an FP run)"},
       {"recalibrate_bn", "0", "re-estimate each bit-width's BN statistics on N training batches before evaluation"},
       // machinery
@@ -106,6 +108,8 @@ Network build_network(const Config& cfg, int64_t num_classes) {
     AB_CHECK(sc == "none" || sc == "sat", "--weight-scale: '", sc, "' (expected none or sat)");
     qo.weight.store = ws == "round" ? quant::WeightStore::Round : quant::WeightStore::Truncate;
     qo.weight.scale = sc == "none" ? quant::WeightScale::None : quant::WeightScale::Sat;
+    qo.weight_quant = cfg.str("weight_quant");
+    qo.act_quant = cfg.str("act_quant");
     qo.clip_init = cfg.number("clip_init");
     AB_CHECK(qo.clip_init > 0, "--clip-init must be positive, got ", qo.clip_init);
     net.q = std::make_shared<quant::QuantModel>(net.arch, num_classes, qo, seed, model_options(cfg));

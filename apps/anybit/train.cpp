@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "apps/anybit/progress.h"
@@ -41,8 +42,9 @@ bool file_exists(const std::string& p) {
   return stat(p.c_str(), &st) == 0;
 }
 
-// Parameter groups: the weights (with weight decay), and one group per bit-width for the clip
-// values (METHOD.md section 2: no weight decay at b >= 4 by default; configurable per bit).
+// Parameter groups: the weights (with weight decay), and one group per bit-width for the
+// quantizers' parameters (PACT's clip values, LSQ's steps; METHOD.md section 2: no weight decay at
+// b >= 4 by default; configurable per bit). The quantized model lists those parameters itself.
 std::vector<nn::ParamGroup> make_groups(Network& net, const Config& cfg) {
   double lr = cfg.number("lr"), wd = cfg.number("weight_decay");
   double clip_lr = cfg.number("clip_lr") < 0 ? lr : cfg.number("clip_lr");
@@ -59,26 +61,26 @@ std::vector<nn::ParamGroup> make_groups(Network& net, const Config& cfg) {
       AB_FAIL("--clip-wd: '", item, "' is not bits:decay (e.g. 2:5e-4)");
     }
   }
+  std::map<int, nn::ParamGroup> quant;  // bit-width -> its quantizer parameters
+  std::set<const void*> in_quant_group;
+  if (net.q) {
+    for (auto& [name, p] : net.q->quant_params()) {
+      auto& g = quant[p.bits];
+      g.name = "quant_b" + std::to_string(p.bits);
+      g.lr = clip_lr;
+      g.weight_decay = clip_wd[p.bits];
+      g.params.emplace_back(name, *p.tensor);
+      in_quant_group.insert(&p.tensor->impl());
+    }
+  }
   nn::ParamGroup weights;
   weights.name = "weights";
   weights.lr = lr;
   weights.weight_decay = wd;
-  std::map<int, nn::ParamGroup> clips;
-  for (auto& [name, p] : net.module().named_parameters()) {
-    auto c = name.find("clip_b");
-    if (c == std::string::npos) {
-      weights.params.emplace_back(name, p);
-      continue;
-    }
-    int b = std::stoi(name.substr(c + 6));
-    auto& g = clips[b];
-    g.name = "clip_b" + std::to_string(b);
-    g.lr = clip_lr;
-    g.weight_decay = clip_wd[b];
-    g.params.emplace_back(name, p);
-  }
+  for (auto& [name, p] : net.module().named_parameters())
+    if (!in_quant_group.count(&p.impl())) weights.params.emplace_back(name, p);
   std::vector<nn::ParamGroup> groups{weights};
-  for (auto& kv : clips) groups.push_back(kv.second);
+  for (auto& kv : quant) groups.push_back(kv.second);
   return groups;
 }
 
@@ -268,7 +270,7 @@ Report train_one(Config cfg, const std::string& out) {
                json_num(100.0 * fp_correct / (seen + y.size(0)));
       }
       optimizer->step();
-      if (net.q) net.q->clamp_clips();
+      if (net.q) net.q->constrain_quantizers();
       schedule->step();
       ++iteration;
       ++step;
