@@ -1,0 +1,184 @@
+// lsq.cpp - LSQ weights and activations: the fused op, the two quantizer objects, the scalar
+// reference. See lsq.h for the formulas.
+#include "quant/lsq.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "autograd/autograd.h"
+
+namespace anybit::quant {
+
+// ---- the fused op ---------------------------------------------------------------------------------
+
+LsqRange lsq_range(int bits, bool is_signed) {
+  AB_CHECK(bits >= (is_signed ? 2 : 1) && bits <= 16, "lsq: bit-width ", bits, " is not in ",
+           is_signed ? "2..16 (signed LSQ at 1 bit has Qp = 0: use dorefa/pact)" : "1..16");
+  if (is_signed) return {int64_t(1) << (bits - 1), (int64_t(1) << (bits - 1)) - 1};
+  return {0, (int64_t(1) << bits) - 1};
+}
+
+template <typename T>
+static void lsq_forward(const T* v, T* y, int64_t n, T s, T qn, T qp) {
+#pragma omp parallel for simd if (n >= (1 << 15)) schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    T q = v[i] / s;
+    q = q < -qn ? -qn : (q > qp ? qp : q);
+    y[i] = std::nearbyint(q) * s;
+  }
+}
+
+// dv = g inside (-Qn, Qp); returns the unscaled sum for ds (lsq.h), chunked like PACT's backward:
+// each chunk summed in T across vector lanes, the chunks' sums added in double.
+template <typename T>
+static double lsq_backward(const T* v, const T* g, T* gv, int64_t n, T s, T qn, T qp) {
+  constexpr int64_t kChunk = 4096;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  double ds = 0;
+#pragma omp parallel for reduction(+ : ds) if (n >= (1 << 15)) schedule(static)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t begin = c * kChunk, end = std::min(n, begin + kChunk);
+    T part = 0;
+#pragma omp simd reduction(+ : part)
+    for (int64_t i = begin; i < end; ++i) {
+      T q = v[i] / s;
+      bool low = q <= -qn, high = q >= qp;
+      gv[i] = (low || high) ? T(0) : g[i];
+      part += g[i] * (low ? -qn : (high ? qp : std::nearbyint(q) - q));
+    }
+    ds += part;
+  }
+  return ds;
+}
+
+Tensor lsq_quantize(const Tensor& v, const Tensor& s, int64_t qn, int64_t qp, int64_t features) {
+  AB_CHECK(s.numel() == 1, "lsq_quantize: the step must have one element, got shape ", shape_str(s.shape()));
+  AB_CHECK(qn >= 0 && qp > 0 && features > 0, "lsq_quantize: bad range Qn=", qn, " Qp=", qp, " or N=", features);
+  check_same_dtype("lsq_quantize", v, s);
+  AB_CHECK(v.device().is_cpu(), "lsq_quantize: CUDA is not implemented yet for ", v.str());
+  Tensor vc = v.contiguous();
+  const double sv = s.item<double>();
+  AB_CHECK(sv > 0, "lsq_quantize: the step must be positive, got ", sv);
+  Tensor y = Tensor::empty(v.shape(), v.dtype(), v.device());
+  AB_DISPATCH_FLOAT(v.dtype(), "lsq_quantize", [&] {
+    lsq_forward<scalar_t>(vc.data<scalar_t>(), y.data<scalar_t>(), v.numel(), (scalar_t)sv, (scalar_t)qn,
+                          (scalar_t)qp);
+  });
+  if (needs_grad({v, s})) {
+    Tensor sv_in = vc.detach();
+    Shape s_shape = s.shape();
+    const double gscale = 1.0 / std::sqrt((double)features * (double)qp);
+    record("lsq_quantize", y, {v, s}, [sv_in, sv, qn, qp, gscale, s_shape](const Tensor& g) {
+      Tensor gc = g.contiguous();
+      Tensor gv = Tensor::empty(sv_in.shape(), sv_in.dtype(), sv_in.device());
+      double ds = 0;
+      AB_DISPATCH_FLOAT(sv_in.dtype(), "lsq_quantize backward", [&] {
+        ds = lsq_backward<scalar_t>(sv_in.data<scalar_t>(), gc.data<scalar_t>(), gv.data<scalar_t>(),
+                                    sv_in.numel(), (scalar_t)sv, (scalar_t)qn, (scalar_t)qp);
+      });
+      return std::vector<Tensor>{gv, Tensor::full(s_shape, ds * gscale, sv_in.dtype(), sv_in.device())};
+    });
+  }
+  return y;
+}
+
+// ---- steps: lookup, first-use initialisation, floor --------------------------------------------------
+
+namespace {
+
+Tensor& find_step(const std::vector<QuantParam>& params, int bits) {
+  for (auto& p : params)
+    if (p.bits == bits) return *p.tensor;
+  AB_FAIL("lsq: no step for bit-width ", bits);
+}
+
+// s = 2 mean|v| / sqrt(Qp) the first time (s == 0); 1 / Qp if v is all zeros.
+void init_step_once(Tensor& s, const Tensor& v, int64_t qp) {
+  if (s.item<double>() != 0) return;
+  NoGradGuard ng;
+  double m = mean(abs(v.detach())).item<double>();
+  s.fill_(m > 0 ? 2 * m / std::sqrt((double)qp) : 1.0 / qp);
+}
+
+// Raises learned steps that fell below 1e-6; 0 is left alone ("not initialised yet").
+int floor_steps(const std::vector<QuantParam>& params) {
+  NoGradGuard ng;
+  int moved = 0;
+  for (auto& p : params) {
+    double v = p.tensor->item<double>();
+    if (v != 0 && v < 1e-6) {
+      p.tensor->fill_(1e-6);
+      ++moved;
+    }
+  }
+  return moved;
+}
+
+}  // namespace
+
+LsqWeights::LsqWeights(const QuantizerSpec& spec) {
+  for (int b : spec.bit_set) {
+    if (b < 32) lsq_range(b, true);  // checks b
+    if (b < 32) add_param("weight_step_b" + std::to_string(b), b, 0.0);
+  }
+}
+
+Tensor& LsqWeights::step(int bits) { return find_step(params(), bits); }
+
+Tensor LsqWeights::forward(const Tensor& w, int bits) {
+  if (bits >= 32) return w;
+  LsqRange r = lsq_range(bits, is_signed_);
+  Tensor& s = step(bits);
+  init_step_once(s, w, r.qp);
+  return lsq_quantize(w, s, r.qn, r.qp, w.numel());
+}
+
+int LsqWeights::constrain() { return floor_steps(params()); }
+
+LsqActs::LsqActs(const QuantizerSpec& spec) : is_signed_(spec.signed_input) {
+  for (int b : spec.bit_set) {
+    if (b < 32) lsq_range(b, is_signed_);
+    if (b < 32) add_param("act_step_b" + std::to_string(b), b, 0.0);
+  }
+}
+
+Tensor& LsqActs::step(int bits) { return find_step(params(), bits); }
+
+Tensor LsqActs::forward(const Tensor& x, int bits) {
+  if (bits >= 32) return x;
+  LsqRange r = lsq_range(bits, is_signed_);
+  Tensor& s = step(bits);
+  init_step_once(s, x, r.qp);
+  int64_t features = x.dim() >= 2 ? x.numel() / std::max<int64_t>(x.size(0), 1) : x.numel();
+  return lsq_quantize(x, s, r.qn, r.qp, features);
+}
+
+int LsqActs::constrain() { return floor_steps(params()); }
+
+// ---- scalar reference -------------------------------------------------------------------------------
+
+namespace ref {
+
+LsqResult lsq_quantize(const std::vector<double>& v, const std::vector<double>& g, double s, int64_t qn,
+                       int64_t qp, int64_t features) {
+  LsqResult r{std::vector<double>(v.size()), std::vector<double>(v.size()), 0.0};
+  for (size_t i = 0; i < v.size(); ++i) {
+    double q = v[i] / s;
+    double c = std::min(std::max(q, (double)-qn), (double)qp);
+    r.vq[i] = std::nearbyint(c) * s;
+    if (q <= -qn) {
+      r.ds += g[i] * -qn;
+    } else if (q >= qp) {
+      r.ds += g[i] * qp;
+    } else {
+      r.dv[i] = g[i];
+      r.ds += g[i] * (std::nearbyint(q) - q);
+    }
+  }
+  r.ds /= std::sqrt((double)features * qp);
+  return r;
+}
+
+}  // namespace ref
+
+}  // namespace anybit::quant
