@@ -29,7 +29,7 @@
 namespace anybit::quant {
 
 enum class WeightStore { Round, Truncate };  // --weight-store
-enum class WeightScale { None, Sat };        // --weight-scale
+enum class WeightScale { None, Sat, Mean };  // --weight-scale: none, sat (AdaBits), mean (Any-Precision)
 
 // DoReFa's options (METHOD.md section 2).
 struct WeightQuantOptions {

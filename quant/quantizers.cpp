@@ -48,10 +48,9 @@ Tensor quantize_weight(const Tensor& w, int bits, const WeightQuantOptions& opt)
   AB_CHECK(bits == 32 || (bits >= 1 && bits <= 16), "quantize_weight: bit-width ", bits,
            " is not in 1..16 or 32");
   Tensor wq;
-  if (bits == 1) {
-    // Any-Precision: sign(w) * E with E = mean|w| (a constant scale).
-    Tensor E = mean(abs(w)).detach();
-    wq = mul(sign_ste(w), E);
+  if (bits == 1 && opt.scale == WeightScale::Mean) {
+    // Any-Precision's 1-bit weights: sign(w), straight through; E multiplies below.
+    wq = sign_ste(w);
   } else {
     Tensor t = tanh(w);
     Tensor m = max(abs(t));  // max|tanh(w)|; its gradient goes to the arg-max element
@@ -68,6 +67,12 @@ Tensor quantize_weight(const Tensor& w, int bits, const WeightQuantOptions& opt)
       }
       wq = add(mul(uq, 2.0), -1.0);
     }
+  }
+  if (opt.scale == WeightScale::Mean) {
+    // Any-Precision: every bit-width times E = mean|w|, a constant (detached), so the 1-bit
+    // sign(w) E and the b-bit weights have the same scale where they meet without a BN between
+    // them (the residual additions of a pre-activation ResNet).
+    wq = mul(wq, mean(abs(w)).detach());
   }
   if (opt.scale == WeightScale::Sat && w.dim() >= 2) {
     double fan_in = (double)w.numel() / w.shape()[0];
@@ -175,11 +180,8 @@ std::vector<double> quantize_weight(const std::vector<double>& w, int64_t out_ch
                                     const WeightQuantOptions& opt) {
   size_t n = w.size();
   std::vector<double> out(n);
-  if (bits == 1) {
-    double E = 0;
-    for (double v : w) E += std::abs(v);
-    E /= n;
-    for (size_t i = 0; i < n; ++i) out[i] = (w[i] > 0 ? 1 : (w[i] < 0 ? -1 : 0)) * E;
+  if (bits == 1 && opt.scale == WeightScale::Mean) {
+    for (size_t i = 0; i < n; ++i) out[i] = w[i] > 0 ? 1 : (w[i] < 0 ? -1 : 0);
   } else {
     double m = 0;
     for (double v : w) m = std::max(m, std::abs(std::tanh(v)));
@@ -203,6 +205,12 @@ std::vector<double> quantize_weight(const std::vector<double>& w, int64_t out_ch
       double L = std::pow(2.0, bits) - 1;
       for (size_t i = 0; i < n; ++i) out[i] = 2 * std::nearbyint(u[i] * L) / L - 1;
     }
+  }
+  if (opt.scale == WeightScale::Mean) {
+    double E = 0;
+    for (double v : w) E += std::abs(v);
+    E /= n;
+    for (double& v : out) v *= E;
   }
   if (opt.scale == WeightScale::Sat && out_channels > 0) {
     double mu = 0, var = 0;

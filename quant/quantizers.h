@@ -19,11 +19,14 @@ namespace anybit::quant {
 //   u = tanh(w) / (2 max|tanh(w)|) + 1/2                   in [0, 1]
 //   b < 32:  w_q = 2 round((2^b - 1) u) / (2^b - 1) - 1    at most 2^b values in [-1, 1]
 //   b = 32:  w_q = tanh(w) / max|tanh(w)|
-//   b = 1:   w_q = sign(w) * mean|w|   (Any-Precision's 1-bit weights, straight-through)
+//   (b = 1 by the formula above: +-1, the sign of w, straight through round)
 // Truncate store: q_B = round((2^B - 1) u), q_b = floor(q_B / 2^(B-b)) 2^(B-b), dequantised as
 // q_b / (2^B - 1) and rescaled so its mean equals the B-bit tensor's mean. Gradients: straight
 // through round/floor; tanh, max (arg-max subgradient) and the affine maps are differentiated.
 // SAT: w_q * 1 / sqrt(fan_in) / std(w_q), fan_in = numel / out_channels.
+// Mean (Any-Precision): w_q * E at every bit-width, E = mean|w| (detached); b = 1 is then
+// Any-Precision's sign(w) E with a straight-through sign. One scale rule for all bit-widths keeps
+// the 1-bit and b-bit weights on the same scale at residual additions without a BN.
 Tensor quantize_weight(const Tensor& w, int bits, const WeightQuantOptions& opt = {});
 
 // The integer codes a deployment stores for w at bit-width b < 32 (int64, same shape as w):

@@ -20,13 +20,13 @@ TEST_CASE("DoReFa weights match the scalar reference", "[quant]") {
   Tensor w = randn({8, 3, 3, 3}, 7);
   auto wv = w.to_vector<double>();
   for (auto store : {WeightStore::Round, WeightStore::Truncate})
-    for (auto scale : {WeightScale::None, WeightScale::Sat})
+    for (auto scale : {WeightScale::None, WeightScale::Sat, WeightScale::Mean})
       for (int b : {1, 2, 3, 4, 6, 8, 32}) {
         WeightQuantOptions opt{store, scale, 8};
         Tensor q = quantize_weight(w, b, opt);
         auto r = ref::quantize_weight(wv, 8, b, opt);
         INFO("bits " << b << " truncate " << (store == WeightStore::Truncate) << " sat "
-                     << (scale == WeightScale::Sat));
+                     << (scale == WeightScale::Sat) << " mean " << (scale == WeightScale::Mean));
         require_close(q, Tensor::from_vector(r, w.shape()), 1e-9, 1e-12, "dorefa");
       }
 }

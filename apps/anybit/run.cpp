@@ -54,7 +54,7 @@ std::vector<OptionInfo> train_options() {
       {"swap_const", "-1", "constant swap probability (>= 0 replaces the schedule)"},
       {"swap_mode", "independent", "independent (each block) or prefix (the first k blocks)"},
       {"weight_store", "round", "round or truncate (one stored B-bit model)"},
-      {"weight_scale", "none", "none or sat (AdaBits' rescaling)"},
+      {"weight_scale", "none", "none, sat (AdaBits' rescaling) or mean (Any-Precision: w_q times mean|w| at every bit-width)"},
       {"weight_quant", "dorefa", "weight quantizer: " + quant::weight_quantizer_names()},
       {"act_quant", "pact", "activation quantizer: " + quant::act_quantizer_names()},
       {"clip_init", "8", "initial PACT clip value (2 when fine-tuning from FP weights)"},
@@ -105,9 +105,11 @@ Network build_network(const Config& cfg, int64_t num_classes) {
     qo.bit_set = quant::parse_bit_set(bits);
     std::string ws = cfg.str("weight_store"), sc = cfg.str("weight_scale");
     AB_CHECK(ws == "round" || ws == "truncate", "--weight-store: '", ws, "' (expected round or truncate)");
-    AB_CHECK(sc == "none" || sc == "sat", "--weight-scale: '", sc, "' (expected none or sat)");
+    AB_CHECK(sc == "none" || sc == "sat" || sc == "mean", "--weight-scale: '", sc, "' (expected none, sat or mean)");
     qo.weight.store = ws == "round" ? quant::WeightStore::Round : quant::WeightStore::Truncate;
-    qo.weight.scale = sc == "none" ? quant::WeightScale::None : quant::WeightScale::Sat;
+    qo.weight.scale = sc == "none" ? quant::WeightScale::None
+                      : sc == "sat" ? quant::WeightScale::Sat
+                                    : quant::WeightScale::Mean;
     qo.weight_quant = cfg.str("weight_quant");
     qo.act_quant = cfg.str("act_quant");
     qo.clip_init = cfg.number("clip_init");
