@@ -281,8 +281,9 @@ def case_resnet20_sgd():
 #   config.<key>             the settings below as scalars (the test reads them)
 #   init.<name>              the starting state dict (anybit's names: weight, clip_b8, bn.0.weight, ...)
 #   input, labels            the batch: (8, 3, 8, 8) and (8) int64
-#   loss.b<bits>             the loss of each bit-width (b8: CE; b4: CE + lambda KD)
-#   teacher.b<bits>          (8) int64, each sample's teacher bit-width chosen by the collab rule
+#   config.bits              the bit set (int64), in the user's order: BN set i is bit-width bits[i]
+#   loss.b<bits>             the loss of each bit-width (b8: CE; the students: CE + lambda KD)
+#   teacher.b<bits>          (8) int64 per student, each sample's teacher chosen by the collab rule
 #   grad.<name>              every parameter's gradient, summed over the bit-widths
 #   param.<name>             every parameter after the SGD step (clip values included)
 #   buffer.<name>            every BN buffer after the step: running_mean / running_var of both BN
@@ -461,11 +462,11 @@ def collab_teachers(higher, logits, labels):
     return zt, torch.tensor(chosen, dtype=torch.int64)
 
 
-def qjoint_case(store):
+def qjoint_case(store, bits=QJ_BITS, T=QJ_T, lam=QJ_LAMBDA):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one summation order: reruns give byte-identical files
     try:
-        state = QState(QJ_BITS, store)
+        state = QState(bits, store)
         model = QPreActResNet20(state, QJ_CLASSES, QJ_WIDTH).train()
         with torch.no_grad():  # a general position: nothing at 1 / 0, clip values that do clip
             for n, p in model.named_parameters():
@@ -488,9 +489,10 @@ def qjoint_case(store):
                     b.fill_(3)
         config = {"lr": QJ_LR, "momentum": QJ_MOMENTUM, "nesterov": float(QJ_NESTEROV),
                   "weight_decay": QJ_WEIGHT_DECAY, "clip_weight_decay": QJ_CLIP_WEIGHT_DECAY,
-                  "kd_temperature": QJ_T, "kd_weight": QJ_LAMBDA, "width": QJ_WIDTH,
+                  "kd_temperature": T, "kd_weight": lam, "width": QJ_WIDTH,
                   "truncate": float(store == "truncate")}
         res = {"config." + k: torch.tensor(v, dtype=torch.float64) for k, v in config.items()}
+        res["config.bits"] = torch.tensor(bits, dtype=torch.int64)
         for n, t in model.state_dict().items():
             res["init." + n] = t.clone()
         x = torch.randn(8, 3, 8, 8, dtype=torch.float64)
@@ -506,7 +508,7 @@ def qjoint_case(store):
         # loss and backward (gradients accumulate); then one optimizer step.
         opt.zero_grad()
         logits, info = {}, []
-        for k, b in enumerate(sorted(QJ_BITS, reverse=True)):
+        for k, b in enumerate(sorted(bits, reverse=True)):
             state.bits = b
             z = model(x)
             ce = F.cross_entropy(z, labels)
@@ -514,13 +516,14 @@ def qjoint_case(store):
                 loss = ce
             else:
                 zt, chosen = collab_teachers([h for h in logits if h > b], logits, labels)
-                kd = kd_loss(z, zt, QJ_T)
-                loss = ce + QJ_LAMBDA * kd
+                kd = kd_loss(z, zt, T)
+                loss = ce + lam * kd
                 res["teacher.b%d" % b] = chosen
                 # how far KD is from trivial: its share of the gradient on the logits
-                info.append("b%d: CE %.4f, KD %.4f (teacher entropy %.4f), |dKD/dz| / |dCE/dz| = %.3f" % (
-                    b, ce.item(), kd.item(), -(F.softmax(zt, 1) * F.log_softmax(zt, 1)).sum(1).mean().item(),
-                    (F.softmax(z / QJ_T, 1) - F.softmax(zt / QJ_T, 1)).norm().item() /
+                info.append("b%d: teachers %s, CE %.4f, KD %.4f (teacher entropy %.4f), |dKD/dz| / |dCE/dz| = %.3f" % (
+                    b, chosen.tolist(),
+                    ce.item(), kd.item(), -(F.softmax(zt, 1) * F.log_softmax(zt, 1)).sum(1).mean().item(),
+                    lam * T * (F.softmax(z / T, 1) - F.softmax(zt / T, 1)).norm().item() /
                     (F.softmax(z, 1) - F.one_hot(labels, QJ_CLASSES)).norm().item()))
             loss.backward()
             logits[b] = z.detach()
@@ -532,7 +535,7 @@ def qjoint_case(store):
             res["param." + n] = p.detach().clone()
         for n, b in model.named_buffers():
             res["buffer." + n] = b.clone()
-        print("  qjoint_%s: %s" % (store, "; ".join(info)))
+        print("  qjoint %s %s: %s" % (store, bits, "; ".join(info)))
         return res
     finally:
         torch.set_num_threads(threads)
@@ -548,6 +551,12 @@ def case_qjoint_truncate():
     return qjoint_case("truncate")
 
 
+def case_qjoint_collab3():
+    # bit set {8, 6, 4}: the collab rule really chooses (4 bits: per sample 8 or 6), and a KD with
+    # T = 2 and lambda = 0.5 (the T^2 factor and the temperature at work); round store
+    return qjoint_case("round", bits=[8, 6, 4], T=2.0, lam=0.5)
+
+
 CASES = {
     "linear": case_linear,
     "conv2d_plain": case_conv2d_plain,
@@ -561,6 +570,7 @@ CASES = {
     "resnet20_sgd": case_resnet20_sgd,
     "qjoint_round": case_qjoint_round,
     "qjoint_truncate": case_qjoint_truncate,
+    "qjoint_collab3": case_qjoint_collab3,
 }
 
 

@@ -21,6 +21,7 @@
 // must stay below 1e-5 (the computation is float64 on both sides; a rounding step that lands on
 // the other side of a level boundary would show as a large error, not a small one).
 // Measured worst relative errors: see the SUCCEED line (./build/anybit_tests "[qjoint]" -s).
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <set>
@@ -126,8 +127,10 @@ class GoldenQJoint {
 void run_qjoint(const std::string& name, quant::WeightStore store, bool forward_only = false) {
   GoldenQJoint g(name);
   REQUIRE(g.number("config.truncate") == (store == quant::WeightStore::Truncate ? 1.0 : 0.0));
+  std::vector<int> bits;
+  for (int64_t b : g.input("config.bits").to_vector<int64_t>()) bits.push_back((int)b);
   quant::QuantOptions qo;
-  qo.bit_set = {8, 4};
+  qo.bit_set = bits;
   qo.weight.store = store;
   nn::ModelOptions mo;
   mo.width = g.number("config.width");
@@ -139,22 +142,28 @@ void run_qjoint(const std::string& name, quant::WeightStore store, bool forward_
   // The optimizer of apps/anybit/train.cpp (make_groups): the weights (BN parameters included) with
   // weight decay, one group per bit-width for the clip values.
   const double lr = g.number("config.lr");
-  nn::ParamGroup weights, clip8, clip4;
-  weights.lr = clip8.lr = clip4.lr = lr;
+  nn::ParamGroup weights;
+  weights.lr = lr;
   weights.weight_decay = g.number("config.weight_decay");
-  clip8.weight_decay = clip4.weight_decay = g.number("config.clip_weight_decay");
+  std::map<int, nn::ParamGroup> clips;  // bit-width -> its clip values
   for (const auto& [n, p] : model.net().named_parameters()) {
-    if (n.find("clip_b8") != std::string::npos)
-      clip8.params.emplace_back(n, p);
-    else if (n.find("clip_b4") != std::string::npos)
-      clip4.params.emplace_back(n, p);
-    else
+    auto c = n.find("clip_b");
+    if (c == std::string::npos) {
       weights.params.emplace_back(n, p);
+      continue;
+    }
+    nn::ParamGroup& grp = clips[std::stoi(n.substr(c + 6))];
+    grp.lr = lr;
+    grp.weight_decay = g.number("config.clip_weight_decay");
+    grp.params.emplace_back(n, p);
   }
+  REQUIRE(clips.size() == bits.size());
+  std::vector<nn::ParamGroup> groups{weights};
+  for (auto& kv : clips) groups.push_back(kv.second);
   nn::SGDOptions so;
   so.momentum = g.number("config.momentum");
   so.nesterov = g.number("config.nesterov") != 0;
-  nn::SGD opt({weights, clip8, clip4}, so);
+  nn::SGD opt(groups, so);
 
   quant::MethodConfig mc;  // the defaults: teacher collab, student CE on
   mc.teacher = quant::TeacherRule::Collab;
@@ -167,14 +176,17 @@ void run_qjoint(const std::string& name, quant::WeightStore store, bool forward_
   trainer.accumulate_gradients(x, labels, /*progress=*/0.0);
 
   // Losses per bit-width (the trainer's statistics: loss_sum / count over this one batch).
-  for (int b : {8, 4}) {
+  const int highest = *std::max_element(bits.begin(), bits.end());
+  for (int b : bits) {
     const quant::BitStats& st = trainer.stats().at(b);
     g.check("loss.b" + std::to_string(b), Tensor::full({}, st.loss_sum / st.count, DType::F64), "loss");
+    if (b == highest) continue;
+    // The teachers of student b: the trainer counts them per bit-width; the fixture lists them per sample.
+    std::map<int, int64_t> expect_counts;
+    for (int64_t t : g.input("teacher.b" + std::to_string(b)).to_vector<int64_t>()) expect_counts[(int)t]++;
+    INFO("teachers of " << b << " bits");
+    CHECK(st.teacher_counts == expect_counts);
   }
-  // The teachers of 4 bits: the trainer counts them per bit-width; the fixture lists them per sample.
-  std::map<int, int64_t> expect_counts;
-  for (int64_t t : g.input("teacher.b4").to_vector<int64_t>()) expect_counts[(int)t]++;
-  CHECK(trainer.stats().at(4).teacher_counts == expect_counts);
 
   for (const auto& [n, b] : model.net().named_buffers()) {  // the forwards moved them; the step does not
     if (b.dtype() == DType::I64)
@@ -222,4 +234,9 @@ TEST_CASE("golden: one joint step over {8,4} (truncate store), the forward: loss
 TEST_CASE("golden: one joint step of a quantized ResNet over {8,4} (truncate store) against PyTorch from METHOD.md",
           "[golden][qjoint][!shouldfail]") {
   run_qjoint("qjoint_truncate", quant::WeightStore::Truncate);
+}
+
+TEST_CASE("golden: one joint step over {8,6,4}: collab chooses per sample (8 or 6 for 4 bits), KD with T 2, lambda 0.5",
+          "[golden][qjoint]") {
+  run_qjoint("qjoint_collab3", quant::WeightStore::Round);
 }
