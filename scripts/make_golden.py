@@ -15,7 +15,9 @@ test, which mirror each other (see the comment above each case).
 One case is a whole training run: resnet20_sgd, three SGD steps of ResNet-20, compared by
 tests/test_golden_train.cpp; its layout (initial state dict, per-step summaries of gradients and
 weights) is described above case_resnet20_sgd.
-Reruns write byte-identical files (seeded per case; the ResNet-20 case runs on one thread).
+Three cases are one joint training step of the method (qjoint_round, qjoint_truncate, qjoint_collab3),
+computed from docs/METHOD.md and compared by tests/test_golden_qjoint.cpp; see the comment above QJ_BITS.
+Reruns write byte-identical files (seeded per case; the ResNet-20 and qjoint cases run on one thread).
 
 The format is safetensors: an 8-byte little-endian header length, a JSON header
 {name: {"dtype": "F64"|"F32"|"I64", "shape": [...], "data_offsets": [begin, end]}}, then the raw
