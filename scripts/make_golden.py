@@ -286,7 +286,8 @@ def case_resnet20_sgd():
 #   config.bits              the bit set (int64), in the user's order: BN set i is bit-width bits[i]
 #   loss.b<bits>             the loss of each bit-width (b8: CE; the students: CE + lambda KD)
 #   teacher.b<bits>          (8) int64 per student, each sample's teacher chosen by the collab rule
-#   grad.<name>              every parameter's gradient, summed over the bit-widths
+#   grad.<name>              every parameter's gradient, summed over the bit-widths (absent where no
+#                            forward used the parameter: with swapping, e.g. the blocks' clip_b4)
 #   param.<name>             every parameter after the SGD step (clip values included)
 #   buffer.<name>            every BN buffer after the step: running_mean / running_var of both BN
 #                            sets (each set moved once, by its own bit-width's forward), and
@@ -366,6 +367,20 @@ class QState:
         self.B = max(b for b in bit_set if b != 32)
 
 
+class BlockBits:
+    """The bit-width one residual block runs at (METHOD.md section 5): the model's, unless block swapping
+    overrides it with the teacher's; `freeze`: the block's BN sets normalise with the batch statistics
+    but leave their running statistics alone (a block at t inside a student pass)."""
+
+    def __init__(self, state):
+        self.model, self.override, self.freeze = state, None, False
+        self.bit_set, self.store, self.B = state.bit_set, state.store, state.B
+
+    @property
+    def bits(self):
+        return self.override if self.override is not None else self.model.bits
+
+
 class QConv(torch.nn.Module):
     """A quantized conv: conv2d(PACT(x, clip_b<bits>), dorefa(weight, bits)), no bias."""
 
@@ -393,7 +408,10 @@ class MultiBN(torch.nn.Module):
             [torch.nn.BatchNorm2d(c, eps=QJ_BN_EPS, momentum=QJ_BN_MOMENTUM).double() for _ in state.bit_set])
 
     def forward(self, x):
-        return self.bn[self.state.bit_set.index(self.state.bits)](x)
+        bn = self.bn[self.state.bit_set.index(self.state.bits)]
+        if self.training and getattr(self.state, "freeze", False):
+            return F.batch_norm(x, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
+        return bn(x)
 
 
 class QPreActBlock(torch.nn.Module):
@@ -402,6 +420,7 @@ class QPreActBlock(torch.nn.Module):
 
     def __init__(self, state, cin, planes, stride):
         super().__init__()
+        self.block_bits = state = BlockBits(state)  # the block's layers follow it
         self.bn1 = MultiBN(state, cin)
         self.conv1 = QConv(state, cin, planes, 3, stride, 1)
         self.bn2 = MultiBN(state, planes)
@@ -464,7 +483,10 @@ def collab_teachers(higher, logits, labels):
     return zt, torch.tensor(chosen, dtype=torch.int64)
 
 
-def qjoint_case(store, bits=QJ_BITS, T=QJ_T, lam=QJ_LAMBDA):
+def qjoint_case(store, bits=QJ_BITS, T=QJ_T, lam=QJ_LAMBDA, swap_p=0.0):
+    """swap_p: the block-swapping probability, 0 (off) or 1 (every block of a student runs at the
+    batch-level teacher's bit-width: deterministic, so anybit's random draws need not be known)."""
+    assert swap_p in (0.0, 1.0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one summation order: reruns give byte-identical files
     try:
@@ -475,7 +497,7 @@ def qjoint_case(store, bits=QJ_BITS, T=QJ_T, lam=QJ_LAMBDA):
                 if n.endswith("weight") and p.dim() == 4:
                     torch.nn.init.kaiming_normal_(p, mode="fan_out", nonlinearity="relu")
                 elif "clip_b" in n:
-                    p.uniform_(0.8, 2.5)  # post-BN-ReLU inputs are ~half-normal: a few % exceed the clip
+                    p.uniform_(1.2, 3.0)  # post-BN-ReLU inputs are ~half-normal: a few % exceed the clip
                 elif n.startswith("fc."):
                     p.normal_(0, 1.0)     # spread logits: the bit-widths disagree, KD is far from 0
                 elif "bn." in n and n.endswith("weight"):
@@ -492,7 +514,7 @@ def qjoint_case(store, bits=QJ_BITS, T=QJ_T, lam=QJ_LAMBDA):
         config = {"lr": QJ_LR, "momentum": QJ_MOMENTUM, "nesterov": float(QJ_NESTEROV),
                   "weight_decay": QJ_WEIGHT_DECAY, "clip_weight_decay": QJ_CLIP_WEIGHT_DECAY,
                   "kd_temperature": T, "kd_weight": lam, "width": QJ_WIDTH,
-                  "truncate": float(store == "truncate")}
+                  "truncate": float(store == "truncate"), "swap_p": swap_p}
         res = {"config." + k: torch.tensor(v, dtype=torch.float64) for k, v in config.items()}
         res["config.bits"] = torch.tensor(bits, dtype=torch.int64)
         for n, t in model.state_dict().items():
@@ -510,14 +532,25 @@ def qjoint_case(store, bits=QJ_BITS, T=QJ_T, lam=QJ_LAMBDA):
         # loss and backward (gradients accumulate); then one optimizer step.
         opt.zero_grad()
         logits, info = {}, []
+        blocks = [m.block_bits for m in model.modules() if isinstance(m, QPreActBlock)]
         for k, b in enumerate(sorted(bits, reverse=True)):
             state.bits = b
+            if k > 0:
+                zt, chosen = collab_teachers([h for h in logits if h > b], logits, labels)
+            if k > 0 and swap_p == 1.0:
+                # METHOD.md section 5: the batch-level teacher is the one chosen for the most samples
+                # (ties to the lower bit-width); with p = 1 every block runs at it, BN statistics frozen.
+                counts = {t: int((chosen == t).sum()) for t in sorted(set(chosen.tolist()))}
+                batch_teacher = max(sorted(counts), key=lambda t: (counts[t], -t))
+                for blk in blocks:
+                    blk.override, blk.freeze = batch_teacher, True
             z = model(x)
+            for blk in blocks:
+                blk.override, blk.freeze = None, False
             ce = F.cross_entropy(z, labels)
             if k == 0:
                 loss = ce
             else:
-                zt, chosen = collab_teachers([h for h in logits if h > b], logits, labels)
                 kd = kd_loss(z, zt, T)
                 loss = ce + lam * kd
                 res["teacher.b%d" % b] = chosen
@@ -531,10 +564,14 @@ def qjoint_case(store, bits=QJ_BITS, T=QJ_T, lam=QJ_LAMBDA):
             logits[b] = z.detach()
             res["loss.b%d" % b] = loss.detach().clone()
         for n, p in model.named_parameters():
-            res["grad." + n] = p.grad.clone()
+            if p.grad is not None:  # with swapping, a student's own block parameters may go unused
+                res["grad." + n] = p.grad.clone()
         opt.step()
         for n, p in model.named_parameters():
             res["param." + n] = p.detach().clone()
+            # METHOD.md needs a positive clip; anybit's training loop raises any clip below 1e-3 after
+            # the step (QuantModel::clamp_clips), which the reference must never need
+            assert "clip_b" not in n or p.item() > 0.1, (n, p.item())
         for n, b in model.named_buffers():
             res["buffer." + n] = b.clone()
         print("  qjoint %s %s: %s" % (store, bits, "; ".join(info)))
@@ -559,6 +596,12 @@ def case_qjoint_collab3():
     return qjoint_case("round", bits=[8, 6, 4], T=2.0, lam=0.5)
 
 
+def case_qjoint_swap():
+    # block swapping with p = 1: the 4-bit pass runs every residual block at 8 bits (clip_b8, BN set 8,
+    # whose running statistics stay put); the stem, the final BN and the classifier stay at 4 bits
+    return qjoint_case("round", swap_p=1.0)
+
+
 CASES = {
     "linear": case_linear,
     "conv2d_plain": case_conv2d_plain,
@@ -573,6 +616,7 @@ CASES = {
     "qjoint_round": case_qjoint_round,
     "qjoint_truncate": case_qjoint_truncate,
     "qjoint_collab3": case_qjoint_collab3,
+    "qjoint_swap": case_qjoint_swap,
 }
 
 
