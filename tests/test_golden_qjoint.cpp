@@ -5,11 +5,13 @@
 // at 4 bits, no block swapping, one SGD step (momentum 0.9, Nesterov, weight decay 5e-4 on the
 // weights; the clip values in their own groups without weight decay).
 //
-// A third case, qjoint_collab3, runs the bit set {8, 6, 4} with T = 2 and lambda = 0.5: there the
-// collab rule really chooses (the teacher of 4 bits is 8 for some samples, 6 for others).
+// Two more cases: qjoint_collab3 runs the bit set {8, 6, 4} with T = 2 and lambda = 0.5, where the
+// collab rule really chooses (the teacher of 4 bits is 8 for some samples, 6 for others);
+// qjoint_swap runs {8, 4} with block swapping at p = 1 (deterministic: every residual block of the
+// 4-bit pass runs at 8 bits, its BN set 8 not updating its running statistics).
 //
 // Regenerate the fixtures (deterministic, byte-identical reruns) with
-//   /usr/bin/python3 scripts/make_golden.py qjoint_round qjoint_truncate qjoint_collab3
+//   /usr/bin/python3 scripts/make_golden.py qjoint_round qjoint_truncate qjoint_collab3 qjoint_swap
 // The reference (make_golden.py, qjoint_case) is written from METHOD.md, not ported from anybit; its
 // comment lists the fixture's layout: config.*, init.<name> (the starting state dict, clip values and
 // both BN sets included), input, labels, loss.b8 / loss.b4, teacher.b4, grad.<name> (summed over both
@@ -23,12 +25,17 @@
 // tensor is relative to its largest reference element, rel = max_i |a_i - b_i| / max_i |b_i|, and
 // must stay below 1e-5 (the computation is float64 on both sides; a rounding step that lands on
 // the other side of a level boundary would show as a large error, not a small one).
-// Measured worst relative errors (./build/anybit_tests "[qjoint]" -s prints them): round store:
-// gradients 1.3e-14, updates 1.0e-13, parameters 2.2e-15, BN statistics 7e-16, losses 4e-16;
-// collab3: gradients 7.8e-14, updates 7.9e-14; truncate store, forward half: BN statistics 5e-14.
-// The test fails when it should: PACT's dx passed above the clip (rel 3), da scaled by 0.999
-// (rel 1e-3), the KD weight scaled by 1.001 (loss.b4, rel 4.5e-4), collab replaced by "highest"
-// (qjoint_collab3 loss.b4, rel 1.3e-2).
+// Measured worst relative errors (./build/anybit_tests "[qjoint]" -s prints them), float64:
+//   round store   gradients 2.3e-13, updates 6.8e-14, parameters 2.7e-15, BN statistics 1.5e-15, losses 4e-16
+//   collab3       gradients 1.4e-14, updates 2.3e-14, parameters 4.0e-15, BN statistics 4.3e-15, losses 2e-16
+//   swap          gradients 7.5e-15, updates 6.5e-15, parameters 3.0e-15, BN statistics 2.4e-15, losses 2e-16
+//   truncate      forward half: BN statistics 5.1e-14, losses 1.1e-15 (the gradients: see below)
+// The test fails when it should (each checked by a temporary change to anybit): PACT's dx passed
+// above the clip (grad.conv1.weight, rel 3), PACT's da scaled by 0.999 (a clip gradient, rel 1e-3),
+// the KD weight scaled by 1.001 (loss.b4, rel 4.5e-4), collab replaced by "highest" (qjoint_collab3
+// loss.b4, rel 1.3e-2), swapped blocks updating the teacher's BN statistics (qjoint_swap
+// buffer.layer1.0.bn1.bn.0.running_mean), preact_resnet20's final BN swapped with layer3.2
+// (qjoint_swap loss.b4, rel 2.7e-2).
 #include <algorithm>
 #include <cmath>
 #include <map>
