@@ -94,6 +94,12 @@ class PreActResNet : public Module {
                                (int64_t)std::lround(64 * width)};
     AB_CHECK(widths[0] > 0, "preact_resnet20: width ", width, " gives no channels");
     conv1_ = register_module("conv1", f.stem_conv(conv_spec(3, widths[0], 3, 1, 1)));
+    // The final BN is built here, before the first begin_block, and registered after the stages
+    // (its place in the state dict): a factory gives a layer to the block begun last, and this BN
+    // belongs to no residual block, so block swapping (METHOD.md section 5) must not move it to the
+    // teacher's bit-width with layer3.2. (Building a BN draws no random numbers: the other layers'
+    // initial weights are unchanged.)
+    ModulePtr final_bn = f.batch_norm(widths[2]);
     int64_t in = widths[0];
     for (int s = 0; s < 3; ++s) {
       auto stage = std::make_shared<Sequential>();
@@ -106,7 +112,7 @@ class PreActResNet : public Module {
       }
       layers_.push_back(register_module(sname, stage));
     }
-    bn_ = register_module("bn", f.batch_norm(in));
+    bn_ = register_module("bn", final_bn);
     fc_ = register_module("fc", f.classifier(in, num_classes));
     init_torchvision(*this, f.gen(), /*linear_normal=*/false);
   }

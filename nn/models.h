@@ -17,6 +17,8 @@
 //                    classifier.1
 // Blocks: every residual block (and, in LeNet, every quantized layer but the first; in
 // MobileNetV2 also the final 1x1 conv, features.18) starts with factory.begin_block(name).
+// A layer belongs to the block begun last, so a layer after the blocks that belongs to none
+// (preact_resnet20's final bn) is built before the first begin_block and registered in its place.
 // The stem conv and the classifier come from factory.stem_conv() / classifier().
 // Initialisation: ResNets and MobileNetV2 as torchvision (conv weights kaiming_normal_ with
 // mode fan_out; BN 1 and 0; MobileNetV2's linear N(0, 0.01) and bias 0); LeNet-5 and the fc of

@@ -77,17 +77,19 @@ Tensor JointTrainer::choose_teachers(int s, const std::vector<int>& higher, cons
       // Per sample: the higher bit-width whose softmax gives the true label the highest
       // probability; ties go to the lower (closer) bit-width, so scan from the lowest up and
       // replace only on a strictly higher probability.
-      std::vector<Tensor> probs;
-      for (int b : higher) probs.push_back(softmax(logits.at(b), 1).to(DType::F32).contiguous());
+      // The probabilities are compared in double (float64 logits keep their precision; rounding
+      // them to float would turn near-ties into ties and move the choice).
+      std::vector<std::vector<double>> probs;
+      for (int b : higher) probs.push_back(softmax(logits.at(b), 1).to_vector<double>());
       auto lab = y.to_vector<int64_t>();
-      const int64_t K = probs[0].size(1);
+      const int64_t K = logits.at(higher.front()).size(1);
       std::vector<int> choice(N);
       std::map<int, int64_t> votes;
       for (int64_t i = 0; i < N; ++i) {
         int best = -1;
-        float bp = -1;
+        double bp = -1;
         for (int j = (int)higher.size() - 1; j >= 0; --j) {
-          float p = probs[j].data<float>()[i * K + lab[i]];
+          double p = probs[j][i * K + lab[i]];
           if (p > bp) {
             bp = p;
             best = j;
@@ -102,13 +104,15 @@ Tensor JointTrainer::choose_teachers(int s, const std::vector<int>& higher, cons
       for (auto& [b, n] : votes)  // ascending bit-width: the first maximum is the lowest
         if (n > most) most = n, t = b;
       *batch_teacher = t;
-      // Gather each sample's teacher row.
-      Tensor out = Tensor::empty({N, K}, DType::F32);
-      float* po = out.data<float>();
-      std::map<int, std::vector<float>> host;
-      for (int b : higher) host[b] = logits.at(b).to_vector<float>();
+      // Gather each sample's teacher row, in the logits' dtype (float64 logits stay float64:
+      // soft_cross_entropy requires the student's and the teacher's dtypes to match).
+      const Tensor& first = logits.at(higher.front());
+      Tensor out = Tensor::empty({N, K}, DType::F64);
+      double* po = out.data<double>();
+      std::map<int, std::vector<double>> host;
+      for (int b : higher) host[b] = logits.at(b).to_vector<double>();
       for (int64_t i = 0; i < N; ++i) std::copy_n(host[choice[i]].data() + i * K, K, po + i * K);
-      return out.to(logits.at(higher.front()).device());
+      return out.to(first.dtype()).to(first.device());
     }
   }
   *batch_teacher = t;
