@@ -26,20 +26,29 @@ Tensor straight_through(const Tensor& u, const Tensor& target) {
   return add(u, sub(target, u.detach()).detach());
 }
 
-// Truncate store: the b-bit value in u's [0, 1] range, obtained by dropping the low B - b bits
-// of the B-bit integer code, rescaled to the B-bit tensor's mean. u is used as a constant.
-Tensor truncated_levels(const Tensor& u, int bits, int B) {
+// Truncate store, the integer part: the B-bit codes with their low B - b bits dropped,
+// floor(q_B / 2^(B-b)) 2^(B-b), as a constant (float64 arithmetic, exact for B <= 16).
+Tensor floor_to_step(const Tensor& qB, int bits, int B) {
   NoGradGuard ng;
-  double N = std::pow(2.0, B) - 1;
-  double step = std::pow(2.0, B - bits);
-  Tensor qB = round_ste(mul(u, N));  // integer codes 0 .. 2^B - 1
-  Tensor qb = qB.to(DType::F64).clone();  // a copy we may overwrite
+  const double step = std::pow(2.0, B - bits);
+  Tensor qb = qB.detach().to(DType::F64).clone();  // a copy we may overwrite
   double* p = qb.data<double>();
   for (int64_t i = 0; i < qb.numel(); ++i) p[i] = std::floor(p[i] / step) * step;
-  Tensor deq = mul(qb.to(u.dtype()), 1.0 / N);
-  double mean_B = mean(qB).item<double>() / N;
-  double mean_b = mean(deq).item<double>();
-  return mean_b > 0 ? mul(deq, mean_B / mean_b) : deq;
+  return qb.to(qB.dtype());
+}
+
+// Truncate store: the b-bit value in u's [0, 1] range. Only round and floor are straight-through;
+// the rescaling to the B-bit tensor's mean is differentiated (METHOD.md section 2):
+//   q_B = round((2^B - 1) u),  q_b = floor(q_B / 2^(B-b)) 2^(B-b),
+//   u_b = q_b / (2^B - 1) * mean(q_B) / mean(q_b)
+Tensor truncated_levels(const Tensor& u, int bits, int B) {
+  const double N = std::pow(2.0, B) - 1;
+  Tensor qB = round_ste(mul(u, N));                           // integer codes 0 .. 2^B - 1
+  Tensor qb = straight_through(qB, floor_to_step(qB, bits, B));  // the value of floor, qB's gradient
+  Tensor deq = mul(qb, 1.0 / N);
+  Tensor mean_B = mul(mean(qB), 1.0 / N), mean_b = mean(deq);
+  if (mean_b.item<double>() <= 0) return deq;  // all codes truncated to 0: nothing to rescale
+  return mul(deq, div(mean_B, mean_b));
 }
 
 }  // namespace
@@ -60,7 +69,7 @@ Tensor quantize_weight(const Tensor& w, int bits, const WeightQuantOptions& opt)
       Tensor u = add(div(t, mul(m, 2.0)), 0.5);  // in [0, 1]
       Tensor uq;
       if (opt.store == WeightStore::Truncate && bits < opt.store_bits) {
-        uq = straight_through(u, truncated_levels(u.detach(), bits, opt.store_bits));
+        uq = truncated_levels(u, bits, opt.store_bits);
       } else {
         double n = std::pow(2.0, bits) - 1;
         uq = mul(round_ste(mul(u, n)), 1.0 / n);

@@ -22,7 +22,9 @@ namespace anybit::quant {
 //   (b = 1 by the formula above: +-1, the sign of w, straight through round)
 // Truncate store: q_B = round((2^B - 1) u), q_b = floor(q_B / 2^(B-b)) 2^(B-b), dequantised as
 // q_b / (2^B - 1) and rescaled so its mean equals the B-bit tensor's mean. Gradients: straight
-// through round/floor; tanh, max (arg-max subgradient) and the affine maps are differentiated.
+// through round/floor; tanh, max (arg-max subgradient), the affine maps and the truncate store's
+// rescaling by mean(q_B) / mean(q_b) are differentiated (tests/test_golden_qjoint.cpp checks this
+// against PyTorch).
 // SAT: w_q * 1 / sqrt(fan_in) / std(w_q), fan_in = numel / out_channels.
 // Mean (Any-Precision): w_q * E at every bit-width, E = mean|w| (detached); b = 1 is then
 // Any-Precision's sign(w) E with a straight-through sign. One scale rule for all bit-widths keeps
