@@ -93,6 +93,15 @@ Tensor JointTrainer::choose_teachers(int s, const std::vector<int>& higher, cons
             best = j;
           }
         }
+        // Every probability compares above -1 except NaN: no choice means that every teacher's
+        // logits are non-finite for this sample (the training has diverged).
+        if (best < 0) {
+          std::string at;
+          for (int b : higher) at += (at.empty() ? "" : ", ") + std::to_string(b);
+          AB_FAIL("collab teacher rule: non-finite logits at bit-width", higher.size() > 1 ? "s " : " ", at,
+                  " (the teacher", higher.size() > 1 ? "s" : "", " of the W", s, "A", s, " student), sample ", i,
+                  ": the training has diverged (try a lower --lr, or --resume from an earlier checkpoint)");
+        }
         choice[i] = higher[best];
         votes[choice[i]]++;
         st.teacher_counts[choice[i]]++;

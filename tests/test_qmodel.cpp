@@ -288,3 +288,17 @@ TEST_CASE("block swapping runs swapped blocks at the teacher's bit-width without
   // Overrides are cleared after the step.
   for (auto& blk : m.blocks()) REQUIRE(blk->override_bits == 0);
 }
+
+TEST_CASE("collab teacher rule: non-finite logits stop training with the bit-widths named", "[quant]") {
+  QuantModel m("lenet5", 10, opts({8, 4, 2}), 8);
+  MethodConfig c;
+  c.teacher = TeacherRule::Collab;
+  c.swap = false;
+  for (auto& [name, p] : m.net().named_parameters())
+    if (name == "fc3.bias") p.fill_(std::nan(""));  // every bit-width's logits are NaN
+  JointTrainer jt(m, c, 1);
+  Tensor x = images(4, 1, 28, 3), y = labels(4, 10, 4);
+  REQUIRE_THROWS_WITH(jt.accumulate_gradients(x, y, 0),
+                      Catch::Contains("non-finite logits at bit-width 8") && Catch::Contains("W4A4 student") &&
+                          Catch::Contains("collab"));
+}

@@ -252,7 +252,11 @@ Report train_one(Config cfg, const std::string& out) {
           NoGradGuard ng;
           fp_logits = fp_teacher->forward(x);
         }
-        joint->accumulate_gradients(x, y, progress, fp_logits);
+        try {
+          joint->accumulate_gradients(x, y, progress, fp_logits);
+        } catch (const Error& e) {
+          AB_FAIL("epoch ", epoch + 1, ", step ", step + 1, ": ", e.what());  // name the batch that failed
+        }
         auto& st = joint->stats();
         for (auto& [b, s] : st)
           if (b == net.bits().back() || b == net.bits().front())
