@@ -77,7 +77,10 @@ class JointTrainer {
   double last_p_ = 0;
 };
 
-// Top-1 and top-5 correct counts of logits (N, K) against labels (N).
+// Top-1 and top-5 correct counts of logits (N, K) against labels (N), added to *top1 / *top5 (either
+// may be null). Ties rank by class index, as torch.argmax does: top-1 is correct when the label is
+// the first maximal index of its row, top-5 when fewer than 5 classes rank before it (a higher score,
+// or the same score at a lower index). NaN ranks above every number (torch.argmax returns a NaN).
 void count_correct(const Tensor& logits, const Tensor& y, int64_t* top1, int64_t* top5);
 
 }  // namespace anybit::quant

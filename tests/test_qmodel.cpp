@@ -302,3 +302,39 @@ TEST_CASE("collab teacher rule: non-finite logits stop training with the bit-wid
                       Catch::Contains("non-finite logits at bit-width 8") && Catch::Contains("W4A4 student") &&
                           Catch::Contains("collab"));
 }
+
+TEST_CASE("count_correct: top-1 is the first maximal index (argmax), top-5 ranks ties by class index", "[quant]") {
+  // Every class ties: argmax is class 0, so only label 0 is top-1 correct; the top 5 are classes 0-4.
+  Tensor flat = Tensor::zeros({10, 10});
+  std::vector<int64_t> all(10);
+  for (int64_t i = 0; i < 10; ++i) all[i] = i;
+  int64_t top1 = 0, top5 = 0;
+  count_correct(flat, Tensor::from_vector(all, {10}), &top1, &top5);
+  REQUIRE(top1 == 1);
+  REQUIRE(top5 == 5);
+  // A tie between the label and a lower index is wrong; with a higher index it is right.
+  Tensor tie = Tensor::from_vector(std::vector<float>{1, 3, 3, 0, 3, 2, 3, 3}, {2, 4});
+  top1 = top5 = 0;
+  count_correct(tie, Tensor::from_vector(std::vector<int64_t>{2, 3}, {2}), &top1, nullptr);
+  REQUIRE(top1 == 0);
+  top1 = 0;
+  count_correct(tie, Tensor::from_vector(std::vector<int64_t>{1, 0}, {2}), &top1, nullptr);
+  REQUIRE(top1 == 2);
+  // NaN ranks above every number, as in torch.argmax: a NaN row is right only for its first NaN.
+  Tensor nan_row = Tensor::from_vector(std::vector<float>{0, NAN, 5, NAN}, {1, 4});
+  top1 = 0;
+  count_correct(nan_row, Tensor::from_vector(std::vector<int64_t>{2}, {1}), &top1, nullptr);
+  REQUIRE(top1 == 0);
+  count_correct(nan_row, Tensor::from_vector(std::vector<int64_t>{3}, {1}), &top1, nullptr);
+  REQUIRE(top1 == 0);
+  count_correct(nan_row, Tensor::from_vector(std::vector<int64_t>{1}, {1}), &top1, nullptr);
+  REQUIRE(top1 == 1);
+  // and it agrees with argmax on random logits
+  Tensor r = randn({64, 10}, 9, DType::F32), lab = labels(64, 10, 10);
+  top1 = 0;
+  count_correct(r, lab, &top1, nullptr);
+  auto am = argmax(r, 1).to_vector<int64_t>(), lv = lab.to_vector<int64_t>();
+  int64_t expect = 0;
+  for (size_t i = 0; i < am.size(); ++i) expect += am[i] == lv[i];
+  REQUIRE(top1 == expect);
+}
