@@ -178,13 +178,13 @@ void JointTrainer::accumulate_gradients(const Tensor& x, const Tensor& y, double
     Tensor loss;
     if (k == 0 && fp_logits.defined()) {
       // the highest bit-width's optional teacher: the frozen FP model (METHOD.md section 3)
-      loss = add(cross_entropy(out, y), mul(soft_cross_entropy(out, fp_logits.detach(), T), cfg_.fp_kd_weight));
+      loss = add(cross_entropy(out, y, cfg_.label_smoothing), mul(soft_cross_entropy(out, fp_logits.detach(), T), cfg_.fp_kd_weight));
       st.teacher_counts[0] += y.size(0);
     } else if (k == 0 || !teacher.defined()) {
-      loss = cross_entropy(out, y);
+      loss = cross_entropy(out, y, cfg_.label_smoothing);
     } else {
       Tensor kd = mul(soft_cross_entropy(out, teacher, T), cfg_.kd_weight);
-      loss = cfg_.student_ce ? add(cross_entropy(out, y), kd) : kd;
+      loss = cfg_.student_ce ? add(cross_entropy(out, y, cfg_.label_smoothing), kd) : kd;
     }
     loss.backward();
     logits[s] = out.detach();

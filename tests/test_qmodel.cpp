@@ -338,3 +338,33 @@ TEST_CASE("count_correct: top-1 is the first maximal index (argmax), top-5 ranks
   for (size_t i = 0; i < am.size(); ++i) expect += am[i] == lv[i];
   REQUIRE(top1 == expect);
 }
+
+TEST_CASE("label smoothing applies to every cross-entropy term of joint training", "[quant]") {
+  Tensor x = images(16, 1, 28, 5), y = labels(16, 10, 6);
+  for (auto rule : {TeacherRule::None, TeacherRule::Highest}) {
+    MethodConfig c;
+    c.teacher = rule;
+    c.swap = false;
+    c.label_smoothing = 0.2;
+    QuantModel m("lenet5", 10, opts({8, 2}), 7);
+    JointTrainer jt(m, c, 1);
+    jt.accumulate_gradients(x, y, 0);
+    // the recorded losses, against smoothed CE (+ KD from 8 bits at 2 bits) on the same weights
+    double expect8, expect2, plain8;
+    {
+      NoGradGuard ng;
+      m.set_bits(8);
+      Tensor out8 = m.forward(x);
+      expect8 = cross_entropy(out8, y, 0.2).item<double>();
+      plain8 = cross_entropy(out8, y).item<double>();
+      m.set_bits(2);
+      Tensor out2 = m.forward(x);
+      expect2 = cross_entropy(out2, y, 0.2).item<double>();
+      if (rule == TeacherRule::Highest) expect2 += soft_cross_entropy(out2, out8, 1.0).item<double>();
+    }
+    auto& st = jt.stats();
+    REQUIRE(std::fabs(expect8 - plain8) > 1e-3);  // smoothing really changes the loss here
+    REQUIRE(st.at(8).loss_sum / st.at(8).count == Approx(expect8).epsilon(1e-5));
+    REQUIRE(st.at(2).loss_sum / st.at(2).count == Approx(expect2).epsilon(1e-5));
+  }
+}

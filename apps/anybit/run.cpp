@@ -37,7 +37,7 @@ std::vector<OptionInfo> train_options() {
       {"warmup_epochs", "0", "linear warm-up epochs (cosine)"},
       {"milestones", "", "multistep: epochs at which lr is multiplied by gamma, e.g. 100,150"},
       {"gamma", "0.1", "multistep factor"},
-      {"label_smoothing", "0", "label smoothing of the cross-entropy"},
+      {"label_smoothing", "0", "label smoothing of the cross-entropy with the labels (every bit-width; not KD)"},
       // the method
       {"method", "ours", "label of the configuration: dedicated, adabits, anyprec, ckt, dbs, ours"},
       {"bits", "", "bit set, e.g. 8,6,4,2 or 32,4,2; empty: a plain full-precision model"},

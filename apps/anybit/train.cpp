@@ -125,6 +125,9 @@ quant::MethodConfig method_config(const Config& cfg) {
   m.fp_kd_weight = cfg.number("fp_kd_weight");
   AB_CHECK(m.fp_kd_weight >= 0, "--fp-kd-weight must be >= 0, got ", m.fp_kd_weight);
   m.student_ce = cfg.flag("student_ce");
+  m.label_smoothing = cfg.number("label_smoothing");  // the CE terms of every bit-width
+  AB_CHECK(m.label_smoothing >= 0 && m.label_smoothing < 1, "--label-smoothing must be in [0, 1), got ",
+           m.label_smoothing);
   m.swap = cfg.flag("swap");
   m.swap_p0 = cfg.number("swap_p0");
   m.swap_end = cfg.number("swap_end");
