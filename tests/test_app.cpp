@@ -1,5 +1,6 @@
 // test_app.cpp - the `anybit` program end to end: bad options give one clear line and a non-zero
-// exit; a run killed with SIGKILL and resumed ends bit-identical to an uninterrupted run.
+// exit; a run killed with SIGKILL and resumed ends bit-identical to an uninterrupted run; --help;
+// report labels; checkpoint pairs; the metrics file.
 //
 // The data is a small synthetic MNIST written by the test in the official IDX format, so these
 // tests need no download and no shared folder.
@@ -12,9 +13,11 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <thread>
 
 #include "nn/checkpoint.h"
+#include "nn/json.h"
 #include "tests/helpers.h"
 
 using namespace anybit;
@@ -191,4 +194,22 @@ TEST_CASE("anybit: an unreadable image stops training with its name, unless --sk
   REQUIRE(run(cmd + " --skip-bad-files 1", &out) == 0);
   REQUIRE_THAT(out, Catch::Contains("broken.png") && Catch::Contains("skipped 1"));
   run("rm -rf " + root, nullptr);
+}
+
+TEST_CASE("anybit --help and every subcommand's --help print the options and exit 0", "[app]") {
+  std::string out;
+  REQUIRE(run(kAnybit + " --help", &out) == 0);
+  REQUIRE_THAT(out, Catch::Contains("train") && Catch::Contains("eval") && Catch::Contains("info"));
+  REQUIRE(run(kAnybit + " help", &out) == 0);
+  REQUIRE_THAT(out, Catch::Contains("--epochs"));
+  REQUIRE(run(kAnybit + " train --help", &out) == 0);
+  REQUIRE_THAT(out, Catch::Contains("anybit train") && Catch::Contains("--epochs") && Catch::Contains("--bits"));
+  REQUIRE(run(kAnybit + " train --epochs 3 -h", &out) == 0);  // anywhere on the line
+  REQUIRE_THAT(out, Catch::Contains("--epochs"));
+  REQUIRE(run(kAnybit + " eval --help", &out) == 0);
+  REQUIRE_THAT(out, Catch::Contains("anybit eval") && Catch::Contains("--run") && Catch::Contains("--eval-batches"));
+  REQUIRE(run(kAnybit + " info --help", &out) == 0);
+  REQUIRE_THAT(out, Catch::Contains("anybit info") && Catch::Contains("--input") && Catch::Contains("--model"));
+  REQUIRE(run(kAnybit + " help eval", &out) == 0);
+  REQUIRE_THAT(out, Catch::Contains("--run"));
 }
