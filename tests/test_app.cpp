@@ -213,3 +213,16 @@ TEST_CASE("anybit --help and every subcommand's --help print the options and exi
   REQUIRE(run(kAnybit + " help eval", &out) == 0);
   REQUIRE_THAT(out, Catch::Contains("--run"));
 }
+
+TEST_CASE("anybit: errors name no source file and line unless ANYBIT_DEBUG=1 or --verbose", "[app]") {
+  std::string data = make_dataset() + "/mnist", out;
+  REQUIRE(run(kAnybit + " train --data " + data + " --epochs x", &out) != 0);
+  REQUIRE_THAT(out, Catch::Contains("anybit: error: --epochs: 'x' is not an integer"));
+  REQUIRE_THAT(out, !Catch::Contains(".cpp:"));
+  REQUIRE(run(kAnybit + " train --data /nonexistent/mnist", &out) != 0);
+  REQUIRE_THAT(out, !Catch::Contains(".cpp:"));
+  REQUIRE(run("ANYBIT_DEBUG=1 " + kAnybit + " train --data " + data + " --epochs x", &out) != 0);
+  REQUIRE_THAT(out, Catch::Contains("config.cpp:") && Catch::Contains("not an integer"));
+  REQUIRE(run(kAnybit + " train --verbose --data " + data + " --epochs x", &out) != 0);
+  REQUIRE_THAT(out, Catch::Contains("config.cpp:") && Catch::Contains("not an integer"));
+}

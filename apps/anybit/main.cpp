@@ -1,9 +1,11 @@
 // main.cpp - the `anybit` program: train, eval and info (README.md shows examples).
 //
-// Every failure prints one clear line, "anybit: error: <what>", and exits non-zero.
+// Every failure prints one clear line, "anybit: error: <what>", and exits non-zero. The line names
+// no source file; `--verbose` (anywhere) or ANYBIT_DEBUG=1 adds the "file:line" where it was raised.
 // `anybit --help` lists the commands; `anybit <command> --help` (or `anybit help <command>`)
 // prints that command's options and exits 0.
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -54,6 +56,7 @@ void usage() {
       "  eval    evaluate trained runs at every bit-width: table, report and plot\n"
       "  info    print a model's layers, parameters and MACs per sample\n"
       "  help    list the options (`anybit help <command>` or `anybit <command> --help`: its options)\n"
+      "--verbose (anywhere) or ANYBIT_DEBUG=1: errors also name the source file and line\n"
       "examples:\n"
       "  anybit train --config configs/mnist_ours.cfg --data datasets/mnist --out runs/mnist_ours\n"
       "  anybit eval --run runs/mnist_ours --run runs/mnist_adabits --out runs/compare\n"
@@ -76,7 +79,13 @@ bool is_help(const std::string& a) { return a == "--help" || a == "-h"; }
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::vector<std::string> args(argv + 1, argv + argc);
+  std::vector<std::string> args;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--verbose")
+      setenv("ANYBIT_DEBUG", "1", 1);  // detail::fail reads it (tensor/error.h)
+    else
+      args.push_back(argv[i]);
+  }
   if (args.empty() || is_help(args[0])) {
     usage();
     return args.empty() ? 2 : 0;
