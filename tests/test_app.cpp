@@ -196,6 +196,22 @@ TEST_CASE("anybit: an unreadable image stops training with its name, unless --sk
   run("rm -rf " + root, nullptr);
 }
 
+namespace {
+
+// A short plain-FP (or, with extra "--bits ...", quantized) run: a few steps, one test batch.
+std::string short_run(const std::string& data, const std::string& out, const std::string& extra = "") {
+  return kAnybit + " train --model lenet5 --data " + data + " --out " + out +
+         " --epochs 1 --max-steps 3 --batch-size 32 --eval-batches 1 --workers 1 --threads 2 --log-every 100000 " +
+         extra;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path);
+  return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
 TEST_CASE("anybit --help and every subcommand's --help print the options and exit 0", "[app]") {
   std::string out;
   REQUIRE(run(kAnybit + " --help", &out) == 0);
@@ -225,4 +241,16 @@ TEST_CASE("anybit: errors name no source file and line unless ANYBIT_DEBUG=1 or 
   REQUIRE_THAT(out, Catch::Contains("config.cpp:") && Catch::Contains("not an integer"));
   REQUIRE(run(kAnybit + " train --verbose --data " + data + " --epochs x", &out) != 0);
   REQUIRE_THAT(out, Catch::Contains("config.cpp:") && Catch::Contains("not an integer"));
+}
+
+TEST_CASE("anybit: a full-precision run is labelled fp32 in its report, a --name wins", "[app]") {
+  std::string base = make_dataset(), data = base + "/mnist", dir = base + "/fp_label", out;
+  REQUIRE(run(short_run(data, dir), &out) == 0);
+  nn::Json rep = nn::Json::parse(read_text(dir + "/report.json"));
+  REQUIRE(rep.find("name")->as_string() == "fp32");
+  REQUIRE(run(short_run(data, dir, "--name mine"), &out) == 0);
+  REQUIRE(nn::Json::parse(read_text(dir + "/report.json")).find("name")->as_string() == "mine");
+  REQUIRE(run(short_run(data, dir, "--bits 8,4"), &out) == 0);
+  REQUIRE(nn::Json::parse(read_text(dir + "/report.json")).find("name")->as_string() == "ours");
+  run("rm -rf " + dir, nullptr);
 }

@@ -22,7 +22,7 @@ std::vector<OptionInfo> train_options() {
       {"small_input", "0", "resnet18/50, mobilenetv2: the stem for 32x32 inputs (3x3 stride 1, no max-pool)"},
       {"data", "datasets/mnist", "dataset folder: MNIST IDX files, CIFAR binaries, or an image folder tree"},
       {"out", "runs/run", "output folder: config, metrics, checkpoints, report"},
-      {"name", "", "label of the run in reports (default: the method)"},
+      {"name", "", "label of the run in reports (default: the method; fp32 without --bits)"},
       {"skip_bad_files", "0", "image folders: skip (count and log) images that cannot be decoded instead of stopping"},
       {"augment", "auto", "training augmentation: auto (crop+flip for 32x32 RGB, none otherwise), none, crop_flip"},
       // schedule
@@ -80,6 +80,11 @@ std::vector<OptionInfo> train_options() {
 std::string bits_label(int b) {
   if (b == 0) return "fp32";
   return "W" + std::to_string(b) + "A" + std::to_string(b);
+}
+
+std::string report_name(const Config& cfg) {
+  if (!cfg.str("name").empty()) return cfg.str("name");
+  return cfg.str("bits").empty() ? bits_label(0) : cfg.str("method");
 }
 
 std::vector<int> Network::bits() const { return q ? q->bits_descending() : std::vector<int>{0}; }

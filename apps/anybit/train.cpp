@@ -326,7 +326,7 @@ Report train_one(Config cfg, const std::string& out) {
 
   if (cfg.integer("recalibrate_bn") > 0) recalibrate_bn(net, d, cfg, cfg.integer("recalibrate_bn"));
   Report r;
-  r.name = cfg.str("name").empty() ? cfg.str("method") : cfg.str("name");
+  r.name = report_name(cfg);
   r.run_dir = out;
   r.num_classes = d.train->num_classes();
   r.rows = evaluate(net, d, cfg, true, cfg.integer("eval_batches"));
@@ -346,7 +346,7 @@ int cmd_train(const std::vector<std::string>& args) {
   if (cfg.flag("dedicated")) {
     // One model per bit-width, each trained alone; the report gathers their rows.
     AB_CHECK(!cfg.str("bits").empty(), "--dedicated needs --bits");
-    report.name = cfg.str("name").empty() ? cfg.str("method") : cfg.str("name");
+    report.name = report_name(cfg);
     report.run_dir = out;
     for (int b : quant::parse_bit_set(cfg.str("bits"))) {
       Config one = cfg;
