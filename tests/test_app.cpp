@@ -254,3 +254,21 @@ TEST_CASE("anybit: a full-precision run is labelled fp32 in its report, a --name
   REQUIRE(nn::Json::parse(read_text(dir + "/report.json")).find("name")->as_string() == "ours");
   run("rm -rf " + dir, nullptr);
 }
+
+TEST_CASE("anybit: --resume refuses a model and a training state written at different steps", "[app][checkpoint]") {
+  // A crash between the two checkpoint writes leaves a new model.safetensors beside the previous
+  // state.safetensors. Simulated here: train 1 epoch, keep its state, train a 2nd, put it back.
+  std::string base = make_dataset(), data = base + "/mnist", dir = base + "/pair", out;
+  REQUIRE(run(short_run(data, dir, "--bits 8,4"), &out) == 0);
+  REQUIRE(run("cp " + dir + "/state.safetensors " + dir + "/state.old", nullptr) == 0);
+  REQUIRE(run(short_run(data, dir, "--bits 8,4 --epochs 2 --resume 1"), &out) == 0);
+  REQUIRE_THAT(out, Catch::Contains("resumed from"));
+  REQUIRE(run("mv " + dir + "/state.old " + dir + "/state.safetensors", nullptr) == 0);
+  REQUIRE(run(short_run(data, dir, "--bits 8,4 --epochs 3 --resume 1"), &out) != 0);
+  REQUIRE_THAT(out, Catch::Contains("model.safetensors") && Catch::Contains("state.safetensors") &&
+                        Catch::Contains("step 6") && Catch::Contains("step 3"));
+  // both files carry the step in their metadata
+  REQUIRE(nn::read_safetensors(dir + "/model.safetensors").metadata.at("iteration") == "6");
+  REQUIRE(nn::read_safetensors(dir + "/state.safetensors").metadata.at("iteration") == "3");
+  run("rm -rf " + dir, nullptr);
+}

@@ -4,6 +4,13 @@
 // Output folder (--out): config.txt, metrics.jsonl (one line per epoch), model.safetensors and
 // state.safetensors (written atomically at every epoch end, and every --save-every steps),
 // report.json / report.md / accuracy.svg at the end.
+//
+// A checkpoint is two files written one after the other: the model, then the training state
+// (optimizer, schedule, generators). Both carry the step (`iteration`, optimizer steps taken) in
+// their metadata. A crash between the two writes leaves a model one checkpoint newer than the
+// state; --resume compares the two steps and refuses such a pair with a message naming both
+// (pairing new weights with an old optimizer state would silently train a different run).
+// A model file without a step (written before this check existed) is accepted as it is.
 #include <sys/stat.h>
 
 #include <cmath>
@@ -137,6 +144,25 @@ quant::MethodConfig method_config(const Config& cfg) {
   return m;
 }
 
+// What model.safetensors carries besides the weights: enough to rebuild the model, and the step
+// at which it was written (the training state carries the same step; see the file comment).
+nn::Metadata model_metadata(Network& net, const Config& cfg, int64_t classes, int64_t iteration) {
+  return {{"arch", net.arch},          {"bits", cfg.str("bits")}, {"classes", std::to_string(classes)},
+          {"width", cfg.str("width")}, {"config", cfg.dump()},    {"iteration", std::to_string(iteration)}};
+}
+
+// Refuses a model and a training state written at different steps (a crash between the two
+// writes of a checkpoint). A model without a step predates the check and is accepted.
+void check_checkpoint_pair(const nn::Metadata& model, const nn::TrainingState& state, const std::string& model_path,
+                           const std::string& state_path) {
+  auto it = model.find("iteration");
+  if (it == model.end()) return;
+  AB_CHECK(it->second == std::to_string(state.iteration), "--resume: ", model_path, " was written at step ",
+           it->second, " but ", state_path, " at step ", state.iteration,
+           ": the run stopped between the two writes of a checkpoint, and new weights with an old optimizer "
+           "state would not continue the same run. Start again with --resume 0 (or another --out)");
+}
+
 std::string json_num(double v) {
   std::ostringstream os;
   os.precision(6);
@@ -197,8 +223,9 @@ Report train_one(Config cfg, const std::string& out) {
   int64_t epoch = 0, start_batch = 0, iteration = 0;
   const std::string model_path = out + "/model.safetensors", state_path = out + "/state.safetensors";
   if (cfg.flag("resume") && file_exists(state_path)) {
-    nn::load_model(model_path, net.module());
     nn::TrainingState st = nn::load_training_state(state_path);
+    nn::Metadata mm = nn::load_model(model_path, net.module());
+    check_checkpoint_pair(mm, st, model_path, state_path);
     optimizer->load_state_dict(st.optimizer);
     schedule->set_iteration(st.scheduler_iteration);
     epoch = st.epoch;
@@ -216,9 +243,7 @@ Report train_one(Config cfg, const std::string& out) {
   }
 
   auto save = [&](int64_t ep, int64_t batch) {
-    nn::Metadata meta{{"arch", net.arch}, {"bits", cfg.str("bits")}, {"classes", std::to_string(d.train->num_classes())},
-                      {"width", cfg.str("width")}, {"config", cfg.dump()}};
-    nn::save_model(model_path, net.module(), meta);
+    nn::save_model(model_path, net.module(), model_metadata(net, cfg, d.train->num_classes(), iteration));
     nn::TrainingState st;
     st.optimizer = optimizer->state_dict();
     st.scheduler_iteration = schedule->iteration();
@@ -330,7 +355,8 @@ Report train_one(Config cfg, const std::string& out) {
   r.run_dir = out;
   r.num_classes = d.train->num_classes();
   r.rows = evaluate(net, d, cfg, true, cfg.integer("eval_batches"));
-  if (cfg.integer("recalibrate_bn") > 0) nn::save_model(model_path, net.module(), {{"arch", net.arch}, {"bits", cfg.str("bits")}, {"classes", std::to_string(r.num_classes)}, {"width", cfg.str("width")}, {"config", cfg.dump()}});
+  if (cfg.integer("recalibrate_bn") > 0)
+    nn::save_model(model_path, net.module(), model_metadata(net, cfg, r.num_classes, iteration));
   return r;
 }
 
