@@ -272,3 +272,39 @@ TEST_CASE("anybit: --resume refuses a model and a training state written at diff
   REQUIRE(nn::read_safetensors(dir + "/state.safetensors").metadata.at("iteration") == "3");
   run("rm -rf " + dir, nullptr);
 }
+
+TEST_CASE("anybit: metrics.jsonl has one JSON object per epoch with the documented keys", "[app]") {
+  std::string base = make_dataset(), data = base + "/mnist", dir = base + "/metrics", out;
+  REQUIRE(run(short_run(data, dir, "--bits 8,4 --epochs 2 --eval-every 2"), &out) == 0);
+  std::ifstream f(dir + "/metrics.jsonl");
+  std::string line;
+  std::vector<nn::Json> lines;
+  while (std::getline(f, line)) {
+    INFO(line);
+    REQUIRE(line.rfind("{\"epoch\": " + std::to_string(lines.size() + 1) + ", \"iteration\": ", 0) == 0);
+    lines.push_back(nn::Json::parse(line));
+  }
+  REQUIRE(lines.size() == 2);
+  std::vector<std::string> keys;
+  for (auto& kv : lines[1].members()) keys.push_back(kv.first);
+  REQUIRE(keys == std::vector<std::string>{"epoch", "iteration", "lr", "seconds", "images_per_s", "swap_p", "train", "test"});
+  REQUIRE(lines[0].find("test") == nullptr);  // --eval-every 2: no test figures after epoch 1
+  const nn::Json* w4 = lines[1].find("train")->find("W4A4");
+  REQUIRE(w4);
+  keys.clear();
+  for (auto& kv : w4->members()) keys.push_back(kv.first);
+  REQUIRE(keys == std::vector<std::string>{"loss", "acc", "teachers", "swapped_blocks", "block_draws"});
+  REQUIRE(w4->find("teachers")->find("W8A8")->as_int() == 3 * 32);
+  REQUIRE(lines[1].find("iteration")->as_int() == 6);
+  REQUIRE(lines[1].find("test")->find("W8A8")->is_number());
+  // and a plain FP run logs its loss and accuracy under "fp32"
+  REQUIRE(run(short_run(data, dir), &out) == 0);
+  std::ifstream g(dir + "/metrics.jsonl");
+  REQUIRE(std::getline(g, line));
+  nn::Json fp = nn::Json::parse(line);
+  keys.clear();
+  for (auto& kv : fp.members()) keys.push_back(kv.first);
+  REQUIRE(keys == std::vector<std::string>{"epoch", "iteration", "lr", "seconds", "images_per_s", "train", "test"});
+  REQUIRE(fp.find("train")->find("fp32")->find("acc")->is_number());
+  run("rm -rf " + dir, nullptr);
+}
