@@ -252,43 +252,6 @@ TEST_CASE("teacher rules: collab picks, per sample, the higher bit-width most co
   REQUIRE_THROWS_WITH(parse_teacher_rule("best"), Catch::Contains("--teacher") && Catch::Contains("best"));
 }
 
-TEST_CASE("swap schedule: linear decay from p0 to 0 at 75% of training", "[quant]") {
-  MethodConfig c;
-  REQUIRE(swap_probability(c, 0.0) == Approx(0.5));
-  REQUIRE(swap_probability(c, 0.375) == Approx(0.25));
-  REQUIRE(swap_probability(c, 0.75) == Approx(0.0));
-  REQUIRE(swap_probability(c, 0.9) == 0.0);
-  c.swap_const = 0.3;
-  REQUIRE(swap_probability(c, 0.9) == Approx(0.3));
-  c.swap = false;
-  REQUIRE(swap_probability(c, 0.0) == 0.0);
-}
-
-TEST_CASE("block swapping runs swapped blocks at the teacher's bit-width without moving its BN statistics", "[quant]") {
-  MethodConfig c;
-  c.teacher = TeacherRule::Highest;
-  c.swap_const = 1.0;  // every block swapped in every student pass
-  QuantModel m("resnet20", 10, opts({8, 2}), 9);
-  QuantModel ref8("resnet20", 10, opts({8, 2}), 9);
-  Tensor x = images(4, 3, 8, 5), y = labels(4, 10, 6);
-  JointTrainer jt(m, c, 1);
-  jt.accumulate_gradients(x, y, 0);
-  REQUIRE(jt.stats().at(2).swapped_blocks == 9);
-  // The 8-bit BN sets moved exactly once: by the 8-bit pass, not by the swapped student pass.
-  ref8.set_bits(8);
-  ref8.forward(x);
-  auto a = m.net().state_dict(), b = ref8.net().state_dict();
-  int compared = 0;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (a[i].first.find("layer2.0.bn1.bn.0.running") != std::string::npos) {
-      require_close(a[i].second, b[i].second, 1e-6, 1e-7, a[i].first);
-      ++compared;
-    }
-  REQUIRE(compared == 2);
-  // Overrides are cleared after the step.
-  for (auto& blk : m.blocks()) REQUIRE(blk->override_bits == 0);
-}
-
 TEST_CASE("collab teacher rule: non-finite logits stop training with the bit-widths named", "[quant]") {
   QuantModel m("lenet5", 10, opts({8, 4, 2}), 8);
   MethodConfig c;
@@ -367,4 +330,41 @@ TEST_CASE("label smoothing applies to every cross-entropy term of joint training
     REQUIRE(st.at(8).loss_sum / st.at(8).count == Approx(expect8).epsilon(1e-5));
     REQUIRE(st.at(2).loss_sum / st.at(2).count == Approx(expect2).epsilon(1e-5));
   }
+}
+
+TEST_CASE("swap schedule: linear decay from p0 to 0 at 75% of training", "[quant]") {
+  MethodConfig c;
+  REQUIRE(swap_probability(c, 0.0) == Approx(0.5));
+  REQUIRE(swap_probability(c, 0.375) == Approx(0.25));
+  REQUIRE(swap_probability(c, 0.75) == Approx(0.0));
+  REQUIRE(swap_probability(c, 0.9) == 0.0);
+  c.swap_const = 0.3;
+  REQUIRE(swap_probability(c, 0.9) == Approx(0.3));
+  c.swap = false;
+  REQUIRE(swap_probability(c, 0.0) == 0.0);
+}
+
+TEST_CASE("block swapping runs swapped blocks at the teacher's bit-width without moving its BN statistics", "[quant]") {
+  MethodConfig c;
+  c.teacher = TeacherRule::Highest;
+  c.swap_const = 1.0;  // every block swapped in every student pass
+  QuantModel m("resnet20", 10, opts({8, 2}), 9);
+  QuantModel ref8("resnet20", 10, opts({8, 2}), 9);
+  Tensor x = images(4, 3, 8, 5), y = labels(4, 10, 6);
+  JointTrainer jt(m, c, 1);
+  jt.accumulate_gradients(x, y, 0);
+  REQUIRE(jt.stats().at(2).swapped_blocks == 9);
+  // The 8-bit BN sets moved exactly once: by the 8-bit pass, not by the swapped student pass.
+  ref8.set_bits(8);
+  ref8.forward(x);
+  auto a = m.net().state_dict(), b = ref8.net().state_dict();
+  int compared = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i].first.find("layer2.0.bn1.bn.0.running") != std::string::npos) {
+      require_close(a[i].second, b[i].second, 1e-6, 1e-7, a[i].first);
+      ++compared;
+    }
+  REQUIRE(compared == 2);
+  // Overrides are cleared after the step.
+  for (auto& blk : m.blocks()) REQUIRE(blk->override_bits == 0);
 }
