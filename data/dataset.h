@@ -103,8 +103,8 @@ class CifarDataset : public Dataset {
 
 // ---- image folder ---------------------------------------------------------------------------
 // root/<class>/<file>: classes are the sub-folders in sorted order, files are sorted within each
-// class; files ending .jpg .jpeg .png .bmp (any case) are taken, others ignored. Images are
-// decoded by stb_image and forced to 3 channels (RGB).
+// class; files ending .jpg .jpeg .png .bmp (any case) are taken, others ignored; a class folder
+// without one is an error naming it. Images are decoded by stb_image and forced to 3 channels (RGB).
 //
 // A corrupt file makes get() throw naming the file and stb's reason. With skip_bad_files the
 // constructor instead decodes every file once, drops those that fail (printing each to stderr

@@ -53,11 +53,13 @@ ImageFolderDataset::ImageFolderDataset(const std::string& root, const Options& o
   AB_CHECK(!names_.empty(), "ImageFolderDataset: ", root,
            " has no class sub-folders (expected root/<class>/<image files>)");
 
+  std::vector<std::string> empty_classes;
   for (size_t c = 0; c < names_.size(); ++c) {
     std::vector<std::string> files;
     for (const auto& entry : fs::directory_iterator(fs::path(root) / names_[c]))
       if (entry.is_regular_file() && is_image_name(entry.path())) files.push_back(entry.path().string());
     std::sort(files.begin(), files.end());
+    if (files.empty()) empty_classes.push_back((fs::path(root) / names_[c]).string());
     for (auto& f : files) {
       files_.push_back(f);
       labels_.push_back((int64_t)c);
@@ -65,6 +67,15 @@ ImageFolderDataset::ImageFolderDataset(const std::string& root, const Options& o
   }
   AB_CHECK(!files_.empty(), "ImageFolderDataset: ", root, " has ", names_.size(),
            " class folders but no image files (.jpg .jpeg .png .bmp) in them: empty dataset");
+  // An empty class folder would still count as a class (its label would exist, never be seen, and
+  // shift the labels of the classes after it against a copy of the data without it): refuse it.
+  if (!empty_classes.empty()) {
+    std::string list;
+    for (auto& e : empty_classes) list += (list.empty() ? "" : ", ") + e;
+    AB_FAIL("ImageFolderDataset: class folder", empty_classes.size() > 1 ? "s " : " ", list,
+            " ha", empty_classes.size() > 1 ? "ve" : "s",
+            " no image files (.jpg .jpeg .png .bmp): add images or remove the folder");
+  }
 
   if (options.skip_bad_files) {
     // One decode pass; keep the files that decode, report the others.
@@ -86,6 +97,13 @@ ImageFolderDataset::ImageFolderDataset(const std::string& root, const Options& o
                                (long long)skipped_, root.c_str());
     AB_CHECK(!files_.empty(), "ImageFolderDataset: ", root, ": all ", skipped_,
              " image files failed to decode: empty dataset");
+    // A class whose every image was skipped: the user asked to go on, so a warning names it.
+    std::vector<bool> seen(names_.size(), false);
+    for (int64_t l : labels_) seen[l] = true;
+    for (size_t c = 0; c < names_.size(); ++c)
+      if (!seen[c])
+        std::fprintf(stderr, "ImageFolderDataset: warning: every image of class folder %s was skipped\n",
+                     (fs::path(root) / names_[c]).string().c_str());
   }
 }
 

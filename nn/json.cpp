@@ -135,7 +135,9 @@ void json_quote(const std::string& s, std::string& out) {
   out += '"';
 }
 
-static void dump_to(const Json& j, std::string& out) {
+static void dump_to(const Json& j, std::string& out, bool spaced) {
+  const char* item_sep = spaced ? ", " : ",";
+  const char* key_sep = spaced ? ": " : ":";
   switch (j.kind()) {
     case Json::Kind::Null: out += "null"; break;
     case Json::Kind::Bool: out += j.as_bool() ? "true" : "false"; break;
@@ -144,8 +146,8 @@ static void dump_to(const Json& j, std::string& out) {
     case Json::Kind::Array: {
       out += '[';
       for (size_t k = 0; k < j.items().size(); ++k) {
-        if (k) out += ',';
-        dump_to(j.items()[k], out);
+        if (k) out += item_sep;
+        dump_to(j.items()[k], out, spaced);
       }
       out += ']';
       break;
@@ -153,10 +155,10 @@ static void dump_to(const Json& j, std::string& out) {
     case Json::Kind::Object: {
       out += '{';
       for (size_t k = 0; k < j.members().size(); ++k) {
-        if (k) out += ',';
+        if (k) out += item_sep;
         json_quote(j.members()[k].first, out);
-        out += ':';
-        dump_to(j.members()[k].second, out);
+        out += key_sep;
+        dump_to(j.members()[k].second, out, spaced);
       }
       out += '}';
       break;
@@ -164,9 +166,9 @@ static void dump_to(const Json& j, std::string& out) {
   }
 }
 
-std::string Json::dump() const {
+std::string Json::dump(bool spaced) const {
   std::string out;
-  dump_to(*this, out);
+  dump_to(*this, out, spaced);
   return out;
 }
 

@@ -50,7 +50,9 @@ class Json {
   Json& push_back(Json v);                        // array
   Json& set(const std::string& key, Json v);      // object: appends, or replaces an existing key
 
-  std::string dump() const;  // compact, keys in insertion order
+  // Keys in insertion order. Compact by default; spaced: ", " and ": " between items, the layout of
+  // Python's json.dumps (metrics.jsonl).
+  std::string dump(bool spaced = false) const;
   // Parses one JSON document (surrounding whitespace allowed, nothing else after it).
   static Json parse(const std::string& text);
 

@@ -42,6 +42,12 @@ double swap_probability(const MethodConfig& c, double progress) {
   return c.swap_p0 * std::max(0.0, 1.0 - progress / c.swap_end);
 }
 
+namespace {
+// The order of torch.argmax / torch.topk: NaN ranks above every number, NaNs tie with each other.
+bool ranks_above(float a, float b) { return std::isnan(a) ? !std::isnan(b) : a > b; }
+bool ties_with(float a, float b) { return a == b || (std::isnan(a) && std::isnan(b)); }
+}  // namespace
+
 void count_correct(const Tensor& logits, const Tensor& y, int64_t* top1, int64_t* top5) {
   auto v = logits.to_vector<float>();
   auto lab = y.to_vector<int64_t>();
@@ -49,12 +55,16 @@ void count_correct(const Tensor& logits, const Tensor& y, int64_t* top1, int64_t
   int64_t c1 = 0, c5 = 0;
   for (int64_t i = 0; i < N; ++i) {
     const float* row = v.data() + i * K;
-    float target = row[lab[i]];
-    // rank of the true class: how many classes score strictly higher (ties favour the label)
-    int64_t higher = 0;
-    for (int64_t k = 0; k < K; ++k) higher += row[k] > target;
-    c1 += higher == 0;
-    c5 += higher < 5;
+    const int64_t label = lab[i];
+    float target = row[label];
+    // The label's place in the classes sorted by score, ties broken by class index (a stable
+    // sort): the classes that score higher, plus the lower-index classes that tie with it. Rank 0
+    // is exactly torch.argmax's answer (its first maximal index), so a tie with a lower class is
+    // wrong; top-5 uses the same order.
+    int64_t rank = 0;
+    for (int64_t k = 0; k < K; ++k) rank += ranks_above(row[k], target) || (k < label && ties_with(row[k], target));
+    c1 += rank == 0;
+    c5 += rank < 5;
   }
   if (top1) *top1 += c1;
   if (top5) *top5 += c5;
@@ -94,6 +104,15 @@ Tensor JointTrainer::choose_teachers(int s, const std::vector<int>& higher, cons
             bp = p;
             best = j;
           }
+        }
+        // Every probability compares above -1 except NaN: no choice means that every teacher's
+        // logits are non-finite for this sample (the training has diverged).
+        if (best < 0) {
+          std::string at;
+          for (int b : higher) at += (at.empty() ? "" : ", ") + std::to_string(b);
+          AB_FAIL("collab teacher rule: non-finite logits at bit-width", higher.size() > 1 ? "s " : " ", at,
+                  " (the teacher", higher.size() > 1 ? "s" : "", " of the W", s, "A", s, " student), sample ", i,
+                  ": the training has diverged (try a lower --lr, or --resume from an earlier checkpoint)");
         }
         choice[i] = higher[best];
         votes[choice[i]]++;
@@ -163,13 +182,13 @@ void JointTrainer::accumulate_gradients(const Tensor& x, const Tensor& y, double
     Tensor loss;
     if (k == 0 && fp_logits.defined()) {
       // the highest bit-width's optional teacher: the frozen FP model (METHOD.md section 3)
-      loss = add(cross_entropy(out, y), mul(soft_cross_entropy(out, fp_logits.detach(), T), cfg_.fp_kd_weight));
+      loss = add(cross_entropy(out, y, cfg_.label_smoothing), mul(soft_cross_entropy(out, fp_logits.detach(), T), cfg_.fp_kd_weight));
       st.teacher_counts[0] += y.size(0);
     } else if (k == 0 || !teacher.defined()) {
-      loss = cross_entropy(out, y);
+      loss = cross_entropy(out, y, cfg_.label_smoothing);
     } else {
       Tensor kd = mul(soft_cross_entropy(out, teacher, T), cfg_.kd_weight);
-      loss = cfg_.student_ce ? add(cross_entropy(out, y), kd) : kd;
+      loss = cfg_.student_ce ? add(cross_entropy(out, y, cfg_.label_smoothing), kd) : kd;
     }
     loss.backward();
     logits[s] = out.detach();

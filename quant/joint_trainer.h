@@ -6,6 +6,7 @@
 // the batch are kept: lower bit-widths use them as teachers at no extra forward cost.
 //   highest bit-width:  CE(labels) [+ fp_kd_weight * KD(frozen FP model's logits, its logits)]
 //   student s:          student_ce * CE(labels) + lambda * KD(teacher logits, student logits)
+// (CE(labels) with MethodConfig::label_smoothing; the KD terms are never smoothed.)
 // The teacher rule picks, among the bit-widths above s, per batch (highest, next, random) or per
 // sample (collab: the one that gives the sample's label the highest probability, ties to the
 // lower bit-width). With block swapping on, each block of the student is replaced, with
@@ -33,6 +34,7 @@ struct MethodConfig {
   double kd_weight = 1.0;      // lambda
   double fp_kd_weight = 1.0;   // weight of the highest bit-width's KD from a frozen FP model, when one is given
   bool student_ce = true;      // false: students learn from KD alone (Any-Precision)
+  double label_smoothing = 0;  // of every CE(labels) term (PyTorch's label_smoothing), in [0, 1)
   bool swap = true;            // dynamic block swapping
   double swap_p0 = 0.5;        // p at the start of training ...
   double swap_end = 0.75;      // ... decaying linearly to 0 at this fraction of training
@@ -77,7 +79,10 @@ class JointTrainer {
   double last_p_ = 0;
 };
 
-// Top-1 and top-5 correct counts of logits (N, K) against labels (N).
+// Top-1 and top-5 correct counts of logits (N, K) against labels (N), added to *top1 / *top5 (either
+// may be null). Ties rank by class index, as torch.argmax does: top-1 is correct when the label is
+// the first maximal index of its row, top-5 when fewer than 5 classes rank before it (a higher score,
+// or the same score at a lower index). NaN ranks above every number (torch.argmax returns a NaN).
 void count_correct(const Tensor& logits, const Tensor& y, int64_t* top1, int64_t* top5);
 
 }  // namespace anybit::quant

@@ -1,8 +1,8 @@
-// error.h - the one way anybit reports a problem: an exception that names where and what.
+// error.h - the one way anybit reports a problem: an exception that says what went wrong.
 //
-// AB_CHECK(cond, parts...) throws anybit::Error with "file:line: parts..." when cond is false.
-// Checks are never compiled out (STYLE.md rule 11): a wrong shape must fail loudly in a release
-// build too. Read next: dtype.h, device.h, storage.h, tensor.h.
+// AB_CHECK(cond, parts...) throws anybit::Error("parts...") when cond is false; with ANYBIT_DEBUG=1
+// in the environment the message starts with the source "file:line: " (`anybit --verbose` sets it).
+// Checks are never compiled out (STYLE.md rule 11). Read next: dtype.h, device.h, storage.h, tensor.h.
 #pragma once
 #include <sstream>
 #include <stdexcept>

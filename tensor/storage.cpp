@@ -3,7 +3,9 @@
 
 #include <sys/mman.h>
 
+#include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <vector>
@@ -25,9 +27,18 @@ size_t round_size(size_t n) {
   return (n + kHuge - 1) / kHuge * kHuge;
 }
 
+std::atomic<bool> g_fill_nan{false};  // set_fill_new_allocations_with_nan (storage.h)
+
 class CpuCachingAllocator final : public Allocator {
  public:
   void* allocate(size_t nbytes) override {
+    void* p = allocate_block(nbytes);
+    // every hand-out, not just a fresh malloc: a cached block holds the last tensor's values
+    if (g_fill_nan.load(std::memory_order_relaxed)) std::memset(p, 0xFF, nbytes);
+    return p;
+  }
+
+  void* allocate_block(size_t nbytes) {
     size_t size = round_size(nbytes);
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -87,6 +98,8 @@ CpuCachingAllocator& cpu_cache() {
 }  // namespace
 
 Allocator* cpu_allocator() { return &cpu_cache(); }
+void set_fill_new_allocations_with_nan(bool on) { g_fill_nan.store(on); }
+bool fill_new_allocations_with_nan() { return g_fill_nan.load(); }
 AllocatorStats cpu_allocator_stats() { return cpu_cache().stats(); }
 
 Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {

@@ -31,6 +31,14 @@ struct AllocatorStats {
 };
 AllocatorStats cpu_allocator_stats();
 
+// A debugging switch for tests (tests/main.cpp turns it on): every CPU block handed out, fresh or
+// from the cache, is first filled with 0xFF bytes, a NaN in float32 and float64 (-1 in integers).
+// A kernel that leaves part of its output unwritten, or reads memory it expects to be zeroed,
+// then produces NaN instead of passing by luck. Off by default: the product pays one relaxed
+// atomic load per allocation.
+void set_fill_new_allocations_with_nan(bool on);
+bool fill_new_allocations_with_nan();
+
 class Storage {
  public:
   Storage(size_t nbytes, Device device);

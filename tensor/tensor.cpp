@@ -3,6 +3,7 @@
 #include "tensor/tensor.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <iomanip>
 #include <numeric>
@@ -18,6 +19,10 @@ namespace anybit {
 // ---- errors, dtypes, devices, shapes -------------------------------------------------------------
 
 void detail::fail(const char* file, int line, const std::string& msg) {
+  // Users get the message alone: it names the option, file or op. The source location is for
+  // developers, on demand: ANYBIT_DEBUG=1 (read at every failure, so a program may set it late).
+  const char* debug = std::getenv("ANYBIT_DEBUG");
+  if (!debug || !*debug || std::string(debug) == "0") throw Error(msg);
   // Strip the directory so messages stay short: "tensor/tensor.cpp:12: ..."
   std::string f = file;
   for (const char* top : {"/tensor/", "/autograd/", "/nn/", "/quant/", "/data/", "/apps/", "/tests/"}) {

@@ -1,5 +1,6 @@
 // test_app.cpp - the `anybit` program end to end: bad options give one clear line and a non-zero
-// exit; a run killed with SIGKILL and resumed ends bit-identical to an uninterrupted run.
+// exit; a run killed with SIGKILL and resumed ends bit-identical to an uninterrupted run; --help;
+// report labels; checkpoint pairs; the metrics file.
 //
 // The data is a small synthetic MNIST written by the test in the official IDX format, so these
 // tests need no download and no shared folder.
@@ -12,9 +13,11 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <thread>
 
 #include "nn/checkpoint.h"
+#include "nn/json.h"
 #include "tests/helpers.h"
 
 using namespace anybit;
@@ -191,4 +194,117 @@ TEST_CASE("anybit: an unreadable image stops training with its name, unless --sk
   REQUIRE(run(cmd + " --skip-bad-files 1", &out) == 0);
   REQUIRE_THAT(out, Catch::Contains("broken.png") && Catch::Contains("skipped 1"));
   run("rm -rf " + root, nullptr);
+}
+
+namespace {
+
+// A short plain-FP (or, with extra "--bits ...", quantized) run: a few steps, one test batch.
+std::string short_run(const std::string& data, const std::string& out, const std::string& extra = "") {
+  return kAnybit + " train --model lenet5 --data " + data + " --out " + out +
+         " --epochs 1 --max-steps 3 --batch-size 32 --eval-batches 1 --workers 1 --threads 2 --log-every 100000 " +
+         extra;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path);
+  return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+TEST_CASE("anybit --help and every subcommand's --help print the options and exit 0", "[app]") {
+  std::string out;
+  REQUIRE(run(kAnybit + " --help", &out) == 0);
+  REQUIRE_THAT(out, Catch::Contains("train") && Catch::Contains("eval") && Catch::Contains("info"));
+  REQUIRE(run(kAnybit + " help", &out) == 0);
+  REQUIRE_THAT(out, Catch::Contains("--epochs"));
+  REQUIRE(run(kAnybit + " train --help", &out) == 0);
+  REQUIRE_THAT(out, Catch::Contains("anybit train") && Catch::Contains("--epochs") && Catch::Contains("--bits"));
+  REQUIRE(run(kAnybit + " train --epochs 3 -h", &out) == 0);  // anywhere on the line
+  REQUIRE_THAT(out, Catch::Contains("--epochs"));
+  REQUIRE(run(kAnybit + " eval --help", &out) == 0);
+  REQUIRE_THAT(out, Catch::Contains("anybit eval") && Catch::Contains("--run") && Catch::Contains("--eval-batches"));
+  REQUIRE(run(kAnybit + " info --help", &out) == 0);
+  REQUIRE_THAT(out, Catch::Contains("anybit info") && Catch::Contains("--input") && Catch::Contains("--model"));
+  REQUIRE(run(kAnybit + " help eval", &out) == 0);
+  REQUIRE_THAT(out, Catch::Contains("--run"));
+}
+
+TEST_CASE("anybit: errors name no source file and line unless ANYBIT_DEBUG=1 or --verbose", "[app]") {
+  std::string data = make_dataset() + "/mnist", out;
+  REQUIRE(run(kAnybit + " train --data " + data + " --epochs x", &out) != 0);
+  REQUIRE_THAT(out, Catch::Contains("anybit: error: --epochs: 'x' is not an integer"));
+  REQUIRE_THAT(out, !Catch::Contains(".cpp:"));
+  REQUIRE(run(kAnybit + " train --data /nonexistent/mnist", &out) != 0);
+  REQUIRE_THAT(out, !Catch::Contains(".cpp:"));
+  REQUIRE(run("ANYBIT_DEBUG=1 " + kAnybit + " train --data " + data + " --epochs x", &out) != 0);
+  REQUIRE_THAT(out, Catch::Contains("config.cpp:") && Catch::Contains("not an integer"));
+  REQUIRE(run(kAnybit + " train --verbose --data " + data + " --epochs x", &out) != 0);
+  REQUIRE_THAT(out, Catch::Contains("config.cpp:") && Catch::Contains("not an integer"));
+}
+
+TEST_CASE("anybit: a full-precision run is labelled fp32 in its report, a --name wins", "[app]") {
+  std::string base = make_dataset(), data = base + "/mnist", dir = base + "/fp_label", out;
+  REQUIRE(run(short_run(data, dir), &out) == 0);
+  nn::Json rep = nn::Json::parse(read_text(dir + "/report.json"));
+  REQUIRE(rep.find("name")->as_string() == "fp32");
+  REQUIRE(run(short_run(data, dir, "--name mine"), &out) == 0);
+  REQUIRE(nn::Json::parse(read_text(dir + "/report.json")).find("name")->as_string() == "mine");
+  REQUIRE(run(short_run(data, dir, "--bits 8,4"), &out) == 0);
+  REQUIRE(nn::Json::parse(read_text(dir + "/report.json")).find("name")->as_string() == "ours");
+  run("rm -rf " + dir, nullptr);
+}
+
+TEST_CASE("anybit: --resume refuses a model and a training state written at different steps", "[app][checkpoint]") {
+  // A crash between the two checkpoint writes leaves a new model.safetensors beside the previous
+  // state.safetensors. Simulated here: train 1 epoch, keep its state, train a 2nd, put it back.
+  std::string base = make_dataset(), data = base + "/mnist", dir = base + "/pair", out;
+  REQUIRE(run(short_run(data, dir, "--bits 8,4"), &out) == 0);
+  REQUIRE(run("cp " + dir + "/state.safetensors " + dir + "/state.old", nullptr) == 0);
+  REQUIRE(run(short_run(data, dir, "--bits 8,4 --epochs 2 --resume 1"), &out) == 0);
+  REQUIRE_THAT(out, Catch::Contains("resumed from"));
+  REQUIRE(run("mv " + dir + "/state.old " + dir + "/state.safetensors", nullptr) == 0);
+  REQUIRE(run(short_run(data, dir, "--bits 8,4 --epochs 3 --resume 1"), &out) != 0);
+  REQUIRE_THAT(out, Catch::Contains("model.safetensors") && Catch::Contains("state.safetensors") &&
+                        Catch::Contains("step 6") && Catch::Contains("step 3"));
+  // both files carry the step in their metadata
+  REQUIRE(nn::read_safetensors(dir + "/model.safetensors").metadata.at("iteration") == "6");
+  REQUIRE(nn::read_safetensors(dir + "/state.safetensors").metadata.at("iteration") == "3");
+  run("rm -rf " + dir, nullptr);
+}
+
+TEST_CASE("anybit: metrics.jsonl has one JSON object per epoch with the documented keys", "[app]") {
+  std::string base = make_dataset(), data = base + "/mnist", dir = base + "/metrics", out;
+  REQUIRE(run(short_run(data, dir, "--bits 8,4 --epochs 2 --eval-every 2"), &out) == 0);
+  std::ifstream f(dir + "/metrics.jsonl");
+  std::string line;
+  std::vector<nn::Json> lines;
+  while (std::getline(f, line)) {
+    INFO(line);
+    REQUIRE(line.rfind("{\"epoch\": " + std::to_string(lines.size() + 1) + ", \"iteration\": ", 0) == 0);
+    lines.push_back(nn::Json::parse(line));
+  }
+  REQUIRE(lines.size() == 2);
+  std::vector<std::string> keys;
+  for (auto& kv : lines[1].members()) keys.push_back(kv.first);
+  REQUIRE(keys == std::vector<std::string>{"epoch", "iteration", "lr", "seconds", "images_per_s", "swap_p", "train", "test"});
+  REQUIRE(lines[0].find("test") == nullptr);  // --eval-every 2: no test figures after epoch 1
+  const nn::Json* w4 = lines[1].find("train")->find("W4A4");
+  REQUIRE(w4);
+  keys.clear();
+  for (auto& kv : w4->members()) keys.push_back(kv.first);
+  REQUIRE(keys == std::vector<std::string>{"loss", "acc", "teachers", "swapped_blocks", "block_draws"});
+  REQUIRE(w4->find("teachers")->find("W8A8")->as_int() == 3 * 32);
+  REQUIRE(lines[1].find("iteration")->as_int() == 6);
+  REQUIRE(lines[1].find("test")->find("W8A8")->is_number());
+  // and a plain FP run logs its loss and accuracy under "fp32"
+  REQUIRE(run(short_run(data, dir), &out) == 0);
+  std::ifstream g(dir + "/metrics.jsonl");
+  REQUIRE(std::getline(g, line));
+  nn::Json fp = nn::Json::parse(line);
+  keys.clear();
+  for (auto& kv : fp.members()) keys.push_back(kv.first);
+  REQUIRE(keys == std::vector<std::string>{"epoch", "iteration", "lr", "seconds", "images_per_s", "train", "test"});
+  REQUIRE(fp.find("train")->find("fp32")->find("acc")->is_number());
+  run("rm -rf " + dir, nullptr);
 }

@@ -314,7 +314,7 @@ TEST_CASE("image folder: PNG, BMP and JPEG decode to RGB; classes and files sort
   Image grey = make_image(4, 3, 1, 2);
   fs::create_directories(tmp.path / "cats");
   fs::create_directories(tmp.path / "birds");
-  fs::create_directories(tmp.path / "empty_class");
+  fs::create_directories(tmp.path / ".hidden");  // dot folders are not classes
   REQUIRE(stbi_write_png((tmp / "cats/b.png").c_str(), 7, 5, 3, rgb.pixels.data(), 7 * 3));
   REQUIRE(stbi_write_bmp((tmp / "cats/a.bmp").c_str(), 7, 5, 3, rgb.pixels.data()));
   REQUIRE(stbi_write_png((tmp / "birds/grey.PNG").c_str(), 3, 4, 1, grey.pixels.data(), 3));
@@ -327,7 +327,7 @@ TEST_CASE("image folder: PNG, BMP and JPEG decode to RGB; classes and files sort
   write_bytes(tmp / "cats/notes.txt", {'h', 'i'});  // not an image: ignored
 
   ImageFolderDataset ds(tmp.path.string());
-  REQUIRE(ds.class_names() == std::vector<std::string>{"birds", "cats", "empty_class"});
+  REQUIRE(ds.class_names() == std::vector<std::string>{"birds", "cats"});
   REQUIRE(ds.size() == 4);
   REQUIRE(fs::path(ds.path(0)).filename() == "grey.PNG");
   REQUIRE(fs::path(ds.path(1)).filename() == "photo.jpg");
@@ -381,6 +381,12 @@ TEST_CASE("image folder errors: corrupt JPEG, empty folders, skip_bad_files", "[
   REQUIRE_THROWS_WITH(ImageFolderDataset(empty.path.string()), Contains("no image files") && Contains("empty dataset"));
   REQUIRE_THROWS_WITH(ImageFolderDataset(empty / "missing"), Contains("missing") && Contains("does not exist"));
   REQUIRE_THROWS_WITH(open_dataset(empty.path.string(), "train"), Contains("holds no dataset"));
+  // A class folder without images would be a class the model can never learn: an error naming it.
+  Image px = make_image(4, 4, 3, 5);
+  fs::create_directories(empty.path / "b");
+  REQUIRE(stbi_write_png((empty / "b/1.png").c_str(), 4, 4, 3, px.pixels.data(), 12));
+  REQUIRE_THROWS_WITH(ImageFolderDataset(empty.path.string()),
+                      Contains("class folder") && Contains((empty.path / "a").string()) && Contains("no image files"));
   REQUIRE_THROWS_WITH(read_file(empty / "nothing.bin"), Contains("nothing.bin") && Contains("cannot open"));
 }
 

@@ -1,5 +1,9 @@
 // test_elementwise.cpp - elementwise and reduction ops: values against plain loops, gradient
 // checks, broadcasting, non-contiguous inputs, and error messages.
+#include <algorithm>
+#include <cmath>
+
+#include "tensor/storage.h"
 #include "tests/helpers.h"
 
 using namespace anybit;
@@ -140,4 +144,15 @@ TEST_CASE("gradcheck: views", "[grad]") {
   REQUIRE(gradcheck([](const Ts& x) { return x[0].t().clone(); }, {leaf({3, 4}, 7)}) > 0);
   REQUIRE(gradcheck([](const Ts& x) { return x[0].to(DType::F32).to(DType::F64); }, {leaf({3}, 8)},
                     {1e-3, 1e-3, 1e-5}) > 0);
+}
+
+TEST_CASE("in the tests every CPU allocation starts as NaN, fresh or from the allocator's cache", "[tensor]") {
+  REQUIRE(fill_new_allocations_with_nan());  // tests/main.cpp turns it on
+  { Tensor zeros = Tensor::zeros({1000}); }  // freed: its zeroed block goes to the cache ...
+  Tensor reused = Tensor::empty({1000});     // ... and is handed out again
+  for (float v : reused.to_vector<float>()) REQUIRE(std::isnan(v));
+  Tensor fresh = Tensor::empty({3 << 20}, DType::F64);  // fresh huge pages come zeroed from the OS
+  auto f = fresh.to_vector<double>();
+  REQUIRE(std::all_of(f.begin(), f.end(), [](double v) { return std::isnan(v); }));
+  REQUIRE(Tensor::empty({4}, DType::I64).to_vector<int64_t>() == std::vector<int64_t>(4, -1));
 }

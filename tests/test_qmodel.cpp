@@ -253,6 +253,86 @@ TEST_CASE("teacher rules: collab picks, per sample, the higher bit-width most co
   REQUIRE_THROWS_WITH(parse_teacher_rule("best"), Catch::Contains("--teacher") && Catch::Contains("best"));
 }
 
+TEST_CASE("collab teacher rule: non-finite logits stop training with the bit-widths named", "[quant]") {
+  QuantModel m("lenet5", 10, opts({8, 4, 2}), 8);
+  MethodConfig c;
+  c.teacher = TeacherRule::Collab;
+  c.swap = false;
+  for (auto& [name, p] : m.net().named_parameters())
+    if (name == "fc3.bias") p.fill_(std::nan(""));  // every bit-width's logits are NaN
+  JointTrainer jt(m, c, 1);
+  Tensor x = images(4, 1, 28, 3), y = labels(4, 10, 4);
+  REQUIRE_THROWS_WITH(jt.accumulate_gradients(x, y, 0),
+                      Catch::Contains("non-finite logits at bit-width 8") && Catch::Contains("W4A4 student") &&
+                          Catch::Contains("collab"));
+}
+
+TEST_CASE("count_correct: top-1 is the first maximal index (argmax), top-5 ranks ties by class index", "[quant]") {
+  // Every class ties: argmax is class 0, so only label 0 is top-1 correct; the top 5 are classes 0-4.
+  Tensor flat = Tensor::zeros({10, 10});
+  std::vector<int64_t> all(10);
+  for (int64_t i = 0; i < 10; ++i) all[i] = i;
+  int64_t top1 = 0, top5 = 0;
+  count_correct(flat, Tensor::from_vector(all, {10}), &top1, &top5);
+  REQUIRE(top1 == 1);
+  REQUIRE(top5 == 5);
+  // A tie between the label and a lower index is wrong; with a higher index it is right.
+  Tensor tie = Tensor::from_vector(std::vector<float>{1, 3, 3, 0, 3, 2, 3, 3}, {2, 4});
+  top1 = top5 = 0;
+  count_correct(tie, Tensor::from_vector(std::vector<int64_t>{2, 3}, {2}), &top1, nullptr);
+  REQUIRE(top1 == 0);
+  top1 = 0;
+  count_correct(tie, Tensor::from_vector(std::vector<int64_t>{1, 0}, {2}), &top1, nullptr);
+  REQUIRE(top1 == 2);
+  // NaN ranks above every number, as in torch.argmax: a NaN row is right only for its first NaN.
+  Tensor nan_row = Tensor::from_vector(std::vector<float>{0, NAN, 5, NAN}, {1, 4});
+  top1 = 0;
+  count_correct(nan_row, Tensor::from_vector(std::vector<int64_t>{2}, {1}), &top1, nullptr);
+  REQUIRE(top1 == 0);
+  count_correct(nan_row, Tensor::from_vector(std::vector<int64_t>{3}, {1}), &top1, nullptr);
+  REQUIRE(top1 == 0);
+  count_correct(nan_row, Tensor::from_vector(std::vector<int64_t>{1}, {1}), &top1, nullptr);
+  REQUIRE(top1 == 1);
+  // and it agrees with argmax on random logits
+  Tensor r = randn({64, 10}, 9, DType::F32), lab = labels(64, 10, 10);
+  top1 = 0;
+  count_correct(r, lab, &top1, nullptr);
+  auto am = argmax(r, 1).to_vector<int64_t>(), lv = lab.to_vector<int64_t>();
+  int64_t expect = 0;
+  for (size_t i = 0; i < am.size(); ++i) expect += am[i] == lv[i];
+  REQUIRE(top1 == expect);
+}
+
+TEST_CASE("label smoothing applies to every cross-entropy term of joint training", "[quant]") {
+  Tensor x = images(16, 1, 28, 5), y = labels(16, 10, 6);
+  for (auto rule : {TeacherRule::None, TeacherRule::Highest}) {
+    MethodConfig c;
+    c.teacher = rule;
+    c.swap = false;
+    c.label_smoothing = 0.2;
+    QuantModel m("lenet5", 10, opts({8, 2}), 7);
+    JointTrainer jt(m, c, 1);
+    jt.accumulate_gradients(x, y, 0);
+    // the recorded losses, against smoothed CE (+ KD from 8 bits at 2 bits) on the same weights
+    double expect8, expect2, plain8;
+    {
+      NoGradGuard ng;
+      m.set_bits(8);
+      Tensor out8 = m.forward(x);
+      expect8 = cross_entropy(out8, y, 0.2).item<double>();
+      plain8 = cross_entropy(out8, y).item<double>();
+      m.set_bits(2);
+      Tensor out2 = m.forward(x);
+      expect2 = cross_entropy(out2, y, 0.2).item<double>();
+      if (rule == TeacherRule::Highest) expect2 += soft_cross_entropy(out2, out8, 1.0).item<double>();
+    }
+    auto& st = jt.stats();
+    REQUIRE(std::fabs(expect8 - plain8) > 1e-3);  // smoothing really changes the loss here
+    REQUIRE(st.at(8).loss_sum / st.at(8).count == Approx(expect8).epsilon(1e-5));
+    REQUIRE(st.at(2).loss_sum / st.at(2).count == Approx(expect2).epsilon(1e-5));
+  }
+}
+
 TEST_CASE("swap schedule: linear decay from p0 to 0 at 75% of training", "[quant]") {
   MethodConfig c;
   REQUIRE(swap_probability(c, 0.0) == Approx(0.5));

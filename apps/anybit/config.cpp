@@ -123,9 +123,10 @@ std::string Config::dump() const {
   return os.str();
 }
 
-std::string Config::help() const {
+std::string Config::help(const std::vector<std::string>& only) const {
   std::ostringstream os;
   for (auto& o : known_) {
+    if (!only.empty() && std::find(only.begin(), only.end(), o.key) == only.end()) continue;
     std::string k = "--" + o.key;
     std::replace(k.begin(), k.end(), '_', '-');
     os << "  " << k << std::string(k.size() < 22 ? 22 - k.size() : 1, ' ') << o.help

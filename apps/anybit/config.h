@@ -31,7 +31,8 @@ class Config {
   bool given(const std::string& key) const { return values_.count(key) > 0; }
 
   std::string dump() const;  // every option with its value, in `key = value` form
-  std::string help() const;
+  // One line per option: --key, its help and its default. only: just these keys (empty: all).
+  std::string help(const std::vector<std::string>& only = {}) const;
 
  private:
   void check_known(const std::string& key, const std::string& where) const;

@@ -39,7 +39,7 @@ Report eval_run(const std::string& dir, const Config& cli) {
   for (const char* k : {"data", "threads", "workers", "device", "eval_batches", "batch_size", "name"})
     if (cli.given(k)) cfg.set(k, cli.str(k));
   Report r;
-  r.name = cfg.str("name").empty() ? cfg.str("method") : cfg.str("name");
+  r.name = report_name(cfg);
   r.run_dir = dir;
   DataSetup d = open_data(cfg);
   r.num_classes = d.test->num_classes();

@@ -1,7 +1,11 @@
 // main.cpp - the `anybit` program: train, eval and info (README.md shows examples).
 //
-// Every failure prints one clear line, "anybit: error: <what>", and exits non-zero.
+// Every failure prints one clear line, "anybit: error: <what>", and exits non-zero. The line names
+// no source file; `--verbose` (anywhere) or ANYBIT_DEBUG=1 adds the "file:line" where it was raised.
+// `anybit --help` lists the commands; `anybit <command> --help` (or `anybit help <command>`)
+// prints that command's options and exits 0.
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -10,38 +14,101 @@
 
 using namespace anybit;
 
-static void usage() {
+namespace {
+
+// One subcommand: how to call it, what it does, and the options it reads.
+struct Command {
+  const char* name;
+  const char* usage;
+  std::vector<std::string> options;
+};
+
+// train reads every option but those of eval and info alone.
+std::vector<std::string> train_keys() {
+  std::vector<std::string> keys;
+  for (auto& o : app::train_options())
+    if (o.key != "run" && o.key != "input" && o.key != "classes") keys.push_back(o.key);
+  return keys;
+}
+
+const std::vector<Command>& commands() {
+  static const std::vector<Command> list = {
+      {"train", "anybit train [--config FILE] [--option value ...]\n"
+                "  train a model (full precision, or adaptive bit-width with --bits) into --out",
+       train_keys()},
+      {"eval", "anybit eval --run DIR[,DIR...] [--out DIR] [--option value ...]\n"
+               "  evaluate trained runs at every bit-width: table, report and plot (each run's config.txt\n"
+               "  gives the model; these options override it)",
+       {"run", "out", "data", "name", "batch_size", "eval_batches", "threads", "workers", "device"}},
+      {"info", "anybit info [--model NAME] [--bits B,B,...] [--option value ...]\n"
+               "  print a model's layers, parameters, MACs per sample, and BitOPs per bit-width",
+       {"model", "width", "small_input", "bits", "weight_store", "weight_scale", "clip_init", "input", "classes",
+        "seed"}},
+  };
+  return list;
+}
+
+void usage() {
   std::printf(
       "usage: anybit <command> [--config FILE] [--option value ...]\n"
       "commands:\n"
       "  train   train a model (full precision, or adaptive bit-width with --bits)\n"
       "  eval    evaluate trained runs at every bit-width: table, report and plot\n"
       "  info    print a model's layers, parameters and MACs per sample\n"
-      "  help    list the options\n"
+      "  help    list the options (`anybit help <command>` or `anybit <command> --help`: its options)\n"
+      "--verbose (anywhere) or ANYBIT_DEBUG=1: errors also name the source file and line\n"
       "examples:\n"
       "  anybit train --config configs/mnist_ours.cfg --data datasets/mnist --out runs/mnist_ours\n"
       "  anybit eval --run runs/mnist_ours --run runs/mnist_adabits --out runs/compare\n"
       "  anybit info --model resnet20 --bits 8,4,2\n");
 }
 
+// Prints one command's usage and options; false when there is no such command.
+bool command_help(const std::string& name) {
+  for (auto& c : commands()) {
+    if (name != c.name) continue;
+    std::printf("usage: %s\n\noptions (a config file gives them as `key = value`, with _ for -):\n%s", c.usage,
+                app::Config(app::train_options()).help(c.options).c_str());
+    return true;
+  }
+  return false;
+}
+
+bool is_help(const std::string& a) { return a == "--help" || a == "-h"; }
+
+}  // namespace
+
 int main(int argc, char** argv) {
-  std::vector<std::string> args(argv + 1, argv + argc);
-  if (args.empty() || args[0] == "-h" || args[0] == "--help") {
+  std::vector<std::string> args;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--verbose")
+      setenv("ANYBIT_DEBUG", "1", 1);  // detail::fail reads it (tensor/error.h)
+    else
+      args.push_back(argv[i]);
+  }
+  if (args.empty() || is_help(args[0])) {
     usage();
     return args.empty() ? 2 : 0;
   }
   std::string cmd = args[0];
   args.erase(args.begin());
   try {
-    if (cmd == "train") return app::cmd_train(args);
-    if (cmd == "eval") return app::cmd_eval(args);
-    if (cmd == "info") return app::cmd_info(args);
     if (cmd == "help") {
+      if (!args.empty()) {
+        AB_CHECK(command_help(args[0]), "help: unknown command '", args[0], "' (expected train, eval or info)");
+        return 0;
+      }
       usage();
       std::printf("options (config file keys use _ instead of -):\n%s",
                   app::Config(app::train_options()).help().c_str());
       return 0;
     }
+    // `--help` anywhere on a command's line prints its options instead of running it.
+    for (auto& a : args)
+      if (is_help(a) && command_help(cmd)) return 0;
+    if (cmd == "train") return app::cmd_train(args);
+    if (cmd == "eval") return app::cmd_eval(args);
+    if (cmd == "info") return app::cmd_info(args);
     std::fprintf(stderr, "anybit: error: unknown command '%s' (expected train, eval, info or help)\n", cmd.c_str());
     return 2;
   } catch (const std::exception& e) {

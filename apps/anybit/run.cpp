@@ -22,7 +22,7 @@ std::vector<OptionInfo> train_options() {
       {"small_input", "0", "resnet18/50, mobilenetv2: the stem for 32x32 inputs (3x3 stride 1, no max-pool)"},
       {"data", "datasets/mnist", "dataset folder: MNIST IDX files, CIFAR binaries, or an image folder tree"},
       {"out", "runs/run", "output folder: config, metrics, checkpoints, report"},
-      {"name", "", "label of the run in reports (default: the method)"},
+      {"name", "", "label of the run in reports (default: the method; fp32 without --bits)"},
       {"skip_bad_files", "0", "image folders: skip (count and log) images that cannot be decoded instead of stopping"},
       {"augment", "auto", "training augmentation: auto (crop+flip for 32x32 RGB, none otherwise), none, crop_flip"},
       // schedule
@@ -37,7 +37,7 @@ std::vector<OptionInfo> train_options() {
       {"warmup_epochs", "0", "linear warm-up epochs (cosine)"},
       {"milestones", "", "multistep: epochs at which lr is multiplied by gamma, e.g. 100,150"},
       {"gamma", "0.1", "multistep factor"},
-      {"label_smoothing", "0", "label smoothing of the cross-entropy"},
+      {"label_smoothing", "0", "label smoothing of the cross-entropy with the labels (every bit-width; not KD)"},
       // the method
       {"method", "ours", "label of the configuration: dedicated, adabits, anyprec, ckt, dbs, ours"},
       {"bits", "", "bit set, e.g. 8,6,4,2 or 32,4,2; empty: a plain full-precision model"},
@@ -82,6 +82,11 @@ std::vector<OptionInfo> train_options() {
 std::string bits_label(int b) {
   if (b == 0) return "fp32";
   return "W" + std::to_string(b) + "A" + std::to_string(b);
+}
+
+std::string report_name(const Config& cfg) {
+  if (!cfg.str("name").empty()) return cfg.str("name");
+  return cfg.str("bits").empty() ? bits_label(0) : cfg.str("method");
 }
 
 std::vector<int> Network::bits() const { return q ? q->bits_descending() : std::vector<int>{0}; }

@@ -47,6 +47,9 @@ std::vector<BitResult> evaluate(Network& net, const DataSetup& d, const Config& 
 void recalibrate_bn(Network& net, const DataSetup& d, const Config& cfg, int64_t n);
 
 std::string bits_label(int b);  // 0 -> "fp32", 32 -> "W32A32", 4 -> "W4A4"
+// The label of a run in its report: --name, else "fp32" for a plain FP model (no --bits), else
+// --method (which names bit-width configurations only).
+std::string report_name(const Config& cfg);
 
 struct Report {
   std::string name;  // the method / run label

@@ -4,6 +4,16 @@
 // Output folder (--out): config.txt, metrics.jsonl (one line per epoch), model.safetensors and
 // state.safetensors (written atomically at every epoch end, and every --save-every steps),
 // report.json / report.md / accuracy.svg at the end.
+//
+// Reading order: compute_gradients (one step), save_checkpoint / load_checkpoint, epoch_metrics
+// (one metrics.jsonl line, built as nn::Json), then train_one, which strings them together.
+//
+// A checkpoint is two files written one after the other: the model, then the training state
+// (optimizer, schedule, generators). Both carry the step (`iteration`, optimizer steps taken) in
+// their metadata. A crash between the two writes leaves a model one checkpoint newer than the
+// state; --resume compares the two steps and refuses such a pair with a message naming both
+// (pairing new weights with an old optimizer state would silently train a different run).
+// A model file without a step (written before this check existed) is accepted as it is.
 #include <sys/stat.h>
 
 #include <cmath>
@@ -17,6 +27,7 @@
 #include "apps/anybit/run.h"
 #include "autograd/autograd.h"
 #include "nn/checkpoint.h"
+#include "nn/json.h"
 #include "nn/optim.h"
 #include "quant/joint_trainer.h"
 #include "tensor/cpu/kernels.h"
@@ -127,6 +138,9 @@ quant::MethodConfig method_config(const Config& cfg) {
   m.fp_kd_weight = cfg.number("fp_kd_weight");
   AB_CHECK(m.fp_kd_weight >= 0, "--fp-kd-weight must be >= 0, got ", m.fp_kd_weight);
   m.student_ce = cfg.flag("student_ce");
+  m.label_smoothing = cfg.number("label_smoothing");  // the CE terms of every bit-width
+  AB_CHECK(m.label_smoothing >= 0 && m.label_smoothing < 1, "--label-smoothing must be in [0, 1), got ",
+           m.label_smoothing);
   m.swap = cfg.flag("swap");
   m.swap_p0 = cfg.number("swap_p0");
   m.swap_end = cfg.number("swap_end");
@@ -136,6 +150,25 @@ quant::MethodConfig method_config(const Config& cfg) {
   return m;
 }
 
+// What model.safetensors carries besides the weights: enough to rebuild the model, and the step
+// at which it was written (the training state carries the same step; see the file comment).
+nn::Metadata model_metadata(Network& net, const Config& cfg, int64_t classes, int64_t iteration) {
+  return {{"arch", net.arch},          {"bits", cfg.str("bits")}, {"classes", std::to_string(classes)},
+          {"width", cfg.str("width")}, {"config", cfg.dump()},    {"iteration", std::to_string(iteration)}};
+}
+
+// Refuses a model and a training state written at different steps (a crash between the two
+// writes of a checkpoint). A model without a step predates the check and is accepted.
+void check_checkpoint_pair(const nn::Metadata& model, const nn::TrainingState& state, const std::string& model_path,
+                           const std::string& state_path) {
+  auto it = model.find("iteration");
+  if (it == model.end()) return;
+  AB_CHECK(it->second == std::to_string(state.iteration), "--resume: ", model_path, " was written at step ",
+           it->second, " but ", state_path, " at step ", state.iteration,
+           ": the run stopped between the two writes of a checkpoint, and new weights with an old optimizer "
+           "state would not continue the same run. Start again with --resume 0 (or another --out)");
+}
+
 std::string json_num(double v) {
   std::ostringstream os;
   os.precision(6);
@@ -143,12 +176,173 @@ std::string json_num(double v) {
   return os.str();
 }
 
+// A number of metrics.jsonl, written as it always was: 6 significant digits.
+nn::Json json_number(double v) { return nn::Json::number_text(json_num(v)); }
+
+// The optional frozen FP teacher of the highest bit-width (METHOD.md section 3): the same
+// architecture without quantization, loaded from a checkpoint, always in evaluation mode.
+std::shared_ptr<nn::Module> load_fp_teacher(const Config& cfg, const Network& net, int64_t classes, Device dev) {
+  if (cfg.str("fp_teacher").empty()) return nullptr;
+  AB_CHECK(net.q, "--fp-teacher: only a quantized model (--bits) distils from an FP teacher");
+  Config fp_cfg = cfg;
+  fp_cfg.set("bits", "");
+  std::shared_ptr<nn::Module> teacher = build_network(fp_cfg, classes).fp;
+  nn::load_model(cfg.str("fp_teacher"), *teacher);
+  teacher->eval();
+  teacher->to(dev);
+  std::fprintf(stderr, "anybit: FP teacher of %s: %s\n", bits_label(net.bits().front()).c_str(),
+               cfg.str("fp_teacher").c_str());
+  return teacher;
+}
+
+// ---- one training step ---------------------------------------------------------------------------
+
+// The running loss and accuracy of an FP epoch (the joint trainer keeps its own, per bit-width).
+struct FpStats {
+  double loss_sum = 0;
+  int64_t correct = 0;
+};
+
+// The gradients of one batch x (N, C, H, W), y (N): every bit-width through the joint trainer
+// (distilling from the FP teacher's logits when there is one), or the FP model's cross-entropy.
+// seen: samples of this epoch before the batch. Returns the progress bar's text; the caller takes
+// the optimizer step.
+std::string compute_gradients(Network& net, quant::JointTrainer* joint, nn::Module* fp_teacher,
+                              nn::Optimizer& optimizer, const Tensor& x, const Tensor& y, double progress,
+                              double label_smoothing, int64_t seen, FpStats& fp) {
+  if (joint) {
+    Tensor fp_logits;
+    if (fp_teacher) {
+      NoGradGuard ng;
+      fp_logits = fp_teacher->forward(x);
+    }
+    joint->accumulate_gradients(x, y, progress, fp_logits);
+    std::string info;
+    for (auto& [b, s] : joint->stats())
+      if (b == net.bits().back() || b == net.bits().front())
+        info += bits_label(b) + " " + json_num(s.loss_sum / std::max<int64_t>(s.count, 1)) + " ";
+    return info;
+  }
+  optimizer.zero_grad();
+  Tensor logits = net.forward(x);
+  Tensor loss = cross_entropy(logits, y, label_smoothing);
+  loss.backward();
+  fp.loss_sum += loss.item<double>() * y.size(0);
+  quant::count_correct(logits, y, &fp.correct, nullptr);
+  return "loss " + json_num(fp.loss_sum / (seen + y.size(0))) + " acc " +
+         json_num(100.0 * fp.correct / (seen + y.size(0)));
+}
+
+// ---- checkpoints ---------------------------------------------------------------------------------
+
+// What a checkpoint saves and restores besides the configuration.
+struct TrainingParts {
+  Network& net;
+  nn::Optimizer& optimizer;
+  nn::LRSchedule& schedule;
+  quant::JointTrainer* joint;  // null for an FP model
+};
+
+// Where training stands: `epoch` epochs done, `batch` batches into the next one, `iteration`
+// optimizer steps taken.
+struct Position {
+  int64_t epoch = 0, batch = 0, iteration = 0;
+};
+
+// The two files of a run folder's checkpoint, written in this order (see the file comment).
+struct CheckpointFiles {
+  std::string model, state;
+  explicit CheckpointFiles(const std::string& out)
+      : model(out + "/model.safetensors"), state(out + "/state.safetensors") {}
+};
+
+void save_checkpoint(const CheckpointFiles& files, const TrainingParts& parts, const Config& cfg, int64_t classes,
+                     const Position& pos) {
+  nn::save_model(files.model, parts.net.module(), model_metadata(parts.net, cfg, classes, pos.iteration));
+  nn::TrainingState st;
+  st.optimizer = parts.optimizer.state_dict();
+  st.scheduler_iteration = parts.schedule.iteration();
+  st.epoch = pos.epoch;
+  st.iteration = pos.iteration;
+  st.config = cfg.dump();
+  st.extra["batch"] = std::to_string(pos.batch);
+  if (parts.joint) st.generators["joint"] = parts.joint->generator().state();
+  nn::save_training_state(files.state, st);
+}
+
+// Restores what save_checkpoint wrote; refuses a model and a state written at different steps.
+Position load_checkpoint(const CheckpointFiles& files, const TrainingParts& parts) {
+  nn::TrainingState st = nn::load_training_state(files.state);
+  nn::Metadata mm = nn::load_model(files.model, parts.net.module());
+  check_checkpoint_pair(mm, st, files.model, files.state);
+  parts.optimizer.load_state_dict(st.optimizer);
+  parts.schedule.set_iteration(st.scheduler_iteration);
+  if (parts.joint && st.generators.count("joint")) parts.joint->generator().set_state(st.generators.at("joint"));
+  Position pos;
+  pos.epoch = st.epoch;
+  pos.iteration = st.iteration;
+  pos.batch = st.extra.count("batch") ? std::stoll(st.extra.at("batch")) : 0;
+  return pos;
+}
+
+// ---- metrics -------------------------------------------------------------------------------------
+
+// One line of metrics.jsonl (docs/CONFIG.md): epoch, iteration, lr, seconds, images_per_s,
+// [swap_p], and "train": per bit-width {loss, acc, teachers, swapped_blocks, block_draws} (an FP
+// model: {"fp32": {loss, acc}}). add_test_results appends "test" when the epoch was evaluated.
+nn::Json epoch_metrics(int64_t epoch, int64_t iteration, double lr, double seconds, int64_t seen,
+                       const quant::JointTrainer* joint, const FpStats& fp) {
+  nn::Json line = nn::Json::object();
+  line.set("epoch", nn::Json::number(epoch));
+  line.set("iteration", nn::Json::number(iteration));
+  line.set("lr", json_number(lr));
+  line.set("seconds", json_number(seconds));
+  line.set("images_per_s", json_number(seen / seconds));
+  nn::Json train = nn::Json::object();
+  if (joint) {
+    line.set("swap_p", json_number(joint->last_swap_p()));
+    for (auto& [b, s] : joint->stats()) {
+      nn::Json teachers = nn::Json::object();
+      for (auto& [t, n] : s.teacher_counts) teachers.set(bits_label(t), nn::Json::number(n));
+      nn::Json one = nn::Json::object();
+      one.set("loss", json_number(s.loss_sum / s.count));
+      one.set("acc", json_number(100.0 * s.correct / s.count));
+      one.set("teachers", teachers);
+      one.set("swapped_blocks", nn::Json::number(s.swapped_blocks));
+      one.set("block_draws", nn::Json::number(s.block_draws));
+      train.set(bits_label(b), one);
+    }
+  } else {
+    nn::Json one = nn::Json::object();
+    one.set("loss", json_number(fp.loss_sum / std::max<int64_t>(seen, 1)));
+    one.set("acc", json_number(100.0 * fp.correct / std::max<int64_t>(seen, 1)));
+    train.set(bits_label(0), one);
+  }
+  line.set("train", train);
+  return line;
+}
+
+// Adds "test": {bit-width: top-1} to a metrics line; returns the same figures for the terminal.
+std::string add_test_results(nn::Json& line, const std::vector<BitResult>& results) {
+  nn::Json test = nn::Json::object();
+  std::string summary;
+  for (auto& r : results) {
+    test.set(bits_label(r.bits), json_number(r.top1));
+    summary += bits_label(r.bits) + " " + json_num(r.top1) + "%  ";
+  }
+  line.set("test", test);
+  return summary;
+}
+
+// ---- training ------------------------------------------------------------------------------------
+
 // Trains one network (one bit set) into `out`; returns its final report.
 Report train_one(Config cfg, const std::string& out) {
   Device dev = Device::parse(cfg.str("device"));
   DataSetup d = open_data(cfg);
   std::fprintf(stderr, "anybit: train %s\n        test  %s\n", d.train->describe().c_str(), d.test->describe().c_str());
-  Network net = build_network(cfg, d.train->num_classes());
+  const int64_t classes = d.train->num_classes();
+  Network net = build_network(cfg, classes);
   if (!cfg.str("init").empty()) {
     nn::SafeTensors fp = nn::read_safetensors(cfg.str("init"));
     if (net.q)
@@ -158,20 +352,7 @@ Report train_one(Config cfg, const std::string& out) {
     std::fprintf(stderr, "anybit: initialised from %s\n", cfg.str("init").c_str());
   }
   net.module().to(dev);
-  // The optional frozen FP teacher of the highest bit-width (METHOD.md section 3): the same
-  // architecture without quantization, loaded from a checkpoint, always in evaluation mode.
-  std::shared_ptr<nn::Module> fp_teacher;
-  if (!cfg.str("fp_teacher").empty()) {
-    AB_CHECK(net.q, "--fp-teacher: only a quantized model (--bits) distils from an FP teacher");
-    Config fp_cfg = cfg;
-    fp_cfg.set("bits", "");
-    fp_teacher = build_network(fp_cfg, d.train->num_classes()).fp;
-    nn::load_model(cfg.str("fp_teacher"), *fp_teacher);
-    fp_teacher->eval();
-    fp_teacher->to(dev);
-    std::fprintf(stderr, "anybit: FP teacher of %s: %s\n", bits_label(net.bits().front()).c_str(),
-                 cfg.str("fp_teacher").c_str());
-  }
+  std::shared_ptr<nn::Module> fp_teacher = load_fp_teacher(cfg, net, classes, dev);
   make_dirs(out);  // only once the data and the model are known to be good
 
   data::LoaderOptions lo;
@@ -191,43 +372,24 @@ Report train_one(Config cfg, const std::string& out) {
   auto schedule = make_schedule(*optimizer, cfg, steps_per_epoch);
   std::unique_ptr<quant::JointTrainer> joint;
   if (net.q) joint = std::make_unique<quant::JointTrainer>(*net.q, method_config(cfg), (uint64_t)cfg.integer("seed") + 1);
+  const TrainingParts parts{net, *optimizer, *schedule, joint.get()};
 
   // ---- resume ----
-  int64_t epoch = 0, start_batch = 0, iteration = 0;
-  const std::string model_path = out + "/model.safetensors", state_path = out + "/state.safetensors";
-  if (cfg.flag("resume") && file_exists(state_path)) {
-    nn::load_model(model_path, net.module());
-    nn::TrainingState st = nn::load_training_state(state_path);
-    optimizer->load_state_dict(st.optimizer);
-    schedule->set_iteration(st.scheduler_iteration);
-    epoch = st.epoch;
-    iteration = st.iteration;
-    start_batch = st.extra.count("batch") ? std::stoll(st.extra.at("batch")) : 0;
-    if (joint && st.generators.count("joint")) joint->generator().set_state(st.generators.at("joint"));
-    std::fprintf(stderr, "anybit: resumed from %s at epoch %lld, batch %lld\n", out.c_str(), (long long)epoch,
-                 (long long)start_batch);
+  const CheckpointFiles files(out);
+  Position pos;
+  if (cfg.flag("resume") && file_exists(files.state)) {
+    pos = load_checkpoint(files, parts);
+    std::fprintf(stderr, "anybit: resumed from %s at epoch %lld, batch %lld\n", out.c_str(), (long long)pos.epoch,
+                 (long long)pos.batch);
   } else if (cfg.flag("resume")) {
     std::fprintf(stderr, "anybit: --resume: no checkpoint in %s yet; starting from scratch\n", out.c_str());
   }
+  int64_t epoch = pos.epoch, start_batch = pos.batch, iteration = pos.iteration;
   {
     std::ofstream c(out + "/config.txt");
     c << cfg.dump();
   }
-
-  auto save = [&](int64_t ep, int64_t batch) {
-    nn::Metadata meta{{"arch", net.arch}, {"bits", cfg.str("bits")}, {"classes", std::to_string(d.train->num_classes())},
-                      {"width", cfg.str("width")}, {"config", cfg.dump()}};
-    nn::save_model(model_path, net.module(), meta);
-    nn::TrainingState st;
-    st.optimizer = optimizer->state_dict();
-    st.scheduler_iteration = schedule->iteration();
-    st.epoch = ep;
-    st.iteration = iteration;
-    st.config = cfg.dump();
-    st.extra["batch"] = std::to_string(batch);
-    if (joint) st.generators["joint"] = joint->generator().state();
-    nn::save_training_state(state_path, st);
-  };
+  auto save = [&](int64_t ep, int64_t batch) { save_checkpoint(files, parts, cfg, classes, {ep, batch, iteration}); };
 
   // A resumed run appends to its metrics; a fresh run starts a new file.
   const bool resumed = cfg.flag("resume") && iteration > 0;
@@ -239,8 +401,8 @@ Report train_one(Config cfg, const std::string& out) {
     Progress bar("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(epochs), steps_per_epoch,
                  cfg.integer("log_every"));
     if (joint) joint->reset_stats();
-    double fp_loss = 0;
-    int64_t fp_correct = 0, seen = 0;
+    FpStats fp;
+    int64_t seen = 0;
     data::Batch batch;
     int64_t step = start_batch;
     start_batch = 0;
@@ -248,26 +410,11 @@ Report train_one(Config cfg, const std::string& out) {
       Tensor x = batch.images.to(dev), y = batch.labels.to(dev);
       double progress = (double)(epoch * steps_per_epoch + step) / (epochs * steps_per_epoch);
       std::string info;
-      if (joint) {
-        Tensor fp_logits;
-        if (fp_teacher) {
-          NoGradGuard ng;
-          fp_logits = fp_teacher->forward(x);
-        }
-        joint->accumulate_gradients(x, y, progress, fp_logits);
-        auto& st = joint->stats();
-        for (auto& [b, s] : st)
-          if (b == net.bits().back() || b == net.bits().front())
-            info += bits_label(b) + " " + json_num(s.loss_sum / std::max<int64_t>(s.count, 1)) + " ";
-      } else {
-        optimizer->zero_grad();
-        Tensor logits = net.forward(x);
-        Tensor loss = cross_entropy(logits, y, label_smoothing);
-        loss.backward();
-        fp_loss += loss.item<double>() * y.size(0);
-        quant::count_correct(logits, y, &fp_correct, nullptr);
-        info = "loss " + json_num(fp_loss / (seen + y.size(0))) + " acc " +
-               json_num(100.0 * fp_correct / (seen + y.size(0)));
+      try {
+        info = compute_gradients(net, joint.get(), fp_teacher.get(), *optimizer, x, y, progress, label_smoothing,
+                                 seen, fp);
+      } catch (const Error& e) {
+        AB_FAIL("epoch ", epoch + 1, ", step ", step + 1, ": ", e.what());  // name the batch that failed
       }
       optimizer->step();
       if (net.q) net.q->constrain_quantizers();
@@ -279,53 +426,25 @@ Report train_one(Config cfg, const std::string& out) {
       if (save_every > 0 && step % save_every == 0 && step < steps_per_epoch) save(epoch, step);
     }
     // ---- end of epoch: evaluate, log, checkpoint ----
-    std::ostringstream line;
-    line << "{\"epoch\": " << epoch + 1 << ", \"iteration\": " << iteration << ", \"lr\": " << json_num(schedule->lr(0))
-         << ", \"seconds\": " << json_num(bar.seconds()) << ", \"images_per_s\": " << json_num(seen / bar.seconds());
-    if (joint) {
-      line << ", \"swap_p\": " << json_num(joint->last_swap_p()) << ", \"train\": {";
-      bool first = true;
-      for (auto& [b, s] : joint->stats()) {
-        line << (first ? "" : ", ") << "\"" << bits_label(b) << "\": {\"loss\": " << json_num(s.loss_sum / s.count)
-             << ", \"acc\": " << json_num(100.0 * s.correct / s.count) << ", \"teachers\": {";
-        bool f2 = true;
-        for (auto& [t, n] : s.teacher_counts) {
-          line << (f2 ? "" : ", ") << "\"" << bits_label(t) << "\": " << n;
-          f2 = false;
-        }
-        line << "}, \"swapped_blocks\": " << s.swapped_blocks << ", \"block_draws\": " << s.block_draws << "}";
-        first = false;
-      }
-      line << "}";
-    } else {
-      line << ", \"train\": {\"fp32\": {\"loss\": " << json_num(fp_loss / std::max<int64_t>(seen, 1))
-           << ", \"acc\": " << json_num(100.0 * fp_correct / std::max<int64_t>(seen, 1)) << "}}";
-    }
+    nn::Json line = epoch_metrics(epoch + 1, iteration, schedule->lr(0), bar.seconds(), seen, joint.get(), fp);
     bool last = epoch + 1 == epochs;
     if (last || (cfg.integer("eval_every") > 0 && (epoch + 1) % cfg.integer("eval_every") == 0)) {
-      auto res = evaluate(net, d, cfg, false, cfg.integer("eval_batches"));
-      line << ", \"test\": {";
-      std::string summary;
-      for (size_t i = 0; i < res.size(); ++i) {
-        line << (i ? ", " : "") << "\"" << bits_label(res[i].bits) << "\": " << json_num(res[i].top1);
-        summary += bits_label(res[i].bits) + " " + json_num(res[i].top1) + "%  ";
-      }
-      line << "}";
+      std::string summary = add_test_results(line, evaluate(net, d, cfg, false, cfg.integer("eval_batches")));
       std::fprintf(stderr, "epoch %lld/%lld test top-1: %s\n", (long long)epoch + 1, (long long)epochs, summary.c_str());
     }
-    line << "}";
-    metrics << line.str() << "\n";
+    metrics << line.dump(true) << "\n";
     metrics.flush();
     save(epoch + 1, 0);
   }
 
   if (cfg.integer("recalibrate_bn") > 0) recalibrate_bn(net, d, cfg, cfg.integer("recalibrate_bn"));
   Report r;
-  r.name = cfg.str("name").empty() ? cfg.str("method") : cfg.str("name");
+  r.name = report_name(cfg);
   r.run_dir = out;
-  r.num_classes = d.train->num_classes();
+  r.num_classes = classes;
   r.rows = evaluate(net, d, cfg, true, cfg.integer("eval_batches"));
-  if (cfg.integer("recalibrate_bn") > 0) nn::save_model(model_path, net.module(), {{"arch", net.arch}, {"bits", cfg.str("bits")}, {"classes", std::to_string(r.num_classes)}, {"width", cfg.str("width")}, {"config", cfg.dump()}});
+  if (cfg.integer("recalibrate_bn") > 0)
+    nn::save_model(files.model, net.module(), model_metadata(net, cfg, classes, iteration));
   return r;
 }
 
@@ -341,7 +460,7 @@ int cmd_train(const std::vector<std::string>& args) {
   if (cfg.flag("dedicated")) {
     // One model per bit-width, each trained alone; the report gathers their rows.
     AB_CHECK(!cfg.str("bits").empty(), "--dedicated needs --bits");
-    report.name = cfg.str("name").empty() ? cfg.str("method") : cfg.str("name");
+    report.name = report_name(cfg);
     report.run_dir = out;
     for (int b : quant::parse_bit_set(cfg.str("bits"))) {
       Config one = cfg;
