@@ -242,6 +242,7 @@ Metadata load_model(const std::string& path, Module& model, bool strict) {
 
 void save_training_state(const std::string& path, const TrainingState& state) {
   NamedTensors tensors;
+  for (auto& [k, t] : state.model) tensors.emplace_back("model." + k, t);
   for (auto& [k, t] : state.optimizer) tensors.emplace_back("optimizer." + k, t);
   for (auto& [name, s] : state.generators) {
     Tensor bits = Tensor::empty({4}, DType::I64);
@@ -285,7 +286,9 @@ TrainingState load_training_state(const std::string& path) {
     if (k != "epoch" && k != "iteration" && k != "scheduler_iteration" && k != "config" && k != "format")
       st.extra[k] = v;
   for (auto& [name, t] : file.tensors) {
-    if (name.rfind("optimizer.", 0) == 0) {
+    if (name.rfind("model.", 0) == 0) {
+      st.model.emplace_back(name.substr(6), t);
+    } else if (name.rfind("optimizer.", 0) == 0) {
       st.optimizer.emplace_back(name.substr(10), t);
     } else if (name.rfind("generator.", 0) == 0) {
       AB_CHECK(t.dtype() == DType::I64 && t.shape() == Shape{4}, where, "generator state '", name,
@@ -294,7 +297,7 @@ TrainingState load_training_state(const std::string& path) {
       std::memcpy(s.data(), t.raw_data(), sizeof(uint64_t) * 4);
       st.generators[name.substr(10)] = s;
     } else {
-      AB_FAIL(where, "unexpected tensor '", name, "' (expected optimizer.* or generator.*)");
+      AB_FAIL(where, "unexpected tensor '", name, "' (expected model.*, optimizer.* or generator.*)");
     }
   }
   return st;

@@ -45,8 +45,11 @@ void save_model(const std::string& path, const Module& model, const Metadata& me
 // every difference. Returns the file's metadata.
 Metadata load_model(const std::string& path, Module& model, bool strict = true);
 
-// Everything besides the weights that resuming a run needs.
+// Everything resuming a run needs, in one file written atomically, so the weights, the optimizer
+// state and the step always belong together (a run that stops between two file writes cannot
+// pair new weights with an old optimizer state).
 struct TrainingState {
+  NamedTensors model;                    // Module::state_dict() (empty in files of older runs)
   NamedTensors optimizer;                // Optimizer::state_dict()
   int64_t scheduler_iteration = 0;       // LRSchedule::iteration()
   int64_t epoch = 0;                     // epochs completed
@@ -55,7 +58,7 @@ struct TrainingState {
   std::string config;                    // the run's configuration text
   Metadata extra;                        // anything else (string values)
 };
-// Layout: tensors "optimizer.<key>" and "generator.<name>" (int64 (4): the state's bits);
+// Layout: tensors "model.<name>", "optimizer.<key>" and "generator.<name>" (int64 (4): the state's bits);
 // metadata "epoch", "iteration", "scheduler_iteration", "config" and the extra entries.
 void save_training_state(const std::string& path, const TrainingState& state);
 TrainingState load_training_state(const std::string& path);

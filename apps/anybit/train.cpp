@@ -8,12 +8,13 @@
 // Reading order: compute_gradients (one step), save_checkpoint / load_checkpoint, epoch_metrics
 // (one metrics.jsonl line, built as nn::Json), then train_one, which strings them together.
 //
-// A checkpoint is two files written one after the other: the model, then the training state
-// (optimizer, schedule, generators). Both carry the step (`iteration`, optimizer steps taken) in
-// their metadata. A crash between the two writes leaves a model one checkpoint newer than the
-// state; --resume compares the two steps and refuses such a pair with a message naming both
-// (pairing new weights with an old optimizer state would silently train a different run).
-// A model file without a step (written before this check existed) is accepted as it is.
+// A checkpoint is two files, each written atomically: the training state (the weights, optimizer,
+// schedule, generators and the step, `iteration`), which is all --resume reads, then the model
+// (the weights alone, for eval and export, with the same step in its metadata). A run that stops
+// between the two writes resumes from the state file, whose weights and optimizer state always
+// belong together, and rewrites the model at its next checkpoint: nothing is lost and nothing is
+// mismatched. The state files of older runs hold no weights: resume then reads the model file and
+// refuses a pair written at different steps, with a message naming both.
 #include <sys/stat.h>
 
 #include <cmath>
@@ -258,8 +259,8 @@ struct CheckpointFiles {
 
 void save_checkpoint(const CheckpointFiles& files, const TrainingParts& parts, const Config& cfg, int64_t classes,
                      const Position& pos) {
-  nn::save_model(files.model, parts.net.module(), model_metadata(parts.net, cfg, classes, pos.iteration));
   nn::TrainingState st;
+  st.model = parts.net.module().state_dict();
   st.optimizer = parts.optimizer.state_dict();
   st.scheduler_iteration = parts.schedule.iteration();
   st.epoch = pos.epoch;
@@ -267,14 +268,20 @@ void save_checkpoint(const CheckpointFiles& files, const TrainingParts& parts, c
   st.config = cfg.dump();
   st.extra["batch"] = std::to_string(pos.batch);
   if (parts.joint) st.generators["joint"] = parts.joint->generator().state();
-  nn::save_training_state(files.state, st);
+  nn::save_training_state(files.state, st);  // first: resume needs this file alone
+  nn::save_model(files.model, parts.net.module(), model_metadata(parts.net, cfg, classes, pos.iteration));
 }
 
-// Restores what save_checkpoint wrote; refuses a model and a state written at different steps.
+// Restores what save_checkpoint wrote, from the state file (older runs: the weights from the model
+// file, refusing a model and a state written at different steps).
 Position load_checkpoint(const CheckpointFiles& files, const TrainingParts& parts) {
   nn::TrainingState st = nn::load_training_state(files.state);
-  nn::Metadata mm = nn::load_model(files.model, parts.net.module());
-  check_checkpoint_pair(mm, st, files.model, files.state);
+  if (!st.model.empty()) {
+    parts.net.module().load_state_dict(st.model, true);
+  } else {
+    nn::Metadata mm = nn::load_model(files.model, parts.net.module());
+    check_checkpoint_pair(mm, st, files.model, files.state);
+  }
   parts.optimizer.load_state_dict(st.optimizer);
   parts.schedule.set_iteration(st.scheduler_iteration);
   if (parts.joint && st.generators.count("joint")) parts.joint->generator().set_state(st.generators.at("joint"));
