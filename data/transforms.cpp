@@ -11,6 +11,8 @@ namespace anybit::data {
 const std::vector<float> kMnistMean = {0.1307f}, kMnistStd = {0.3081f};
 const std::vector<float> kCifar10Mean = {0.4914f, 0.4822f, 0.4465f};
 const std::vector<float> kCifar10Std = {0.2470f, 0.2435f, 0.2616f};
+const std::vector<float> kImageNetMean = {0.485f, 0.456f, 0.406f};
+const std::vector<float> kImageNetStd = {0.229f, 0.224f, 0.225f};
 
 // ---- primitives ---------------------------------------------------------------------------------
 
@@ -181,26 +183,8 @@ struct RandomResizedCrop : Transform {
   RandomResizedCrop(int64_t s, double a, double b, double c, double d)
       : size(s), slo(a), shi(b), rlo(c), rhi(d) {}
   Image apply(const Image& in, Generator& gen) const override {
-    const double H = double(in.height), W = double(in.width), area = H * W;
-    for (int attempt = 0; attempt < 10; ++attempt) {
-      double target = area * (slo + (shi - slo) * gen.uniform());
-      double aspect = std::exp(std::log(rlo) + (std::log(rhi) - std::log(rlo)) * gen.uniform());
-      int64_t w = std::lround(std::sqrt(target * aspect));
-      int64_t h = std::lround(std::sqrt(target / aspect));
-      if (w > 0 && h > 0 && w <= in.width && h <= in.height) {
-        int64_t y = (int64_t)gen.below(in.height - h + 1);
-        int64_t x = (int64_t)gen.below(in.width - w + 1);
-        return resize_bilinear(crop(in, y, x, h, w), size, size);
-      }
-    }
-    // Fallback: the largest central window whose aspect ratio is within [rlo, rhi].
-    int64_t h = in.height, w = in.width;
-    double ratio = W / H;
-    if (ratio < rlo)
-      h = std::lround(W / rlo);
-    else if (ratio > rhi)
-      w = std::lround(H * rhi);
-    return resize_bilinear(crop(in, (in.height - h) / 2, (in.width - w) / 2, h, w), size, size);
+    CropBox box = random_resized_crop_box(in.height, in.width, gen, slo, shi, rlo, rhi);
+    return resize_bilinear(crop(in, box.y0, box.x0, box.h, box.w), size, size);
   }
   std::string name() const override {
     return detail::cat("random_resized_crop(", size, ", scale ", slo, "..", shi, ", ratio ", rlo, "..", rhi, ")");
@@ -233,6 +217,56 @@ TransformPtr random_resized_crop(int64_t size, double scale_lo, double scale_hi,
            "random_resized_crop: need size > 0, 0 < scale_lo <= scale_hi <= 1, 0 < ratio_lo <= ratio_hi; got size ",
            size, ", scale ", scale_lo, "..", scale_hi, ", ratio ", ratio_lo, "..", ratio_hi);
   return std::make_shared<RandomResizedCrop>(size, scale_lo, scale_hi, ratio_lo, ratio_hi);
+}
+
+CropBox random_resized_crop_box(int64_t height, int64_t width, Generator& gen, double scale_lo, double scale_hi,
+                                double ratio_lo, double ratio_hi) {
+  AB_CHECK(height > 0 && width > 0, "random_resized_crop: empty image ", height, "x", width);
+  const double H = double(height), W = double(width), area = H * W;
+  const double log_lo = std::log(ratio_lo), log_hi = std::log(ratio_hi);
+  CropBox box;
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    double target = area * (scale_lo + (scale_hi - scale_lo) * gen.uniform());
+    double aspect = std::exp(log_lo + (log_hi - log_lo) * gen.uniform());
+    int64_t w = std::lround(std::sqrt(target * aspect));
+    int64_t h = std::lround(std::sqrt(target / aspect));
+    if (w > 0 && h > 0 && w <= width && h <= height) {
+      box.h = h;
+      box.w = w;
+      box.y0 = (int64_t)gen.below(height - h + 1);
+      box.x0 = (int64_t)gen.below(width - w + 1);
+      return box;
+    }
+  }
+  // Fallback: the central window of the whole image, its aspect clamped to [ratio_lo, ratio_hi].
+  box.fallback = true;
+  box.h = height;
+  box.w = width;
+  double ratio = W / H;
+  if (ratio < ratio_lo)
+    box.h = std::max<int64_t>(1, std::lround(W / ratio_lo));
+  else if (ratio > ratio_hi)
+    box.w = std::max<int64_t>(1, std::lround(H * ratio_hi));
+  box.y0 = (height - box.h) / 2;
+  box.x0 = (width - box.w) / 2;
+  return box;
+}
+
+Pipeline imagenet_train_pipeline(int64_t crop) {
+  Pipeline p;
+  p.steps = {random_resized_crop(crop), random_horizontal_flip()};
+  p.mean = kImageNetMean;
+  p.std = kImageNetStd;
+  return p;
+}
+
+Pipeline imagenet_eval_pipeline(int64_t resize, int64_t crop) {
+  AB_CHECK(resize >= crop, "imagenet_eval_pipeline: resize ", resize, " is smaller than the crop ", crop);
+  Pipeline p;
+  p.steps = {resize_shorter_side(resize), center_crop(crop)};
+  p.mean = kImageNetMean;
+  p.std = kImageNetStd;
+  return p;
 }
 
 // ---- Pipeline -----------------------------------------------------------------------------------

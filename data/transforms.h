@@ -64,6 +64,22 @@ TransformPtr center_crop(int64_t size);
 TransformPtr random_resized_crop(int64_t size, double scale_lo = 0.08, double scale_hi = 1.0,
                                  double ratio_lo = 3.0 / 4.0, double ratio_hi = 4.0 / 3.0);
 
+// The window random_resized_crop cuts from an image of height x width, as torchvision's
+// RandomResizedCrop.get_params draws it: up to 10 attempts, each drawing
+//   area   = height * width * U(scale_lo, scale_hi)
+//   aspect = exp(U(log ratio_lo, log ratio_hi))          (width / height)
+//   w = round(sqrt(area * aspect)), h = round(sqrt(area / aspect))
+// and accepting the first with 0 < w <= width and 0 < h <= height, at a uniformly random
+// position (y0 uniform in [0, height - h], then x0 in [0, width - w]). When no attempt fits, the
+// fallback is the central window of the whole image with its aspect clamped to [ratio_lo,
+// ratio_hi]. Each attempt draws exactly two uniforms from gen, an accepted one two more (below).
+struct CropBox {
+  int64_t y0 = 0, x0 = 0, h = 0, w = 0;
+  bool fallback = false;  // no attempt fitted: the central crop
+};
+CropBox random_resized_crop_box(int64_t height, int64_t width, Generator& gen, double scale_lo = 0.08,
+                                double scale_hi = 1.0, double ratio_lo = 3.0 / 4.0, double ratio_hi = 4.0 / 3.0);
+
 // The whole per-example preprocessing: the transforms in order, then to float [0, 1] CHW, then
 // (when mean/std are given, one per channel) normalisation.
 struct Pipeline {
@@ -78,6 +94,15 @@ struct Pipeline {
 };
 
 // Per-channel statistics commonly used with the datasets here (of the training sets, in [0, 1]).
-extern const std::vector<float> kMnistMean, kMnistStd, kCifar10Mean, kCifar10Std;
+// ImageNet's are torchvision's (the RGB means and standard deviations every pretrained model uses).
+extern const std::vector<float> kMnistMean, kMnistStd, kCifar10Mean, kCifar10Std, kImageNetMean, kImageNetStd;
+
+// The standard ImageNet pipelines (torchvision's reference recipe), for image folders of any
+// image sizes:
+//   training:   random_resized_crop(crop) (scale 0.08..1, ratio 3/4..4/3), random flip, normalise
+//   evaluation: resize_shorter_side(resize), center_crop(crop), normalise
+// with ImageNet's mean and std; crop = 224 and resize = 256 are the usual sizes.
+Pipeline imagenet_train_pipeline(int64_t crop = 224);
+Pipeline imagenet_eval_pipeline(int64_t resize = 256, int64_t crop = 224);
 
 }  // namespace anybit::data
