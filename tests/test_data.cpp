@@ -564,9 +564,9 @@ TEST_CASE("transforms: the random-resized crop window against torchvision's rule
   REQUIRE(min_frac < 0.085);
   REQUIRE(max_frac <= 0.8895);  // s <= r / 1.5 <= (4/3) / 1.5 = 0.889 on this image
   REQUIRE(max_frac > 0.86);
-  REQUIRE(min_ar >= 0.749);
+  REQUIRE(min_ar >= 0.74);  // w and h rounded: up to 0.5 / 140 off either way at the smallest windows
   REQUIRE(min_ar < 0.76);
-  REQUIRE(max_ar <= 1.336);
+  REQUIRE(max_ar <= 1.345);
   REQUIRE(max_ar > 1.32);
   REQUIRE(sum_log_ar / n == Approx(0.0311).margin(0.012));
   REQUIRE(sum_frac / n == Approx(0.3885).margin(0.013));
