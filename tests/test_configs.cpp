@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "nn/checkpoint.h"
@@ -191,13 +192,15 @@ TEST_CASE("configs/imagenet_resnet18_{fp,ours}.cfg run on a 100-class folder of 
 }
 
 // Not a check: a measurement for docs/RESULTS.md. For the Any-Precision model (PreAct ResNet-20
-// x5), mean |w_q| of every quantized conv at each bit-width of {32,8,4,2,1}, against E = mean|w|,
-// for a fresh model, or for the model of a run when ANYBIT_SCALE_RUN names its folder.
+// x5; ANYBIT_SCALE_WIDTH=1 for width 1), mean |w_q| of every quantized conv at each bit-width of
+// {32,8,4,2,1}, against E = mean|w|, for a fresh model, or for the model of a run when
+// ANYBIT_SCALE_RUN names its folder.
 TEST_CASE("scale of the quantized weights per bit-width in the Any-Precision model", "[.][scale]") {
   quant::QuantOptions qo;
   qo.bit_set = {32, 8, 4, 2, 1};
   nn::ModelOptions mo;
-  mo.width = 5;
+  const char* width = std::getenv("ANYBIT_SCALE_WIDTH");  // default 5, Any-Precision's
+  mo.width = width ? std::atof(width) : 5;
   quant::QuantModel m("preact_resnet20", 10, qo, 1, mo);
   const char* run = std::getenv("ANYBIT_SCALE_RUN");
   if (run) nn::load_model(std::string(run) + "/model.safetensors", m.net());
@@ -208,6 +211,35 @@ TEST_CASE("scale of the quantized weights per bit-width in the Any-Precision mod
     if (p.dim() != 4 || name.rfind("conv1.", 0) == 0) continue;  // quantized convs only (not the stem)
     std::printf("| %s | %.4f |", name.c_str(), mean(abs(p)).item<double>());
     for (int b : {32, 8, 4, 2, 1}) std::printf(" %.4f |", mean(abs(quant::quantize_weight(p, b))).item<double>());
+    std::printf("\n");
+  }
+  // What the scales do where no BN follows: at each residual addition y + s of a pre-activation
+  // block, mean|y| / mean|s| (the branch against the identity or the shortcut conv), per
+  // bit-width, on 16 CIFAR-sized N(0, 1) inputs with batch statistics in the BNs.
+  std::map<std::string, nn::ModulePtr> mods;
+  for (auto& [name, mod] : m.net().named_modules()) mods[name] = mod;
+  Tensor input = test::randn({16, 3, 32, 32}, 5, DType::F32);
+  m.net().train();
+  std::printf("\n| block: mean|branch| / mean|shortcut| | W32 | W8 | W4 | W2 | W1 |\n| --- | ---: | ---: | ---: | ---: | ---: |\n");
+  std::map<std::string, std::vector<double>> ratio;
+  std::vector<std::string> order;
+  for (int b : {32, 8, 4, 2, 1}) {
+    m.set_bits(b);
+    Tensor x = mods.at("conv1")->forward(input);
+    for (int st = 1; st <= 3; ++st)
+      for (int k = 0; k < 3; ++k) {
+        std::string blk = "layer" + std::to_string(st) + "." + std::to_string(k);
+        Tensor o = relu(mods.at(blk + ".bn1")->forward(x));
+        Tensor s = mods.count(blk + ".shortcut") ? mods.at(blk + ".shortcut")->forward(o) : x;
+        Tensor y = mods.at(blk + ".conv2")->forward(relu(mods.at(blk + ".bn2")->forward(mods.at(blk + ".conv1")->forward(o))));
+        if (b == 32) order.push_back(blk);
+        ratio[blk].push_back(mean(abs(y)).item<double>() / mean(abs(s)).item<double>());
+        x = y + s;
+      }
+  }
+  for (auto& blk : order) {
+    std::printf("| %s |", blk.c_str());
+    for (double r : ratio[blk]) std::printf(" %.3f |", r);
     std::printf("\n");
   }
 }
