@@ -386,6 +386,20 @@ TEST_CASE("image folder errors: corrupt JPEG, empty folders, skip_bad_files", "[
   REQUIRE_THROWS_WITH(read_file(empty / "nothing.bin"), Contains("nothing.bin") && Contains("cannot open"));
 }
 
+TEST_CASE("open_dataset: an image folder's test split may be named val, as ImageNet's", "[data]") {
+  TempDir tmp;
+  Image rgb = make_image(5, 7, 3, 1);
+  for (const char* dir : {"train/a", "train/b", "val/a", "val/b"}) {
+    fs::create_directories(tmp.path / dir);
+    REQUIRE(stbi_write_png((tmp.path / dir / "x.png").c_str(), 7, 5, 3, rgb.pixels.data(), 7 * 3));
+  }
+  REQUIRE(open_dataset(tmp.path.string(), "test")->describe().find("/val") != std::string::npos);
+  REQUIRE(open_dataset(tmp.path.string(), "train")->size() == 2);
+  fs::create_directories(tmp.path / "test/a");  // test/ wins when both exist
+  REQUIRE(stbi_write_png((tmp.path / "test/a/y.png").c_str(), 7, 5, 3, rgb.pixels.data(), 7 * 3));
+  REQUIRE(open_dataset(tmp.path.string(), "test")->size() == 1);
+}
+
 // ---- transforms -----------------------------------------------------------------------------------
 
 TEST_CASE("transforms: crop with padding, flip, centre crop on tiny images", "[data]") {
