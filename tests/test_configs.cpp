@@ -147,8 +147,8 @@ TEST_CASE("configs/cifar10_anyprec_paper.cfg: Any-Precision's PreAct ResNet-20 x
   std::string report = slurp(out + "/report.json");
   for (const char* b : {"W32A32", "W8A8", "W4A4", "W2A2", "W1A1"}) REQUIRE_THAT(report, Contains(b));
   std::string cfg = slurp(out + "/config.txt");
-  REQUIRE_THAT(cfg, Contains("teacher = next") && Contains("student_ce = 0") && Contains("milestones = 100,150,180") &&
-                        Contains("optimizer = adam") && Contains("width = 5"));
+  REQUIRE_THAT(cfg, Contains("teacher = next") && Contains("student_ce = 0") && Contains("weight_scale = mean") &&
+                        Contains("milestones = 100,150,180") && Contains("optimizer = adam") && Contains("width = 5"));
   // The students learnt from the next higher bit-width only: W1A1 from W2A2, W8A8 from W32A32.
   std::string metrics = slurp(out + "/metrics.jsonl");
   REQUIRE_THAT(metrics, Contains("\"W1A1\": {\"loss\"") && Contains("\"teachers\": {\"W2A2\": 8}") &&
@@ -194,23 +194,29 @@ TEST_CASE("configs/imagenet_resnet18_{fp,ours}.cfg run on a 100-class folder of 
 // Not a check: a measurement for docs/RESULTS.md. For the Any-Precision model (PreAct ResNet-20
 // x5; ANYBIT_SCALE_WIDTH=1 for width 1), mean |w_q| of every quantized conv at each bit-width of
 // {32,8,4,2,1}, against E = mean|w|, for a fresh model, or for the model of a run when
-// ANYBIT_SCALE_RUN names its folder.
+// ANYBIT_SCALE_RUN names its folder; ANYBIT_SCALE_MODE=mean for weight_scale = mean.
 TEST_CASE("scale of the quantized weights per bit-width in the Any-Precision model", "[.][scale]") {
   quant::QuantOptions qo;
   qo.bit_set = {32, 8, 4, 2, 1};
+  // ANYBIT_SCALE_MODE=mean: Any-Precision's rule (every bit-width times mean|w|), as
+  // configs/cifar10_anyprec_paper.cfg runs; default none (DoReFa's +-1 at 1 bit).
+  const char* mode = std::getenv("ANYBIT_SCALE_MODE");
+  bool by_mean = mode && std::string(mode) == "mean";
+  qo.weight.scale = by_mean ? quant::WeightScale::Mean : quant::WeightScale::None;
   nn::ModelOptions mo;
   const char* width = std::getenv("ANYBIT_SCALE_WIDTH");  // default 5, Any-Precision's
   mo.width = width ? std::atof(width) : 5;
   quant::QuantModel m("preact_resnet20", 10, qo, 1, mo);
   const char* run = std::getenv("ANYBIT_SCALE_RUN");
   if (run) nn::load_model(std::string(run) + "/model.safetensors", m.net());
-  std::printf("%s\n| layer | E = mean|w| | W32 | W8 | W4 | W2 | W1 |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
-              run ? run : "fresh model (seed 1)");
+  std::printf("%s, weight_scale %s\n| layer | E = mean|w| | W32 | W8 | W4 | W2 | W1 |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+              run ? run : "fresh model (seed 1)", by_mean ? "mean" : "none");
   NoGradGuard ng;
   for (auto& [name, p] : m.net().named_parameters()) {
     if (p.dim() != 4 || name.rfind("conv1.", 0) == 0) continue;  // quantized convs only (not the stem)
     std::printf("| %s | %.4f |", name.c_str(), mean(abs(p)).item<double>());
-    for (int b : {32, 8, 4, 2, 1}) std::printf(" %.4f |", mean(abs(quant::quantize_weight(p, b))).item<double>());
+    for (int b : {32, 8, 4, 2, 1})
+      std::printf(" %.4f |", mean(abs(quant::quantize_weight(p, b, qo.weight))).item<double>());
     std::printf("\n");
   }
   // What the scales do where no BN follows: at each residual addition y + s of a pre-activation
