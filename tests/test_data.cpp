@@ -417,6 +417,9 @@ TEST_CASE("transforms: crop with padding, flip, centre crop on tiny images", "[d
   Generator gen(0);
   Image big = make_image(6, 8, 1, 5);
   REQUIRE(center_crop(4)->apply(big, gen).pixels == crop(big, 1, 2, 4, 4).pixels);
+  // torchvision's round((n - size) / 2), half to even: margins 3 and 5 start at 2, margin 1 at 0.
+  REQUIRE(center_crop(4)->apply(make_image(7, 9, 1, 5), gen).pixels == crop(make_image(7, 9, 1, 5), 2, 2, 4, 4).pixels);
+  REQUIRE(center_crop(4)->apply(make_image(5, 9, 1, 5), gen).pixels == crop(make_image(5, 9, 1, 5), 0, 2, 4, 4).pixels);
   Image small = center_crop(4)->apply(img, gen);  // 2x3 padded: 1 row above, 0 columns left
   REQUIRE(small.pixels == std::vector<uint8_t>{0, 0, 0, 0, 1, 2, 3, 0, 4, 5, 6, 0, 0, 0, 0, 0});
 
@@ -666,28 +669,99 @@ TEST_CASE("transforms: bilinear resize against a double-precision scalar referen
   }
 }
 
+// PIL's bilinear resampling of one axis, in double precision (libImaging/Resample.c,
+// precompute_coeffs with the triangle filter), applied along y then x.
+static std::vector<double> pil_axis(const std::vector<double>& v, int64_t n_in, int64_t n_out) {
+  std::vector<double> out(n_out);
+  double scale = double(n_in) / n_out, f = std::max(scale, 1.0);
+  for (int64_t o = 0; o < n_out; ++o) {
+    double centre = (o + 0.5) * scale, sum = 0, total = 0;
+    int64_t lo = std::max<int64_t>(0, (int64_t)std::floor(centre - f + 0.5));
+    int64_t hi = std::min<int64_t>(n_in, (int64_t)std::floor(centre + f + 0.5));
+    for (int64_t i = lo; i < hi; ++i) {
+      double w = std::max(0.0, 1 - std::abs(i + 0.5 - centre) / f);
+      sum += w * v[i];
+      total += w;
+    }
+    out[o] = sum / total;
+  }
+  return out;
+}
+static Image pil_resize_ref(const Image& in, int64_t h, int64_t w) {
+  Image out(h, w, in.channels);
+  for (int64_t c = 0; c < in.channels; ++c) {
+    std::vector<std::vector<double>> cols(in.width);  // each column resized along y
+    for (int64_t x = 0; x < in.width; ++x) {
+      std::vector<double> col(in.height);
+      for (int64_t y = 0; y < in.height; ++y) col[y] = in.at(y, x, c);
+      cols[x] = pil_axis(col, in.height, h);
+    }
+    for (int64_t y = 0; y < h; ++y) {
+      std::vector<double> row(in.width);
+      for (int64_t x = 0; x < in.width; ++x) row[x] = cols[x][y];
+      std::vector<double> r = pil_axis(row, in.width, w);
+      for (int64_t x = 0; x < w; ++x) out.at(y, x, c) = (uint8_t)std::floor(std::min(255.0, r[x]) + 0.5);
+    }
+  }
+  return out;
+}
+
+TEST_CASE("transforms: anti-aliased bilinear resize as PIL's, against a scalar reference", "[data]") {
+  // Worked by hand: [0 40 80 120] -> 2 pixels, s = 2: output 0 has centre 1 and taps 0, 1, 2 at
+  // distances 0.25, 0.25, 0.75 (in units of 2 pixels): weights 0.75, 0.75, 0.25, so
+  // (0 * 0.75 + 40 * 0.75 + 80 * 0.25) / 1.75 = 28.6 -> 29; output 1 likewise (10 + 60 + 90) / 1.75
+  // = 91.4 -> 91. Plain bilinear samples 2 of the 4 pixels: 20 and 100.
+  Image row(1, 4, 1);
+  row.pixels = {0, 40, 80, 120};
+  REQUIRE(resize_bilinear_antialias(row, 1, 2).pixels == std::vector<uint8_t>{29, 91});
+  REQUIRE(resize_bilinear(row, 1, 2).pixels == std::vector<uint8_t>{20, 100});
+  // Against the reference: down, up, mixed, to one pixel; at most 1 level off (float sums).
+  Image img = make_image(37, 53, 3, 41);
+  for (auto hw : std::vector<std::pair<int64_t, int64_t>>{{12, 17}, {80, 100}, {20, 90}, {1, 1}, {36, 48}}) {
+    Image got = resize_bilinear_antialias(img, hw.first, hw.second);
+    Image want = pil_resize_ref(img, hw.first, hw.second);
+    REQUIRE(got.height == hw.first);
+    REQUIRE(got.width == hw.second);
+    int64_t off = 0;
+    for (size_t i = 0; i < got.pixels.size(); ++i) {
+      int d = std::abs(int(got.pixels[i]) - int(want.pixels[i]));
+      REQUIRE(d <= 1);
+      off += d;
+    }
+    REQUIRE(off * 100 <= (int64_t)got.pixels.size());
+  }
+  // Enlarging: the same as plain bilinear (PIL's triangle at s <= 1 is the half-pixel rule).
+  Image up_aa = resize_bilinear_antialias(img, 50, 70), up = resize_bilinear(img, 50, 70);
+  for (size_t i = 0; i < up.pixels.size(); ++i) REQUIRE(std::abs(int(up_aa.pixels[i]) - int(up.pixels[i])) <= 1);
+  // A flat image stays flat.
+  Image flat(30, 30, 3);
+  std::fill(flat.pixels.begin(), flat.pixels.end(), 200);
+  for (uint8_t p : resize_bilinear_antialias(flat, 7, 11).pixels) REQUIRE(p == 200);
+}
+
 TEST_CASE("transforms: the ImageNet pipelines on images of any size", "[data]") {
   Generator gen(3);
   // Evaluation: 45x60 -> shorter side 36 -> 36x48 -> centre 32x32 at (2, 8), then normalised
-  // with ImageNet's mean and std.
+  // with ImageNet's mean and std. A 37x50 image: the long side int(36 * 50 / 37) = int(48.6) = 48.
   Image img = make_image(45, 60, 3, 31);
   Pipeline ev = imagenet_eval_pipeline(36, 32);
   Tensor x = ev(img, gen);
   REQUIRE(x.shape() == Shape{3, 32, 32});
-  Image want = crop(resize_bilinear(img, 36, 48), 2, 8, 32, 32);
+  Image want = crop(resize_bilinear_antialias(img, 36, 48), 2, 8, 32, 32);
   for (int64_t c = 0; c < 3; ++c)
     for (int64_t y : {0, 13, 31})
       for (int64_t xx : {0, 7, 31})
         REQUIRE(x.at({c, y, xx}) ==
                 Approx((want.at(y, xx, c) / 255.0 - kImageNetMean[c]) / kImageNetStd[c]).margin(1e-5));
-  REQUIRE(ev.describe() == "resize_shorter_side(36), center_crop(32), to_float, normalize");
+  REQUIRE(ev.describe() == "resize_shorter_side(36, antialias), center_crop(32), to_float, normalize");
+  REQUIRE(resize_shorter_side(36)->apply(make_image(37, 50, 3, 33), gen).width == 48);
   // Training: whatever the size, crop x crop; a portrait, a landscape and a tiny image.
   Pipeline tr = imagenet_train_pipeline(32);
   for (auto hw : {std::pair<int64_t, int64_t>{90, 41}, {40, 77}, {9, 12}}) {
     Tensor t = tr(make_image(hw.first, hw.second, 3, 32), gen);
     REQUIRE(t.shape() == Shape{3, 32, 32});
   }
-  REQUIRE_THAT(tr.describe(), Contains("random_resized_crop(32, scale 0.08..1") &&
+  REQUIRE_THAT(tr.describe(), Contains("random_resized_crop(32, scale 0.08..1") && Contains("antialias") &&
                                   Contains("random_horizontal_flip(0.5)"));
   REQUIRE_THROWS_WITH(imagenet_eval_pipeline(200, 224), Contains("smaller than the crop"));
 }
