@@ -81,10 +81,14 @@ static std::shared_ptr<Dataset> open_in(const fs::path& dir, const std::string& 
     return std::make_shared<CifarDataset>(dir.string(), split, CifarDataset::Kind::Cifar10);
   if (exists_any(dir, {"train.bin", "test.bin"}))
     return std::make_shared<CifarDataset>(dir.string(), split, CifarDataset::Kind::Cifar100Fine);
-  if (fs::is_directory(dir / split)) {
+  // An image folder; ImageNet's layout names its test split "val".
+  fs::path folder = dir / split;
+  if (!train && !fs::is_directory(folder) && fs::is_directory(dir / "val") && fs::is_directory(dir / "train"))
+    folder = dir / "val";
+  if (fs::is_directory(folder)) {
     ImageFolderDataset::Options opt;
     opt.skip_bad_files = skip_bad_files;
-    return std::make_shared<ImageFolderDataset>((dir / split).string(), opt);
+    return std::make_shared<ImageFolderDataset>(folder.string(), opt);
   }
   return nullptr;
 }
@@ -102,7 +106,8 @@ std::shared_ptr<Dataset> open_dataset(const std::string& root, const std::string
   AB_FAIL("open_dataset: ", root, " holds no dataset anybit recognises for split \"", split,
           "\": expected MNIST IDX files (", split == "train" ? "train" : "t10k",
           "-images-idx3-ubyte[.gz]), CIFAR binary batches (data_batch_1.bin, test_batch.bin, ",
-          "train.bin) or an image folder ", root, "/", split, "/<class>/<image>");
+          "train.bin) or an image folder ", root, "/", split, "/<class>/<image>",
+          split == "test" ? " (or root/val/<class>/<image> beside root/train)" : "");
 }
 
 }  // namespace anybit::data

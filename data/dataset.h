@@ -139,7 +139,8 @@ Image decode_image(const std::vector<uint8_t>& bytes, const std::string& name);
 //   MNIST files in root                          -> MnistDataset (test = t10k)
 //   data_batch_*.bin / test_batch.bin            -> CifarDataset CIFAR-10
 //   train.bin / test.bin (CIFAR-100 sizes)       -> CifarDataset CIFAR-100 fine labels
-//   root/<split>/<class>/<files>                 -> ImageFolderDataset
+//   root/<split>/<class>/<files>                 -> ImageFolderDataset (test: root/val/... when
+//                                                   there is no root/test, as ImageNet is laid out)
 // The official archives' sub-folders (cifar-10-batches-bin, cifar-100-binary) are looked into.
 // skip_bad_files: for image folders, drop (and log) files that fail to decode instead of failing.
 std::shared_ptr<Dataset> open_dataset(const std::string& root, const std::string& split,

@@ -11,6 +11,8 @@ namespace anybit::data {
 const std::vector<float> kMnistMean = {0.1307f}, kMnistStd = {0.3081f};
 const std::vector<float> kCifar10Mean = {0.4914f, 0.4822f, 0.4465f};
 const std::vector<float> kCifar10Std = {0.2470f, 0.2435f, 0.2616f};
+const std::vector<float> kImageNetMean = {0.485f, 0.456f, 0.406f};
+const std::vector<float> kImageNetStd = {0.229f, 0.224f, 0.225f};
 
 // ---- primitives ---------------------------------------------------------------------------------
 
@@ -85,6 +87,64 @@ Image resize_bilinear(const Image& in, int64_t h, int64_t w) {
   return out;
 }
 
+// PIL's resampling coefficients along one axis (precompute_coeffs in libImaging/Resample.c) with
+// the bilinear (triangle) filter: for each output index its first input index and weights.
+struct AxisFilter {
+  std::vector<int64_t> first;
+  std::vector<std::vector<float>> weights;
+};
+static AxisFilter antialias_taps(int64_t in, int64_t out) {
+  AxisFilter f;
+  const double scale = double(in) / double(out), fscale = std::max(scale, 1.0), support = fscale;
+  for (int64_t o = 0; o < out; ++o) {
+    double centre = (o + 0.5) * scale;
+    int64_t lo = std::max<int64_t>(0, (int64_t)std::floor(centre - support + 0.5));
+    int64_t hi = std::min<int64_t>(in, (int64_t)std::floor(centre + support + 0.5));
+    std::vector<double> w;
+    double total = 0;
+    for (int64_t i = lo; i < hi; ++i) {
+      double d = std::abs((i + 0.5 - centre) / fscale);
+      w.push_back(d < 1 ? 1 - d : 0);
+      total += w.back();
+    }
+    std::vector<float> wf;
+    for (double v : w) wf.push_back(float(total > 0 ? v / total : 0));
+    f.first.push_back(lo);
+    f.weights.push_back(wf);
+  }
+  return f;
+}
+
+Image resize_bilinear_antialias(const Image& in, int64_t h, int64_t w) {
+  AB_CHECK(h > 0 && w > 0 && in.height > 0 && in.width > 0, "resize_bilinear_antialias: cannot resize ",
+           in.height, "x", in.width, " to ", h, "x", w);
+  if (h == in.height && w == in.width) return in;
+  const int64_t C = in.channels, W = in.width;
+  AxisFilter fy = antialias_taps(in.height, h), fx = antialias_taps(W, w);
+  // Pass 1, along y: rows (h, W, C) in float.
+  std::vector<float> mid((size_t)h * W * C, 0.0f);
+  for (int64_t y = 0; y < h; ++y) {
+    float* dst = &mid[(size_t)y * W * C];
+    const auto& wy = fy.weights[y];
+    for (size_t k = 0; k < wy.size(); ++k) {
+      const uint8_t* src = &in.pixels[(size_t)(fy.first[y] + (int64_t)k) * W * C];
+      for (int64_t i = 0; i < W * C; ++i) dst[i] += wy[k] * src[i];
+    }
+  }
+  // Pass 2, along x, rounded once.
+  Image out(h, w, C);
+  for (int64_t y = 0; y < h; ++y)
+    for (int64_t x = 0; x < w; ++x) {
+      const auto& wx = fx.weights[x];
+      for (int64_t c = 0; c < C; ++c) {
+        float v = 0;
+        for (size_t k = 0; k < wx.size(); ++k) v += wx[k] * mid[((size_t)y * W + fx.first[x] + (int64_t)k) * C + c];
+        out.pixels[(y * w + x) * C + c] = (uint8_t)std::clamp(std::lround(v), 0L, 255L);
+      }
+    }
+  return out;
+}
+
 // ---- float CHW ----------------------------------------------------------------------------------
 
 // out[c, y, x] = px(y, x, c) * scale[c] + bias[c]; the one loop behind to_float and to_chw.
@@ -151,25 +211,35 @@ struct RandomFlip : Transform {
 
 struct ResizeShorter : Transform {
   int64_t size;
-  explicit ResizeShorter(int64_t s) : size(s) {}
+  bool antialias;
+  ResizeShorter(int64_t s, bool aa) : size(s), antialias(aa) {}
   Image apply(const Image& in, Generator&) const override {
+    // The longer side becomes int(size * long / short), truncated, as torchvision's Resize(size).
     int64_t h = size, w = size;
     if (in.height < in.width)
-      w = std::max<int64_t>(1, std::lround(double(in.width) * size / in.height));
+      w = std::max<int64_t>(1, (int64_t)(double(size) * in.width / in.height));
     else
-      h = std::max<int64_t>(1, std::lround(double(in.height) * size / in.width));
-    return resize_bilinear(in, h, w);
+      h = std::max<int64_t>(1, (int64_t)(double(size) * in.height / in.width));
+    return antialias ? resize_bilinear_antialias(in, h, w) : resize_bilinear(in, h, w);
   }
-  std::string name() const override { return detail::cat("resize_shorter_side(", size, ")"); }
+  std::string name() const override {
+    return detail::cat("resize_shorter_side(", size, antialias ? ", antialias" : "", ")");
+  }
 };
 
 struct CenterCrop : Transform {
   int64_t size;
   explicit CenterCrop(int64_t s) : size(s) {}
   Image apply(const Image& in, Generator&) const override {
-    // The window starts (n - size) / 2 in; when the image is smaller, it is padded by
-    // (size - n) / 2 before and the rest after (torchvision's CenterCrop splits the same way).
-    auto start = [&](int64_t n) { int64_t d = n - size; return d >= 0 ? d / 2 : -((-d) / 2); };
+    // As torchvision's CenterCrop: the window starts round((n - size) / 2) in, rounding half to
+    // even as Python does (an odd margin 2k + 1 starts at k if k is even, else k + 1); when the
+    // image is smaller, it is padded by (size - n) / 2 before and the rest after.
+    auto start = [&](int64_t n) {
+      int64_t d = n - size;
+      if (d < 0) return -((-d) / 2);
+      int64_t k = d / 2;
+      return d % 2 == 0 || k % 2 == 0 ? k : k + 1;
+    };
     return crop(in, start(in.height), start(in.width), size, size);
   }
   std::string name() const override { return detail::cat("center_crop(", size, ")"); }
@@ -178,32 +248,17 @@ struct CenterCrop : Transform {
 struct RandomResizedCrop : Transform {
   int64_t size;
   double slo, shi, rlo, rhi;
-  RandomResizedCrop(int64_t s, double a, double b, double c, double d)
-      : size(s), slo(a), shi(b), rlo(c), rhi(d) {}
+  bool antialias;
+  RandomResizedCrop(int64_t s, double a, double b, double c, double d, bool aa)
+      : size(s), slo(a), shi(b), rlo(c), rhi(d), antialias(aa) {}
   Image apply(const Image& in, Generator& gen) const override {
-    const double H = double(in.height), W = double(in.width), area = H * W;
-    for (int attempt = 0; attempt < 10; ++attempt) {
-      double target = area * (slo + (shi - slo) * gen.uniform());
-      double aspect = std::exp(std::log(rlo) + (std::log(rhi) - std::log(rlo)) * gen.uniform());
-      int64_t w = std::lround(std::sqrt(target * aspect));
-      int64_t h = std::lround(std::sqrt(target / aspect));
-      if (w > 0 && h > 0 && w <= in.width && h <= in.height) {
-        int64_t y = (int64_t)gen.below(in.height - h + 1);
-        int64_t x = (int64_t)gen.below(in.width - w + 1);
-        return resize_bilinear(crop(in, y, x, h, w), size, size);
-      }
-    }
-    // Fallback: the largest central window whose aspect ratio is within [rlo, rhi].
-    int64_t h = in.height, w = in.width;
-    double ratio = W / H;
-    if (ratio < rlo)
-      h = std::lround(W / rlo);
-    else if (ratio > rhi)
-      w = std::lround(H * rhi);
-    return resize_bilinear(crop(in, (in.height - h) / 2, (in.width - w) / 2, h, w), size, size);
+    CropBox box = random_resized_crop_box(in.height, in.width, gen, slo, shi, rlo, rhi);
+    Image window = crop(in, box.y0, box.x0, box.h, box.w);
+    return antialias ? resize_bilinear_antialias(window, size, size) : resize_bilinear(window, size, size);
   }
   std::string name() const override {
-    return detail::cat("random_resized_crop(", size, ", scale ", slo, "..", shi, ", ratio ", rlo, "..", rhi, ")");
+    return detail::cat("random_resized_crop(", size, ", scale ", slo, "..", shi, ", ratio ", rlo, "..", rhi,
+                       antialias ? ", antialias" : "", ")");
   }
 };
 
@@ -218,21 +273,71 @@ TransformPtr random_horizontal_flip(double p) {
   AB_CHECK(p >= 0 && p <= 1, "random_horizontal_flip: p = ", p, " must be in [0, 1]");
   return std::make_shared<RandomFlip>(p);
 }
-TransformPtr resize_shorter_side(int64_t size) {
+TransformPtr resize_shorter_side(int64_t size, bool antialias) {
   AB_CHECK(size > 0, "resize_shorter_side: size ", size, " must be positive");
-  return std::make_shared<ResizeShorter>(size);
+  return std::make_shared<ResizeShorter>(size, antialias);
 }
 TransformPtr center_crop(int64_t size) {
   AB_CHECK(size > 0, "center_crop: size ", size, " must be positive");
   return std::make_shared<CenterCrop>(size);
 }
 TransformPtr random_resized_crop(int64_t size, double scale_lo, double scale_hi, double ratio_lo,
-                                 double ratio_hi) {
+                                 double ratio_hi, bool antialias) {
   AB_CHECK(size > 0 && 0 < scale_lo && scale_lo <= scale_hi && scale_hi <= 1 && 0 < ratio_lo &&
                ratio_lo <= ratio_hi,
            "random_resized_crop: need size > 0, 0 < scale_lo <= scale_hi <= 1, 0 < ratio_lo <= ratio_hi; got size ",
            size, ", scale ", scale_lo, "..", scale_hi, ", ratio ", ratio_lo, "..", ratio_hi);
-  return std::make_shared<RandomResizedCrop>(size, scale_lo, scale_hi, ratio_lo, ratio_hi);
+  return std::make_shared<RandomResizedCrop>(size, scale_lo, scale_hi, ratio_lo, ratio_hi, antialias);
+}
+
+CropBox random_resized_crop_box(int64_t height, int64_t width, Generator& gen, double scale_lo, double scale_hi,
+                                double ratio_lo, double ratio_hi) {
+  AB_CHECK(height > 0 && width > 0, "random_resized_crop: empty image ", height, "x", width);
+  const double H = double(height), W = double(width), area = H * W;
+  const double log_lo = std::log(ratio_lo), log_hi = std::log(ratio_hi);
+  CropBox box;
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    double target = area * (scale_lo + (scale_hi - scale_lo) * gen.uniform());
+    double aspect = std::exp(log_lo + (log_hi - log_lo) * gen.uniform());
+    int64_t w = std::lround(std::sqrt(target * aspect));
+    int64_t h = std::lround(std::sqrt(target / aspect));
+    if (w > 0 && h > 0 && w <= width && h <= height) {
+      box.h = h;
+      box.w = w;
+      box.y0 = (int64_t)gen.below(height - h + 1);
+      box.x0 = (int64_t)gen.below(width - w + 1);
+      return box;
+    }
+  }
+  // Fallback: the central window of the whole image, its aspect clamped to [ratio_lo, ratio_hi].
+  box.fallback = true;
+  box.h = height;
+  box.w = width;
+  double ratio = W / H;
+  if (ratio < ratio_lo)
+    box.h = std::max<int64_t>(1, std::lround(W / ratio_lo));
+  else if (ratio > ratio_hi)
+    box.w = std::max<int64_t>(1, std::lround(H * ratio_hi));
+  box.y0 = (height - box.h) / 2;
+  box.x0 = (width - box.w) / 2;
+  return box;
+}
+
+Pipeline imagenet_train_pipeline(int64_t crop) {
+  Pipeline p;
+  p.steps = {random_resized_crop(crop, 0.08, 1.0, 3.0 / 4.0, 4.0 / 3.0, /*antialias=*/true), random_horizontal_flip()};
+  p.mean = kImageNetMean;
+  p.std = kImageNetStd;
+  return p;
+}
+
+Pipeline imagenet_eval_pipeline(int64_t resize, int64_t crop) {
+  AB_CHECK(resize >= crop, "imagenet_eval_pipeline: resize ", resize, " is smaller than the crop ", crop);
+  Pipeline p;
+  p.steps = {resize_shorter_side(resize, /*antialias=*/true), center_crop(crop)};
+  p.mean = kImageNetMean;
+  p.std = kImageNetStd;
+  return p;
 }
 
 // ---- Pipeline -----------------------------------------------------------------------------------

@@ -33,6 +33,16 @@ Image flip_horizontal(const Image& in);  // out(y, x) = in(y, W - 1 - x)
 // align_corners=False): source coordinate = (dst + 0.5) * in / out - 0.5, clamped to the image.
 // No anti-aliasing: shrinking by more than 2x skips pixels (PIL would average them).
 Image resize_bilinear(const Image& in, int64_t h, int64_t w);
+// Bilinear resize with anti-aliasing, as PIL's Image.resize(BILINEAR) (what torchvision's Resize
+// and RandomResizedCrop use on PIL images): along an axis shrunk by s > 1 the triangle filter is
+// widened to s input pixels on each side, so every input pixel contributes; along an axis kept or
+// enlarged it is resize_bilinear. Output x along an axis of n_in -> n_out pixels:
+//   centre c = (x + 0.5) * s,  s = n_in / n_out,  f = max(s, 1)
+//   out = sum_i w_i in_i / sum_i w_i,  w_i = max(0, 1 - |i + 0.5 - c| / f),
+//   i over [max(0, floor(c - f + 0.5)), min(n_in, floor(c + f + 0.5)))
+// Rows first, then columns, in float; rounded to the nearest byte once (PIL rounds after each
+// pass: the two differ by at most 1).
+Image resize_bilinear_antialias(const Image& in, int64_t h, int64_t w);
 
 // ---- float CHW --------------------------------------------------------------------------------
 // img (H, W, C) uint8 -> (C, H, W) float32 in [0, 1] (value / 255).
@@ -54,15 +64,34 @@ using TransformPtr = std::shared_ptr<const Transform>;
 TransformPtr random_crop(int64_t size, int64_t padding = 0);
 // Mirrors left-right with probability p.
 TransformPtr random_horizontal_flip(double p = 0.5);
-// Scales so that the shorter side becomes `size`, keeping the aspect ratio (bilinear).
-TransformPtr resize_shorter_side(int64_t size);
-// The size x size window at the centre (zero padding where the image is smaller).
+// Scales so that the shorter side becomes `size` and the longer int(size * long / short) (as
+// torchvision's Resize(size)); bilinear, or with antialias resize_bilinear_antialias.
+TransformPtr resize_shorter_side(int64_t size, bool antialias = false);
+// The size x size window at the centre, as torchvision's CenterCrop: it starts round((n - size)
+// / 2) in, half to even; zero padding, (size - n) / 2 before, where the image is smaller.
 TransformPtr center_crop(int64_t size);
 // The ImageNet augmentation (Inception / torchvision RandomResizedCrop): a window covering a
 // random fraction in [scale_lo, scale_hi] of the area with aspect ratio log-uniform in
-// [ratio_lo, ratio_hi] (10 tries, then the central crop of clamped aspect), resized to size x size.
+// [ratio_lo, ratio_hi] (10 tries, then the central crop of clamped aspect), resized to size x size
+// (bilinear; with antialias, resize_bilinear_antialias).
 TransformPtr random_resized_crop(int64_t size, double scale_lo = 0.08, double scale_hi = 1.0,
-                                 double ratio_lo = 3.0 / 4.0, double ratio_hi = 4.0 / 3.0);
+                                 double ratio_lo = 3.0 / 4.0, double ratio_hi = 4.0 / 3.0, bool antialias = false);
+
+// The window random_resized_crop cuts from an image of height x width, as torchvision's
+// RandomResizedCrop.get_params draws it: up to 10 attempts, each drawing
+//   area   = height * width * U(scale_lo, scale_hi)
+//   aspect = exp(U(log ratio_lo, log ratio_hi))          (width / height)
+//   w = round(sqrt(area * aspect)), h = round(sqrt(area / aspect))
+// and accepting the first with 0 < w <= width and 0 < h <= height, at a uniformly random
+// position (y0 uniform in [0, height - h], then x0 in [0, width - w]). When no attempt fits, the
+// fallback is the central window of the whole image with its aspect clamped to [ratio_lo,
+// ratio_hi]. Each attempt draws exactly two uniforms from gen, an accepted one two more (below).
+struct CropBox {
+  int64_t y0 = 0, x0 = 0, h = 0, w = 0;
+  bool fallback = false;  // no attempt fitted: the central crop
+};
+CropBox random_resized_crop_box(int64_t height, int64_t width, Generator& gen, double scale_lo = 0.08,
+                                double scale_hi = 1.0, double ratio_lo = 3.0 / 4.0, double ratio_hi = 4.0 / 3.0);
 
 // The whole per-example preprocessing: the transforms in order, then to float [0, 1] CHW, then
 // (when mean/std are given, one per channel) normalisation.
@@ -78,6 +107,16 @@ struct Pipeline {
 };
 
 // Per-channel statistics commonly used with the datasets here (of the training sets, in [0, 1]).
-extern const std::vector<float> kMnistMean, kMnistStd, kCifar10Mean, kCifar10Std;
+// ImageNet's are torchvision's (the RGB means and standard deviations every pretrained model uses).
+extern const std::vector<float> kMnistMean, kMnistStd, kCifar10Mean, kCifar10Std, kImageNetMean, kImageNetStd;
+
+// The standard ImageNet pipelines (torchvision's reference recipe), for image folders of any
+// image sizes:
+//   training:   random_resized_crop(crop) (scale 0.08..1, ratio 3/4..4/3), random flip, normalise
+//   evaluation: resize_shorter_side(resize), center_crop(crop), normalise
+// with ImageNet's mean and std, both resizes anti-aliased as PIL's; crop = 224 and resize = 256
+// are the usual sizes.
+Pipeline imagenet_train_pipeline(int64_t crop = 224);
+Pipeline imagenet_eval_pipeline(int64_t resize = 256, int64_t crop = 224);
 
 }  // namespace anybit::data

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -390,6 +392,20 @@ TEST_CASE("image folder errors: corrupt JPEG, empty folders, skip_bad_files", "[
   REQUIRE_THROWS_WITH(read_file(empty / "nothing.bin"), Contains("nothing.bin") && Contains("cannot open"));
 }
 
+TEST_CASE("open_dataset: an image folder's test split may be named val, as ImageNet's", "[data]") {
+  TempDir tmp;
+  Image rgb = make_image(5, 7, 3, 1);
+  for (const char* dir : {"train/a", "train/b", "val/a", "val/b"}) {
+    fs::create_directories(tmp.path / dir);
+    REQUIRE(stbi_write_png((tmp.path / dir / "x.png").c_str(), 7, 5, 3, rgb.pixels.data(), 7 * 3));
+  }
+  REQUIRE(open_dataset(tmp.path.string(), "test")->describe().find("/val") != std::string::npos);
+  REQUIRE(open_dataset(tmp.path.string(), "train")->size() == 2);
+  fs::create_directories(tmp.path / "test/a");  // test/ wins when both exist
+  REQUIRE(stbi_write_png((tmp.path / "test/a/y.png").c_str(), 7, 5, 3, rgb.pixels.data(), 7 * 3));
+  REQUIRE(open_dataset(tmp.path.string(), "test")->size() == 1);
+}
+
 // ---- transforms -----------------------------------------------------------------------------------
 
 TEST_CASE("transforms: crop with padding, flip, centre crop on tiny images", "[data]") {
@@ -407,6 +423,9 @@ TEST_CASE("transforms: crop with padding, flip, centre crop on tiny images", "[d
   Generator gen(0);
   Image big = make_image(6, 8, 1, 5);
   REQUIRE(center_crop(4)->apply(big, gen).pixels == crop(big, 1, 2, 4, 4).pixels);
+  // torchvision's round((n - size) / 2), half to even: margins 3 and 5 start at 2, margin 1 at 0.
+  REQUIRE(center_crop(4)->apply(make_image(7, 9, 1, 5), gen).pixels == crop(make_image(7, 9, 1, 5), 2, 2, 4, 4).pixels);
+  REQUIRE(center_crop(4)->apply(make_image(5, 9, 1, 5), gen).pixels == crop(make_image(5, 9, 1, 5), 0, 2, 4, 4).pixels);
   Image small = center_crop(4)->apply(img, gen);  // 2x3 padded: 1 row above, 0 columns left
   REQUIRE(small.pixels == std::vector<uint8_t>{0, 0, 0, 0, 1, 2, 3, 0, 4, 5, 6, 0, 0, 0, 0, 0});
 
@@ -482,6 +501,275 @@ TEST_CASE("transforms: bilinear resize, resize shorter side, random resized crop
   REQUIRE(random_resized_crop(6, 1.0, 1.0, 1.0, 1.0)->apply(square, g).pixels ==
           resize_bilinear(square, 6, 6).pixels);
   REQUIRE_THROWS_WITH(random_resized_crop(6, 0.5, 0.2), Contains("random_resized_crop"));
+}
+
+// The crop window of torchvision's RandomResizedCrop.get_params, written out again as a plain
+// scalar loop (the specification random_resized_crop_box is checked against), drawing the same
+// uniforms from the same generator in the same order.
+static CropBox torchvision_crop_ref(int64_t height, int64_t width, Generator& g, double s0, double s1, double r0,
+                                    double r1) {
+  double area = double(height) * double(width);
+  for (int i = 0; i < 10; ++i) {
+    double target_area = area * (s0 + (s1 - s0) * g.uniform());
+    double log_ratio = std::log(r0) + (std::log(r1) - std::log(r0)) * g.uniform();
+    double aspect = std::exp(log_ratio);
+    int64_t w = (int64_t)std::floor(std::sqrt(target_area * aspect) + 0.5);
+    int64_t h = (int64_t)std::floor(std::sqrt(target_area / aspect) + 0.5);
+    if (0 < w && w <= width && 0 < h && h <= height) {
+      CropBox b;
+      b.h = h;
+      b.w = w;
+      b.y0 = (int64_t)g.below(height - h + 1);
+      b.x0 = (int64_t)g.below(width - w + 1);
+      return b;
+    }
+  }
+  CropBox b;
+  b.fallback = true;
+  double in_ratio = double(width) / double(height);
+  if (in_ratio < r0) {
+    b.w = width;
+    b.h = (int64_t)std::floor(b.w / r0 + 0.5);
+  } else if (in_ratio > r1) {
+    b.h = height;
+    b.w = (int64_t)std::floor(b.h * r1 + 0.5);
+  } else {
+    b.w = width;
+    b.h = height;
+  }
+  b.y0 = (height - b.h) / 2;
+  b.x0 = (width - b.w) / 2;
+  return b;
+}
+
+TEST_CASE("transforms: the random-resized crop window against torchvision's rule, its statistics and fallback", "[data]") {
+  // 1. Window by window against the scalar reference, for 300 seeds on three image shapes.
+  for (auto hw : {std::pair<int64_t, int64_t>{300, 500}, {90, 40}, {64, 64}})
+    for (uint64_t s = 0; s < 300; ++s) {
+      Generator a(s), b(s);
+      CropBox got = random_resized_crop_box(hw.first, hw.second, a);
+      CropBox want = torchvision_crop_ref(hw.first, hw.second, b, 0.08, 1.0, 3.0 / 4.0, 4.0 / 3.0);
+      INFO(hw.first << "x" << hw.second << " seed " << s);
+      REQUIRE(got.y0 == want.y0);
+      REQUIRE(got.x0 == want.x0);
+      REQUIRE(got.h == want.h);
+      REQUIRE(got.w == want.w);
+      REQUIRE(got.fallback == want.fallback);
+    }
+
+  // 2. Statistics of 4,000 windows of a 400x600 image: always inside the image, area fraction in
+  // [0.08, 1] and aspect in [3/4, 4/3] up to the rounding of w and h to whole pixels, both ends
+  // of both ranges reached. An attempt (s, r) (area fraction, aspect) fits this 3:2 image iff
+  // s <= r / 1.5, so accepted windows are the uniform (s, log r) rectangle cut to that region:
+  // integrated numerically, acceptance 0.648, E[log r] = 0.0311 (sd 0.164) and E[s] = 0.3885
+  // (sd 0.189); over 4,000 windows the standard errors are 0.0026 and 0.0030. All 10 attempts
+  // fail with probability 0.352^10 = 3e-5.
+  double min_frac = 1, max_frac = 0, min_ar = 10, max_ar = 0, sum_log_ar = 0, sum_frac = 0;
+  int fallbacks = 0, n = 4000;
+  for (int s = 0; s < n; ++s) {
+    Generator g(1000 + s);
+    CropBox b = random_resized_crop_box(400, 600, g);
+    REQUIRE(b.y0 >= 0);
+    REQUIRE(b.x0 >= 0);
+    REQUIRE(b.y0 + b.h <= 400);
+    REQUIRE(b.x0 + b.w <= 600);
+    fallbacks += b.fallback;
+    double frac = double(b.h * b.w) / (400.0 * 600.0), ar = double(b.w) / double(b.h);
+    min_frac = std::min(min_frac, frac);
+    max_frac = std::max(max_frac, frac);
+    min_ar = std::min(min_ar, ar);
+    max_ar = std::max(max_ar, ar);
+    sum_log_ar += std::log(ar);
+    sum_frac += frac;
+  }
+  REQUIRE(fallbacks <= 2);
+  REQUIRE(min_frac >= 0.079);
+  REQUIRE(min_frac < 0.085);
+  REQUIRE(max_frac <= 0.8895);  // s <= r / 1.5 <= (4/3) / 1.5 = 0.889 on this image
+  REQUIRE(max_frac > 0.86);
+  REQUIRE(min_ar >= 0.74);  // w and h rounded: up to 0.5 / 140 off either way at the smallest windows
+  REQUIRE(min_ar < 0.76);
+  REQUIRE(max_ar <= 1.345);
+  REQUIRE(max_ar > 1.32);
+  REQUIRE(sum_log_ar / n == Approx(0.0311).margin(0.012));
+  REQUIRE(sum_frac / n == Approx(0.3885).margin(0.013));
+
+  // 3. Pinned scale and ratio: a 400x400 image gives 200x200 windows (a quarter of the area,
+  // square) at positions uniform in [0, 200]: mean 100 (standard error about 1.3 here).
+  double sum_y = 0, sum_x = 0;
+  int64_t max_y = 0;
+  for (int s = 0; s < 2000; ++s) {
+    Generator g(s);
+    CropBox b = random_resized_crop_box(400, 400, g, 0.25, 0.25, 1.0, 1.0);
+    REQUIRE(b.h == 200);
+    REQUIRE(b.w == 200);
+    sum_y += b.y0;
+    sum_x += b.x0;
+    max_y = std::max(max_y, b.y0);
+  }
+  REQUIRE(sum_y / 2000 == Approx(100).margin(5));
+  REQUIRE(sum_x / 2000 == Approx(100).margin(5));
+  REQUIRE(max_y == 200);
+
+  // 4. Fallback, worked by hand. A 2x100 strip: every attempt asks for h >= round(sqrt(0.08 *
+  // 200 / (4/3))) = 3 > 2 rows, so all 10 fail; the aspect 50 is clamped to 4/3: h = 2,
+  // w = round(2 * 4/3) = 3, centred: x0 = (100 - 3) / 2 = 48. Its transpose likewise.
+  Generator g(5);
+  CropBox wide = random_resized_crop_box(2, 100, g);
+  REQUIRE(wide.fallback);
+  REQUIRE((wide.y0 == 0 && wide.x0 == 48 && wide.h == 2 && wide.w == 3));
+  CropBox tall = random_resized_crop_box(100, 2, g);
+  REQUIRE(tall.fallback);
+  REQUIRE((tall.y0 == 48 && tall.x0 == 0 && tall.h == 3 && tall.w == 2));
+  Image strip = make_image(2, 100, 3, 11);
+  Generator g2(5);
+  REQUIRE(random_resized_crop(7)->apply(strip, g2).pixels == resize_bilinear(crop(strip, 0, 48, 2, 3), 7, 7).pixels);
+
+  // 5. The transform is the window of the box, resized: same generator state, same pixels.
+  Image photo = make_image(45, 70, 3, 12);
+  for (uint64_t s = 0; s < 20; ++s) {
+    Generator a(s), b(s);
+    CropBox box = random_resized_crop_box(45, 70, a);
+    Image out = random_resized_crop(16)->apply(photo, b);
+    REQUIRE(out.height == 16);
+    REQUIRE(out.width == 16);
+    REQUIRE(out.pixels == resize_bilinear(crop(photo, box.y0, box.x0, box.h, box.w), 16, 16).pixels);
+  }
+}
+
+// Bilinear resize with half-pixel centres in double precision, one output pixel at a time.
+static uint8_t bilinear_ref(const Image& in, int64_t oh, int64_t ow, int64_t y, int64_t x, int64_t c) {
+  auto src = [](int64_t o, int64_t n_in, int64_t n_out) {
+    double s = (o + 0.5) * double(n_in) / double(n_out) - 0.5;
+    return std::min(std::max(s, 0.0), double(n_in - 1));
+  };
+  double sy = src(y, in.height, oh), sx = src(x, in.width, ow);
+  int64_t y0 = (int64_t)std::floor(sy), x0 = (int64_t)std::floor(sx);
+  int64_t y1 = std::min(y0 + 1, in.height - 1), x1 = std::min(x0 + 1, in.width - 1);
+  double fy = sy - y0, fx = sx - x0;
+  double v = (1 - fy) * ((1 - fx) * in.at(y0, x0, c) + fx * in.at(y0, x1, c)) +
+             fy * ((1 - fx) * in.at(y1, x0, c) + fx * in.at(y1, x1, c));
+  return (uint8_t)std::floor(v + 0.5);
+}
+
+TEST_CASE("transforms: bilinear resize against a double-precision scalar reference", "[data]") {
+  // Up, down, mixed, to one pixel, and identity; the kernel interpolates in float and rounds
+  // once, so a value within 1e-4 of .5 may round the other way: at most 1 level, rarely.
+  Image img = make_image(17, 23, 3, 21);
+  for (auto hw : {std::pair<int64_t, int64_t>{8, 5}, {40, 31}, {17, 40}, {1, 1}, {17, 23}, {224, 224}}) {
+    Image out = resize_bilinear(img, hw.first, hw.second);
+    REQUIRE(out.height == hw.first);
+    REQUIRE(out.width == hw.second);
+    REQUIRE(out.channels == 3);
+    int64_t off = 0, total = 0;
+    for (int64_t y = 0; y < out.height; ++y)
+      for (int64_t x = 0; x < out.width; ++x)
+        for (int64_t c = 0; c < 3; ++c) {
+          int d = std::abs(int(out.at(y, x, c)) - int(bilinear_ref(img, hw.first, hw.second, y, x, c)));
+          REQUIRE(d <= 1);
+          off += d;
+          ++total;
+        }
+    INFO(hw.first << "x" << hw.second << ": " << off << " of " << total << " values off by one");
+    REQUIRE(off * 200 <= total);
+  }
+}
+
+// PIL's bilinear resampling of one axis, in double precision (libImaging/Resample.c,
+// precompute_coeffs with the triangle filter), applied along y then x.
+static std::vector<double> pil_axis(const std::vector<double>& v, int64_t n_in, int64_t n_out) {
+  std::vector<double> out(n_out);
+  double scale = double(n_in) / n_out, f = std::max(scale, 1.0);
+  for (int64_t o = 0; o < n_out; ++o) {
+    double centre = (o + 0.5) * scale, sum = 0, total = 0;
+    int64_t lo = std::max<int64_t>(0, (int64_t)std::floor(centre - f + 0.5));
+    int64_t hi = std::min<int64_t>(n_in, (int64_t)std::floor(centre + f + 0.5));
+    for (int64_t i = lo; i < hi; ++i) {
+      double w = std::max(0.0, 1 - std::abs(i + 0.5 - centre) / f);
+      sum += w * v[i];
+      total += w;
+    }
+    out[o] = sum / total;
+  }
+  return out;
+}
+static Image pil_resize_ref(const Image& in, int64_t h, int64_t w) {
+  Image out(h, w, in.channels);
+  for (int64_t c = 0; c < in.channels; ++c) {
+    std::vector<std::vector<double>> cols(in.width);  // each column resized along y
+    for (int64_t x = 0; x < in.width; ++x) {
+      std::vector<double> col(in.height);
+      for (int64_t y = 0; y < in.height; ++y) col[y] = in.at(y, x, c);
+      cols[x] = pil_axis(col, in.height, h);
+    }
+    for (int64_t y = 0; y < h; ++y) {
+      std::vector<double> row(in.width);
+      for (int64_t x = 0; x < in.width; ++x) row[x] = cols[x][y];
+      std::vector<double> r = pil_axis(row, in.width, w);
+      for (int64_t x = 0; x < w; ++x) out.at(y, x, c) = (uint8_t)std::floor(std::min(255.0, r[x]) + 0.5);
+    }
+  }
+  return out;
+}
+
+TEST_CASE("transforms: anti-aliased bilinear resize as PIL's, against a scalar reference", "[data]") {
+  // Worked by hand: [0 40 80 120] -> 2 pixels, s = 2: output 0 has centre 1 and taps 0, 1, 2 at
+  // distances 0.25, 0.25, 0.75 (in units of 2 pixels): weights 0.75, 0.75, 0.25, so
+  // (0 * 0.75 + 40 * 0.75 + 80 * 0.25) / 1.75 = 28.6 -> 29; output 1 likewise (10 + 60 + 90) / 1.75
+  // = 91.4 -> 91. Plain bilinear samples 2 of the 4 pixels: 20 and 100.
+  Image row(1, 4, 1);
+  row.pixels = {0, 40, 80, 120};
+  REQUIRE(resize_bilinear_antialias(row, 1, 2).pixels == std::vector<uint8_t>{29, 91});
+  REQUIRE(resize_bilinear(row, 1, 2).pixels == std::vector<uint8_t>{20, 100});
+  // Against the reference: down, up, mixed, to one pixel; at most 1 level off (float sums).
+  Image img = make_image(37, 53, 3, 41);
+  for (auto hw : std::vector<std::pair<int64_t, int64_t>>{{12, 17}, {80, 100}, {20, 90}, {1, 1}, {36, 48}}) {
+    Image got = resize_bilinear_antialias(img, hw.first, hw.second);
+    Image want = pil_resize_ref(img, hw.first, hw.second);
+    REQUIRE(got.height == hw.first);
+    REQUIRE(got.width == hw.second);
+    int64_t off = 0;
+    for (size_t i = 0; i < got.pixels.size(); ++i) {
+      int d = std::abs(int(got.pixels[i]) - int(want.pixels[i]));
+      REQUIRE(d <= 1);
+      off += d;
+    }
+    REQUIRE(off * 100 <= (int64_t)got.pixels.size());
+  }
+  // Enlarging: the same as plain bilinear (PIL's triangle at s <= 1 is the half-pixel rule).
+  Image up_aa = resize_bilinear_antialias(img, 50, 70), up = resize_bilinear(img, 50, 70);
+  for (size_t i = 0; i < up.pixels.size(); ++i) REQUIRE(std::abs(int(up_aa.pixels[i]) - int(up.pixels[i])) <= 1);
+  // A flat image stays flat.
+  Image flat(30, 30, 3);
+  std::fill(flat.pixels.begin(), flat.pixels.end(), 200);
+  for (uint8_t p : resize_bilinear_antialias(flat, 7, 11).pixels) REQUIRE(p == 200);
+}
+
+TEST_CASE("transforms: the ImageNet pipelines on images of any size", "[data]") {
+  Generator gen(3);
+  // Evaluation: 45x60 -> shorter side 36 -> 36x48 -> centre 32x32 at (2, 8), then normalised
+  // with ImageNet's mean and std. A 37x50 image: the long side int(36 * 50 / 37) = int(48.6) = 48.
+  Image img = make_image(45, 60, 3, 31);
+  Pipeline ev = imagenet_eval_pipeline(36, 32);
+  Tensor x = ev(img, gen);
+  REQUIRE(x.shape() == Shape{3, 32, 32});
+  Image want = crop(resize_bilinear_antialias(img, 36, 48), 2, 8, 32, 32);
+  for (int64_t c = 0; c < 3; ++c)
+    for (int64_t y : {0, 13, 31})
+      for (int64_t xx : {0, 7, 31})
+        REQUIRE(x.at({c, y, xx}) ==
+                Approx((want.at(y, xx, c) / 255.0 - kImageNetMean[c]) / kImageNetStd[c]).margin(1e-5));
+  REQUIRE(ev.describe() == "resize_shorter_side(36, antialias), center_crop(32), to_float, normalize");
+  REQUIRE(resize_shorter_side(36)->apply(make_image(37, 50, 3, 33), gen).width == 48);
+  // Training: whatever the size, crop x crop; a portrait, a landscape and a tiny image.
+  Pipeline tr = imagenet_train_pipeline(32);
+  for (auto hw : {std::pair<int64_t, int64_t>{90, 41}, {40, 77}, {9, 12}}) {
+    Tensor t = tr(make_image(hw.first, hw.second, 3, 32), gen);
+    REQUIRE(t.shape() == Shape{3, 32, 32});
+  }
+  REQUIRE_THAT(tr.describe(), Contains("random_resized_crop(32, scale 0.08..1") && Contains("antialias") &&
+                                  Contains("random_horizontal_flip(0.5)"));
+  REQUIRE_THROWS_WITH(imagenet_eval_pipeline(200, 224), Contains("smaller than the crop"));
 }
 
 TEST_CASE("transforms: to_float, normalize_ and the Pipeline's fused conversion", "[data]") {

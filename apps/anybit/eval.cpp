@@ -88,7 +88,12 @@ int cmd_info(const std::vector<std::string>& args) {
   AB_CHECK(rest.empty(), "info: unexpected argument '", rest.empty() ? "" : rest[0], "'");
   Shape input;
   for (auto& s : split_list(cfg.str("input"))) input.push_back(std::stoll(s));
-  if (input.empty()) input = cfg.str("model") == "lenet5" ? Shape{1, 28, 28} : Shape{3, 32, 32};
+  if (input.empty()) {
+    nn::ModelOptions mo;
+    mo.width = cfg.number("width");
+    mo.small_input = cfg.flag("small_input");
+    input = nn::default_input_shape(cfg.str("model"), mo);  // resnet18: 3x224x224
+  }
   Network net = build_network(cfg, cfg.integer("classes"));
   std::printf("%s\n\n", net.module().repr().c_str());
   int64_t params = 0;

@@ -25,6 +25,9 @@ std::vector<OptionInfo> train_options() {
       {"name", "", "label of the run in reports (default: the method; fp32 without --bits)"},
       {"skip_bad_files", "0", "image folders: skip (count and log) images that cannot be decoded instead of stopping"},
       {"augment", "auto", "training augmentation: auto (crop+flip for 32x32 RGB, none otherwise), none, crop_flip"},
+      {"transform", "auto", "preprocessing: auto (MNIST/CIFAR statistics, --augment), imagenet (random-resized crop + flip; resize + centre crop for testing; ImageNet mean/std)"},
+      {"crop_size", "224", "transform imagenet: side of the training crop and of the test centre crop"},
+      {"resize_size", "256", "transform imagenet: test images are resized so their shorter side is this, then centre-cropped"},
       // schedule
       {"epochs", "3", "training epochs"},
       {"batch_size", "128", "batch size"},
@@ -129,12 +132,25 @@ DataSetup open_data(const Config& cfg) {
   std::string root = cfg.str("data");
   d.train = data::open_dataset(root, "train", cfg.flag("skip_bad_files"));
   d.test = data::open_dataset(root, "test", cfg.flag("skip_bad_files"));
+  std::string aug = cfg.str("augment"), tf = cfg.str("transform");
+  AB_CHECK(aug == "auto" || aug == "none" || aug == "crop_flip", "--augment: '", aug,
+           "' (expected auto, none or crop_flip)");
+  AB_CHECK(tf == "auto" || tf == "imagenet", "--transform: '", tf, "' (expected auto or imagenet)");
+  if (tf == "imagenet") {
+    // Images of any size (an ImageNet-style folder): every example leaves the pipeline at
+    // crop x crop, so the batches have one shape whatever the files hold.
+    AB_CHECK(aug == "auto", "--augment ", aug, " does not combine with --transform imagenet (its augmentation is "
+             "the random-resized crop and the flip)");
+    int64_t crop = cfg.integer("crop_size"), resize = cfg.integer("resize_size");
+    AB_CHECK(crop > 0 && resize >= crop, "--crop-size ", crop, " must be positive and at most --resize-size ", resize);
+    d.train_pipe = data::imagenet_train_pipeline(crop);
+    d.test_pipe = data::imagenet_eval_pipeline(resize, crop);
+    d.input = {3, crop, crop};
+    return d;
+  }
   data::Example e = d.test->get(0);
   d.input = {e.image.channels, e.image.height, e.image.width};
   bool mnist = e.image.channels == 1;
-  std::string aug = cfg.str("augment");
-  AB_CHECK(aug == "auto" || aug == "none" || aug == "crop_flip", "--augment: '", aug,
-           "' (expected auto, none or crop_flip)");
   bool crop_flip = aug == "crop_flip" || (aug == "auto" && !mnist && e.image.height == 32);
   if (crop_flip) {
     d.train_pipe.steps.push_back(data::random_crop(e.image.height, 4));
