@@ -13,14 +13,6 @@ namespace {
 
 using Grads = std::vector<Tensor>;
 
-// sign(x) with a straight-through gradient (dX = dY), for 1-bit weights.
-Tensor sign_ste(const Tensor& x) {
-  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  unary_kernel(UnaryOp::Sign, x, y);
-  if (needs_grad({x})) record("sign_ste", y, {x}, [](const Tensor& g) { return Grads{g}; });
-  return y;
-}
-
 // The straight-through replacement: the value of `target`, the gradient of `u` (dU = dY).
 Tensor straight_through(const Tensor& u, const Tensor& target) {
   return add(u, sub(target, u.detach()).detach());
@@ -56,26 +48,21 @@ Tensor truncated_levels(const Tensor& u, int bits, int B) {
 Tensor quantize_weight(const Tensor& w, int bits, const WeightQuantOptions& opt) {
   AB_CHECK(bits == 32 || (bits >= 1 && bits <= 16), "quantize_weight: bit-width ", bits,
            " is not in 1..16 or 32");
+  Tensor t = tanh(w);
+  Tensor m = max(abs(t));  // max|tanh(w)|; its gradient goes to the arg-max element
   Tensor wq;
-  if (bits == 1 && opt.scale == WeightScale::Mean) {
-    // Any-Precision's 1-bit weights: sign(w), straight through; E multiplies below.
-    wq = sign_ste(w);
+  if (bits == 32) {
+    wq = div(t, m);
   } else {
-    Tensor t = tanh(w);
-    Tensor m = max(abs(t));  // max|tanh(w)|; its gradient goes to the arg-max element
-    if (bits == 32) {
-      wq = div(t, m);
+    Tensor u = add(div(t, mul(m, 2.0)), 0.5);  // in [0, 1]
+    Tensor uq;
+    if (opt.store == WeightStore::Truncate && bits < opt.store_bits) {
+      uq = truncated_levels(u, bits, opt.store_bits);
     } else {
-      Tensor u = add(div(t, mul(m, 2.0)), 0.5);  // in [0, 1]
-      Tensor uq;
-      if (opt.store == WeightStore::Truncate && bits < opt.store_bits) {
-        uq = truncated_levels(u, bits, opt.store_bits);
-      } else {
-        double n = std::pow(2.0, bits) - 1;
-        uq = mul(round_ste(mul(u, n)), 1.0 / n);
-      }
-      wq = add(mul(uq, 2.0), -1.0);
+      double n = std::pow(2.0, bits) - 1;
+      uq = mul(round_ste(mul(u, n)), 1.0 / n);
     }
+    wq = add(mul(uq, 2.0), -1.0);
   }
   if (opt.scale == WeightScale::Mean) {
     // Any-Precision: every bit-width times E = mean|w|, a constant (detached), so the 1-bit
@@ -189,31 +176,27 @@ std::vector<double> quantize_weight(const std::vector<double>& w, int64_t out_ch
                                     const WeightQuantOptions& opt) {
   size_t n = w.size();
   std::vector<double> out(n);
-  if (bits == 1 && opt.scale == WeightScale::Mean) {
-    for (size_t i = 0; i < n; ++i) out[i] = w[i] > 0 ? 1 : (w[i] < 0 ? -1 : 0);
-  } else {
-    double m = 0;
-    for (double v : w) m = std::max(m, std::abs(std::tanh(v)));
-    std::vector<double> u(n);
-    for (size_t i = 0; i < n; ++i) u[i] = std::tanh(w[i]) / (2 * m) + 0.5;
-    if (bits == 32) {
-      for (size_t i = 0; i < n; ++i) out[i] = std::tanh(w[i]) / m;
-    } else if (opt.store == WeightStore::Truncate && bits < opt.store_bits) {
-      double N = std::pow(2.0, opt.store_bits) - 1, step = std::pow(2.0, opt.store_bits - bits);
-      std::vector<double> qB(n), deq(n);
-      double mean_B = 0, mean_b = 0;
-      for (size_t i = 0; i < n; ++i) {
-        qB[i] = std::nearbyint(u[i] * N);
-        deq[i] = std::floor(qB[i] / step) * step / N;
-        mean_B += qB[i] / N;
-        mean_b += deq[i];
-      }
-      double s = mean_b > 0 ? mean_B / mean_b : 1.0;
-      for (size_t i = 0; i < n; ++i) out[i] = 2 * deq[i] * s - 1;
-    } else {
-      double L = std::pow(2.0, bits) - 1;
-      for (size_t i = 0; i < n; ++i) out[i] = 2 * std::nearbyint(u[i] * L) / L - 1;
+  double m = 0;
+  for (double v : w) m = std::max(m, std::abs(std::tanh(v)));
+  std::vector<double> u(n);
+  for (size_t i = 0; i < n; ++i) u[i] = std::tanh(w[i]) / (2 * m) + 0.5;
+  if (bits == 32) {
+    for (size_t i = 0; i < n; ++i) out[i] = std::tanh(w[i]) / m;
+  } else if (opt.store == WeightStore::Truncate && bits < opt.store_bits) {
+    double N = std::pow(2.0, opt.store_bits) - 1, step = std::pow(2.0, opt.store_bits - bits);
+    std::vector<double> qB(n), deq(n);
+    double mean_B = 0, mean_b = 0;
+    for (size_t i = 0; i < n; ++i) {
+      qB[i] = std::nearbyint(u[i] * N);
+      deq[i] = std::floor(qB[i] / step) * step / N;
+      mean_B += qB[i] / N;
+      mean_b += deq[i];
     }
+    double s = mean_b > 0 ? mean_B / mean_b : 1.0;
+    for (size_t i = 0; i < n; ++i) out[i] = 2 * deq[i] * s - 1;
+  } else {
+    double L = std::pow(2.0, bits) - 1;
+    for (size_t i = 0; i < n; ++i) out[i] = 2 * std::nearbyint(u[i] * L) / L - 1;
   }
   if (opt.scale == WeightScale::Mean) {
     double E = 0;

@@ -27,7 +27,7 @@ namespace anybit::quant {
 // against PyTorch).
 // SAT: w_q * 1 / sqrt(fan_in) / std(w_q), fan_in = numel / out_channels.
 // Mean (Any-Precision): w_q * E at every bit-width, E = mean|w| (detached); b = 1 is then
-// Any-Precision's sign(w) E with a straight-through sign. One scale rule for all bit-widths keeps
+// Any-Precision's two levels +-E (w = 0 rounds to -E). One scale rule for all bit-widths keeps
 // the 1-bit and b-bit weights on the same scale at residual additions without a BN.
 Tensor quantize_weight(const Tensor& w, int bits, const WeightQuantOptions& opt = {});
 

@@ -300,6 +300,21 @@ TEST_CASE("anybit: a run stopped between the two checkpoint writes resumes from 
   run("rm -rf " + dir + " " + ref, nullptr);
 }
 
+TEST_CASE("anybit: --clip-lr per bit-width gives each bit-width's quantizer group its own learning rate", "[app]") {
+  std::string base = make_dataset(), data = base + "/mnist", dir = base + "/cliplr", out;
+  REQUIRE(run(short_run(data, dir, "--bits 8,4 --clip-init 2 --clip-lr 8:0.5,4:0"), &out) == 0);
+  int moved8 = 0, moved4 = 0;
+  for (auto& [name, t] : nn::read_safetensors(dir + "/model.safetensors").tensors) {
+    if (name.find("clip_b8") != std::string::npos) moved8 += t.item<float>() != 2.0f;
+    if (name.find("clip_b4") != std::string::npos) moved4 += t.item<float>() != 2.0f;
+  }
+  REQUIRE(moved8 > 0);   // lr 0.5: the 8-bit clips learn
+  REQUIRE(moved4 == 0);  // lr 0 (and no weight decay at 4 bits): the 4-bit clips stay put
+  REQUIRE(run(short_run(data, dir, "--bits 8,4 --clip-lr 8:x"), &out) != 0);
+  REQUIRE_THAT(out, Catch::Contains("--clip-lr") && Catch::Contains("8:x"));
+  run("rm -rf " + dir, nullptr);
+}
+
 TEST_CASE("anybit: metrics.jsonl has one JSON object per epoch with the documented keys", "[app]") {
   std::string base = make_dataset(), data = base + "/mnist", dir = base + "/metrics", out;
   REQUIRE(run(short_run(data, dir, "--bits 8,4 --epochs 2 --eval-every 2"), &out) == 0);

@@ -61,7 +61,7 @@ std::vector<OptionInfo> train_options() {
       {"weight_quant", "dorefa", "weight quantizer: " + quant::weight_quantizer_names()},
       {"act_quant", "pact", "activation quantizer: " + quant::act_quantizer_names()},
       {"clip_init", "8", "initial PACT clip value (2 when fine-tuning from FP weights)"},
-      {"clip_lr", "-1", "learning rate of the quantizers' parameters (clip values, steps; -1: the weights' lr)"},
+      {"clip_lr", "-1", "learning rate of the quantizers' parameters (clip values, steps): one value, or per bit, e.g. 32:0.1,4:0.1,2:0.01 (-1: the weights' lr)"},
       {"clip_wd", "", "quantizer parameter weight decay per bit, e.g. 4:0,2:5e-4 (default 0 at b >= 4, else weight_decay)"},
       {"init", "", "full-precision checkpoint to start from (model.safetensors of an FP run)"},
       {"recalibrate_bn", "0", "re-estimate each bit-width's BN statistics on N training batches before evaluation"},

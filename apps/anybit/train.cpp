@@ -57,30 +57,54 @@ bool file_exists(const std::string& p) {
 // Parameter groups: the weights (with weight decay), and one group per bit-width for the
 // quantizers' parameters (PACT's clip values, LSQ's steps; METHOD.md section 2: no weight decay at
 // b >= 4 by default; configurable per bit). The quantized model lists those parameters itself.
-std::vector<nn::ParamGroup> make_groups(Network& net, const Config& cfg) {
-  double lr = cfg.number("lr"), wd = cfg.number("weight_decay");
-  double clip_lr = cfg.number("clip_lr") < 0 ? lr : cfg.number("clip_lr");
-  std::map<int, double> clip_wd;
-  for (int b : net.bits()) clip_wd[b] = b >= 4 ? 0.0 : wd;
-  std::stringstream ss(cfg.str("clip_wd"));
+// Reads "bits:value,bits:value" (e.g. 4:0,2:5e-4) into `out`, over the defaults already there.
+// With `single_ok`, a plain number instead sets every bit-width (and -1 keeps the defaults).
+void parse_per_bit(const std::string& key, const std::string& text, bool single_ok, std::map<int, double>& out) {
+  if (text.empty()) return;
+  const std::string form = "' is not bits:value (e.g. 2:5e-4)";
+  if (single_ok && text.find(':') == std::string::npos) {
+    double v;
+    try {
+      size_t used = 0;
+      v = std::stod(text, &used);
+      AB_CHECK(used == text.size(), "");
+    } catch (...) {
+      AB_FAIL("--", key, ": '", text, "' is neither a number nor bits:value pairs (e.g. 4:0.1,2:0.01)");
+    }
+    if (v >= 0)
+      for (auto& kv : out) kv.second = v;
+    return;
+  }
+  std::stringstream ss(text);
   std::string item;
   while (std::getline(ss, item, ',')) {
     auto colon = item.find(':');
-    AB_CHECK(colon != std::string::npos, "--clip-wd: '", item, "' is not bits:decay (e.g. 2:5e-4)");
+    AB_CHECK(colon != std::string::npos, "--", key, ": '", item, form);
     try {
-      clip_wd[std::stoi(item.substr(0, colon))] = std::stod(item.substr(colon + 1));
+      out[std::stoi(item.substr(0, colon))] = std::stod(item.substr(colon + 1));
     } catch (...) {
-      AB_FAIL("--clip-wd: '", item, "' is not bits:decay (e.g. 2:5e-4)");
+      AB_FAIL("--", key, ": '", item, form);
     }
   }
+}
+
+std::vector<nn::ParamGroup> make_groups(Network& net, const Config& cfg) {
+  double lr = cfg.number("lr"), wd = cfg.number("weight_decay");
+  std::map<int, double> clip_lr, clip_wd;  // per bit-width; defaults: the weights' lr, wd below 4 bits
+  for (int b : net.bits()) {
+    clip_lr[b] = lr;
+    clip_wd[b] = b >= 4 ? 0.0 : wd;
+  }
+  parse_per_bit("clip-lr", cfg.str("clip_lr"), /*single_ok=*/true, clip_lr);
+  parse_per_bit("clip-wd", cfg.str("clip_wd"), /*single_ok=*/false, clip_wd);
   std::map<int, nn::ParamGroup> quant;  // bit-width -> its quantizer parameters
   std::set<const void*> in_quant_group;
   if (net.q) {
     for (auto& [name, p] : net.q->quant_params()) {
       auto& g = quant[p.bits];
       g.name = "quant_b" + std::to_string(p.bits);
-      g.lr = clip_lr;
-      g.weight_decay = clip_wd[p.bits];
+      g.lr = clip_lr.at(p.bits);
+      g.weight_decay = clip_wd.at(p.bits);
       g.params.emplace_back(name, *p.tensor);
       in_quant_group.insert(&p.tensor->impl());
     }
