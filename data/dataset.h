@@ -112,8 +112,9 @@ class CifarDataset : public Dataset {
 //
 // min_short_side > 0 lets large JPEGs be decoded at reduced size (see decode_image): for
 // ImageNet-style training that resizes the shorter side to 256, min_short_side = 256 decodes a
-// 1024x768 photo at 1/2 (512x384) and spends about a quarter of the time in the IDCT and colour
-// conversion. PNG and BMP are always decoded at full size.
+// 1024x768 photo at 1/2 (512x384), 1.3-1.4x faster than at full size (docs/BENCHMARKS.md); a
+// 500x375 one stays full size (its half, 250x188, is too small). PNG and BMP are always decoded
+// at full size.
 class ImageFolderDataset : public Dataset {
  public:
   struct Options {

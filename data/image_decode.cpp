@@ -10,10 +10,11 @@
 // datasets hold corrupt and odd files). Fed 1,600 mutated CIFAR-10 JPEGs, the stb_image that
 // Debian ships wrote past the end of its Huffman size table on 10 of them (stb_image.h:1990,
 // UBSan: "index 257 out of bounds for type 'stbi_uc [257]'"): memory corruption from a file.
-// libjpeg-turbo is the reference implementation everyone fuzzes (OSS-Fuzz), it is 2-4x faster
-// (SIMD), and it can decode at 1/2, 1/4 or 1/8 of the size straight from the DCT coefficients,
-// which is what ImageNet-size training wants (min_short_side below). stb_image stays for PNG and
-// BMP, and is compiled without its JPEG decoder, so no file can reach that code.
+// libjpeg-turbo is the reference implementation everyone fuzzes (OSS-Fuzz), it is faster (SIMD:
+// 1.4x on 32x32 CIFAR files, 2-2.5x on 500x375 and larger, docs/BENCHMARKS.md), and it can
+// decode at 1/2, 1/4 or 1/8 of the size straight from the DCT coefficients, which is what
+// ImageNet-size training wants (min_short_side below). stb_image stays for PNG and BMP, and is
+// compiled without its JPEG decoder, so no file can reach that code.
 //
 // Our JPEG policy, stricter than libjpeg's default:
 //   * Warnings are errors (TJFLAG_STOPONWARNING). libjpeg "warns" and carries on when the entropy
@@ -122,8 +123,8 @@ Image decode_jpeg(const std::vector<uint8_t>& bytes, const std::string& name, in
            " pixels (tampered header? data/image_decode.cpp: kMaxPixels)");
 
   // The scale: the smallest of 1/8, 1/4, 1/2 whose shorter side is still >= min_short_side, else
-  // full size. libjpeg-turbo also offers n/8 for other n, but only these three have fast (SIMD)
-  // reduced IDCTs, and halving steps keep the choice easy to predict.
+  // full size. libjpeg-turbo also offers n/8 for other n, but these three have its specialised
+  // reduced IDCTs (SIMD for 1/2 and 1/4), and halving steps keep the choice easy to predict.
   tjscalingfactor scale{1, 1};
   if (min_short_side > 0) {
     for (int denom : {8, 4, 2}) {
