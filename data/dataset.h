@@ -8,7 +8,7 @@
 // The loaders here:
 //   MnistDataset        the official IDX files (raw or .gz), split "train" or "t10k"
 //   CifarDataset        the official binary files of CIFAR-10 and CIFAR-100
-//   ImageFolderDataset  root/<class>/<image file>, JPEG/PNG/BMP decoded by stb_image
+//   ImageFolderDataset  root/<class>/<image file>, JPEG (libjpeg-turbo), PNG/BMP (stb_image)
 //   open_dataset(root, split) recognises which of the three a folder holds.
 //
 // MNIST and CIFAR are small (50-180 MB decoded), so their loaders read the whole files into
@@ -104,15 +104,23 @@ class CifarDataset : public Dataset {
 // ---- image folder ---------------------------------------------------------------------------
 // root/<class>/<file>: classes are the sub-folders in sorted order, files are sorted within each
 // class; files ending .jpg .jpeg .png .bmp (any case) are taken, others ignored; a class folder
-// without one is an error naming it. Images are decoded by stb_image and forced to 3 channels (RGB).
+// without one is an error naming it. Each file is decoded by decode_image below (the format is
+// read from its first bytes) to 3 channels (RGB).
 //
-// A corrupt file makes get() throw naming the file and stb's reason. With skip_bad_files the
-// constructor instead decodes every file once, drops those that fail (printing each to stderr
+// A corrupt file makes get() throw naming the file and the decoder's reason. With skip_bad_files
+// the constructor instead decodes every file once, drops those that fail (printing each to stderr
 // and counting them in num_skipped()); this costs one full decode pass at construction.
+//
+// min_short_side > 0 lets large JPEGs be decoded at reduced size (see decode_image): for
+// ImageNet-style training that resizes the shorter side to 256, min_short_side = 256 decodes a
+// 1024x768 photo at 1/2 (512x384), 1.3-1.4x faster than at full size (docs/BENCHMARKS.md); a
+// 500x375 one stays full size (its half, 250x188, is too small). PNG and BMP are always decoded
+// at full size.
 class ImageFolderDataset : public Dataset {
  public:
   struct Options {
     bool skip_bad_files = false;
+    int64_t min_short_side = 0;  // 0: full size; else JPEGs at the smallest scale keeping this
   };
   explicit ImageFolderDataset(const std::string& root) : ImageFolderDataset(root, Options()) {}
   ImageFolderDataset(const std::string& root, const Options& options);
@@ -121,6 +129,7 @@ class ImageFolderDataset : public Dataset {
   const std::vector<std::string>& class_names() const override { return names_; }
   std::string describe() const override;
   const std::string& path(int64_t index) const { return files_.at(index); }
+  int64_t label(int64_t index) const { return labels_.at(index); }  // without decoding
   int64_t num_skipped() const { return skipped_; }
 
  private:
@@ -129,11 +138,26 @@ class ImageFolderDataset : public Dataset {
   std::vector<int64_t> labels_;
   std::vector<std::string> names_;
   int64_t skipped_ = 0;
+  int64_t min_short_side_ = 0;
 };
 
-// Decodes an image file held in memory (JPEG, PNG, BMP, ...) to 3-channel HWC; `name` is used in
-// the error message, which also gives stb_image's reason.
-Image decode_image(const std::vector<uint8_t>& bytes, const std::string& name);
+// ---- decoding (image_decode.cpp) ---------------------------------------------------------
+enum class ImageFormat { Unknown, Jpeg, Png, Bmp };
+// The format by the file's first bytes (FF D8 FF, 89 "PNG" 0D 0A 1A 0A, "BM"), not its name.
+ImageFormat image_format(const std::vector<uint8_t>& bytes);
+
+// Decodes an image file held in memory to 3-channel (RGB) HWC. JPEG goes to libjpeg-turbo
+// (TurboJPEG API), PNG and BMP to stb_image. `name` (the path) is used in the error messages,
+// which also give the decoder's reason. Strict: a JPEG that libjpeg only warns about (corrupt
+// entropy data, a truncated file, which libjpeg would fill with grey) is an error too, and so is
+// any image over 64 Mpixel; the reasons are in image_decode.cpp.
+//
+// min_short_side > 0: a JPEG is decoded at the smallest of the scales 1/8, 1/4, 1/2 whose shorter
+// side is still >= min_short_side (sides rounded up: ceil(side * scale)), else at full size. E.g.
+// 500x375 with min_short_side 256 stays full size, 1024x768 becomes 512x384, 4000x3000 becomes
+// 500x375. The downscaling happens inside the inverse DCT (an area average, no aliasing). PNG and
+// BMP ignore it.
+Image decode_image(const std::vector<uint8_t>& bytes, const std::string& name, int64_t min_short_side = 0);
 
 // Opens whatever dataset `root` holds, for split "train" or "test":
 //   MNIST files in root                          -> MnistDataset (test = t10k)

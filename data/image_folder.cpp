@@ -1,7 +1,7 @@
-// image_folder.cpp - the image-folder loader (root/<class>/<file>) and decode_image.
+// image_folder.cpp - the image-folder loader (root/<class>/<file>).
 //
-// This file holds stb_image's implementation (STB_IMAGE_IMPLEMENTATION, exactly once in the
-// library). stb keeps its failure reason in a thread-local, so worker threads can decode at once.
+// Files are listed by extension and decoded by decode_image (image_decode.cpp), which recognises
+// the format by its first bytes.
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
@@ -10,31 +10,9 @@
 #include "data/dataset.h"
 #include "tensor/error.h"
 
-#define STB_IMAGE_IMPLEMENTATION
-#define STBI_ONLY_JPEG
-#define STBI_ONLY_PNG
-#define STBI_ONLY_BMP
-#define STBI_NO_STDIO  // we read files ourselves (read_file), so errors name them uniformly
-#include <stb_image.h>
-
 namespace anybit::data {
 
 namespace fs = std::filesystem;
-
-Image decode_image(const std::vector<uint8_t>& bytes, const std::string& name) {
-  AB_CHECK(!bytes.empty(), "decode_image: ", name, " is an empty file");
-  int w = 0, h = 0, comp = 0;
-  uint8_t* px = stbi_load_from_memory(bytes.data(), (int)bytes.size(), &w, &h, &comp, 3);
-  AB_CHECK(px, "decode_image: cannot decode ", name, ": ", stbi_failure_reason(),
-           " (corrupt, truncated or not a JPEG/PNG/BMP image)");
-  Image img;
-  img.height = h;
-  img.width = w;
-  img.channels = 3;
-  img.pixels.assign(px, px + (size_t)w * h * 3);
-  stbi_image_free(px);
-  return img;
-}
 
 static bool is_image_name(const fs::path& p) {
   std::string ext = p.extension().string();
@@ -42,7 +20,10 @@ static bool is_image_name(const fs::path& p) {
   return ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".bmp";
 }
 
-ImageFolderDataset::ImageFolderDataset(const std::string& root, const Options& options) : root_(root) {
+ImageFolderDataset::ImageFolderDataset(const std::string& root, const Options& options)
+    : root_(root), min_short_side_(options.min_short_side) {
+  AB_CHECK(options.min_short_side >= 0, "ImageFolderDataset: min_short_side must be >= 0, got ",
+           options.min_short_side);
   AB_CHECK(fs::is_directory(root), "ImageFolderDataset: folder ", root, " does not exist",
            " (expected root/<class>/<image files>)");
   for (const auto& entry : fs::directory_iterator(root)) {
@@ -83,7 +64,7 @@ ImageFolderDataset::ImageFolderDataset(const std::string& root, const Options& o
     std::vector<int64_t> good_labels;
     for (size_t i = 0; i < files_.size(); ++i) {
       try {
-        decode_image(read_file(files_[i]), files_[i]);
+        decode_image(read_file(files_[i]), files_[i], min_short_side_);
         good_files.push_back(files_[i]);
         good_labels.push_back(labels_[i]);
       } catch (const Error& e) {
@@ -111,14 +92,17 @@ Example ImageFolderDataset::get(int64_t index) const {
   AB_CHECK(index >= 0 && index < size(), "ImageFolderDataset::get: index ", index, " out of range [0, ",
            size(), ")");
   Example ex;
-  ex.image = decode_image(read_file(files_[index]), files_[index]);
+  ex.image = decode_image(read_file(files_[index]), files_[index], min_short_side_);
   ex.label = labels_[index];
   return ex;
 }
 
 std::string ImageFolderDataset::describe() const {
   return detail::cat("image folder ", root_, " (", files_.size(), " images, ", names_.size(), " classes",
-                     skipped_ ? detail::cat(", ", skipped_, " bad files skipped") : std::string(), ")");
+                     skipped_ ? detail::cat(", ", skipped_, " bad files skipped") : std::string(),
+                     min_short_side_ ? detail::cat(", JPEGs decoded with shorter side >= ", min_short_side_)
+                                     : std::string(),
+                     ")");
 }
 
 }  // namespace anybit::data

@@ -2,8 +2,9 @@
 // corrupted files generated here, image decoding, transforms on tiny synthetic images, and the
 // DataLoader's determinism contract (same batches for any number of workers, resume mid-epoch).
 // Tag [data]. Tests never download: without the shared MNIST copy those checks skip, saying so.
-#include <zlib.h>
+#include <turbojpeg.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <catch2/catch.hpp>
 #include <algorithm>
@@ -19,7 +20,8 @@
 #include "data/loader.h"
 #include "data/transforms.h"
 
-// stb_image_write makes the tiny PNG/BMP/JPEG files the image-folder tests read (tests only).
+// stb_image_write makes the tiny PNG/BMP files the image-folder tests read (tests only; JPEGs
+// are written with TurboJPEG).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 #define STB_IMAGE_WRITE_IMPLEMENTATION
@@ -325,7 +327,18 @@ TEST_CASE("image folder: PNG, BMP and JPEG decode to RGB; classes and files sort
   for (int y = 0; y < 16; ++y)
     for (int x = 0; x < 16; ++x)
       for (int c = 0; c < 3; ++c) smooth.at(y, x, c) = uint8_t(40 + 8 * x + 4 * y + 20 * c);
-  REQUIRE(stbi_write_jpg((tmp / "birds/photo.jpg").c_str(), 16, 16, 3, smooth.pixels.data(), 100));
+  // Encoded by TurboJPEG, not stbi_write_jpg: stb_image_write's JPEG writer shifts a negative int
+  // left (stb_image_write.h:1263, undefined behaviour that `make sanitize` reports).
+  {
+    tjhandle tj = tjInitCompress();
+    REQUIRE(tj);
+    unsigned char* jpg = nullptr;
+    unsigned long size = 0;
+    REQUIRE(tjCompress2(tj, smooth.pixels.data(), 16, 0, 16, TJPF_RGB, &jpg, &size, TJSAMP_444, 100, 0) == 0);
+    write_bytes(tmp / "birds/photo.jpg", std::vector<uint8_t>(jpg, jpg + size));
+    tjFree(jpg);
+    tjDestroy(tj);
+  }
   write_bytes(tmp / "cats/notes.txt", {'h', 'i'});  // not an image: ignored
 
   ImageFolderDataset ds(tmp.path.string());
