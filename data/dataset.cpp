@@ -72,7 +72,8 @@ static bool exists_any(const fs::path& dir, const std::vector<std::string>& name
   return false;
 }
 
-static std::shared_ptr<Dataset> open_in(const fs::path& dir, const std::string& split, bool skip_bad_files) {
+static std::shared_ptr<Dataset> open_in(const fs::path& dir, const std::string& split, bool skip_bad_files,
+                                        int64_t min_short_side) {
   bool train = split == "train";
   std::string mnist_split = train ? "train" : "t10k";
   if (exists_any(dir, {mnist_split + "-images-idx3-ubyte", mnist_split + "-images-idx3-ubyte.gz"}))
@@ -88,12 +89,14 @@ static std::shared_ptr<Dataset> open_in(const fs::path& dir, const std::string& 
   if (fs::is_directory(folder)) {
     ImageFolderDataset::Options opt;
     opt.skip_bad_files = skip_bad_files;
+    opt.min_short_side = min_short_side;
     return std::make_shared<ImageFolderDataset>(folder.string(), opt);
   }
   return nullptr;
 }
 
-std::shared_ptr<Dataset> open_dataset(const std::string& root, const std::string& split, bool skip_bad_files) {
+std::shared_ptr<Dataset> open_dataset(const std::string& root, const std::string& split, bool skip_bad_files,
+                                      int64_t min_short_side) {
   AB_CHECK(split == "train" || split == "test", "open_dataset: split must be \"train\" or \"test\", got \"",
            split, "\"");
   AB_CHECK(fs::is_directory(root), "open_dataset: ", root, " is not a folder (missing dataset? ",
@@ -101,7 +104,7 @@ std::shared_ptr<Dataset> open_dataset(const std::string& root, const std::string
   for (const char* sub : {"", "cifar-10-batches-bin", "cifar-100-binary"}) {
     fs::path dir = *sub ? fs::path(root) / sub : fs::path(root);
     if (!fs::is_directory(dir)) continue;
-    if (auto ds = open_in(dir, split, skip_bad_files)) return ds;
+    if (auto ds = open_in(dir, split, skip_bad_files, min_short_side)) return ds;
   }
   AB_FAIL("open_dataset: ", root, " holds no dataset anybit recognises for split \"", split,
           "\": expected MNIST IDX files (", split == "train" ? "train" : "t10k",

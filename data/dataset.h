@@ -167,8 +167,9 @@ Image decode_image(const std::vector<uint8_t>& bytes, const std::string& name, i
 //                                                   there is no root/test, as ImageNet is laid out)
 // The official archives' sub-folders (cifar-10-batches-bin, cifar-100-binary) are looked into.
 // skip_bad_files: for image folders, drop (and log) files that fail to decode instead of failing.
+// min_short_side: for image folders, ImageFolderDataset::Options::min_short_side (scaled JPEG decode).
 std::shared_ptr<Dataset> open_dataset(const std::string& root, const std::string& split,
-                                      bool skip_bad_files = false);
+                                      bool skip_bad_files = false, int64_t min_short_side = 0);
 
 // Reads a whole file into memory (gzip-compressed when the name ends in .gz), or throws naming
 // the file and the system's reason.

@@ -168,7 +168,7 @@ TEST_CASE("configs/cifar10_ours_video_recipe.cfg: {32,4,2} from an FP checkpoint
   REQUIRE_THAT(log, Contains("FP teacher of W32A32") && Contains("initialised from"));
   std::string report = slurp(out + "/report.json");
   for (const char* b : {"W32A32", "W4A4", "W2A2"}) REQUIRE_THAT(report, Contains(b));
-  REQUIRE_THAT(slurp(out + "/config.txt"), Contains("clip_wd = 32:5e-4,4:5e-4,2:6e-2") && Contains("clip_lr = 0.1"));
+  REQUIRE_THAT(slurp(out + "/config.txt"), Contains("clip_wd = 32:5e-4,4:5e-4,2:6e-2") && Contains("clip_lr = 32:0.1,4:0.1,2:0.01"));
   REQUIRE_THAT(info("cifar10_ours_video_recipe.cfg"), Contains("ResNet20") && Contains("| W32A32 |"));
 }
 

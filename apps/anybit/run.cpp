@@ -23,6 +23,7 @@ std::vector<OptionInfo> train_options() {
       {"data", "datasets/mnist", "dataset folder: MNIST IDX files, CIFAR binaries, or an image folder tree"},
       {"out", "runs/run", "output folder: config, metrics, checkpoints, report"},
       {"name", "", "label of the run in reports (default: the method; fp32 without --bits)"},
+      {"decode_min_side", "0", "image folders: decode JPEGs at the smallest 1/2, 1/4 or 1/8 scale whose shorter side stays >= N (0: full size; e.g. resize_size with transform imagenet)"},
       {"skip_bad_files", "0", "image folders: skip (count and log) images that cannot be decoded instead of stopping"},
       {"augment", "auto", "training augmentation: auto (crop+flip for 32x32 RGB, none otherwise), none, crop_flip"},
       {"transform", "auto", "preprocessing: auto (MNIST/CIFAR statistics, --augment), imagenet (random-resized crop + flip; resize + centre crop for testing; ImageNet mean/std)"},
@@ -130,8 +131,10 @@ Network build_network(const Config& cfg, int64_t num_classes) {
 DataSetup open_data(const Config& cfg) {
   DataSetup d;
   std::string root = cfg.str("data");
-  d.train = data::open_dataset(root, "train", cfg.flag("skip_bad_files"));
-  d.test = data::open_dataset(root, "test", cfg.flag("skip_bad_files"));
+  const int64_t min_side = cfg.integer("decode_min_side");
+  AB_CHECK(min_side >= 0, "--decode-min-side must be >= 0, got ", min_side);
+  d.train = data::open_dataset(root, "train", cfg.flag("skip_bad_files"), min_side);
+  d.test = data::open_dataset(root, "test", cfg.flag("skip_bad_files"), min_side);
   std::string aug = cfg.str("augment"), tf = cfg.str("transform");
   AB_CHECK(aug == "auto" || aug == "none" || aug == "crop_flip", "--augment: '", aug,
            "' (expected auto, none or crop_flip)");
