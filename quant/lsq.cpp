@@ -29,13 +29,14 @@ static void lsq_forward(const T* v, T* y, int64_t n, T s, T qn, T qp) {
 }
 
 // dv = g inside (-Qn, Qp); returns the unscaled sum for ds (lsq.h), chunked like PACT's backward:
-// each chunk summed in T across vector lanes, the chunks' sums added in double.
+// each chunk summed in T across vector lanes, the chunks' sums added in double in chunk order (the
+// same result whatever the number of threads).
 template <typename T>
 static double lsq_backward(const T* v, const T* g, T* gv, int64_t n, T s, T qn, T qp) {
   constexpr int64_t kChunk = 4096;
   const int64_t chunks = (n + kChunk - 1) / kChunk;
-  double ds = 0;
-#pragma omp parallel for reduction(+ : ds) if (n >= (1 << 15)) schedule(static)
+  std::vector<double> sums(chunks);
+#pragma omp parallel for if (n >= (1 << 15)) schedule(static)
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t begin = c * kChunk, end = std::min(n, begin + kChunk);
     T part = 0;
@@ -46,8 +47,10 @@ static double lsq_backward(const T* v, const T* g, T* gv, int64_t n, T s, T qn, 
       gv[i] = (low || high) ? T(0) : g[i];
       part += g[i] * (low ? -qn : (high ? qp : std::nearbyint(q) - q));
     }
-    ds += part;
+    sums[c] = part;
   }
+  double ds = 0;
+  for (double v : sums) ds += v;
   return ds;
 }
 

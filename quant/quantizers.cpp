@@ -111,14 +111,15 @@ static void pact_forward(const T* x, T* y, int64_t n, T lo, T a, T levels) {
 
 // dx = g where lo <= x <= a; returns da = sum of g where x >= a, minus (when lo < 0, i.e. signed)
 // the sum of g where x <= lo. The sum runs in chunks: each chunk is summed in T with `omp simd`
-// (vector lanes), and the chunks' sums are added in double.
+// (vector lanes), and the chunks' sums are added in double, in chunk order, so the result is the
+// same whatever the number of threads.
 template <typename T>
 static double pact_backward(const T* x, const T* g, T* gx, int64_t n, T lo, T a) {
   constexpr int64_t kChunk = 4096;
   const int64_t chunks = (n + kChunk - 1) / kChunk;
   const bool is_signed = lo < T(0);
-  double ga = 0;
-#pragma omp parallel for reduction(+ : ga) if (n >= (1 << 15)) schedule(static)
+  std::vector<double> sums(chunks);
+#pragma omp parallel for if (n >= (1 << 15)) schedule(static)
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t begin = c * kChunk, end = std::min(n, begin + kChunk);
     T part = 0;
@@ -128,8 +129,10 @@ static double pact_backward(const T* x, const T* g, T* gx, int64_t n, T lo, T a)
       part += x[i] >= a ? g[i] : T(0);
       if (is_signed) part -= x[i] <= lo ? g[i] : T(0);
     }
-    ga += part;
+    sums[c] = part;
   }
+  double ga = 0;
+  for (double v : sums) ga += v;
   return ga;
 }
 

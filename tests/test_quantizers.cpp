@@ -5,6 +5,7 @@
 
 #include "quant/bits.h"
 #include "quant/quantizers.h"
+#include "tensor/cpu/kernels.h"
 #include "tests/helpers.h"
 
 using namespace anybit;
@@ -199,4 +200,24 @@ TEST_CASE("the quantizer registry builds quantizers by name and names the choice
   REQUIRE_THROWS_WITH(make_weight_quantizer("pact", spec), Catch::Contains("--weight-quant") && Catch::Contains("'pact'") &&
                                                                Catch::Contains("dorefa"));
   REQUIRE_THROWS_WITH(make_act_quantizer("nope", spec), Catch::Contains("--act-quant") && Catch::Contains("pact"));
+}
+
+TEST_CASE("PACT's clip gradient is the same bit for bit whatever the number of threads", "[quant][grad]") {
+  // The chunks' sums are added in chunk order, not in the order threads finish.
+  const int64_t n = 200000;
+  Generator gen(8);
+  Tensor x = Tensor::rand({n}, gen, -1, 3);
+  Tensor g = randn({n}, 9, DType::F32);
+  std::vector<float> grads;
+  const int saved = cpu::num_threads();
+  for (int threads : {1, 2, 3}) {
+    cpu::set_num_threads(threads);
+    Tensor xt = x.detach().clone().requires_grad_();
+    Tensor a = Tensor::full({1}, 1.0, DType::F32).requires_grad_();
+    sum(mul(pact_quantize(xt, a, 4), g)).backward();
+    grads.push_back(a.grad().item<float>());
+  }
+  cpu::set_num_threads(saved);
+  REQUIRE(grads[0] == grads[1]);
+  REQUIRE(grads[0] == grads[2]);
 }
