@@ -5,7 +5,6 @@
 #include <cmath>
 
 #include "autograd/autograd.h"
-#include "tensor/elementwise.h"
 
 namespace anybit::quant {
 
