@@ -251,3 +251,28 @@ TEST_CASE("scale of the quantized weights per bit-width in the Any-Precision mod
     std::printf("\n");
   }
 }
+
+TEST_CASE("bn_lr and bn_wd put BN's gamma and beta of every BN set in a group of their own", "[app]") {
+  // The video recipe's BN group: with lr 0 and no weight decay, gamma and beta keep their initial
+  // 1 and 0 in every BN set while the convolutions learn.
+  std::string out = tmp_root() + "/bn_group";
+  train("cifar10_fp.cfg", cifar_like(), out, "--batch-size 4 --bits 8,4 --bn-lr 0 --bn-wd 0");
+  int bn_params = 0, conv_weights = 0;
+  nn::SafeTensors m = nn::read_safetensors(out + "/model.safetensors");
+  for (auto& [name, t] : m.tensors) {
+    auto v = t.to_vector<float>();
+    bool bn_weight = name.find(".bn.") != std::string::npos && name.size() > 7 &&
+                     name.compare(name.size() - 7, 7, ".weight") == 0;
+    bool bn_bias = name.find(".bn.") != std::string::npos && name.size() > 5 &&
+                   name.compare(name.size() - 5, 5, ".bias") == 0;
+    if (bn_weight || bn_bias) {
+      ++bn_params;
+      INFO(name);
+      for (float x : v) REQUIRE(x == (bn_weight ? 1.0f : 0.0f));
+    } else if (name.find("conv") != std::string::npos && name.find(".weight") != std::string::npos) {
+      ++conv_weights;
+    }
+  }
+  REQUIRE(bn_params == 21 * 2 * 2);  // 21 BN layers (the stem's, 2 per block, 2 shortcuts) x 2 sets x gamma, beta
+  REQUIRE(conv_weights == 1 + 18);  // the stem and the blocks' convs (shortcut convs are "shortcut.0")
+}

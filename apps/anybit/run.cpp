@@ -41,6 +41,8 @@ std::vector<OptionInfo> train_options() {
       {"warmup_epochs", "0", "linear warm-up epochs (cosine)"},
       {"milestones", "", "multistep: epochs at which lr is multiplied by gamma, e.g. 100,150"},
       {"gamma", "0.1", "multistep factor"},
+      {"bn_lr", "-1", "learning rate of BN's gamma and beta, in a group of their own (-1: the weights' lr)"},
+      {"bn_wd", "-1", "weight decay of BN's gamma and beta, in a group of their own (-1: weight_decay)"},
       {"label_smoothing", "0", "label smoothing of the cross-entropy with the labels (every bit-width; not KD)"},
       // the method
       {"method", "ours", "label of the configuration: dedicated, adabits, anyprec, ckt, dbs, ours"},

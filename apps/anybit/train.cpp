@@ -54,9 +54,10 @@ bool file_exists(const std::string& p) {
   return stat(p.c_str(), &st) == 0;
 }
 
-// Parameter groups: the weights (with weight decay), and one group per bit-width for the
-// quantizers' parameters (PACT's clip values, LSQ's steps; METHOD.md section 2: no weight decay at
-// b >= 4 by default; configurable per bit). The quantized model lists those parameters itself.
+// Parameter groups: the weights (with weight decay); BN's gamma and beta when bn_lr or bn_wd is
+// given (the video recipe's BN group); and one group per bit-width for the quantizers' parameters
+// (PACT's clip values, LSQ's steps; METHOD.md section 2: no weight decay at b >= 4 by default;
+// configurable per bit). The quantized model lists those parameters itself.
 // Reads "bits:value,bits:value" (e.g. 4:0,2:5e-4) into `out`, over the defaults already there.
 // With `single_ok`, a plain number instead sets every bit-width (and -1 keeps the defaults).
 void parse_per_bit(const std::string& key, const std::string& text, bool single_ok, std::map<int, double>& out) {
@@ -109,13 +110,31 @@ std::vector<nn::ParamGroup> make_groups(Network& net, const Config& cfg) {
       in_quant_group.insert(&p.tensor->impl());
     }
   }
+  // BN's gamma and beta (of every BN set) get a group of their own when bn_lr or bn_wd is given,
+  // found by module type, not by name.
+  const double bn_lr = cfg.number("bn_lr"), bn_wd = cfg.number("bn_wd");
+  nn::ParamGroup bn;
+  bn.name = "bn";
+  bn.lr = bn_lr >= 0 ? bn_lr : lr;
+  bn.weight_decay = bn_wd >= 0 ? bn_wd : wd;
+  std::set<const void*> in_bn_group;
+  if (bn_lr >= 0 || bn_wd >= 0) {
+    for (auto& [mname, m] : net.module().named_modules()) {
+      if (!dynamic_cast<nn::BatchNorm2d*>(m.get())) continue;
+      for (auto& [pname, p] : m->named_parameters()) {
+        bn.params.emplace_back(mname + "." + pname, p);
+        in_bn_group.insert(&p.impl());
+      }
+    }
+  }
   nn::ParamGroup weights;
   weights.name = "weights";
   weights.lr = lr;
   weights.weight_decay = wd;
   for (auto& [name, p] : net.module().named_parameters())
-    if (!in_quant_group.count(&p.impl())) weights.params.emplace_back(name, p);
+    if (!in_quant_group.count(&p.impl()) && !in_bn_group.count(&p.impl())) weights.params.emplace_back(name, p);
   std::vector<nn::ParamGroup> groups{weights};
+  if (!bn.params.empty()) groups.push_back(bn);
   for (auto& kv : quant) groups.push_back(kv.second);
   return groups;
 }
