@@ -59,11 +59,8 @@ std::string slurp(const std::string& path) {
 }
 
 std::string tmp_root() {
-  static std::string dir;
-  if (dir.empty()) {
-    dir = "/tmp/anybit_configs_test_" + std::to_string(getpid());
-    mkdir(dir.c_str(), 0755);
-  }
+  static const std::string dir = "/tmp/anybit_configs_test_" + std::to_string(getpid());
+  mkdir(dir.c_str(), 0755);  // again after a test case removed it (EEXIST otherwise)
   return dir;
 }
 
@@ -95,9 +92,15 @@ void write_folder(const std::string& root, int classes, int per_class, int test_
   }
 }
 
+// (Re)made on first use after any test case removed the temporary root.
+bool is_dir(const std::string& p) {
+  struct stat st;
+  return stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 const std::string& cifar_like() {
   static std::string dir;
-  if (dir.empty()) {
+  if (dir.empty() || !is_dir(dir)) {
     dir = tmp_root() + "/cifar_like";
     write_folder(dir, 10, 2, 1, 16, 16);
   }
@@ -106,7 +109,7 @@ const std::string& cifar_like() {
 
 const std::string& imagenet_like() {
   static std::string dir;
-  if (dir.empty()) {
+  if (dir.empty() || !is_dir(dir)) {
     dir = tmp_root() + "/imagenet_like";
     write_folder(dir, 100, 2, 1, 40, 90);
   }
@@ -275,4 +278,5 @@ TEST_CASE("bn_lr and bn_wd put BN's gamma and beta of every BN set in a group of
   }
   REQUIRE(bn_params == 21 * 2 * 2);  // 21 BN layers (the stem's, 2 per block, 2 shortcuts) x 2 sets x gamma, beta
   REQUIRE(conv_weights == 1 + 18);  // the stem and the blocks' convs (shortcut convs are "shortcut.0")
+  sh("rm -rf " + tmp_root(), nullptr);
 }
