@@ -50,7 +50,11 @@ QConv2d::QConv2d(const nn::ConvSpec& spec, std::shared_ptr<BlockBits> block, con
 
 Tensor QConv2d::forward(const Tensor& x) {
   int b = block_->bits();
-  Tensor y = forward_with(aq_->forward(x, b), wq_->forward(weight_, b));
+  // Two statements, not two arguments of one call: C++ leaves the order in which arguments are
+  // evaluated to the compiler, and the order of the ops decides the order of autograd's work.
+  Tensor xq = aq_->forward(x, b);
+  Tensor wq = wq_->forward(weight_, b);
+  Tensor y = forward_with(xq, wq);
   last_quantized_macs_ = last_macs();
   return y;
 }
@@ -72,7 +76,9 @@ QLinear::QLinear(int64_t in, int64_t out, bool bias, std::shared_ptr<BlockBits> 
 
 Tensor QLinear::forward(const Tensor& x) {
   int b = block_->bits();
-  Tensor y = forward_with(aq_->forward(x, b), wq_->forward(weight_, b));
+  Tensor xq = aq_->forward(x, b);  // input first, weights second (see QConv2d::forward)
+  Tensor wq = wq_->forward(weight_, b);
+  Tensor y = forward_with(xq, wq);
   last_quantized_macs_ = last_macs();
   return y;
 }
