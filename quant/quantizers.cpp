@@ -108,15 +108,16 @@ static void pact_forward(const T* x, T* y, int64_t n, T lo, T a, T levels) {
   }
 }
 
-// dx = g where lo <= x <= a; returns da = sum of g where x >= a, minus (when lo < 0, i.e. signed)
-// the sum of g where x <= lo. The sum runs in chunks: each chunk is summed in T with `omp simd`
-// (vector lanes), and the chunks' sums are added in double, in chunk order, so the result is the
-// same whatever the number of threads.
-template <typename T>
+// dx = g where lo <= x <= a; returns da = sum of g where x >= a, minus (Signed: lo = -a) the sum
+// of g where x <= lo. The sum runs in chunks: each chunk is summed in T with `omp simd` (vector
+// lanes), and the chunks' sums are added in double, in chunk order, so the result is the same
+// whatever the number of threads. Signed is a template parameter so that the unsigned loop, the
+// one every ReLU network runs, carries no test of it: a branch in the loop changes how the
+// compiler vectorises the float sum, hence its rounding, hence a training run's last digits.
+template <typename T, bool Signed>
 static double pact_backward(const T* x, const T* g, T* gx, int64_t n, T lo, T a) {
   constexpr int64_t kChunk = 4096;
   const int64_t chunks = (n + kChunk - 1) / kChunk;
-  const bool is_signed = lo < T(0);
   std::vector<double> sums(chunks);
 #pragma omp parallel for if (n >= (1 << 15)) schedule(static)
   for (int64_t c = 0; c < chunks; ++c) {
@@ -125,8 +126,10 @@ static double pact_backward(const T* x, const T* g, T* gx, int64_t n, T lo, T a)
 #pragma omp simd reduction(+ : part)
     for (int64_t i = begin; i < end; ++i) {
       gx[i] = (x[i] >= lo && x[i] <= a) ? g[i] : T(0);
-      part += x[i] >= a ? g[i] : T(0);
-      if (is_signed) part -= x[i] <= lo ? g[i] : T(0);
+      if constexpr (Signed)
+        part += x[i] >= a ? g[i] : (x[i] <= lo ? -g[i] : T(0));
+      else
+        part += x[i] >= a ? g[i] : T(0);
     }
     sums[c] = part;
   }
@@ -161,8 +164,12 @@ Tensor pact_quantize(const Tensor& x, const Tensor& a, int bits, bool is_signed)
       Tensor gx = Tensor::empty(sx.shape(), sx.dtype(), sx.device());
       double ga = 0;
       AB_DISPATCH_FLOAT(sx.dtype(), "pact_quantize backward", [&] {
-        ga = pact_backward<scalar_t>(sx.data<scalar_t>(), gc.data<scalar_t>(), gx.data<scalar_t>(), sx.numel(),
-                                     (scalar_t)lo, (scalar_t)av);
+        if (lo < 0)
+          ga = pact_backward<scalar_t, true>(sx.data<scalar_t>(), gc.data<scalar_t>(), gx.data<scalar_t>(),
+                                             sx.numel(), (scalar_t)lo, (scalar_t)av);
+        else
+          ga = pact_backward<scalar_t, false>(sx.data<scalar_t>(), gc.data<scalar_t>(), gx.data<scalar_t>(),
+                                              sx.numel(), (scalar_t)lo, (scalar_t)av);
       });
       return Grads{gx, Tensor::full(a_shape, ga, sx.dtype(), sx.device())};
     });
