@@ -117,6 +117,13 @@ int floor_steps(const std::vector<QuantParam>& params) {
   return moved;
 }
 
+// v quantized at b < 32 with the step s, initialised from v on first use.
+Tensor quantize_with_step(Tensor& s, const Tensor& v, int bits, bool is_signed, int64_t features) {
+  LsqRange r = lsq_range(bits, is_signed);
+  init_step_once(s, v, r.qp);
+  return lsq_quantize(v, s, r.qn, r.qp, features);
+}
+
 }  // namespace
 
 LsqWeights::LsqWeights(const QuantizerSpec& spec) {
@@ -130,10 +137,7 @@ Tensor& LsqWeights::step(int bits) { return find_step(params(), bits); }
 
 Tensor LsqWeights::forward(const Tensor& w, int bits) {
   if (bits >= 32) return w;
-  LsqRange r = lsq_range(bits, is_signed_);
-  Tensor& s = step(bits);
-  init_step_once(s, w, r.qp);
-  return lsq_quantize(w, s, r.qn, r.qp, w.numel());
+  return quantize_with_step(step(bits), w, bits, /*is_signed=*/true, w.numel());  // N_W: the layer's weights
 }
 
 int LsqWeights::constrain() { return floor_steps(params()); }
@@ -149,11 +153,9 @@ Tensor& LsqActs::step(int bits) { return find_step(params(), bits); }
 
 Tensor LsqActs::forward(const Tensor& x, int bits) {
   if (bits >= 32) return x;
-  LsqRange r = lsq_range(bits, is_signed_);
-  Tensor& s = step(bits);
-  init_step_once(s, x, r.qp);
+  // N_F: the input's features per sample
   int64_t features = x.dim() >= 2 ? x.numel() / std::max<int64_t>(x.size(0), 1) : x.numel();
-  return lsq_quantize(x, s, r.qn, r.qp, features);
+  return quantize_with_step(step(bits), x, bits, is_signed_, features);
 }
 
 int LsqActs::constrain() { return floor_steps(params()); }

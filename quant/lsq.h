@@ -46,9 +46,6 @@ class LsqWeights : public WeightQuantizer {
   Tensor forward(const Tensor& w, int bits) override;  // w: the layer's FP weights
   int constrain() override;
   Tensor& step(int bits);
-
- private:
-  bool is_signed_ = true;
 };
 
 // "lsq" activations: unsigned after a ReLU, signed where the layer's input can be negative;

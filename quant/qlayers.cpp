@@ -54,9 +54,7 @@ Tensor QConv2d::forward(const Tensor& x) {
   // evaluated to the compiler, and the order of the ops decides the order of autograd's work.
   Tensor xq = aq_->forward(x, b);
   Tensor wq = wq_->forward(weight_, b);
-  Tensor y = forward_with(xq, wq);
-  last_quantized_macs_ = last_macs();
-  return y;
+  return forward_with(xq, wq);
 }
 
 std::string QConv2d::extra_repr() const { return nn::Conv2d::extra_repr() + ", " + bits_str_; }
@@ -78,9 +76,7 @@ Tensor QLinear::forward(const Tensor& x) {
   int b = block_->bits();
   Tensor xq = aq_->forward(x, b);  // input first, weights second (see QConv2d::forward)
   Tensor wq = wq_->forward(weight_, b);
-  Tensor y = forward_with(xq, wq);
-  last_quantized_macs_ = last_macs();
-  return y;
+  return forward_with(xq, wq);
 }
 
 std::string QLinear::extra_repr() const { return nn::Linear::extra_repr() + ", " + bits_str_; }

@@ -46,7 +46,7 @@ class QuantizedLayer {
   Tensor quantized_weight(int bits) { return wq_->forward(float_weight(), bits); }
   // Both quantizers' parameters: the weight quantizer's first.
   std::vector<QuantParam> quant_params() const;
-  int64_t quantized_macs() const { return last_quantized_macs_; }  // per sample, of the last forward
+  virtual int64_t quantized_macs() const = 0;  // per sample, of the last forward
 
  protected:
   QuantizedLayer(std::shared_ptr<BlockBits> block, const QuantOptions& opt, bool signed_input);
@@ -54,7 +54,6 @@ class QuantizedLayer {
   std::shared_ptr<BlockBits> block_;
   std::unique_ptr<WeightQuantizer> wq_;
   std::unique_ptr<ActQuantizer> aq_;
-  int64_t last_quantized_macs_ = 0;
 };
 
 class QConv2d : public nn::Conv2d, public QuantizedLayer {
@@ -64,6 +63,7 @@ class QConv2d : public nn::Conv2d, public QuantizedLayer {
   std::string type_name() const override { return "QConv2d"; }
   std::string extra_repr() const override;
   Tensor& float_weight() override { return weight_; }
+  int64_t quantized_macs() const override { return last_macs(); }
 
  private:
   std::string bits_str_;
@@ -77,6 +77,7 @@ class QLinear : public nn::Linear, public QuantizedLayer {
   std::string type_name() const override { return "QLinear"; }
   std::string extra_repr() const override;
   Tensor& float_weight() override { return weight_; }
+  int64_t quantized_macs() const override { return last_macs(); }
 
  private:
   std::string bits_str_;

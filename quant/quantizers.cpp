@@ -84,13 +84,8 @@ Tensor weight_codes(const Tensor& w, int bits, const WeightQuantOptions& opt) {
   NoGradGuard ng;
   Tensor t = tanh(w);
   Tensor u = add(div(t, mul(max(abs(t)), 2.0)), 0.5);
-  if (opt.store == WeightStore::Truncate && bits < opt.store_bits) {
-    double step = std::pow(2.0, opt.store_bits - bits);
-    Tensor qB = round_ste(mul(u, std::pow(2.0, opt.store_bits) - 1)).to(DType::F64).clone();
-    double* p = qB.data<double>();
-    for (int64_t i = 0; i < qB.numel(); ++i) p[i] = std::floor(p[i] / step) * step;
-    return qB.to(DType::I64);
-  }
+  if (opt.store == WeightStore::Truncate && bits < opt.store_bits)
+    return floor_to_step(round_ste(mul(u, std::pow(2.0, opt.store_bits) - 1)), bits, opt.store_bits).to(DType::I64);
   return round_ste(mul(u, std::pow(2.0, bits) - 1)).to(DType::I64);
 }
 
@@ -114,6 +109,8 @@ static void pact_forward(const T* x, T* y, int64_t n, T lo, T a, T levels) {
 // whatever the number of threads. Signed is a template parameter so that the unsigned loop, the
 // one every ReLU network runs, carries no test of it: a branch in the loop changes how the
 // compiler vectorises the float sum, hence its rounding, hence a training run's last digits.
+// (The same happens if the loop moves into a lambda of a shared chunked-sum helper, which is why
+// PACT and LSQ each keep this loop written out.)
 template <typename T, bool Signed>
 static double pact_backward(const T* x, const T* g, T* gx, int64_t n, T lo, T a) {
   constexpr int64_t kChunk = 4096;

@@ -6,8 +6,11 @@
 // grad. Elements where the function has a kink nearby (the one-sided differences disagree) are
 // skipped, as STYLE.md rule 9 asks.
 #pragma once
+#include <sys/wait.h>
+
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <string>
 #include <vector>
@@ -17,6 +20,20 @@
 #include "tensor/random.h"
 
 namespace anybit::test {
+
+// Runs a shell command; returns its exit status, with stdout and stderr together in *out (when
+// out is not null). For the tests that run the anybit program end to end.
+inline int run_command(const std::string& cmd, std::string* out) {
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  REQUIRE(p);
+  char buf[4096];
+  std::string s;
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) s.append(buf, n);
+  int st = pclose(p);
+  if (out) *out = s;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
 
 inline Tensor randn(const Shape& s, uint64_t seed, DType dt = DType::F64) {
   Generator g(seed);

@@ -21,6 +21,7 @@
 #include "tests/helpers.h"
 
 using namespace anybit;
+using anybit::test::run_command;
 
 namespace {
 
@@ -65,19 +66,6 @@ std::string make_dataset() {
   return dir;
 }
 
-// Runs a shell command, returns its exit status and output (stdout + stderr).
-int run(const std::string& cmd, std::string* out) {
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  REQUIRE(p);
-  char buf[4096];
-  std::string s;
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) s.append(buf, n);
-  int st = pclose(p);
-  if (out) *out = s;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 bool exists(const std::string& p) {
   struct stat st;
   return stat(p.c_str(), &st) == 0;
@@ -100,26 +88,26 @@ std::string joined(const std::vector<std::string>& a) {
 
 TEST_CASE("anybit: a bad option value or input gives one clear line and a non-zero exit", "[app]") {
   std::string data = make_dataset() + "/mnist", out;
-  REQUIRE(run(kAnybit + " train --data " + data + " --epochs x", &out) != 0);
+  REQUIRE(run_command(kAnybit + " train --data " + data + " --epochs x", &out) != 0);
   REQUIRE_THAT(out, Catch::Contains("--epochs") && Catch::Contains("'x'") && Catch::Contains("not an integer"));
-  REQUIRE(run(kAnybit + " train --data " + data + " --bits 8,3x", &out) != 0);
+  REQUIRE(run_command(kAnybit + " train --data " + data + " --bits 8,3x", &out) != 0);
   REQUIRE_THAT(out, Catch::Contains("--bits"));
-  REQUIRE(run(kAnybit + " train --data " + data + " --teacher best --bits 8,4", &out) != 0);
+  REQUIRE(run_command(kAnybit + " train --data " + data + " --teacher best --bits 8,4", &out) != 0);
   REQUIRE_THAT(out, Catch::Contains("--teacher") && Catch::Contains("best"));
-  REQUIRE(run(kAnybit + " train --data /nonexistent/mnist", &out) != 0);
+  REQUIRE(run_command(kAnybit + " train --data /nonexistent/mnist", &out) != 0);
   REQUIRE_THAT(out, Catch::Contains("/nonexistent/mnist"));
-  REQUIRE(run(kAnybit + " train --data " + data + " --epoch 3", &out) != 0);
+  REQUIRE(run_command(kAnybit + " train --data " + data + " --epoch 3", &out) != 0);
   REQUIRE_THAT(out, Catch::Contains("unknown option 'epoch'") && Catch::Contains("epochs"));
   // The command line overrides the config file wherever --config stands.
   std::string cfg = make_dataset() + "/override.cfg";
   std::ofstream(cfg) << "# a test config\nepochs = 2\ndata = /nonexistent/from-file\n";
-  REQUIRE(run(kAnybit + " train --data /nonexistent/from-cli --config " + cfg, &out) != 0);
+  REQUIRE(run_command(kAnybit + " train --data /nonexistent/from-cli --config " + cfg, &out) != 0);
   REQUIRE_THAT(out, Catch::Contains("/nonexistent/from-cli"));
   std::ofstream(cfg) << "epochs 2\n";
-  REQUIRE(run(kAnybit + " train --config " + cfg, &out) != 0);
+  REQUIRE(run_command(kAnybit + " train --config " + cfg, &out) != 0);
   REQUIRE_THAT(out, Catch::Contains(cfg + ":1") && Catch::Contains("key = value"));
-  REQUIRE(run(kAnybit + " frobnicate", &out) != 0);
-  REQUIRE(run(kAnybit + " eval --run /nonexistent/run", &out) != 0);
+  REQUIRE(run_command(kAnybit + " frobnicate", &out) != 0);
+  REQUIRE(run_command(kAnybit + " eval --run /nonexistent/run", &out) != 0);
   REQUIRE_THAT(out, Catch::Contains("/nonexistent/run"));
 }
 
@@ -128,7 +116,7 @@ TEST_CASE("anybit: a run killed with SIGKILL and resumed ends bit-identical to a
   std::string a = base + "/run_a", b = base + "/run_b", out;
 
   // A: uninterrupted.
-  REQUIRE(run(joined(train_args(data, a)), &out) == 0);
+  REQUIRE(run_command(joined(train_args(data, a)), &out) == 0);
   REQUIRE(exists(a + "/report.json"));
 
   // B: killed with SIGKILL as soon as its first mid-epoch checkpoint exists, then resumed.
@@ -155,7 +143,7 @@ TEST_CASE("anybit: a run killed with SIGKILL and resumed ends bit-identical to a
   std::vector<std::string> resume = args;
   resume.push_back("--resume");
   resume.push_back("1");
-  REQUIRE(run(joined(resume), &out) == 0);
+  REQUIRE(run_command(joined(resume), &out) == 0);
   REQUIRE_THAT(out, Catch::Contains("resumed from"));
 
   nn::SafeTensors wa = nn::read_safetensors(a + "/model.safetensors");
@@ -169,7 +157,7 @@ TEST_CASE("anybit: a run killed with SIGKILL and resumed ends bit-identical to a
     REQUIRE(x.shape() == y.shape());
     REQUIRE(std::memcmp(x.raw_data(), y.raw_data(), x.numel() * dtype_size(x.dtype())) == 0);
   }
-  run("rm -rf " + a + " " + b, nullptr);
+  run_command("rm -rf " + a + " " + b, nullptr);
 }
 
 extern "C" int stbi_write_png(char const* filename, int w, int h, int comp, const void* data, int stride_in_bytes);
@@ -179,7 +167,7 @@ TEST_CASE("anybit: an unreadable image stops training with its name, unless --sk
   for (const char* split : {"train", "test"})
     for (const char* cls : {"a", "b"}) {
       std::string dir = root + "/" + split + "/" + cls;
-      run("mkdir -p " + dir, nullptr);
+      run_command("mkdir -p " + dir, nullptr);
       for (int i = 0; i < 4; ++i) {
         std::vector<unsigned char> px(32 * 32 * 3, (unsigned char)(cls[0] == 'a' ? 40 : 200));
         REQUIRE(stbi_write_png((dir + "/" + std::to_string(i) + ".png").c_str(), 32, 32, 3, px.data(), 32 * 3));
@@ -189,11 +177,11 @@ TEST_CASE("anybit: an unreadable image stops training with its name, unless --sk
   std::string cmd = kAnybit + " train --model resnet20 --data " + root + " --out " + root +
                     "/run --epochs 1 --batch-size 4 --workers 1 --eval-every 0 --augment none";
   std::string out;
-  REQUIRE(run(cmd, &out) != 0);
+  REQUIRE(run_command(cmd, &out) != 0);
   REQUIRE_THAT(out, Catch::Contains("broken.png"));
-  REQUIRE(run(cmd + " --skip-bad-files 1", &out) == 0);
+  REQUIRE(run_command(cmd + " --skip-bad-files 1", &out) == 0);
   REQUIRE_THAT(out, Catch::Contains("broken.png") && Catch::Contains("skipped 1"));
-  run("rm -rf " + root, nullptr);
+  run_command("rm -rf " + root, nullptr);
 }
 
 namespace {
@@ -214,45 +202,45 @@ std::string read_text(const std::string& path) {
 
 TEST_CASE("anybit --help and every subcommand's --help print the options and exit 0", "[app]") {
   std::string out;
-  REQUIRE(run(kAnybit + " --help", &out) == 0);
+  REQUIRE(run_command(kAnybit + " --help", &out) == 0);
   REQUIRE_THAT(out, Catch::Contains("train") && Catch::Contains("eval") && Catch::Contains("info"));
-  REQUIRE(run(kAnybit + " help", &out) == 0);
+  REQUIRE(run_command(kAnybit + " help", &out) == 0);
   REQUIRE_THAT(out, Catch::Contains("--epochs"));
-  REQUIRE(run(kAnybit + " train --help", &out) == 0);
+  REQUIRE(run_command(kAnybit + " train --help", &out) == 0);
   REQUIRE_THAT(out, Catch::Contains("anybit train") && Catch::Contains("--epochs") && Catch::Contains("--bits"));
-  REQUIRE(run(kAnybit + " train --epochs 3 -h", &out) == 0);  // anywhere on the line
+  REQUIRE(run_command(kAnybit + " train --epochs 3 -h", &out) == 0);  // anywhere on the line
   REQUIRE_THAT(out, Catch::Contains("--epochs"));
-  REQUIRE(run(kAnybit + " eval --help", &out) == 0);
+  REQUIRE(run_command(kAnybit + " eval --help", &out) == 0);
   REQUIRE_THAT(out, Catch::Contains("anybit eval") && Catch::Contains("--run") && Catch::Contains("--eval-batches"));
-  REQUIRE(run(kAnybit + " info --help", &out) == 0);
+  REQUIRE(run_command(kAnybit + " info --help", &out) == 0);
   REQUIRE_THAT(out, Catch::Contains("anybit info") && Catch::Contains("--input") && Catch::Contains("--model"));
-  REQUIRE(run(kAnybit + " help eval", &out) == 0);
+  REQUIRE(run_command(kAnybit + " help eval", &out) == 0);
   REQUIRE_THAT(out, Catch::Contains("--run"));
 }
 
 TEST_CASE("anybit: errors name no source file and line unless ANYBIT_DEBUG=1 or --verbose", "[app]") {
   std::string data = make_dataset() + "/mnist", out;
-  REQUIRE(run(kAnybit + " train --data " + data + " --epochs x", &out) != 0);
+  REQUIRE(run_command(kAnybit + " train --data " + data + " --epochs x", &out) != 0);
   REQUIRE_THAT(out, Catch::Contains("anybit: error: --epochs: 'x' is not an integer"));
   REQUIRE_THAT(out, !Catch::Contains(".cpp:"));
-  REQUIRE(run(kAnybit + " train --data /nonexistent/mnist", &out) != 0);
+  REQUIRE(run_command(kAnybit + " train --data /nonexistent/mnist", &out) != 0);
   REQUIRE_THAT(out, !Catch::Contains(".cpp:"));
-  REQUIRE(run("ANYBIT_DEBUG=1 " + kAnybit + " train --data " + data + " --epochs x", &out) != 0);
+  REQUIRE(run_command("ANYBIT_DEBUG=1 " + kAnybit + " train --data " + data + " --epochs x", &out) != 0);
   REQUIRE_THAT(out, Catch::Contains("config.cpp:") && Catch::Contains("not an integer"));
-  REQUIRE(run(kAnybit + " train --verbose --data " + data + " --epochs x", &out) != 0);
+  REQUIRE(run_command(kAnybit + " train --verbose --data " + data + " --epochs x", &out) != 0);
   REQUIRE_THAT(out, Catch::Contains("config.cpp:") && Catch::Contains("not an integer"));
 }
 
 TEST_CASE("anybit: a full-precision run is labelled fp32 in its report, a --name wins", "[app]") {
   std::string base = make_dataset(), data = base + "/mnist", dir = base + "/fp_label", out;
-  REQUIRE(run(short_run(data, dir), &out) == 0);
+  REQUIRE(run_command(short_run(data, dir), &out) == 0);
   nn::Json rep = nn::Json::parse(read_text(dir + "/report.json"));
   REQUIRE(rep.find("name")->as_string() == "fp32");
-  REQUIRE(run(short_run(data, dir, "--name mine"), &out) == 0);
+  REQUIRE(run_command(short_run(data, dir, "--name mine"), &out) == 0);
   REQUIRE(nn::Json::parse(read_text(dir + "/report.json")).find("name")->as_string() == "mine");
-  REQUIRE(run(short_run(data, dir, "--bits 8,4"), &out) == 0);
+  REQUIRE(run_command(short_run(data, dir, "--bits 8,4"), &out) == 0);
   REQUIRE(nn::Json::parse(read_text(dir + "/report.json")).find("name")->as_string() == "ours");
-  run("rm -rf " + dir, nullptr);
+  run_command("rm -rf " + dir, nullptr);
 }
 
 // The final weights of two runs are bit-identical.
@@ -276,15 +264,15 @@ TEST_CASE("anybit: a run stopped between the two checkpoint writes resumes from 
   // same three commands without the tampering.
   std::string base = make_dataset(), data = base + "/mnist", dir = base + "/pair", ref = base + "/pair_ref", out;
   for (int e = 1; e <= 3; ++e)
-    REQUIRE(run(short_run(data, ref, "--bits 8,4 --resume 1 --epochs " + std::to_string(e)), &out) == 0);
-  REQUIRE(run(short_run(data, dir, "--bits 8,4"), &out) == 0);
-  REQUIRE(run("cp " + dir + "/model.safetensors " + dir + "/model.old", nullptr) == 0);
-  REQUIRE(run(short_run(data, dir, "--bits 8,4 --epochs 2 --resume 1"), &out) == 0);
-  REQUIRE(run("mv " + dir + "/model.old " + dir + "/model.safetensors", nullptr) == 0);
+    REQUIRE(run_command(short_run(data, ref, "--bits 8,4 --resume 1 --epochs " + std::to_string(e)), &out) == 0);
+  REQUIRE(run_command(short_run(data, dir, "--bits 8,4"), &out) == 0);
+  REQUIRE(run_command("cp " + dir + "/model.safetensors " + dir + "/model.old", nullptr) == 0);
+  REQUIRE(run_command(short_run(data, dir, "--bits 8,4 --epochs 2 --resume 1"), &out) == 0);
+  REQUIRE(run_command("mv " + dir + "/model.old " + dir + "/model.safetensors", nullptr) == 0);
   // both files carry the step in their metadata: here they differ
   REQUIRE(nn::read_safetensors(dir + "/model.safetensors").metadata.at("iteration") == "3");
   REQUIRE(nn::read_safetensors(dir + "/state.safetensors").metadata.at("iteration") == "6");
-  REQUIRE(run(short_run(data, dir, "--bits 8,4 --epochs 3 --resume 1"), &out) == 0);
+  REQUIRE(run_command(short_run(data, dir, "--bits 8,4 --epochs 3 --resume 1"), &out) == 0);
   REQUIRE_THAT(out, Catch::Contains("resumed from"));
   require_same_model(ref + "/model.safetensors", dir + "/model.safetensors");
 
@@ -294,15 +282,15 @@ TEST_CASE("anybit: a run stopped between the two checkpoint writes resumes from 
   st.model.clear();
   st.iteration = 3;
   nn::save_training_state(dir + "/state.safetensors", st);
-  REQUIRE(run(short_run(data, dir, "--bits 8,4 --epochs 4 --resume 1"), &out) != 0);
+  REQUIRE(run_command(short_run(data, dir, "--bits 8,4 --epochs 4 --resume 1"), &out) != 0);
   REQUIRE_THAT(out, Catch::Contains("model.safetensors") && Catch::Contains("state.safetensors") &&
                         Catch::Contains("step 9") && Catch::Contains("step 3"));
-  run("rm -rf " + dir + " " + ref, nullptr);
+  run_command("rm -rf " + dir + " " + ref, nullptr);
 }
 
 TEST_CASE("anybit: --clip-lr per bit-width gives each bit-width's quantizer group its own learning rate", "[app]") {
   std::string base = make_dataset(), data = base + "/mnist", dir = base + "/cliplr", out;
-  REQUIRE(run(short_run(data, dir, "--bits 8,4 --clip-init 2 --clip-lr 8:0.5,4:0"), &out) == 0);
+  REQUIRE(run_command(short_run(data, dir, "--bits 8,4 --clip-init 2 --clip-lr 8:0.5,4:0"), &out) == 0);
   int moved8 = 0, moved4 = 0;
   for (auto& [name, t] : nn::read_safetensors(dir + "/model.safetensors").tensors) {
     if (name.find("clip_b8") != std::string::npos) moved8 += t.item<float>() != 2.0f;
@@ -310,14 +298,14 @@ TEST_CASE("anybit: --clip-lr per bit-width gives each bit-width's quantizer grou
   }
   REQUIRE(moved8 > 0);   // lr 0.5: the 8-bit clips learn
   REQUIRE(moved4 == 0);  // lr 0 (and no weight decay at 4 bits): the 4-bit clips stay put
-  REQUIRE(run(short_run(data, dir, "--bits 8,4 --clip-lr 8:x"), &out) != 0);
+  REQUIRE(run_command(short_run(data, dir, "--bits 8,4 --clip-lr 8:x"), &out) != 0);
   REQUIRE_THAT(out, Catch::Contains("--clip-lr") && Catch::Contains("8:x"));
-  run("rm -rf " + dir, nullptr);
+  run_command("rm -rf " + dir, nullptr);
 }
 
 TEST_CASE("anybit: metrics.jsonl has one JSON object per epoch with the documented keys", "[app]") {
   std::string base = make_dataset(), data = base + "/mnist", dir = base + "/metrics", out;
-  REQUIRE(run(short_run(data, dir, "--bits 8,4 --epochs 2 --eval-every 2"), &out) == 0);
+  REQUIRE(run_command(short_run(data, dir, "--bits 8,4 --epochs 2 --eval-every 2"), &out) == 0);
   std::ifstream f(dir + "/metrics.jsonl");
   std::string line;
   std::vector<nn::Json> lines;
@@ -340,7 +328,7 @@ TEST_CASE("anybit: metrics.jsonl has one JSON object per epoch with the document
   REQUIRE(lines[1].find("iteration")->as_int() == 6);
   REQUIRE(lines[1].find("test")->find("W8A8")->is_number());
   // and a plain FP run logs its loss and accuracy under "fp32"
-  REQUIRE(run(short_run(data, dir), &out) == 0);
+  REQUIRE(run_command(short_run(data, dir), &out) == 0);
   std::ifstream g(dir + "/metrics.jsonl");
   REQUIRE(std::getline(g, line));
   nn::Json fp = nn::Json::parse(line);
@@ -348,5 +336,5 @@ TEST_CASE("anybit: metrics.jsonl has one JSON object per epoch with the document
   for (auto& kv : fp.members()) keys.push_back(kv.first);
   REQUIRE(keys == std::vector<std::string>{"epoch", "iteration", "lr", "seconds", "images_per_s", "train", "test"});
   REQUIRE(fp.find("train")->find("fp32")->find("acc")->is_number());
-  run("rm -rf " + dir, nullptr);
+  run_command("rm -rf " + dir, nullptr);
 }

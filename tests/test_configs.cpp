@@ -26,6 +26,7 @@
 #include "tests/helpers.h"
 
 using namespace anybit;
+using anybit::test::run_command;
 using Catch::Matchers::Contains;
 
 extern "C" int stbi_write_png(char const* filename, int w, int h, int comp, const void* data, int stride_in_bytes);
@@ -37,19 +38,6 @@ namespace {
 // case below); these checks are about function, so their runs wait passively.
 const std::string kBin = "OMP_WAIT_POLICY=passive " + std::string(ANYBIT_BINARY_DIR) + "/anybit";
 const std::string kConfigs = std::string(ANYBIT_SOURCE_DIR) + "/configs/";
-
-// Runs a shell command; returns its exit status, with stdout + stderr in *out.
-int sh(const std::string& cmd, std::string* out) {
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  REQUIRE(p);
-  char buf[4096];
-  std::string s;
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) s.append(buf, n);
-  int st = pclose(p);
-  if (out) *out = s;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 std::string slurp(const std::string& path) {
   std::ifstream f(path);
@@ -75,7 +63,7 @@ void write_folder(const std::string& root, int classes, int per_class, int test_
       char name[16];
       std::snprintf(name, sizeof name, "c%03d", k);
       std::string dir = root + "/" + split + "/" + name;
-      REQUIRE(sh("mkdir -p " + dir, nullptr) == 0);
+      REQUIRE(run_command("mkdir -p " + dir, nullptr) == 0);
       for (int i = 0; i < n; ++i) {
         int h = lo + (int)g.below(hi - lo + 1), w = lo + (int)g.below(hi - lo + 1);
         std::vector<unsigned char> px((size_t)h * w * 3);
@@ -126,7 +114,7 @@ std::string train(const std::string& cfg, const std::string& data, const std::st
   std::string log;
   std::string cmd = kBin + " train --config " + kConfigs + cfg + " --data " + data + " --out " + out + kSmall + " " + extra;
   INFO(cmd);
-  int rc = sh(cmd, &log);
+  int rc = run_command(cmd, &log);
   INFO(log);
   REQUIRE(rc == 0);
   REQUIRE(slurp(out + "/report.json").find("\"results\"") != std::string::npos);
@@ -135,7 +123,7 @@ std::string train(const std::string& cfg, const std::string& data, const std::st
 
 std::string info(const std::string& cfg, const std::string& extra = "") {
   std::string log;
-  int rc = sh(kBin + " info --config " + kConfigs + cfg + " " + extra, &log);
+  int rc = run_command(kBin + " info --config " + kConfigs + cfg + " " + extra, &log);
   INFO(log);
   REQUIRE(rc == 0);
   return log;
@@ -193,7 +181,7 @@ TEST_CASE("configs/imagenet_resnet18_{fp,ours}.cfg run on a 100-class folder of 
   std::string inf = info("imagenet_resnet18_ours.cfg", "--classes 1000");
   REQUIRE_THAT(inf, Contains("ResNet18") && Contains("[3, 224, 224]") && Contains("MACs per sample") &&
                         Contains("| W2A2 |"));
-  sh("rm -rf " + tmp_root(), nullptr);
+  run_command("rm -rf " + tmp_root(), nullptr);
 }
 
 // Not a check: a measurement for docs/RESULTS.md. For the Any-Precision model (PreAct ResNet-20
@@ -278,5 +266,5 @@ TEST_CASE("bn_lr and bn_wd put BN's gamma and beta of every BN set in a group of
   }
   REQUIRE(bn_params == 21 * 2 * 2);  // 21 BN layers (the stem's, 2 per block, 2 shortcuts) x 2 sets x gamma, beta
   REQUIRE(conv_weights == 1 + 18);  // the stem and the blocks' convs (shortcut convs are "shortcut.0")
-  sh("rm -rf " + tmp_root(), nullptr);
+  run_command("rm -rf " + tmp_root(), nullptr);
 }
