@@ -23,6 +23,8 @@
 #include <string>
 #include <vector>
 
+#include "tensor/random.h"
+
 namespace anybit::data {
 
 // An 8-bit image, pixels in HWC order: pixels[(y * width + x) * channels + c].
@@ -41,6 +43,8 @@ struct Image {
 struct Example {
   Image image;
   int64_t label = 0;  // in [0, num_classes())
+  // A video example (data/video.h): its clip's frames in order, all of one size; `image` is empty.
+  std::vector<Image> frames;
 };
 
 class Dataset {
@@ -48,6 +52,12 @@ class Dataset {
   virtual ~Dataset() = default;
   virtual int64_t size() const = 0;
   virtual Example get(int64_t index) const = 0;  // thread-safe; throws on a bad index or file
+  // The DataLoader calls this one, with the example's own generator: a dataset that samples
+  // (a video dataset picks its clip's frames) draws from gen before the transforms do. Images
+  // ignore it.
+  virtual Example get(int64_t index, Generator& gen) const { return get(index); }
+  // 0: examples are images; F > 0: every example is F frames (Example::frames), a video clip.
+  virtual int64_t frames_per_example() const { return 0; }
   virtual const std::vector<std::string>& class_names() const = 0;
   int64_t num_classes() const { return (int64_t)class_names().size(); }
   virtual std::string describe() const = 0;  // "MNIST train (60000 images, 28x28x1) in DIR"

@@ -39,6 +39,8 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, Pipeline pipeline
   AB_CHECK(dataset_->size() > 0, "DataLoader: empty dataset ", dataset_->describe());
   AB_CHECK(!opt_.drop_last || dataset_->size() >= opt_.batch_size, "DataLoader: drop_last with batch_size ",
            opt_.batch_size, " leaves no batch of ", dataset_->describe());
+  AB_CHECK(!opt_.cache || dataset_->frames_per_example() == 0, "DataLoader: cache keeps decoded images; a ",
+           "video dataset draws new clips every epoch, so it cannot be cached (", dataset_->describe(), ")");
   if (opt_.cache) cache_.resize(dataset_->size());
   set_epoch(0);
 }
@@ -76,19 +78,23 @@ void DataLoader::set_epoch(int64_t epoch, int64_t start_batch) {
 
 // ---- building one batch -------------------------------------------------------------------------
 
-Example DataLoader::fetch(int64_t example) const {
-  if (!opt_.cache) return dataset_->get(example);
+Example DataLoader::fetch(int64_t example, Generator& gen) const {
+  if (!opt_.cache) return dataset_->get(example, gen);
   {
     std::lock_guard<std::mutex> lock(cache_mu_);
     if (cache_[example]) return *cache_[example];
   }
   // Decode outside the lock; an example appears once per epoch, so no two threads race for it.
-  auto ex = std::make_shared<const Example>(dataset_->get(example));
+  auto ex = std::make_shared<const Example>(dataset_->get(example, gen));
   std::lock_guard<std::mutex> lock(cache_mu_);
   cache_[example] = ex;
   return *ex;
 }
 
+// One batch: every example read, augmented and written into the batch tensor. A video example's
+// F frames become F consecutive images of the batch, (N * F, C, H, W), all given the same draw
+// of the transforms: each frame is augmented with a copy of the example's generator in the same
+// state, so the random crop, scale and flip are the clip's, not the frame's.
 Batch DataLoader::build(int64_t b) const {
   const int64_t n = dataset_->size();
   const int64_t begin = b * opt_.batch_size, end = std::min(n, begin + opt_.batch_size);
@@ -97,24 +103,32 @@ Batch DataLoader::build(int64_t b) const {
   out.index = b;
   out.indices.assign(order_.begin() + begin, order_.begin() + end);
   const int64_t N = end - begin;
+  const int64_t F = std::max<int64_t>(dataset_->frames_per_example(), 1);
+  out.frames_per_example = F;
   out.labels = Tensor::empty({N}, DType::I64);
   int64_t* labels = out.labels.data<int64_t>();
   int64_t C = 0, H = 0, W = 0;
   for (int64_t i = 0; i < N; ++i) {
     const int64_t example = out.indices[i];
-    Example ex = fetch(example);
     Generator gen(example_seed(opt_.seed, epoch_, example));
-    Image img = pipeline_.augment(ex.image, gen);
-    if (i == 0) {
-      // the first example fixes the batch's image size
-      C = img.channels, H = img.height, W = img.width;
-      out.images = Tensor::empty({N, C, H, W}, DType::F32);
+    Example ex = fetch(example, gen);  // a video dataset draws its clip from gen first
+    const bool video = !ex.frames.empty();
+    AB_CHECK((video ? (int64_t)ex.frames.size() : 1) == F, "DataLoader: example ", example, " has ",
+             ex.frames.size(), " frames, the dataset promised ", F);
+    for (int64_t f = 0; f < F; ++f) {
+      Generator frame_gen = gen;  // the same draws for every frame of a clip
+      Image img = pipeline_.augment(video ? ex.frames[f] : ex.image, frame_gen);
+      if (i == 0 && f == 0) {
+        // the first example fixes the batch's image size
+        C = img.channels, H = img.height, W = img.width;
+        out.images = Tensor::empty({N * F, C, H, W}, DType::F32);
+      }
+      AB_CHECK(img.channels == C && img.height == H && img.width == W, "DataLoader: example ", example,
+               " is ", img.height, "x", img.width, "x", img.channels, " after the transforms but example ",
+               out.indices[0], " of the same batch is ", H, "x", W, "x", C,
+               "; images of different sizes need a resize/crop transform (", pipeline_.describe(), ")");
+      pipeline_.to_chw(img, out.images.data<float>() + (i * F + f) * C * H * W);
     }
-    AB_CHECK(img.channels == C && img.height == H && img.width == W, "DataLoader: example ", example,
-             " is ", img.height, "x", img.width, "x", img.channels, " after the transforms but example ",
-             out.indices[0], " of the same batch is ", H, "x", W, "x", C,
-             "; images of different sizes need a resize/crop transform (", pipeline_.describe(), ")");
-    pipeline_.to_chw(img, out.images.data<float>() + i * C * H * W);
     labels[i] = ex.label;
   }
   return out;

@@ -22,6 +22,7 @@
 //
 // Cache. With cache = true the decoded 8-bit images are kept (before augmentation, which differs
 // per epoch): an image folder is then read and decoded once. MNIST and CIFAR are in memory anyway.
+// Video datasets cannot be cached (their clips are drawn anew every epoch).
 // Read next: dataset.h, transforms.h.
 #pragma once
 #include <condition_variable>
@@ -40,10 +41,11 @@
 namespace anybit::data {
 
 struct Batch {
-  Tensor images;                 // (N, C, H, W) float32
+  Tensor images;                 // (N, C, H, W) float32; video: (N * F, C, H, W), F frames each
   Tensor labels;                 // (N) int64
   std::vector<int64_t> indices;  // (N) the dataset indices of the examples
   int64_t epoch = 0, index = 0;  // index: the batch number within the epoch
+  int64_t frames_per_example = 1;  // F: 1 for images, the clip's frames for video
 };
 
 struct LoaderOptions {
@@ -83,7 +85,7 @@ class DataLoader {
   static uint64_t shuffle_seed(uint64_t seed, int64_t epoch);
 
  private:
-  Example fetch(int64_t example) const;  // through the cache when enabled
+  Example fetch(int64_t example, Generator& gen) const;  // through the cache when enabled
   Batch build(int64_t batch) const;      // reads, augments and converts one batch
   void start_workers();
   void stop_workers();

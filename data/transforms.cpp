@@ -323,6 +323,51 @@ CropBox random_resized_crop_box(int64_t height, int64_t width, Generator& gen, d
   return box;
 }
 
+// TSN's multi-scale crop (see transforms.h for the rule).
+CropBox multi_scale_crop_box(int64_t height, int64_t width, int64_t size, Generator& gen) {
+  AB_CHECK(height > 0 && width > 0, "multi_scale_crop: empty image ", height, "x", width);
+  const double scales[4] = {1.0, 0.875, 0.75, 0.66};
+  const int64_t base = std::min(height, width);
+  int64_t sides[4];
+  for (int i = 0; i < 4; ++i) {
+    sides[i] = (int64_t)(base * scales[i]);
+    if (std::abs(sides[i] - size) < 3) sides[i] = size;  // within 3 pixels of the output: no resize
+  }
+  // (height scale i, width scale j) with |i - j| <= 1: the aspect changes by at most one step.
+  std::vector<std::pair<int64_t, int64_t>> pairs;
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j)
+      if (std::abs(i - j) <= 1) pairs.emplace_back(std::min(sides[i], height), std::min(sides[j], width));
+  auto [h, w] = pairs[gen.below(pairs.size())];
+  // The 13 fixed positions on a 4 x 4 grid of steps: corners, centre, edge midpoints, quarters.
+  const int64_t ys = (height - h) / 4, xs = (width - w) / 4;
+  const int64_t grid[13][2] = {{0, 0}, {0, 4}, {4, 0}, {4, 4}, {2, 2}, {2, 0}, {2, 4},
+                               {4, 2}, {0, 2}, {1, 1}, {1, 3}, {3, 1}, {3, 3}};
+  const auto& g = grid[gen.below(13)];
+  CropBox box;
+  box.y0 = g[0] * ys;
+  box.x0 = g[1] * xs;
+  box.h = h;
+  box.w = w;
+  return box;
+}
+
+struct MultiScaleCrop : Transform {
+  int64_t size;
+  explicit MultiScaleCrop(int64_t s) : size(s) {}
+  Image apply(const Image& in, Generator& gen) const override {
+    CropBox box = multi_scale_crop_box(in.height, in.width, size, gen);
+    Image window = crop(in, box.y0, box.x0, box.h, box.w);
+    return box.h == size && box.w == size ? window : resize_bilinear_antialias(window, size, size);
+  }
+  std::string name() const override { return detail::cat("multi_scale_crop(", size, ")"); }
+};
+
+TransformPtr multi_scale_crop(int64_t size) {
+  AB_CHECK(size > 0, "multi_scale_crop: size must be positive, got ", size);
+  return std::make_shared<MultiScaleCrop>(size);
+}
+
 Pipeline imagenet_train_pipeline(int64_t crop) {
   Pipeline p;
   p.steps = {random_resized_crop(crop, 0.08, 1.0, 3.0 / 4.0, 4.0 / 3.0, /*antialias=*/true), random_horizontal_flip()};

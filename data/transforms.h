@@ -93,6 +93,16 @@ struct CropBox {
 CropBox random_resized_crop_box(int64_t height, int64_t width, Generator& gen, double scale_lo = 0.08,
                                 double scale_hi = 1.0, double ratio_lo = 3.0 / 4.0, double ratio_hi = 4.0 / 3.0);
 
+// TSN's multi-scale crop (the augmentation of the TSN and TSM code bases for video): with b the
+// shorter side, the crop's height and width are each one of int(b * {1, .875, .75, .66}) (a side
+// within 3 pixels of `size` becomes size), drawn as one of the pairs whose two scales are at most
+// one step apart (so the aspect changes a little), clamped to the image; its top-left corner is
+// one of 13 fixed points of a grid in steps of a quarter of the room left, (y, x) in
+// {(0,0) (0,4) (4,0) (4,4) (2,2) (2,0) (2,4) (4,2) (0,2) (1,1) (1,3) (3,1) (3,3)} x step; the window
+// is resized to size x size (bilinear with anti-aliasing). Two draws: the pair, then the point.
+CropBox multi_scale_crop_box(int64_t height, int64_t width, int64_t size, Generator& gen);
+TransformPtr multi_scale_crop(int64_t size);
+
 // The whole per-example preprocessing: the transforms in order, then to float [0, 1] CHW, then
 // (when mean/std are given, one per channel) normalisation.
 struct Pipeline {

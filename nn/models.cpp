@@ -273,7 +273,7 @@ BasicBlock::BasicBlock(LayerFactory& f, int64_t in, int64_t planes, int64_t stri
 }
 
 Tensor BasicBlock::forward(const Tensor& x) {
-  Tensor y = relu(bn1_->forward(conv1_->forward(x)));
+  Tensor y = relu(bn1_->forward(conv1_->forward(shift_in_time(x))));
   y = bn2_->forward(conv2_->forward(y));
   return relu(y + (shortcut_ ? shortcut_->forward(x) : x));
 }
@@ -294,7 +294,7 @@ Bottleneck::Bottleneck(LayerFactory& f, int64_t in, int64_t planes, int64_t stri
 }
 
 Tensor Bottleneck::forward(const Tensor& x) {
-  Tensor y = relu(bn1_->forward(conv1_->forward(x)));
+  Tensor y = relu(bn1_->forward(conv1_->forward(shift_in_time(x))));
   y = relu(bn2_->forward(conv2_->forward(y)));
   y = bn3_->forward(conv3_->forward(y));
   return relu(y + (shortcut_ ? shortcut_->forward(x) : x));
@@ -315,7 +315,7 @@ PreActBlock::PreActBlock(LayerFactory& f, int64_t in, int64_t planes, int64_t st
 Tensor PreActBlock::forward(const Tensor& x) {
   Tensor o = relu(bn1_->forward(x));
   Tensor s = shortcut_ ? shortcut_->forward(o) : x;
-  Tensor y = conv1_->forward(o);
+  Tensor y = conv1_->forward(shift_in_time(o));
   y = conv2_->forward(relu(bn2_->forward(y)));
   return y + s;
 }
@@ -350,7 +350,55 @@ static std::string valid_names() {
   return s;
 }
 
+// ---- video: TSN and TSM ---------------------------------------------------------------------------
+
+Tensor TemporalShiftable::shift_in_time(const Tensor& x) const {
+  return shift_segments_ > 0 ? temporal_shift(x, shift_segments_, shift_div_) : x;
+}
+
+TemporalSegmentNetwork::TemporalSegmentNetwork(ModulePtr backbone, int64_t segments)
+    : backbone_(std::move(backbone)), segments_(segments) {
+  AB_CHECK(segments_ >= 1, "TemporalSegmentNetwork: segments must be >= 1, got ", segments_);
+  for (auto& [name, child] : backbone_->children()) register_module(name, child);
+}
+
+Tensor TemporalSegmentNetwork::forward(const Tensor& x) {
+  AB_CHECK(x.dim() == 4 && x.size(0) % segments_ == 0, "TemporalSegmentNetwork: expected (N * ", segments_,
+           ", C, H, W) frames of N clips, got ", shape_str(x.shape()));
+  Tensor logits = backbone_->forward(x);  // (N * T, K): one prediction per frame
+  return mean(logits.reshape({x.size(0) / segments_, segments_, logits.size(1)}), {1});  // TSN's average
+}
+
+std::string TemporalSegmentNetwork::extra_repr() const {
+  bool shift = false;
+  for (auto& [name, m] : backbone_->named_modules())
+    if (auto* b = dynamic_cast<TemporalShiftable*>(m.get())) shift = shift || b->shifts();
+  return std::string(shift ? "TSM" : "TSN") + " of " + backbone_->type_name() + ", segments=" +
+         std::to_string(segments_);
+}
+
+static ModulePtr make_backbone(const std::string& name, int64_t num_classes, LayerFactory& f, const ModelOptions& opt);
+
 ModulePtr make_model(const std::string& name, int64_t num_classes, LayerFactory& f, const ModelOptions& opt) {
+  AB_CHECK(opt.segments >= 1, "make_model(", name, "): segments must be >= 1, got ", opt.segments);
+  AB_CHECK(!opt.temporal_shift || opt.segments > 1, "make_model(", name, "): temporal_shift needs segments > 1 ",
+           "(the frames of a clip to shift between)");
+  ModulePtr net = make_backbone(name, num_classes, f, opt);
+  if (opt.temporal_shift) {
+    int64_t blocks = 0;
+    for (auto& [n, m] : net->named_modules())
+      if (auto* b = dynamic_cast<TemporalShiftable*>(m.get())) {
+        b->enable_temporal_shift(opt.segments, opt.shift_div);
+        ++blocks;
+      }
+    AB_CHECK(blocks > 0, "make_model(", name, "): temporal_shift needs a residual network (resnet20, ",
+             "preact_resnet20, resnet18, resnet50)");
+  }
+  if (opt.segments > 1) return std::make_shared<TemporalSegmentNetwork>(net, opt.segments);
+  return net;
+}
+
+static ModulePtr make_backbone(const std::string& name, int64_t num_classes, LayerFactory& f, const ModelOptions& opt) {
   AB_CHECK(num_classes > 0, "make_model(", name, "): num_classes must be positive, got ", num_classes);
   bool uses_width = name == "preact_resnet20" || name == "mobilenetv2";
   AB_CHECK(uses_width || opt.width == 1.0, "make_model(", name, "): this model has no width multiplier (got ",
@@ -393,11 +441,13 @@ int64_t macs_per_sample(Module& m, const Shape& input) {
   int64_t total = 0;
   try {
     NoGradGuard ng;
-    Shape s = {1};
+    auto* tsn = dynamic_cast<TemporalSegmentNetwork*>(&m);
+    Shape s = {tsn ? tsn->segments() : 1};  // a video model's sample is a clip of T frames
     s.insert(s.end(), input.begin(), input.end());
     m.forward(Tensor::zeros(s, DType::F32, m.device()));
     total = m.last_macs();
     for (auto& [name, sub] : m.named_modules()) total += sub->last_macs();
+    total *= s[0];  // last_macs() counts one frame
   } catch (...) {
     m.train(was_training);
     throw;

@@ -40,10 +40,20 @@ struct ModelOptions {
   // resnet18/50: a 3x3 stride-1 stem without max-pool (for 32x32 inputs); mobilenetv2: stem
   // stride 1 and the first stride-2 stage (24 channels) at stride 1.
   bool small_input = false;
+  // Video (TSN / TSM). segments > 1: the model reads N clips of `segments` frames as
+  // (N * segments, C, H, W), runs the 2D network on every frame and averages each clip's logits
+  // (TSN's consensus) -> (N, num_classes). temporal_shift: a temporal shift (TSM, tensor/ops.h
+  // temporal_shift with fold_div = shift_div) at the start of every residual block's branch,
+  // before its first conv (the shortcut keeps the unshifted input); residual models only.
+  int64_t segments = 1;
+  bool temporal_shift = false;
+  int64_t shift_div = 8;
 };
 
 // Builds a model by name: lenet5, resnet20, preact_resnet20, resnet18, resnet50, mobilenetv2.
-// Throws, listing the valid names, for any other name.
+// Throws, listing the valid names, for any other name. With opt.segments > 1 the model is the
+// TSN (or, with temporal_shift, TSM) of that backbone: a TemporalSegmentNetwork below, whose
+// parameter names are the backbone's own, so an image checkpoint of the backbone loads into it.
 ModulePtr make_model(const std::string& name, int64_t num_classes, LayerFactory& factory,
                      const ModelOptions& opt = {});
 // With FloatLayers seeded by `seed`.
@@ -54,10 +64,42 @@ std::vector<std::string> model_names();
 Shape default_input_shape(const std::string& name, const ModelOptions& opt = {});
 
 int64_t count_parameters(const Module& m);
-// Multiply-accumulates for one sample of shape `input` (e.g. {3, 32, 32}): runs one forward in
+// Multiply-accumulates for one sample of shape `input` (e.g. {3, 32, 32}; for a TSN, one clip of
+// `segments` frames of that shape): runs one forward in
 // evaluation mode without gradients and sums every module's last_macs() (conv: output elements
 // x in / groups x k x k; linear: in x out). The training mode is restored afterwards.
 int64_t macs_per_sample(Module& m, const Shape& input);
+
+// TSN / TSM: runs the backbone on the (N * T, C, H, W) frames of N clips and averages the logits
+// of each clip's T frames. The backbone's children are registered as this module's own children,
+// under their own names, so the state dict (names and order) is exactly the backbone's.
+class TemporalSegmentNetwork : public Module {
+ public:
+  TemporalSegmentNetwork(ModulePtr backbone, int64_t segments);
+  Tensor forward(const Tensor& x) override;  // (N * T, C, H, W) -> (N, num_classes)
+  std::string type_name() const override { return "TemporalSegmentNetwork"; }
+  std::string extra_repr() const override;
+  int64_t segments() const { return segments_; }
+  Module& backbone() { return *backbone_; }
+
+ private:
+  ModulePtr backbone_;
+  int64_t segments_;
+};
+
+// A residual block that can shift its branch's input in time (TSM). shift_segments 0: off.
+class TemporalShiftable {
+ public:
+  void enable_temporal_shift(int64_t segments, int64_t fold_div) {
+    shift_segments_ = segments;
+    shift_div_ = fold_div;
+  }
+  bool shifts() const { return shift_segments_ > 0; }
+
+ protected:
+  Tensor shift_in_time(const Tensor& x) const;  // x itself when the shift is off
+  int64_t shift_segments_ = 0, shift_div_ = 8;
+};
 
 // ---- the models' building blocks (public so that tests and tools can inspect them) ---------------
 
@@ -74,7 +116,7 @@ class LeNet5 : public Module {
 // conv3x3-BN-ReLU-conv3x3-BN plus the shortcut, then ReLU. The shortcut (1x1 conv stride s + BN)
 // exists where the stride or the channel count changes; it is registered as `shortcut_name`
 // ("shortcut" in the CIFAR ResNets, "downsample" in torchvision's).
-class BasicBlock : public Module {
+class BasicBlock : public Module, public TemporalShiftable {
  public:
   static constexpr int64_t expansion = 1;
   BasicBlock(LayerFactory& f, int64_t in, int64_t planes, int64_t stride, const std::string& shortcut_name);
@@ -87,7 +129,7 @@ class BasicBlock : public Module {
 
 // 1x1 (in -> planes), 3x3 stride s, 1x1 (planes -> 4 planes), each followed by BN, plus the
 // downsample shortcut, then ReLU (torchvision's ResNet v1.5: the stride is on the 3x3 conv).
-class Bottleneck : public Module {
+class Bottleneck : public Module, public TemporalShiftable {
  public:
   static constexpr int64_t expansion = 4;
   Bottleneck(LayerFactory& f, int64_t in, int64_t planes, int64_t stride, const std::string& shortcut_name);
@@ -101,7 +143,7 @@ class Bottleneck : public Module {
 // Pre-activation block: o = relu(bn1(x)); y = conv2(relu(bn2(conv1(o)))) + shortcut, where the
 // shortcut is x, or a 1x1 conv of o where the shape changes (so every conv's input is post-ReLU,
 // as the quantized layers' PACT activations need).
-class PreActBlock : public Module {
+class PreActBlock : public Module, public TemporalShiftable {
  public:
   PreActBlock(LayerFactory& f, int64_t in, int64_t planes, int64_t stride);
   Tensor forward(const Tensor& x) override;

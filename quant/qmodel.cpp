@@ -113,6 +113,8 @@ QuantModel::DeployStats QuantModel::deploy_stats(int bits, const Shape& input) {
       }
     }
   }
+  // A video model's sample is a clip: its layers counted one frame each.
+  if (auto* tsn = dynamic_cast<nn::TemporalSegmentNetwork*>(net_.get())) qmacs *= (double)tsn->segments();
   int q = bits == kFullPrecision ? 32 : bits;
   st.macs = total_macs;
   st.bitops = qmacs * q * q + (total_macs - qmacs) * 32.0 * 32.0;

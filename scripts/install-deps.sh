@@ -5,14 +5,17 @@
 #
 #   build:  cmake g++ libopenblas-openmp-dev (OpenBLAS built with OpenMP: PERF-NOTES.md) libstb-dev
 #           (PNG/BMP decoding) libturbojpeg0-dev (libjpeg-turbo's TurboJPEG API: JPEG decoding,
-#           data/image_decode.cpp) zlib1g-dev pkg-config
-#   tests:  catch2; python3-torch and python3-numpy (Debian python3: the checkpoint test loads an
+#           data/image_decode.cpp) zlib1g-dev pkg-config libavformat-dev libavcodec-dev
+#           libswscale-dev libavutil-dev (FFmpeg's C libraries: video decoding and encoding,
+#           data/video_decode.cpp)
+#   tests:  catch2; ffmpeg (the command-line tool: the video tests compare anybit's decoded frames
+#           with its output); python3-torch and python3-numpy (Debian python3: the checkpoint test loads an
 #           anybit checkpoint into PyTorch; the golden fixtures are regenerated with them)
 #   data:   zstd (the CIFAR-10 archive), gzip
 set -euo pipefail
 
-PACKAGES=(cmake g++ make pkg-config libopenblas-openmp-dev libstb-dev libturbojpeg0-dev zlib1g-dev catch2 zstd
-          gzip python3-torch python3-numpy)
+PACKAGES=(cmake g++ make pkg-config libopenblas-openmp-dev libstb-dev libturbojpeg0-dev zlib1g-dev
+          libavformat-dev libavcodec-dev libswscale-dev libavutil-dev catch2 ffmpeg zstd gzip python3-torch python3-numpy)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

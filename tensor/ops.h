@@ -17,6 +17,7 @@
 //   pool.cpp         max_pool2d avg_pool2d global_avg_pool2d
 //   norm.cpp         batch_norm
 //   loss.cpp         softmax log_softmax cross_entropy soft_cross_entropy dropout
+//   temporal.cpp     temporal_shift (TSM; CPU only)
 // Scalar reference implementations (the spec every fast kernel is tested against) are in
 // tensor/ref.h (conv, linear, pooling, batch norm) and tensor/ref_loss.h (softmax, losses).
 #pragma once
@@ -96,6 +97,12 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
 Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t pad = 0);
 Tensor avg_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t pad = 0);
 Tensor global_avg_pool2d(const Tensor& x);  // (N, C, H, W) -> (N, C)
+
+// ---- video (CPU) ------------------------------------------------------------------------------
+// x: (N * T, C, H, W), N clips of T frames. The first C / fold_div channels of frame t take frame
+// t + 1's values, the next C / fold_div frame t - 1's, zero padded at the clip's ends; the other
+// channels are unchanged (TSM's shift; temporal.cpp has the formulas).
+Tensor temporal_shift(const Tensor& x, int64_t frames, int64_t fold_div = 8);
 
 // ---- normalization -----------------------------------------------------------------------------
 // x: (N, C) or (N, C, H, W); weight, bias, running_mean, running_var: (C).

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "apps/anybit/progress.h"
+#include "data/video.h"
 #include "autograd/autograd.h"
 #include "nn/models.h"
 #include "quant/joint_trainer.h"
@@ -29,6 +30,17 @@ std::vector<OptionInfo> train_options() {
       {"transform", "auto", "preprocessing: auto (MNIST/CIFAR statistics, --augment), imagenet (random-resized crop + flip; resize + centre crop for testing; ImageNet mean/std)"},
       {"crop_size", "224", "transform imagenet: side of the training crop and of the test centre crop"},
       {"resize_size", "256", "transform imagenet: test images are resized so their shorter side is this, then centre-cropped"},
+      // video (a data folder of videos: a list file per split, or <split>/<class>/<videos>)
+      {"frames", "8", "video: frames per clip (TSN segments, or the frames of a dense clip); the model averages their logits"},
+      {"sampling", "segments", "video: segments (TSN: one frame per equal segment) or dense (frames at frame_stride)"},
+      {"frame_stride", "1", "video, dense sampling: frames between two frames of a clip"},
+      {"test_clips", "1", "video: clips per test video, their logits averaged"},
+      {"short_side", "128", "video: frames are decoded scaled so their shorter side is this (0: native size)"},
+      {"video_crop", "112", "video: side of the square crop fed to the model"},
+      {"video_augment", "multiscale", "video training augmentation: multiscale (TSN's multi-scale crop), crop (random crop), none (centre crop)"},
+      {"video_flip", "0", "video: random horizontal flips in training (never on data sets where direction is the class)"},
+      {"temporal_shift", "0", "video: TSM, a temporal shift in every residual block (0: TSN)"},
+      {"shift_div", "8", "video, TSM: 1/shift_div of the channels move one frame back, 1/shift_div one forward"},
       // schedule
       {"epochs", "3", "training epochs"},
       {"batch_size", "128", "batch size"},
@@ -101,6 +113,15 @@ static nn::ModelOptions model_options(const Config& cfg) {
   nn::ModelOptions mo;
   mo.width = cfg.number("width");
   mo.small_input = cfg.flag("small_input");
+  // A video data set makes the model a TSN (or TSM) over the frames of each clip.
+  if (data::is_video_dataset(cfg.str("data"), "train")) {
+    mo.segments = cfg.integer("frames");
+    mo.temporal_shift = cfg.flag("temporal_shift");
+    mo.shift_div = cfg.integer("shift_div");
+  } else {
+    AB_CHECK(!cfg.flag("temporal_shift"), "--temporal-shift needs a video data set; ", cfg.str("data"),
+             " holds images");
+  }
   return mo;
 }
 
@@ -130,9 +151,44 @@ Network build_network(const Config& cfg, int64_t num_classes) {
   return net;
 }
 
-DataSetup open_data(const Config& cfg) {
+// Video: clips of `frames` frames decoded at the shorter side `short_side`, a square crop of
+// video_crop (TSN's multi-scale crop, a random crop, or the centre) and ImageNet's statistics.
+static DataSetup open_video_data(const Config& cfg) {
   DataSetup d;
+  std::string root = cfg.str("data"), sampling = cfg.str("sampling"), aug = cfg.str("video_augment");
+  AB_CHECK(sampling == "segments" || sampling == "dense", "--sampling: '", sampling, "' (expected segments or dense)");
+  AB_CHECK(aug == "multiscale" || aug == "crop" || aug == "none", "--video-augment: '", aug,
+           "' (expected multiscale, crop or none)");
+  data::VideoOptions vo;
+  vo.clip.sampling = sampling == "segments" ? data::ClipSampling::Segments : data::ClipSampling::Dense;
+  vo.clip.frames = cfg.integer("frames");
+  vo.clip.stride = cfg.integer("frame_stride");
+  vo.short_side = cfg.integer("short_side");
+  vo.skip_bad_files = cfg.flag("skip_bad_files");
+  const int64_t crop = cfg.integer("video_crop");
+  AB_CHECK(crop > 0, "--video-crop must be positive, got ", crop);
+  AB_CHECK(vo.short_side == 0 || vo.short_side >= crop, "--short-side ", vo.short_side,
+           " is smaller than --video-crop ", crop);
+  vo.train = true;
+  d.train = data::open_video_dataset(root, "train", vo);
+  vo.train = false;
+  vo.num_clips = cfg.integer("test_clips");
+  d.test = data::open_video_dataset(root, "test", vo);
+  if (aug == "multiscale") d.train_pipe.steps.push_back(data::multi_scale_crop(crop));
+  else if (aug == "crop") d.train_pipe.steps.push_back(data::random_crop(crop));
+  else d.train_pipe.steps.push_back(data::center_crop(crop));
+  if (cfg.flag("video_flip")) d.train_pipe.steps.push_back(data::random_horizontal_flip());
+  d.test_pipe.steps.push_back(data::center_crop(crop));
+  d.train_pipe.mean = d.test_pipe.mean = data::kImageNetMean;
+  d.train_pipe.std = d.test_pipe.std = data::kImageNetStd;
+  d.input = {3, crop, crop};
+  return d;
+}
+
+DataSetup open_data(const Config& cfg) {
   std::string root = cfg.str("data");
+  if (data::is_video_dataset(root, "train")) return open_video_data(cfg);
+  DataSetup d;
   const int64_t min_side = cfg.integer("decode_min_side");
   AB_CHECK(min_side >= 0, "--decode-min-side must be >= 0, got ", min_side);
   d.train = data::open_dataset(root, "train", cfg.flag("skip_bad_files"), min_side);
@@ -188,6 +244,9 @@ std::vector<BitResult> evaluate(Network& net, const DataSetup& d, const Config& 
       if (max_batches > 0 && k++ >= max_batches) break;
       Tensor x = batch.images.to(dev), y = batch.labels.to(dev);
       Tensor logits = net.forward(x);
+      // Several clips per test video: one row of logits per clip, averaged per video.
+      if (logits.size(0) != y.size(0))
+        logits = mean(logits.reshape({y.size(0), logits.size(0) / y.size(0), logits.size(1)}), {1});
       loss += cross_entropy(logits, y).item<double>() * y.size(0);
       quant::count_correct(logits, y, &top1, &top5);
       n += y.size(0);
