@@ -60,6 +60,7 @@ struct VideoReader::Impl {
   bool eof_sent = false;  // the null packet was sent: the decoder is draining
   bool drained = false;   // ... and has given out its last frame
   bool positioned = false;  // false until the first seek (after indexing, the demuxer is at the end)
+  std::vector<int64_t> wanted_pts;  // timestamps of the frames read() was asked for, sorted
 
   ~Impl() {
     if (rgb[0]) av_freep(&rgb[0]);
@@ -229,6 +230,13 @@ int64_t VideoReader::decode_until(int64_t target) {
       av_packet_unref(d.pkt);
       continue;
     }
+    // A packet of a frame nobody asked for is decoded only if other frames refer to it: a B-frame
+    // that is no reference (most are) is skipped. The decoder decodes the packet during the
+    // receive calls that follow, before this setting changes for the next packet; with its own
+    // frame threads it would not (they run ahead), so only a one-thread decoder skips.
+    bool wanted = d.ctx->thread_count != 1 || d.pkt->pts == AV_NOPTS_VALUE ||
+                  std::binary_search(d.wanted_pts.begin(), d.wanted_pts.end(), d.pkt->pts);
+    d.ctx->skip_frame = wanted ? AVDISCARD_DEFAULT : AVDISCARD_NONREF;
     r = avcodec_send_packet(d.ctx, d.pkt);
     av_packet_unref(d.pkt);
     AB_CHECK(r >= 0 || r == AVERROR(EAGAIN), "video ", path_, ": damaged packet near frame ", d.pos + 1, " (",
@@ -276,6 +284,8 @@ std::vector<Image> VideoReader::read(const std::vector<int64_t>& indices, int64_
   std::sort(targets.begin(), targets.end());
   targets.erase(std::unique(targets.begin(), targets.end()), targets.end());
 
+  d.wanted_pts.clear();
+  for (int64_t t : targets) d.wanted_pts.push_back(index_->pts[t]);
   std::vector<Image> decoded(targets.size());
   for (size_t j = 0; j < targets.size(); ++j) {
     const int64_t t = targets[j];

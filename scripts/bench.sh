@@ -3,7 +3,9 @@
 #
 #   1. build/bench_kernels   conv2d and elementwise kernels (GFLOP/s, GB/s)
 #   2. build/bench_data      the data loader on CIFAR-10 (fetched with scripts/get-data.sh into
-#                            $DATA/cifar10 first; skipped, saying so, when it cannot be had)
+#                            $DATA/cifar10 first; skipped, saying so, when it cannot be had);
+#      build/bench_video     video decoding against the ffmpeg tool and the video loader, on
+#                            EgoGestAR ($DATA/egogestar, likewise)
 #   3. build/bench_optim     the optimizer step (GB/s); build/bench_cuda, the CUDA kernels, when
 #                            built (it says so and exits 0 without a GPU)
 #   4. training throughput against PyTorch: build/bench_train and scripts/bench_pytorch.py, run
@@ -50,6 +52,13 @@ if ! skipped data; then
     "$BUILD/bench_data" --data "$DATA/cifar10" --epochs 2
   else
     say "skipping bench_data: CIFAR-10 could not be had (scripts/get-data.sh cifar10 $DATA/cifar10 failed)"
+  fi
+  need bench_video
+  echo "== $BUILD/bench_video"
+  if scripts/get-data.sh egogestar "$DATA/egogestar"; then
+    "$BUILD/bench_video" --data "$DATA/egogestar"
+  else
+    say "skipping bench_video: EgoGestAR could not be had (scripts/get-data.sh egogestar $DATA/egogestar failed)"
   fi
 fi
 
