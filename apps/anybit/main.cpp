@@ -1,4 +1,4 @@
-// main.cpp - the `anybit` program: train, eval and info (README.md shows examples).
+// main.cpp - the `anybit` program: train, eval, info and make-video-dataset (README.md shows examples).
 //
 // Every failure prints one clear line, "anybit: error: <what>", and exits non-zero. The line names
 // no source file; `--verbose` (anywhere) or ANYBIT_DEBUG=1 adds the "file:line" where it was raised.
@@ -16,11 +16,13 @@ using namespace anybit;
 
 namespace {
 
-// One subcommand: how to call it, what it does, and the options it reads.
+// One subcommand: how to call it, what it does, and the options it reads (from the list `known`
+// gives: train, eval and info share train_options()).
 struct Command {
   const char* name;
   const char* usage;
   std::vector<std::string> options;
+  std::vector<app::OptionInfo> (*known)() = app::train_options;
 };
 
 // train reads every option but those of eval and info alone.
@@ -44,6 +46,11 @@ const std::vector<Command>& commands() {
                "  print a model's layers, parameters, MACs per sample, and BitOPs per bit-width",
        {"model", "width", "small_input", "bits", "weight_store", "weight_scale", "clip_init", "input", "classes",
         "seed"}},
+      {"make-video-dataset",
+       "anybit make-video-dataset --variant motion|appearance --source DIR --out DIR [--option value ...]\n"
+       "  render a synthetic labelled video set from an image dataset (MNIST, CIFAR, an image folder)",
+       {"variant", "source", "out", "train", "test", "size", "frames", "fps", "codec", "quality", "seed"},
+       app::make_video_dataset_options},
   };
   return list;
 }
@@ -55,12 +62,14 @@ void usage() {
       "  train   train a model (full precision, or adaptive bit-width with --bits)\n"
       "  eval    evaluate trained runs at every bit-width: table, report and plot\n"
       "  info    print a model's layers, parameters and MACs per sample\n"
+      "  make-video-dataset  render a synthetic video set (motion or appearance classes) from images\n"
       "  help    list the options (`anybit help <command>` or `anybit <command> --help`: its options)\n"
       "--verbose (anywhere) or ANYBIT_DEBUG=1: errors also name the source file and line\n"
       "examples:\n"
       "  anybit train --config configs/mnist_ours.cfg --data datasets/mnist --out runs/mnist_ours\n"
       "  anybit eval --run runs/mnist_ours --run runs/mnist_adabits --out runs/compare\n"
-      "  anybit info --model resnet20 --bits 8,4,2\n");
+      "  anybit info --model resnet20 --bits 8,4,2\n"
+      "  anybit make-video-dataset --variant motion --source datasets/mnist --out datasets/mnist_motion\n");
 }
 
 // Prints one command's usage and options; false when there is no such command.
@@ -68,7 +77,7 @@ bool command_help(const std::string& name) {
   for (auto& c : commands()) {
     if (name != c.name) continue;
     std::printf("usage: %s\n\noptions (a config file gives them as `key = value`, with _ for -):\n%s", c.usage,
-                app::Config(app::train_options()).help(c.options).c_str());
+                app::Config(c.known()).help(c.options).c_str());
     return true;
   }
   return false;
@@ -95,7 +104,8 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "help") {
       if (!args.empty()) {
-        AB_CHECK(command_help(args[0]), "help: unknown command '", args[0], "' (expected train, eval or info)");
+        AB_CHECK(command_help(args[0]), "help: unknown command '", args[0],
+                 "' (expected train, eval, info or make-video-dataset)");
         return 0;
       }
       usage();
@@ -109,7 +119,10 @@ int main(int argc, char** argv) {
     if (cmd == "train") return app::cmd_train(args);
     if (cmd == "eval") return app::cmd_eval(args);
     if (cmd == "info") return app::cmd_info(args);
-    std::fprintf(stderr, "anybit: error: unknown command '%s' (expected train, eval, info or help)\n", cmd.c_str());
+    if (cmd == "make-video-dataset") return app::cmd_make_video_dataset(args);
+    std::fprintf(stderr,
+                 "anybit: error: unknown command '%s' (expected train, eval, info, make-video-dataset or help)\n",
+                 cmd.c_str());
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "anybit: error: %s\n", e.what());

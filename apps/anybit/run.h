@@ -65,5 +65,8 @@ void write_plot(const std::vector<Report>& reports, const std::string& path);
 int cmd_train(const std::vector<std::string>& args);
 int cmd_eval(const std::vector<std::string>& args);
 int cmd_info(const std::vector<std::string>& args);
+// make_video_dataset.cpp: a synthetic video set rendered from an image dataset, and its options.
+int cmd_make_video_dataset(const std::vector<std::string>& args);
+std::vector<OptionInfo> make_video_dataset_options();
 
 }  // namespace anybit::app
