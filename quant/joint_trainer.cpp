@@ -70,6 +70,18 @@ void count_correct(const Tensor& logits, const Tensor& y, int64_t* top1, int64_t
   if (top5) *top5 += c5;
 }
 
+std::vector<int64_t> predicted_classes(const Tensor& logits) {
+  auto v = logits.to_vector<float>();
+  const int64_t N = logits.size(0), K = logits.size(1);
+  std::vector<int64_t> pred(N, 0);
+  for (int64_t i = 0; i < N; ++i) {
+    const float* row = v.data() + i * K;
+    for (int64_t k = 1; k < K; ++k)
+      if (ranks_above(row[k], row[pred[i]])) pred[i] = k;  // strictly above: the first maximum stays
+  }
+  return pred;
+}
+
 JointTrainer::JointTrainer(QuantModel& model, const MethodConfig& cfg, uint64_t seed)
     : model_(model), cfg_(cfg), gen_(seed) {}
 

@@ -84,5 +84,9 @@ class JointTrainer {
 // the first maximal index of its row, top-5 when fewer than 5 classes rank before it (a higher score,
 // or the same score at a lower index). NaN ranks above every number (torch.argmax returns a NaN).
 void count_correct(const Tensor& logits, const Tensor& y, int64_t* top1, int64_t* top5);
+// The predicted class of each row of logits (N, K): the first maximal index, as torch.argmax, a NaN
+// ranking above every number (count_correct's order, so a row counts as correct exactly when its
+// prediction is its label).
+std::vector<int64_t> predicted_classes(const Tensor& logits);
 
 }  // namespace anybit::quant

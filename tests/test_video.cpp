@@ -370,6 +370,31 @@ TEST_CASE("VideoDataset and DataLoader: list files, class folders, one crop per 
   lo.cache = true;
   REQUIRE_THROWS_AS(DataLoader(still, pipe, lo), Error);
 
+  // skip_bad_files: a damaged video is dropped at construction, counted, and the rest load.
+  {
+    std::vector<uint8_t> good = read_file(dir / "train/a/1.mp4");
+    good.resize(good.size() / 3);
+    std::ofstream(dir / "train/a/3.mp4", std::ios::binary).write((const char*)good.data(), (std::streamsize)good.size());
+    VideoOptions skip = vo;
+    skip.skip_bad_files = true;
+    auto kept = VideoDataset::from_folder(dir / "train", skip);
+    REQUIRE(kept->size() == 4);
+    REQUIRE(kept->num_skipped() == 1);
+    REQUIRE(kept->describe().find("1 bad files skipped") != std::string::npos);
+    auto strict = VideoDataset::from_folder(dir / "train", vo);
+    REQUIRE(strict->size() == 5);
+    int64_t bad = -1;
+    for (int64_t i = 0; i < strict->size(); ++i)
+      if (strict->path(i).find("3.mp4") != std::string::npos) bad = i;
+    REQUIRE(bad >= 0);
+    try {
+      strict->get(bad);
+      FAIL("a truncated video loaded");
+    } catch (const Error& e) {
+      REQUIRE(std::string(e.what()).find("3.mp4") != std::string::npos);
+    }
+  }
+
   // A list file with a bad line names the file and the line.
   {
     std::ofstream list(dir / "bad.txt");

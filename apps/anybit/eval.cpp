@@ -43,6 +43,7 @@ Report eval_run(const std::string& dir, const Config& cli) {
   r.run_dir = dir;
   DataSetup d = open_data(cfg);
   r.num_classes = d.test->num_classes();
+  r.class_names = d.test->class_names();
   if (cfg.flag("dedicated")) {
     for (int b : quant::parse_bit_set(cfg.str("bits"))) {
       Report one = eval_run(dir + "/b" + std::to_string(b), cli);

@@ -41,7 +41,7 @@ const std::vector<Command>& commands() {
       {"eval", "anybit eval --run DIR[,DIR...] [--out DIR] [--option value ...]\n"
                "  evaluate trained runs at every bit-width: table, report and plot (each run's config.txt\n"
                "  gives the model; these options override it)",
-       {"run", "out", "data", "name", "batch_size", "eval_batches", "threads", "workers", "device"}},
+       {"run", "out", "data", "name", "batch_size", "eval_batches", "threads", "workers", "device", "test_clips"}},
       {"info", "anybit info [--model NAME] [--bits B,B,...] [--option value ...]\n"
                "  print a model's layers, parameters, MACs per sample, and BitOPs per bit-width",
        {"model", "width", "small_input", "bits", "weight_store", "weight_scale", "clip_init", "input", "classes",

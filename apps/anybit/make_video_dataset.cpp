@@ -68,7 +68,7 @@ int cmd_make_video_dataset(const std::vector<std::string>& args) {
                (long long)opt.test_clips, (long long)opt.frames, (long long)opt.size, (long long)opt.size,
                data::resolve_video_codec(opt.codec).c_str());
   // The bar counts clips; its rate is in frames per second (rendered and encoded).
-  Progress bar("clips", opt.train_clips + opt.test_clips, 100);
+  Progress bar("clips", opt.train_clips + opt.test_clips, 100, "frames");
   auto summary = data::make_video_dataset(opt, [&](int64_t done, int64_t total) {
     bar.update(done, done * opt.frames, "");
   });

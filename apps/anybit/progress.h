@@ -10,12 +10,13 @@ namespace anybit::app {
 
 class Progress {
  public:
-  // total: steps in this phase; every: on a non-terminal, print one line every `every` steps.
-  Progress(std::string label, int64_t total, int64_t every = 50)
-      : label_(std::move(label)), total_(total), every_(every), tty_(isatty(fileno(stderr))),
+  // total: steps in this phase; every: on a non-terminal, print one line every `every` steps;
+  // unit: what the rate counts ("img" for images, "clips" for videos).
+  Progress(std::string label, int64_t total, int64_t every = 50, std::string unit = "img")
+      : label_(std::move(label)), unit_(std::move(unit)), total_(total), every_(every), tty_(isatty(fileno(stderr))),
         start_(std::chrono::steady_clock::now()) {}
 
-  // done: steps done so far; items: images processed so far (for the rate); info: "loss 0.12 ..."
+  // done: steps done so far; items: images (clips) processed so far (for the rate); info: "loss 0.12 ..."
   void update(int64_t done, int64_t items, const std::string& info) {
     double s = seconds();
     double rate = s > 0 ? items / s : 0;
@@ -24,13 +25,13 @@ class Progress {
       if (s - last_draw_ < 0.1 && done < total_) return;  // at most 10 redraws a second
       last_draw_ = s;
       int width = 24, filled = total_ ? (int)(width * done / total_) : width;
-      std::fprintf(stderr, "\r%s [%s%s] %lld/%lld %s %.0f img/s ETA %s   ", label_.c_str(),
+      std::fprintf(stderr, "\r%s [%s%s] %lld/%lld %s %.0f %s/s ETA %s   ", label_.c_str(),
                    std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
-                   (long long)done, (long long)total_, info.c_str(), rate, fmt_time(eta).c_str());
+                   (long long)done, (long long)total_, info.c_str(), rate, unit_.c_str(), fmt_time(eta).c_str());
       if (done >= total_) std::fprintf(stderr, "\n");
     } else if (done == total_ || (every_ > 0 && done % every_ == 0)) {
-      std::fprintf(stderr, "%s step %lld/%lld %s %.0f img/s ETA %s\n", label_.c_str(), (long long)done,
-                   (long long)total_, info.c_str(), rate, fmt_time(eta).c_str());
+      std::fprintf(stderr, "%s step %lld/%lld %s %.0f %s/s ETA %s\n", label_.c_str(), (long long)done,
+                   (long long)total_, info.c_str(), rate, unit_.c_str(), fmt_time(eta).c_str());
     }
     std::fflush(stderr);
   }
@@ -51,6 +52,7 @@ class Progress {
 
  private:
   std::string label_;
+  std::string unit_;
   int64_t total_, every_;
   bool tty_;
   std::chrono::steady_clock::time_point start_;

@@ -238,6 +238,7 @@ std::vector<BitResult> evaluate(Network& net, const DataSetup& d, const Config& 
     loader.set_epoch(0);
     int64_t top1 = 0, top5 = 0, n = 0;
     double loss = 0;
+    std::vector<int64_t> confusion;
     data::Batch batch;
     int64_t k = 0;
     while (loader.next(batch)) {
@@ -249,6 +250,10 @@ std::vector<BitResult> evaluate(Network& net, const DataSetup& d, const Config& 
         logits = mean(logits.reshape({y.size(0), logits.size(0) / y.size(0), logits.size(1)}), {1});
       loss += cross_entropy(logits, y).item<double>() * y.size(0);
       quant::count_correct(logits, y, &top1, &top5);
+      const int64_t K = logits.size(1);
+      if (confusion.empty()) confusion.assign(K * K, 0);
+      std::vector<int64_t> pred = quant::predicted_classes(logits), truth = y.to_vector<int64_t>();
+      for (size_t i = 0; i < pred.size(); ++i) confusion[truth[i] * K + pred[i]]++;
       n += y.size(0);
     }
     BitResult r;
@@ -256,6 +261,7 @@ std::vector<BitResult> evaluate(Network& net, const DataSetup& d, const Config& 
     r.top1 = 100.0 * top1 / std::max<int64_t>(n, 1);
     r.top5 = 100.0 * top5 / std::max<int64_t>(n, 1);
     r.loss = loss / std::max<int64_t>(n, 1);
+    r.confusion = confusion;
     if (with_costs) {
       Shape in = d.input;
       if (net.q) {
@@ -340,6 +346,29 @@ std::string report_table(const Report& r) {
   return os.str();
 }
 
+// One confusion matrix per bit-width (test counts; rows: true class, columns: predicted), for data
+// sets of at most 20 classes.
+static std::string confusion_tables(const Report& r) {
+  std::ostringstream os;
+  const int64_t K = r.num_classes;
+  if (K > 20) return "";
+  for (auto& row : r.rows) {
+    if ((int64_t)row.confusion.size() != K * K) continue;
+    os << "\n### Confusion at " << bits_label(row.bits) << " (rows: true class, columns: predicted)\n\n| |";
+    auto name = [&](int64_t k) { return k < (int64_t)r.class_names.size() ? r.class_names[k] : std::to_string(k); };
+    for (int64_t k = 0; k < K; ++k) os << " " << name(k) << " |";
+    os << "\n| --- |";
+    for (int64_t k = 0; k < K; ++k) os << " ---: |";
+    os << "\n";
+    for (int64_t t = 0; t < K; ++t) {
+      os << "| " << name(t) << " |";
+      for (int64_t p = 0; p < K; ++p) os << " " << row.confusion[t * K + p] << " |";
+      os << "\n";
+    }
+  }
+  return os.str();
+}
+
 void write_report(const Report& r, const std::string& dir) {
   {
     std::ofstream js(dir + "/report.json.tmp");
@@ -349,7 +378,9 @@ void write_report(const Report& r, const std::string& dir) {
       js << "    {\"bits\": " << row.bits << ", \"label\": \"" << bits_label(row.bits) << "\", \"top1\": "
          << fmt(row.top1, 4) << ", \"top5\": " << fmt(row.top5, 4) << ", \"loss\": " << fmt(row.loss, 6)
          << ", \"bitops\": " << fmt(row.bitops, 0) << ", \"macs\": " << fmt(row.macs, 0)
-         << ", \"weight_bytes\": " << fmt(row.weight_bytes, 0) << "}" << (i + 1 < r.rows.size() ? "," : "") << "\n";
+         << ", \"weight_bytes\": " << fmt(row.weight_bytes, 0) << ", \"confusion\": [";
+      for (size_t k = 0; k < row.confusion.size(); ++k) js << (k ? ", " : "") << row.confusion[k];
+      js << "]}" << (i + 1 < r.rows.size() ? "," : "") << "\n";
     }
     js << "  ]\n}\n";
     AB_CHECK(js.good(), "cannot write ", dir, "/report.json");
@@ -357,6 +388,7 @@ void write_report(const Report& r, const std::string& dir) {
   std::rename((dir + "/report.json.tmp").c_str(), (dir + "/report.json").c_str());
   std::ofstream md(dir + "/report.md");
   md << "# " << r.name << "\n\n" << report_table(r);
+  md << confusion_tables(r);
   AB_CHECK(md.good(), "cannot write ", dir, "/report.md");
 }
 

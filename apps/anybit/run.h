@@ -39,6 +39,7 @@ struct BitResult {
   int bits = 0;  // 0: plain FP model
   double top1 = 0, top5 = 0, loss = 0;
   double bitops = 0, weight_bytes = 0, macs = 0;
+  std::vector<int64_t> confusion;  // K x K test counts: row = true class, column = predicted class
 };
 // Accuracy at every bit-width of the network on `ds` (evaluation mode, no gradients).
 std::vector<BitResult> evaluate(Network& net, const DataSetup& d, const Config& cfg, bool with_costs,
@@ -56,6 +57,7 @@ struct Report {
   std::string run_dir;
   std::vector<BitResult> rows;
   int64_t num_classes = 10;
+  std::vector<std::string> class_names;  // for the confusion matrices of report.md (up to 20 classes)
 };
 std::string report_table(const Report& r);                     // for the terminal
 void write_report(const Report& r, const std::string& dir);    // report.json, report.md

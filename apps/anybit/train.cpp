@@ -449,7 +449,7 @@ Report train_one(Config cfg, const std::string& out) {
   for (; epoch < epochs; ++epoch) {
     loader.set_epoch(epoch, start_batch);
     Progress bar("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(epochs), steps_per_epoch,
-                 cfg.integer("log_every"));
+                 cfg.integer("log_every"), loader.dataset().frames_per_example() > 0 ? "clips" : "img");
     if (joint) joint->reset_stats();
     FpStats fp;
     int64_t seen = 0;
@@ -492,6 +492,7 @@ Report train_one(Config cfg, const std::string& out) {
   r.name = report_name(cfg);
   r.run_dir = out;
   r.num_classes = classes;
+  r.class_names = d.test->class_names();
   r.rows = evaluate(net, d, cfg, true, cfg.integer("eval_batches"));
   if (cfg.integer("recalibrate_bn") > 0)
     nn::save_model(files.model, net.module(), model_metadata(net, cfg, classes, iteration));
@@ -520,6 +521,7 @@ int cmd_train(const std::vector<std::string>& args) {
       Report r = train_one(one, out + "/b" + std::to_string(b));
       report.rows.push_back(r.rows.at(0));
       report.num_classes = r.num_classes;
+      report.class_names = r.class_names;
     }
     std::sort(report.rows.begin(), report.rows.end(), [](auto& a, auto& b) { return a.bits > b.bits; });
   } else {
