@@ -8,8 +8,10 @@
 //      anybit   VideoReader::read_all() (open + packet index + decode + RGB), file after file
 //      ffmpeg   one `ffmpeg -threads 1` process that decodes all the same files to RGB and
 //               discards them (-f null), one output per input, so process start-up is paid once
-//    run alternately --repeats times; prints frames/s of each and the ratio anybit / ffmpeg. The
-//    ffmpeg tool also reads each file's header and probes its streams, as VideoReader does.
+//    run alternately --repeats times; prints frames/s of each and the ratio anybit / ffmpeg, by
+//    wall time and by CPU time (this process's, the ffmpeg child's: getrusage), the second being
+//    steadier on a shared machine. The ffmpeg tool also reads each file's header and probes its
+//    streams, as VideoReader does.
 // 2. Random access. One evaluation clip (--frames TSN segment centres) of every training video,
 //    each from a freshly opened reader, decoded at 128x170: frames the decoder output per clip
 //    (the targets plus the frames it could not skip), against the frames per video, and ms/clip.
@@ -17,6 +19,9 @@
 //    segments of --frames frames, decoded at a shorter side of 128, TSN's multi-scale crop to
 //    --crop, normalised, --workers threads, batches of 16 clips; clips/s over 2 epochs (the first
 //    also builds each file's packet index).
+#include <sys/resource.h>
+#include <time.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -33,6 +38,19 @@ using namespace anybit::data;
 
 static double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// CPU seconds used by this process (all its threads) and by its finished children: on a shared
+// machine the CPU time a decoder needs moves less than the wall time it takes.
+static double cpu_self() {
+  timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+static double cpu_children() {
+  rusage r;
+  getrusage(RUSAGE_CHILDREN, &r);
+  return r.ru_utime.tv_sec + r.ru_stime.tv_sec + 1e-6 * (r.ru_utime.tv_usec + r.ru_stime.tv_usec);
 }
 
 int main(int argc, char** argv) {
@@ -70,28 +88,34 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < files.size(); ++i)
       cmd += " -map " + std::to_string(i) + ":v:0 -threads 1 -fps_mode passthrough -pix_fmt rgb24 -f null -";
     int64_t total_frames = 0;
-    std::vector<double> ours, theirs;
+    std::vector<double> ours, theirs, ours_cpu, theirs_cpu;
     for (int r = 0; r < repeats; ++r) {
-      double t0 = now();
+      double t0 = now(), c0 = cpu_self();
       int64_t n = 0;
       for (auto& f : files) {
         VideoReader v(f);
         n += (int64_t)v.read_all().size();
       }
       ours.push_back(n / (now() - t0));
+      ours_cpu.push_back(n / (cpu_self() - c0));
       total_frames = n;
       t0 = now();
+      c0 = cpu_children();
       AB_CHECK(std::system(cmd.c_str()) == 0, "bench_video: the ffmpeg tool failed (is it installed?)");
       theirs.push_back(n / (now() - t0));
-      std::printf("  round %d: anybit %.0f frames/s, ffmpeg -threads 1 %.0f frames/s\n", r + 1, ours.back(),
-                  theirs.back());
+      theirs_cpu.push_back(n / (cpu_children() - c0));
+      std::printf("  round %d: anybit %.0f frames/s (%.0f per CPU second), ffmpeg -threads 1 %.0f frames/s (%.0f per "
+                  "CPU second)\n",
+                  r + 1, ours.back(), ours_cpu.back(), theirs.back(), theirs_cpu.back());
     }
-    std::sort(ours.begin(), ours.end());
-    std::sort(theirs.begin(), theirs.end());
-    double mo = ours[ours.size() / 2], mt = theirs[theirs.size() / 2];
+    auto median = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      return v[v.size() / 2];
+    };
+    double mo = median(ours), mt = median(theirs), co = median(ours_cpu), ct = median(theirs_cpu);
     std::printf("decoding %ld frames to RGB, 1 thread, median of %d: anybit %.0f frames/s, ffmpeg %.0f frames/s, "
-                "ratio %.2f\n",
-                (long)total_frames, repeats, mo, mt, mo / mt);
+                "ratio %.2f; per CPU second %.0f vs %.0f, ratio %.2f\n",
+                (long)total_frames, repeats, mo, mt, mo / mt, co, ct, co / ct);
 
     // ---- 2. random access: what one clip costs --------------------------------------------------
     // Frames the decoder gives out (targets, and frames it could not skip on the way) per clip,

@@ -312,10 +312,16 @@ std::vector<Image> VideoReader::read(const std::vector<int64_t>& indices, int64_
     decoded[j] = convert(out_h, out_w);
     av_frame_unref(d.frame);
   }
+  // In the order asked: each decoded frame is moved out at its last use, copied before that.
+  std::vector<size_t> uses(targets.size(), 0), slot(indices.size());
+  for (size_t i = 0; i < indices.size(); ++i) {
+    slot[i] = std::lower_bound(targets.begin(), targets.end(), indices[i]) - targets.begin();
+    uses[slot[i]]++;
+  }
   std::vector<Image> out;
   out.reserve(indices.size());
-  for (int64_t i : indices)
-    out.push_back(decoded[std::lower_bound(targets.begin(), targets.end(), i) - targets.begin()]);
+  for (size_t i = 0; i < indices.size(); ++i)
+    out.push_back(--uses[slot[i]] == 0 ? std::move(decoded[slot[i]]) : decoded[slot[i]]);
   return out;
 }
 

@@ -482,4 +482,62 @@ TEST_CASE("TSN and TSM models: clip logits, the backbone's parameter names, the 
   // A clip is one sample: its MACs are 4 frames' worth.
   REQUIRE(nn::macs_per_sample(*m_tsn, {3, 32, 32}) == 4 * nn::macs_per_sample(*base, {3, 32, 32}));
   REQUIRE_THROWS_AS(nn::make_model("lenet5", 10, tsm, 1), Error);  // no residual blocks to shift
+  // Every residual block of the ImageNet ResNets shifts: 8 in ResNet-18, 16 in ResNet-50.
+  for (auto [name, blocks] : {std::pair<const char*, int>{"resnet18", 8}, {"resnet50", 16}}) {
+    auto m = nn::make_model(name, 10, tsm, 1);
+    int shifting = 0;
+    for (auto& [n, mod] : m->named_modules())
+      if (auto* b = dynamic_cast<nn::TemporalShiftable*>(mod.get())) shifting += b->shifts();
+    REQUIRE(shifting == blocks);
+  }
+}
+
+TEST_CASE("anybit train/eval on a video set: TSM with bit set {32,4,2}, two test clips per video, confusion",
+          "[app][video]") {
+  if (!have_ffmpeg()) {
+    WARN("skipped: the ffmpeg tool is not installed");
+    return;
+  }
+  VideoTempDir dir;
+  const std::string anybit = std::string(ANYBIT_BINARY_DIR) + "/anybit";
+  // Two classes of clips in the class-folder layout, rendered by the ffmpeg tool.
+  for (const char* cls : {"a", "b"})
+    for (const char* split : {"train", "test"}) {
+      fs::create_directories(dir.path / split / cls);
+      for (int i = 0; i < 2; ++i)
+        make_video(dir / (std::string(split) + "/" + cls + "/" + std::to_string(i) + ".mp4"),
+                   "-c:v libx264 -pix_fmt yuv420p", cls[0] == 'a' ? "" : "vflip", 10, "48x32");
+    }
+  std::string out;
+  std::string cmd = anybit + " train --model resnet20 --data " + dir.path.string() +
+                    " --frames 4 --temporal-shift 1 --bits 32,4,2 --short-side 32 --video-crop 32 --batch-size 2"
+                    " --epochs 1 --test-clips 2 --lr 0.01 --threads 1 --workers 1 --out " + dir / "run";
+  INFO(cmd << "\n" << out);
+  REQUIRE(test::run_command(cmd, &out) == 0);
+  INFO(out);
+  REQUIRE(out.find("clips/s") != std::string::npos);
+  std::vector<uint8_t> report = read_file(dir / "run/report.md");
+  std::string md(report.begin(), report.end());
+  for (const char* want : {"W32A32", "W4A4", "W2A2", "Confusion at W2A2"}) REQUIRE(md.find(want) != std::string::npos);
+  // eval re-reads the run's configuration: the same video model, here with 3 clips per test video.
+  REQUIRE(test::run_command(anybit + " eval --run " + dir / "run" + " --test-clips 3 --threads 1 --out " + dir / "eval",
+                            &out) == 0);
+  REQUIRE(out.find("W2A2") != std::string::npos);
+  // An FP TSN run, then one initialised from it but for its classifier (init_exclude).
+  std::string fp = anybit + " train --model resnet20 --data " + dir.path.string() +
+                   " --frames 4 --short-side 32 --video-crop 32 --batch-size 2 --epochs 1 --threads 1 --workers 1";
+  REQUIRE(test::run_command(fp + " --out " + dir / "fp", &out) == 0);
+  REQUIRE(test::run_command(fp + " --init " + dir / "fp/model.safetensors" + " --init-exclude fc --out " + dir / "fp2",
+                            &out) == 0);
+  REQUIRE(out.find("(except fc)") != std::string::npos);
+  REQUIRE(test::run_command(fp + " --init " + dir / "fp/model.safetensors" + " --init-exclude nosuch --out " +
+                                dir / "fp3",
+                            &out) != 0);
+  REQUIRE(out.find("no tensor under these names") != std::string::npos);
+  // info prints the TSM of the data set's clips, its costs per clip.
+  REQUIRE(test::run_command(anybit + " info --model resnet20 --data " + dir.path.string() +
+                                " --frames 4 --temporal-shift 1 --input 3,32,32",
+                            &out) == 0);
+  REQUIRE(out.find("TSM of ResNet20, segments=4") != std::string::npos);
+  REQUIRE(out.find("per clip of 4 frames") != std::string::npos);
 }

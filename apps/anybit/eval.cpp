@@ -13,13 +13,6 @@
 
 namespace anybit::app {
 
-namespace {
-
-bool exists(const std::string& p) {
-  struct stat st;
-  return stat(p.c_str(), &st) == 0;
-}
-
 std::vector<std::string> split_list(const std::string& s) {
   std::vector<std::string> out;
   std::stringstream ss(s);
@@ -27,6 +20,13 @@ std::vector<std::string> split_list(const std::string& s) {
   while (std::getline(ss, item, ','))
     if (!item.empty()) out.push_back(item);
   return out;
+}
+
+namespace {
+
+bool exists(const std::string& p) {
+  struct stat st;
+  return stat(p.c_str(), &st) == 0;
 }
 
 // Evaluates one trained run folder (model.safetensors + config.txt), with the command line's
@@ -100,10 +100,12 @@ int cmd_info(const std::vector<std::string>& args) {
   int64_t params = 0;
   for (auto& p : net.module().named_parameters()) params += p.second.numel();
   std::printf("parameters: %lld\n", (long long)params);
-  std::printf("MACs per sample (input %s): %lld\n", shape_str(input).c_str(),
+  auto* tsn = dynamic_cast<nn::TemporalSegmentNetwork*>(&net.module());
+  std::string per = tsn ? "per clip of " + std::to_string(tsn->segments()) + " frames" : "per sample";
+  std::printf("MACs %s (input %s): %lld\n", per.c_str(), shape_str(input).c_str(),
               (long long)nn::macs_per_sample(net.module(), input));
   if (net.q) {
-    std::printf("\n| bits | BitOPs / sample | weights (KiB) |\n| --- | ---: | ---: |\n");
+    std::printf("\n| bits | BitOPs %s | weights (KiB) |\n| --- | ---: | ---: |\n", per.c_str());
     for (int b : net.bits()) {
       auto st = net.q->deploy_stats(b, input);
       std::printf("| %s | %.3g | %.1f |\n", bits_label(b).c_str(), st.bitops, st.weight_bytes / 1024);

@@ -43,9 +43,10 @@ const std::vector<Command>& commands() {
                "  gives the model; these options override it)",
        {"run", "out", "data", "name", "batch_size", "eval_batches", "threads", "workers", "device", "test_clips"}},
       {"info", "anybit info [--model NAME] [--bits B,B,...] [--option value ...]\n"
-               "  print a model's layers, parameters, MACs per sample, and BitOPs per bit-width",
+               "  print a model's layers, parameters, MACs per sample, and BitOPs per bit-width (with --data\n"
+               "  a video data set: the TSN/TSM of --frames frames, costs per clip)",
        {"model", "width", "small_input", "bits", "weight_store", "weight_scale", "clip_init", "input", "classes",
-        "seed"}},
+        "seed", "data", "frames", "temporal_shift", "shift_div"}},
       {"make-video-dataset",
        "anybit make-video-dataset --variant motion|appearance --source DIR --out DIR [--option value ...]\n"
        "  render a synthetic labelled video set from an image dataset (MNIST, CIFAR, an image folder)",

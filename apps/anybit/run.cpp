@@ -79,6 +79,7 @@ std::vector<OptionInfo> train_options() {
       {"clip_lr", "-1", "learning rate of the quantizers' parameters (clip values, steps): one value, or per bit, e.g. 32:0.1,4:0.1,2:0.01 (-1: the weights' lr)"},
       {"clip_wd", "", "quantizer parameter weight decay per bit, e.g. 4:0,2:5e-4 (default 0 at b >= 4, else weight_decay)"},
       {"init", "", "full-precision checkpoint to start from (model.safetensors of an FP run)"},
+      {"init_exclude", "", "names (comma-separated) that keep their own initialisation instead of --init's, e.g. fc for another number of classes (FP models)"},
       {"recalibrate_bn", "0", "re-estimate each bit-width's BN statistics on N training batches before evaluation"},
       // machinery
       {"seed", "1", "random seed"},

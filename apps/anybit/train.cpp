@@ -395,11 +395,32 @@ Report train_one(Config cfg, const std::string& out) {
   Network net = build_network(cfg, classes);
   if (!cfg.str("init").empty()) {
     nn::SafeTensors fp = nn::read_safetensors(cfg.str("init"));
+    // init_exclude: tensors under these names keep the model's own initialisation (a classifier
+    // for another number of classes, say); every other tensor must be in the checkpoint.
+    std::vector<std::string> exclude = split_list(cfg.str("init_exclude"));
+    if (!exclude.empty()) {
+      AB_CHECK(!net.q, "--init-exclude applies to full-precision models (a quantized model's --init is an FP "
+               "checkpoint of the same network)");
+      auto excluded = [&](const std::string& name) {
+        for (auto& e : exclude)
+          if (name == e || name.rfind(e + ".", 0) == 0) return true;
+        return false;
+      };
+      nn::NamedTensors kept;
+      for (auto& [name, t] : fp.tensors)
+        if (!excluded(name)) kept.emplace_back(name, t);
+      int64_t own = 0;
+      for (auto& [name, t] : net.fp->state_dict())
+        if (excluded(name)) kept.emplace_back(name, t.clone()), ++own;
+      AB_CHECK(own > 0, "--init-exclude ", cfg.str("init_exclude"), ": the model has no tensor under these names");
+      fp.tensors = kept;
+    }
     if (net.q)
       net.q->load_fp_state_dict(fp.tensors);
     else
       net.fp->load_state_dict(fp.tensors, true);
-    std::fprintf(stderr, "anybit: initialised from %s\n", cfg.str("init").c_str());
+    std::fprintf(stderr, "anybit: initialised from %s%s\n", cfg.str("init").c_str(),
+                 exclude.empty() ? "" : (" (except " + cfg.str("init_exclude") + ")").c_str());
   }
   net.module().to(dev);
   std::shared_ptr<nn::Module> fp_teacher = load_fp_teacher(cfg, net, classes, dev);
