@@ -18,32 +18,12 @@ extern "C" {
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 
+#include "data/ffmpeg_common.h"
 #include "data/video_decode.h"
 #include "tensor/error.h"
 
 namespace anybit::data {
-
-namespace {
-
-std::string av_reason(int code) {
-  char buf[AV_ERROR_MAX_STRING_SIZE] = {0};
-  av_strerror(code, buf, sizeof(buf));
-  return buf;
-}
-
-// FFmpeg logs decoder complaints (corrupt macroblocks, deprecated pixel formats) to stderr on its
-// own; our errors already name the file and the reason, so its log is kept for ANYBIT_DEBUG=1.
-void quiet_ffmpeg_log() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    const char* debug = std::getenv("ANYBIT_DEBUG");
-    av_log_set_level(debug && debug[0] == '1' ? AV_LOG_WARNING : AV_LOG_QUIET);
-  });
-}
-
-}  // namespace
 
 // Everything FFmpeg allocated for one open file, released in the destructor on every path.
 struct VideoReader::Impl {
@@ -74,18 +54,18 @@ struct VideoReader::Impl {
 
 VideoReader::VideoReader(const std::string& path, int threads, std::shared_ptr<const VideoIndex> index)
     : impl_(std::make_unique<Impl>()), path_(path), index_(std::move(index)) {
-  quiet_ffmpeg_log();
+  ffmpeg::quiet_log();
   AB_CHECK(threads >= 1, "VideoReader: threads must be >= 1, got ", threads);
   Impl& d = *impl_;
   int r = avformat_open_input(&d.fmt, path.c_str(), nullptr, nullptr);
-  AB_CHECK(r >= 0, "video ", path, ": cannot open (", av_reason(r), ")");
+  AB_CHECK(r >= 0, "video ", path, ": cannot open (", ffmpeg::reason(r), ")");
   r = avformat_find_stream_info(d.fmt, nullptr);
-  AB_CHECK(r >= 0, "video ", path, ": cannot read its stream information (", av_reason(r), ")");
+  AB_CHECK(r >= 0, "video ", path, ": cannot read its stream information (", ffmpeg::reason(r), ")");
   const AVCodec* codec = nullptr;
   d.stream = av_find_best_stream(d.fmt, AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0);
   AB_CHECK(d.stream != AVERROR_STREAM_NOT_FOUND, "video ", path, ": has no video stream");
   AB_CHECK(d.stream >= 0 && codec, "video ", path, ": no decoder for its video stream (",
-           av_reason(d.stream), ")");
+           ffmpeg::reason(d.stream), ")");
   // Only the video stream is demuxed into packets for us; audio and other streams are skipped.
   for (unsigned s = 0; s < d.fmt->nb_streams; ++s)
     if ((int)s != d.stream) d.fmt->streams[s]->discard = AVDISCARD_ALL;
@@ -94,12 +74,12 @@ VideoReader::VideoReader(const std::string& path, int threads, std::shared_ptr<c
   d.ctx = avcodec_alloc_context3(codec);
   AB_CHECK(d.ctx, "video ", path, ": out of memory");
   r = avcodec_parameters_to_context(d.ctx, st->codecpar);
-  AB_CHECK(r >= 0, "video ", path, ": bad codec parameters (", av_reason(r), ")");
+  AB_CHECK(r >= 0, "video ", path, ": bad codec parameters (", ffmpeg::reason(r), ")");
   d.ctx->thread_count = threads;
   // The strictest error detection: a damaged packet is an error, not a silently concealed picture.
   d.ctx->err_recognition = AV_EF_CRCCHECK | AV_EF_BITSTREAM | AV_EF_BUFFER | AV_EF_EXPLODE;
   r = avcodec_open2(d.ctx, codec, nullptr);
-  AB_CHECK(r >= 0, "video ", path, ": cannot open the ", codec->name, " decoder (", av_reason(r), ")");
+  AB_CHECK(r >= 0, "video ", path, ": cannot open the ", codec->name, " decoder (", ffmpeg::reason(r), ")");
   codec_ = codec->name;
   width_ = d.ctx->width;
   height_ = d.ctx->height;
@@ -183,7 +163,7 @@ void VideoReader::seek_to_key_before(int64_t target) {
   if (index_->dts[k] != AV_NOPTS_VALUE) ts = std::min(ts, index_->dts[k]);
   int r = av_seek_frame(d.fmt, d.stream, ts, AVSEEK_FLAG_BACKWARD);
   if (r < 0) r = avformat_seek_file(d.fmt, d.stream, INT64_MIN, ts, ts, 0);
-  AB_CHECK(r >= 0, "video ", path_, ": cannot seek to frame ", k, " (", av_reason(r), ")");
+  AB_CHECK(r >= 0, "video ", path_, ": cannot seek to frame ", k, " (", ffmpeg::reason(r), ")");
   avcodec_flush_buffers(d.ctx);
   d.pos = -1;
   d.eof_sent = false;
@@ -217,7 +197,7 @@ int64_t VideoReader::decode_until(int64_t target) {
       d.drained = true;
       return -1;
     }
-    AB_CHECK(r == AVERROR(EAGAIN), "video ", path_, ": cannot decode frame ", d.pos + 1, " (", av_reason(r), ")");
+    AB_CHECK(r == AVERROR(EAGAIN), "video ", path_, ": cannot decode frame ", d.pos + 1, " (", ffmpeg::reason(r), ")");
     AB_CHECK(!d.eof_sent, "video ", path_, ": the decoder stalled while draining");
     r = av_read_frame(d.fmt, d.pkt);
     if (r < 0) {
@@ -240,7 +220,7 @@ int64_t VideoReader::decode_until(int64_t target) {
     r = avcodec_send_packet(d.ctx, d.pkt);
     av_packet_unref(d.pkt);
     AB_CHECK(r >= 0 || r == AVERROR(EAGAIN), "video ", path_, ": damaged packet near frame ", d.pos + 1, " (",
-             av_reason(r), ")");
+             ffmpeg::reason(r), ")");
   }
 }
 

@@ -19,30 +19,14 @@ extern "C" {
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
-#include <mutex>
 
+#include "data/ffmpeg_common.h"
 #include "data/video_encode.h"
 #include "tensor/error.h"
 
 namespace anybit::data {
 
 namespace {
-
-std::string av_reason(int code) {
-  char buf[AV_ERROR_MAX_STRING_SIZE] = {0};
-  av_strerror(code, buf, sizeof(buf));
-  return buf;
-}
-
-// As in video_decode.cpp: FFmpeg's own log (x264's statistics after every file, for one) stays
-// quiet unless ANYBIT_DEBUG=1; our errors already name the file and the reason.
-void quiet_ffmpeg_log() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    const char* debug = std::getenv("ANYBIT_DEBUG");
-    av_log_set_level(debug && debug[0] == '1' ? AV_LOG_WARNING : AV_LOG_QUIET);
-  });
-}
 
 bool ends_with(const std::string& s, const std::string& tail) {
   return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
@@ -95,7 +79,7 @@ struct VideoWriter::Impl {
 
 VideoWriter::VideoWriter(const std::string& path, const VideoWriterOptions& options)
     : impl_(std::make_unique<Impl>()), path_(path), opt_(options) {
-  quiet_ffmpeg_log();
+  ffmpeg::quiet_log();
   Impl& d = *impl_;
   d.path = path;
   AB_CHECK(opt_.width > 0 && opt_.height > 0 && opt_.width % 2 == 0 && opt_.height % 2 == 0 &&
@@ -122,7 +106,7 @@ VideoWriter::VideoWriter(const std::string& path, const VideoWriterOptions& opti
 
   // 2. The container, and whether it can hold this codec (asked before anything is written).
   int r = avformat_alloc_output_context2(&d.fmt, nullptr, container.c_str(), path.c_str());
-  AB_CHECK(r >= 0 && d.fmt, "video ", path, ": cannot set up the ", container, " container (", av_reason(r), ")");
+  AB_CHECK(r >= 0 && d.fmt, "video ", path, ": cannot set up the ", container, " container (", ffmpeg::reason(r), ")");
   AB_CHECK(avformat_query_codec(d.fmt->oformat, codec->id, FF_COMPLIANCE_NORMAL) != 0, "video ", path,
            ": the ", container, " container cannot hold ", codec_, " video (use .avi or .mkv)");
   d.fmt->flags |= AVFMT_FLAG_BITEXACT;  // no "encoder: Lavf..." tag: same bytes on every build
@@ -157,9 +141,9 @@ VideoWriter::VideoWriter(const std::string& path, const VideoWriterOptions& opti
   r = avcodec_open2(c, codec, &opts);
   av_dict_free(&opts);
   AB_CHECK(r >= 0, "video ", path, ": cannot open the ", codec_, " encoder for ", opt_.width, "x", opt_.height,
-           " at ", opt_.fps, " fps (", av_reason(r), ")");
+           " at ", opt_.fps, " fps (", ffmpeg::reason(r), ")");
   r = avcodec_parameters_from_context(d.stream->codecpar, c);
-  AB_CHECK(r >= 0, "video ", path, ": cannot copy the encoder's parameters to the stream (", av_reason(r), ")");
+  AB_CHECK(r >= 0, "video ", path, ": cannot copy the encoder's parameters to the stream (", ffmpeg::reason(r), ")");
   d.stream->time_base = c->time_base;  // a wish: write_header may change it (MP4 picks its own)
   d.stream->avg_frame_rate = c->framerate;
 
@@ -174,10 +158,10 @@ VideoWriter::VideoWriter(const std::string& path, const VideoWriterOptions& opti
 
   // 4. The file and the container's header.
   r = avio_open(&d.fmt->pb, path.c_str(), AVIO_FLAG_WRITE);
-  AB_CHECK(r >= 0, "video ", path, ": cannot open for writing (", av_reason(r), ")");
+  AB_CHECK(r >= 0, "video ", path, ": cannot open for writing (", ffmpeg::reason(r), ")");
   d.file_open = true;
   r = avformat_write_header(d.fmt, nullptr);
-  AB_CHECK(r >= 0, "video ", path, ": cannot write the ", container, " header (", av_reason(r), ")");
+  AB_CHECK(r >= 0, "video ", path, ": cannot write the ", container, " header (", ffmpeg::reason(r), ")");
 }
 
 VideoWriter::~VideoWriter() = default;
@@ -191,7 +175,7 @@ void VideoWriter::write(const Image& rgb) {
            "x", rgb.width, "x", rgb.channels);
   // The encoder may still hold a reference to the previous picture's buffers: get our own.
   int r = av_frame_make_writable(d.frame);
-  AB_CHECK(r >= 0, "video ", path_, ": out of memory (", av_reason(r), ")");
+  AB_CHECK(r >= 0, "video ", path_, ": out of memory (", ffmpeg::reason(r), ")");
   d.sws = sws_getCachedContext(d.sws, (int)opt_.width, (int)opt_.height, AV_PIX_FMT_RGB24, (int)opt_.width,
                                (int)opt_.height, d.ctx->pix_fmt, SWS_BICUBIC | SWS_ACCURATE_RND | SWS_BITEXACT,
                                nullptr, nullptr, nullptr);
@@ -209,17 +193,17 @@ void VideoWriter::write(const Image& rgb) {
 void VideoWriter::encode(bool flush) {
   Impl& d = *impl_;
   int r = avcodec_send_frame(d.ctx, flush ? nullptr : d.frame);
-  AB_CHECK(r >= 0, "video ", path_, ": the ", codec_, " encoder refused frame ", frames_, " (", av_reason(r), ")");
+  AB_CHECK(r >= 0, "video ", path_, ": the ", codec_, " encoder refused frame ", frames_, " (", ffmpeg::reason(r), ")");
   while (true) {
     r = avcodec_receive_packet(d.ctx, d.pkt);
     if (r == AVERROR(EAGAIN) || r == AVERROR_EOF) break;
-    AB_CHECK(r >= 0, "video ", path_, ": the ", codec_, " encoder failed (", av_reason(r), ")");
+    AB_CHECK(r >= 0, "video ", path_, ": the ", codec_, " encoder failed (", ffmpeg::reason(r), ")");
     // Every frame lasts 1 / fps; MP4 needs the last one's duration to index it.
     if (d.pkt->duration <= 0) d.pkt->duration = 1;
     av_packet_rescale_ts(d.pkt, d.ctx->time_base, d.stream->time_base);
     d.pkt->stream_index = d.stream->index;
     r = av_interleaved_write_frame(d.fmt, d.pkt);  // takes the packet's data, on error too
-    AB_CHECK(r >= 0, "video ", path_, ": cannot write a packet (", av_reason(r), ")");
+    AB_CHECK(r >= 0, "video ", path_, ": cannot write a packet (", ffmpeg::reason(r), ")");
   }
 }
 
@@ -230,9 +214,9 @@ void VideoWriter::finish() {
   finished_ = true;  // whatever happens below, no more writes
   encode(true);
   int r = av_write_trailer(d.fmt);
-  AB_CHECK(r >= 0, "video ", path_, ": cannot write the trailer (", av_reason(r), ")");
+  AB_CHECK(r >= 0, "video ", path_, ": cannot write the trailer (", ffmpeg::reason(r), ")");
   r = avio_closep(&d.fmt->pb);  // a failed close leaves complete false: the file is deleted
-  AB_CHECK(r >= 0, "video ", path_, ": cannot close the file (", av_reason(r), ")");
+  AB_CHECK(r >= 0, "video ", path_, ": cannot close the file (", ffmpeg::reason(r), ")");
   d.complete = true;
 }
 

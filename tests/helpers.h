@@ -6,11 +6,13 @@
 // grad. Elements where the function has a kink nearby (the one-sided differences disagree) are
 // skipped, as STYLE.md rule 9 asks.
 #pragma once
+#include <stdlib.h>
 #include <sys/wait.h>
 
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <vector>
@@ -34,6 +36,23 @@ inline int run_command(const std::string& cmd, std::string* out) {
   if (out) *out = s;
   return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
+
+// A fresh directory under /tmp (named prefix_XXXXXX), removed with everything in it at the end.
+struct ScratchDir {
+  std::filesystem::path path;
+  explicit ScratchDir(const std::string& prefix) {
+    std::string tmpl = "/tmp/" + prefix + "_XXXXXX";
+    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
+    path = tmpl;
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  std::string operator/(const std::string& f) const { return (path / f).string(); }
+};
 
 inline Tensor randn(const Shape& s, uint64_t seed, DType dt = DType::F64) {
   Generator g(seed);

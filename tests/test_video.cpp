@@ -25,18 +25,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct VideoTempDir {
-  fs::path path;
-  VideoTempDir() {
-    char tmpl[] = "/tmp/anybit_video_XXXXXX";
-    REQUIRE(mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~VideoTempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& f) const { return (path / f).string(); }
+// A scratch folder per test, removed at the end.
+struct VideoTempDir : test::ScratchDir {
+  VideoTempDir() : test::ScratchDir("anybit_video") {}
 };
 
 bool have_ffmpeg() {

@@ -32,18 +32,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct SynthTempDir {
-  fs::path path;
-  SynthTempDir() {
-    char tmpl[] = "/tmp/anybit_synth_XXXXXX";
-    REQUIRE(mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~SynthTempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& f) const { return (path / f).string(); }
+// A scratch folder per test, removed at the end.
+struct SynthTempDir : test::ScratchDir {
+  SynthTempDir() : test::ScratchDir("anybit_synth") {}
 };
 
 std::string read_bytes(const std::string& path) {
