@@ -4,11 +4,14 @@
 // Training normalises with the batch mean and biased variance and updates the running statistics
 // in place with the unbiased variance; evaluation normalises with the running statistics.
 // Kernels: tensor/cpu/norm.cpp; scalar spec: ref::batch_norm (tensor/ref.cpp).
+// batch_norm_sync is the same op with the statistics of every process's batch (data-parallel
+// training with synchronised BN, nn/distributed.h).
 #include <cmath>
 
 #include "autograd/autograd.h"
 #include "tensor/cpu/nn.h"
 #include "tensor/ops.h"
+#include "tensor/process_group.h"
 
 namespace anybit {
 
@@ -27,8 +30,14 @@ void check_param(const Tensor& x, const Tensor& p, const char* name) {
 
 }  // namespace
 
-Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
-                  Tensor running_var, bool training, double momentum, double eps) {
+namespace {
+
+// batch_norm, and with `sync` batch_norm_sync: the kernels then add up their per-channel sums
+// across the processes of dist::world() (tensor/cpu/nn.h: ChannelSum), so the statistics, the
+// running statistics and dx are those of every process's batch together; dw and db stay this
+// process's share (the trainer sums parameter gradients across processes).
+Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
+                       Tensor running_var, bool training, double momentum, double eps, bool sync) {
   AB_CHECK(x.dim() == 2 || x.dim() == 4, "batch_norm: expected x (N, C) or (N, C, H, W), got ",
            shape_str(x.shape()), " ", dtype_name(x.dtype()));
   AB_CHECK(x.device().is_cpu(), "batch_norm: CUDA tensors are not supported yet (x ", shape_str(x.shape()),
@@ -42,9 +51,13 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
            shape_str(x.shape()), ")");
   AB_CHECK(running_mean.defined() || training,
            "batch_norm: evaluation mode needs running_mean and running_var (x ", shape_str(x.shape()), ")");
-  const int64_t C = x.size(1), M = x.numel() / std::max<int64_t>(C, 1);
+  const int64_t C = x.size(1);
+  double M = double(x.numel() / std::max<int64_t>(C, 1));  // values per channel (over every process)
+  const cpu::ChannelSum across = [](double* sums, int64_t n) { dist::world().sum(sums, n); };
+  const cpu::ChannelSum* sum_across = sync ? &across : nullptr;
+  if (sync) across(&M, 1);
   AB_CHECK(!training || M > 1, "batch_norm: training needs more than one value per channel, got x ",
-           shape_str(x.shape()), "; use a batch larger than 1 or evaluation mode");
+           shape_str(x.shape()), sync ? " (on all processes together)" : "", "; use a batch larger than 1 or evaluation mode");
   AB_CHECK(!running_mean.defined() || (running_mean.is_contiguous() && running_var.is_contiguous()),
            "batch_norm: running statistics must be contiguous (they are updated in place)");
 
@@ -57,7 +70,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
     mean = Tensor::empty({C}, x.dtype());
     invstd = Tensor::empty({C}, x.dtype());
     Tensor var = Tensor::empty({C}, x.dtype());
-    cpu::batch_norm_train_forward(xc, wc, bc, eps, y, mean, var, invstd);
+    cpu::batch_norm_train_forward(xc, wc, bc, eps, y, mean, var, invstd, sum_across);
     if (running_mean.defined()) {
       // running = (1 - momentum) running + momentum batch, the variance unbiased: var * M / (M - 1)
       AB_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] {
@@ -65,7 +78,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
         const scalar_t *bm = mean.data<scalar_t>(), *bv = var.data<scalar_t>();
         for (int64_t c = 0; c < C; ++c) {
           rm[c] = scalar_t((1 - momentum) * rm[c] + momentum * bm[c]);
-          rv[c] = scalar_t((1 - momentum) * rv[c] + momentum * bv[c] * double(M) / double(M - 1));
+          rv[c] = scalar_t((1 - momentum) * rv[c] + momentum * bv[c] * M / (M - 1));
         }
       });
     }
@@ -85,16 +98,28 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
   // dW = sum dY xhat, db = sum dY (sums over n, h, w per channel)
   if (needs_grad({x, weight, bias})) {
     bool gw = weight.defined() && weight.requires_grad(), gb = bias.defined() && bias.requires_grad();
-    record("batch_norm", y, {x, weight, bias}, [=](const Tensor& g) {
+    record(sync ? "batch_norm_sync" : "batch_norm", y, {x, weight, bias}, [=](const Tensor& g) {
       Tensor dx = Tensor::empty(xc.shape(), xc.dtype());
       Tensor dw = gw ? Tensor::empty({C}, xc.dtype()) : Tensor();
       Tensor db = gb ? Tensor::empty({C}, xc.dtype()) : Tensor();
       cpu::batch_norm_backward(xc, wc, mean, invstd, training, g.contiguous(), dx, gw ? &dw : nullptr,
-                               gb ? &db : nullptr);
+                               gb ? &db : nullptr, sync ? &across : nullptr);
       return Grads{dx, dw, db};
     });
   }
   return y;
+}
+
+}  // namespace
+
+Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
+                  Tensor running_var, bool training, double momentum, double eps) {
+  return batch_norm_impl(x, weight, bias, running_mean, running_var, training, momentum, eps, false);
+}
+
+Tensor batch_norm_sync(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
+                       Tensor running_var, double momentum, double eps) {
+  return batch_norm_impl(x, weight, bias, running_mean, running_var, true, momentum, eps, true);
 }
 
 }  // namespace anybit

@@ -36,6 +36,8 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, Pipeline pipeline
   AB_CHECK(opt_.batch_size > 0, "DataLoader: batch_size ", opt_.batch_size, " must be positive");
   AB_CHECK(opt_.num_workers >= 0, "DataLoader: num_workers ", opt_.num_workers, " must be >= 0");
   AB_CHECK(opt_.prefetch >= 1, "DataLoader: prefetch ", opt_.prefetch, " must be >= 1");
+  AB_CHECK(opt_.shards >= 1 && opt_.shard >= 0 && opt_.shard < opt_.shards, "DataLoader: shard ", opt_.shard,
+           " of ", opt_.shards, " does not exist");
   AB_CHECK(dataset_->size() > 0, "DataLoader: empty dataset ", dataset_->describe());
   AB_CHECK(!opt_.drop_last || dataset_->size() >= opt_.batch_size, "DataLoader: drop_last with batch_size ",
            opt_.batch_size, " leaves no batch of ", dataset_->describe());
@@ -97,7 +99,10 @@ Example DataLoader::fetch(int64_t example, Generator& gen) const {
 // state, so the random crop, scale and flip are the clip's, not the frame's.
 Batch DataLoader::build(int64_t b) const {
   const int64_t n = dataset_->size();
-  const int64_t begin = b * opt_.batch_size, end = std::min(n, begin + opt_.batch_size);
+  const int64_t whole_begin = b * opt_.batch_size, whole = std::min(n, whole_begin + opt_.batch_size) - whole_begin;
+  // this process's part of the batch (LoaderOptions::shard)
+  const int64_t begin = whole_begin + whole * opt_.shard / opt_.shards;
+  const int64_t end = whole_begin + whole * (opt_.shard + 1) / opt_.shards;
   Batch out;
   out.epoch = epoch_;
   out.index = b;

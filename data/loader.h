@@ -56,6 +56,12 @@ struct LoaderOptions {
   int prefetch = 4;        // batches prepared ahead of the trainer, at most (>= 1)
   bool cache = false;      // keep decoded images in memory
   uint64_t seed = 0;
+  // Data-parallel training (nn/distributed.h): this process builds only its part of every batch,
+  // examples [n * shard / shards, n * (shard + 1) / shards) of the batch's n. The batches, their
+  // order and each example's augmentation are those of the whole batch, so the union of the
+  // parts is the same whatever the number of processes. A part may be empty (an evaluation's
+  // last, short batch): labels (0), images undefined.
+  int shard = 0, shards = 1;
 };
 
 class DataLoader {

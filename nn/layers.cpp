@@ -150,10 +150,12 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
     int64_t n = num_batches_tracked_.item<int64_t>();
     num_batches_tracked_.fill_(double(n + 1));
   }
+  if (sync && is_training()) return batch_norm_sync(x, weight_, bias_, running_mean_, running_var_, momentum_, eps_);
   return batch_norm(x, weight_, bias_, running_mean_, running_var_, is_training(), momentum_, eps_);
 }
 
 Tensor BatchNorm2d::forward_frozen(const Tensor& x) {
+  if (sync) return batch_norm_sync(x, weight_, bias_, Tensor(), Tensor(), momentum_, eps_);
   return batch_norm(x, weight_, bias_, Tensor(), Tensor(), true, momentum_, eps_);
 }
 

@@ -86,6 +86,10 @@ class BatchNorm2d : public Module {
   double momentum() const { return momentum_; }
 
   Tensor weight_, bias_, running_mean_, running_var_, num_batches_tracked_;
+  // Synchronised BN (data-parallel training, nn/distributed.h): in training, the batch statistics
+  // are those of every process's batch together (batch_norm_sync). Off: each process normalises
+  // with its own batch, as PyTorch's DDP does by default.
+  bool sync = false;
 
  private:
   int64_t channels_;

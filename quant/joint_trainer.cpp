@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "autograd/autograd.h"
+#include "tensor/process_group.h"
 
 namespace anybit::quant {
 
@@ -106,7 +107,7 @@ Tensor JointTrainer::choose_teachers(int s, const std::vector<int>& higher, cons
       auto lab = y.to_vector<int64_t>();
       const int64_t K = logits.at(higher.front()).size(1);
       std::vector<int> choice(N);
-      std::map<int, int64_t> votes;
+      std::vector<int64_t> votes(higher.size(), 0);  // per teacher, in the order of `higher`
       for (int64_t i = 0; i < N; ++i) {
         int best = -1;
         double bp = -1;
@@ -127,13 +128,16 @@ Tensor JointTrainer::choose_teachers(int s, const std::vector<int>& higher, cons
                   ": the training has diverged (try a lower --lr, or --resume from an earlier checkpoint)");
         }
         choice[i] = higher[best];
-        votes[choice[i]]++;
+        votes[best]++;
         st.teacher_counts[choice[i]]++;
       }
-      // Batch-level teacher (for block swapping): the most chosen; ties to the lower bit-width.
+      // Batch-level teacher (for block swapping): the most chosen over the whole batch, the votes
+      // of every process counted together (so that every process swaps the same blocks); ties
+      // to the lower bit-width.
+      dist::world().sum(votes.data(), (int64_t)votes.size());
       int64_t most = -1;
-      for (auto& [b, n] : votes)  // ascending bit-width: the first maximum is the lowest
-        if (n > most) most = n, t = b;
+      for (int j = (int)higher.size() - 1; j >= 0; --j)  // lowest bit-width first: ties stay with it
+        if (votes[j] > most) most = votes[j], t = higher[j];
       *batch_teacher = t;
       // Gather each sample's teacher row, in the logits' dtype (float64 logits stay float64:
       // soft_cross_entropy requires the student's and the teacher's dtypes to match).
@@ -202,7 +206,7 @@ void JointTrainer::accumulate_gradients(const Tensor& x, const Tensor& y, double
       Tensor kd = mul(soft_cross_entropy(out, teacher, T), cfg_.kd_weight);
       loss = cfg_.student_ce ? add(cross_entropy(out, y, cfg_.label_smoothing), kd) : kd;
     }
-    loss.backward();
+    (loss_scale_ == 1.0 ? loss : mul(loss, loss_scale_)).backward();
     logits[s] = out.detach();
     st.loss_sum += loss.item<double>() * y.size(0);
     count_correct(out, y, &st.correct, nullptr);

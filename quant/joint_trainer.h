@@ -64,6 +64,10 @@ class JointTrainer {
   const std::map<int, BitStats>& stats() const { return stats_; }
   void reset_stats() { stats_.clear(); }
   double last_swap_p() const { return last_p_; }
+  // Data-parallel training: each process backpropagates its losses times `scale` (its share n_p / n
+  // of the global batch), so that the sum of the processes' gradients is the global batch's
+  // gradient. The statistics keep the unscaled losses. 1 for a single process.
+  void set_loss_scale(double scale) { loss_scale_ = scale; }
   Generator& generator() { return gen_; }
 
  private:
@@ -77,6 +81,7 @@ class JointTrainer {
   Generator gen_;
   std::map<int, BitStats> stats_;
   double last_p_ = 0;
+  double loss_scale_ = 1.0;
 };
 
 // Top-1 and top-5 correct counts of logits (N, K) against labels (N), added to *top1 / *top5 (either

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "autograd/autograd.h"
+#include "tensor/process_group.h"
 
 namespace anybit::quant {
 
@@ -95,11 +96,18 @@ Tensor& find_step(const std::vector<QuantParam>& params, int bits) {
   AB_FAIL("lsq: no step for bit-width ", bits);
 }
 
-// s = 2 mean|v| / sqrt(Qp) the first time (s == 0); 1 / Qp if v is all zeros.
+// s = 2 mean|v| / sqrt(Qp) the first time (s == 0); 1 / Qp if v is all zeros. In data-parallel
+// training the mean is over the first batch of every process (the same step everywhere, and the
+// one a single process would draw from the whole batch).
 void init_step_once(Tensor& s, const Tensor& v, int64_t qp) {
   if (s.item<double>() != 0) return;
   NoGradGuard ng;
   double m = mean(abs(v.detach())).item<double>();
+  if (dist::world().size() > 1) {
+    double sum_count[2] = {m * double(v.numel()), double(v.numel())};
+    dist::world().sum(sum_count, 2);
+    m = sum_count[0] / sum_count[1];
+  }
   s.fill_(m > 0 ? 2 * m / std::sqrt((double)qp) : 1.0 / qp);
 }
 

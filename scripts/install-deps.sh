@@ -7,7 +7,8 @@
 #           (PNG/BMP decoding) libturbojpeg0-dev (libjpeg-turbo's TurboJPEG API: JPEG decoding,
 #           data/image_decode.cpp) zlib1g-dev pkg-config libavformat-dev libavcodec-dev
 #           libswscale-dev libavutil-dev (FFmpeg's C libraries: video decoding and encoding,
-#           data/video_decode.cpp)
+#           data/video_decode.cpp) libopenmpi-dev openmpi-bin (Open MPI: data-parallel training
+#           with mpirun, nn/distributed.h; the build works without it, single-process)
 #   tests:  catch2; ffmpeg (the command-line tool: the video tests compare anybit's decoded frames
 #           with its output); python3-torch and python3-numpy (Debian python3: the checkpoint test loads an
 #           anybit checkpoint into PyTorch; the golden fixtures are regenerated with them)
@@ -15,7 +16,7 @@
 set -euo pipefail
 
 PACKAGES=(cmake g++ make pkg-config libopenblas-openmp-dev libstb-dev libturbojpeg0-dev zlib1g-dev
-          libavformat-dev libavcodec-dev libswscale-dev libavutil-dev catch2 ffmpeg zstd gzip python3-torch python3-numpy)
+          libavformat-dev libavcodec-dev libswscale-dev libavutil-dev libopenmpi-dev openmpi-bin catch2 ffmpeg zstd gzip python3-torch python3-numpy)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

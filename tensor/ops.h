@@ -15,7 +15,7 @@
 //   linalg.cpp       matmul linear
 //   conv.cpp         conv2d
 //   pool.cpp         max_pool2d avg_pool2d global_avg_pool2d
-//   norm.cpp         batch_norm
+//   norm.cpp         batch_norm batch_norm_sync
 //   loss.cpp         softmax log_softmax cross_entropy soft_cross_entropy dropout
 //   temporal.cpp     temporal_shift (TSM; CPU only)
 // Scalar reference implementations (the spec every fast kernel is tested against) are in
@@ -111,6 +111,12 @@ Tensor temporal_shift(const Tensor& x, int64_t frames, int64_t fold_div = 8);
 // unless running_mean is undefined. Evaluation: normalise with the running statistics.
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
                   Tensor running_var, bool training, double momentum = 0.1, double eps = 1e-5);
+// Synchronised batch norm (training only): batch_norm whose batch statistics are those of the
+// batches of every process of dist::world() together, as if one process held them all; the running
+// statistics (when defined) move with those. Every process must call it for the same layer in the
+// same order (tensor/process_group.h). CPU only.
+Tensor batch_norm_sync(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
+                       Tensor running_var, double momentum = 0.1, double eps = 1e-5);
 
 // ---- softmax, losses, dropout ------------------------------------------------------------------
 Tensor softmax(const Tensor& x, int64_t dim);

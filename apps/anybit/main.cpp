@@ -4,12 +4,20 @@
 // no source file; `--verbose` (anywhere) or ANYBIT_DEBUG=1 adds the "file:line" where it was raised.
 // `anybit --help` lists the commands; `anybit <command> --help` (or `anybit help <command>`)
 // prints that command's options and exits 0.
+//
+// Under mpirun (nn/distributed.h) every process runs the command; rank 0 speaks, the others are
+// silent but for their errors. A process that fails prints "anybit: error (rank R of N): <what>"
+// and stops the whole job (MPI_Abort), so that no process waits forever for a dead one.
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "apps/anybit/run.h"
+#include "nn/distributed.h"
 #include "tensor/error.h"
 
 using namespace anybit;
@@ -86,6 +94,21 @@ bool command_help(const std::string& name) {
 
 bool is_help(const std::string& a) { return a == "--help" || a == "-h"; }
 
+// Ranks other than 0 print nothing (their progress and tables would repeat rank 0's); their
+// errors still reach the terminal through a copy of stderr. Returns the stream for errors.
+FILE* quiet_unless_rank0(int rank) {
+  if (rank == 0) return stderr;
+  FILE* errors = fdopen(dup(fileno(stderr)), "w");
+  int null = open("/dev/null", O_WRONLY);
+  if (null < 0 || !errors) return stderr;
+  std::fflush(stdout);
+  std::fflush(stderr);
+  dup2(null, fileno(stdout));
+  dup2(null, fileno(stderr));
+  close(null);
+  return errors;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -102,7 +125,10 @@ int main(int argc, char** argv) {
   }
   std::string cmd = args[0];
   args.erase(args.begin());
+  FILE* errors = stderr;
   try {
+    dist::ProcessGroup& group = nn::start_processes(&argc, &argv);
+    errors = quiet_unless_rank0(group.rank());
     if (cmd == "help") {
       if (!args.empty()) {
         AB_CHECK(command_help(args[0]), "help: unknown command '", args[0],
@@ -117,16 +143,27 @@ int main(int argc, char** argv) {
     // `--help` anywhere on a command's line prints its options instead of running it.
     for (auto& a : args)
       if (is_help(a) && command_help(cmd)) return 0;
-    if (cmd == "train") return app::cmd_train(args);
-    if (cmd == "eval") return app::cmd_eval(args);
-    if (cmd == "info") return app::cmd_info(args);
-    if (cmd == "make-video-dataset") return app::cmd_make_video_dataset(args);
+    int status = -1;
+    if (cmd == "train") status = app::cmd_train(args);
+    if (cmd == "eval") status = app::cmd_eval(args);
+    if (cmd == "info") status = app::cmd_info(args);
+    if (cmd == "make-video-dataset") status = app::cmd_make_video_dataset(args);
+    if (status >= 0) {
+      nn::stop_processes();
+      return status;
+    }
     std::fprintf(stderr,
                  "anybit: error: unknown command '%s' (expected train, eval, info, make-video-dataset or help)\n",
                  cmd.c_str());
     return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "anybit: error: %s\n", e.what());
-    return 1;
+    dist::ProcessGroup& group = dist::world();
+    if (group.size() == 1) {
+      std::fprintf(errors, "anybit: error: %s\n", e.what());
+      return 1;
+    }
+    std::fprintf(errors, "anybit: error (rank %d of %d): %s\n", group.rank(), group.size(), e.what());
+    std::fflush(errors);
+    nn::abort_processes(1);  // the other ranks may be waiting for this one in a collective call
   }
 }

@@ -12,6 +12,7 @@
 #include "nn/models.h"
 #include "quant/joint_trainer.h"
 #include "tensor/cpu/kernels.h"
+#include "tensor/process_group.h"
 
 namespace anybit::app {
 
@@ -86,6 +87,7 @@ std::vector<OptionInfo> train_options() {
       {"threads", "2", "CPU threads"},
       {"workers", "2", "data loader threads"},
       {"device", "cpu", "cpu or cuda"},
+      {"sync_bn", "0", "under mpirun: batch norm with the statistics of the whole global batch (default: each process's part, as PyTorch DDP)"},
       {"resume", "0", "continue from the checkpoint in --out"},
       {"save_every", "0", "also checkpoint every N steps inside an epoch (0: at epoch ends only)"},
       {"eval_every", "1", "evaluate on the test set every N epochs (and at the end)"},
@@ -229,6 +231,10 @@ std::vector<BitResult> evaluate(Network& net, const DataSetup& d, const Config& 
   lo.batch_size = cfg.integer("batch_size");
   lo.shuffle = false;
   lo.num_workers = (int)cfg.integer("workers");
+  // Data-parallel: each process evaluates its part of every batch; the counts are summed below.
+  dist::ProcessGroup& group = dist::world();
+  lo.shard = group.rank();
+  lo.shards = group.size();
   std::vector<BitResult> out;
   NoGradGuard ng;
   net.module().eval();
@@ -239,11 +245,13 @@ std::vector<BitResult> evaluate(Network& net, const DataSetup& d, const Config& 
     loader.set_epoch(0);
     int64_t top1 = 0, top5 = 0, n = 0;
     double loss = 0;
-    std::vector<int64_t> confusion;
+    const int64_t K = d.test->num_classes();
+    std::vector<int64_t> confusion(K * K, 0);
     data::Batch batch;
     int64_t k = 0;
     while (loader.next(batch)) {
       if (max_batches > 0 && k++ >= max_batches) break;
+      if (batch.labels.size(0) == 0) continue;  // this process's part of a short last batch
       Tensor x = batch.images.to(dev), y = batch.labels.to(dev);
       Tensor logits = net.forward(x);
       // Several clips per test video: one row of logits per clip, averaged per video.
@@ -251,12 +259,17 @@ std::vector<BitResult> evaluate(Network& net, const DataSetup& d, const Config& 
         logits = mean(logits.reshape({y.size(0), logits.size(0) / y.size(0), logits.size(1)}), {1});
       loss += cross_entropy(logits, y).item<double>() * y.size(0);
       quant::count_correct(logits, y, &top1, &top5);
-      const int64_t K = logits.size(1);
-      if (confusion.empty()) confusion.assign(K * K, 0);
+      AB_CHECK(logits.size(1) == K, "evaluate: the model gives ", logits.size(1), " logits for the ", K,
+               " classes of ", d.test->describe());
       std::vector<int64_t> pred = quant::predicted_classes(logits), truth = y.to_vector<int64_t>();
       for (size_t i = 0; i < pred.size(); ++i) confusion[truth[i] * K + pred[i]]++;
       n += y.size(0);
     }
+    std::vector<int64_t> counts = {top1, top5, n};
+    group.sum(counts.data(), 3);
+    top1 = counts[0], top5 = counts[1], n = counts[2];
+    group.sum(&loss, 1);
+    group.sum(confusion.data(), (int64_t)confusion.size());
     BitResult r;
     r.bits = b;
     r.top1 = 100.0 * top1 / std::max<int64_t>(n, 1);

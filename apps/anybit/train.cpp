@@ -8,6 +8,10 @@
 // Reading order: compute_gradients (one step), save_checkpoint / load_checkpoint, epoch_metrics
 // (one metrics.jsonl line, built as nn::Json), then train_one, which strings them together.
 //
+// Under mpirun (nn/distributed.h) every process runs train_one on its part of each batch; the
+// gradients are summed before the optimizer step, the epoch's statistics and the running BN
+// statistics before they are logged, evaluated or saved, and only rank 0 writes files.
+//
 // A checkpoint is two files, each written atomically: the training state (the weights, optimizer,
 // schedule, generators and the step, `iteration`), which is all --resume reads, then the model
 // (the weights alone, for eval and export, with the same step in its metadata). A run that stops
@@ -28,6 +32,7 @@
 #include "apps/anybit/run.h"
 #include "autograd/autograd.h"
 #include "nn/checkpoint.h"
+#include "nn/distributed.h"
 #include "nn/json.h"
 #include "nn/optim.h"
 #include "quant/joint_trainer.h"
@@ -251,15 +256,17 @@ struct FpStats {
 // (distilling from the FP teacher's logits when there is one), or the FP model's cross-entropy.
 // seen: samples of this epoch before the batch. Returns the progress bar's text; the caller takes
 // the optimizer step.
+// loss_scale: this process's share of the global batch (1 for a single process; nn/distributed.h).
 std::string compute_gradients(Network& net, quant::JointTrainer* joint, nn::Module* fp_teacher,
                               nn::Optimizer& optimizer, const Tensor& x, const Tensor& y, double progress,
-                              double label_smoothing, int64_t seen, FpStats& fp) {
+                              double label_smoothing, int64_t seen, FpStats& fp, double loss_scale) {
   if (joint) {
     Tensor fp_logits;
     if (fp_teacher) {
       NoGradGuard ng;
       fp_logits = fp_teacher->forward(x);
     }
+    joint->set_loss_scale(loss_scale);
     joint->accumulate_gradients(x, y, progress, fp_logits);
     std::string info;
     for (auto& [b, s] : joint->stats())
@@ -270,7 +277,7 @@ std::string compute_gradients(Network& net, quant::JointTrainer* joint, nn::Modu
   optimizer.zero_grad();
   Tensor logits = net.forward(x);
   Tensor loss = cross_entropy(logits, y, label_smoothing);
-  loss.backward();
+  (loss_scale == 1.0 ? loss : mul(loss, loss_scale)).backward();
   fp.loss_sum += loss.item<double>() * y.size(0);
   quant::count_correct(logits, y, &fp.correct, nullptr);
   return "loss " + json_num(fp.loss_sum / (seen + y.size(0))) + " acc " +
@@ -340,8 +347,10 @@ Position load_checkpoint(const CheckpointFiles& files, const TrainingParts& part
 // One line of metrics.jsonl (docs/CONFIG.md): epoch, iteration, lr, seconds, images_per_s,
 // [swap_p], and "train": per bit-width {loss, acc, teachers, swapped_blocks, block_draws} (an FP
 // model: {"fp32": {loss, acc}}). add_test_results appends "test" when the epoch was evaluated.
+// stats: the joint trainer's statistics (null for an FP model).
 nn::Json epoch_metrics(int64_t epoch, int64_t iteration, double lr, double seconds, int64_t seen,
-                       const quant::JointTrainer* joint, const FpStats& fp) {
+                       const quant::JointTrainer* joint, const std::map<int, quant::BitStats>* stats,
+                       const FpStats& fp) {
   nn::Json line = nn::Json::object();
   line.set("epoch", nn::Json::number(epoch));
   line.set("iteration", nn::Json::number(iteration));
@@ -351,7 +360,7 @@ nn::Json epoch_metrics(int64_t epoch, int64_t iteration, double lr, double secon
   nn::Json train = nn::Json::object();
   if (joint) {
     line.set("swap_p", json_number(joint->last_swap_p()));
-    for (auto& [b, s] : joint->stats()) {
+    for (auto& [b, s] : *stats) {
       nn::Json teachers = nn::Json::object();
       for (auto& [t, n] : s.teacher_counts) teachers.set(bits_label(t), nn::Json::number(n));
       nn::Json one = nn::Json::object();
@@ -372,6 +381,47 @@ nn::Json epoch_metrics(int64_t epoch, int64_t iteration, double lr, double secon
   return line;
 }
 
+// The epoch's statistics of every process added up (data-parallel training; a copy of the
+// statistics of a single process). Block draws are made alike on every process and are not summed.
+std::map<int, quant::BitStats> sum_stats(const std::map<int, quant::BitStats>& mine, const std::vector<int>& bits,
+                                         dist::ProcessGroup& group) {
+  std::map<int, quant::BitStats> all = mine;
+  if (group.size() == 1) return all;
+  // A fixed layout on every process: per bit-width, loss, correct, count, then the samples taught
+  // by each possible teacher (0: the FP teacher, then every bit-width).
+  std::vector<int> teachers{0};
+  teachers.insert(teachers.end(), bits.begin(), bits.end());
+  std::vector<double> v;
+  for (int b : bits) {
+    quant::BitStats& s = all[b];
+    v.insert(v.end(), {s.loss_sum, double(s.correct), double(s.count)});
+    for (int t : teachers) v.push_back(s.teacher_counts.count(t) ? double(s.teacher_counts.at(t)) : 0.0);
+  }
+  group.sum(v.data(), (int64_t)v.size());
+  size_t at = 0;
+  for (int b : bits) {
+    quant::BitStats& s = all[b];
+    s.loss_sum = v[at++];
+    s.correct = (int64_t)v[at++];
+    s.count = (int64_t)v[at++];
+    s.teacher_counts.clear();
+    for (int t : teachers) {
+      const int64_t n = (int64_t)v[at++];
+      if (n > 0) s.teacher_counts[t] = n;
+    }
+  }
+  for (int b : bits)
+    if (all[b].count == 0) all.erase(b);  // no step this epoch (as a single process would have no entry)
+  return all;
+}
+
+FpStats sum_stats(const FpStats& mine, dist::ProcessGroup& group) {
+  FpStats all = mine;
+  group.sum(&all.loss_sum, 1);
+  group.sum(&all.correct, 1);
+  return all;
+}
+
 // Adds "test": {bit-width: top-1} to a metrics line; returns the same figures for the terminal.
 std::string add_test_results(nn::Json& line, const std::vector<BitResult>& results) {
   nn::Json test = nn::Json::object();
@@ -389,6 +439,8 @@ std::string add_test_results(nn::Json& line, const std::vector<BitResult>& resul
 // Trains one network (one bit set) into `out`; returns its final report.
 Report train_one(Config cfg, const std::string& out) {
   Device dev = Device::parse(cfg.str("device"));
+  dist::ProcessGroup& group = dist::world();
+  const bool writer = group.rank() == 0;  // the one process that writes files
   DataSetup d = open_data(cfg);
   std::fprintf(stderr, "anybit: train %s\n        test  %s\n", d.train->describe().c_str(), d.test->describe().c_str());
   const int64_t classes = d.train->num_classes();
@@ -423,8 +475,10 @@ Report train_one(Config cfg, const std::string& out) {
                  exclude.empty() ? "" : (" (except " + cfg.str("init_exclude") + ")").c_str());
   }
   net.module().to(dev);
+  if (group.size() > 1 && cfg.flag("sync_bn"))
+    std::fprintf(stderr, "anybit: synchronised batch norm in %d BN layers\n", nn::set_sync_bn(net.module(), true));
   std::shared_ptr<nn::Module> fp_teacher = load_fp_teacher(cfg, net, classes, dev);
-  make_dirs(out);  // only once the data and the model are known to be good
+  if (writer) make_dirs(out);  // only once the data and the model are known to be good
 
   data::LoaderOptions lo;
   lo.batch_size = cfg.integer("batch_size");
@@ -433,6 +487,11 @@ Report train_one(Config cfg, const std::string& out) {
   lo.drop_last = true;
   lo.num_workers = (int)cfg.integer("workers");
   lo.seed = (uint64_t)cfg.integer("seed");
+  // Data-parallel: each process reads its part of every global batch of batch_size examples.
+  AB_CHECK(lo.batch_size >= group.size(), "--batch-size ", lo.batch_size, " is the global batch: it must be at least ",
+           "the ", group.size(), " processes, each taking a part of it");
+  lo.shard = group.rank();
+  lo.shards = group.size();
   data::DataLoader loader(d.train, d.train_pipe, lo);
   int64_t steps_per_epoch = loader.num_batches();
   if (cfg.integer("max_steps") > 0) steps_per_epoch = std::min(steps_per_epoch, cfg.integer("max_steps"));
@@ -444,6 +503,9 @@ Report train_one(Config cfg, const std::string& out) {
   std::unique_ptr<quant::JointTrainer> joint;
   if (net.q) joint = std::make_unique<quant::JointTrainer>(*net.q, method_config(cfg), (uint64_t)cfg.integer("seed") + 1);
   const TrainingParts parts{net, *optimizer, *schedule, joint.get()};
+  std::vector<Tensor> trained;  // what the optimizer steps: the gradients summed across processes
+  for (auto& g : optimizer->groups())
+    for (auto& [name, p] : g.params) trained.push_back(p);
 
   // ---- resume ----
   const CheckpointFiles files(out);
@@ -456,15 +518,28 @@ Report train_one(Config cfg, const std::string& out) {
     std::fprintf(stderr, "anybit: --resume: no checkpoint in %s yet; starting from scratch\n", out.c_str());
   }
   int64_t epoch = pos.epoch, start_batch = pos.batch, iteration = pos.iteration;
-  {
+  if (writer) {
     std::ofstream c(out + "/config.txt");
     c << cfg.dump();
   }
-  auto save = [&](int64_t ep, int64_t batch) { save_checkpoint(files, parts, cfg, classes, {ep, batch, iteration}); };
+  if (group.size() > 1)
+    std::fprintf(stderr, "anybit: data-parallel over %d processes (%s): %lld examples per process and step\n",
+                 group.size(), group.describe().c_str(), (long long)(lo.batch_size / group.size()));
+  // Before the running BN statistics are evaluated or saved, every process holds their average
+  // (each has moved them with its own part of the batches), and the same weights (checked).
+  auto agree = [&] {
+    nn::average_bn_statistics(net.module(), group);
+    nn::check_same_everywhere(net.module().state_dict(), group, "model tensor");
+  };
+  auto save = [&](int64_t ep, int64_t batch) {
+    agree();
+    if (writer) save_checkpoint(files, parts, cfg, classes, {ep, batch, iteration});
+  };
 
   // A resumed run appends to its metrics; a fresh run starts a new file.
   const bool resumed = cfg.flag("resume") && iteration > 0;
-  std::ofstream metrics(out + "/metrics.jsonl", resumed ? std::ios::app : std::ios::trunc);
+  std::ofstream metrics;
+  if (writer) metrics.open(out + "/metrics.jsonl", resumed ? std::ios::app : std::ios::trunc);
   const int64_t save_every = cfg.integer("save_every");
   const double label_smoothing = cfg.number("label_smoothing");
   for (; epoch < epochs; ++epoch) {
@@ -473,7 +548,8 @@ Report train_one(Config cfg, const std::string& out) {
                  cfg.integer("log_every"), loader.dataset().frames_per_example() > 0 ? "clips" : "img");
     if (joint) joint->reset_stats();
     FpStats fp;
-    int64_t seen = 0;
+    int64_t seen = 0, seen_all = 0;  // examples of the epoch: this process's, every process's
+    double comm_seconds = 0;         // summing gradients across the processes
     data::Batch batch;
     int64_t step = start_batch;
     start_batch = 0;
@@ -483,28 +559,40 @@ Report train_one(Config cfg, const std::string& out) {
       std::string info;
       try {
         info = compute_gradients(net, joint.get(), fp_teacher.get(), *optimizer, x, y, progress, label_smoothing,
-                                 seen, fp);
+                                 seen, fp, double(y.size(0)) / lo.batch_size);
       } catch (const Error& e) {
         AB_FAIL("epoch ", epoch + 1, ", step ", step + 1, ": ", e.what());  // name the batch that failed
       }
+      comm_seconds += nn::sum_gradients(trained, group).seconds;
       optimizer->step();
       if (net.q) net.q->constrain_quantizers();
       schedule->step();
       ++iteration;
       ++step;
       seen += y.size(0);
-      bar.update(step, seen, info);
+      seen_all += lo.batch_size;  // every batch is whole (drop_last)
+      bar.update(step, seen_all, info);
       if (save_every > 0 && step % save_every == 0 && step < steps_per_epoch) save(epoch, step);
     }
     // ---- end of epoch: evaluate, log, checkpoint ----
-    nn::Json line = epoch_metrics(epoch + 1, iteration, schedule->lr(0), bar.seconds(), seen, joint.get(), fp);
+    std::map<int, quant::BitStats> stats;
+    if (joint) stats = sum_stats(joint->stats(), net.bits(), group);
+    nn::Json line = epoch_metrics(epoch + 1, iteration, schedule->lr(0), bar.seconds(), seen_all, joint.get(), &stats,
+                                  sum_stats(fp, group));
+    if (group.size() > 1) {
+      line.set("processes", nn::Json::number(group.size()));
+      line.set("comm_seconds", json_number(comm_seconds));
+    }
+    agree();
     bool last = epoch + 1 == epochs;
     if (last || (cfg.integer("eval_every") > 0 && (epoch + 1) % cfg.integer("eval_every") == 0)) {
       std::string summary = add_test_results(line, evaluate(net, d, cfg, false, cfg.integer("eval_batches")));
       std::fprintf(stderr, "epoch %lld/%lld test top-1: %s\n", (long long)epoch + 1, (long long)epochs, summary.c_str());
     }
-    metrics << line.dump(true) << "\n";
-    metrics.flush();
+    if (writer) {
+      metrics << line.dump(true) << "\n";
+      metrics.flush();
+    }
     save(epoch + 1, 0);
   }
 
@@ -515,7 +603,7 @@ Report train_one(Config cfg, const std::string& out) {
   r.num_classes = classes;
   r.class_names = d.test->class_names();
   r.rows = evaluate(net, d, cfg, true, cfg.integer("eval_batches"));
-  if (cfg.integer("recalibrate_bn") > 0)
+  if (cfg.integer("recalibrate_bn") > 0 && writer)
     nn::save_model(files.model, net.module(), model_metadata(net, cfg, classes, iteration));
   return r;
 }
@@ -548,6 +636,7 @@ int cmd_train(const std::vector<std::string>& args) {
   } else {
     report = train_one(cfg, out);
   }
+  if (dist::world().rank() != 0) return 0;  // rank 0 writes the report
   make_dirs(out);
   write_report(report, out);
   write_plot({report}, out + "/accuracy.svg");

@@ -6,6 +6,7 @@
 // tensor/ref.h. Threads: cpu::num_threads() (OpenMP); BLAS called inside our parallel loops runs
 // single-threaded. Read next: tensor/cpu/conv.cpp.
 #pragma once
+#include <functional>
 #include <cstdint>
 #include <vector>
 
@@ -76,15 +77,22 @@ void avg_pool2d_forward(const Tensor& x, int64_t k, int64_t s, int64_t p, Tensor
 void avg_pool2d_backward(const Tensor& dy, int64_t k, int64_t s, int64_t p, Tensor& dx);
 
 // ---- batch norm (norm.cpp); x, y: (N, C, S) with S = H*W (1 for 2-D input) ----------------------
+// Synchronised BN: adds up per-channel partial sums (double[n]) across processes, in place. Given to
+// the kernels below, it makes their statistics those of every process's batch together.
+using ChannelSum = std::function<void(double* sums, int64_t n)>;
 // Training forward: mean and invstd = 1 / sqrt(var + eps) (biased var) per channel are written to
 // mean, var (biased) and invstd: (C); y = (x - mean) * invstd * w + b. w, b may be undefined.
 void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b, double eps,
-                              Tensor& y, Tensor& mean, Tensor& var, Tensor& invstd);
+                              Tensor& y, Tensor& mean, Tensor& var, Tensor& invstd,
+                              const ChannelSum* across = nullptr);
 // y = (x - mean) * invstd * w + b with given statistics (evaluation: the running ones).
 void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean,
                       const Tensor& invstd, Tensor& y);
 // dx, dw, db as in ref::batch_norm_backward; dw / db may be null (not wanted).
+// With `across`, dw and db are this process's share (the sums of its dy) and dx uses the sums of
+// every process.
 void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd,
-                         bool training, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db);
+                         bool training, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db,
+                         const ChannelSum* across = nullptr);
 
 }  // namespace anybit::cpu

@@ -1,7 +1,7 @@
 // norm.cpp - fused batch-norm kernels on the CPU, one channel per OpenMP iteration.
 //
 // x is viewed as (N, C, S), S = H*W (1 for 2-D input); channel c's elements are the N runs
-// x[n, c, 0:S]. M = N*S values per channel. Each run of S values is summed in T with `omp simd`
+// x[n, c, 0:S]. M = N*S values per channel (over every process in synchronised BN). Each run of S values is summed in T with `omp simd`
 // (which lets the compiler use vector lanes, i.e. reorder the additions) and the runs' sums are
 // added up in double.
 //   forward (training): mean = sum x / M, var = sum (x - mean)^2 / M (biased), invstd = 1/sqrt(var+eps)
@@ -12,6 +12,7 @@
 //   dw = sum dy*xhat, db = sum dy
 // The scalar spec is ref::batch_norm / ref::batch_norm_backward (tensor/ref.cpp).
 #include <cmath>
+#include <vector>
 
 #include "tensor/cpu/kernels.h"
 #include "tensor/cpu/nn.h"
@@ -25,34 +26,50 @@ struct BnView {
 };
 BnView bn_view(const Tensor& x) { return {x.size(0), x.size(1), x.dim() == 4 ? x.size(2) * x.size(3) : 1}; }
 
+// Three passes over the channels, each one OpenMP loop: the sums for the mean, the sums for the
+// variance, then y. With `across` (synchronised BN) the per-channel sums of every process are added
+// up between the passes, and M counts every process's values; the arithmetic is otherwise the same,
+// so a batch split across processes gives the statistics of the whole batch but for the order of
+// the double additions.
 template <typename T>
 void train_fwd(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& y, Tensor& mean,
-               Tensor& var, Tensor& invstd) {
+               Tensor& var, Tensor& invstd, const ChannelSum* across) {
   const BnView v = bn_view(x);
-  const double M = double(v.N * v.S);
+  double M = double(v.N * v.S);
+  if (across) (*across)(&M, 1);
   const T *X = x.data<T>(), *Wt = w.defined() ? w.data<T>() : nullptr, *B = b.defined() ? b.data<T>() : nullptr;
   T *Y = y.data<T>(), *Mean = mean.data<T>(), *Var = var.data<T>(), *Inv = invstd.data<T>();
+  std::vector<double> sum(v.C), sq(v.C);
 #pragma omp parallel for num_threads(num_threads()) schedule(static)
   for (int64_t c = 0; c < v.C; ++c) {
-    double sum = 0;
+    double acc = 0;
     for (int64_t n = 0; n < v.N; ++n) {
       const T* xc = X + (n * v.C + c) * v.S;
       T run = 0;
 #pragma omp simd reduction(+ : run)
       for (int64_t s = 0; s < v.S; ++s) run += xc[s];
-      sum += run;
+      acc += run;
     }
-    const double mu = sum / M;
-    const T mu_t = T(mu);
-    double sq = 0;
+    sum[c] = acc;
+  }
+  if (across) (*across)(sum.data(), v.C);
+#pragma omp parallel for num_threads(num_threads()) schedule(static)
+  for (int64_t c = 0; c < v.C; ++c) {
+    const T mu_t = T(sum[c] / M);
+    double acc = 0;
     for (int64_t n = 0; n < v.N; ++n) {
       const T* xc = X + (n * v.C + c) * v.S;
       T run = 0;
 #pragma omp simd reduction(+ : run)
       for (int64_t s = 0; s < v.S; ++s) run += (xc[s] - mu_t) * (xc[s] - mu_t);
-      sq += run;
+      acc += run;
     }
-    const double var_c = sq / M, inv = 1.0 / std::sqrt(var_c + eps);
+    sq[c] = acc;
+  }
+  if (across) (*across)(sq.data(), v.C);
+#pragma omp parallel for num_threads(num_threads()) schedule(static)
+  for (int64_t c = 0; c < v.C; ++c) {
+    const double mu = sum[c] / M, var_c = sq[c] / M, inv = 1.0 / std::sqrt(var_c + eps);
     Mean[c] = T(mu), Var[c] = T(var_c), Inv[c] = T(inv);
     // y = x * scale + shift, scale = w * invstd, shift = b - mean * scale
     const T scale = T((Wt ? Wt[c] : 1.0) * inv), shift = T((B ? B[c] : 0.0) - mu * (Wt ? Wt[c] : 1.0) * inv);
@@ -81,18 +98,22 @@ void apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean
   }
 }
 
+// Two passes: the sums (dw and db are this process's), then dx; with `across` the sums of every
+// process are added up between them (see train_fwd).
 template <typename T>
 void bwd(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd, bool training,
-         const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db) {
+         const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db, const ChannelSum* across) {
   const BnView v = bn_view(x);
-  const double M = double(v.N * v.S);
+  double M = double(v.N * v.S);
+  if (across) (*across)(&M, 1);
   const T *X = x.data<T>(), *Wt = w.defined() ? w.data<T>() : nullptr, *G = dy.data<T>();
   const T *Mean = mean.data<T>(), *Inv = invstd.data<T>();
   T *dX = dx.data<T>(), *dW = dw ? dw->data<T>() : nullptr, *dB = db ? db->data<T>() : nullptr;
+  std::vector<double> sums(2 * v.C);  // sum dy for every channel, then sum dy * xhat
 #pragma omp parallel for num_threads(num_threads()) schedule(static)
   for (int64_t c = 0; c < v.C; ++c) {
-    const double mu = Mean[c], inv = Inv[c];
-    const T mu_t = T(mu);
+    const double inv = Inv[c];
+    const T mu_t = Mean[c];
     double sum_g = 0, sum_gx = 0;  // sum dy, sum dy * (x - mean)
     for (int64_t n = 0; n < v.N; ++n) {
       const T *xc = X + (n * v.C + c) * v.S, *gc = G + (n * v.C + c) * v.S;
@@ -105,10 +126,16 @@ void bwd(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& inv
       sum_g += run_g;
       sum_gx += run_gx;
     }
-    const double sum_gxhat = sum_gx * inv;  // sum dy * xhat
-    if (dW) dW[c] = T(sum_gxhat);
+    sums[c] = sum_g;
+    sums[v.C + c] = sum_gx * inv;  // sum dy * xhat
+    if (dW) dW[c] = T(sums[v.C + c]);
     if (dB) dB[c] = T(sum_g);
-    const double wc = Wt ? Wt[c] : 1.0;
+  }
+  if (across && training) (*across)(sums.data(), 2 * v.C);
+#pragma omp parallel for num_threads(num_threads()) schedule(static)
+  for (int64_t c = 0; c < v.C; ++c) {
+    const double inv = Inv[c], wc = Wt ? Wt[c] : 1.0, sum_g = sums[c], sum_gxhat = sums[v.C + c];
+    const T mu_t = Mean[c];
     // The training formula expanded: dx = a dy + k (x - mean) + d with a = w invstd,
     // k = -a invstd sum(dy xhat) / M (xhat = (x - mean) invstd) and d = -a sum(dy) / M.
     const T a = T(wc * inv);
@@ -125,16 +152,19 @@ void bwd(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& inv
 }  // namespace
 
 void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& y,
-                              Tensor& mean, Tensor& var, Tensor& invstd) {
-  AB_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] { train_fwd<scalar_t>(x, w, b, eps, y, mean, var, invstd); });
+                              Tensor& mean, Tensor& var, Tensor& invstd, const ChannelSum* across) {
+  AB_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] { train_fwd<scalar_t>(x, w, b, eps, y, mean, var, invstd, across); });
 }
 void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean,
                       const Tensor& invstd, Tensor& y) {
   AB_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] { apply<scalar_t>(x, w, b, mean, invstd, y); });
 }
 void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd,
-                         bool training, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db) {
-  AB_DISPATCH_FLOAT(x.dtype(), "batch_norm backward", [&] { bwd<scalar_t>(x, w, mean, invstd, training, dy, dx, dw, db); });
+                         bool training, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db,
+                         const ChannelSum* across) {
+  AB_DISPATCH_FLOAT(x.dtype(), "batch_norm backward", [&] {
+    bwd<scalar_t>(x, w, mean, invstd, training, dy, dx, dw, db, across);
+  });
 }
 
 }  // namespace anybit::cpu

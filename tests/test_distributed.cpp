@@ -1,0 +1,397 @@
+// test_distributed.cpp - data-parallel training (nn/distributed.h).
+//
+// In one process: synchronised batch norm split across two threads that stand in for two
+// processes equals batch norm on the whole batch; the loader's shards put a batch back together;
+// the gradient sum and the BN averaging of a group of one change nothing.
+// With MPI (built with it, and `mpirun` on PATH; otherwise each case says "skipped"): the anybit
+// program run as 2 processes against 1 process with the same global batch, for a few steps of the
+// joint trainer on ResNet-20; resuming with another number of processes; a rank that cannot read
+// its data stops the whole job with one message naming it.
+#include <stb_image_write.h>
+
+#include <condition_variable>
+#include <fstream>
+#include <iterator>
+#include <mutex>
+#include <thread>
+
+#include "data/loader.h"
+#include "nn/checkpoint.h"
+#include "nn/distributed.h"
+#include "nn/json.h"
+#include "nn/layers.h"
+#include "tests/helpers.h"
+
+using namespace anybit;
+using anybit::test::randn;
+using anybit::test::require_close;
+using anybit::test::run_command;
+
+namespace {
+
+// Two threads as the two processes of a group: each thread says which rank it is, and sum()
+// waits for both, then gives each the same total (rank 0's part plus rank 1's, in that order).
+class TwoThreads : public dist::ProcessGroup {
+ public:
+  static thread_local int my_rank;
+  int rank() const override { return my_rank; }
+  int size() const override { return 2; }
+  void sum(double* d, int64_t n) override { exchange(d, n); }
+  void sum(float* d, int64_t n) override { exchange(d, n); }
+  void sum(int64_t* d, int64_t n) override { exchange(d, n); }
+  void broadcast(void*, int64_t, int) override { FAIL("not used"); }
+  std::string describe() const override { return "two threads"; }
+
+ private:
+  template <typename T>
+  void exchange(T* d, int64_t n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    const int64_t round = round_;
+    parts_[my_rank].assign(reinterpret_cast<const char*>(d), reinterpret_cast<const char*>(d + n));
+    if (++arrived_ == 2) {
+      arrived_ = 0;
+      ++round_;
+      cv_.notify_all();
+    } else {
+      cv_.wait(lock, [&] { return round_ != round; });
+    }
+    const T* a = reinterpret_cast<const T*>(parts_[0].data());
+    const T* b = reinterpret_cast<const T*>(parts_[1].data());
+    for (int64_t i = 0; i < n; ++i) d[i] = a[i] + b[i];
+    // Both threads must read the parts before either overwrites them in the next call.
+    if (++read_ == 2) {
+      read_ = 0;
+      ++read_round_;
+      cv_.notify_all();
+    } else {
+      const int64_t r = read_round_;
+      cv_.wait(lock, [&] { return read_round_ != r; });
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::string parts_[2];
+  int arrived_ = 0, read_ = 0;
+  int64_t round_ = 0, read_round_ = 0;
+};
+thread_local int TwoThreads::my_rank = 0;
+
+// Installs a group as dist::world() for one test, and the single process again afterwards.
+struct WorldGuard {
+  explicit WorldGuard(std::shared_ptr<dist::ProcessGroup> g) { dist::set_world(std::move(g)); }
+  ~WorldGuard() { dist::set_world(nullptr); }
+};
+
+}  // namespace
+
+TEST_CASE("batch_norm_sync split across two processes equals batch_norm on the whole batch", "[dist][norm]") {
+  // x (8, 3, 4, 5) float32, the first 3 samples on rank 0 and the other 5 on rank 1 (parts of
+  // different sizes: the statistics weigh values, not processes).
+  const int64_t N = 8, C = 3, split = 3;
+  Tensor x = randn({N, C, 4, 5}, 1, DType::F32);
+  Tensor w = add(randn({C}, 2, DType::F32), 1.5).detach(), b = randn({C}, 3, DType::F32);
+  Tensor dy = randn({N, C, 4, 5}, 4, DType::F32);
+
+  // the whole batch in one process
+  Tensor xw = x.clone().requires_grad_(), ww = w.clone().requires_grad_(), bw = b.clone().requires_grad_();
+  Tensor rm = Tensor::zeros({C}), rv = Tensor::ones({C});
+  Tensor y = batch_norm(xw, ww, bw, rm, rv, true, 0.1, 1e-5);
+  sum(mul(y, dy)).backward();
+
+  // two "processes", each with its part and its own copy of the parameters and running statistics
+  auto group = std::make_shared<TwoThreads>();
+  WorldGuard guard(group);
+  struct Part {
+    Tensor x, w, b, rm, rv, y;
+  } parts[2];
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r)
+    threads.emplace_back([&, r] {
+      TwoThreads::my_rank = r;
+      Part& p = parts[r];
+      const int64_t lo = r == 0 ? 0 : split, hi = r == 0 ? split : N;
+      p.x = x.slice(0, lo, hi).contiguous().requires_grad_();
+      p.w = w.clone().requires_grad_();
+      p.b = b.clone().requires_grad_();
+      p.rm = Tensor::zeros({C});
+      p.rv = Tensor::ones({C});
+      p.y = batch_norm_sync(p.x, p.w, p.b, p.rm, p.rv, 0.1, 1e-5);
+      sum(mul(p.y, dy.slice(0, lo, hi).contiguous())).backward();
+    });
+  for (auto& t : threads) t.join();
+
+  // y and dx: each part is its rows of the whole batch's; the running statistics are the whole
+  // batch's on both; dw and db are shares that add up to the whole batch's.
+  for (int r = 0; r < 2; ++r) {
+    const int64_t lo = r == 0 ? 0 : split, hi = r == 0 ? split : N;
+    require_close(parts[r].y, y.slice(0, lo, hi), 1e-6, 1e-6, "y of part " + std::to_string(r));
+    require_close(parts[r].x.grad(), xw.grad().slice(0, lo, hi), 1e-5, 1e-6, "dx of part " + std::to_string(r));
+    require_close(parts[r].rm, rm, 1e-6, 1e-7, "running mean");
+    require_close(parts[r].rv, rv, 1e-6, 1e-7, "running var");
+  }
+  require_close(add(parts[0].w.grad(), parts[1].w.grad()), ww.grad(), 1e-5, 1e-6, "dw");
+  require_close(add(parts[0].b.grad(), parts[1].b.grad()), bw.grad(), 1e-5, 1e-6, "db");
+}
+
+TEST_CASE("batch_norm_sync in a single process is batch_norm, and its gradient checks", "[dist][norm]") {
+  Tensor x = randn({4, 3, 2, 2}, 5, DType::F32);
+  Tensor w = add(randn({3}, 6, DType::F32), 1.5).detach(), b = randn({3}, 7, DType::F32);
+  Tensor rm1 = Tensor::zeros({3}), rv1 = Tensor::ones({3}), rm2 = Tensor::zeros({3}), rv2 = Tensor::ones({3});
+  Tensor y1 = batch_norm(x, w, b, rm1, rv1, true), y2 = batch_norm_sync(x, w, b, rm2, rv2);
+  REQUIRE(y1.to_vector<float>() == y2.to_vector<float>());  // the same kernels: bit for bit
+  REQUIRE(rv1.to_vector<float>() == rv2.to_vector<float>());
+
+  Tensor xd = randn({3, 2, 2, 2}, 8).requires_grad_();
+  Tensor wd = add(randn({2}, 9), 1.5).detach().requires_grad_(), bd = randn({2}, 10).requires_grad_();
+  auto f = [](const std::vector<Tensor>& v) { return batch_norm_sync(v[0], v[1], v[2], Tensor(), Tensor()); };
+  REQUIRE(test::gradcheck(f, {xd, wd, bd}) == xd.numel() + 4);
+}
+
+TEST_CASE("loader shards: the parts of every batch put it back together, whatever the number of parts", "[dist][data]") {
+  // An in-memory dataset of 10 examples: example i is a 1x2x2 image filled with i, label i % 3.
+  struct Tiny : data::Dataset {
+    std::vector<std::string> names{"a", "b", "c"};
+    int64_t size() const override { return 10; }
+    const std::vector<std::string>& class_names() const override { return names; }
+    data::Example get(int64_t i) const override {
+      data::Example e;
+      e.image = data::Image(2, 2, 1);
+      std::fill(e.image.pixels.begin(), e.image.pixels.end(), (uint8_t)(i * 10));
+      e.label = i % 3;
+      return e;
+    }
+    std::string describe() const override { return "tiny"; }
+  };
+  auto ds = std::make_shared<Tiny>();
+  auto batches = [&](int shard, int shards) {
+    data::LoaderOptions o;
+    o.batch_size = 4;  // batches of 4, 4 and 2
+    o.seed = 3;
+    o.num_workers = 0;
+    o.shard = shard;
+    o.shards = shards;
+    data::DataLoader loader(ds, data::Pipeline(), o);
+    loader.set_epoch(1);
+    std::vector<std::vector<int64_t>> out;
+    data::Batch b;
+    while (loader.next(b)) {
+      REQUIRE(b.labels.size(0) == (int64_t)b.indices.size());
+      out.push_back(b.indices);
+    }
+    return out;
+  };
+  const auto whole = batches(0, 1);
+  REQUIRE(whole.size() == 3);
+  for (int shards : {2, 3, 4}) {
+    std::vector<std::vector<int64_t>> joined(whole.size());
+    for (int s = 0; s < shards; ++s) {
+      auto part = batches(s, shards);
+      REQUIRE(part.size() == whole.size());  // every part has every batch, possibly empty
+      for (size_t k = 0; k < part.size(); ++k) joined[k].insert(joined[k].end(), part[k].begin(), part[k].end());
+    }
+    INFO(shards << " shards");
+    REQUIRE(joined == whole);
+  }
+  REQUIRE_THROWS_WITH(batches(2, 2), Catch::Contains("shard 2 of 2"));
+}
+
+TEST_CASE("a group of one: summing gradients and averaging BN statistics change nothing", "[dist]") {
+  nn::BatchNorm2d bn(3);
+  bn.running_mean_.fill_(0.25);
+  Tensor p = randn({5}, 1, DType::F32).requires_grad_();
+  sum(mul(p, p)).backward();
+  auto before = p.grad().to_vector<float>();
+  nn::GradientSync s = nn::sum_gradients({p}, dist::world());
+  REQUIRE(s.buckets == 0);
+  REQUIRE(p.grad().to_vector<float>() == before);
+  nn::average_bn_statistics(bn, dist::world());
+  REQUIRE(bn.running_mean_.to_vector<float>() == std::vector<float>(3, 0.25f));
+}
+
+TEST_CASE("sum_gradients packs buckets and sums every gradient across two processes", "[dist]") {
+  auto group = std::make_shared<TwoThreads>();
+  Tensor grads[2][3];
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r)
+    threads.emplace_back([&, r] {
+      TwoThreads::my_rank = r;
+      // three parameters of 5, 7 and 3 floats; rank r's gradient of parameter k is (r + 1) * (k + 1)
+      std::vector<Tensor> params;
+      for (int k = 0; k < 3; ++k) {
+        Tensor p = Tensor::zeros({k == 0 ? 5 : k == 1 ? 7 : 3}).requires_grad_();
+        p.set_grad(Tensor::full(p.shape(), (r + 1) * (k + 1.0)));
+        params.push_back(p);
+      }
+      nn::GradientSync s = nn::sum_gradients(params, *group, /*bucket_bytes=*/8 * 4);  // 8 floats a bucket
+      CHECK(s.buckets == 3);  // 5 | 7 | 3: a gradient never shares a bucket that it would overflow
+      for (int k = 0; k < 3; ++k) grads[r][k] = params[k].grad();
+    });
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < 2; ++r)
+    for (int k = 0; k < 3; ++k) {
+      auto v = grads[r][k].to_vector<float>();
+      REQUIRE(v == std::vector<float>(v.size(), 3.0f * (k + 1)));
+    }
+}
+
+// ---- the program under mpirun ----------------------------------------------------------------------
+
+namespace {
+
+const std::string kAnybit = std::string(ANYBIT_BINARY_DIR) + "/anybit";
+
+// Why the MPI runs cannot happen here, or "" when they can.
+std::string why_no_mpi() {
+  if (!nn::built_with_mpi()) return "anybit was built without MPI (scripts/install-deps.sh installs libopenmpi-dev)";
+  if (run_command("command -v mpirun", nullptr) != 0) return "no mpirun on PATH (apt-get install openmpi-bin)";
+  return "";
+}
+
+// mpirun for n processes, allowed as root (containers, CI) and on a machine with fewer cores.
+std::string mpirun(int n) {
+  return "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none "
+         "timeout 300 mpirun --oversubscribe -np " +
+         std::to_string(n) + " ";
+}
+
+// A 4-class image folder of 32x32 PNGs: class c is a bright square in quadrant c, plus noise.
+void write_image_folder(const std::string& root, int per_class_train, int per_class_test) {
+  Generator g(11);
+  for (const char* split : {"train", "test"})
+    for (int c = 0; c < 4; ++c) {
+      std::string dir = root + "/" + split + "/class" + std::to_string(c);
+      REQUIRE(run_command("mkdir -p " + dir, nullptr) == 0);
+      const int n = std::string(split) == "train" ? per_class_train : per_class_test;
+      for (int i = 0; i < n; ++i) {
+        std::vector<unsigned char> px(32 * 32 * 3);
+        for (int y = 0; y < 32; ++y)
+          for (int x = 0; x < 32; ++x)
+            for (int ch = 0; ch < 3; ++ch) {
+              bool in = (y / 16) * 2 + (x / 16) == c && y % 16 > 3 && x % 16 > 3;
+              px[(y * 32 + x) * 3 + ch] = (unsigned char)((in ? 150 : 20) + g.below(80));
+            }
+        REQUIRE(stbi_write_png((dir + "/" + std::to_string(i) + ".png").c_str(), 32, 32, 3, px.data(), 32 * 3));
+      }
+    }
+}
+
+// The per-bit-width training losses of a run's last metrics line.
+std::map<std::string, double> train_losses(const std::string& run) {
+  std::ifstream f(run + "/metrics.jsonl");
+  std::string line, last;
+  while (std::getline(f, line))
+    if (!line.empty()) last = line;
+  REQUIRE(!last.empty());
+  nn::Json j = nn::Json::parse(last);
+  std::map<std::string, double> out;
+  const nn::Json* train = j.find("train");
+  REQUIRE(train);
+  for (auto& [bits, v] : train->members()) out[bits] = v.find("loss")->as_double();
+  return out;
+}
+
+// Every tensor of two model files within rtol of the larger magnitude of its tensor:
+// max |a - b| <= rtol * max |a|.
+void require_same_models(const std::string& a, const std::string& b, double rtol) {
+  nn::SafeTensors ta = nn::read_safetensors(a), tb = nn::read_safetensors(b);
+  REQUIRE(ta.tensors.size() == tb.tensors.size());
+  int64_t compared = 0;
+  for (size_t i = 0; i < ta.tensors.size(); ++i) {
+    auto& [name, x] = ta.tensors[i];
+    REQUIRE(tb.tensors[i].first == name);
+    auto va = x.to_vector<double>(), vb = tb.tensors[i].second.to_vector<double>();
+    double diff = 0, mag = 0;
+    for (size_t k = 0; k < va.size(); ++k) {
+      diff = std::max(diff, std::abs(va[k] - vb[k]));
+      mag = std::max(mag, std::abs(va[k]));
+    }
+    INFO(name << ": max |a - b| " << diff << ", max |a| " << mag);
+    REQUIRE(diff <= rtol * mag);
+    compared += (int64_t)va.size();
+  }
+  REQUIRE(compared > 200000);  // ResNet-20's weights, three BN sets and the clip values
+}
+
+}  // namespace
+
+TEST_CASE("mpirun -np 2 trains the joint trainer as one process does with the same global batch", "[dist][mpi][app]") {
+  std::string why = why_no_mpi();
+  if (!why.empty()) {
+    WARN("skipped: " << why);
+    return;
+  }
+  test::ScratchDir tmp("anybit_mpi");
+  write_image_folder(tmp / "data", 16, 4);
+  // ResNet-20 at {8,4,2} with the method (collaborative teachers, block swapping), 3 steps of a
+  // global batch of 16, synchronised BN: the two processes together see what one process sees.
+  const std::string args = " train --model resnet20 --bits 8,4,2 --data " + (tmp / "data") +
+                           " --epochs 1 --max-steps 3 --batch-size 16 --lr 0.001 --seed 5 --workers 1 "
+                           "--log-every 100000 --sync-bn 1";
+  std::string out;
+  REQUIRE(run_command(kAnybit + args + " --threads 2 --out " + (tmp / "one"), &out) == 0);
+  INFO(out);
+  REQUIRE(run_command(mpirun(2) + kAnybit + args + " --threads 1 --out " + (tmp / "two"), &out) == 0);
+  REQUIRE_THAT(out, Catch::Contains("data-parallel over 2 processes"));
+
+  // The losses of every bit-width, the weights, the clip values and the BN statistics of every set
+  // agree to 1e-5: they differ at all only because the two processes sum the gradients of their
+  // halves of the batch (the MPI sum of two partial sums) where one process sums the whole batch
+  // inside each kernel, and add the BN partial sums in another order.
+  auto l1 = train_losses(tmp / "one"), l2 = train_losses(tmp / "two");
+  REQUIRE(l1.size() == 3);
+  for (auto& [bits, loss] : l1) {
+    INFO(bits << ": " << loss << " vs " << l2.at(bits));
+    REQUIRE(std::abs(loss - l2.at(bits)) <= 1e-5 * std::abs(loss));
+  }
+  require_same_models(tmp / "one/model.safetensors", tmp / "two/model.safetensors", 1e-5);
+
+  // Each process's own BN statistics (the default): a different model, but the same on every rank
+  // (the program checks the weights' hashes at every checkpoint) and rank 0 alone writes.
+  REQUIRE(run_command(mpirun(2) + kAnybit + args + " --sync-bn 0 --threads 1 --out " + (tmp / "per_rank"), &out) == 0);
+  REQUIRE_THAT(out, !Catch::Contains("synchronised batch norm"));
+  REQUIRE(train_losses(tmp / "per_rank").size() == 3);
+}
+
+TEST_CASE("a run resumes under another number of processes", "[dist][mpi][app]") {
+  std::string why = why_no_mpi();
+  if (!why.empty()) {
+    WARN("skipped: " << why);
+    return;
+  }
+  test::ScratchDir tmp("anybit_mpi_resume");
+  write_image_folder(tmp / "data", 8, 2);
+  // A constant learning rate (multistep without milestones) and swap probability, so that a run of
+  // 1 epoch resumed to 2 epochs follows the run of 2 epochs.
+  const std::string args = " train --model resnet20 --bits 8,4 --data " + (tmp / "data") +
+                           " --max-steps 2 --batch-size 8 --lr 0.001 --schedule multistep --swap-const 0.5 --seed 5 "
+                           "--workers 1 --log-every 100000 --eval-batches 1 --sync-bn 1 --threads 1";
+  std::string out;
+  REQUIRE(run_command(kAnybit + args + " --epochs 2 --out " + (tmp / "straight"), &out) == 0);
+  REQUIRE(run_command(mpirun(2) + kAnybit + args + " --epochs 1 --out " + (tmp / "resumed"), &out) == 0);
+  INFO(out);
+  REQUIRE(run_command(kAnybit + args + " --epochs 2 --resume 1 --out " + (tmp / "resumed"), &out) == 0);
+  INFO(out);
+  REQUIRE_THAT(out, Catch::Contains("resumed from") && Catch::Contains("at epoch 1"));
+  require_same_models(tmp / "straight/model.safetensors", tmp / "resumed/model.safetensors", 1e-5);
+}
+
+TEST_CASE("a rank that cannot read its data stops the whole job with one message naming it", "[dist][mpi][app]") {
+  std::string why = why_no_mpi();
+  if (!why.empty()) {
+    WARN("skipped: " << why);
+    return;
+  }
+  test::ScratchDir tmp("anybit_mpi_fault");
+  write_image_folder(tmp / "data", 4, 1);
+  // 4 classes x 4 images and no shuffling of the failure: every image of class 3 is broken, so
+  // whichever rank draws one first fails; the other must not wait for it forever.
+  for (int i = 0; i < 4; ++i) std::ofstream(tmp / ("data/train/class3/" + std::to_string(i) + ".png")) << "not a png";
+  std::string out;
+  int status = run_command(mpirun(2) + kAnybit + " train --model resnet20 --data " + (tmp / "data") +
+                               " --epochs 1 --batch-size 8 --workers 1 --threads 1 --out " + (tmp / "run"),
+                           &out);
+  INFO(out);
+  REQUIRE(status != 0);
+  REQUIRE(status != 124);  // `timeout` did not have to stop a hang
+  REQUIRE_THAT(out, Catch::Matches("[\\s\\S]*anybit: error \\(rank [01] of 2\\): [\\s\\S]*class3/[0-3]\\.png[\\s\\S]*"));
+}
