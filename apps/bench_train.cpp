@@ -15,6 +15,10 @@
 //                     dynamic block swapping)
 //   quant4_train      quantized ResNet-20 with bit set {4}: one forward + CE + backward + step;
 //                     compared with resnet20_train it gives the cost of quantization itself
+// Only with --only (minutes per step here; the compute side of the data-parallel scaling model
+// in docs/BENCHMARKS.md):
+//   resnet18_train    ImageNet ResNet-18, batch 32 of (3, 224, 224), the resnet20_train step
+//   resnet50_train    ImageNet ResNet-50, batch 32 of (3, 224, 224)
 // Timing: `warmup` untimed steps, then `repeats` timed runs of `steps` steps each; the figure is
 // batch * steps / time of the median run.
 //
@@ -130,10 +134,16 @@ const std::vector<std::string>& workload_names() {
                                               "joint_ce",       "joint_ours",     "quant4_train"};
   return names;
 }
+const std::vector<std::string>& extra_workload_names() {
+  static const std::vector<std::string> names{"resnet18_train", "resnet50_train"};
+  return names;
+}
 
 Workload make_workload(const std::string& name) {
   if (name == "resnet20_train") return fp_train("resnet20", 128);
   if (name == "resnet20_infer") return fp_infer("resnet20", 128);
+  if (name == "resnet18_train") return fp_train("resnet18", 32);
+  if (name == "resnet50_train") return fp_train("resnet50", 32);
   if (name == "lenet5_train") return fp_train("lenet5", 256);
   if (name == "lenet5_infer") return fp_infer("lenet5", 256);
   if (name == "joint_ce") return quant_train({8, 6, 4, 2}, plain_joint_ce(), 128);
@@ -141,6 +151,7 @@ Workload make_workload(const std::string& name) {
   if (name == "quant4_train") return quant_train({4}, plain_joint_ce(), 128);
   std::string valid;
   for (auto& n : workload_names()) valid += " " + n;
+  for (auto& n : extra_workload_names()) valid += " " + n;
   AB_FAIL("bench_train: unknown workload '", name, "' (valid:", valid, ")");
 }
 
@@ -198,7 +209,9 @@ int main(int argc, char** argv) {
     cpu::set_num_threads(s.threads);
     std::vector<std::string> run = s.only.empty() ? workload_names() : s.only;
     for (auto& n : run)  // check every name before spending minutes on the first workloads
-      if (std::find(workload_names().begin(), workload_names().end(), n) == workload_names().end()) make_workload(n);
+      if (std::find(workload_names().begin(), workload_names().end(), n) == workload_names().end() &&
+          std::find(extra_workload_names().begin(), extra_workload_names().end(), n) == extra_workload_names().end())
+        make_workload(n);
     const char* coretype = std::getenv("OPENBLAS_CORETYPE");
     std::printf("# bench_train: %d threads, warm-up %d steps, median of %d runs of %d steps; OPENBLAS_CORETYPE=%s; "
                 "direct convolution %s\n",
@@ -207,8 +220,10 @@ int main(int argc, char** argv) {
 
     std::map<std::string, double> ips;
     std::map<std::string, size_t> allocs;
+    std::map<std::string, int64_t> batch;
     for (auto& name : run) {
       Workload w = make_workload(name);
+      batch[name] = w.batch;
       ips[name] = measure(w, s, &allocs[name]);
       std::printf("%s %.1f\n", name.c_str(), ips[name]);
       std::fflush(stdout);
@@ -216,9 +231,8 @@ int main(int argc, char** argv) {
 
     std::printf("#\n# %-16s %8s %12s %10s %14s\n", "workload", "batch", "images/s", "ms/step", "sys allocs");
     for (auto& name : run) {
-      int64_t batch = name.rfind("lenet5", 0) == 0 ? 256 : 128;
-      std::printf("# %-16s %8lld %12.1f %10.2f %14zu\n", name.c_str(), (long long)batch, ips[name],
-                  1e3 * batch / ips[name], allocs[name]);
+      std::printf("# %-16s %8lld %12.1f %10.2f %14zu\n", name.c_str(), (long long)batch[name], ips[name],
+                  1e3 * batch[name] / ips[name], allocs[name]);
     }
     // Step-time ratios against the full-precision step (how much the quantizers cost).
     if (ips.count("resnet20_train")) {
