@@ -56,10 +56,14 @@ bench: build
 # exit, which could show as false leak reports, but none appeared on the whole suite, so nothing
 # is hidden; should such a report appear, name the library in an LSan suppressions file rather
 # than switching leak detection off.
+# MPI is left out of this build (the mpirun tests say "skipped"): the sanitized program under mpirun
+# has not been tried yet, and Open MPI's libraries are not built with the sanitizers. The
+# data-parallel code that runs in one process (synchronised BN and the gradient buckets over two
+# threads, tests/test_distributed.cpp) is still checked.
 sanitize:
 	scripts/install-deps.sh
 	cmake -S . -B $(SANITIZE_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) -DANYBIT_CUDA=OFF \
-	      -DANYBIT_SANITIZE=ON
+	      -DANYBIT_MPI=OFF -DANYBIT_SANITIZE=ON
 	cmake --build $(SANITIZE_BUILD) -j $(JOBS)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  $(SANITIZE_BUILD)/anybit_tests $(SANITIZE_TESTS)
