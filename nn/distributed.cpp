@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "nn/layers.h"
+#include "tensor/cuda/cuda.h"
 
 #ifdef ANYBIT_WITH_MPI
 #include <mpi.h>
@@ -140,6 +141,20 @@ void abort_processes(int code) {
 }
 
 #endif
+
+int local_rank() {
+  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"})
+    if (const char* s = std::getenv(v)) return std::atoi(s);
+  return dist::world().rank();
+}
+
+int use_gpu_of_this_process() {
+  const int n = cuda::device_count();
+  AB_CHECK(n > 0, "--device cuda: no GPU on this node for rank ", dist::world().rank());
+  const int index = local_rank() % n;
+  cuda::use_device(index);
+  return index;
+}
 
 // ---- data-parallel helpers -------------------------------------------------------------------------
 

@@ -41,6 +41,13 @@ void stop_processes();
 // True when built with MPI support.
 bool built_with_mpi();
 
+// This process's rank among the processes of its node (the launcher's OMPI_COMM_WORLD_LOCAL_RANK,
+// MPI_LOCALRANKID or SLURM_LOCALID; the world rank when none is set).
+int local_rank();
+// One process per GPU: makes GPU local_rank() mod (GPUs of this node) this process's device and
+// returns its index. Called by `anybit train --device cuda` under mpirun.
+int use_gpu_of_this_process();
+
 // What one sum_gradients call did: bytes summed (this rank's gradients), buckets, wall seconds
 // (waiting for slower ranks included).
 struct GradientSync {

@@ -441,6 +441,8 @@ Report train_one(Config cfg, const std::string& out) {
   Device dev = Device::parse(cfg.str("device"));
   dist::ProcessGroup& group = dist::world();
   const bool writer = group.rank() == 0;  // the one process that writes files
+  if (dev.is_cuda() && group.size() > 1)  // one process per GPU of its node
+    std::fprintf(stderr, "anybit: rank 0 trains on GPU %d of its node\n", nn::use_gpu_of_this_process());
   DataSetup d = open_data(cfg);
   std::fprintf(stderr, "anybit: train %s\n        test  %s\n", d.train->describe().c_str(), d.test->describe().c_str());
   const int64_t classes = d.train->num_classes();

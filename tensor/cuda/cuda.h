@@ -21,6 +21,10 @@ void memcpy_h2d(void* dst, const void* src, size_t nbytes);
 void memcpy_d2h(void* dst, const void* src, size_t nbytes);
 void memcpy_d2d(void* dst, const void* src, size_t nbytes);
 void synchronize();
+int device_count();
+// Makes GPU `index` this process's device (cudaSetDevice), before any other CUDA call: one process
+// per GPU under mpirun (nn/distributed.h picks the index from the process's rank on its node).
+void use_device(int index);
 
 // dst (contiguous, any dtype) = src (any strides, same shape, any dtype; converted)
 void strided_copy(const Tensor& src, Tensor& dst);

@@ -72,6 +72,18 @@ void memcpy_d2d(void* dst, const void* src, size_t nbytes) {
 
 void synchronize() { AB_CUDA_CHECK(cudaDeviceSynchronize()); }
 
+int device_count() {
+  int n = 0;
+  AB_CUDA_CHECK(cudaGetDeviceCount(&n));
+  return n;
+}
+
+void use_device(int index) {
+  const int n = device_count();
+  AB_CHECK(index >= 0 && index < n, "cuda: no GPU ", index, " (this machine has ", n, ")");
+  AB_CUDA_CHECK(cudaSetDevice(index));
+}
+
 }  // namespace cuda
 
 // ---- the caching device allocator ---------------------------------------------------------------

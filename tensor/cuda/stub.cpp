@@ -19,6 +19,8 @@ void memcpy_h2d(void*, const void*, size_t) { NO_CUDA; }
 void memcpy_d2h(void*, const void*, size_t) { NO_CUDA; }
 void memcpy_d2d(void*, const void*, size_t) { NO_CUDA; }
 void synchronize() { NO_CUDA; }
+int device_count() { return 0; }
+void use_device(int) { NO_CUDA; }
 void strided_copy(const Tensor&, Tensor&) { NO_CUDA; }
 void fill(Tensor&, double) { NO_CUDA; }
 void gemm(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float,
