@@ -1,6 +1,7 @@
 // distributed.cpp - MPI process groups and the data-parallel helpers (see distributed.h).
 #include "nn/distributed.h"
 
+#include <algorithm>
 #include <chrono>
 #include <climits>
 #include <cstdio>
@@ -21,12 +22,15 @@ namespace anybit::nn {
 
 namespace {
 
-// The environment variables a launcher sets in each process it starts: Open MPI's mpirun, and the
-// PMI/PMIx of Slurm's srun and MPICH's hydra.
+// The processes a launcher started, from the variables it sets in each: Open MPI's mpirun
+// (OMPI_COMM_WORLD_SIZE), MPICH's hydra and Slurm's PMI-2 (PMI_SIZE), Slurm's srun (SLURM_NTASKS,
+// with PMIX_RANK or PMI_RANK when it starts MPI processes). 1 when none is set: run by hand.
 int launched_size() {
-  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"})
-    if (const char* s = std::getenv(v)) return std::atoi(s);
-  return std::getenv("PMIX_RANK") ? 2 : 1;  // PMIx without a size: several processes assumed
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"})
+    if (const char* s = std::getenv(v)) return std::max(1, std::atoi(s));
+  if (std::getenv("PMIX_RANK") || std::getenv("PMI_RANK"))
+    if (const char* s = std::getenv("SLURM_NTASKS")) return std::max(1, std::atoi(s));
+  return 1;
 }
 
 }  // namespace
@@ -98,7 +102,7 @@ bool mpi_started = false;
 bool built_with_mpi() { return true; }
 
 dist::ProcessGroup& start_processes(int* argc, char*** argv) {
-  if (launched_size() <= 1 && !std::getenv("OMPI_COMM_WORLD_RANK")) return dist::world();
+  if (launched_size() <= 1) return dist::world();  // run by hand (or mpirun -np 1): no MPI at all
   // Only the main thread calls MPI (the loader's threads never do): MPI_THREAD_FUNNELED.
   int provided = 0;
   mpi_check(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");

@@ -533,8 +533,7 @@ Report train_one(Config cfg, const std::string& out) {
     nn::average_bn_statistics(net.module(), group);
     nn::check_same_everywhere(net.module().state_dict(), group, "model tensor");
   };
-  auto save = [&](int64_t ep, int64_t batch) {
-    agree();
+  auto save = [&](int64_t ep, int64_t batch) {  // after agree()
     if (writer) save_checkpoint(files, parts, cfg, classes, {ep, batch, iteration});
   };
 
@@ -574,7 +573,10 @@ Report train_one(Config cfg, const std::string& out) {
       seen += y.size(0);
       seen_all += lo.batch_size;  // every batch is whole (drop_last)
       bar.update(step, seen_all, info);
-      if (save_every > 0 && step % save_every == 0 && step < steps_per_epoch) save(epoch, step);
+      if (save_every > 0 && step % save_every == 0 && step < steps_per_epoch) {
+        agree();
+        save(epoch, step);
+      }
     }
     // ---- end of epoch: evaluate, log, checkpoint ----
     std::map<int, quant::BitStats> stats;
