@@ -84,6 +84,7 @@ class BatchNorm2d : public Module {
   // BN recalibration sets 1 / (k + 1) at batch k: a cumulative average of the batch statistics.
   void set_momentum(double m) { momentum_ = m; }
   double momentum() const { return momentum_; }
+  double eps() const { return eps_; }
 
   Tensor weight_, bias_, running_mean_, running_var_, num_batches_tracked_;
   // Synchronised BN (data-parallel training, nn/distributed.h): in training, the batch statistics

@@ -148,6 +148,25 @@ Tensor LsqWeights::forward(const Tensor& w, int bits) {
   return quantize_with_step(step(bits), w, bits, /*is_signed=*/true, w.numel());  // N_W: the layer's weights
 }
 
+IntegerWeights LsqWeights::integer_weights(const Tensor& w, int bits) {
+  AB_CHECK(bits >= 2 && bits < 32, "lsq: bit-width ", bits, " has no integer codes");
+  NoGradGuard ng;
+  const LsqRange r = lsq_range(bits, /*is_signed=*/true);
+  Tensor wq = forward(w, bits).detach().to(DType::F64);  // s q, q integer in [-Qn, Qp]
+  const double s = step(bits).item<double>();
+  Tensor codes = Tensor::empty(w.shape(), DType::I64);
+  Tensor wc = wq.contiguous();
+  const double* pq = wc.data<double>();
+  int64_t* pc = codes.data<int64_t>();
+  for (int64_t i = 0; i < w.numel(); ++i) pc[i] = (int64_t)std::llround(pq[i] / s) + r.qn;
+  IntegerWeights iw;
+  iw.codes = codes;
+  iw.scale = s;
+  iw.offset = -s * (double)r.qn;
+  iw.code_bits = bits;
+  return iw;
+}
+
 int LsqWeights::constrain() { return floor_steps(params()); }
 
 LsqActs::LsqActs(const QuantizerSpec& spec) : is_signed_(spec.signed_input) {

@@ -44,6 +44,8 @@ class LsqWeights : public WeightQuantizer {
   explicit LsqWeights(const QuantizerSpec& spec);
   std::string name() const override { return "lsq"; }
   Tensor forward(const Tensor& w, int bits) override;  // w: the layer's FP weights
+  // codes u = q + Qn for q = forward(w, bits) / s in [-Qn, Qp]: scale s, offset -s Qn
+  IntegerWeights integer_weights(const Tensor& w, int bits) override;
   int constrain() override;
   Tensor& step(int bits);
 };

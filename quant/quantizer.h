@@ -79,7 +79,24 @@ class Quantizer {
   std::vector<QuantParam> params_;
 };
 
-class WeightQuantizer : public Quantizer {};
+// The integer form of a weight quantizer's output at one bit-width, for deployment (quant/export.h):
+//   forward(w, bits) == scale * codes + offset     (elementwise, to float32 rounding)
+// with unsigned integer codes in [0, 2^code_bits - 1]. code_bits is `bits`, or, where the lower
+// bit-widths are the top bits of one stored code set (DoReFa's truncate store, Any-Precision's
+// idea), the stored set's B: the codes at b are then the B-bit codes with their low B - b bits
+// zeroed, i.e. (codes >> (B - b)) << (B - b), and scale applies to those.
+struct IntegerWeights {
+  Tensor codes;  // int64, w's shape
+  double scale = 1, offset = 0;
+  int code_bits = 0;
+};
+
+class WeightQuantizer : public Quantizer {
+ public:
+  // The integer form of forward(w, bits) for bits < 32 (see IntegerWeights). A quantizer without
+  // one cannot be exported; the default says so.
+  virtual IntegerWeights integer_weights(const Tensor& w, int bits);
+};
 class ActQuantizer : public Quantizer {};
 
 // ---- registry: config name -> factory (quant/quantizer_registry.cpp holds the table) -------------

@@ -20,4 +20,8 @@ const std::vector<QuantizerEntry>& quantizer_registry() {
   return table;
 }
 
+IntegerWeights WeightQuantizer::integer_weights(const Tensor&, int bits) {
+  AB_FAIL("weight quantizer '", name(), "' has no integer form (bit-width ", bits, "): it cannot be exported");
+}
+
 }  // namespace anybit::quant

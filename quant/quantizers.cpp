@@ -79,6 +79,41 @@ Tensor quantize_weight(const Tensor& w, int bits, const WeightQuantOptions& opt)
   return wq;
 }
 
+// quantize_weight as an affine map of integer codes u (IntegerWeights). With N = 2^B - 1 for the
+// codes' B bits (truncate store: the stored set's B, else b):
+//   w_q = 2 r u / N - 1              (r = mean(q_B) / mean(q_b), truncate store, else 1)
+//   sat:  w_q / (sqrt(fan_in) std(w_q));   mean: w_q mean|w|
+// so scale = 2 r k / N and offset = -k, with k the sat or mean factor (1 without).
+IntegerWeights DoReFaWeights::integer_weights(const Tensor& w, int bits) {
+  AB_CHECK(bits >= 2 && bits <= 16, "dorefa: bit-width ", bits, " has no integer codes (2..16)");
+  NoGradGuard ng;
+  IntegerWeights iw;
+  const bool truncate = opt_.store == WeightStore::Truncate && bits < opt_.store_bits;
+  iw.code_bits = truncate ? opt_.store_bits : bits;
+  iw.codes = weight_codes(w, bits, opt_);  // truncate: the B-bit codes with their low bits zeroed
+  const double N = std::pow(2.0, iw.code_bits) - 1;
+  double r = 1;
+  if (truncate) {
+    Tensor t = tanh(w);
+    Tensor u = add(div(t, mul(max(abs(t)), 2.0)), 0.5);
+    const double mean_B = mean(round_ste(mul(u, N))).item<double>(), mean_b = mean(iw.codes.to(DType::F64)).item<double>();
+    if (mean_b > 0) r = mean_B / mean_b;
+  }
+  double k = 1;
+  if (opt_.scale == WeightScale::Mean) k = mean(abs(w)).item<double>();
+  if (opt_.scale == WeightScale::Sat && w.dim() >= 2) {
+    // the standard deviation of w_q = 2 r u / N - 1 is 2 r / N times that of u (unbiased)
+    Tensor u = iw.codes.to(DType::F64);
+    Tensor c = sub(u, mean(u));
+    const double n = (double)w.numel();
+    const double std_u = std::sqrt(sum(mul(c, c)).item<double>() / std::max(n - 1, 1.0));
+    k = 1.0 / (std::sqrt((double)w.numel() / w.shape()[0]) * (2 * r / N) * std_u);
+  }
+  iw.scale = 2 * r * k / N;
+  iw.offset = -k;
+  return iw;
+}
+
 Tensor weight_codes(const Tensor& w, int bits, const WeightQuantOptions& opt) {
   AB_CHECK(bits >= 2 && bits <= 16, "weight_codes: bit-width ", bits, " has no DoReFa codes (2..16)");
   NoGradGuard ng;

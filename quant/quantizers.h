@@ -60,6 +60,7 @@ class DoReFaWeights : public WeightQuantizer {
   explicit DoReFaWeights(const QuantizerSpec& spec) : opt_(spec.weight) {}
   std::string name() const override { return "dorefa"; }
   Tensor forward(const Tensor& w, int bits) override { return quantize_weight(w, bits, opt_); }
+  IntegerWeights integer_weights(const Tensor& w, int bits) override;
   const WeightQuantOptions& options() const { return opt_; }
 
  private:

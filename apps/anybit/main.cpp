@@ -60,6 +60,10 @@ const std::vector<Command>& commands() {
        "  render a synthetic labelled video set from an image dataset (MNIST, CIFAR, an image folder)",
        {"variant", "source", "out", "train", "test", "size", "frames", "fps", "codec", "quality", "seed"},
        app::make_video_dataset_options},
+      {"export", "anybit export --run DIR [--out FILE] [--bits B,B,...]\n"
+                 "  write a trained run as one deployment file: integer weight codes (lower bit-widths as the top\n"
+                 "  bits of one code set where the model stores them so), folded BN per bit-width (quant/export.h)",
+       {"run", "out", "bits", "format"}, app::export_options},
   };
   return list;
 }
@@ -72,6 +76,7 @@ void usage() {
       "  eval    evaluate trained runs at every bit-width: table, report and plot\n"
       "  info    print a model's layers, parameters and MACs per sample\n"
       "  make-video-dataset  render a synthetic video set (motion or appearance classes) from images\n"
+      "  export  write a trained run as one deployment file of integer weight codes\n"
       "  help    list the options (`anybit help <command>` or `anybit <command> --help`: its options)\n"
       "--verbose (anywhere) or ANYBIT_DEBUG=1: errors also name the source file and line\n"
       "examples:\n"
@@ -132,7 +137,7 @@ int main(int argc, char** argv) {
     if (cmd == "help") {
       if (!args.empty()) {
         AB_CHECK(command_help(args[0]), "help: unknown command '", args[0],
-                 "' (expected train, eval, info or make-video-dataset)");
+                 "' (expected train, eval, info, make-video-dataset or export)");
         return 0;
       }
       usage();
@@ -148,12 +153,13 @@ int main(int argc, char** argv) {
     if (cmd == "eval") status = app::cmd_eval(args);
     if (cmd == "info") status = app::cmd_info(args);
     if (cmd == "make-video-dataset") status = app::cmd_make_video_dataset(args);
+    if (cmd == "export") status = app::cmd_export(args);
     if (status >= 0) {
       nn::stop_processes();
       return status;
     }
     std::fprintf(stderr,
-                 "anybit: error: unknown command '%s' (expected train, eval, info, make-video-dataset or help)\n",
+                 "anybit: error: unknown command '%s' (expected train, eval, info, make-video-dataset, export or help)\n",
                  cmd.c_str());
     return 2;
   } catch (const std::exception& e) {

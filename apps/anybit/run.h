@@ -70,6 +70,9 @@ int cmd_eval(const std::vector<std::string>& args);
 int cmd_info(const std::vector<std::string>& args);
 // make_video_dataset.cpp: a synthetic video set rendered from an image dataset, and its options.
 int cmd_make_video_dataset(const std::vector<std::string>& args);
+// export.cpp: a trained run as one deployment file of integer codes (quant/export.h).
+int cmd_export(const std::vector<std::string>& args);
+std::vector<OptionInfo> export_options();
 std::vector<OptionInfo> make_video_dataset_options();
 
 }  // namespace anybit::app

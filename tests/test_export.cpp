@@ -1,0 +1,138 @@
+// test_export.cpp - the deployment file (quant/export.h): bit-packing, the integer form of every
+// weight quantizer and store, folded BN, and the file sizes of shared and separate code sets.
+#include <sys/stat.h>
+
+#include "quant/export.h"
+#include "quant/quantizers.h"
+#include "tests/helpers.h"
+
+using namespace anybit;
+using anybit::test::randn;
+
+TEST_CASE("pack_codes and unpack_codes: bit planes, every width from 1 to 16 bits", "[export]") {
+  Generator g(3);
+  for (int bits = 1; bits <= 16; ++bits) {
+    std::vector<int64_t> codes(37);  // not a multiple of 8: the last byte is partly used
+    for (auto& c : codes) c = (int64_t)g.below(uint64_t(1) << bits);
+    auto packed = quant::pack_codes(codes, bits);
+    REQUIRE(packed.size() == 5 * (size_t)bits);  // one plane of ceil(37 / 8) bytes per bit
+    REQUIRE(quant::unpack_codes(packed.data(), packed.size(), 37, bits) == codes);
+    // the first p planes are the top p bits of every code
+    for (int p = 1; p <= bits; ++p) {
+      auto top = quant::unpack_codes(packed.data(), packed.size(), 37, bits, p);
+      for (size_t i = 0; i < codes.size(); ++i) REQUIRE(top[i] == codes[i] >> (bits - p));
+    }
+  }
+  // codes 1, 2, 3 of 2 bits: plane 0 (high bits 0, 1, 1) = 0b110, plane 1 (low bits 1, 0, 1) = 0b101
+  REQUIRE(quant::pack_codes({1, 2, 3}, 2) == std::vector<uint8_t>{0x06, 0x05});
+  REQUIRE_THROWS_WITH(quant::pack_codes({4}, 2), Catch::Contains("does not fit in 2 bits"));
+}
+
+namespace {
+
+// A quantized ResNet-20 with random weights, run once at every bit-width so that data-initialised
+// quantizer parameters (LSQ's steps) have their values, and BN statistics moved off their defaults.
+std::unique_ptr<quant::QuantModel> small_model(const quant::QuantOptions& opt) {
+  auto m = std::make_unique<quant::QuantModel>("resnet20", 10, opt, 5);
+  Tensor x = randn({4, 3, 32, 32}, 9, DType::F32);
+  NoGradGuard ng;
+  for (int b : m->bit_set()) {
+    m->set_bits(b);
+    m->forward(x);
+  }
+  return m;
+}
+
+int64_t file_size(const std::string& p) {
+  struct stat st;
+  REQUIRE(stat(p.c_str(), &st) == 0);
+  return st.st_size;
+}
+
+}  // namespace
+
+TEST_CASE("export: every weight quantizer and store is rebuilt exactly from its integer codes", "[export]") {
+  test::ScratchDir tmp("anybit_export");
+  struct Case {
+    const char* what;
+    std::vector<int> bits;
+    std::string wq, aq;
+    quant::WeightStore store;
+    quant::WeightScale scale;
+  };
+  const std::vector<Case> cases = {
+      {"dorefa round", {8, 4, 2}, "dorefa", "pact", quant::WeightStore::Round, quant::WeightScale::None},
+      {"dorefa truncate + sat (AdaBits' scale)", {8, 6, 4, 2}, "dorefa", "pact", quant::WeightStore::Truncate,
+       quant::WeightScale::Sat},
+      {"dorefa truncate + mean, with a 32-bit member", {32, 8, 4, 2}, "dorefa", "pact", quant::WeightStore::Truncate,
+       quant::WeightScale::Mean},
+      {"lsq", {8, 4, 2}, "lsq", "lsq", quant::WeightStore::Round, quant::WeightScale::None},
+  };
+  int64_t round_size = 0, truncate_size = 0;
+  for (auto& c : cases) {
+    INFO(c.what);
+    quant::QuantOptions opt;
+    opt.bit_set = c.bits;
+    opt.weight_quant = c.wq;
+    opt.act_quant = c.aq;
+    opt.weight.store = c.store;
+    opt.weight.scale = c.scale;
+    opt.weight.store_bits = 8;
+    auto m = small_model(opt);
+    const std::string path = tmp / (std::string(c.wq) + std::to_string(c.bits.size()) + ".safetensors");
+    // export_model checks every layer at every bit-width itself; check again here, independently
+    auto sizes = quant::export_model(*m, c.bits, path);
+    REQUIRE(sizes.size() == c.bits.size());
+    nn::SafeTensors f = nn::read_safetensors(path);
+    REQUIRE(f.metadata.at("format") == "anybit-export-1");
+    int layers = 0;
+    for (auto& [name, mod] : m->net().named_modules()) {
+      auto* q = dynamic_cast<quant::QuantizedLayer*>(mod.get());
+      if (!q) continue;
+      ++layers;
+      for (int b : c.bits)
+        test::require_close(quant::exported_weights(f, name, b), q->quantized_weight(b), 1e-5, 1e-6,
+                            name + " at " + std::to_string(b) + " bits");
+      // truncate: one code set of 8 bits for the layer; round: one set per bit-width
+      const bool shared = f.find(name + ".codes") != nullptr;
+      REQUIRE(shared == (c.store == quant::WeightStore::Truncate));
+    }
+    REQUIRE(layers == 20);  // ResNet-20: 18 3x3 and 2 shortcut convolutions (stem and classifier stay FP)
+    // each bit-width needs fewer bytes than the one above it (a shared set: fewer of its planes)
+    for (size_t i = 1; i < sizes.size(); ++i)
+      if (sizes[i - 1].bits < 32) REQUIRE(sizes[i].bytes < sizes[i - 1].bytes);
+    if (c.bits == std::vector<int>{8, 4, 2} && c.wq == "dorefa") round_size = file_size(path);
+    if (c.bits == std::vector<int>{8, 6, 4, 2}) truncate_size = file_size(path);
+  }
+  // Four bit-widths from one 8-bit code set take less room than three separate code sets.
+  REQUIRE(truncate_size < round_size);
+}
+
+TEST_CASE("export: BN folded per bit-width gives the BN set's evaluation output", "[export]") {
+  test::ScratchDir tmp("anybit_export_bn");
+  quant::QuantOptions opt;
+  opt.bit_set = {8, 4};
+  auto m = small_model(opt);
+  const std::string path = tmp / "m.safetensors";
+  quant::export_model(*m, {8, 4}, path);
+  nn::SafeTensors f = nn::read_safetensors(path);
+  int checked = 0;
+  for (auto& [name, mod] : m->net().named_modules()) {
+    auto* mb = dynamic_cast<quant::MultiBatchNorm2d*>(mod.get());
+    if (!mb) continue;
+    for (int b : {8, 4}) {
+      nn::BatchNorm2d& bn = mb->set(b);
+      bn.eval();
+      const int64_t C = bn.channels();
+      Tensor x = randn({2, C, 3, 3}, 11, DType::F32);
+      Tensor y = bn.forward(x);
+      const Tensor* s = f.find(name + ".b" + std::to_string(b) + ".scale");
+      const Tensor* t = f.find(name + ".b" + std::to_string(b) + ".shift");
+      REQUIRE((s && t));
+      Tensor folded = add(mul(x, s->reshape({1, C, 1, 1})), t->reshape({1, C, 1, 1}));
+      test::require_close(folded, y, 1e-5, 1e-5, name);
+      ++checked;
+    }
+  }
+  REQUIRE(checked == 2 * 21);  // ResNet-20's 21 BN layers (the stem's, 18 in blocks, 2 shortcut), two sets each
+}
