@@ -4,6 +4,7 @@
 
 #include "quant/export.h"
 #include "quant/quantizers.h"
+#include <stb_image_write.h>
 #include "tests/helpers.h"
 
 using namespace anybit;
@@ -135,4 +136,44 @@ TEST_CASE("export: BN folded per bit-width gives the BN set's evaluation output"
     }
   }
   REQUIRE(checked == 2 * 21);  // ResNet-20's 21 BN layers (the stem's, 18 in blocks, 2 shortcut), two sets each
+}
+
+TEST_CASE("anybit export: a trained run, its sizes, and clear errors", "[export][app]") {
+  const std::string anybit = std::string(ANYBIT_BINARY_DIR) + "/anybit";
+  test::ScratchDir tmp("anybit_export_app");
+  // a 2-class folder of 28x28 grey PNGs (class a dark, class b bright, with noise; read as RGB)
+  Generator g(4);
+  for (const char* split : {"train", "test"})
+    for (const char* cls : {"a", "b"}) {
+      std::string dir = tmp / (std::string("data/") + split + "/" + cls);
+      REQUIRE(test::run_command("mkdir -p " + dir, nullptr) == 0);
+      for (int i = 0; i < 8; ++i) {
+        std::vector<unsigned char> px(28 * 28);
+        for (auto& p : px) p = (unsigned char)((cls[0] == 'a' ? 30 : 180) + g.below(60));
+        REQUIRE(stbi_write_png((dir + "/" + std::to_string(i) + ".png").c_str(), 28, 28, 1, px.data(), 28));
+      }
+    }
+  std::string out;
+  const std::string train = anybit + " train --model resnet20 --data " + (tmp / "data") +
+                            " --epochs 1 --max-steps 2 --batch-size 8 --workers 1 --threads 2 --log-every 100000";
+  const int trained = test::run_command(train + " --bits 8,4,2 --weight-store truncate --out " + (tmp / "q"), &out);
+  INFO(out);
+  REQUIRE(trained == 0);
+  REQUIRE(test::run_command(anybit + " export --run " + (tmp / "q"), &out) == 0);
+  INFO(out);
+  REQUIRE_THAT(out, Catch::Contains("| W8A8 |") && Catch::Contains("| W2A2 |") && Catch::Contains("checked"));
+  nn::SafeTensors f = nn::read_safetensors(tmp / "q/export.safetensors");
+  REQUIRE(f.metadata.at("export_bits") == "8,4,2");
+  REQUIRE(test::run_command(anybit + " export --run " + (tmp / "q") + " --bits 4 --out " + (tmp / "q4.safetensors"), &out) == 0);
+  REQUIRE(nn::read_safetensors(tmp / "q4.safetensors").metadata.at("export_bits") == "4");
+
+  REQUIRE(test::run_command(anybit + " export --run " + (tmp / "q") + " --bits 3", &out) != 0);
+  REQUIRE_THAT(out, Catch::Contains("3 bits is not in the model's bit set"));
+  REQUIRE(test::run_command(anybit + " export --run " + (tmp / "q") + " --format onnx", &out) != 0);
+  REQUIRE_THAT(out, Catch::Contains("--format") && Catch::Contains("not implemented yet"));
+  REQUIRE(test::run_command(train + " --out " + (tmp / "fp"), &out) == 0);
+  REQUIRE(test::run_command(anybit + " export --run " + (tmp / "fp"), &out) != 0);
+  REQUIRE_THAT(out, Catch::Contains("full-precision run"));
+  REQUIRE(test::run_command(anybit + " export --run " + (tmp / "nowhere"), &out) != 0);
+  REQUIRE_THAT(out, Catch::Contains("nowhere") && Catch::Contains("config.txt"));
 }
