@@ -247,6 +247,13 @@ std::string why_no_mpi() {
   return "";
 }
 
+// True when the MPI runs can happen here; otherwise says why the case is skipped.
+bool mpi_runs_here() {
+  const std::string why = why_no_mpi();
+  if (!why.empty()) WARN("skipped: " << why);
+  return why.empty();
+}
+
 // mpirun for n processes, allowed as root (containers, CI) and on a machine with fewer cores.
 std::string mpirun(int n) {
   return "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none "
@@ -315,11 +322,7 @@ void require_same_models(const std::string& a, const std::string& b, double rtol
 }  // namespace
 
 TEST_CASE("mpirun -np 2 trains the joint trainer as one process does with the same global batch", "[dist][mpi][app]") {
-  std::string why = why_no_mpi();
-  if (!why.empty()) {
-    WARN("skipped: " << why);
-    return;
-  }
+  if (!mpi_runs_here()) return;
   test::ScratchDir tmp("anybit_mpi");
   write_image_folder(tmp / "data", 16, 4);
   // ResNet-20 at {8,4,2} with the method (collaborative teachers, block swapping), 3 steps of a
@@ -353,11 +356,7 @@ TEST_CASE("mpirun -np 2 trains the joint trainer as one process does with the sa
 }
 
 TEST_CASE("a run resumes under another number of processes", "[dist][mpi][app]") {
-  std::string why = why_no_mpi();
-  if (!why.empty()) {
-    WARN("skipped: " << why);
-    return;
-  }
+  if (!mpi_runs_here()) return;
   test::ScratchDir tmp("anybit_mpi_resume");
   write_image_folder(tmp / "data", 8, 2);
   // A constant learning rate (multistep without milestones) and swap probability, so that a run of
@@ -376,11 +375,7 @@ TEST_CASE("a run resumes under another number of processes", "[dist][mpi][app]")
 }
 
 TEST_CASE("a rank that cannot read its data stops the whole job with one message naming it", "[dist][mpi][app]") {
-  std::string why = why_no_mpi();
-  if (!why.empty()) {
-    WARN("skipped: " << why);
-    return;
-  }
+  if (!mpi_runs_here()) return;
   test::ScratchDir tmp("anybit_mpi_fault");
   write_image_folder(tmp / "data", 4, 1);
   // 4 classes x 4 images and no shuffling of the failure: every image of class 3 is broken, so
