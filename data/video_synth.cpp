@@ -203,8 +203,10 @@ uint64_t clip_seed(uint64_t seed, int split, int64_t index) {
   return mix(mix(mix(seed) ^ (uint64_t)split) ^ (uint64_t)index);
 }
 
-std::vector<Image> render_motion_clip(const Image& src, Motion motion, int64_t size, int64_t frames, Generator& gen) {
+std::vector<Image> render_motion_clip(const Image& src, Motion motion, int64_t size, int64_t frames, Generator& gen,
+                                      double extent) {
   check_render_args(src, size, frames);
+  AB_CHECK(extent > 0 && extent <= 4, "render_motion_clip: the motion scale must be in (0, 4], got ", extent);
   double colour[3];
   Image bg = draw_scene(size, gen, colour);
   // The pose at the clip's middle (t = 0), the same distribution for every class.
@@ -214,7 +216,8 @@ std::vector<Image> render_motion_clip(const Image& src, Motion motion, int64_t s
   mid.scale = base_scale(src, size) * std::exp(uniform(gen, -0.2, 0.2));
   mid.angle = uniform(gen, -kPi, kPi);
   // The extents, all drawn whatever the class.
-  double pan = uniform(gen, 0.25, 0.4) * size, zoom = uniform(gen, 0.5, 0.9), turn = uniform(gen, 0.5, 0.8) * kPi;
+  double pan = uniform(gen, 0.25, 0.4) * size * extent, zoom = uniform(gen, 0.5, 0.9) * extent,
+         turn = uniform(gen, 0.5, 0.8) * kPi * extent;
   std::vector<Pose> poses(frames, mid);
   for (int64_t f = 0; f < frames; ++f) {
     double t = frame_time(f, frames);
@@ -347,7 +350,7 @@ VideoSynthSummary make_video_dataset(const VideoSynthOptions& opt, const Dataset
         int64_t index = motion ? (int64_t)gen.below(job.source->size())
                                : job.by_class[source_class][gen.below(job.by_class[source_class].size())];
         Image src = job.source->get(index).image;
-        std::vector<Image> frames = motion ? render_motion_clip(src, (Motion)source_class, opt.size, opt.frames, gen)
+        std::vector<Image> frames = motion ? render_motion_clip(src, (Motion)source_class, opt.size, opt.frames, gen, opt.motion_scale)
                                            : render_appearance_clip(src, opt.size, opt.frames, gen);
         char file[32];
         std::snprintf(file, sizeof file, "%05lld.mp4", (long long)i);

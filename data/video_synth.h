@@ -27,7 +27,7 @@
 //     scale (frame pixels per source pixel) 0.55 size / max(h, w) times e^U(-0.2, 0.2), angle
 //     uniform in [-pi, pi) (motion; appearance: within +-15 degrees, digits stay upright);
 //   the motion's extent: a pan of D = U(0.25, 0.4) size, a zoom by a factor e^L, L = U(0.5, 0.9),
-//     a rotation by U(0.5, 0.8) pi (appearance: a drift of U(0.05, 0.15) size in a direction
+//     a rotation by U(0.5, 0.8) pi, each times motion_scale (1 unless asked) (appearance: a drift of U(0.05, 0.15) size in a direction
 //     uniform in [0, 2 pi)).
 //   Frame f of F sits at time t = f / (F - 1) - 1/2, in [-1/2, 1/2]: pan_right has its centre at
 //   cx + t D, zoom_in the scale s e^(t L), rotate_cw the angle a + t R, and the other class of
@@ -91,6 +91,8 @@ struct VideoSynthOptions {
   int64_t fps = 15;
   std::string codec = "h264";   // VideoWriter's codec names (h264 falls back to mpeg4)
   int64_t quality = -1;         // VideoWriterOptions::quality (< 0: the codec's default)
+  double motion_scale = 1.0;    // motion: every extent (pan, zoom, turn) times this, in (0, 4]:
+                                // below 1 a subtler motion, a harder set (the TSM/TSN gap remains)
   uint64_t seed = 1;
 };
 
@@ -113,7 +115,10 @@ VideoSynthSummary make_video_dataset(const VideoSynthOptions& opt, const Dataset
 
 // The frames of one clip (frames images, size x size x 3) from the source image src (HWC, 1 or
 // 3 channels), every random choice drawn from gen as described above.
-std::vector<Image> render_motion_clip(const Image& src, Motion motion, int64_t size, int64_t frames, Generator& gen);
+// extent multiplies the motion's drawn extents (VideoSynthOptions::motion_scale); the draws themselves
+// do not change, so the clips of two scales differ only in how far things move.
+std::vector<Image> render_motion_clip(const Image& src, Motion motion, int64_t size, int64_t frames, Generator& gen,
+                                      double extent = 1.0);
 std::vector<Image> render_appearance_clip(const Image& src, int64_t size, int64_t frames, Generator& gen);
 
 // The seed of clip `index` of split `split` (0: train, 1: test): the three mixed by splitmix64,

@@ -330,6 +330,25 @@ TEST_CASE("synthetic motion set: pans move the image the named way; pan_left is 
     for (size_t f = 0; f < a.size(); ++f) REQUIRE(a[f].pixels == b[a.size() - 1 - f].pixels);
     REQUIRE(a.front().pixels != a.back().pixels);
   }
+
+  // --motion-scale: the same draws, the extent times the scale. The digit's pixels (its colour
+  // is >= 190 in every channel, the background <= 160) travel half as far at scale 0.5.
+  auto bright_centre_x = [](const Image& im) {
+    double sum = 0, n = 0;
+    for (int64_t y = 0; y < im.height; ++y)
+      for (int64_t x = 0; x < im.width; ++x)
+        if (im.at(y, x, 0) > 185 && im.at(y, x, 1) > 185 && im.at(y, x, 2) > 185) sum += x, n += 1;
+    REQUIRE(n > 0);
+    return sum / n;
+  };
+  Generator g1(9), g2(9);
+  auto full = render_motion_clip(source, Motion::PanRight, 64, 8, g1, 1.0);
+  auto half = render_motion_clip(source, Motion::PanRight, 64, 8, g2, 0.5);
+  double travel_full = bright_centre_x(full.back()) - bright_centre_x(full.front());
+  double travel_half = bright_centre_x(half.back()) - bright_centre_x(half.front());
+  REQUIRE(travel_full > 0.2 * 64);  // a pan of 0.25..0.4 of the frame
+  REQUIRE(travel_half / travel_full == Approx(0.5).margin(0.1));
+  REQUIRE(full[3].pixels != half[3].pixels);
 }
 
 TEST_CASE("anybit make-video-dataset: --help, and bad options fail naming the option", "[data][video]") {

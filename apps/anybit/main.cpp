@@ -58,7 +58,7 @@ const std::vector<Command>& commands() {
       {"make-video-dataset",
        "anybit make-video-dataset --variant motion|appearance --source DIR --out DIR [--option value ...]\n"
        "  render a synthetic labelled video set from an image dataset (MNIST, CIFAR, an image folder)",
-       {"variant", "source", "out", "train", "test", "size", "frames", "fps", "codec", "quality", "seed"},
+       {"variant", "source", "out", "train", "test", "size", "frames", "fps", "codec", "quality", "motion_scale", "seed"},
        app::make_video_dataset_options},
       {"export", "anybit export --run DIR [--out FILE] [--bits B,B,...]\n"
                  "  write a trained run as one deployment file: integer weight codes (lower bit-widths as the top\n"

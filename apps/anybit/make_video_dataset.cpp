@@ -27,6 +27,7 @@ std::vector<OptionInfo> make_video_dataset_options() {
       {"fps", "15", "frames per second written in the files"},
       {"codec", "h264", "h264 (libx264, or mpeg4 where FFmpeg lacks it), mpeg4 or mjpeg"},
       {"quality", "-1", "libx264 CRF 0-51 or mpeg4/mjpeg qscale 1-31, lower is better (-1: 18 / 3)"},
+      {"motion_scale", "1", "motion: every pan, zoom and rotation extent times this, in (0, 4] (< 1: harder)"},
       {"seed", "1", "the same seed gives byte-identical files"},
   };
 }
@@ -59,6 +60,8 @@ int cmd_make_video_dataset(const std::vector<std::string>& args) {
   AB_CHECK(opt.codec == "h264" || opt.codec == "mpeg4" || opt.codec == "mjpeg",
            "--codec: expected h264, mpeg4 or mjpeg, got '", opt.codec, "'");
   opt.quality = cfg.integer("quality");
+  opt.motion_scale = cfg.number("motion_scale");
+  AB_CHECK(opt.motion_scale > 0 && opt.motion_scale <= 4, "--motion-scale: must be in (0, 4], got ", opt.motion_scale);
   int64_t seed = cfg.integer("seed");
   AB_CHECK(seed >= 0, "--seed: must be >= 0, got ", seed);
   opt.seed = (uint64_t)seed;
