@@ -1,0 +1,460 @@
+// int_engine.cpp - integer inference of an exported CIFAR ResNet (see int_engine.h).
+#include "quant/int_engine.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <sstream>
+#include <tuple>
+
+#include "quant/export.h"
+#include "tensor/ops.h"
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+namespace anybit::quant {
+
+// ---- the integer product ------------------------------------------------------------------------
+
+namespace {
+std::atomic<bool> g_use_simd{true};
+}  // namespace
+
+void IntMatmul::use_simd(bool on) { g_use_simd = on; }
+bool IntMatmul::simd_available() {
+#if defined(__AVX2__)
+  return true;
+#else
+  return false;
+#endif
+}
+
+IntMatmul::IntMatmul(const std::vector<int8_t>& w, int64_t M, int64_t K, int weight_bits, int act_bits)
+    : M_(M), K_(K), Kp_((K + 31) / 32 * 32), Mp_((M + 7) / 8 * 8) {
+  AB_CHECK(M >= 1 && K >= 1 && (int64_t)w.size() == M * K, "IntMatmul: ", w.size(), " weights for ", M, " x ", K);
+  AB_CHECK(weight_bits >= 1 && weight_bits <= 8 && act_bits >= 1 && act_bits <= 8, "IntMatmul: ", weight_bits,
+           "-bit weights and ", act_bits, "-bit activations (each must be in 1..8)");
+  const int32_t wlo = -(1 << (weight_bits - 1)), whi = (1 << (weight_bits - 1)) - 1;
+  for (int8_t v : w) AB_CHECK(v >= wlo && v <= whi, "IntMatmul: weight code ", (int)v, " is not a ", weight_bits, "-bit signed code");
+  plain_.assign(M * Kp_, 0);
+  for (int64_t m = 0; m < M; ++m) std::copy(w.begin() + m * K, w.begin() + (m + 1) * K, plain_.begin() + m * Kp_);
+
+  // vpmaddubsw adds two products u q into one int16 and saturates it: split q = 16 hi + lo when
+  // 2 umax |q|max can pass 32767 (only 8-bit weights with 8-bit codes).
+  const int32_t umax = (1 << act_bits) - 1, qmax = 1 << (weight_bits - 1);
+  std::vector<std::vector<int8_t>> halves;
+  std::vector<int32_t> bound;  // the largest |q| of each plane
+  if (2 * umax * qmax > 32767) {
+    std::vector<int8_t> hi(plain_.size()), lo(plain_.size());
+    for (size_t i = 0; i < plain_.size(); ++i) {
+      hi[i] = int8_t(plain_[i] >> 4);  // arithmetic shift: floor(q / 16), in -8..7
+      lo[i] = int8_t(plain_[i] & 15);  // q - 16 hi, in 0..15
+    }
+    halves = {hi, lo};
+    plane_mult_ = {16, 1};
+    bound = {8, 15};
+  } else {
+    halves = {plain_};
+    plane_mult_ = {1};
+    bound = {qmax};
+  }
+  // Each int16 lane gains at most 2 umax bound per 4-byte step: sum that many steps, then widen.
+  const int32_t worst = 2 * umax * *std::max_element(bound.begin(), bound.end());
+  flush_ = std::max(1, 32767 / std::max(1, worst));
+  // The kernel's order: [Mp / 8][Kp / 4][8][4], channels beyond M zero.
+  const int64_t G = Kp_ / 4;
+  for (auto& h : halves) {
+    std::vector<int8_t> packed(Mp_ * Kp_, 0);
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t k = 0; k < Kp_; ++k) packed[((m / 8) * G + k / 4) * 32 + (m % 8) * 4 + k % 4] = h[m * Kp_ + k];
+    planes_.push_back(std::move(packed));
+  }
+}
+
+namespace {
+
+void matmul_portable(const uint8_t* x, int64_t P, int64_t Kp, const int8_t* w, int64_t M, int32_t* acc) {
+  for (int64_t p = 0; p < P; ++p)
+    for (int64_t m = 0; m < M; ++m) {
+      const uint8_t* xr = x + p * Kp;
+      const int8_t* wr = w + m * Kp;
+      int32_t s = 0;
+      for (int64_t k = 0; k < Kp; ++k) s += int32_t(xr[k]) * int32_t(wr[k]);
+      acc[p * M + m] = s;
+    }
+}
+
+#if defined(__AVX2__)
+// PB rows of x against 8 channels: acc[i] (8 int32 lanes, one per channel) += their dot
+// products over all Kp. w: the 8 channels' [Kp / 4][8][4] block.
+template <int PB>
+inline void rows_times_block(const uint8_t* x, int64_t Kp, const int8_t* w, int flush, __m256i* acc) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  const int64_t G = Kp / 4;
+  for (int64_t g0 = 0; g0 < G; g0 += flush) {
+    const int64_t g1 = std::min<int64_t>(G, g0 + flush);
+    __m256i s[PB];
+    for (int i = 0; i < PB; ++i) s[i] = _mm256_setzero_si256();
+    for (int64_t g = g0; g < g1; ++g) {
+      const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + g * 32));
+      for (int i = 0; i < PB; ++i) {
+        int32_t four;  // x's 4 bytes k = 4g .. 4g + 3, copied to all 8 lanes
+        std::memcpy(&four, x + i * Kp + g * 4, 4);
+        s[i] = _mm256_add_epi16(s[i], _mm256_maddubs_epi16(_mm256_set1_epi32(four), wv));
+      }
+    }
+    for (int i = 0; i < PB; ++i) acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(s[i], ones));
+  }
+}
+
+template <int PB>
+void rows_avx2(const uint8_t* x, int64_t Kp, const std::vector<std::vector<int8_t>>& planes,
+               const std::vector<int32_t>& mult, int flush, int64_t M, int64_t Mp, int32_t* acc) {
+  const int64_t G = Kp / 4;
+  for (int64_t mb = 0; mb < Mp / 8; ++mb) {
+    __m256i total[PB];
+    for (int i = 0; i < PB; ++i) total[i] = _mm256_setzero_si256();
+    for (size_t h = 0; h < planes.size(); ++h) {
+      __m256i part[PB];
+      for (int i = 0; i < PB; ++i) part[i] = _mm256_setzero_si256();
+      rows_times_block<PB>(x, Kp, planes[h].data() + mb * G * 32, flush, part);
+      const __m256i k = _mm256_set1_epi32(mult[h]);
+      for (int i = 0; i < PB; ++i) total[i] = _mm256_add_epi32(total[i], _mm256_mullo_epi32(part[i], k));
+    }
+    for (int i = 0; i < PB; ++i) {
+      if (mb * 8 + 8 <= M) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + i * M + mb * 8), total[i]);
+      } else {  // the last, partial block of channels
+        alignas(32) int32_t lanes[8];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), total[i]);
+        for (int64_t m = mb * 8; m < M; ++m) acc[i * M + m] = lanes[m - mb * 8];
+      }
+    }
+  }
+}
+#endif
+
+}  // namespace
+
+void IntMatmul::run(const uint8_t* x, int64_t P, int32_t* acc) const {
+#if defined(__AVX2__)
+  if (g_use_simd) {
+    constexpr int PB = 4;
+    int64_t p = 0;
+    for (; p + PB <= P; p += PB) rows_avx2<PB>(x + p * Kp_, Kp_, planes_, plane_mult_, flush_, M_, Mp_, acc + p * M_);
+    for (; p < P; ++p) rows_avx2<1>(x + p * Kp_, Kp_, planes_, plane_mult_, flush_, M_, Mp_, acc + p * M_);
+    return;
+  }
+#endif
+  matmul_portable(x, P, Kp_, plain_.data(), M_, acc);
+}
+
+std::vector<int64_t> int_matmul_reference(const std::vector<uint8_t>& x, const std::vector<int8_t>& w, int64_t P,
+                                          int64_t M, int64_t K) {
+  std::vector<int64_t> out(P * M, 0);
+  for (int64_t p = 0; p < P; ++p)
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t k = 0; k < K; ++k) out[p * M + m] += int64_t(x[p * K + k]) * int64_t(w[m * K + k]);
+  return out;
+}
+
+// ---- activation codes -----------------------------------------------------------------------------
+
+// The same float operations as pact_forward and lsq_forward (quantizers.cpp, lsq.cpp), so that
+// the codes are the fake-quantized network's, bit for bit.
+uint8_t ActCodes::code(float x) const {
+  if (lsq) {
+    float q = x / step;
+    q = q < 0.0f ? 0.0f : (q > levels ? levels : q);
+    return (uint8_t)std::nearbyint(q);
+  }
+  const float scale = levels / clip;
+  const float v = x < 0.0f ? 0.0f : (x > clip ? clip : x);
+  return (uint8_t)std::nearbyint(v * scale);
+}
+
+// ---- reading the network from the file ----------------------------------------------------------
+
+namespace {
+
+const Tensor& need(const nn::SafeTensors& file, const std::string& name, const std::string& why) {
+  const Tensor* t = file.find(name);
+  AB_CHECK(t, "integer engine: the export file has no tensor ", name, " (", why, ")");
+  return *t;
+}
+
+double scalar(const nn::SafeTensors& file, const std::string& name, const std::string& why) {
+  return need(file, name, why).to_vector<double>().at(0);
+}
+
+ActCodes act_codes(const nn::SafeTensors& file, const std::string& layer, int bits, const std::string& kind) {
+  ActCodes a;
+  const std::string b = std::to_string(bits);
+  a.levels = float((1 << bits) - 1);
+  if (kind == "lsq") {
+    a.lsq = true;
+    a.step = (float)scalar(file, layer + ".act_step_b" + b, "LSQ's activation step");
+    AB_CHECK(a.step > 0, "integer engine: ", layer, ": LSQ step ", a.step, " at ", bits, " bits is not positive");
+    a.unit = a.step;
+  } else {
+    a.clip = (float)scalar(file, layer + ".clip_b" + b, "PACT's clip value");
+    AB_CHECK(a.clip > 0, "integer engine: ", layer, ": PACT clip ", a.clip, " at ", bits, " bits is not positive");
+    a.unit = a.clip / a.levels;  // pact_forward's inv = a / levels, in float
+  }
+  return a;
+}
+
+std::pair<std::vector<float>, std::vector<float>> folded_bn(const nn::SafeTensors& file, const std::string& bn, int bits,
+                                                            int64_t channels) {
+  const std::string k = bn + ".b" + std::to_string(bits);
+  auto scale = need(file, k + ".scale", "the folded BN").to_vector<float>();
+  auto shift = need(file, k + ".shift", "the folded BN").to_vector<float>();
+  AB_CHECK((int64_t)scale.size() == channels && (int64_t)shift.size() == channels, "integer engine: ", bn, " has ",
+           scale.size(), " channels, its conv ", channels);
+  return {scale, shift};
+}
+
+IntConv read_conv(const nn::SafeTensors& file, const std::string& name, const std::string& bn, int bits, int64_t stride,
+                  const std::string& act_kind) {
+  IntConv c;
+  c.name = name;
+  auto shape = need(file, name + ".shape", "a quantized layer's shape").to_vector<int64_t>();
+  AB_CHECK(shape.size() == 4 && shape[2] == shape[3] && (shape[2] == 1 || shape[2] == 3), "integer engine: ", name,
+           " is not a 1x1 or 3x3 convolution (shape of ", shape.size(), " dims)");
+  c.cout = shape[0], c.cin = shape[1], c.kernel = shape[2], c.stride = stride, c.pad = c.kernel / 2;
+  c.act = act_codes(file, name, bits, act_kind);
+
+  // The unsigned codes t of this bit-width (export.h: the first code_bits - shift planes).
+  const std::string k = name + ".b" + std::to_string(bits);
+  AB_CHECK(!file.find(k + ".weight"), "integer engine: ", name, " is stored in float at ", bits, " bits");
+  const bool own = file.find(k + ".codes") != nullptr;
+  const Tensor& codes = need(file, own ? k + ".codes" : name + ".codes", "weight codes");
+  const int code_bits = (int)scalar(file, own ? k + ".code_bits" : name + ".code_bits", "weight code bits");
+  const int shift = (int)scalar(file, k + ".shift", "weight code shift");
+  const int n = code_bits - shift;  // the bits of t
+  AB_CHECK(n >= 1 && n <= 8, "integer engine: ", name, " has ", n, "-bit weight codes at ", bits,
+           " bits (the integer kernels take 1..8)");
+  const int64_t count = c.cout * c.cin * c.kernel * c.kernel;
+  std::vector<int64_t> t = unpack_codes(codes.data<uint8_t>(), (size_t)codes.numel(), count, code_bits, n);
+  // w = scale (t << shift) + offset = S q + O, q = t - z (int_engine.h)
+  const double S = scalar(file, k + ".scale", "weight scale") * std::ldexp(1.0, shift);
+  const int64_t z = int64_t(1) << (n - 1);
+  const double O = scalar(file, k + ".offset", "weight offset") + S * double(z);
+  // The file's order is (m, c, ky, kx); the gathered windows' is (ky, kx, c).
+  const int64_t K = c.cin * c.kernel * c.kernel;
+  std::vector<int8_t> q(c.cout * K);
+  for (int64_t m = 0; m < c.cout; ++m)
+    for (int64_t ci = 0; ci < c.cin; ++ci)
+      for (int64_t ky = 0; ky < c.kernel; ++ky)
+        for (int64_t kx = 0; kx < c.kernel; ++kx)
+          q[m * K + (ky * c.kernel + kx) * c.cin + ci] =
+              int8_t(t[((m * c.cin + ci) * c.kernel + ky) * c.kernel + kx] - z);
+  c.matmul = IntMatmul(q, c.cout, K, n, bits);
+
+  auto [g, h] = folded_bn(file, bn, bits, c.cout);
+  std::vector<float> bias(c.cout, 0.0f);
+  if (const Tensor* b = file.find(name + ".bias")) bias = b->to_vector<float>();
+  const double D = c.act.unit;
+  for (int64_t m = 0; m < c.cout; ++m) {
+    c.alpha.push_back(float(D * S * g[m]));
+    c.beta.push_back(float(D * O * g[m]));
+    c.gamma.push_back(float(h[m] + double(g[m]) * bias[m]));
+  }
+  return c;
+}
+
+}  // namespace
+
+IntegerResNet::IntegerResNet(const nn::SafeTensors& file, int bits) : bits_(bits) {
+  auto meta = [&](const char* key) {
+    auto it = file.metadata.find(key);
+    return it == file.metadata.end() ? std::string() : it->second;
+  };
+  AB_CHECK(meta("format") == "anybit-export-1", "integer engine: not an anybit export file (format '", meta("format"),
+           "'; write one with anybit export)");
+  AB_CHECK(meta("arch") == "resnet20", "integer engine: the model is ", meta("arch"),
+           "; the integer engine runs the CIFAR ResNets (resnet20) so far");
+  const std::string act = meta("act_quant");
+  AB_CHECK(act == "pact" || act == "lsq", "integer engine: activation quantizer '", act,
+           "' has no integer form here (pact and lsq have)");
+  bool exported = false;
+  std::stringstream list(meta("export_bits"));  // "8,4,2"
+  for (std::string item; std::getline(list, item, ',');) exported = exported || item == std::to_string(bits);
+  AB_CHECK(exported && bits >= 1 && bits <= 8, "integer engine: ", bits, " bits: the file holds ",
+           meta("export_bits"), " (the integer kernels take 1..8)");
+
+  stem_w_ = need(file, "conv1.weight", "the FP stem");
+  if (const Tensor* b = file.find("conv1.bias")) stem_b_ = *b;
+  std::tie(stem_scale_, stem_shift_) = folded_bn(file, "bn1", bits, stem_w_.size(0));
+  fc_w_ = need(file, "fc.weight", "the FP classifier");
+  fc_b_ = need(file, "fc.bias", "the FP classifier");
+
+  for (int stage = 1; file.find("layer" + std::to_string(stage) + ".0.conv1.shape"); ++stage)
+    for (int i = 0;; ++i) {
+      const std::string p = "layer" + std::to_string(stage) + "." + std::to_string(i);
+      if (!file.find(p + ".conv1.shape")) break;
+      const int64_t stride = (stage > 1 && i == 0) ? 2 : 1;  // CifarResNet (nn/models.cpp)
+      IntBlock b;
+      b.conv1 = read_conv(file, p + ".conv1", p + ".bn1", bits, stride, act);
+      b.conv2 = read_conv(file, p + ".conv2", p + ".bn2", bits, 1, act);
+      b.has_shortcut = file.find(p + ".shortcut.0.shape") != nullptr;
+      if (b.has_shortcut) b.shortcut = read_conv(file, p + ".shortcut.0", p + ".shortcut.1", bits, stride, act);
+      blocks_.push_back(std::move(b));
+    }
+  AB_CHECK(!blocks_.empty(), "integer engine: no residual block (layer1.0.conv1) in the file");
+}
+
+// ---- running it -----------------------------------------------------------------------------------
+
+namespace {
+
+// An NHWC activation map: float (the residual stream) or u8 codes.
+struct Geometry {
+  int64_t n = 0, h = 0, w = 0, c = 0;
+  int64_t pixels() const { return n * h * w; }
+};
+
+// What the epilogue writes for output pixel p, channel m, from v = BN(conv)[p][m]:
+//   codes_next != null: relu, then the next conv's codes (conv1 -> conv2);
+//   residual != null:   relu(v + residual[p][m]) to out_float (conv2 -> the block's output);
+//   otherwise:          v to out_float (the projection shortcut).
+struct Epilogue {
+  const ActCodes* codes_next = nullptr;
+  uint8_t* out_codes = nullptr;
+  const float* residual = nullptr;
+  float* out_float = nullptr;
+};
+
+// One conv over a whole batch: each thread gathers a tile of output pixels' windows (im2col,
+// with the window's code sum), multiplies them by the weights and applies the epilogue, so a
+// tile's rows and sums stay in that thread's cache.
+void run_conv(const IntConv& c, const uint8_t* in, const Geometry& g, const Epilogue& e, Geometry* out_geom) {
+  const int64_t oh = (g.h + 2 * c.pad - c.kernel) / c.stride + 1, ow = (g.w + 2 * c.pad - c.kernel) / c.stride + 1;
+  *out_geom = {g.n, oh, ow, c.cout};
+  const int64_t P = g.n * oh * ow, Kp = c.matmul.padded_k(), M = c.cout, C = g.c;
+  AB_CHECK(C == c.cin, "integer engine: ", c.name, " takes ", c.cin, " channels, got ", C);
+  constexpr int64_t kTile = 64;
+  const int64_t tiles = (P + kTile - 1) / kTile;
+#pragma omp parallel
+  {
+    std::vector<uint8_t> rows(kTile * Kp);
+    std::vector<int32_t> sums(kTile), acc(kTile * M);
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t p0 = t * kTile, np = std::min(kTile, P - p0);
+      for (int64_t r = 0; r < np; ++r) {
+        const int64_t p = p0 + r, n = p / (oh * ow), oy = (p / ow) % oh, ox = p % ow;
+        uint8_t* dst = rows.data() + r * Kp;
+        int32_t sum = 0;
+        for (int64_t ky = 0; ky < c.kernel; ++ky)
+          for (int64_t kx = 0; kx < c.kernel; ++kx, dst += C) {
+            const int64_t iy = oy * c.stride - c.pad + ky, ix = ox * c.stride - c.pad + kx;
+            if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) {
+              std::memset(dst, 0, C);  // zero padding: code 0 is the value 0
+              continue;
+            }
+            const uint8_t* src = in + ((n * g.h + iy) * g.w + ix) * C;
+            std::memcpy(dst, src, C);
+            for (int64_t ci = 0; ci < C; ++ci) sum += src[ci];
+          }
+        std::memset(dst, 0, Kp - c.kernel * c.kernel * C);
+        sums[r] = sum;
+      }
+      c.matmul.run(rows.data(), np, acc.data());
+      for (int64_t r = 0; r < np; ++r) {
+        const int64_t p = p0 + r;
+        const int32_t* a = acc.data() + r * M;
+        const float s = float(sums[r]);
+        if (e.codes_next) {
+          uint8_t* o = e.out_codes + p * M;
+          for (int64_t m = 0; m < M; ++m) o[m] = e.codes_next->code(c.alpha[m] * float(a[m]) + c.beta[m] * s + c.gamma[m]);
+        } else if (e.residual) {
+          const float* res = e.residual + p * M;
+          float* o = e.out_float + p * M;
+          for (int64_t m = 0; m < M; ++m) o[m] = std::max(0.0f, c.alpha[m] * float(a[m]) + c.beta[m] * s + c.gamma[m] + res[m]);
+        } else {
+          float* o = e.out_float + p * M;
+          for (int64_t m = 0; m < M; ++m) o[m] = c.alpha[m] * float(a[m]) + c.beta[m] * s + c.gamma[m];
+        }
+      }
+    }
+  }
+}
+
+void quantize_map(const float* x, int64_t count, const ActCodes& q, uint8_t* out) {
+#pragma omp parallel for schedule(static) if (count >= (1 << 15))
+  for (int64_t i = 0; i < count; ++i) out[i] = q.code(x[i]);
+}
+
+}  // namespace
+
+std::vector<float> int_conv_bn(const IntConv& c, const uint8_t* codes, int64_t n, int64_t h, int64_t w) {
+  Geometry in{n, h, w, c.cin}, out;
+  const int64_t oh = (h + 2 * c.pad - c.kernel) / c.stride + 1, ow = (w + 2 * c.pad - c.kernel) / c.stride + 1;
+  std::vector<float> y(n * oh * ow * c.cout);
+  run_conv(c, codes, in, {nullptr, nullptr, nullptr, y.data()}, &out);
+  return y;
+}
+
+Tensor IntegerResNet::forward(const Tensor& images) {
+  AB_CHECK(images.dim() == 4 && images.size(1) == stem_w_.size(1), "integer engine: expected images (N, ",
+           stem_w_.size(1), ", H, W), got ", shape_str(images.shape()));
+  AB_CHECK(images.dtype() == DType::F32 && images.device().is_cpu(), "integer engine: images must be float32 on the CPU");
+  // The FP stem: conv, then its folded BN and ReLU, to the NHWC residual stream.
+  Tensor y = conv2d(images.contiguous(), stem_w_, stem_b_, Conv2dOptions::make(1, stem_w_.size(2) / 2)).contiguous();
+  Geometry g{y.size(0), y.size(2), y.size(3), y.size(1)};
+  std::vector<float> x(g.pixels() * g.c);
+  {
+    const float* src = y.data<float>();
+    const int64_t hw = g.h * g.w;
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < g.n; ++n)
+      for (int64_t c = 0; c < g.c; ++c)
+        for (int64_t i = 0; i < hw; ++i)
+          x[(n * hw + i) * g.c + c] = std::max(0.0f, src[(n * g.c + c) * hw + i] * stem_scale_[c] + stem_shift_[c]);
+  }
+  std::vector<uint8_t> u1, u2, us;
+  std::vector<float> sc, out;
+  for (const IntBlock& b : blocks_) {
+    // The block's input, in each consumer's codes.
+    u1.resize(x.size());
+    quantize_map(x.data(), (int64_t)x.size(), b.conv1.act, u1.data());
+    Geometry g1, g2, gs;
+    // conv1 -> BN1 -> ReLU -> conv2's codes
+    u2.resize(g.n * g.h * g.w * b.conv1.cout);  // enough: stride >= 1
+    run_conv(b.conv1, u1.data(), g, {&b.conv2.act, u2.data(), nullptr, nullptr}, &g1);
+    // the shortcut: the input itself, or the 1x1 projection's BN output
+    const float* residual = x.data();
+    if (b.has_shortcut) {
+      us.resize(x.size());
+      quantize_map(x.data(), (int64_t)x.size(), b.shortcut.act, us.data());
+      sc.resize(g1.pixels() * b.shortcut.cout);
+      run_conv(b.shortcut, us.data(), g, {nullptr, nullptr, nullptr, sc.data()}, &gs);
+      residual = sc.data();
+    } else {
+      AB_CHECK(g.c == b.conv2.cout, "integer engine: ", b.conv1.name, ": identity shortcut of ", g.c, " channels into ",
+               b.conv2.cout);
+    }
+    // conv2 -> BN2 -> + shortcut -> ReLU: the block's output
+    out.resize(g1.pixels() * b.conv2.cout);
+    run_conv(b.conv2, u2.data(), g1, {nullptr, nullptr, residual, out.data()}, &g2);
+    x.swap(out);
+    g = g2;
+  }
+  // Global average pool and the FP classifier.
+  Tensor pooled = Tensor::empty({g.n, g.c});
+  float* pd = pooled.data<float>();
+  const int64_t hw = g.h * g.w;
+  for (int64_t n = 0; n < g.n; ++n)
+    for (int64_t c = 0; c < g.c; ++c) {
+      float s = 0;
+      for (int64_t i = 0; i < hw; ++i) s += x[(n * hw + i) * g.c + c];
+      pd[n * g.c + c] = s / float(hw);
+    }
+  return linear(pooled, fc_w_, fc_b_);
+}
+
+}  // namespace anybit::quant
