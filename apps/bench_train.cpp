@@ -15,10 +15,15 @@
 //                     dynamic block swapping)
 //   quant4_train      quantized ResNet-20 with bit set {4}: one forward + CE + backward + step;
 //                     compared with resnet20_train it gives the cost of quantization itself
-// Only with --only (minutes per step here; the compute side of the data-parallel scaling model
-// in docs/BENCHMARKS.md):
+// Only with --only (the ImageNet ResNets take minutes per step here: the compute side of the
+// data-parallel scaling model in docs/BENCHMARKS.md; the integer engine's in scripts/bench_int.sh):
 //   resnet18_train    ImageNet ResNet-18, batch 32 of (3, 224, 224), the resnet20_train step
 //   resnet50_train    ImageNet ResNet-50, batch 32 of (3, 224, 224)
+//   resnet20_infer_1  resnet20_infer at batch 1 (latency)
+//   int<b>_infer      the integer engine (quant/int_engine.h) at b bits (8, 6, 4 or 2), batch 128:
+//                     a quantized ResNet-20 {8,6,4,2} with LSQ weights and activations (the
+//                     quantizers of the CIFAR `ours` checkpoint), random weights, exported to a
+//                     temporary file and read back; int<b>_infer_1 the same at batch 1
 // Timing: `warmup` untimed steps, then `repeats` timed runs of `steps` steps each; the figure is
 // batch * steps / time of the median run.
 //
@@ -36,10 +41,13 @@
 #include <sstream>
 #include <string>
 #include <vector>
+#include <unistd.h>
 
 #include "autograd/autograd.h"
 #include "nn/models.h"
 #include "nn/optim.h"
+#include "quant/export.h"
+#include "quant/int_engine.h"
 #include "quant/joint_trainer.h"
 #include "quant/qmodel.h"
 #include "tensor/cpu/kernels.h"
@@ -122,6 +130,36 @@ Workload quant_train(std::vector<int> bit_set, const quant::MethodConfig& cfg, i
           }};
 }
 
+// The integer engine at `bits`, on an exported quantized ResNet-20 (see the list above).
+Workload int_infer(int bits, int64_t batch) {
+  Generator g(7);
+  quant::QuantOptions qo;
+  qo.bit_set = {8, 6, 4, 2};
+  qo.weight_quant = "lsq";
+  qo.act_quant = "lsq";
+  quant::QuantModel model("resnet20", 10, qo, 1);
+  Tensor x = random_images(batch, {3, 32, 32}, g);
+  {
+    NoGradGuard ng;
+    Tensor init = random_images(16, {3, 32, 32}, g);
+    for (int b : qo.bit_set) {  // LSQ's steps from a first batch, BN statistics off their defaults
+      model.set_bits(b);
+      model.forward(init);
+    }
+  }
+  char path[] = "/tmp/anybit_bench_int_XXXXXX";
+  int fd = mkstemp(path);
+  AB_CHECK(fd >= 0, "bench_train: cannot create a temporary file in /tmp");
+  close(fd);
+  quant::export_model(model, qo.bit_set, path);
+  auto engine = std::make_shared<quant::IntegerResNet>(nn::read_safetensors(path), bits);
+  std::remove(path);
+  return {batch, [engine, x] {
+            Tensor logits = engine->forward(x);
+            (void)logits;
+          }};
+}
+
 quant::MethodConfig plain_joint_ce() {
   quant::MethodConfig c;
   c.teacher = quant::TeacherRule::None;
@@ -135,13 +173,20 @@ const std::vector<std::string>& workload_names() {
   return names;
 }
 const std::vector<std::string>& extra_workload_names() {
-  static const std::vector<std::string> names{"resnet18_train", "resnet50_train"};
+  static const std::vector<std::string> names{"resnet18_train", "resnet50_train", "resnet20_infer_1", "int8_infer",
+                                              "int6_infer",     "int4_infer",     "int2_infer",       "int8_infer_1",
+                                              "int6_infer_1",   "int4_infer_1",   "int2_infer_1"};
   return names;
 }
 
 Workload make_workload(const std::string& name) {
   if (name == "resnet20_train") return fp_train("resnet20", 128);
   if (name == "resnet20_infer") return fp_infer("resnet20", 128);
+  if (name == "resnet20_infer_1") return fp_infer("resnet20", 1);
+  for (int b : {8, 6, 4, 2}) {
+    if (name == "int" + std::to_string(b) + "_infer") return int_infer(b, 128);
+    if (name == "int" + std::to_string(b) + "_infer_1") return int_infer(b, 1);
+  }
   if (name == "resnet18_train") return fp_train("resnet18", 32);
   if (name == "resnet50_train") return fp_train("resnet50", 32);
   if (name == "lenet5_train") return fp_train("lenet5", 256);

@@ -88,52 +88,85 @@ void matmul_portable(const uint8_t* x, int64_t P, int64_t Kp, const int8_t* w, i
 }
 
 #if defined(__AVX2__)
-// PB rows of x against 8 channels: acc[i] (8 int32 lanes, one per channel) += their dot
-// products over all Kp. w: the 8 channels' [Kp / 4][8][4] block.
-template <int PB>
-inline void rows_times_block(const uint8_t* x, int64_t Kp, const int8_t* w, int flush, __m256i* acc) {
+// PB rows of x against MB blocks of 8 channels: acc[j][i] (8 int32 lanes, one per channel of
+// block j) += row i's dot products over all Kp. w: the first block's [Kp / 4][8][4] bytes, the
+// next blocks following it. Each 4 bytes of a row are broadcast once and used for MB blocks.
+template <int PB, int MB>
+inline void rows_times_blocks(const uint8_t* x, int64_t Kp, const int8_t* w, int flush, __m256i (*acc)[PB]) {
   const __m256i ones = _mm256_set1_epi16(1);
   const int64_t G = Kp / 4;
   for (int64_t g0 = 0; g0 < G; g0 += flush) {
     const int64_t g1 = std::min<int64_t>(G, g0 + flush);
-    __m256i s[PB];
-    for (int i = 0; i < PB; ++i) s[i] = _mm256_setzero_si256();
+    __m256i s[MB][PB];
+    for (int j = 0; j < MB; ++j)
+      for (int i = 0; i < PB; ++i) s[j][i] = _mm256_setzero_si256();
     for (int64_t g = g0; g < g1; ++g) {
-      const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + g * 32));
+      __m256i wv[MB];
+      for (int j = 0; j < MB; ++j) wv[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + (j * G + g) * 32));
       for (int i = 0; i < PB; ++i) {
         int32_t four;  // x's 4 bytes k = 4g .. 4g + 3, copied to all 8 lanes
         std::memcpy(&four, x + i * Kp + g * 4, 4);
-        s[i] = _mm256_add_epi16(s[i], _mm256_maddubs_epi16(_mm256_set1_epi32(four), wv));
+        const __m256i xv = _mm256_set1_epi32(four);
+        for (int j = 0; j < MB; ++j) s[j][i] = _mm256_add_epi16(s[j][i], _mm256_maddubs_epi16(xv, wv[j]));
       }
     }
-    for (int i = 0; i < PB; ++i) acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(s[i], ones));
+    for (int j = 0; j < MB; ++j)
+      for (int i = 0; i < PB; ++i) acc[j][i] = _mm256_add_epi32(acc[j][i], _mm256_madd_epi16(s[j][i], ones));
   }
 }
 
+template <int PB, int MB>
+void rows_blocks_avx2(const uint8_t* x, int64_t Kp, const std::vector<std::vector<int8_t>>& planes,
+                      const std::vector<int32_t>& mult, int flush, int64_t mb, int64_t M, int32_t* acc) {
+  const int64_t G = Kp / 4;
+  __m256i total[MB][PB];
+  for (int j = 0; j < MB; ++j)
+    for (int i = 0; i < PB; ++i) total[j][i] = _mm256_setzero_si256();
+  for (size_t h = 0; h < planes.size(); ++h) {
+    __m256i part[MB][PB];
+    for (int j = 0; j < MB; ++j)
+      for (int i = 0; i < PB; ++i) part[j][i] = _mm256_setzero_si256();
+    rows_times_blocks<PB, MB>(x, Kp, planes[h].data() + mb * G * 32, flush, part);
+    const __m256i k = _mm256_set1_epi32(mult[h]);
+    for (int j = 0; j < MB; ++j)
+      for (int i = 0; i < PB; ++i) total[j][i] = _mm256_add_epi32(total[j][i], _mm256_mullo_epi32(part[j][i], k));
+  }
+  for (int j = 0; j < MB; ++j)
+    for (int i = 0; i < PB; ++i) {
+      const int64_t m0 = (mb + j) * 8;
+      if (m0 + 8 <= M) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + i * M + m0), total[j][i]);
+      } else {  // the last, partial block of channels
+        alignas(32) int32_t lanes[8];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), total[j][i]);
+        for (int64_t m = m0; m < M; ++m) acc[i * M + m] = lanes[m - m0];
+      }
+    }
+}
+
+// All channel blocks for PB rows: two blocks at a time, then the odd one.
 template <int PB>
 void rows_avx2(const uint8_t* x, int64_t Kp, const std::vector<std::vector<int8_t>>& planes,
                const std::vector<int32_t>& mult, int flush, int64_t M, int64_t Mp, int32_t* acc) {
-  const int64_t G = Kp / 4;
-  for (int64_t mb = 0; mb < Mp / 8; ++mb) {
-    __m256i total[PB];
-    for (int i = 0; i < PB; ++i) total[i] = _mm256_setzero_si256();
-    for (size_t h = 0; h < planes.size(); ++h) {
-      __m256i part[PB];
-      for (int i = 0; i < PB; ++i) part[i] = _mm256_setzero_si256();
-      rows_times_block<PB>(x, Kp, planes[h].data() + mb * G * 32, flush, part);
-      const __m256i k = _mm256_set1_epi32(mult[h]);
-      for (int i = 0; i < PB; ++i) total[i] = _mm256_add_epi32(total[i], _mm256_mullo_epi32(part[i], k));
-    }
-    for (int i = 0; i < PB; ++i) {
-      if (mb * 8 + 8 <= M) {
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + i * M + mb * 8), total[i]);
-      } else {  // the last, partial block of channels
-        alignas(32) int32_t lanes[8];
-        _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), total[i]);
-        for (int64_t m = mb * 8; m < M; ++m) acc[i * M + m] = lanes[m - mb * 8];
-      }
-    }
-  }
+  int64_t mb = 0;
+  for (; mb + 2 <= Mp / 8; mb += 2) rows_blocks_avx2<PB, 2>(x, Kp, planes, mult, flush, mb, M, acc);
+  for (; mb < Mp / 8; ++mb) rows_blocks_avx2<PB, 1>(x, Kp, planes, mult, flush, mb, M, acc);
+}
+
+// The sum of n bytes (n a multiple of 32): vpsadbw adds 8 bytes at a time into 64-bit lanes.
+inline uint32_t byte_sum(const uint8_t* p, int64_t n) {
+  __m256i s = _mm256_setzero_si256();
+  for (int64_t k = 0; k < n; k += 32)
+    s = _mm256_add_epi64(s, _mm256_sad_epu8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + k)), _mm256_setzero_si256()));
+  alignas(32) uint64_t lanes[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), s);
+  return uint32_t(lanes[0] + lanes[1] + lanes[2] + lanes[3]);
+}
+#else
+inline uint32_t byte_sum(const uint8_t* p, int64_t n) {
+  uint32_t s = 0;
+  for (int64_t k = 0; k < n; ++k) s += p[k];
+  return s;
 }
 #endif
 
@@ -174,6 +207,19 @@ uint8_t ActCodes::code(float x) const {
   const float scale = levels / clip;
   const float v = x < 0.0f ? 0.0f : (x > clip ? clip : x);
   return (uint8_t)std::nearbyint(v * scale);
+}
+
+// The same, for n values at once: written without branches so that the compiler vectorises it.
+void ActCodes::codes(const float* x, int64_t n, uint8_t* out) const {
+  if (lsq) {
+    const float s = step, top = levels;
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) out[i] = (uint8_t)(int32_t)std::nearbyint(std::min(std::max(x[i] / s, 0.0f), top));
+  } else {
+    const float a = clip, scale = levels / clip;
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) out[i] = (uint8_t)(int32_t)std::nearbyint(std::min(std::max(x[i], 0.0f), a) * scale);
+  }
 }
 
 // ---- reading the network from the file ----------------------------------------------------------
@@ -319,14 +365,24 @@ struct Geometry {
 
 // What the epilogue writes for output pixel p, channel m, from v = BN(conv)[p][m]:
 //   codes_next != null: relu, then the next conv's codes (conv1 -> conv2);
-//   residual != null:   relu(v + residual[p][m]) to out_float (conv2 -> the block's output);
+//   residual != null:   relu(v + residual[p][m]) to out_float (conv2 -> the block's output),
+//                       and that in the codes of up to two next convs (next[i] -> next_out[i]);
 //   otherwise:          v to out_float (the projection shortcut).
 struct Epilogue {
   const ActCodes* codes_next = nullptr;
   uint8_t* out_codes = nullptr;
   const float* residual = nullptr;
   float* out_float = nullptr;
+  const ActCodes* next[2] = {nullptr, nullptr};
+  uint8_t* next_out[2] = {nullptr, nullptr};
 };
+
+// n bytes from src to dst, 16 at a time while it can (a memcpy of constant size is inlined).
+inline void copy_bytes(uint8_t* dst, const uint8_t* src, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) std::memcpy(dst + i, src + i, 16);
+  for (; i < n; ++i) dst[i] = src[i];
+}
 
 // One conv over a whole batch: each thread gathers a tile of output pixels' windows (im2col,
 // with the window's code sum), multiplies them by the weights and applies the epilogue, so a
@@ -342,42 +398,54 @@ void run_conv(const IntConv& c, const uint8_t* in, const Geometry& g, const Epil
   {
     std::vector<uint8_t> rows(kTile * Kp);
     std::vector<int32_t> sums(kTile), acc(kTile * M);
+    std::vector<float> vrow(M);
+    const float *alpha = c.alpha.data(), *beta = c.beta.data(), *gamma = c.gamma.data();
+    // O = 0 (LSQ's symmetric weights): beta is 0 and the code sums are not needed.
+    const bool need_sums = std::any_of(c.beta.begin(), c.beta.end(), [](float b) { return b != 0.0f; });
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t p0 = t * kTile, np = std::min(kTile, P - p0);
       for (int64_t r = 0; r < np; ++r) {
         const int64_t p = p0 + r, n = p / (oh * ow), oy = (p / ow) % oh, ox = p % ow;
-        uint8_t* dst = rows.data() + r * Kp;
-        int32_t sum = 0;
-        for (int64_t ky = 0; ky < c.kernel; ++ky)
-          for (int64_t kx = 0; kx < c.kernel; ++kx, dst += C) {
-            const int64_t iy = oy * c.stride - c.pad + ky, ix = ox * c.stride - c.pad + kx;
-            if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) {
-              std::memset(dst, 0, C);  // zero padding: code 0 is the value 0
-              continue;
-            }
-            const uint8_t* src = in + ((n * g.h + iy) * g.w + ix) * C;
-            std::memcpy(dst, src, C);
-            for (int64_t ci = 0; ci < C; ++ci) sum += src[ci];
+        uint8_t* row = rows.data() + r * Kp;
+        uint8_t* dst = row;
+        const int64_t ix0 = ox * c.stride - c.pad, span = c.kernel * C;  // a window row: k pixels
+        for (int64_t ky = 0; ky < c.kernel; ++ky, dst += span) {
+          const int64_t iy = oy * c.stride - c.pad + ky;
+          if (iy < 0 || iy >= g.h) {
+            std::memset(dst, 0, span);  // zero padding: code 0 is the value 0
+            continue;
           }
+          const uint8_t* src = in + ((n * g.h + iy) * g.w) * C;
+          if (ix0 >= 0 && ix0 + c.kernel <= g.w) {  // the window row is contiguous in NHWC
+            copy_bytes(dst, src + ix0 * C, span);
+            continue;
+          }
+          for (int64_t kx = 0; kx < c.kernel; ++kx) {
+            const int64_t ix = ix0 + kx;
+            if (ix < 0 || ix >= g.w)
+              std::memset(dst + kx * C, 0, C);
+            else
+              copy_bytes(dst + kx * C, src + ix * C, C);
+          }
+        }
         std::memset(dst, 0, Kp - c.kernel * c.kernel * C);
-        sums[r] = sum;
+        sums[r] = need_sums ? (int32_t)byte_sum(row, Kp) : 0;  // the window's code sum, < 2^31
       }
       c.matmul.run(rows.data(), np, acc.data());
       for (int64_t r = 0; r < np; ++r) {
         const int64_t p = p0 + r;
         const int32_t* a = acc.data() + r * M;
         const float s = float(sums[r]);
-        if (e.codes_next) {
-          uint8_t* o = e.out_codes + p * M;
-          for (int64_t m = 0; m < M; ++m) o[m] = e.codes_next->code(c.alpha[m] * float(a[m]) + c.beta[m] * s + c.gamma[m]);
-        } else if (e.residual) {
+        float* v = e.codes_next ? vrow.data() : e.out_float + p * M;
+        for (int64_t m = 0; m < M; ++m) v[m] = alpha[m] * float(a[m]) + beta[m] * s + gamma[m];
+        if (e.codes_next)
+          e.codes_next->codes(v, M, e.out_codes + p * M);
+        else if (e.residual) {
           const float* res = e.residual + p * M;
-          float* o = e.out_float + p * M;
-          for (int64_t m = 0; m < M; ++m) o[m] = std::max(0.0f, c.alpha[m] * float(a[m]) + c.beta[m] * s + c.gamma[m] + res[m]);
-        } else {
-          float* o = e.out_float + p * M;
-          for (int64_t m = 0; m < M; ++m) o[m] = c.alpha[m] * float(a[m]) + c.beta[m] * s + c.gamma[m];
+          for (int64_t m = 0; m < M; ++m) v[m] = std::max(0.0f, v[m] + res[m]);
+          for (int i = 0; i < 2; ++i)
+            if (e.next[i]) e.next[i]->codes(v, M, e.next_out[i] + p * M);
         }
       }
     }
@@ -385,8 +453,9 @@ void run_conv(const IntConv& c, const uint8_t* in, const Geometry& g, const Epil
 }
 
 void quantize_map(const float* x, int64_t count, const ActCodes& q, uint8_t* out) {
-#pragma omp parallel for schedule(static) if (count >= (1 << 15))
-  for (int64_t i = 0; i < count; ++i) out[i] = q.code(x[i]);
+  constexpr int64_t kChunk = 1 << 14;
+#pragma omp parallel for schedule(static) if (count >= 2 * kChunk)
+  for (int64_t i = 0; i < count; i += kChunk) q.codes(x + i, std::min(kChunk, count - i), out + i);
 }
 
 }  // namespace
@@ -395,7 +464,9 @@ std::vector<float> int_conv_bn(const IntConv& c, const uint8_t* codes, int64_t n
   Geometry in{n, h, w, c.cin}, out;
   const int64_t oh = (h + 2 * c.pad - c.kernel) / c.stride + 1, ow = (w + 2 * c.pad - c.kernel) / c.stride + 1;
   std::vector<float> y(n * oh * ow * c.cout);
-  run_conv(c, codes, in, {nullptr, nullptr, nullptr, y.data()}, &out);
+  Epilogue e;
+  e.out_float = y.data();
+  run_conv(c, codes, in, e, &out);
   return y;
 }
 
@@ -416,32 +487,52 @@ Tensor IntegerResNet::forward(const Tensor& images) {
         for (int64_t i = 0; i < hw; ++i)
           x[(n * hw + i) * g.c + c] = std::max(0.0f, src[(n * g.c + c) * hw + i] * stem_scale_[c] + stem_shift_[c]);
   }
-  std::vector<uint8_t> u1, u2, us;
+  // The block input in the codes of its conv1 and (if it has one) its projection shortcut: from
+  // the stem here, then from each block's conv2 epilogue for the next block.
+  std::vector<uint8_t> u1(x.size()), us, u2, next1, nexts;
+  quantize_map(x.data(), (int64_t)x.size(), blocks_[0].conv1.act, u1.data());
+  if (blocks_[0].has_shortcut) {
+    us.resize(x.size());
+    quantize_map(x.data(), (int64_t)x.size(), blocks_[0].shortcut.act, us.data());
+  }
   std::vector<float> sc, out;
-  for (const IntBlock& b : blocks_) {
-    // The block's input, in each consumer's codes.
-    u1.resize(x.size());
-    quantize_map(x.data(), (int64_t)x.size(), b.conv1.act, u1.data());
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    const IntBlock& b = blocks_[i];
     Geometry g1, g2, gs;
     // conv1 -> BN1 -> ReLU -> conv2's codes
-    u2.resize(g.n * g.h * g.w * b.conv1.cout);  // enough: stride >= 1
-    run_conv(b.conv1, u1.data(), g, {&b.conv2.act, u2.data(), nullptr, nullptr}, &g1);
+    u2.resize(g.pixels() * b.conv1.cout);  // enough: stride >= 1
+    run_conv(b.conv1, u1.data(), g, {&b.conv2.act, u2.data()}, &g1);
     // the shortcut: the input itself, or the 1x1 projection's BN output
     const float* residual = x.data();
     if (b.has_shortcut) {
-      us.resize(x.size());
-      quantize_map(x.data(), (int64_t)x.size(), b.shortcut.act, us.data());
       sc.resize(g1.pixels() * b.shortcut.cout);
-      run_conv(b.shortcut, us.data(), g, {nullptr, nullptr, nullptr, sc.data()}, &gs);
+      Epilogue e;
+      e.out_float = sc.data();
+      run_conv(b.shortcut, us.data(), g, e, &gs);
       residual = sc.data();
     } else {
       AB_CHECK(g.c == b.conv2.cout, "integer engine: ", b.conv1.name, ": identity shortcut of ", g.c, " channels into ",
                b.conv2.cout);
     }
-    // conv2 -> BN2 -> + shortcut -> ReLU: the block's output
-    out.resize(g1.pixels() * b.conv2.cout);
-    run_conv(b.conv2, u2.data(), g1, {nullptr, nullptr, residual, out.data()}, &g2);
+    // conv2 -> BN2 -> + shortcut -> ReLU: the block's output, float, and in the next block's codes
+    const int64_t count = g1.pixels() * b.conv2.cout;
+    out.resize(count);
+    Epilogue e;
+    e.residual = residual;
+    e.out_float = out.data();
+    if (i + 1 < blocks_.size()) {
+      const IntBlock& next = blocks_[i + 1];
+      next1.resize(count);
+      e.next[0] = &next.conv1.act, e.next_out[0] = next1.data();
+      if (next.has_shortcut) {
+        nexts.resize(count);
+        e.next[1] = &next.shortcut.act, e.next_out[1] = nexts.data();
+      }
+    }
+    run_conv(b.conv2, u2.data(), g1, e, &g2);
     x.swap(out);
+    u1.swap(next1);
+    us.swap(nexts);
     g = g2;
   }
   // Global average pool and the FP classifier.

@@ -96,6 +96,7 @@ struct ActCodes {
   float step = 0;              // LSQ: x / step clamped to [0, levels], rounded
   float unit = 0;              // D: one code's value (PACT clip / levels, LSQ step)
   uint8_t code(float x) const;
+  void codes(const float* x, int64_t n, uint8_t* out) const;  // out[i] = code(x[i])
 };
 
 // One quantized conv of the network with the BN after it, in integer form.

@@ -80,9 +80,13 @@ TEST_CASE("ActCodes: the codes of PACT and LSQ are the fake quantizers', bit for
     lsq.lsq = true, lsq.step = 0.173f, lsq.levels = levels, lsq.unit = lsq.step;
     auto yl = quant::lsq_quantize(x, Tensor::from_vector(std::vector<float>{lsq.step}, {1}), 0, (int64_t)levels, x.numel())
                   .to_vector<float>();
+    std::vector<uint8_t> many_pact(xv.size()), many_lsq(xv.size());  // the vectorised form
+    pact.codes(xv.data(), (int64_t)xv.size(), many_pact.data());
+    lsq.codes(xv.data(), (int64_t)xv.size(), many_lsq.data());
     for (size_t i = 0; i < xv.size(); ++i) {
       REQUIRE(float(pact.code(xv[i])) * pact.unit == yp[i]);
       REQUIRE(float(lsq.code(xv[i])) * lsq.unit == yl[i]);
+      REQUIRE((many_pact[i] == pact.code(xv[i]) && many_lsq[i] == lsq.code(xv[i])));
     }
   }
 }

@@ -9,6 +9,10 @@
 #include "apps/anybit/run.h"
 #include "nn/checkpoint.h"
 #include "nn/models.h"
+#include "autograd/autograd.h"
+#include "quant/int_engine.h"
+#include "quant/joint_trainer.h"
+#include "apps/anybit/progress.h"
 #include "tensor/cpu/kernels.h"
 
 namespace anybit::app {
@@ -61,6 +65,69 @@ Report eval_run(const std::string& dir, const Config& cli) {
   return r;
 }
 
+// `--engine int`: every exported bit-width of one run on the integer engine and, on the same
+// batches, on the fake-quantized network: both top-1 figures and how many predictions differ.
+// Writes <run>/int_engine.md.
+int eval_int(const std::string& dir, const Config& cli) {
+  Config cfg(train_options());
+  AB_CHECK(exists(dir + "/config.txt"), "--run: '", dir, "' has no config.txt (is it an anybit run folder?)");
+  cfg.load_file(dir + "/config.txt");
+  for (const char* k : {"data", "threads", "workers", "eval_batches", "batch_size"})
+    if (cli.given(k)) cfg.set(k, cli.str(k));
+  const std::string file = cli.str("export_file").empty() ? dir + "/export.safetensors" : cli.str("export_file");
+  AB_CHECK(exists(file), "--engine int: no export file ", file, " (write it with: anybit export --run ", dir, ")");
+  nn::SafeTensors exported = nn::read_safetensors(file);
+  DataSetup d = open_data(cfg);
+  Network net = build_network(cfg, d.test->num_classes());
+  nn::load_model(dir + "/model.safetensors", net.module());
+  net.module().eval();
+  data::LoaderOptions lo;
+  lo.batch_size = cfg.integer("batch_size");
+  lo.shuffle = false;
+  lo.num_workers = (int)cfg.integer("workers");
+  const int64_t max_batches = cfg.integer("eval_batches");
+  std::string table = "| bits | fake-quantized top-1 | integer engine top-1 | predictions that differ | test images |\n"
+                      "| --- | ---: | ---: | ---: | ---: |\n";
+  NoGradGuard ng;
+  std::stringstream list(exported.metadata.at("export_bits"));
+  for (std::string item; std::getline(list, item, ',');) {
+    const int b = std::stoi(item);
+    if (b >= 32) continue;
+    quant::IntegerResNet engine(exported, b);
+    net.set_bits(b);
+    data::DataLoader loader(d.test, d.test_pipe, lo);
+    loader.set_epoch(0);
+    int64_t n = 0, right_fake = 0, right_int = 0, differ = 0, k = 0;
+    Progress bar(bits_label(b) + " int", max_batches > 0 ? std::min<int64_t>(max_batches, loader.num_batches()) : loader.num_batches(), 100, "images");
+    data::Batch batch;
+    while (loader.next(batch)) {
+      if (max_batches > 0 && k >= max_batches) break;
+      auto fake = quant::predicted_classes(net.forward(batch.images));
+      auto integer = quant::predicted_classes(engine.forward(batch.images));
+      auto truth = batch.labels.to_vector<int64_t>();
+      for (size_t i = 0; i < truth.size(); ++i) {
+        right_fake += fake[i] == truth[i];
+        right_int += integer[i] == truth[i];
+        differ += fake[i] != integer[i];
+      }
+      n += (int64_t)truth.size();
+      bar.update(++k, n, "");
+    }
+    char row[256];
+    std::snprintf(row, sizeof row, "| %s | %.2f | %.2f | %lld | %lld |\n", bits_label(b).c_str(), 100.0 * right_fake / std::max<int64_t>(n, 1),
+                  100.0 * right_int / std::max<int64_t>(n, 1), (long long)differ, (long long)n);
+    table += row;
+  }
+  std::printf("\n%s: the export file %s on the integer engine\n%s", dir.c_str(), file.c_str(), table.c_str());
+  std::FILE* f = std::fopen((dir + "/int_engine.md").c_str(), "w");
+  AB_CHECK(f, "eval: cannot write ", dir, "/int_engine.md");
+  std::fprintf(f, "# %s on the integer engine\n\n`anybit eval --run %s --engine int`, export file %s\n\n%s", dir.c_str(),
+               dir.c_str(), file.c_str(), table.c_str());
+  std::fclose(f);
+  std::printf("report: %s/int_engine.md\n", dir.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int cmd_eval(const std::vector<std::string>& args) {
@@ -70,6 +137,12 @@ int cmd_eval(const std::vector<std::string>& args) {
   runs.insert(runs.end(), rest.begin(), rest.end());
   AB_CHECK(!runs.empty(), "eval: give the run folders with --run DIR[,DIR...]");
   cpu::set_num_threads((int)cli.integer("threads"));
+  AB_CHECK(cli.str("engine") == "float" || cli.str("engine") == "int", "--engine: expected float or int, got '",
+           cli.str("engine"), "'");
+  if (cli.str("engine") == "int") {
+    for (auto& dir : runs) eval_int(dir, cli);
+    return 0;
+  }
   std::vector<Report> reports;
   for (auto& dir : runs) {
     reports.push_back(eval_run(dir, cli));

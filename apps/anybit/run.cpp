@@ -95,6 +95,8 @@ std::vector<OptionInfo> train_options() {
       {"max_steps", "0", "stop each epoch after N steps (0: full epochs; for smoke tests)"},
       {"eval_batches", "0", "evaluate on the first N test batches only (0: all)"},
       {"run", "", "eval: run folder(s), comma-separated"},
+      {"engine", "float", "eval: float (the fake-quantized network) or int (the run's export file on the integer engine, quant/int_engine.h)"},
+      {"export_file", "", "eval --engine int: the export file (default: <run>/export.safetensors, written by anybit export)"},
       {"input", "", "info: input shape of one sample, e.g. 3,32,32"},
       {"classes", "10", "info: number of classes"},
   };
