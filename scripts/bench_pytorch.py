@@ -6,6 +6,7 @@ Workloads (same names, batch sizes, step contents and timing method as bench_tra
   resnet20_train   CIFAR ResNet-20 (16/32/64, option-B 1x1 conv + BN shortcuts), batch 128 of
                    (3, 32, 32): forward, cross-entropy, backward, SGD (momentum 0.9, wd 5e-4)
   resnet20_infer   eval mode under torch.no_grad(), batch 128
+  resnet20_infer_1 the same at batch 1 (latency; only with --only, as in bench_train)
   lenet5_train     LeNet-5, batch 256 of (1, 28, 28)
   lenet5_infer     LeNet-5 inference, batch 256
   joint_ce         fake-quantized ResNet-20 over bit-widths 8, 6, 4, 2: four forward + CE +
@@ -56,6 +57,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from check_checkpoint import LeNet5, ResNet20  # noqa: E402  (the same definitions as anybit's)
 
 WORKLOADS = ["resnet20_train", "resnet20_infer", "lenet5_train", "lenet5_infer", "joint_ce", "quant4_train"]
+EXTRA = ["resnet20_infer_1"]  # only with --only
+# bench_train's workloads with no PyTorch counterpart: named in --only, they are skipped, saying so
+# (scripts/bench.sh passes one --only to both programs).
+ANYBIT_ONLY = ["joint_ours"] + [f"int{b}_infer{s}" for b in (8, 6, 4, 2) for s in ("", "_1")]
 
 
 # ---- fake quantization (quant/quantizers.h) -------------------------------------------------------
@@ -182,6 +187,8 @@ def make(name):
         return fp_train(ResNet20(10), 128, (3, 32, 32))
     if name == "resnet20_infer":
         return fp_infer(ResNet20(10), 128, (3, 32, 32))
+    if name == "resnet20_infer_1":
+        return fp_infer(ResNet20(10), 1, (3, 32, 32))
     if name == "lenet5_train":
         return fp_train(LeNet5(10), 256, (1, 28, 28))
     if name == "lenet5_infer":
@@ -215,8 +222,12 @@ def main():
     a = p.parse_args()
     names = [n for n in a.only.split(",") if n] or WORKLOADS
     for n in names:
-        if n not in WORKLOADS:
-            raise SystemExit(f"bench_pytorch: unknown workload {n!r} (valid: {', '.join(WORKLOADS)})")
+        if n not in WORKLOADS + EXTRA + ANYBIT_ONLY:
+            raise SystemExit(f"bench_pytorch: unknown workload {n!r} (valid: {', '.join(WORKLOADS + EXTRA)})")
+    skipped = [n for n in names if n in ANYBIT_ONLY]
+    names = [n for n in names if n not in ANYBIT_ONLY]
+    if skipped:
+        print(f"# bench_pytorch: not run here (anybit only): {', '.join(skipped)}")
     torch.set_num_threads(a.threads)
     print(f"# bench_pytorch: torch {torch.__version__}, {torch.get_num_threads()} threads, warm-up {a.warmup} "
           f"steps, median of {a.repeats} runs of {a.steps} steps; OPENBLAS_CORETYPE="
@@ -229,7 +240,7 @@ def main():
     print("#")
     print(f"# {'workload':<16} {'batch':>8} {'images/s':>12} {'ms/step':>10}")
     for n in names:
-        batch = 256 if n.startswith("lenet5") else 128
+        batch = 256 if n.startswith("lenet5") else (1 if n.endswith("_1") else 128)
         print(f"# {n:<16} {batch:>8} {ips[n]:>12.1f} {1e3 * batch / ips[n]:>10.2f}")
     if "resnet20_train" in ips:
         for q in ("quant4_train", "joint_ce"):
