@@ -40,6 +40,7 @@ run: deps
 
 test: deps
 	$(MAKE) build
+	scripts/install-check-tools.sh
 	$(BUILD)/anybit_tests
 
 bench: build

@@ -299,10 +299,14 @@ IntConv read_conv(const nn::SafeTensors& file, const std::string& name, const st
           q[m * K + (ky * c.kernel + kx) * c.cin + ci] =
               int8_t(t[((m * c.cin + ci) * c.kernel + ky) * c.kernel + kx] - z);
   c.matmul = IntMatmul(q, c.cout, K, n, bits);
+  c.codes.resize(count);
+  for (int64_t i = 0; i < count; ++i) c.codes[i] = int8_t(t[i] - z);
+  c.weight_scale = S, c.weight_offset = O, c.weight_bits = n;
 
   auto [g, h] = folded_bn(file, bn, bits, c.cout);
   std::vector<float> bias(c.cout, 0.0f);
   if (const Tensor* b = file.find(name + ".bias")) bias = b->to_vector<float>();
+  c.bn_scale = g, c.bn_shift = h, c.bias = bias;
   const double D = c.act.unit;
   for (int64_t m = 0; m < c.cout; ++m) {
     c.alpha.push_back(float(D * S * g[m]));

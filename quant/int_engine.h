@@ -107,6 +107,12 @@ struct IntConv {
   IntMatmul matmul;                        // its weight codes, K in the order (ky, kx, c)
   // The epilogue: BN(conv)[p][m] = alpha[m] acc[p][m] + beta[m] codesum[p] + gamma[m].
   std::vector<float> alpha, beta, gamma;
+  // What those came from (the ONNX writer, onnx_export.h, uses them): the signed weight codes q
+  // in the file's order (m, c, ky, kx) with w = scale q + offset, their bits, the folded BN.
+  std::vector<int8_t> codes;
+  double weight_scale = 0, weight_offset = 0;
+  int weight_bits = 0;
+  std::vector<float> bn_scale, bn_shift, bias;
 };
 
 // BN(conv(codes)) of one conv, float, NHWC (n, oh, ow, cout), from its input codes (n, h, w, cin):
@@ -127,6 +133,13 @@ class IntegerResNet {
   int bits() const { return bits_; }
   int64_t num_classes() const { return fc_w_.size(0); }
   const std::vector<IntBlock>& blocks() const { return blocks_; }
+  // The float parts: the stem conv (weight, bias: undefined if none) with its folded BN, the classifier.
+  const Tensor& stem_weight() const { return stem_w_; }
+  const Tensor& stem_bias() const { return stem_b_; }
+  const std::vector<float>& stem_bn_scale() const { return stem_scale_; }
+  const std::vector<float>& stem_bn_shift() const { return stem_shift_; }
+  const Tensor& fc_weight() const { return fc_w_; }
+  const Tensor& fc_bias() const { return fc_b_; }
 
  private:
   int bits_ = 0;

@@ -11,12 +11,13 @@
 #           with mpirun, nn/distributed.h; the build works without it, single-process)
 #   tests:  catch2; ffmpeg (the command-line tool: the video tests compare anybit's decoded frames
 #           with its output); python3-torch and python3-numpy (Debian python3: the checkpoint test loads an
-#           anybit checkpoint into PyTorch; the golden fixtures are regenerated with them)
+#           anybit checkpoint into PyTorch; the golden fixtures are regenerated with them);
+#           python3-onnx (onnx.checker on the ONNX graphs of anybit export --format onnx)
 #   data:   zstd (the CIFAR-10 archive), gzip
 set -euo pipefail
 
 PACKAGES=(cmake g++ make pkg-config libopenblas-openmp-dev libstb-dev libturbojpeg0-dev zlib1g-dev
-          libavformat-dev libavcodec-dev libswscale-dev libavutil-dev libopenmpi-dev openmpi-bin catch2 ffmpeg zstd gzip python3-torch python3-numpy)
+          libavformat-dev libavcodec-dev libswscale-dev libavutil-dev libopenmpi-dev openmpi-bin catch2 ffmpeg zstd gzip python3-torch python3-numpy python3-onnx)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -62,10 +62,11 @@ const std::vector<Command>& commands() {
        "  render a synthetic labelled video set from an image dataset (MNIST, CIFAR, an image folder)",
        {"variant", "source", "out", "train", "test", "size", "frames", "fps", "codec", "quality", "motion_scale", "seed"},
        app::make_video_dataset_options},
-      {"export", "anybit export --run DIR [--out FILE] [--bits B,B,...]\n"
+      {"export", "anybit export --run DIR [--out FILE] [--bits B,B,...] [--format anybit|onnx] [--check-images N]\n"
                  "  write a trained run as one deployment file: integer weight codes (lower bit-widths as the top\n"
-                 "  bits of one code set where the model stores them so), folded BN per bit-width (quant/export.h)",
-       {"run", "out", "bits", "format"}, app::export_options},
+                 "  bits of one code set where the model stores them so), folded BN per bit-width (quant/export.h);\n"
+                 "  --format onnx: also one ONNX QDQ graph per bit-width (quant/onnx_export.h)",
+       {"run", "out", "bits", "format", "check_images", "data"}, app::export_options},
   };
   return list;
 }
