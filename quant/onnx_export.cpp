@@ -105,13 +105,14 @@ class Graph {
   Proto graph_;
 };
 
-// A value info: name, float tensor of the given dims (negative: the free batch dimension "N").
+// A value info: name, float tensor of the given dims (negative: a free dimension, -1 "N", -2 "H",
+// -3 "W").
 Proto value_info(const std::string& name, const std::vector<int64_t>& dims) {
   Proto shape;
   for (int64_t d : dims) {
     Proto dim;
     if (d < 0)
-      dim.bytes(2, "N");  // dim_param
+      dim.bytes(2, d == -1 ? "N" : (d == -2 ? "H" : "W"));  // dim_param
     else
       dim.varint(1, (uint64_t)d);  // dim_value
     shape.message(1, dim);
@@ -218,7 +219,7 @@ void write_onnx(const IntegerResNet& net, const std::string& path) {
 
   Proto& graph = g.proto();
   graph.bytes(2, "anybit_w" + std::to_string(net.bits()) + "a" + std::to_string(net.bits()));  // name
-  graph.message(11, value_info("images", {-1, sw.size(1), 32, 32}));                          // input
+  graph.message(11, value_info("images", {-1, sw.size(1), -2, -3}));                          // input
   graph.message(12, value_info("logits", {-1, fw.size(0)}));                                  // output
   Proto opset;
   opset.bytes(1, "").varint(2, 13);

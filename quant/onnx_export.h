@@ -16,7 +16,7 @@
 //                offset O is added after the DequantizeLinear;
 //   BN           folded, as Mul and Add by per-channel constants after each Conv;
 //   the rest     the FP stem Conv, Relu, the residual Add, GlobalAveragePool, Flatten, Gemm.
-// Input "images" (N, 3, 32, 32) float32, normalised as in training, N free; output "logits".
+// Input "images" (N, 3, H, W) float32, normalised as in training (N, H, W free); output "logits".
 //
 // The file is written by the small protobuf encoder below (onnx.proto's field numbers; no
 // dependency): a ModelProto with ir_version 7 and one GraphProto, initializers as raw_data.

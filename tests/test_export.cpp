@@ -169,8 +169,16 @@ TEST_CASE("anybit export: a trained run, its sizes, and clear errors", "[export]
 
   REQUIRE(test::run_command(anybit + " export --run " + (tmp / "q") + " --bits 3", &out) != 0);
   REQUIRE_THAT(out, Catch::Contains("3 bits is not in the model's bit set"));
-  REQUIRE(test::run_command(anybit + " export --run " + (tmp / "q") + " --format onnx", &out) != 0);
-  REQUIRE_THAT(out, Catch::Contains("--format") && Catch::Contains("not implemented yet"));
+  // --format onnx: the anybit file and one graph per bit-width, with the reference for check_onnx.js
+  REQUIRE(test::run_command(anybit + " export --run " + (tmp / "q") + " --format onnx --check-images 5", &out) == 0);
+  for (const char* b : {"8", "4", "2"}) {
+    struct stat st;
+    REQUIRE(stat((tmp / "q/export.b") .append(b).append(".onnx").c_str(), &st) == 0);
+  }
+  REQUIRE_THAT(out, Catch::Contains("5 test images with the fake-quantized logits"));
+  REQUIRE(file_size(tmp / "q/export.check/images.f32") == 5 * 3 * 28 * 28 * 4);  // this folder's images: 28x28
+  REQUIRE(test::run_command(anybit + " export --run " + (tmp / "q") + " --format tflite", &out) != 0);
+  REQUIRE_THAT(out, Catch::Contains("--format: expected anybit or onnx"));
   REQUIRE(test::run_command(train + " --out " + (tmp / "fp"), &out) == 0);
   REQUIRE(test::run_command(anybit + " export --run " + (tmp / "fp"), &out) != 0);
   REQUIRE_THAT(out, Catch::Contains("full-precision run"));
