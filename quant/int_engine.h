@@ -47,9 +47,11 @@
 // can differ where x / D sits within a rounding error of a half-integer (see
 // docs/RESULTS.md for how often that changes a prediction).
 //
-// Supported: the CIFAR ResNets of the zoo (resnet20/32/44/56/110 on 32x32 inputs, BasicBlocks with
-// 1x1 projection shortcuts), every bit-width b < 32 with n <= 8 weight bits, PACT or LSQ
-// activations, DoReFa or LSQ weights. Anything else is refused with a message naming it.
+// Supported: the zoo's CIFAR ResNet (resnet20: BasicBlocks with 1x1 projection shortcuts, any input
+// size; the reader walks layer<s>.<i> as the file has them, so deeper CIFAR ResNets need only their
+// name accepted), bit-widths 1..8 with weight codes of at most 8 bits, PACT or LSQ activations,
+// DoReFa or LSQ weights. Anything else (LeNet-5, the ImageNet ResNets, TSM video models) is
+// refused with a message naming it.
 // Read next: int_engine.cpp, tests/test_int_engine.cpp, apps/anybit/eval.cpp (--engine int).
 #pragma once
 #include <cstdint>
