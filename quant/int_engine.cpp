@@ -197,19 +197,8 @@ std::vector<int64_t> int_matmul_reference(const std::vector<uint8_t>& x, const s
 // ---- activation codes -----------------------------------------------------------------------------
 
 // The same float operations as pact_forward and lsq_forward (quantizers.cpp, lsq.cpp), so that
-// the codes are the fake-quantized network's, bit for bit.
-uint8_t ActCodes::code(float x) const {
-  if (lsq) {
-    float q = x / step;
-    q = q < 0.0f ? 0.0f : (q > levels ? levels : q);
-    return (uint8_t)std::nearbyint(q);
-  }
-  const float scale = levels / clip;
-  const float v = x < 0.0f ? 0.0f : (x > clip ? clip : x);
-  return (uint8_t)std::nearbyint(v * scale);
-}
-
-// The same, for n values at once: written without branches so that the compiler vectorises it.
+// the codes are the fake-quantized network's, bit for bit; written without branches (min and max
+// equal the fake forms' comparisons for every non-NaN x) so that the compiler vectorises the loop.
 void ActCodes::codes(const float* x, int64_t n, uint8_t* out) const {
   if (lsq) {
     const float s = step, top = levels;
@@ -220,6 +209,12 @@ void ActCodes::codes(const float* x, int64_t n, uint8_t* out) const {
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) out[i] = (uint8_t)(int32_t)std::nearbyint(std::min(std::max(x[i], 0.0f), a) * scale);
   }
+}
+
+uint8_t ActCodes::code(float x) const {
+  uint8_t c;
+  codes(&x, 1, &c);
+  return c;
 }
 
 // ---- reading the network from the file ----------------------------------------------------------

@@ -6,6 +6,7 @@
 #include "quant/quantizers.h"
 #include <stb_image_write.h>
 #include "tests/helpers.h"
+#include "tests/quant_model_helpers.h"
 
 using namespace anybit;
 using anybit::test::randn;
@@ -30,19 +31,6 @@ TEST_CASE("pack_codes and unpack_codes: bit planes, every width from 1 to 16 bit
 }
 
 namespace {
-
-// A quantized ResNet-20 with random weights, run once at every bit-width so that data-initialised
-// quantizer parameters (LSQ's steps) have their values, and BN statistics moved off their defaults.
-std::unique_ptr<quant::QuantModel> small_model(const quant::QuantOptions& opt) {
-  auto m = std::make_unique<quant::QuantModel>("resnet20", 10, opt, 5);
-  Tensor x = randn({4, 3, 32, 32}, 9, DType::F32);
-  NoGradGuard ng;
-  for (int b : m->bit_set()) {
-    m->set_bits(b);
-    m->forward(x);
-  }
-  return m;
-}
 
 int64_t file_size(const std::string& p) {
   struct stat st;
@@ -79,7 +67,7 @@ TEST_CASE("export: every weight quantizer and store is rebuilt exactly from its 
     opt.weight.store = c.store;
     opt.weight.scale = c.scale;
     opt.weight.store_bits = 8;
-    auto m = small_model(opt);
+    auto m = test::random_quant_resnet20(opt, 4);
     const std::string path = tmp / (std::string(c.wq) + std::to_string(c.bits.size()) + ".safetensors");
     // export_model checks every layer at every bit-width itself; check again here, independently
     auto sizes = quant::export_model(*m, c.bits, path);
@@ -113,7 +101,7 @@ TEST_CASE("export: BN folded per bit-width gives the BN set's evaluation output"
   test::ScratchDir tmp("anybit_export_bn");
   quant::QuantOptions opt;
   opt.bit_set = {8, 4};
-  auto m = small_model(opt);
+  auto m = test::random_quant_resnet20(opt, 4);
   const std::string path = tmp / "m.safetensors";
   quant::export_model(*m, {8, 4}, path);
   nn::SafeTensors f = nn::read_safetensors(path);

@@ -11,6 +11,7 @@
 #include "quant/lsq.h"
 #include "quant/quantizers.h"
 #include "tests/helpers.h"
+#include "tests/quant_model_helpers.h"
 
 using namespace anybit;
 using anybit::test::randn;
@@ -80,27 +81,23 @@ TEST_CASE("ActCodes: the codes of PACT and LSQ are the fake quantizers', bit for
     lsq.lsq = true, lsq.step = 0.173f, lsq.levels = levels, lsq.unit = lsq.step;
     auto yl = quant::lsq_quantize(x, Tensor::from_vector(std::vector<float>{lsq.step}, {1}), 0, (int64_t)levels, x.numel())
                   .to_vector<float>();
-    std::vector<uint8_t> many_pact(xv.size()), many_lsq(xv.size());  // the vectorised form
+    std::vector<uint8_t> many_pact(xv.size()), many_lsq(xv.size());  // the vectorised loop, all at once
     pact.codes(xv.data(), (int64_t)xv.size(), many_pact.data());
     lsq.codes(xv.data(), (int64_t)xv.size(), many_lsq.data());
     for (size_t i = 0; i < xv.size(); ++i) {
       REQUIRE(float(pact.code(xv[i])) * pact.unit == yp[i]);
       REQUIRE(float(lsq.code(xv[i])) * lsq.unit == yl[i]);
-      REQUIRE((many_pact[i] == pact.code(xv[i]) && many_lsq[i] == lsq.code(xv[i])));
+      REQUIRE(float(many_pact[i]) * pact.unit == yp[i]);
+      REQUIRE(float(many_lsq[i]) * lsq.unit == yl[i]);
     }
   }
 }
 
 namespace {
 
+// The random quantized ResNet-20 of quant_model_helpers.h, in evaluation mode.
 std::unique_ptr<quant::QuantModel> trained_like_model(const quant::QuantOptions& opt) {
-  auto m = std::make_unique<quant::QuantModel>("resnet20", 10, opt, 5);
-  Tensor x = randn({8, 3, 32, 32}, 9, DType::F32);
-  NoGradGuard ng;
-  for (int b : m->bit_set()) {  // BN statistics (training mode) and LSQ's first-batch steps
-    m->set_bits(b);
-    m->forward(x);
-  }
+  auto m = test::random_quant_resnet20(opt, 8);
   m->net().eval();
   return m;
 }

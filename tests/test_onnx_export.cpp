@@ -11,6 +11,7 @@
 #include "quant/int_engine.h"
 #include "quant/onnx_export.h"
 #include "tests/helpers.h"
+#include "tests/quant_model_helpers.h"
 
 using namespace anybit;
 using anybit::test::randn;
@@ -29,13 +30,7 @@ std::unique_ptr<quant::QuantModel> model_for(const std::string& wq, const std::s
   opt.act_quant = aq;
   opt.weight.store = store;
   opt.weight.store_bits = 8;
-  auto m = std::make_unique<quant::QuantModel>("resnet20", 10, opt, 5);
-  Tensor x = randn({8, 3, 32, 32}, 9, DType::F32);
-  NoGradGuard ng;
-  for (int b : m->bit_set()) {  // BN statistics and LSQ's first-batch steps
-    m->set_bits(b);
-    m->forward(x);
-  }
+  auto m = test::random_quant_resnet20(opt, 8);
   m->net().eval();
   return m;
 }
@@ -67,27 +62,23 @@ void write_graphs_and_reference(quant::QuantModel& m, const std::string& prefix,
                                       << bits << "], \"prefix\": \"" << prefix << "\"}\n";
 }
 
-// Runs a command, returns its exit status and its output.
-int run(const std::string& cmd, std::string* out) {
-  std::FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  REQUIRE(p);
-  char buf[4096];
-  size_t k;
-  while ((k = std::fread(buf, 1, sizeof buf, p)) > 0) out->append(buf, k);
-  int status = pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 const std::string kSource = ANYBIT_SOURCE_DIR;
+
+// The two quantizer families the graphs are checked with.
+struct Family {
+  const char* wq;
+  const char* aq;
+  quant::WeightStore store;
+};
+const Family kFamilies[] = {{"dorefa", "pact", quant::WeightStore::Truncate}, {"lsq", "lsq", quant::WeightStore::Round}};
 
 }  // namespace
 
 TEST_CASE("ONNX export: the graph files are well-formed protobuf with the QDQ pattern (onnx.checker)", "[onnx][export]") {
   test::ScratchDir tmp("anybit_onnx");
   std::string out;
-  const bool have_onnx = run("/usr/bin/python3 -c 'import onnx'", &out) == 0;
-  for (auto [wq, aq, store] : {std::tuple{"dorefa", "pact", quant::WeightStore::Truncate},
-                               std::tuple{"lsq", "lsq", quant::WeightStore::Round}}) {
+  const bool have_onnx = test::run_command("/usr/bin/python3 -c 'import onnx'", &out) == 0;
+  for (auto [wq, aq, store] : kFamilies) {
     INFO(wq << " + " << aq);
     auto m = model_for(wq, aq, store);
     const std::string prefix = tmp / wq;
@@ -109,8 +100,7 @@ TEST_CASE("ONNX export: the graph files are well-formed protobuf with the QDQ pa
         "    assert ops.count('DequantizeLinear') == 40 and ops.count('Conv') == 21, ops\n"
         "    print(b, 'ok', len(ops), 'nodes')\n";
     std::ofstream(tmp / "check.py") << py;
-    out.clear();
-    const int rc = run("/usr/bin/python3 " + (tmp / "check.py") + " " + prefix, &out);
+    const int rc = test::run_command("/usr/bin/python3 " + (tmp / "check.py") + " " + prefix, &out);
     INFO(out);
     REQUIRE(rc == 0);
   }
@@ -118,7 +108,7 @@ TEST_CASE("ONNX export: the graph files are well-formed protobuf with the QDQ pa
 
 TEST_CASE("ONNX export: ONNX Runtime gives anybit's predictions and logits (scripts/check_onnx.js)", "[onnx][export]") {
   std::string out;
-  if (run("node --version", &out) != 0) {
+  if (test::run_command("node --version", &out) != 0) {
     WARN("skipped: node is not installed");
     return;
   }
@@ -127,8 +117,7 @@ TEST_CASE("ONNX export: ONNX Runtime gives anybit's predictions and logits (scri
     return;
   }
   test::ScratchDir tmp("anybit_onnx_ort");
-  for (auto [wq, aq, store] : {std::tuple{"dorefa", "pact", quant::WeightStore::Truncate},
-                               std::tuple{"lsq", "lsq", quant::WeightStore::Round}}) {
+  for (auto [wq, aq, store] : kFamilies) {
     INFO(wq << " + " << aq);
     auto m = model_for(wq, aq, store);
     const std::string prefix = tmp / wq;
@@ -137,15 +126,13 @@ TEST_CASE("ONNX export: ONNX Runtime gives anybit's predictions and logits (scri
     // code that float rounding moves across a boundary much further than a trained network does
     // (the CIFAR-10 checkpoint's median image differs by 1e-7, docs/RESULTS.md): a looser median
     // bound for it; the predictions must still agree.
-    out.clear();
     const std::string tol = std::string(wq) == "dorefa" ? "--median-tol 2e-2 " : "";
-    const int rc = run("node " + kSource + "/scripts/check_onnx.js " + tol + prefix, &out);
+    const int rc = test::run_command("node " + kSource + "/scripts/check_onnx.js " + tol + prefix, &out);
     INFO(out);
     REQUIRE(rc == 0);
     REQUIRE(out.find("check_onnx.js: agree") != std::string::npos);
   }
   // Bad input: a missing reference folder is exit status 2 with a message naming it.
-  out.clear();
-  REQUIRE(run("node " + kSource + "/scripts/check_onnx.js " + (tmp / "nothing"), &out) == 2);
+  REQUIRE(test::run_command("node " + kSource + "/scripts/check_onnx.js " + (tmp / "nothing"), &out) == 2);
   REQUIRE(out.find("nothing.check/meta.json does not exist") != std::string::npos);
 }
