@@ -138,7 +138,7 @@ TEST_CASE("the direct convolution matches ref::conv2d and the im2col path on Res
   for (const Case& c : cases) {
     const Conv2dOptions& o = c.w[2] == 3 ? o3 : o5;
     INFO("x " << shape_str(c.x) << ", w " << shape_str(c.w));
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
     REQUIRE(cpu::direct_conv_supported(cpu::conv_shape(c.x, c.w, o), DType::F32));
 #endif
     Tensor x = randn(c.x, 30, DType::F32), w = randn(c.w, 31, DType::F32);

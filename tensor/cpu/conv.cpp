@@ -17,7 +17,7 @@
 // single-threaded inside our parallel loop (OpenBLAS's OpenMP build detects the nesting); when
 // there are fewer images than threads we loop serially and let OpenBLAS use the threads.
 // A 1x1 stride-1 unpadded convolution skips im2col: x[n] (C, H*W) already is the col matrix.
-// In float32 on AVX-512 builds, the forward and the input gradient of "same" stride-1
+// In float32 on AVX-512 and AVX2 builds, the forward and the input gradient of "same" stride-1
 // convolutions, and the weight gradient of 3x3 ones, skip im2col and GEMM altogether:
 // tensor/cpu/conv_direct.cpp computes them directly.
 // Read next: tensor/ref.cpp (the scalar spec), autograd/conv.cpp (checks, shapes, autograd).

@@ -43,12 +43,12 @@ void set_conv_threading(ConvThreading t);
 ConvThreading conv_threading();
 
 // The direct convolution of conv_direct.cpp: float32 "same" stride-1 convolutions (not 1x1)
-// without im2col, on AVX-512 builds. conv2d_forward/backward use it where supported; the switch
+// without im2col, on AVX-512 or AVX2 builds. conv2d_forward/backward use it where supported; the switch
 // (on by default) lets tests and benchmarks compare it with the im2col + GEMM path.
 void set_conv_direct(bool on);
 bool conv_direct();
 struct DirectPlan {
-  int64_t chunks = 0, taps = 0;  // 16-pixel chunks of an output plane; KH * KW
+  int64_t chunks = 0, taps = 0;  // one-vector chunks of an output plane (16 or 8 pixels); KH * KW
   std::vector<int64_t> off;      // per tap: input pixel - output pixel
   std::vector<uint16_t> mask;    // per (chunk, tap): the lanes whose input pixel is inside the image
   Tensor w;                      // the weights per group as (tap, input channel, output channel)
