@@ -195,9 +195,11 @@ void forward_impl(const Tensor& x, const Tensor& w, const Tensor& b, const ConvS
   if constexpr (std::is_same_v<T, float>) {
     if (direct_conv_supported(s, x.dtype())) {  // conv_direct.cpp: no im2col, no GEMM
       const DirectPlan plan = make_direct_plan(s, Wt);
+      // one thread per image; with a single image (batch 1) the threads share its pixels
+      const int inner = nt == 1 ? (int)num_threads() : 1;
       for_each_image(s.N, nt, [&](int64_t n, int) {
         T* yn = Y + n * s.O * P;
-        direct_conv_image(X + n * s.C * s.H * s.W, yn, s, plan);
+        direct_conv_image(X + n * s.C * s.H * s.W, yn, s, plan, inner);
         if (B)
           for (int64_t o = 0; o < s.O; ++o)
             for (int64_t p = 0; p < P; ++p) yn[o * P + p] += B[o];

@@ -295,7 +295,7 @@ void direct_conv_dw(const float* x, const float* dy, float* dw, int64_t nimg, co
   }
 }
 
-void direct_conv_image(const float* x, float* y, const ConvShape& s, const DirectPlan& pl) {
+void direct_conv_image(const float* x, float* y, const ConvShape& s, const DirectPlan& pl, int threads) {
   const int64_t P = s.P(), Cg = s.Cg(), Og = s.Og();
   // Planes of a multiple of 256 floats lie a multiple of 1 KiB apart, so the same pixel of every
   // fourth channel (of every channel, at 1,024 floats) falls in one set of the L1 cache. A tap's
@@ -311,14 +311,19 @@ void direct_conv_image(const float* x, float* y, const ConvShape& s, const Direc
     for (int64_t c = 0; c < s.C; ++c) std::copy(x + c * P, x + (c + 1) * P, staggered.data() + c * xs);
     x = staggered.data();
   }
-  for (int64_t g = 0; g < s.G; ++g) {
+  // Work items: (group, block of kPB chunks), the last block of a group possibly shorter; with
+  // threads > 1 (one image, as at batch 1) they are shared out among the threads.
+  const int64_t blocks = (pl.chunks + isa::kPB - 1) / isa::kPB;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t item = 0; item < s.G * blocks; ++item) {
+    const int64_t g = item / blocks, chunk0 = (item % blocks) * isa::kPB;
     const float* xg = x + g * Cg * xs;
     const float* wg = pl.w.data<float>() + g * pl.taps * Cg * Og;
     float* yg = y + g * Og * P;
-    int64_t chunk = 0;
-    for (; chunk + isa::kPB <= pl.chunks; chunk += isa::kPB)
-      direct_chunks<isa::kPB>(xg, xs, wg, yg, pl, Cg, Og, P, chunk);
-    for (; chunk < pl.chunks; ++chunk) direct_chunks<1>(xg, xs, wg, yg, pl, Cg, Og, P, chunk);
+    if (chunk0 + isa::kPB <= pl.chunks)
+      direct_chunks<isa::kPB>(xg, xs, wg, yg, pl, Cg, Og, P, chunk0);
+    else
+      for (int64_t chunk = chunk0; chunk < pl.chunks; ++chunk) direct_chunks<1>(xg, xs, wg, yg, pl, Cg, Og, P, chunk);
   }
 }
 
@@ -330,7 +335,7 @@ void direct_conv_dw(const float*, const float*, float*, int64_t, const ConvShape
   AB_FAIL("direct_conv_dw: this build has neither AVX-512 nor AVX2 (check direct_dw_supported first)");
 }
 DirectPlan make_direct_plan(const ConvShape&, const float*) { return {}; }
-void direct_conv_image(const float*, float*, const ConvShape&, const DirectPlan&) {
+void direct_conv_image(const float*, float*, const ConvShape&, const DirectPlan&, int) {
   AB_FAIL("direct_conv_image: this build has neither AVX-512 nor AVX2 (check direct_conv_supported first)");
 }
 

@@ -55,7 +55,9 @@ struct DirectPlan {
 };
 bool direct_conv_supported(const ConvShape& s, DType dt);
 DirectPlan make_direct_plan(const ConvShape& s, const float* w);  // w: (O, C/G, KH, KW), or null
-void direct_conv_image(const float* x, float* y, const ConvShape& s, const DirectPlan& plan);  // one image
+// One image; threads > 1 shares its pixel blocks out among that many threads (for batches smaller
+// than the thread count, where the loop over images cannot use them all).
+void direct_conv_image(const float* x, float* y, const ConvShape& s, const DirectPlan& plan, int threads = 1);
 // dw (O, C/G, KH, KW) += the weight gradient of nimg consecutive images x, dy (3x3 taps only;
 // plan from make_direct_plan(s, nullptr)).
 bool direct_dw_supported(const ConvShape& s, DType dt);
