@@ -124,16 +124,18 @@ TEST_CASE("conv2d on a batch larger than the thread count matches ref (per-threa
 }
 
 TEST_CASE("the direct convolution matches ref::conv2d and the im2col path on ResNet shapes", "[conv][ref]") {
-  // conv_direct.cpp: full 4-channel x 64-pixel blocks, ragged pixel and channel tails, the stem's
-  // 3 input channels, and the three widths of ResNet-20 (32, 16 and 8 pixels). The im2col path it
-  // is compared with is itself checked against ref::conv2d above.
+  // conv_direct.cpp: full blocks, ragged pixel and channel tails, the stem's 3 input channels, the
+  // three widths of ResNet-20 (32, 16 and 8 pixels; the first two read through staggered planes),
+  // and one image alone (batch 1: the threads share its pixel blocks). The im2col path it is
+  // compared with is itself checked against ref::conv2d above.
   struct Case {
     Shape x, w;
     bool bias;
   };
   const std::vector<Case> cases = {{{2, 16, 32, 32}, {16, 16, 3, 3}, false}, {{3, 32, 16, 16}, {32, 32, 3, 3}, false},
                                    {{2, 64, 8, 8}, {64, 64, 3, 3}, false},   {{2, 3, 32, 32}, {16, 3, 3, 3}, false},
-                                   {{2, 5, 9, 11}, {9, 5, 3, 3}, true},      {{2, 4, 10, 13}, {6, 4, 5, 5}, true}};
+                                   {{2, 5, 9, 11}, {9, 5, 3, 3}, true},      {{2, 4, 10, 13}, {6, 4, 5, 5}, true},
+                                   {{1, 16, 16, 16}, {16, 16, 3, 3}, true}};
   const Conv2dOptions o3 = Conv2dOptions::make(1, 1), o5 = Conv2dOptions::make(1, 2);
   for (const Case& c : cases) {
     const Conv2dOptions& o = c.w[2] == 3 ? o3 : o5;
