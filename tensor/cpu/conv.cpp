@@ -307,7 +307,9 @@ void backward_impl(const Tensor& x, const Tensor& w, const Tensor& dy, const Con
              dwt + g * Kg * Og, Og);
     }
     if (dX && dx_direct) {
-      if constexpr (std::is_same_v<T, float>) direct_conv_image(dyn, dX + n * s.C * s.H * s.W, sy, dx_plan);
+      // (one image at a time when nt == 1: the threads share its pixels, as in the forward)
+      if constexpr (std::is_same_v<T, float>)
+        direct_conv_image(dyn, dX + n * s.C * s.H * s.W, sy, dx_plan, nt == 1 ? (int)num_threads() : 1);
     } else if (dX && dx_as_conv) {
       // dX[n, g] (Cg, P) = W'[g] (Cg, Ky) * im2col(dY[n])[g] (Ky, P)
       T* dxn = dX + n * s.C * s.H * s.W;
