@@ -282,14 +282,19 @@ void write_image_folder(const std::string& root, int per_class_train, int per_cl
     }
 }
 
-// The per-bit-width training losses of a run's last metrics line.
-std::map<std::string, double> train_losses(const std::string& run) {
+// The last line of a run's metrics.jsonl.
+nn::Json last_metrics(const std::string& run) {
   std::ifstream f(run + "/metrics.jsonl");
   std::string line, last;
   while (std::getline(f, line))
     if (!line.empty()) last = line;
   REQUIRE(!last.empty());
-  nn::Json j = nn::Json::parse(last);
+  return nn::Json::parse(last);
+}
+
+// The per-bit-width training losses of a run's last metrics line.
+std::map<std::string, double> train_losses(const std::string& run) {
+  nn::Json j = last_metrics(run);
   std::map<std::string, double> out;
   const nn::Json* train = j.find("train");
   REQUIRE(train);
@@ -383,11 +388,7 @@ TEST_CASE("a run resumes under another number of processes", "[dist][mpi][app]")
   // activation across a rounding boundary the code changes by a whole step, which moves the
   // gradients by far more than 1e-6 (the weights of the two runs end about 1e-3 apart).
   auto swaps = [](const std::string& run) {
-    std::ifstream f(run + "/metrics.jsonl");
-    std::string line, last;
-    while (std::getline(f, line))
-      if (!line.empty()) last = line;
-    return nn::Json::parse(last).find("train")->find("W4A4")->find("swapped_blocks")->as_double();
+    return last_metrics(run).find("train")->find("W4A4")->find("swapped_blocks")->as_double();
   };
   REQUIRE(swaps(tmp / "resumed") == swaps(tmp / "straight"));
   auto straight = train_losses(tmp / "straight"), resumed = train_losses(tmp / "resumed");
