@@ -15,7 +15,7 @@
 
 #include "autograd/autograd.h"
 #include "tensor/cuda/cuda.h"
-#include "tensor/elementwise.h"
+#include "tensor/kernels.h"
 #include "tensor/ops.h"
 #include "tensor/random.h"
 
@@ -71,9 +71,9 @@ int main(int argc, char** argv) {
     std::printf("\n%-34s %10s %10s\n", "elementwise (256 MiB tensors)", "ms", "GB/s");
     double t_copy = time_ms(reps, [&] { cuda::memcpy_d2d(out.raw_data(), a.raw_data(), n * 4); });
     std::printf("%-34s %10.3f %10.1f\n", "cudaMemcpy d2d (read + write)", t_copy, 2 * bytes / t_copy / 1e6);
-    double t_relu = time_ms(reps, [&] { unary_kernel(UnaryOp::Relu, a, out); });
+    double t_relu = time_ms(reps, [&] { kernel::unary(UnaryOp::Relu, a, out); });
     std::printf("%-34s %10.3f %10.1f\n", "relu (read + write)", t_relu, 2 * bytes / t_relu / 1e6);
-    double t_add = time_ms(reps, [&] { binary_kernel(BinaryOp::Add, a, b, out); });
+    double t_add = time_ms(reps, [&] { kernel::binary(BinaryOp::Add, a, b, out); });
     std::printf("%-34s %10.3f %10.1f\n", "add (2 reads + write)", t_add, 3 * bytes / t_add / 1e6);
     Tensor s = Tensor::empty({1}, DType::F32, gpu);
     double t_sum = time_ms(reps, [&] { cuda::reduce_sum(a, 1, n, 1, s); });
@@ -81,7 +81,7 @@ int main(int argc, char** argv) {
     Tensor bias = Tensor::randn({1024}, g).to(gpu);
     Tensor a2 = a.reshape({n / 1024, 1024});
     Tensor out2 = out.reshape({n / 1024, 1024});
-    double t_bc = time_ms(reps, [&] { binary_kernel(BinaryOp::Add, a2, bias.expand(a2.shape()), out2); });
+    double t_bc = time_ms(reps, [&] { kernel::binary(BinaryOp::Add, a2, bias.expand(a2.shape()), out2); });
     std::printf("%-34s %10.3f %10.1f\n", "add broadcast row (read + write)", t_bc, 2 * bytes / t_bc / 1e6);
     std::printf("ratio relu / memcpy: %.2f, add / memcpy: %.2f\n", (2 * bytes / t_relu) / (2 * bytes / t_copy),
                 (3 * bytes / t_add) / (2 * bytes / t_copy));

@@ -2,10 +2,11 @@
 //
 // x: (N, C, H, W), weight: (O, C / groups, KH, KW), bias: (O) or undefined -> y: (N, O, OH, OW),
 // OH = (H + 2 pad_h - dil_h (KH - 1) - 1) / stride_h + 1 (floor), OW likewise.
-// The kernels (im2col + GEMM per image) are in tensor/cpu/conv.cpp; the scalar spec is
-// ref::conv2d in tensor/ref.cpp. CPU only for now: a CUDA tensor gets an error saying so.
+// The kernels: tensor/cpu/conv.cpp (direct, or im2col + GEMM per image) and tensor/cuda/nn.cu
+// (im2col + cuBLAS); the scalar spec is ref::conv2d in tensor/ref.cpp.
 #include "autograd/autograd.h"
 #include "tensor/cpu/nn.h"
+#include "tensor/kernels.h"
 #include "tensor/ops.h"
 
 namespace anybit {
@@ -20,8 +21,6 @@ void check_conv(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dO
            "; add a batch dimension with unsqueeze(0) for a single image");
   check_same_device("conv2d", x, w);
   check_same_dtype("conv2d", x, w);
-  AB_CHECK(x.device().is_cpu(), "conv2d: CUDA tensors are not supported yet (x ", shape_str(x.shape()),
-           " on ", x.device().str(), "); move them to the CPU with .to(Device())");
   AB_CHECK(o.stride_h >= 1 && o.stride_w >= 1 && o.dil_h >= 1 && o.dil_w >= 1 && o.pad_h >= 0 &&
                o.pad_w >= 0 && o.groups >= 1,
            "conv2d: invalid options stride (", o.stride_h, ", ", o.stride_w, "), padding (", o.pad_h, ", ",
@@ -53,8 +52,8 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
   Tensor xc = x.detach().contiguous(), wc = weight.detach().contiguous();
   Tensor bc = bias.defined() ? bias.detach().contiguous() : Tensor();
   cpu::ConvShape s = cpu::conv_shape(x.shape(), weight.shape(), opt);
-  Tensor y = Tensor::empty({s.N, s.O, s.OH, s.OW}, x.dtype());
-  cpu::conv2d_forward(xc, wc, bc, s, y);
+  Tensor y = Tensor::empty({s.N, s.O, s.OH, s.OW}, x.dtype(), x.device());
+  kernel::conv2d_forward(xc, wc, bc, s, y);
   // dX[n] = col2im(W^T dY[n]) (for a "same" stride-1 conv: dY convolved with the flipped,
   // transposed weights), dW = sum_n dY[n] im2col(x[n])^T, db = sum_{n, oh, ow} dY
   // (per group; see tensor/cpu/conv.cpp)
@@ -62,10 +61,10 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
     bool gx = x.requires_grad(), gw = weight.requires_grad(), gb = bias.defined() && bias.requires_grad();
     record("conv2d", y, {x, weight, bias}, [=](const Tensor& g) {
       Tensor dy = g.contiguous();
-      Tensor dx = gx ? Tensor::empty(xc.shape(), xc.dtype()) : Tensor();
-      Tensor dw = gw ? Tensor::empty(wc.shape(), wc.dtype()) : Tensor();
-      Tensor db = gb ? Tensor::empty({s.O}, wc.dtype()) : Tensor();
-      cpu::conv2d_backward(xc, wc, dy, s, gx ? &dx : nullptr, gw ? &dw : nullptr, gb ? &db : nullptr);
+      Tensor dx = gx ? Tensor::empty(xc.shape(), xc.dtype(), xc.device()) : Tensor();
+      Tensor dw = gw ? Tensor::empty(wc.shape(), wc.dtype(), wc.device()) : Tensor();
+      Tensor db = gb ? Tensor::empty({s.O}, wc.dtype(), wc.device()) : Tensor();
+      kernel::conv2d_backward(xc, wc, dy, s, gx ? &dx : nullptr, gw ? &dw : nullptr, gb ? &db : nullptr);
       return Grads{dx, dw, db};
     });
   }

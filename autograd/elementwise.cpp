@@ -3,31 +3,16 @@
 // Broadcasting: binary ops expand both inputs to the broadcast shape (views with zero strides)
 // and return gradients of the broadcast shape; the engine sums them back to each input's shape.
 #include "autograd/autograd.h"
-#include "tensor/cuda/cuda.h"
-#include "tensor/elementwise.h"
+#include "tensor/kernels.h"
 #include "tensor/ops.h"
 
 namespace anybit {
-
-void unary_kernel(UnaryOp op, const Tensor& x, Tensor& out, double p0, double p1) {
-  if (x.device().is_cuda())
-    cuda::unary(op, x.contiguous(), out, p0, p1);
-  else
-    cpu::unary(op, x, out, p0, p1);
-}
-
-void binary_kernel(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out, double p0, double p1) {
-  if (out.device().is_cuda())
-    cuda::binary(op, a, b, out, p0, p1);
-  else
-    cpu::binary(op, a, b, out, p0, p1);
-}
 
 namespace {
 
 Tensor unary_fwd(UnaryOp op, const Tensor& x, double p0 = 0, double p1 = 0) {
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
-  unary_kernel(op, x, out, p0, p1);
+  kernel::unary(op, x, out, p0, p1);
   return out;
 }
 
@@ -39,7 +24,7 @@ Tensor binary_fwd(const char* name, BinaryOp op, const Tensor& a, const Tensor& 
   Tensor out = Tensor::empty(s, a.dtype(), a.device());
   Tensor ea = a.shape() == s ? a.detach() : a.detach().expand(s);
   Tensor eb = b.shape() == s ? b.detach() : b.detach().expand(s);
-  binary_kernel(op, ea, eb, out, p0, p1);
+  kernel::binary(op, ea, eb, out, p0, p1);
   return out;
 }
 
@@ -145,7 +130,7 @@ Tensor pow(const Tensor& x, double p) {
     Tensor sx = x.detach();
     record("pow", y, {x}, [sx, p](const Tensor& g) {
       Tensor gx = Tensor::empty(g.shape(), g.dtype(), g.device());
-      binary_kernel(BinaryOp::PowGrad, g, sx, gx, p);
+      kernel::binary(BinaryOp::PowGrad, g, sx, gx, p);
       return Grads{gx};
     });
   }
@@ -159,7 +144,7 @@ static void record_masked(const char* name, Tensor& y, const Tensor& x, BinaryOp
   Tensor s = saved.detach();
   record(name, y, {x}, [=](const Tensor& g) {
     Tensor gx = Tensor::empty(g.shape(), g.dtype(), g.device());
-    binary_kernel(grad_op, g, s, gx, p0, p1);
+    kernel::binary(grad_op, g, s, gx, p0, p1);
     return Grads{gx};
   });
 }

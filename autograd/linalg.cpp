@@ -1,12 +1,10 @@
 // linalg.cpp - matmul and linear: forward, backward formulas, and the GEMM call.
 //
-// Both reduce to one GEMM: cpu::gemm (OpenBLAS) on the CPU, cuda::gemm (cuBLAS, float32 only) on
-// the GPU. A 2-D operand that is a transposed or row-sliced view is handed to GEMM as it lies in
+// Both reduce to one GEMM, kernel::gemm: OpenBLAS on the CPU, cuBLAS on the GPU. A 2-D operand that is a transposed or row-sliced view is handed to GEMM as it lies in
 // memory, with the transpose flag and row stride set, instead of being copied: the backward
 // passes (dW = dY^T X) rely on that. Read next: tensor/cpu/gemm.cpp, tensor/ref.h (the spec).
 #include "autograd/autograd.h"
-#include "tensor/cpu/kernels.h"
-#include "tensor/cuda/cuda.h"
+#include "tensor/kernels.h"
 #include "tensor/ops.h"
 
 namespace anybit {
@@ -36,17 +34,8 @@ Operand as_operand(const Tensor& a) {
 void mm_kernel(const Tensor& a, const Tensor& b, Tensor& y, double beta, const char* op) {
   const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
   Operand A = as_operand(a.detach()), B = as_operand(b.detach());
-  if (y.device().is_cuda()) {
-    AB_CHECK(a.dtype() == DType::F32, op, ": on CUDA only float32 is supported, got ",
-             dtype_name(a.dtype()), " ", shape_str(a.shape()), "; convert with .to(DType::F32)");
-    cuda::gemm(A.trans, B.trans, M, N, K, 1.0f, A.t.data<float>(), A.ld, B.t.data<float>(), B.ld,
-               (float)beta, y.data<float>(), N);
-    return;
-  }
-  AB_DISPATCH_FLOAT(a.dtype(), op, [&] {
-    cpu::gemm(A.trans, B.trans, M, N, K, scalar_t(1), A.t.data<scalar_t>(), A.ld, B.t.data<scalar_t>(),
-              B.ld, scalar_t(beta), y.data<scalar_t>(), std::max<int64_t>(N, 1));
-  });
+  AB_CHECK(is_floating(a.dtype()), op, ": expected float32 or float64, got ", a.str());
+  kernel::gemm(A.trans, B.trans, M, N, K, A.t, A.ld, B.t, B.ld, beta, y);
 }
 
 }  // namespace

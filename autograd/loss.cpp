@@ -6,14 +6,14 @@
 // d loss / d logits = (softmax - target) / N, instead of going through log(softmax(x)).
 // soft_cross_entropy and dropout are composed of primitives and get their gradients for free.
 //
-// The kernels are in tensor/cpu/softmax.cpp (declared in tensor/softmax.h); the scalar
-// references the tests compare them with are in tensor/ref_loss.h. Read next: tests/test_loss.cpp.
+// The kernels are in tensor/cpu/softmax.cpp and tensor/cuda/nn.cu (declared in tensor/kernels.inc);
+// the scalar references the tests compare them with are in tensor/ref_loss.h. Read next: tests/test_loss.cpp.
 #include <cmath>
 
 #include "autograd/autograd.h"
 #include "tensor/ops.h"
 #include "tensor/random.h"
-#include "tensor/softmax.h"
+#include "tensor/kernels.h"
 
 namespace anybit {
 
@@ -33,21 +33,18 @@ SoftmaxPlan plan_softmax(const Tensor& x, int64_t dim, const char* op) {
   return p;
 }
 
-void check_cpu_float(const char* op, const char* arg, const Tensor& x) {
+void check_float(const char* op, const char* arg, const Tensor& x) {
   AB_CHECK(is_floating(x.dtype()), op, ": ", arg, " must be float32 or float64, got ", x.str());
-  AB_CHECK(x.device().is_cpu(), op, ": ", arg, " is ", x.str(),
-           ", but this op has no CUDA kernel yet; hint: move it to the CPU with .to(Device()), which is "
-           "differentiable");
 }
 
 // softmax (log = false) or log_softmax (log = true) over `dim`.
 Tensor softmax_impl(const Tensor& x, int64_t dim, bool log) {
   const char* op = log ? "log_softmax" : "softmax";
-  check_cpu_float(op, "x", x);
+  check_float(op, "x", x);
   SoftmaxPlan p = plan_softmax(x, dim, op);
   Tensor xc = x.detach().contiguous();
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  cpu::softmax(xc, p.outer, p.K, p.inner, log, y);
+  kernel::softmax(xc, p.outer, p.K, p.inner, log, y);
   // softmax:      dX = Y * (dY - sum_k dY * Y)
   // log_softmax:  dX = dY - exp(Y) * sum_k dY
   if (needs_grad({x})) {
@@ -55,7 +52,7 @@ Tensor softmax_impl(const Tensor& x, int64_t dim, bool log) {
     record(op, y, {x}, [sy, p, log](const Tensor& g) {
       Tensor gc = g.contiguous();
       Tensor gx = Tensor::empty(sy.shape(), sy.dtype(), sy.device());
-      cpu::softmax_backward(sy, gc, p.outer, p.K, p.inner, log, gx);
+      kernel::softmax_backward(sy, gc, p.outer, p.K, p.inner, log, gx);
       return Grads{gx};
     });
   }
@@ -71,21 +68,22 @@ Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, t
 // logits: (N, K), labels: (N) int64 -> shape [] loss.
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels, double label_smoothing) {
   const char* op = "cross_entropy";
-  check_cpu_float(op, "logits", logits);
+  check_float(op, "logits", logits);
   AB_CHECK(logits.dim() == 2, op, ": logits must be (N, K), got ", logits.str(),
            "; hint: flatten the extra dimensions into N first");
   AB_CHECK(labels.defined() && labels.dtype() == DType::I64 && labels.dim() == 1, op,
            ": labels must be an int64 tensor of shape (N), got ", labels.defined() ? labels.str() : "undefined");
-  AB_CHECK(labels.device().is_cpu(), op, ": labels must be on the CPU, got ", labels.str());
   const int64_t N = logits.size(0), K = logits.size(1);
   AB_CHECK(labels.size(0) == N, op, ": ", N, " rows of logits ", shape_str(logits.shape()), " but ",
            labels.size(0), " labels ", shape_str(labels.shape()));
   AB_CHECK(N > 0 && K > 0, op, ": empty logits ", shape_str(logits.shape()));
   AB_CHECK(label_smoothing >= 0 && label_smoothing <= 1, op, ": label_smoothing must be in [0, 1], got ",
            label_smoothing);
-  const int64_t* lab = labels.data<int64_t>();
+  // The labels are checked on the host (a copy when they live on the GPU) and used on the logits' device.
+  const Tensor host_labels = labels.device().is_cpu() ? labels : labels.to(Device());
+  const int64_t* lab = host_labels.data<int64_t>();
   for (int64_t n = 0; n < N; ++n) {
-    int64_t c = lab[n * labels.strides()[0]];
+    int64_t c = lab[n * host_labels.strides()[0]];
     AB_CHECK(c >= 0 && c < K, op, ": label ", c, " (at index ", n, ") is out of range [0, K = ", K,
              ") for logits ", shape_str(logits.shape()), " ", dtype_name(logits.dtype()),
              "; hint: labels are class indices 0..K-1");
@@ -94,15 +92,17 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, double label_sm
   // Forward: logp = log_softmax(logits) once, then
   //   loss = mean_n [ -(1 - eps) logp[n, label_n] - (eps / K) sum_k logp[n, k] ]
   Tensor logp = Tensor::empty(logits.shape(), logits.dtype(), logits.device());
-  cpu::softmax(logits.detach().contiguous(), N, K, 1, true, logp);
-  Tensor y = Tensor::scalar(cpu::cross_entropy_loss(logp, labels, label_smoothing), logits.dtype());
+  kernel::softmax(logits.detach().contiguous(), N, K, 1, true, logp);
+  const Tensor dev_labels = labels.device() == logits.device() ? labels.detach() : labels.to(logits.device());
+  Tensor y = Tensor::scalar(kernel::cross_entropy_loss(logp, dev_labels, label_smoothing), logits.dtype());
+  if (logits.device().is_cuda()) y = y.to(logits.device());
 
   // dLogits = dY / N * (softmax(logits) - target), target = (1 - eps) one_hot + eps / K
   if (needs_grad({logits})) {
-    Tensor sl = labels.detach();
+    Tensor sl = dev_labels;
     record(op, y, {logits}, [logp, sl, label_smoothing, N](const Tensor& g) {
       Tensor gx = Tensor::empty(logp.shape(), logp.dtype(), logp.device());
-      cpu::cross_entropy_backward(logp, sl, label_smoothing, g.item<double>() / N, gx);
+      kernel::cross_entropy_backward(logp, sl, label_smoothing, g.item<double>() / N, gx);
       return Grads{gx};
     });
   }
@@ -112,8 +112,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, double label_sm
 // student_logits, teacher_logits: (N, K) -> shape [] loss.
 Tensor soft_cross_entropy(const Tensor& student_logits, const Tensor& teacher_logits, double temperature) {
   const char* op = "soft_cross_entropy";
-  check_cpu_float(op, "student_logits", student_logits);
-  check_cpu_float(op, "teacher_logits", teacher_logits);
+  check_float(op, "student_logits", student_logits);
+  check_float(op, "teacher_logits", teacher_logits);
   AB_CHECK(student_logits.dim() == 2 && student_logits.shape() == teacher_logits.shape(), op,
            ": student and teacher logits must both be (N, K), got ", student_logits.str(), " and ",
            teacher_logits.str());

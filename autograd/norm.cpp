@@ -3,13 +3,13 @@
 // x: (N, C) or (N, C, H, W); weight, bias, running_mean, running_var: (C) or undefined.
 // Training normalises with the batch mean and biased variance and updates the running statistics
 // in place with the unbiased variance; evaluation normalises with the running statistics.
-// Kernels: tensor/cpu/norm.cpp; scalar spec: ref::batch_norm (tensor/ref.cpp).
+// Kernels: tensor/cpu/norm.cpp, tensor/cuda/nn.cu; scalar spec: ref::batch_norm (tensor/ref.cpp).
 // batch_norm_sync is the same op with the statistics of every process's batch (data-parallel
 // training with synchronised BN, nn/distributed.h).
 #include <cmath>
 
 #include "autograd/autograd.h"
-#include "tensor/cpu/nn.h"
+#include "tensor/kernels.h"
 #include "tensor/ops.h"
 #include "tensor/process_group.h"
 
@@ -33,15 +33,14 @@ void check_param(const Tensor& x, const Tensor& p, const char* name) {
 namespace {
 
 // batch_norm, and with `sync` batch_norm_sync: the kernels then add up their per-channel sums
-// across the processes of dist::world() (tensor/cpu/nn.h: ChannelSum), so the statistics, the
+// across the processes of dist::world() (tensor/kernels.h: ChannelSum), so the statistics, the
 // running statistics and dx are those of every process's batch together; dw and db stay this
 // process's share (the trainer sums parameter gradients across processes).
 Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
                        Tensor running_var, bool training, double momentum, double eps, bool sync) {
   AB_CHECK(x.dim() == 2 || x.dim() == 4, "batch_norm: expected x (N, C) or (N, C, H, W), got ",
            shape_str(x.shape()), " ", dtype_name(x.dtype()));
-  AB_CHECK(x.device().is_cpu(), "batch_norm: CUDA tensors are not supported yet (x ", shape_str(x.shape()),
-           " on ", x.device().str(), "); move them to the CPU");
+  AB_CHECK(is_floating(x.dtype()), "batch_norm: x must be float32 or float64, got ", x.str());
   check_param(x, weight, "weight");
   check_param(x, bias, "bias");
   check_param(x, running_mean, "running_mean");
@@ -53,8 +52,8 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
            "batch_norm: evaluation mode needs running_mean and running_var (x ", shape_str(x.shape()), ")");
   const int64_t C = x.size(1);
   double M = double(x.numel() / std::max<int64_t>(C, 1));  // values per channel (over every process)
-  const cpu::ChannelSum across = [](double* sums, int64_t n) { dist::world().sum(sums, n); };
-  const cpu::ChannelSum* sum_across = sync ? &across : nullptr;
+  const ChannelSum across = [](double* sums, int64_t n) { dist::world().sum(sums, n); };
+  const ChannelSum* sum_across = sync ? &across : nullptr;
   if (sync) across(&M, 1);
   AB_CHECK(!training || M > 1, "batch_norm: training needs more than one value per channel, got x ",
            shape_str(x.shape()), sync ? " (on all processes together)" : "", "; use a batch larger than 1 or evaluation mode");
@@ -64,34 +63,22 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
   Tensor xc = x.detach().contiguous();
   Tensor wc = weight.defined() ? weight.detach().contiguous() : Tensor();
   Tensor bc = bias.defined() ? bias.detach().contiguous() : Tensor();
-  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  const Device dev = x.device();
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), dev);
   Tensor mean, invstd;
   if (training) {
-    mean = Tensor::empty({C}, x.dtype());
-    invstd = Tensor::empty({C}, x.dtype());
-    Tensor var = Tensor::empty({C}, x.dtype());
-    cpu::batch_norm_train_forward(xc, wc, bc, eps, y, mean, var, invstd, sum_across);
-    if (running_mean.defined()) {
-      // running = (1 - momentum) running + momentum batch, the variance unbiased: var * M / (M - 1)
-      AB_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] {
-        scalar_t *rm = running_mean.data<scalar_t>(), *rv = running_var.data<scalar_t>();
-        const scalar_t *bm = mean.data<scalar_t>(), *bv = var.data<scalar_t>();
-        for (int64_t c = 0; c < C; ++c) {
-          rm[c] = scalar_t((1 - momentum) * rm[c] + momentum * bm[c]);
-          rv[c] = scalar_t((1 - momentum) * rv[c] + momentum * bv[c] * M / (M - 1));
-        }
-      });
-    }
+    mean = Tensor::empty({C}, x.dtype(), dev);
+    invstd = Tensor::empty({C}, x.dtype(), dev);
+    Tensor var = Tensor::empty({C}, x.dtype(), dev);
+    kernel::batch_norm_train_forward(xc, wc, bc, eps, y, mean, var, invstd, sum_across);
+    // running = (1 - momentum) running + momentum batch, the variance unbiased: var * M / (M - 1)
+    if (running_mean.defined()) kernel::batch_norm_update_running(running_mean, running_var, mean, var, momentum, M);
   } else {
     // Evaluation: the running statistics, copied (a later training step updates them in place).
     mean = running_mean.detach().clone();
-    invstd = Tensor::empty({C}, x.dtype());
-    AB_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] {
-      const scalar_t* rv = running_var.data<scalar_t>();
-      scalar_t* inv = invstd.data<scalar_t>();
-      for (int64_t c = 0; c < C; ++c) inv[c] = scalar_t(1.0 / std::sqrt(double(rv[c]) + eps));
-    });
-    cpu::batch_norm_apply(xc, wc, bc, mean, invstd, y);
+    invstd = Tensor::empty({C}, x.dtype(), dev);
+    kernel::batch_norm_invstd(running_var, eps, invstd);
+    kernel::batch_norm_apply(xc, wc, bc, mean, invstd, y);
   }
   // training:   dX = (1/M) w invstd (M dY - sum dY - xhat sum(dY xhat)), xhat = (x - mean) invstd
   // evaluation: dX = dY w invstd
@@ -99,10 +86,10 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
   if (needs_grad({x, weight, bias})) {
     bool gw = weight.defined() && weight.requires_grad(), gb = bias.defined() && bias.requires_grad();
     record(sync ? "batch_norm_sync" : "batch_norm", y, {x, weight, bias}, [=](const Tensor& g) {
-      Tensor dx = Tensor::empty(xc.shape(), xc.dtype());
-      Tensor dw = gw ? Tensor::empty({C}, xc.dtype()) : Tensor();
-      Tensor db = gb ? Tensor::empty({C}, xc.dtype()) : Tensor();
-      cpu::batch_norm_backward(xc, wc, mean, invstd, training, g.contiguous(), dx, gw ? &dw : nullptr,
+      Tensor dx = Tensor::empty(xc.shape(), xc.dtype(), xc.device());
+      Tensor dw = gw ? Tensor::empty({C}, xc.dtype(), xc.device()) : Tensor();
+      Tensor db = gb ? Tensor::empty({C}, xc.dtype(), xc.device()) : Tensor();
+      kernel::batch_norm_backward(xc, wc, mean, invstd, training, g.contiguous(), dx, gw ? &dw : nullptr,
                                gb ? &db : nullptr, sync ? &across : nullptr);
       return Grads{dx, dw, db};
     });

@@ -5,7 +5,7 @@
 #include <algorithm>
 
 #include "autograd/autograd.h"
-#include "tensor/elementwise.h"
+#include "tensor/kernels.h"
 #include "tensor/ops.h"
 
 namespace anybit {
@@ -52,10 +52,7 @@ Plan plan_reduce(const Tensor& x, std::vector<int64_t> dims, bool keepdim, const
 }
 
 void sum_kernel(const Plan& p, Tensor& out) {
-  if (p.x.device().is_cuda())
-    cuda::reduce_sum(p.x, p.outer, p.R, p.inner, out);
-  else
-    cpu::reduce_sum(p.x, p.outer, p.R, p.inner, out);
+  kernel::reduce_sum(p.x, p.outer, p.R, p.inner, out);
 }
 
 }  // namespace
@@ -115,29 +112,19 @@ static std::pair<Tensor, Tensor> max_impl(const Tensor& x, std::vector<int64_t> 
   Plan p = plan_reduce(x.detach(), dims, keepdim, "max");
   Tensor v = Tensor::empty(p.out_shape, x.dtype(), x.device());
   Tensor idx = Tensor::empty(p.out_shape, DType::I64, x.device());
-  if (p.x.device().is_cuda())
-    cuda::reduce_max(p.x, p.outer, p.R, p.inner, v, idx);
-  else
-    cpu::reduce_max(p.x, p.outer, p.R, p.inner, v, idx);
+  kernel::reduce_max(p.x, p.outer, p.R, p.inner, v, idx);
   if (needs_grad({x})) {
-    // dX = dY scattered to the arg-max position of each slice, 0 elsewhere. The scatter is a
-    // small CPU loop over the (outer, R, inner) layout of the plan.
-    AB_CHECK(x.device().is_cpu(), "max: backward on CUDA is not implemented yet");
-    Shape in_shape = x.shape(), xs = p.x.shape();
+    // dX = dY scattered to the arg-max position of each slice, 0 elsewhere, over the
+    // (outer, R, inner) layout of the plan (kernel::max_backward).
+    Shape in_shape = x.shape();
     int64_t outer = p.outer, R = p.R, inner = p.inner;
-    bool block = p.x.shape() == x.shape();
-    std::vector<int64_t> perm_dims = dims;
+    bool block = p.x.shape() == x.shape();  // x itself is (outer, R, inner): no permutation was needed
     Tensor sidx = idx;
     record("max", v, {x}, [=](const Tensor& g) {
-      Tensor gc = g.contiguous().to(DType::F64);
-      std::vector<double> gx(outer * R * inner, 0.0);
-      const double* pg = gc.data<double>();
-      const int64_t* pi = sidx.data<int64_t>();
-      for (int64_t o = 0; o < outer; ++o)
-        for (int64_t i = 0; i < inner; ++i) gx[(o * R + pi[o * inner + i]) * inner + i] = pg[o * inner + i];
-      Tensor flat = Tensor::from_vector(gx, {(int64_t)gx.size()}).to(g.dtype());
       AB_CHECK(block, "max: backward over non-adjacent dimensions is not supported");
-      return Grads{flat.reshape(in_shape)};
+      Tensor gx = Tensor::empty(in_shape, g.dtype(), g.device());
+      kernel::max_backward(g.contiguous(), sidx, outer, R, inner, gx);
+      return Grads{gx};
     });
   }
   return {v, idx};

@@ -10,10 +10,9 @@
 // It is a permutation with zero padding, so its backward is the same shift in the opposite
 // directions: dX[n, t, c] = dY[n, t - 1, c] for c < fold, dY[n, t + 1, c] for the next fold,
 // dY[n, t, c] for the rest.
-#include <algorithm>
-
 #include "autograd/autograd.h"
 #include "tensor/error.h"
+#include "tensor/kernels.h"
 #include "tensor/ops.h"
 
 namespace anybit {
@@ -22,35 +21,12 @@ namespace {
 
 using Grads = std::vector<Tensor>;
 
-// dst = src shifted: the first fold channels take frame t + dir, the next fold frame t - dir.
+// y = x shifted: the first fold channels take frame t + dir, the next fold frame t - dir.
 // dir = +1 is the forward op, -1 its backward.
-template <typename T>
-void shift_frames(const T* src, T* dst, int64_t clips, int64_t frames, int64_t C, int64_t HW, int64_t fold, int dir) {
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t n = 0; n < clips; ++n)
-    for (int64_t t = 0; t < frames; ++t) {
-      T* out = dst + (n * frames + t) * C * HW;
-      for (int64_t c = 0; c < C; ++c) {
-        int64_t from = c < fold ? t + dir : c < 2 * fold ? t - dir : t;
-        T* o = out + c * HW;
-        if (from < 0 || from >= frames) {
-          for (int64_t i = 0; i < HW; ++i) o[i] = T(0);
-        } else {
-          const T* in = src + ((n * frames + from) * C + c) * HW;
-          for (int64_t i = 0; i < HW; ++i) o[i] = in[i];
-        }
-      }
-    }
-}
-
 Tensor shift(const Tensor& x, int64_t frames, int64_t fold, int dir) {
   Tensor xc = x.contiguous();
-  Tensor y = Tensor::empty(x.shape(), x.dtype());
-  const int64_t rows = x.size(0), C = x.size(1), HW = x.numel() / std::max<int64_t>(rows * C, 1);
-  if (x.dtype() == DType::F32)
-    shift_frames(xc.data<float>(), y.data<float>(), rows / frames, frames, C, HW, fold, dir);
-  else
-    shift_frames(xc.data<double>(), y.data<double>(), rows / frames, frames, C, HW, fold, dir);
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  kernel::temporal_shift(xc, y, frames, fold, dir);
   return y;
 }
 
@@ -60,7 +36,6 @@ Tensor temporal_shift(const Tensor& x, int64_t frames, int64_t fold_div) {
   AB_CHECK(x.dim() == 4, "temporal_shift: expected x (N * T, C, H, W), got ", shape_str(x.shape()));
   AB_CHECK(x.dtype() == DType::F32 || x.dtype() == DType::F64, "temporal_shift: expected float32 or float64, got ",
            dtype_name(x.dtype()));
-  AB_CHECK(x.device().is_cpu(), "temporal_shift: CPU tensors only for now (got one on ", x.device().str(), ")");
   AB_CHECK(frames >= 1 && x.size(0) % frames == 0, "temporal_shift: ", x.size(0), " rows are not clips of ",
            frames, " frames");
   AB_CHECK(fold_div >= 2, "temporal_shift: fold_div must be >= 2 (two folds are shifted), got ", fold_div);

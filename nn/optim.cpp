@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "autograd/autograd.h"
+#include "tensor/kernels.h"
 
 namespace anybit::nn {
 
@@ -107,48 +108,6 @@ void Optimizer::load_state_dict(const NamedTensors& state) {
 
 namespace {
 
-// One fused pass over a parameter (all pointers contiguous, n elements). The cases are separate
-// loops so that each inner loop is branch-free and vectorises.
-template <typename T>
-void sgd_kernel(T* p, const T* g, T* buf, int64_t n, T lr, T wd, T momentum, bool nesterov, bool first) {
-  if (!buf) {
-#pragma omp parallel for simd if (n > (1 << 16)) schedule(static)
-    for (int64_t i = 0; i < n; ++i) p[i] -= lr * (g[i] + wd * p[i]);
-  } else if (first) {  // buf = d
-#pragma omp parallel for simd if (n > (1 << 16)) schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-      T d = g[i] + wd * p[i];
-      buf[i] = d;
-      p[i] -= lr * (nesterov ? d + momentum * d : d);
-    }
-  } else {  // buf = momentum buf + d
-#pragma omp parallel for simd if (n > (1 << 16)) schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-      T d = g[i] + wd * p[i];
-      T b = momentum * buf[i] + d;
-      buf[i] = b;
-      p[i] -= lr * (nesterov ? d + momentum * b : b);
-    }
-  }
-}
-
-// Adam: decay = 1, wd_grad = wd. AdamW: decay = 1 - lr wd, wd_grad = 0.
-// (GCC keeps this loop scalar: with errno semantics, the default, every sqrt is a possible
-// library call. apps/bench_optim measures it.)
-template <typename T>
-void adam_kernel(T* p, const T* g, T* m, T* v, int64_t n, T decay, T wd_grad, T b1, T b2, T eps, T step_size,
-                 T bc2_sqrt) {
-#pragma omp parallel for if (n > (1 << 16)) schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    T gi = g[i] + wd_grad * p[i];
-    T mi = b1 * m[i] + (T(1) - b1) * gi;
-    T vi = b2 * v[i] + (T(1) - b2) * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    p[i] = p[i] * decay - step_size * mi / (std::sqrt(vi) / bc2_sqrt + eps);
-  }
-}
-
 // The parameter's gradient, contiguous, or undefined when there is none.
 Tensor grad_of(const std::string& name, const Tensor& p) {
   Tensor g = p.grad();
@@ -178,22 +137,9 @@ void SGD::step() {
     bool first = !s.buf[0].defined();
     if (opt_.momentum > 0 && first) s.buf[0] = Tensor::empty(s.param.shape(), s.param.dtype(), s.param.device());
     ++s.step;
-    if (s.param.device().is_cpu()) {
-      AB_DISPATCH_FLOAT(s.param.dtype(), "SGD.step", [&] {
-        sgd_kernel<scalar_t>(s.param.data<scalar_t>(), g.data<scalar_t>(),
-                             opt_.momentum > 0 ? s.buf[0].data<scalar_t>() : nullptr, s.param.numel(),
-                             (scalar_t)grp.lr, (scalar_t)grp.weight_decay, (scalar_t)opt_.momentum, opt_.nesterov,
-                             first);
-      });
-      continue;
-    }
-    // Other devices: the same rule from elementwise ops (allocates temporaries).
-    Tensor d = grp.weight_decay != 0 ? g + s.param * grp.weight_decay : g;
-    if (opt_.momentum > 0) {
-      s.buf[0].copy_(first ? d : s.buf[0] * opt_.momentum + d);
-      d = opt_.nesterov ? d + s.buf[0] * opt_.momentum : s.buf[0];
-    }
-    s.param.copy_(s.param - d * grp.lr);
+    // The fused update (tensor/kernels.inc: sgd_step; the formula: formula::sgd_update).
+    kernel::sgd_step(s.param, g, opt_.momentum > 0 ? &s.buf[0] : nullptr, grp.lr, grp.weight_decay, opt_.momentum,
+                     opt_.nesterov, first);
   }
 }
 
@@ -222,25 +168,10 @@ void Adam::step() {
     double bc1 = 1 - std::pow(opt_.beta1, (double)s.step);
     double bc2 = 1 - std::pow(opt_.beta2, (double)s.step);
     double step_size = grp.lr / bc1, bc2_sqrt = std::sqrt(bc2);
-    if (s.param.device().is_cpu()) {
-      AB_DISPATCH_FLOAT(s.param.dtype(), "Adam.step", [&] {
-        bool dec = opt_.decoupled_weight_decay;
-        adam_kernel<scalar_t>(s.param.data<scalar_t>(), g.data<scalar_t>(), s.buf[0].data<scalar_t>(),
-                              s.buf[1].data<scalar_t>(), s.param.numel(),
-                              dec ? scalar_t(1) - (scalar_t)grp.lr * (scalar_t)grp.weight_decay : scalar_t(1),
-                              dec ? scalar_t(0) : (scalar_t)grp.weight_decay, (scalar_t)opt_.beta1,
-                              (scalar_t)opt_.beta2, (scalar_t)opt_.eps, (scalar_t)step_size, (scalar_t)bc2_sqrt);
-      });
-      continue;
-    }
-    // Other devices: the same rule from elementwise ops (allocates temporaries).
-    Tensor p = s.param;
-    if (opt_.decoupled_weight_decay && grp.weight_decay != 0) p = p * (1 - grp.lr * grp.weight_decay);
-    if (!opt_.decoupled_weight_decay && grp.weight_decay != 0) g = g + p * grp.weight_decay;
-    s.buf[0].copy_(s.buf[0] * opt_.beta1 + g * (1 - opt_.beta1));
-    s.buf[1].copy_(s.buf[1] * opt_.beta2 + g * g * (1 - opt_.beta2));
-    Tensor denom = sqrt(s.buf[1]) / bc2_sqrt + opt_.eps;
-    s.param.copy_(p - s.buf[0] / denom * step_size);
+    // Adam: decay = 1, the weight decay added to the gradient; AdamW: decay = 1 - lr wd (decoupled).
+    const bool dec = opt_.decoupled_weight_decay;
+    kernel::adam_step(s.param, g, s.buf[0], s.buf[1], dec ? 1 - grp.lr * grp.weight_decay : 1.0,
+                      dec ? 0.0 : grp.weight_decay, opt_.beta1, opt_.beta2, opt_.eps, step_size, bc2_sqrt);
   }
 }
 

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "autograd/autograd.h"
+#include "tensor/kernels.h"
 #include "tensor/process_group.h"
 
 namespace anybit::quant {
@@ -19,55 +20,16 @@ LsqRange lsq_range(int bits, bool is_signed) {
   return {0, (int64_t(1) << bits) - 1};
 }
 
-template <typename T>
-static void lsq_forward(const T* v, T* y, int64_t n, T s, T qn, T qp) {
-#pragma omp parallel for simd if (n >= (1 << 15)) schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    T q = v[i] / s;
-    q = q < -qn ? -qn : (q > qp ? qp : q);
-    y[i] = std::nearbyint(q) * s;
-  }
-}
-
-// dv = g inside (-Qn, Qp); returns the unscaled sum for ds (lsq.h), chunked like PACT's backward:
-// each chunk summed in T across vector lanes, the chunks' sums added in double in chunk order (the
-// same result whatever the number of threads).
-template <typename T>
-static double lsq_backward(const T* v, const T* g, T* gv, int64_t n, T s, T qn, T qp) {
-  constexpr int64_t kChunk = 4096;
-  const int64_t chunks = (n + kChunk - 1) / kChunk;
-  std::vector<double> sums(chunks);
-#pragma omp parallel for if (n >= (1 << 15)) schedule(static)
-  for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t begin = c * kChunk, end = std::min(n, begin + kChunk);
-    T part = 0;
-#pragma omp simd reduction(+ : part)
-    for (int64_t i = begin; i < end; ++i) {
-      T q = v[i] / s;
-      bool low = q <= -qn, high = q >= qp;
-      gv[i] = (low || high) ? T(0) : g[i];
-      part += g[i] * (low ? -qn : (high ? qp : std::nearbyint(q) - q));
-    }
-    sums[c] = part;
-  }
-  double ds = 0;
-  for (double v : sums) ds += v;
-  return ds;
-}
-
 Tensor lsq_quantize(const Tensor& v, const Tensor& s, int64_t qn, int64_t qp, int64_t features) {
   AB_CHECK(s.numel() == 1, "lsq_quantize: the step must have one element, got shape ", shape_str(s.shape()));
   AB_CHECK(qn >= 0 && qp > 0 && features > 0, "lsq_quantize: bad range Qn=", qn, " Qp=", qp, " or N=", features);
   check_same_dtype("lsq_quantize", v, s);
-  AB_CHECK(v.device().is_cpu(), "lsq_quantize: CUDA is not implemented yet for ", v.str());
+  check_same_device("lsq_quantize", v, s);
   Tensor vc = v.contiguous();
   const double sv = s.item<double>();
   AB_CHECK(sv > 0, "lsq_quantize: the step must be positive, got ", sv);
   Tensor y = Tensor::empty(v.shape(), v.dtype(), v.device());
-  AB_DISPATCH_FLOAT(v.dtype(), "lsq_quantize", [&] {
-    lsq_forward<scalar_t>(vc.data<scalar_t>(), y.data<scalar_t>(), v.numel(), (scalar_t)sv, (scalar_t)qn,
-                          (scalar_t)qp);
-  });
+  kernel::lsq_forward(vc, y, sv, (double)qn, (double)qp);
   if (needs_grad({v, s})) {
     Tensor sv_in = vc.detach();
     Shape s_shape = s.shape();
@@ -75,11 +37,7 @@ Tensor lsq_quantize(const Tensor& v, const Tensor& s, int64_t qn, int64_t qp, in
     record("lsq_quantize", y, {v, s}, [sv_in, sv, qn, qp, gscale, s_shape](const Tensor& g) {
       Tensor gc = g.contiguous();
       Tensor gv = Tensor::empty(sv_in.shape(), sv_in.dtype(), sv_in.device());
-      double ds = 0;
-      AB_DISPATCH_FLOAT(sv_in.dtype(), "lsq_quantize backward", [&] {
-        ds = lsq_backward<scalar_t>(sv_in.data<scalar_t>(), gc.data<scalar_t>(), gv.data<scalar_t>(),
-                                    sv_in.numel(), (scalar_t)sv, (scalar_t)qn, (scalar_t)qp);
-      });
+      const double ds = kernel::lsq_backward(sv_in, gc, gv, sv, (double)qn, (double)qp);
       return std::vector<Tensor>{gv, Tensor::full(s_shape, ds * gscale, sv_in.dtype(), sv_in.device())};
     });
   }
@@ -152,7 +110,8 @@ IntegerWeights LsqWeights::integer_weights(const Tensor& w, int bits) {
   AB_CHECK(bits >= 2 && bits < 32, "lsq: bit-width ", bits, " has no integer codes");
   NoGradGuard ng;
   const LsqRange r = lsq_range(bits, /*is_signed=*/true);
-  Tensor wq = forward(w, bits).detach().to(DType::F64);  // s q, q integer in [-Qn, Qp]
+  // s q, q integer in [-Qn, Qp], read on the host (the codes are for export)
+  Tensor wq = forward(w, bits).detach().to(DType::F64).to(Device());
   const double s = step(bits).item<double>();
   Tensor codes = Tensor::empty(w.shape(), DType::I64);
   Tensor wc = wq.contiguous();

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "autograd/autograd.h"
+#include "tensor/kernels.h"
 
 namespace anybit::quant {
 
@@ -22,10 +23,10 @@ Tensor straight_through(const Tensor& u, const Tensor& target) {
 Tensor floor_to_step(const Tensor& qB, int bits, int B) {
   NoGradGuard ng;
   const double step = std::pow(2.0, B - bits);
-  Tensor qb = qB.detach().to(DType::F64).clone();  // a copy we may overwrite
-  double* p = qb.data<double>();
-  for (int64_t i = 0; i < qb.numel(); ++i) p[i] = std::floor(p[i] / step) * step;
-  return qb.to(qB.dtype());
+  Tensor q = mul(qB.detach().to(DType::F64), 1.0 / step);  // exact: step is a power of 2
+  Tensor fl = Tensor::empty(q.shape(), DType::F64, q.device());
+  kernel::unary(UnaryOp::Floor, q, fl);
+  return mul(fl, step).to(qB.dtype());
 }
 
 // Truncate store: the b-bit value in u's [0, 1] range. Only round and floor are straight-through;
@@ -126,50 +127,6 @@ Tensor weight_codes(const Tensor& w, int bits, const WeightQuantOptions& opt) {
 
 // ---- PACT: one fused op with the method's exact gradients ----------------------------------------
 
-// The clip range is [lo, a] with lo = 0 (unsigned) or -a (signed); `levels` is the number of
-// rounding steps per unit of a: (2^b - 1) unsigned, 2^(b-1) - 1 signed, 0 at b = 32 (no rounding).
-template <typename T>
-static void pact_forward(const T* x, T* y, int64_t n, T lo, T a, T levels) {
-  const T scale = levels / a, inv = a / levels;
-#pragma omp parallel for simd if (n >= (1 << 15)) schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    T v = x[i] < lo ? lo : (x[i] > a ? a : x[i]);
-    y[i] = levels == T(0) ? v : std::nearbyint(v * scale) * inv;
-  }
-}
-
-// dx = g where lo <= x <= a; returns da = sum of g where x >= a, minus (Signed: lo = -a) the sum
-// of g where x <= lo. The sum runs in chunks: each chunk is summed in T with `omp simd` (vector
-// lanes), and the chunks' sums are added in double, in chunk order, so the result is the same
-// whatever the number of threads. Signed is a template parameter so that the unsigned loop, the
-// one every ReLU network runs, carries no test of it: a branch in the loop changes how the
-// compiler vectorises the float sum, hence its rounding, hence a training run's last digits.
-// (The same happens if the loop moves into a lambda of a shared chunked-sum helper, which is why
-// PACT and LSQ each keep this loop written out.)
-template <typename T, bool Signed>
-static double pact_backward(const T* x, const T* g, T* gx, int64_t n, T lo, T a) {
-  constexpr int64_t kChunk = 4096;
-  const int64_t chunks = (n + kChunk - 1) / kChunk;
-  std::vector<double> sums(chunks);
-#pragma omp parallel for if (n >= (1 << 15)) schedule(static)
-  for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t begin = c * kChunk, end = std::min(n, begin + kChunk);
-    T part = 0;
-#pragma omp simd reduction(+ : part)
-    for (int64_t i = begin; i < end; ++i) {
-      gx[i] = (x[i] >= lo && x[i] <= a) ? g[i] : T(0);
-      if constexpr (Signed)
-        part += x[i] >= a ? g[i] : (x[i] <= lo ? -g[i] : T(0));
-      else
-        part += x[i] >= a ? g[i] : T(0);
-    }
-    sums[c] = part;
-  }
-  double ga = 0;
-  for (double v : sums) ga += v;
-  return ga;
-}
-
 Tensor pact_quantize(const Tensor& x, const Tensor& a, int bits, bool is_signed) {
   AB_CHECK(a.numel() == 1, "pact_quantize: the clip value must have one element, got shape ",
            shape_str(a.shape()));
@@ -177,32 +134,21 @@ Tensor pact_quantize(const Tensor& x, const Tensor& a, int bits, bool is_signed)
            is_signed ? " is not in 2..16 or 32 (signed PACT needs a sign bit and one magnitude bit)"
                      : " is not in 1..16 or 32");
   check_same_dtype("pact_quantize", x, a);
-  AB_CHECK(x.device().is_cpu(), "pact_quantize: CUDA is not implemented yet for ", x.str());
+  check_same_device("pact_quantize", x, a);
   Tensor xc = x.contiguous();
   double av = a.item<double>();
   AB_CHECK(av > 0, "pact_quantize: the clip value must be positive, got ", av);
   const double lo = is_signed ? -av : 0.0;
   const double levels = bits == 32 ? 0.0 : (is_signed ? std::pow(2.0, bits - 1) - 1 : std::pow(2.0, bits) - 1);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  AB_DISPATCH_FLOAT(x.dtype(), "pact_quantize", [&] {
-    pact_forward<scalar_t>(xc.data<scalar_t>(), y.data<scalar_t>(), x.numel(), (scalar_t)lo, (scalar_t)av,
-                           (scalar_t)levels);
-  });
+  kernel::pact_forward(xc, y, lo, av, levels);
   if (needs_grad({x, a})) {
     Tensor sx = xc.detach();
     Shape a_shape = a.shape();
     record("pact_quantize", y, {x, a}, [sx, av, lo, a_shape](const Tensor& g) {
       Tensor gc = g.contiguous();
       Tensor gx = Tensor::empty(sx.shape(), sx.dtype(), sx.device());
-      double ga = 0;
-      AB_DISPATCH_FLOAT(sx.dtype(), "pact_quantize backward", [&] {
-        if (lo < 0)
-          ga = pact_backward<scalar_t, true>(sx.data<scalar_t>(), gc.data<scalar_t>(), gx.data<scalar_t>(),
-                                             sx.numel(), (scalar_t)lo, (scalar_t)av);
-        else
-          ga = pact_backward<scalar_t, false>(sx.data<scalar_t>(), gc.data<scalar_t>(), gx.data<scalar_t>(),
-                                              sx.numel(), (scalar_t)lo, (scalar_t)av);
-      });
+      const double ga = kernel::pact_backward(sx, gc, gx, lo, av);
       return Grads{gx, Tensor::full(a_shape, ga, sx.dtype(), sx.device())};
     });
   }

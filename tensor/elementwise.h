@@ -12,7 +12,7 @@ namespace anybit {
 
 enum class UnaryOp {
   Neg, Exp, Log, Sqrt, Pow /* x^p0 */, Tanh, Abs, Relu, Relu6, Clamp /* to [p0, p1] */,
-  Round /* ties to even */, AddScalar /* x + p0 */, MulScalar /* x * p0 */, Sign,
+  Round /* ties to even */, Floor, AddScalar /* x + p0 */, MulScalar /* x * p0 */, Sign,
 };
 
 enum class BinaryOp {
@@ -26,24 +26,7 @@ enum class BinaryOp {
   Less,       // 1 if a < b else 0
 };
 
-namespace cpu {
-void unary(UnaryOp op, const Tensor& x, Tensor& out, double p0 = 0, double p1 = 0);
-void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out, double p0 = 0, double p1 = 0);
-// out (outer, inner) = sum over r of x (outer, R, inner); x contiguous.
-void reduce_sum(const Tensor& x, int64_t outer, int64_t R, int64_t inner, Tensor& out);
-// values and first arg-max indices (int64) over r of x (outer, R, inner); x contiguous.
-void reduce_max(const Tensor& x, int64_t outer, int64_t R, int64_t inner, Tensor& values, Tensor& indices);
-}  // namespace cpu
-
-namespace cuda {
-void unary(UnaryOp op, const Tensor& x, Tensor& out, double p0 = 0, double p1 = 0);
-void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out, double p0 = 0, double p1 = 0);
-void reduce_sum(const Tensor& x, int64_t outer, int64_t R, int64_t inner, Tensor& out);
-void reduce_max(const Tensor& x, int64_t outer, int64_t R, int64_t inner, Tensor& values, Tensor& indices);
-}  // namespace cuda
-
-// The facade: picks the twin by device.
-void unary_kernel(UnaryOp op, const Tensor& x, Tensor& out, double p0 = 0, double p1 = 0);
-void binary_kernel(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out, double p0 = 0, double p1 = 0);
+// The kernels that apply these ops: unary() and binary() in tensor/kernels.inc; the formulas:
+// tensor/formulas.h.
 
 }  // namespace anybit

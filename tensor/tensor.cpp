@@ -11,6 +11,7 @@
 #include "autograd/autograd.h"
 #include "tensor/cpu/kernels.h"
 #include "tensor/cuda/cuda.h"
+#include "tensor/kernels.h"
 #include "tensor/ops.h"
 #include "tensor/random.h"
 
@@ -277,10 +278,8 @@ std::ostream& operator<<(std::ostream& os, const Tensor& t) {
 static Tensor copy_raw(const Tensor& src, DType dt, Device dev) {
   Tensor out = Tensor::empty(src.shape(), dt, dev);
   Device sd = src.device();
-  if (sd.is_cpu() && dev.is_cpu()) {
-    cpu::strided_copy(src, out);
-  } else if (sd.is_cuda() && dev.is_cuda()) {
-    cuda::strided_copy(src, out);
+  if (sd.is_cpu() == dev.is_cpu()) {  // on one device: that device's kernel
+    kernel::strided_copy(src, out);
   } else if (sd.is_cpu()) {  // host -> device: make it contiguous of the target dtype first
     Tensor host = src.is_contiguous() && src.dtype() == dt ? src : copy_raw(src, dt, sd);
     cuda::memcpy_h2d(out.raw_data(), host.raw_data(), host.numel() * dtype_size(dt));
@@ -351,12 +350,10 @@ Tensor& Tensor::copy_(const Tensor& src) {
 }
 
 Tensor& Tensor::fill_(double value) {
-  if (device().is_cuda()) {
-    AB_CHECK(is_contiguous(), "fill_: non-contiguous CUDA tensor");
-    cuda::fill(*this, value);
-  } else if (is_contiguous()) {
-    cpu::fill(*this, value);
+  if (is_contiguous()) {
+    kernel::fill(*this, value);
   } else {
+    AB_CHECK(device().is_cpu(), "fill_: non-contiguous CUDA tensor ", str());
     copy_(Tensor::full({}, value, dtype()));
   }
   return *this;

@@ -1,14 +1,77 @@
 // main.cpp - the Catch2 entry point of anybit_tests. Run `build/anybit_tests --list-tests` to
 // see every test, `build/anybit_tests "[grad]"` to run one tag.
 //
-// Every CPU allocation in the tests starts as NaN (tensor/storage.h), so a kernel that leaves part
-// of its output unwritten, or relies on zeroed memory, fails its test instead of passing by luck.
+// Every allocation in the tests, CPU and CUDA, starts as NaN (tensor/storage.h), so a kernel that
+// leaves part of its output unwritten, or relies on zeroed memory, fails its test instead of
+// passing by luck.
+//
+// CUDA test cases (tag [cuda], tests/cuda_skip.h) never pass without running. Where no GPU is
+// usable (a CPU-only build, no driver, no device):
+//   - a plain run (no test names or tags given) leaves them out (Catch then shows the filter
+//     "~[.]~[cuda]"), and says so in one line before the run: "anybit_tests: <n> CUDA test cases
+//     ([cuda]) skipped, not run and not counted as passed: <reason>";
+//   - a run that selects some of them by name or tag runs them; each says "skipping: <reason>"
+//     and returns, and one line after the run says how many did ("they ran no check").
+// Catch's exit code is returned unchanged. Listing (--list-tests, --list-tags, ...) and --help
+// are left exactly as Catch does them.
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <exception>
+#include <iostream>
+#include <string>
+
+#include "tensor/cuda/cuda.h"
 #include "tensor/storage.h"
+#include "tests/cuda_skip.h"
+
+namespace {
+
+bool has_tag(const Catch::TestCaseInfo& tc, const std::string& lowercase_tag) {
+  return std::find(tc.lcaseTags.begin(), tc.lcaseTags.end(), lowercase_tag) != tc.lcaseTags.end();
+}
+
+}  // namespace
 
 int main(int argc, char* argv[]) {
-  anybit::set_fill_new_allocations_with_nan(true);
-  return Catch::Session().run(argc, argv);
+  try {
+    anybit::set_fill_new_allocations_with_nan(true);
+    Catch::Session session;
+    int rc = session.applyCommandLine(argc, argv);
+    if (rc != 0) return rc;  // a bad command line: Catch has said why
+
+    Catch::ConfigData& cfg = session.configData();
+    const bool only_lists = cfg.listTests || cfg.listTestNamesOnly || cfg.listTags || cfg.listReporters ||
+                            cfg.showHelp || cfg.libIdentify;
+    // Our lines go to stdout next to Catch's text, but to stderr when a machine-readable report
+    // (xml, junit, ...) is written to stdout, so as not to corrupt it.
+    const bool report_on_stdout = cfg.outputFilename.empty() || cfg.outputFilename == "-";
+    std::ostream& note =
+        report_on_stdout && cfg.reporterName != "console" && cfg.reporterName != "compact" ? std::cerr : std::cout;
+
+    const bool gpu = anybit::cuda::available();
+    const std::string reason = gpu ? "" : anybit::cuda::unavailable_reason();
+    if (!gpu && !only_lists && cfg.testsOrTags.empty()) {
+      // "Everything but [cuda]". An exclusion alone would also select the hidden cases ([.]),
+      // which a plain run leaves out, so exclude those too.
+      cfg.testsOrTags.push_back("~[.]~[cuda]");
+      int n = 0;
+      for (const Catch::TestCase& tc : Catch::getAllTestCasesSorted(session.config()))
+        if (!tc.isHidden() && has_tag(tc, "cuda")) ++n;
+      note << "anybit_tests: " << n << " CUDA test cases ([cuda]) skipped, not run and not counted as passed: "
+           << reason << std::endl;
+    }
+
+    rc = session.run();
+
+    const int skipped = anybit::test::cuda_skipped_test_cases();
+    if (skipped > 0)
+      note << "anybit_tests: " << skipped << " selected CUDA test case" << (skipped == 1 ? "" : "s")
+           << " skipped (" << reason << "); " << (skipped == 1 ? "it" : "they") << " ran no check" << std::endl;
+    return rc;
+  } catch (const std::exception& e) {
+    std::cerr << "anybit_tests: " << e.what() << std::endl;
+    return 1;
+  }
 }

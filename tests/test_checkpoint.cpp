@@ -13,6 +13,7 @@
 #include "nn/json.h"
 #include "nn/optim.h"
 #include "tensor/cuda/cuda.h"
+#include "tests/cuda_skip.h"
 
 using namespace anybit;
 using namespace anybit::nn;
@@ -300,10 +301,7 @@ TEST_CASE("training state file round trip", "[checkpoint]") {
 }
 
 TEST_CASE("safetensors writes CUDA tensors (copied to the host)", "[checkpoint][cuda]") {
-  if (!cuda::available()) {
-    WARN("skipping: " << cuda::unavailable_reason());
-    return;
-  }
+  SKIP_WITHOUT_GPU();
   TempDir dir;
   Generator g(5);
   Tensor a = Tensor::randn({3, 4}, g);

@@ -2,6 +2,7 @@
 // transposed and sliced operands, and error messages.
 #include "tensor/cuda/cuda.h"
 #include "tensor/ref.h"
+#include "tests/cuda_skip.h"
 #include "tests/helpers.h"
 
 using namespace anybit;
@@ -68,10 +69,7 @@ TEST_CASE("matmul and linear errors name the op and the shapes", "[linalg][error
 }
 
 TEST_CASE("matmul and linear on CUDA match the CPU (float32, cuBLAS)", "[linalg][cuda]") {
-  if (!cuda::available()) {
-    WARN("CUDA linalg test skipped: " << cuda::unavailable_reason());
-    return;
-  }
+  SKIP_WITHOUT_GPU();
   Device gpu(Device::CUDA);
   Tensor x = randn({6, 9}, 1, DType::F32), w = randn({4, 9}, 2, DType::F32), b = randn({4}, 3, DType::F32);
   Tensor xg = x.to(gpu).requires_grad_(), wg = w.to(gpu).requires_grad_(), bg = b.to(gpu).requires_grad_();

@@ -6,6 +6,7 @@
 #include "helpers.h"
 #include "nn/optim.h"
 #include "tensor/cuda/cuda.h"
+#include "tests/cuda_skip.h"
 
 using namespace anybit;
 using namespace anybit::nn;
@@ -248,10 +249,7 @@ TEST_CASE("Multi-step schedule", "[optim]") {
 
 // The CUDA path composes elementwise ops; it must give the CPU loop's numbers.
 TEST_CASE("SGD, Adam, AdamW on CUDA parameters match the CPU", "[optim][cuda]") {
-  if (!cuda::available()) {
-    WARN("skipping: " << cuda::unavailable_reason());
-    return;
-  }
+  SKIP_WITHOUT_GPU();
   const Device gpu(Device::CUDA);
   for (int kind = 0; kind < 3; ++kind) {
     Problem cpu, dev;

@@ -1,12 +1,14 @@
 // elementwise.cpp - CPU twins of the elementwise and reduction kernels (see tensor/elementwise.h).
 //
-// Each op is one scalar function; the loops below apply it over contiguous memory (OpenMP over
-// large tensors) or over strided/broadcast views (strided.h).
+// Each op is one scalar function of tensor/formulas.h (shared with the CUDA kernels); the loops
+// below apply it over contiguous memory (OpenMP over large tensors) or over strided/broadcast
+// views (strided.h).
 #include <cmath>
 
 #include "tensor/cpu/kernels.h"
 #include "tensor/cpu/strided.h"
 #include "tensor/elementwise.h"
+#include "tensor/formulas.h"
 
 namespace anybit::cpu {
 
@@ -14,44 +16,8 @@ namespace {
 
 constexpr int64_t kParallelMin = 1 << 15;  // below this, threads cost more than they save
 
-template <typename T>
-inline T apply_unary(UnaryOp op, T x, T p0, T p1) {
-  switch (op) {
-    case UnaryOp::Neg: return -x;
-    case UnaryOp::Exp: return std::exp(x);
-    case UnaryOp::Log: return std::log(x);
-    case UnaryOp::Sqrt: return std::sqrt(x);
-    case UnaryOp::Pow: return std::pow(x, p0);
-    case UnaryOp::Tanh: return std::tanh(x);
-    case UnaryOp::Abs: return std::abs(x);
-    case UnaryOp::Relu: return x > T(0) ? x : T(0);
-    case UnaryOp::Relu6: return x < T(0) ? T(0) : (x > T(6) ? T(6) : x);
-    case UnaryOp::Clamp: return x < p0 ? p0 : (x > p1 ? p1 : x);
-    case UnaryOp::Round: return std::nearbyint(x);
-    case UnaryOp::AddScalar: return x + p0;
-    case UnaryOp::MulScalar: return x * p0;
-    case UnaryOp::Sign: return T((x > T(0)) - (x < T(0)));
-  }
-  return x;
-}
-
-template <typename T>
-inline T apply_binary(BinaryOp op, T a, T b, T p0, T p1) {
-  switch (op) {
-    case BinaryOp::Add: return a + b;
-    case BinaryOp::Sub: return a - b;
-    case BinaryOp::Mul: return a * b;
-    case BinaryOp::Div: return a / b;
-    case BinaryOp::ReluGrad: return b > T(0) ? a : T(0);
-    case BinaryOp::Relu6Grad: return (b > T(0) && b < T(6)) ? a : T(0);
-    case BinaryOp::ClampGrad: return (b >= p0 && b <= p1) ? a : T(0);
-    case BinaryOp::TanhGrad: return a * (T(1) - b * b);
-    case BinaryOp::PowGrad: return a * p0 * std::pow(b, p0 - T(1));
-    case BinaryOp::GreaterEq: return a >= b ? T(1) : T(0);
-    case BinaryOp::Less: return a < b ? T(1) : T(0);
-  }
-  return a;
-}
+using formula::apply_binary;
+using formula::apply_unary;
 
 // The switch sits outside the loop: each instantiation of `loop` sees one constant op, so the
 // compiler vectorises it.
@@ -72,7 +38,7 @@ void unary_contig(UnaryOp op, const T* x, T* y, int64_t n, T p0, T p1) {
   switch (op) {
 #define CASE(o) case UnaryOp::o: return unary_loop<T, UnaryOp::o>(x, y, n, p0, p1);
     CASE(Neg) CASE(Exp) CASE(Log) CASE(Sqrt) CASE(Pow) CASE(Tanh) CASE(Abs) CASE(Relu) CASE(Relu6)
-    CASE(Clamp) CASE(Round) CASE(AddScalar) CASE(MulScalar) CASE(Sign)
+    CASE(Clamp) CASE(Round) CASE(Floor) CASE(AddScalar) CASE(MulScalar) CASE(Sign)
 #undef CASE
   }
 }
@@ -172,6 +138,18 @@ void reduce_max(const Tensor& x, int64_t outer, int64_t R, int64_t inner, Tensor
         pv[o * inner + i] = bv;
         pi[o * inner + i] = best;
       }
+  });
+}
+
+void max_backward(const Tensor& g, const Tensor& idx, int64_t outer, int64_t R, int64_t inner, Tensor& gx) {
+  AB_DISPATCH_FLOAT(g.dtype(), "max backward", [&] {
+    const scalar_t* pg = g.data<scalar_t>();
+    const int64_t* pi = idx.data<int64_t>();
+    scalar_t* px = gx.data<scalar_t>();
+    for (int64_t o = 0; o < outer; ++o)
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t i = 0; i < inner; ++i)
+          px[(o * R + r) * inner + i] = pi[o * inner + i] == r ? pg[o * inner + i] : scalar_t(0);
   });
 }
 

@@ -40,4 +40,13 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double al
               (blasint)ldc);
 }
 
+// The Tensor form of the kernel list (tensor/kernels.inc): the raw GEMM on the tensors' data.
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const Tensor& a, int64_t lda, const Tensor& b,
+          int64_t ldb, double beta, Tensor& y) {
+  AB_DISPATCH_FLOAT(y.dtype(), "gemm", [&] {
+    gemm(trans_a, trans_b, M, N, K, scalar_t(1), a.data<scalar_t>(), lda, b.data<scalar_t>(), ldb, scalar_t(beta),
+         y.data<scalar_t>(), std::max<int64_t>(N, 1));
+  });
+}
+
 }  // namespace anybit::cpu

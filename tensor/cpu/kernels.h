@@ -1,12 +1,11 @@
-// kernels.h - CPU kernels shared by several ops (the per-op kernels sit with their op).
+// kernels.h - CPU helpers shared by several kernels: raw-pointer GEMM and the thread count.
+// The CPU twins of the kernel list (strided_copy, fill, conv2d_forward, ...) are declared in
+// tensor/kernels.h.
 #pragma once
+#include "tensor/kernels.h"
 #include "tensor/tensor.h"
 
 namespace anybit::cpu {
-
-// dst (contiguous, shape of src) = src converted to dst's dtype; src may have any strides.
-void strided_copy(const Tensor& src, Tensor& dst);
-void fill(Tensor& dst, double value);  // dst contiguous
 
 // Row-major GEMM through OpenBLAS (cblas_sgemm / cblas_dgemm):
 // C (M, N) = alpha * op(A) * op(B) + beta * C, op(X) = X^T when trans_x.

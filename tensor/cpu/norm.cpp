@@ -167,4 +167,24 @@ void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, c
   });
 }
 
+void batch_norm_update_running(Tensor& running_mean, Tensor& running_var, const Tensor& mean, const Tensor& var,
+                               double momentum, double M) {
+  AB_DISPATCH_FLOAT(running_mean.dtype(), "batch_norm", [&] {
+    scalar_t *rm = running_mean.data<scalar_t>(), *rv = running_var.data<scalar_t>();
+    const scalar_t *bm = mean.data<scalar_t>(), *bv = var.data<scalar_t>();
+    for (int64_t c = 0; c < running_mean.numel(); ++c) {
+      rm[c] = scalar_t((1 - momentum) * rm[c] + momentum * bm[c]);
+      rv[c] = scalar_t((1 - momentum) * rv[c] + momentum * bv[c] * M / (M - 1));
+    }
+  });
+}
+
+void batch_norm_invstd(const Tensor& running_var, double eps, Tensor& invstd) {
+  AB_DISPATCH_FLOAT(running_var.dtype(), "batch_norm", [&] {
+    const scalar_t* rv = running_var.data<scalar_t>();
+    scalar_t* inv = invstd.data<scalar_t>();
+    for (int64_t c = 0; c < running_var.numel(); ++c) inv[c] = scalar_t(1.0 / std::sqrt(double(rv[c]) + eps));
+  });
+}
+
 }  // namespace anybit::cpu

@@ -99,7 +99,8 @@ void avg_bwd(const Tensor& dy, int64_t k, int64_t s, int64_t p, Tensor& dx) {
 void max_pool2d_forward(const Tensor& x, int64_t k, int64_t s, int64_t p, Tensor& y, Tensor& argmax) {
   AB_DISPATCH_FLOAT(x.dtype(), "max_pool2d", [&] { max_fwd<scalar_t>(x, k, s, p, y, argmax); });
 }
-void max_pool2d_backward(const Tensor& dy, const Tensor& argmax, Tensor& dx) {
+void max_pool2d_backward(const Tensor& dy, const Tensor& argmax, int64_t, int64_t, int64_t, Tensor& dx) {
+  // The window geometry is not needed here: the CPU scatters dY to each window's recorded argmax.
   AB_DISPATCH_FLOAT(dy.dtype(), "max_pool2d backward", [&] { max_bwd<scalar_t>(dy, argmax, dx); });
 }
 void avg_pool2d_forward(const Tensor& x, int64_t k, int64_t s, int64_t p, Tensor& y) {

@@ -1,10 +1,10 @@
-// softmax.cpp - CPU kernels for softmax, log-softmax and cross-entropy (see tensor/softmax.h).
+// softmax.cpp - CPU kernels for softmax, log-softmax and cross-entropy (tensor/kernels.inc).
 //
 // Layout: x viewed as (outer, K, inner), contiguous. For each o the kernel walks k in the outer
 // loop and i in the inner loop, keeping running maxima and sums in per-thread buffers of size
 // inner, so memory is read in order both when inner == 1 and when it is large (softmax over
 // channels of an NCHW tensor). Threads split the outer dimension.
-#include "tensor/softmax.h"
+#include "tensor/kernels.h"
 
 #include <algorithm>
 #include <cmath>

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <string>
 
+#include "tensor/kernels.h"
 #include "tensor/tensor.h"
 
 namespace anybit::cuda {
@@ -26,13 +27,13 @@ int device_count();
 // per GPU under mpirun (nn/distributed.h picks the index from the process's rank on its node).
 void use_device(int index);
 
-// dst (contiguous, any dtype) = src (any strides, same shape, any dtype; converted)
-void strided_copy(const Tensor& src, Tensor& dst);
-void fill(Tensor& dst, double value);
-
-// Row-major single-precision GEMM through cuBLAS, with the same meaning as cpu::gemm:
+// Row-major GEMM through cuBLAS (float32 and float64), with the same meaning as cpu::gemm:
 // C (M, N) = alpha * op(A) * op(B) + beta * C, op(X) = X^T when trans_x. Pointers are on the GPU.
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
+          int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc);
+
+// The CUDA twins of every kernel of tensor/kernels.inc are declared in tensor/kernels.h.
 
 }  // namespace anybit::cuda

@@ -1,11 +1,9 @@
 // elementwise.cu - CUDA twins of the elementwise, reduction, copy and fill kernels
-// (tensor/elementwise.h, tensor/cuda/cuda.h). Each op's scalar formula is the one in
-// tensor/cpu/elementwise.cpp, written again for the device; tests/test_cuda.cpp compares the two.
+// (tensor/elementwise.h, tensor/cuda/cuda.h). Each op's scalar formula is the one the CPU applies
+// (tensor/formulas.h); tests/test_cuda.cpp compares the two.
 //
-// Operands may be strided views (transposes, slices, broadcasts with stride 0). A kernel gets
-// each one as a View passed by value: up to 8 dimensions after merging the ones that are laid out
-// as one; element i of the output (row-major) reads element offset(i) of the operand. Outputs are
-// contiguous. Every loop is a grid-stride loop with 64-bit indices, so any size fits any grid.
+// Operands may be strided views (transposes, slices, broadcasts with stride 0), passed to a kernel
+// as a View (tensor/cuda/launch.h). Outputs are contiguous.
 // Read next: gemm.cu.
 #include <algorithm>
 #include <vector>
@@ -13,127 +11,18 @@
 #include "tensor/cuda/check.h"
 #include "tensor/cuda/cuda.h"
 #include "tensor/elementwise.h"
+#include "tensor/formulas.h"
+#include "tensor/cuda/launch.h"
 
 namespace anybit::cuda {
 
 namespace {
 
-constexpr int kMaxDims = 8;
-constexpr int kThreads = 256;      // threads per block (a power of two: the block reductions halve it)
-constexpr int64_t kMaxBlocks = 1 << 16;
+using formula::apply_binary;
+using formula::apply_unary;
 
-// A strided operand as a kernel sees it. nd == 0 means contiguous: offset(i) = i.
-struct View {
-  int nd = 0;
-  int64_t shape[kMaxDims] = {};
-  int64_t stride[kMaxDims] = {};  // in elements
-
-  __device__ int64_t offset(int64_t i) const {
-    if (nd == 0) return i;
-    int64_t off = 0;
-    for (int d = nd - 1; d >= 0; --d) {
-      int64_t s = shape[d];
-      off += (i % s) * stride[d];
-      i /= s;
-    }
-    return off;
-  }
-};
-
-// Drops dimensions of size 1 and merges neighbours that are laid out as one dimension
-// (stride[d] == stride[d+1] * shape[d+1]); a transposed matrix stays 2-d, a broadcast row of a
-// 4-d tensor becomes 2-d. Merging never changes which element row-major index i names.
-View make_view(const Tensor& t, const char* op) {
-  View v;
-  if (t.is_contiguous()) return v;
-  std::vector<int64_t> shape, stride;  // innermost first
-  for (int64_t d = t.dim() - 1; d >= 0; --d) {
-    int64_t n = t.shape()[d], s = t.strides()[d];
-    if (n == 1) continue;
-    if (!shape.empty() && s == stride.back() * shape.back()) {
-      shape.back() *= n;
-    } else {
-      shape.push_back(n);
-      stride.push_back(s);
-    }
-  }
-  AB_CHECK(shape.size() <= (size_t)kMaxDims, op, ": a view of ", shape_str(t.shape()), " with strides ",
-           shape_str(t.strides()), " has more than ", kMaxDims,
-           " dimensions on CUDA even after merging (hint: call contiguous() first)");
-  v.nd = (int)shape.size();
-  for (int j = 0; j < v.nd; ++j) {
-    v.shape[j] = shape[v.nd - 1 - j];
-    v.stride[j] = stride[v.nd - 1 - j];
-  }
-  return v;
-}
-
-int blocks_for(int64_t n) { return (int)std::min<int64_t>((n + kThreads - 1) / kThreads, kMaxBlocks); }
-
-void check_cuda(const char* op, const char* arg, const Tensor& t) {
-  AB_CHECK(t.device().is_cuda(), op, ": ", arg, " must be a CUDA tensor, got ", t.str());
-}
-
-#define GRID_STRIDE_LOOP(i, n) \
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
-
-// ---- the scalar formulas (the device copy of cpu/elementwise.cpp) ----------------------------------
-
-__device__ inline float m_exp(float x) { return expf(x); }
-__device__ inline double m_exp(double x) { return exp(x); }
-__device__ inline float m_log(float x) { return logf(x); }
-__device__ inline double m_log(double x) { return log(x); }
-__device__ inline float m_sqrt(float x) { return sqrtf(x); }
-__device__ inline double m_sqrt(double x) { return sqrt(x); }
-__device__ inline float m_pow(float x, float y) { return powf(x, y); }
-__device__ inline double m_pow(double x, double y) { return pow(x, y); }
-__device__ inline float m_tanh(float x) { return tanhf(x); }
-__device__ inline double m_tanh(double x) { return tanh(x); }
-__device__ inline float m_abs(float x) { return fabsf(x); }
-__device__ inline double m_abs(double x) { return fabs(x); }
-__device__ inline float m_round(float x) { return rintf(x); }  // ties to even, like nearbyint
-__device__ inline double m_round(double x) { return rint(x); }
 template <typename T>
 __device__ inline bool m_isnan(T x) { return x != x; }
-
-template <typename T>
-__device__ inline T apply_unary(UnaryOp op, T x, T p0, T p1) {
-  switch (op) {
-    case UnaryOp::Neg: return -x;
-    case UnaryOp::Exp: return m_exp(x);
-    case UnaryOp::Log: return m_log(x);
-    case UnaryOp::Sqrt: return m_sqrt(x);
-    case UnaryOp::Pow: return m_pow(x, p0);
-    case UnaryOp::Tanh: return m_tanh(x);
-    case UnaryOp::Abs: return m_abs(x);
-    case UnaryOp::Relu: return x > T(0) ? x : T(0);
-    case UnaryOp::Relu6: return x < T(0) ? T(0) : (x > T(6) ? T(6) : x);
-    case UnaryOp::Clamp: return x < p0 ? p0 : (x > p1 ? p1 : x);
-    case UnaryOp::Round: return m_round(x);
-    case UnaryOp::AddScalar: return x + p0;
-    case UnaryOp::MulScalar: return x * p0;
-    case UnaryOp::Sign: return T((x > T(0)) - (x < T(0)));
-  }
-  return x;
-}
-
-template <typename T>
-__device__ inline T apply_binary(BinaryOp op, T a, T b, T p0, T p1) {
-  switch (op) {
-    case BinaryOp::Add: return a + b;
-    case BinaryOp::Sub: return a - b;
-    case BinaryOp::Mul: return a * b;
-    case BinaryOp::Div: return a / b;
-    case BinaryOp::ReluGrad: return b > T(0) ? a : T(0);
-    case BinaryOp::Relu6Grad: return (b > T(0) && b < T(6)) ? a : T(0);
-    case BinaryOp::ClampGrad: return (b >= p0 && b <= p1) ? a : T(0);
-    case BinaryOp::TanhGrad: return a * (T(1) - b * b);
-    case BinaryOp::PowGrad: return a * p0 * m_pow(b, p0 - T(1));
-    case BinaryOp::GreaterEq: return a >= b ? T(1) : T(0);
-    case BinaryOp::Less: return a < b ? T(1) : T(0);
-  }
-  return a;
-}
 
 // ---- kernels ----------------------------------------------------------------------------------------
 // The op is a kernel argument, not a template parameter: every thread of a launch takes the same

@@ -1,11 +1,11 @@
-// gemm.cu - row-major single-precision GEMM through cuBLAS (cuda::gemm in cuda.h).
+// gemm.cu - row-major GEMM (float32 and float64) through cuBLAS (cuda::gemm in cuda.h).
 //
 // cuBLAS is column-major. A row-major matrix X (r, c) with leading dimension ldx is, read as
 // column-major, the matrix X^T (c, r) with the same ldx. So the row-major product
 //   C (M, N) = op(A) (M, K) * op(B) (K, N)
 // is, transposed, the column-major product
 //   C^T (N, M) = op(B)^T (N, K) * op(A)^T (K, M),
-// which is cublasSgemm with the operands swapped, m = N, n = M, and each operand's transpose
+// which is cublasSgemm (cublasDgemm) with the operands swapped, m = N, n = M, and each operand's transpose
 // flag unchanged. The result lands in C's memory already in row-major order.
 // Read next: tests/test_cuda.cpp (compared with a plain CPU loop).
 #include <algorithm>
@@ -30,10 +30,19 @@ cublasHandle_t handle() {
   return h;
 }
 
-}  // namespace
+// cublasSgemm or cublasDgemm, by the element type.
+cublasStatus_t gemm_call(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float* alpha,
+                         const float* A, int lda, const float* B, int ldb, const float* beta, float* C, int ldc) {
+  return cublasSgemm(handle(), ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+cublasStatus_t gemm_call(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const double* alpha,
+                         const double* A, int lda, const double* B, int ldb, const double* beta, double* C, int ldc) {
+  return cublasDgemm(handle(), ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
 
-void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+template <typename T>
+void gemm_t(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+            const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
   AB_CHECK(M >= 0 && N >= 0 && K >= 0, "cuda::gemm: negative size M=", M, " N=", N, " K=", K);
   AB_CHECK(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX && lda <= INT_MAX && ldb <= INT_MAX &&
                ldc <= INT_MAX,
@@ -47,8 +56,27 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
   cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   // C^T = op(B)^T op(A)^T in column-major terms (see the top of the file).
-  AB_CUBLAS_CHECK(cublasSgemm(handle(), op_b, op_a, (int)N, (int)M, (int)K, &alpha, B, (int)ldb, A, (int)lda,
-                              &beta, C, (int)ldc));
+  AB_CUBLAS_CHECK(gemm_call(op_b, op_a, (int)N, (int)M, (int)K, &alpha, B, (int)ldb, A, (int)lda, &beta, C, (int)ldc));
+}
+
+}  // namespace
+
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+          const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  gemm_t(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
+          const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
+  gemm_t(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+// The Tensor form of the kernel list (tensor/kernels.inc): the raw GEMM on the tensors' data.
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const Tensor& a, int64_t lda, const Tensor& b,
+          int64_t ldb, double beta, Tensor& y) {
+  AB_DISPATCH_FLOAT(y.dtype(), "gemm", [&] {
+    gemm(trans_a, trans_b, M, N, K, scalar_t(1), a.data<scalar_t>(), lda, b.data<scalar_t>(), ldb, scalar_t(beta),
+         y.data<scalar_t>(), std::max<int64_t>(N, 1));
+  });
 }
 
 }  // namespace anybit::cuda

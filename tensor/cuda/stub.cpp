@@ -1,7 +1,7 @@
 // stub.cpp - the CUDA facade in a CPU-only build: every call throws "built without CUDA"
 // (Caffe's STUB_GPU), except the queries, which answer "no".
 #include "tensor/cuda/cuda.h"
-#include "tensor/elementwise.h"
+#include "tensor/kernels.h"
 
 namespace anybit {
 
@@ -21,16 +21,58 @@ void memcpy_d2d(void*, const void*, size_t) { NO_CUDA; }
 void synchronize() { NO_CUDA; }
 int device_count() { return 0; }
 void use_device(int) { NO_CUDA; }
-void strided_copy(const Tensor&, Tensor&) { NO_CUDA; }
-void fill(Tensor&, double) { NO_CUDA; }
-void gemm(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float,
-          float*, int64_t) {
+void gemm(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float, float*,
+          int64_t) {
   NO_CUDA;
 }
+void gemm(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t, const double*, int64_t, double,
+          double*, int64_t) {
+  NO_CUDA;
+}
+
+// Every kernel of tensor/kernels.inc:
+void strided_copy(const Tensor&, Tensor&) { NO_CUDA; }
+void fill(Tensor&, double) { NO_CUDA; }
 void unary(UnaryOp, const Tensor&, Tensor&, double, double) { NO_CUDA; }
 void binary(BinaryOp, const Tensor&, const Tensor&, Tensor&, double, double) { NO_CUDA; }
 void reduce_sum(const Tensor&, int64_t, int64_t, int64_t, Tensor&) { NO_CUDA; }
 void reduce_max(const Tensor&, int64_t, int64_t, int64_t, Tensor&, Tensor&) { NO_CUDA; }
+void max_backward(const Tensor&, const Tensor&, int64_t, int64_t, int64_t, Tensor&) { NO_CUDA; }
+void gemm(bool, bool, int64_t, int64_t, int64_t, const Tensor&, int64_t, const Tensor&, int64_t, double, Tensor&) {
+  NO_CUDA;
+}
+void conv2d_forward(const Tensor&, const Tensor&, const Tensor&, const ConvShape&, Tensor&) { NO_CUDA; }
+void conv2d_backward(const Tensor&, const Tensor&, const Tensor&, const ConvShape&, Tensor*, Tensor*, Tensor*) {
+  NO_CUDA;
+}
+void max_pool2d_forward(const Tensor&, int64_t, int64_t, int64_t, Tensor&, Tensor&) { NO_CUDA; }
+void max_pool2d_backward(const Tensor&, const Tensor&, int64_t, int64_t, int64_t, Tensor&) { NO_CUDA; }
+void avg_pool2d_forward(const Tensor&, int64_t, int64_t, int64_t, Tensor&) { NO_CUDA; }
+void avg_pool2d_backward(const Tensor&, int64_t, int64_t, int64_t, Tensor&) { NO_CUDA; }
+void batch_norm_train_forward(const Tensor&, const Tensor&, const Tensor&, double, Tensor&, Tensor&, Tensor&, Tensor&,
+                              const ChannelSum*) {
+  NO_CUDA;
+}
+void batch_norm_apply(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, Tensor&) { NO_CUDA; }
+void batch_norm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool, const Tensor&, Tensor&,
+                         Tensor*, Tensor*, const ChannelSum*) {
+  NO_CUDA;
+}
+void batch_norm_update_running(Tensor&, Tensor&, const Tensor&, const Tensor&, double, double) { NO_CUDA; }
+void batch_norm_invstd(const Tensor&, double, Tensor&) { NO_CUDA; }
+void softmax(const Tensor&, int64_t, int64_t, int64_t, bool, Tensor&) { NO_CUDA; }
+void softmax_backward(const Tensor&, const Tensor&, int64_t, int64_t, int64_t, bool, Tensor&) { NO_CUDA; }
+double cross_entropy_loss(const Tensor&, const Tensor&, double) { NO_CUDA; }
+void cross_entropy_backward(const Tensor&, const Tensor&, double, double, Tensor&) { NO_CUDA; }
+void temporal_shift(const Tensor&, Tensor&, int64_t, int64_t, int) { NO_CUDA; }
+void pact_forward(const Tensor&, Tensor&, double, double, double) { NO_CUDA; }
+double pact_backward(const Tensor&, const Tensor&, Tensor&, double, double) { NO_CUDA; }
+void lsq_forward(const Tensor&, Tensor&, double, double, double) { NO_CUDA; }
+double lsq_backward(const Tensor&, const Tensor&, Tensor&, double, double, double) { NO_CUDA; }
+void sgd_step(Tensor&, const Tensor&, Tensor*, double, double, double, bool, bool) { NO_CUDA; }
+void adam_step(Tensor&, const Tensor&, Tensor&, Tensor&, double, double, double, double, double, double, double) {
+  NO_CUDA;
+}
 }  // namespace cuda
 
 }  // namespace anybit

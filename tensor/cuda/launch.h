@@ -1,0 +1,74 @@
+// launch.h - what every CUDA kernel file shares: the launch shape, the grid-stride loop, and the
+// View that lets a kernel read a strided operand. Included by the .cu files only.
+//
+// Every loop is a grid-stride loop with 64-bit indices, so any size fits any grid. A strided
+// operand reaches a kernel as a View passed by value: up to 8 dimensions after merging the ones
+// that are laid out as one; element i of the output (row-major) reads element offset(i) of it.
+#pragma once
+#include <algorithm>
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace anybit::cuda {
+
+constexpr int kMaxDims = 8;
+constexpr int kThreads = 256;      // threads per block (a power of two: the block reductions halve it)
+constexpr int64_t kMaxBlocks = 1 << 16;
+
+// A strided operand as a kernel sees it. nd == 0 means contiguous: offset(i) = i.
+struct View {
+  int nd = 0;
+  int64_t shape[kMaxDims] = {};
+  int64_t stride[kMaxDims] = {};  // in elements
+
+  __device__ int64_t offset(int64_t i) const {
+    if (nd == 0) return i;
+    int64_t off = 0;
+    for (int d = nd - 1; d >= 0; --d) {
+      int64_t s = shape[d];
+      off += (i % s) * stride[d];
+      i /= s;
+    }
+    return off;
+  }
+};
+
+// Drops dimensions of size 1 and merges neighbours that are laid out as one dimension
+// (stride[d] == stride[d+1] * shape[d+1]); a transposed matrix stays 2-d, a broadcast row of a
+// 4-d tensor becomes 2-d. Merging never changes which element row-major index i names.
+inline View make_view(const Tensor& t, const char* op) {
+  View v;
+  if (t.is_contiguous()) return v;
+  std::vector<int64_t> shape, stride;  // innermost first
+  for (int64_t d = t.dim() - 1; d >= 0; --d) {
+    int64_t n = t.shape()[d], s = t.strides()[d];
+    if (n == 1) continue;
+    if (!shape.empty() && s == stride.back() * shape.back()) {
+      shape.back() *= n;
+    } else {
+      shape.push_back(n);
+      stride.push_back(s);
+    }
+  }
+  AB_CHECK(shape.size() <= (size_t)kMaxDims, op, ": a view of ", shape_str(t.shape()), " with strides ",
+           shape_str(t.strides()), " has more than ", kMaxDims,
+           " dimensions on CUDA even after merging (hint: call contiguous() first)");
+  v.nd = (int)shape.size();
+  for (int j = 0; j < v.nd; ++j) {
+    v.shape[j] = shape[v.nd - 1 - j];
+    v.stride[j] = stride[v.nd - 1 - j];
+  }
+  return v;
+}
+
+inline int blocks_for(int64_t n) { return (int)std::min<int64_t>((n + kThreads - 1) / kThreads, kMaxBlocks); }
+
+inline void check_cuda(const char* op, const char* arg, const Tensor& t) {
+  AB_CHECK(t.device().is_cuda(), op, ": ", arg, " must be a CUDA tensor, got ", t.str());
+}
+
+#define GRID_STRIDE_LOOP(i, n) \
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
+
+}  // namespace anybit::cuda

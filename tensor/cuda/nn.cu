@@ -1,0 +1,606 @@
+// nn.cu - CUDA twins of the neural-network kernels: conv2d, pooling, batch norm, softmax and
+// cross-entropy, the temporal shift, and the scatter of max's backward (tensor/kernels.h lists
+// them with their CPU twins).
+//
+// Each kernel gives one CUDA thread one output element (or one row), and the thread's work is a
+// function of tensor/formulas.h that the tests also run on the host against the scalar
+// references. Sums that cross threads (batch-norm statistics, bias gradients) are block
+// reductions in double over a fixed split of the data, so results are the same run to run.
+// Every tensor here is contiguous, float32 or float64, on the GPU; the autograd layer
+// (autograd/*.cpp) checks shapes and makes inputs contiguous before calling.
+// Read next: fused.cu (the quantizers' and optimizers' fused updates).
+#include <limits>
+#include <vector>
+
+#include "tensor/cpu/nn.h"
+#include "tensor/cuda/check.h"
+#include "tensor/cuda/cuda.h"
+#include "tensor/cuda/launch.h"
+#include "tensor/formulas.h"
+
+namespace anybit::cuda {
+
+namespace {
+
+using namespace anybit::formula;
+
+template <typename T>
+T* ptr(const Tensor& t) {
+  return t.defined() ? const_cast<T*>(t.data<T>()) : nullptr;
+}
+
+// ---- conv2d: im2col + cuBLAS GEMM over a chunk of images at a time -------------------------------
+// For images n0 .. n0 + nb - 1 with col = im2col (C KH KW, nb P), group g's rows are the block
+// [g Kg, (g + 1) Kg) of col and its weights the rows [g Og, (g + 1) Og) of w viewed as (O, Kg):
+//   forward:  Yt_g (Og, nb P) = W_g (Og, Kg) col_g (Kg, nb P);  y[n, o, p] = Yt[o, n P + p] + b[o]
+//   backward: dYt = dy as (O, nb P);  dW_g += dYt_g col_g^T;  dcol_g = W_g^T dYt_g;  dx = col2im(dcol)
+//             db[o] = sum over n, p of dy[n, o, p]
+
+template <typename T>
+__global__ void im2col_k(const T* x, ConvShape s, T* col, int64_t cols, int64_t n) {
+  GRID_STRIDE_LOOP(i, n) col[i] = im2col_value(x, s, i / cols, i % cols);
+}
+
+template <typename T>
+__global__ void col2im_k(const T* dcol, ConvShape s, int64_t nb, T* dx, int64_t n) {
+  GRID_STRIDE_LOOP(i, n) dx[i] = col2im_value(dcol, s, nb, i);
+}
+
+// (O, nb P) -> (nb, O, P), adding the bias b (may be null).
+template <typename T>
+__global__ void op_to_nop_k(const T* t, const T* b, T* y, int64_t O, int64_t P, int64_t nb) {
+  GRID_STRIDE_LOOP(i, nb * O * P) {
+    const int64_t p = i % P, o = (i / P) % O, n = i / (O * P);
+    y[i] = t[o * nb * P + n * P + p] + (b ? b[o] : T(0));
+  }
+}
+
+// (nb, O, P) -> (O, nb P)
+template <typename T>
+__global__ void nop_to_op_k(const T* y, T* t, int64_t O, int64_t P, int64_t nb) {
+  GRID_STRIDE_LOOP(i, nb * O * P) {
+    const int64_t p = i % P, o = (i / P) % O, n = i / (O * P);
+    t[o * nb * P + n * P + p] = y[i];
+  }
+}
+
+// Images per chunk: the col buffer holds at most ~64 Mi elements (256 MiB in float32).
+int64_t images_per_chunk(const ConvShape& s) {
+  const int64_t per_image = s.C * s.KH * s.KW * s.P();
+  return std::max<int64_t>(1, std::min<int64_t>(s.N, (int64_t(64) << 20) / std::max<int64_t>(per_image, 1)));
+}
+
+void check_conv_args(const char* op, const Tensor& x, const Tensor& w) {
+  check_cuda(op, "x", x);
+  check_cuda(op, "weight", w);
+  AB_CHECK(x.is_contiguous() && w.is_contiguous() && x.dtype() == w.dtype(), op,
+           ": x and weight must be contiguous and of one dtype, got ", x.str(), " and ", w.str());
+}
+
+// ---- per-channel sums in double (batch norm, conv bias) ------------------------------------------
+// x (N, C, S) is cut per channel into `chunks` pieces of its N S values; block (c, k) sums piece k of
+// channel c into partial[c chunks + k], and sums_finish_k adds each channel's pieces in order.
+// What is summed depends on the mode: Sum: x; SqDev: (x - mean[c])^2; GradPair: g and g (x - mean[c])
+// (two sums per channel: partial holds the g sums, then the g (x - mean) sums).
+enum class ChanSum { Sum, SqDev, GradPair };
+
+template <typename T>
+__global__ void chan_partial_k(ChanSum mode, const T* x, const T* g, const T* mean, int64_t N, int64_t C, int64_t S,
+                               int64_t chunks, double* partial) {
+  __shared__ double part0[kThreads], part1[kThreads];
+  const int64_t c = blockIdx.x / chunks, k = blockIdx.x % chunks, M = N * S;
+  const int64_t per = (M + chunks - 1) / chunks, m0 = k * per, m1 = m0 + per < M ? m0 + per : M;
+  const T mu = mean ? mean[c] : T(0);
+  double a0 = 0, a1 = 0;
+  for (int64_t m = m0 + threadIdx.x; m < m1; m += blockDim.x) {
+    const int64_t idx = ((m / S) * C + c) * S + m % S;
+    if (mode == ChanSum::Sum) {
+      a0 += (double)x[idx];
+    } else if (mode == ChanSum::SqDev) {
+      const T d = x[idx] - mu;
+      a0 += (double)(d * d);
+    } else {
+      a0 += (double)g[idx];
+      a1 += (double)(g[idx] * (x[idx] - mu));
+    }
+  }
+  part0[threadIdx.x] = a0;
+  part1[threadIdx.x] = a1;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) {
+      part0[threadIdx.x] += part0[threadIdx.x + s];
+      part1[threadIdx.x] += part1[threadIdx.x + s];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    partial[blockIdx.x] = part0[0];
+    if (mode == ChanSum::GradPair) partial[C * chunks + blockIdx.x] = part1[0];
+  }
+}
+
+__global__ void chan_finish_k(const double* partial, int64_t rows, int64_t chunks, double* sums) {
+  GRID_STRIDE_LOOP(r, rows) {
+    double acc = 0;
+    for (int64_t k = 0; k < chunks; ++k) acc += partial[r * chunks + k];
+    sums[r] = acc;
+  }
+}
+
+// sums: (C) doubles on the GPU, or (2 C) for GradPair.
+template <typename T>
+void channel_sums(ChanSum mode, const T* x, const T* g, const T* mean, int64_t N, int64_t C, int64_t S, double* sums) {
+  const int64_t M = N * S;
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(64, M / 4096));
+  const int64_t rows = mode == ChanSum::GradPair ? 2 * C : C;
+  Tensor partial = Tensor::empty({rows * chunks}, DType::F64, Device(Device::CUDA));
+  chan_partial_k<T><<<(int)(C * chunks), kThreads>>>(mode, x, g, mean, N, C, S, chunks, partial.data<double>());
+  AB_CUDA_CHECK_LAUNCH();
+  chan_finish_k<<<blocks_for(rows), kThreads>>>(partial.data<double>(), rows, chunks, sums);
+  AB_CUDA_CHECK_LAUNCH();
+}
+
+// Synchronised BN: the per-channel sums go to the host, are added up across processes, and come back.
+void sum_across(double* dev_sums, int64_t n, const cpu::ChannelSum* across) {
+  if (!across) return;
+  std::vector<double> host(n);
+  memcpy_d2h(host.data(), dev_sums, n * sizeof(double));
+  (*across)(host.data(), n);
+  memcpy_h2d(dev_sums, host.data(), n * sizeof(double));
+}
+
+// ---- batch norm ------------------------------------------------------------------------------------
+// mean, var, invstd (T) and the affine form of y = x scale + shift, as tensor/cpu/norm.cpp computes them.
+template <typename T>
+__global__ void bn_stats_k(const double* sum, const double* sq, double M, double eps, const T* w, const T* b,
+                           T* mean, T* var, T* invstd, T* scale, T* shift, int64_t C) {
+  GRID_STRIDE_LOOP(c, C) {
+    const double mu = sum[c] / M, var_c = sq[c] / M, inv = 1.0 / ::sqrt(var_c + eps);
+    mean[c] = T(mu), var[c] = T(var_c), invstd[c] = T(inv);
+    const double wc = w ? (double)w[c] : 1.0;
+    scale[c] = T(wc * inv);
+    shift[c] = T((b ? (double)b[c] : 0.0) - mu * wc * inv);
+  }
+}
+
+template <typename T>
+__global__ void bn_mean_k(const double* sum, double M, T* mean, int64_t C) {
+  GRID_STRIDE_LOOP(c, C) mean[c] = T(sum[c] / M);
+}
+
+// Evaluation: scale = w invstd, shift = b - mean scale, in T (as the CPU's apply()).
+template <typename T>
+__global__ void bn_affine_coef_k(const T* w, const T* b, const T* mean, const T* invstd, T* scale, T* shift, int64_t C) {
+  GRID_STRIDE_LOOP(c, C) {
+    const T sc = (w ? w[c] : T(1)) * invstd[c];
+    scale[c] = sc;
+    shift[c] = (b ? b[c] : T(0)) - mean[c] * sc;
+  }
+}
+
+template <typename T>
+__global__ void bn_affine_k(const T* x, const T* scale, const T* shift, T* y, int64_t C, int64_t S, int64_t n) {
+  GRID_STRIDE_LOOP(i, n) {
+    const int64_t c = (i / S) % C;
+    y[i] = x[i] * scale[c] + shift[c];
+  }
+}
+
+// Backward coefficients: dx = a dy + k (x - mean) + d (tensor/cpu/norm.cpp, bwd()).
+template <typename T>
+__global__ void bn_grad_coef_k(const double* sums, const T* w, const T* invstd, double M, bool training, T* coef,
+                               int64_t C) {
+  GRID_STRIDE_LOOP(c, C) {
+    const double inv = invstd[c], wc = w ? (double)w[c] : 1.0, sum_g = sums[c], sum_gxhat = sums[C + c];
+    coef[c] = T(wc * inv);
+    coef[C + c] = training ? T(-wc * inv * inv * sum_gxhat / M) : T(0);
+    coef[2 * C + c] = training ? T(-wc * inv * sum_g / M) : T(0);
+  }
+}
+
+template <typename T>
+__global__ void bn_scale_sums_k(double* sums, const T* invstd, T* dw, T* db, int64_t C) {
+  GRID_STRIDE_LOOP(c, C) {
+    sums[C + c] *= (double)invstd[c];  // sum dy (x - mean) -> sum dy xhat
+    if (dw) dw[c] = T(sums[C + c]);
+    if (db) db[c] = T(sums[c]);
+  }
+}
+
+template <typename T>
+__global__ void bn_dx_k(const T* x, const T* g, const T* mean, const T* coef, T* dx, int64_t C, int64_t S, int64_t n) {
+  GRID_STRIDE_LOOP(i, n) {
+    const int64_t c = (i / S) % C;
+    dx[i] = coef[c] * g[i] + coef[C + c] * (x[i] - mean[c]) + coef[2 * C + c];
+  }
+}
+
+// running = (1 - momentum) running + momentum batch, the variance unbiased: var M / (M - 1)
+template <typename T>
+__global__ void bn_running_k(T* rm, T* rv, const T* mean, const T* var, double momentum, double M, int64_t C) {
+  GRID_STRIDE_LOOP(c, C) {
+    rm[c] = T((1 - momentum) * rm[c] + momentum * mean[c]);
+    rv[c] = T((1 - momentum) * rv[c] + momentum * var[c] * M / (M - 1));
+  }
+}
+
+template <typename T>
+__global__ void bn_invstd_k(const T* rv, double eps, T* invstd, int64_t C) {
+  GRID_STRIDE_LOOP(c, C) invstd[c] = T(1.0 / ::sqrt((double)rv[c] + eps));
+}
+
+struct BnDims {
+  int64_t N, C, S;
+};
+BnDims bn_dims(const Tensor& x) { return {x.size(0), x.size(1), x.dim() == 4 ? x.size(2) * x.size(3) : 1}; }
+
+// ---- pooling ---------------------------------------------------------------------------------------
+template <typename T>
+__global__ void max_pool_k(const T* x, PoolShape q, T neg_inf, T* y, int32_t* arg, int64_t n) {
+  GRID_STRIDE_LOOP(i, n) {
+    const int64_t ow = i % q.OW, oh = (i / q.OW) % q.OH, plane = i / (q.OW * q.OH);
+    int32_t a;
+    y[i] = max_pool_value(x + plane * q.H * q.W, q, oh, ow, neg_inf, a);
+    arg[i] = a;
+  }
+}
+
+template <typename T>
+__global__ void max_pool_grad_k(const T* dy, const int32_t* arg, PoolShape q, T* dx, int64_t n) {
+  GRID_STRIDE_LOOP(i, n) {
+    const int64_t w = i % q.W, h = (i / q.W) % q.H, plane = i / (q.W * q.H);
+    dx[i] = max_pool_grad(dy + plane * q.OH * q.OW, arg + plane * q.OH * q.OW, q, h, w);
+  }
+}
+
+template <typename T>
+__global__ void avg_pool_k(const T* x, PoolShape q, T scale, T* y, int64_t n) {
+  GRID_STRIDE_LOOP(i, n) {
+    const int64_t ow = i % q.OW, oh = (i / q.OW) % q.OH, plane = i / (q.OW * q.OH);
+    y[i] = avg_pool_value(x + plane * q.H * q.W, q, oh, ow, scale);
+  }
+}
+
+template <typename T>
+__global__ void avg_pool_grad_k(const T* dy, PoolShape q, T scale, T* dx, int64_t n) {
+  GRID_STRIDE_LOOP(i, n) {
+    const int64_t w = i % q.W, h = (i / q.W) % q.H, plane = i / (q.W * q.H);
+    dx[i] = avg_pool_grad(dy + plane * q.OH * q.OW, q, h, w, scale);
+  }
+}
+
+PoolShape pool_shape(const Tensor& x, const Tensor& y, int64_t k, int64_t s, int64_t p) {
+  return {x.size(2), x.size(3), y.size(2), y.size(3), k, s, p};
+}
+
+// ---- softmax and cross-entropy: one thread per row ------------------------------------------------
+template <typename T>
+__global__ void softmax_k(const T* x, T* y, int64_t outer, int64_t K, int64_t inner, bool log) {
+  GRID_STRIDE_LOOP(r, outer * inner) {
+    const int64_t base = (r / inner) * K * inner + r % inner;
+    softmax_row(x + base, y + base, K, inner, log);
+  }
+}
+
+template <typename T>
+__global__ void softmax_grad_k(const T* y, const T* dy, T* dx, int64_t outer, int64_t K, int64_t inner, bool log) {
+  GRID_STRIDE_LOOP(r, outer * inner) {
+    const int64_t base = (r / inner) * K * inner + r % inner;
+    softmax_row_backward(y + base, dy + base, dx + base, K, inner, log);
+  }
+}
+
+template <typename T>
+__global__ void ce_rows_k(const T* logp, const int64_t* labels, int64_t N, int64_t K, double eps, double* rows) {
+  GRID_STRIDE_LOOP(n, N) rows[n] = cross_entropy_row(logp + n * K, K, labels[n], eps);
+}
+
+template <typename T>
+__global__ void ce_grad_k(const T* logp, const int64_t* labels, int64_t N, int64_t K, double eps, double scale, T* d) {
+  GRID_STRIDE_LOOP(n, N) cross_entropy_row_backward(logp + n * K, d + n * K, K, labels[n], eps, scale);
+}
+
+// ---- temporal shift and max's backward -------------------------------------------------------------
+template <typename T>
+__global__ void shift_k(const T* x, T* y, int64_t frames, int64_t C, int64_t HW, int64_t fold, int dir, int64_t n) {
+  GRID_STRIDE_LOOP(i, n) {
+    const int64_t c = (i / HW) % C, row = i / (C * HW), t = row % frames;
+    const int64_t from = shift_source(t, c, fold, dir);
+    y[i] = (from < 0 || from >= frames) ? T(0) : x[i + (from - t) * C * HW];
+  }
+}
+
+// gx (outer, R, inner) = 0 except gx[o, idx[o, i], i] = g[o, i]: one thread per gx element.
+template <typename T>
+__global__ void max_grad_k(const T* g, const int64_t* idx, T* gx, int64_t R, int64_t inner, int64_t n) {
+  GRID_STRIDE_LOOP(j, n) {
+    const int64_t i = j % inner, r = (j / inner) % R, o = j / (inner * R);
+    gx[j] = idx[o * inner + i] == r ? g[o * inner + i] : T(0);
+  }
+}
+
+}  // namespace
+
+// ---- entry points (declared in tensor/cuda/cuda.h) --------------------------------------------------
+
+void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const ConvShape& s, Tensor& y) {
+  check_conv_args("conv2d", x, w);
+  AB_DISPATCH_FLOAT(x.dtype(), "conv2d", [&] {
+    const int64_t P = s.P(), Kg = s.Kg(), Og = s.Og(), chunk = images_per_chunk(s);
+    Tensor col = Tensor::empty({s.C * s.KH * s.KW * chunk * P}, x.dtype(), x.device());
+    Tensor t = Tensor::empty({s.O * chunk * P}, x.dtype(), x.device());
+    const scalar_t* px = x.data<scalar_t>();
+    const scalar_t* pw = w.data<scalar_t>();
+    for (int64_t n0 = 0; n0 < s.N; n0 += chunk) {
+      const int64_t nb = std::min(chunk, s.N - n0), cols = nb * P, ncol = s.C * s.KH * s.KW * cols;
+      im2col_k<scalar_t><<<blocks_for(ncol), kThreads>>>(px + n0 * s.C * s.H * s.W, s, col.data<scalar_t>(), cols, ncol);
+      AB_CUDA_CHECK_LAUNCH();
+      for (int64_t g = 0; g < s.G; ++g)  // Yt_g (Og, cols) = W_g (Og, Kg) col_g (Kg, cols)
+        gemm(false, false, Og, cols, Kg, scalar_t(1), pw + g * Og * Kg, Kg, col.data<scalar_t>() + g * Kg * cols, cols,
+             scalar_t(0), t.data<scalar_t>() + g * Og * cols, cols);
+      op_to_nop_k<scalar_t><<<blocks_for(nb * s.O * P), kThreads>>>(t.data<scalar_t>(), ptr<scalar_t>(b),
+                                                                    y.data<scalar_t>() + n0 * s.O * P, s.O, P, nb);
+      AB_CUDA_CHECK_LAUNCH();
+    }
+  });
+}
+
+void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const ConvShape& s, Tensor* dx, Tensor* dw,
+                     Tensor* db) {
+  check_conv_args("conv2d backward", x, w);
+  check_cuda("conv2d backward", "dy", dy);
+  AB_DISPATCH_FLOAT(x.dtype(), "conv2d backward", [&] {
+    const int64_t P = s.P(), Kg = s.Kg(), Og = s.Og(), chunk = images_per_chunk(s);
+    const int64_t rows = s.C * s.KH * s.KW;
+    Tensor col = Tensor::empty({rows * chunk * P}, x.dtype(), x.device());
+    Tensor dyt = Tensor::empty({s.O * chunk * P}, x.dtype(), x.device());
+    const scalar_t* px = x.data<scalar_t>();
+    const scalar_t* pw = w.data<scalar_t>();
+    const scalar_t* pdy = dy.data<scalar_t>();
+    for (int64_t n0 = 0; n0 < s.N; n0 += chunk) {
+      const int64_t nb = std::min(chunk, s.N - n0), cols = nb * P;
+      nop_to_op_k<scalar_t><<<blocks_for(nb * s.O * P), kThreads>>>(pdy + n0 * s.O * P, dyt.data<scalar_t>(), s.O, P, nb);
+      AB_CUDA_CHECK_LAUNCH();
+      if (dw) {  // dW_g (Og, Kg) (+)= dYt_g (Og, cols) col_g^T (cols, Kg)
+        im2col_k<scalar_t><<<blocks_for(rows * cols), kThreads>>>(px + n0 * s.C * s.H * s.W, s, col.data<scalar_t>(),
+                                                                  cols, rows * cols);
+        AB_CUDA_CHECK_LAUNCH();
+        for (int64_t g = 0; g < s.G; ++g)
+          gemm(false, true, Og, Kg, cols, scalar_t(1), dyt.data<scalar_t>() + g * Og * cols, cols,
+               col.data<scalar_t>() + g * Kg * cols, cols, n0 == 0 ? scalar_t(0) : scalar_t(1),
+               dw->data<scalar_t>() + g * Og * Kg, Kg);
+      }
+      if (dx) {  // dcol_g (Kg, cols) = W_g^T (Kg, Og) dYt_g (Og, cols); dx = col2im(dcol)
+        for (int64_t g = 0; g < s.G; ++g)
+          gemm(true, false, Kg, cols, Og, scalar_t(1), pw + g * Og * Kg, Kg, dyt.data<scalar_t>() + g * Og * cols, cols,
+               scalar_t(0), col.data<scalar_t>() + g * Kg * cols, cols);
+        const int64_t n = nb * s.C * s.H * s.W;
+        col2im_k<scalar_t><<<blocks_for(n), kThreads>>>(col.data<scalar_t>(), s, nb,
+                                                        dx->data<scalar_t>() + n0 * s.C * s.H * s.W, n);
+        AB_CUDA_CHECK_LAUNCH();
+      }
+    }
+    if (db) {  // db[o] = sum over n, p of dy[n, o, p]
+      Tensor sums = Tensor::empty({s.O}, DType::F64, x.device());
+      channel_sums<scalar_t>(ChanSum::Sum, pdy, nullptr, nullptr, s.N, s.O, P, sums.data<double>());
+      strided_copy(sums, *db);
+    }
+  });
+}
+
+void max_pool2d_forward(const Tensor& x, int64_t k, int64_t s, int64_t p, Tensor& y, Tensor& argmax) {
+  check_cuda("max_pool2d", "x", x);
+  const PoolShape q = pool_shape(x, y, k, s, p);
+  const int64_t n = y.numel();
+  if (n == 0) return;
+  AB_DISPATCH_FLOAT(x.dtype(), "max_pool2d", [&] {
+    max_pool_k<scalar_t><<<blocks_for(n), kThreads>>>(x.data<scalar_t>(), q, -std::numeric_limits<scalar_t>::infinity(),
+                                                      y.data<scalar_t>(), argmax.data<int32_t>(), n);
+    AB_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void max_pool2d_backward(const Tensor& dy, const Tensor& argmax, int64_t k, int64_t s, int64_t p, Tensor& dx) {
+  check_cuda("max_pool2d backward", "dy", dy);
+  const PoolShape q = pool_shape(dx, dy, k, s, p);
+  const int64_t n = dx.numel();
+  if (n == 0) return;
+  AB_DISPATCH_FLOAT(dy.dtype(), "max_pool2d backward", [&] {
+    max_pool_grad_k<scalar_t><<<blocks_for(n), kThreads>>>(dy.data<scalar_t>(), argmax.data<int32_t>(), q,
+                                                           dx.data<scalar_t>(), n);
+    AB_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void avg_pool2d_forward(const Tensor& x, int64_t k, int64_t s, int64_t p, Tensor& y) {
+  check_cuda("avg_pool2d", "x", x);
+  const PoolShape q = pool_shape(x, y, k, s, p);
+  const int64_t n = y.numel();
+  if (n == 0) return;
+  AB_DISPATCH_FLOAT(x.dtype(), "avg_pool2d", [&] {
+    avg_pool_k<scalar_t><<<blocks_for(n), kThreads>>>(x.data<scalar_t>(), q, scalar_t(1) / scalar_t(k * k),
+                                                      y.data<scalar_t>(), n);
+    AB_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void avg_pool2d_backward(const Tensor& dy, int64_t k, int64_t s, int64_t p, Tensor& dx) {
+  check_cuda("avg_pool2d backward", "dy", dy);
+  const PoolShape q = pool_shape(dx, dy, k, s, p);
+  const int64_t n = dx.numel();
+  if (n == 0) return;
+  AB_DISPATCH_FLOAT(dy.dtype(), "avg_pool2d backward", [&] {
+    avg_pool_grad_k<scalar_t><<<blocks_for(n), kThreads>>>(dy.data<scalar_t>(), q, scalar_t(1) / scalar_t(k * k),
+                                                           dx.data<scalar_t>(), n);
+    AB_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& y, Tensor& mean,
+                              Tensor& var, Tensor& invstd, const cpu::ChannelSum* across) {
+  check_cuda("batch_norm", "x", x);
+  const BnDims d = bn_dims(x);
+  double M = double(d.N * d.S);
+  if (across) (*across)(&M, 1);
+  AB_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] {
+    // Three passes as on the CPU: the sums for the mean, the sums of squared deviations, then y.
+    Tensor sums = Tensor::empty({2 * d.C}, DType::F64, x.device());
+    Tensor affine = Tensor::empty({2 * d.C}, x.dtype(), x.device());  // scale, then shift
+    double *sum = sums.data<double>(), *sq = sum + d.C;
+    const scalar_t* px = x.data<scalar_t>();
+    channel_sums<scalar_t>(ChanSum::Sum, px, nullptr, nullptr, d.N, d.C, d.S, sum);
+    sum_across(sum, d.C, across);
+    bn_mean_k<scalar_t><<<blocks_for(d.C), kThreads>>>(sum, M, mean.data<scalar_t>(), d.C);
+    AB_CUDA_CHECK_LAUNCH();
+    channel_sums<scalar_t>(ChanSum::SqDev, px, nullptr, mean.data<scalar_t>(), d.N, d.C, d.S, sq);
+    sum_across(sq, d.C, across);
+    scalar_t* sc = affine.data<scalar_t>();
+    bn_stats_k<scalar_t><<<blocks_for(d.C), kThreads>>>(sum, sq, M, eps, ptr<scalar_t>(w), ptr<scalar_t>(b),
+                                                        mean.data<scalar_t>(), var.data<scalar_t>(),
+                                                        invstd.data<scalar_t>(), sc, sc + d.C, d.C);
+    AB_CUDA_CHECK_LAUNCH();
+    bn_affine_k<scalar_t><<<blocks_for(x.numel()), kThreads>>>(px, sc, sc + d.C, y.data<scalar_t>(), d.C, d.S,
+                                                               x.numel());
+    AB_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& invstd,
+                      Tensor& y) {
+  check_cuda("batch_norm", "x", x);
+  const BnDims d = bn_dims(x);
+  AB_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] {
+    Tensor affine = Tensor::empty({2 * d.C}, x.dtype(), x.device());
+    scalar_t* sc = affine.data<scalar_t>();
+    bn_affine_coef_k<scalar_t><<<blocks_for(d.C), kThreads>>>(ptr<scalar_t>(w), ptr<scalar_t>(b), mean.data<scalar_t>(),
+                                                              invstd.data<scalar_t>(), sc, sc + d.C, d.C);
+    AB_CUDA_CHECK_LAUNCH();
+    bn_affine_k<scalar_t><<<blocks_for(x.numel()), kThreads>>>(x.data<scalar_t>(), sc, sc + d.C, y.data<scalar_t>(),
+                                                               d.C, d.S, x.numel());
+    AB_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd, bool training,
+                         const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db, const cpu::ChannelSum* across) {
+  check_cuda("batch_norm backward", "x", x);
+  check_cuda("batch_norm backward", "dy", dy);
+  const BnDims d = bn_dims(x);
+  double M = double(d.N * d.S);
+  if (across) (*across)(&M, 1);
+  AB_DISPATCH_FLOAT(x.dtype(), "batch_norm backward", [&] {
+    Tensor sums = Tensor::empty({2 * d.C}, DType::F64, x.device());  // sum dy, then sum dy xhat
+    Tensor coef = Tensor::empty({3 * d.C}, x.dtype(), x.device());   // a, k, d of dx = a dy + k (x - mean) + d
+    const scalar_t *px = x.data<scalar_t>(), *pg = dy.data<scalar_t>(), *pm = mean.data<scalar_t>();
+    channel_sums<scalar_t>(ChanSum::GradPair, px, pg, pm, d.N, d.C, d.S, sums.data<double>());
+    bn_scale_sums_k<scalar_t><<<blocks_for(d.C), kThreads>>>(sums.data<double>(), invstd.data<scalar_t>(),
+                                                             dw ? dw->data<scalar_t>() : nullptr,
+                                                             db ? db->data<scalar_t>() : nullptr, d.C);
+    AB_CUDA_CHECK_LAUNCH();
+    if (training) sum_across(sums.data<double>(), 2 * d.C, across);
+    bn_grad_coef_k<scalar_t><<<blocks_for(d.C), kThreads>>>(sums.data<double>(), ptr<scalar_t>(w),
+                                                            invstd.data<scalar_t>(), M, training, coef.data<scalar_t>(), d.C);
+    AB_CUDA_CHECK_LAUNCH();
+    bn_dx_k<scalar_t><<<blocks_for(x.numel()), kThreads>>>(px, pg, pm, coef.data<scalar_t>(), dx.data<scalar_t>(), d.C,
+                                                           d.S, x.numel());
+    AB_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void batch_norm_update_running(Tensor& running_mean, Tensor& running_var, const Tensor& mean, const Tensor& var,
+                               double momentum, double M) {
+  check_cuda("batch_norm", "running_mean", running_mean);
+  const int64_t C = running_mean.numel();
+  AB_DISPATCH_FLOAT(running_mean.dtype(), "batch_norm", [&] {
+    bn_running_k<scalar_t><<<blocks_for(C), kThreads>>>(running_mean.data<scalar_t>(), running_var.data<scalar_t>(),
+                                                        mean.data<scalar_t>(), var.data<scalar_t>(), momentum, M, C);
+    AB_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void batch_norm_invstd(const Tensor& running_var, double eps, Tensor& invstd) {
+  check_cuda("batch_norm", "running_var", running_var);
+  const int64_t C = running_var.numel();
+  AB_DISPATCH_FLOAT(running_var.dtype(), "batch_norm", [&] {
+    bn_invstd_k<scalar_t><<<blocks_for(C), kThreads>>>(running_var.data<scalar_t>(), eps, invstd.data<scalar_t>(), C);
+    AB_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void softmax(const Tensor& x, int64_t outer, int64_t K, int64_t inner, bool log, Tensor& y) {
+  check_cuda("softmax", "x", x);
+  if (outer * inner == 0 || K == 0) return;
+  AB_DISPATCH_FLOAT(x.dtype(), "softmax", [&] {
+    softmax_k<scalar_t><<<blocks_for(outer * inner), kThreads>>>(x.data<scalar_t>(), y.data<scalar_t>(), outer, K,
+                                                                 inner, log);
+    AB_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void softmax_backward(const Tensor& y, const Tensor& dy, int64_t outer, int64_t K, int64_t inner, bool log,
+                      Tensor& dx) {
+  check_cuda("softmax backward", "y", y);
+  if (outer * inner == 0 || K == 0) return;
+  AB_DISPATCH_FLOAT(y.dtype(), "softmax backward", [&] {
+    softmax_grad_k<scalar_t><<<blocks_for(outer * inner), kThreads>>>(y.data<scalar_t>(), dy.data<scalar_t>(),
+                                                                      dx.data<scalar_t>(), outer, K, inner, log);
+    AB_CUDA_CHECK_LAUNCH();
+  });
+}
+
+double cross_entropy_loss(const Tensor& logp, const Tensor& labels, double eps) {
+  check_cuda("cross_entropy", "logp", logp);
+  check_cuda("cross_entropy", "labels", labels);
+  const int64_t N = logp.size(0), K = logp.size(1);
+  if (N == 0) return 0.0;
+  Tensor rows = Tensor::empty({N}, DType::F64, logp.device());
+  Tensor lab = labels.contiguous();
+  AB_DISPATCH_FLOAT(logp.dtype(), "cross_entropy", [&] {
+    ce_rows_k<scalar_t><<<blocks_for(N), kThreads>>>(logp.data<scalar_t>(), lab.data<int64_t>(), N, K, eps,
+                                                     rows.data<double>());
+    AB_CUDA_CHECK_LAUNCH();
+  });
+  // The N row losses are added on the host, in order, in double.
+  std::vector<double> host(N);
+  memcpy_d2h(host.data(), rows.data<double>(), N * sizeof(double));
+  double total = 0;
+  for (double v : host) total += v;
+  return total / N;
+}
+
+void cross_entropy_backward(const Tensor& logp, const Tensor& labels, double eps, double scale, Tensor& dlogits) {
+  check_cuda("cross_entropy backward", "logp", logp);
+  check_cuda("cross_entropy backward", "labels", labels);
+  const int64_t N = logp.size(0), K = logp.size(1);
+  if (N == 0) return;
+  Tensor lab = labels.contiguous();
+  AB_DISPATCH_FLOAT(logp.dtype(), "cross_entropy backward", [&] {
+    ce_grad_k<scalar_t><<<blocks_for(N), kThreads>>>(logp.data<scalar_t>(), lab.data<int64_t>(), N, K, eps, scale,
+                                                     dlogits.data<scalar_t>());
+    AB_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void temporal_shift(const Tensor& x, Tensor& y, int64_t frames, int64_t fold, int dir) {
+  check_cuda("temporal_shift", "x", x);
+  const int64_t rows = x.size(0), C = x.size(1), HW = x.numel() / std::max<int64_t>(rows * C, 1), n = x.numel();
+  if (n == 0) return;
+  AB_DISPATCH_FLOAT(x.dtype(), "temporal_shift", [&] {
+    shift_k<scalar_t><<<blocks_for(n), kThreads>>>(x.data<scalar_t>(), y.data<scalar_t>(), frames, C, HW, fold, dir, n);
+    AB_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void max_backward(const Tensor& g, const Tensor& idx, int64_t outer, int64_t R, int64_t inner, Tensor& gx) {
+  check_cuda("max backward", "g", g);
+  const int64_t n = outer * R * inner;
+  if (n == 0) return;
+  AB_DISPATCH_FLOAT(g.dtype(), "max backward", [&] {
+    max_grad_k<scalar_t><<<blocks_for(n), kThreads>>>(g.data<scalar_t>(), idx.data<int64_t>(), gx.data<scalar_t>(), R,
+                                                      inner, n);
+    AB_CUDA_CHECK_LAUNCH();
+  });
+}
+
+}  // namespace anybit::cuda

@@ -1,0 +1,303 @@
+// formulas.h - the scalar formulas that the CPU loops and the CUDA kernels share, each written once.
+//
+// Every function here is AB_HD: compiled for the host by g++ (tensor/cpu/*.cpp, quant/, nn/) and,
+// inside a .cu file, for the device too (tensor/cuda/*.cu). A CPU loop and a CUDA kernel that
+// apply the same formula therefore cannot drift apart; what differs between them is only how the
+// elements are shared out (OpenMP threads and SIMD lanes, or CUDA threads) and the order of sums.
+//
+// The math functions go through the m_* wrappers: std:: on the host (the CPU's results are
+// unchanged by this header), CUDA's own overloads on the device.
+// Read next: tensor/cpu/elementwise.cpp and tensor/cuda/elementwise.cu, which apply them.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#include "tensor/conv_shape.h"
+#include "tensor/elementwise.h"
+
+#ifdef __CUDACC__
+#define AB_HD __host__ __device__
+#else
+#define AB_HD
+#endif
+
+namespace anybit::formula {
+
+// ---- math: std:: on the host, CUDA's functions on the device --------------------------------------
+#ifdef __CUDA_ARCH__
+#define AB_MATH1(name, f32, f64)                         \
+  __device__ inline float name(float x) { return f32(x); } \
+  __device__ inline double name(double x) { return f64(x); }
+AB_MATH1(m_exp, expf, ::exp)
+AB_MATH1(m_log, logf, ::log)
+AB_MATH1(m_sqrt, sqrtf, ::sqrt)
+AB_MATH1(m_tanh, tanhf, ::tanh)
+AB_MATH1(m_abs, fabsf, ::fabs)
+AB_MATH1(m_floor, floorf, ::floor)
+AB_MATH1(m_round, rintf, ::rint)  // ties to even, as std::nearbyint in the default rounding mode
+#undef AB_MATH1
+__device__ inline float m_pow(float x, float y) { return powf(x, y); }
+__device__ inline double m_pow(double x, double y) { return ::pow(x, y); }
+#else
+template <typename T> inline T m_exp(T x) { return std::exp(x); }
+template <typename T> inline T m_log(T x) { return std::log(x); }
+template <typename T> inline T m_sqrt(T x) { return std::sqrt(x); }
+template <typename T> inline T m_tanh(T x) { return std::tanh(x); }
+template <typename T> inline T m_abs(T x) { return std::abs(x); }
+template <typename T> inline T m_floor(T x) { return std::floor(x); }
+template <typename T> inline T m_round(T x) { return std::nearbyint(x); }
+template <typename T> inline T m_pow(T x, T y) { return std::pow(x, y); }
+#endif
+
+// ---- elementwise ops (tensor/elementwise.h) -------------------------------------------------------
+template <typename T>
+AB_HD inline T apply_unary(UnaryOp op, T x, T p0, T p1) {
+  switch (op) {
+    case UnaryOp::Neg: return -x;
+    case UnaryOp::Exp: return m_exp(x);
+    case UnaryOp::Log: return m_log(x);
+    case UnaryOp::Sqrt: return m_sqrt(x);
+    case UnaryOp::Pow: return m_pow(x, p0);
+    case UnaryOp::Tanh: return m_tanh(x);
+    case UnaryOp::Abs: return m_abs(x);
+    case UnaryOp::Relu: return x > T(0) ? x : T(0);
+    case UnaryOp::Relu6: return x < T(0) ? T(0) : (x > T(6) ? T(6) : x);
+    case UnaryOp::Clamp: return x < p0 ? p0 : (x > p1 ? p1 : x);
+    case UnaryOp::Round: return m_round(x);
+    case UnaryOp::Floor: return m_floor(x);
+    case UnaryOp::AddScalar: return x + p0;
+    case UnaryOp::MulScalar: return x * p0;
+    case UnaryOp::Sign: return T((x > T(0)) - (x < T(0)));
+  }
+  return x;
+}
+
+template <typename T>
+AB_HD inline T apply_binary(BinaryOp op, T a, T b, T p0, T p1) {
+  switch (op) {
+    case BinaryOp::Add: return a + b;
+    case BinaryOp::Sub: return a - b;
+    case BinaryOp::Mul: return a * b;
+    case BinaryOp::Div: return a / b;
+    case BinaryOp::ReluGrad: return b > T(0) ? a : T(0);
+    case BinaryOp::Relu6Grad: return (b > T(0) && b < T(6)) ? a : T(0);
+    case BinaryOp::ClampGrad: return (b >= p0 && b <= p1) ? a : T(0);
+    case BinaryOp::TanhGrad: return a * (T(1) - b * b);
+    case BinaryOp::PowGrad: return a * p0 * m_pow(b, p0 - T(1));
+    case BinaryOp::GreaterEq: return a >= b ? T(1) : T(0);
+    case BinaryOp::Less: return a < b ? T(1) : T(0);
+  }
+  return a;
+}
+
+// ---- PACT (quant/quantizers.h) ----------------------------------------------------------------------
+// y = round(clip(x, lo, a) * levels / a) * a / levels; levels = 0 means no rounding (32 bits).
+// scale = levels / a and inv = a / levels are computed once by the caller.
+template <typename T>
+AB_HD inline T pact_value(T x, T lo, T a, T levels, T scale, T inv) {
+  T v = x < lo ? lo : (x > a ? a : x);
+  return levels == T(0) ? v : m_round(v * scale) * inv;
+}
+// dx = g inside [lo, a]; the clip's share: g where x >= a, and (signed, lo = -a) -g where x <= lo.
+template <typename T>
+AB_HD inline T pact_grad_x(T x, T g, T lo, T a) { return (x >= lo && x <= a) ? g : T(0); }
+template <typename T>
+AB_HD inline T pact_grad_a(T x, T g, T lo, T a, bool is_signed) {
+  return x >= a ? g : ((is_signed && x <= lo) ? -g : T(0));
+}
+
+// ---- LSQ (quant/lsq.h) ------------------------------------------------------------------------------
+// y = round(clip(v / s, -Qn, Qp)) s
+template <typename T>
+AB_HD inline T lsq_value(T v, T s, T qn, T qp) {
+  T q = v / s;
+  q = q < -qn ? -qn : (q > qp ? qp : q);
+  return m_round(q) * s;
+}
+// dv = g strictly inside (-Qn, Qp); the step's (unscaled) share: g times -Qn, Qp or round(q) - q.
+template <typename T>
+AB_HD inline T lsq_grad_v(T v, T g, T s, T qn, T qp) {
+  T q = v / s;
+  return (q <= -qn || q >= qp) ? T(0) : g;
+}
+template <typename T>
+AB_HD inline T lsq_grad_s(T v, T g, T s, T qn, T qp) {
+  T q = v / s;
+  return g * (q <= -qn ? -qn : (q >= qp ? qp : m_round(q) - q));
+}
+
+// ---- optimizer updates (nn/optim.h) ------------------------------------------------------------------
+// SGD, element i: d = g + wd p; with momentum buf = d (first step) or momentum buf + d, and the
+// step uses buf, or d + momentum buf (Nesterov). Without momentum (buf == nullptr) the step is d.
+template <typename T>
+AB_HD inline void sgd_update(T& p, T g, T* buf, T lr, T wd, T momentum, bool nesterov, bool first) {
+  T d = g + wd * p;
+  if (!buf) {
+    p -= lr * d;
+    return;
+  }
+  T b = first ? d : momentum * *buf + d;
+  *buf = b;
+  p -= lr * (nesterov ? d + momentum * b : b);
+}
+
+// Adam: decay = 1, wd_grad = wd. AdamW: decay = 1 - lr wd, wd_grad = 0.
+template <typename T>
+AB_HD inline void adam_update(T& p, T g, T& m, T& v, T decay, T wd_grad, T b1, T b2, T eps, T step_size,
+                              T bc2_sqrt) {
+  T gi = g + wd_grad * p;
+  T mi = b1 * m + (T(1) - b1) * gi;
+  T vi = b2 * v + (T(1) - b2) * gi * gi;
+  m = mi;
+  v = vi;
+  p = p * decay - step_size * mi / (m_sqrt(vi) / bc2_sqrt + eps);
+}
+
+// ---- temporal shift (autograd/temporal.cpp) -------------------------------------------------------
+// The frame that frame t of a clip reads channel c from: t + dir for c < fold, t - dir for the
+// next fold, t otherwise (dir = +1 forward, -1 backward); outside [0, frames) means zero.
+AB_HD inline int64_t shift_source(int64_t t, int64_t c, int64_t fold, int dir) {
+  return c < fold ? t + dir : (c < 2 * fold ? t - dir : t);
+}
+
+// ---- the CUDA kernels' index arithmetic -----------------------------------------------------------
+// One output element (or one row) per CUDA thread. The CPU has its own, faster loops for these ops,
+// so these functions are checked on the host against the scalar references (tests/test_cuda.cpp,
+// "index arithmetic"), which runs with or without a GPU.
+
+// im2col of nb images: col (C KH KW, nb P), row r = (c KH + kh) KW + kw, column j = n P + oh OW + ow
+// (n counted from the first of the nb images, x pointing at it). Zero where the tap is padding.
+template <typename T>
+AB_HD inline T im2col_value(const T* x, const ConvShape& s, int64_t r, int64_t j) {
+  const int64_t P = s.OH * s.OW;
+  const int64_t kw = r % s.KW, kh = (r / s.KW) % s.KH, c = r / (s.KW * s.KH);
+  const int64_t n = j / P, p = j % P, oh = p / s.OW, ow = p % s.OW;
+  const int64_t h = oh * s.opt.stride_h - s.opt.pad_h + kh * s.opt.dil_h;
+  const int64_t w = ow * s.opt.stride_w - s.opt.pad_w + kw * s.opt.dil_w;
+  if (h < 0 || h >= s.H || w < 0 || w >= s.W) return T(0);
+  return x[((n * s.C + c) * s.H + h) * s.W + w];
+}
+
+// col2im as a gather: element i = ((n C + c) H + h) W + w of dx takes the sum of every entry of
+// dcol (C KH KW, nb P) that im2col read from it. Each thread writes one dx element: no atomics,
+// and the sum's order is fixed (deterministic).
+template <typename T>
+AB_HD inline T col2im_value(const T* dcol, const ConvShape& s, int64_t nb, int64_t i) {
+  const int64_t w = i % s.W, h = (i / s.W) % s.H, c = (i / (s.W * s.H)) % s.C, n = i / (s.W * s.H * s.C);
+  const int64_t P = s.OH * s.OW, cols = nb * P;
+  T acc = T(0);
+  for (int64_t kh = 0; kh < s.KH; ++kh) {
+    const int64_t th = h + s.opt.pad_h - kh * s.opt.dil_h;  // = oh stride_h for the output row that reads h
+    if (th < 0 || th % s.opt.stride_h != 0 || th / s.opt.stride_h >= s.OH) continue;
+    const int64_t oh = th / s.opt.stride_h;
+    for (int64_t kw = 0; kw < s.KW; ++kw) {
+      const int64_t tw = w + s.opt.pad_w - kw * s.opt.dil_w;
+      if (tw < 0 || tw % s.opt.stride_w != 0 || tw / s.opt.stride_w >= s.OW) continue;
+      const int64_t ow = tw / s.opt.stride_w;
+      acc += dcol[((c * s.KH + kh) * s.KW + kw) * cols + n * P + oh * s.OW + ow];
+    }
+  }
+  return acc;
+}
+
+// Pooling over one (H, W) plane; the window of output (oh, ow) is rows oh s - p .. oh s - p + k - 1
+// (columns likewise), clipped to the image.
+struct PoolShape {
+  int64_t H, W, OH, OW, k, s, p;
+};
+// The outputs whose window holds input row h: oh in [lo, hi] (hi < lo: none).
+AB_HD inline void pool_windows_of(int64_t h, int64_t k, int64_t s, int64_t p, int64_t OH, int64_t& lo, int64_t& hi) {
+  const int64_t first = h + p - k + 1;  // oh s - p + k - 1 >= h
+  lo = first <= 0 ? 0 : (first + s - 1) / s;
+  hi = (h + p) / s;  // oh s - p <= h
+  if (hi > OH - 1) hi = OH - 1;
+}
+
+// max: the first maximum in (row, column) order; padding is neg_inf, and an all-padding window
+// gives neg_inf with arg -1 (as tensor/cpu/pool.cpp).
+template <typename T>
+AB_HD inline T max_pool_value(const T* plane, const PoolShape& q, int64_t oh, int64_t ow, T neg_inf, int32_t& arg) {
+  T best = neg_inf;
+  arg = -1;
+  const int64_t h0 = oh * q.s - q.p, w0 = ow * q.s - q.p;
+  for (int64_t ih = h0 < 0 ? 0 : h0; ih < h0 + q.k && ih < q.H; ++ih)
+    for (int64_t iw = w0 < 0 ? 0 : w0; iw < w0 + q.k && iw < q.W; ++iw)
+      if (plane[ih * q.W + iw] > best) best = plane[ih * q.W + iw], arg = (int32_t)(ih * q.W + iw);
+  return best;
+}
+// dx[h, w] = sum of dy over the windows whose arg-max is (h, w), in output order.
+template <typename T>
+AB_HD inline T max_pool_grad(const T* dy_plane, const int32_t* arg_plane, const PoolShape& q, int64_t h, int64_t w) {
+  int64_t oh0, oh1, ow0, ow1;
+  pool_windows_of(h, q.k, q.s, q.p, q.OH, oh0, oh1);
+  pool_windows_of(w, q.k, q.s, q.p, q.OW, ow0, ow1);
+  T acc = T(0);
+  for (int64_t oh = oh0; oh <= oh1; ++oh)
+    for (int64_t ow = ow0; ow <= ow1; ++ow)
+      if (arg_plane[oh * q.OW + ow] == h * q.W + w) acc += dy_plane[oh * q.OW + ow];
+  return acc;
+}
+// avg: the window's sum times scale = 1 / k^2 (padding counts as zeros).
+template <typename T>
+AB_HD inline T avg_pool_value(const T* plane, const PoolShape& q, int64_t oh, int64_t ow, T scale) {
+  T acc = T(0);
+  const int64_t h0 = oh * q.s - q.p, w0 = ow * q.s - q.p;
+  for (int64_t ih = h0 < 0 ? 0 : h0; ih < h0 + q.k && ih < q.H; ++ih)
+    for (int64_t iw = w0 < 0 ? 0 : w0; iw < w0 + q.k && iw < q.W; ++iw) acc += plane[ih * q.W + iw];
+  return acc * scale;
+}
+template <typename T>
+AB_HD inline T avg_pool_grad(const T* dy_plane, const PoolShape& q, int64_t h, int64_t w, T scale) {
+  int64_t oh0, oh1, ow0, ow1;
+  pool_windows_of(h, q.k, q.s, q.p, q.OH, oh0, oh1);
+  pool_windows_of(w, q.k, q.s, q.p, q.OW, ow0, ow1);
+  T acc = T(0);
+  for (int64_t oh = oh0; oh <= oh1; ++oh)
+    for (int64_t ow = ow0; ow <= ow1; ++ow) acc += dy_plane[oh * q.OW + ow] * scale;
+  return acc;
+}
+
+// Softmax over one row of K values spaced `inner` apart (x viewed as (outer, K, inner)):
+//   y = exp(x - max) / sum exp(x - max), or log_softmax: y = x - max - log(sum exp(x - max)).
+template <typename T>
+AB_HD inline void softmax_row(const T* x, T* y, int64_t K, int64_t inner, bool log) {
+  T mx = x[0];
+  for (int64_t k = 1; k < K; ++k) mx = x[k * inner] > mx ? x[k * inner] : mx;
+  double sum = 0;
+  for (int64_t k = 0; k < K; ++k) sum += (double)m_exp(x[k * inner] - mx);
+  if (log) {
+    const T lse = T(m_log(sum));
+    for (int64_t k = 0; k < K; ++k) y[k * inner] = x[k * inner] - mx - lse;
+  } else {
+    const T inv = T(1.0 / sum);
+    for (int64_t k = 0; k < K; ++k) y[k * inner] = m_exp(x[k * inner] - mx) * inv;
+  }
+}
+//   softmax:      dx = y (dy - sum_k dy y);   log_softmax:  dx = dy - exp(y) sum_k dy
+template <typename T>
+AB_HD inline void softmax_row_backward(const T* y, const T* dy, T* dx, int64_t K, int64_t inner, bool log) {
+  double dot = 0;
+  for (int64_t k = 0; k < K; ++k) dot += log ? (double)dy[k * inner] : (double)dy[k * inner] * (double)y[k * inner];
+  const T d = T(dot);
+  for (int64_t k = 0; k < K; ++k)
+    dx[k * inner] = log ? dy[k * inner] - m_exp(y[k * inner]) * d : y[k * inner] * (dy[k * inner] - d);
+}
+
+// Cross-entropy of one row of log-probabilities logp (K) with label c and smoothing eps:
+//   -(1 - eps) logp[c] - (eps / K) sum_k logp[k]
+template <typename T>
+AB_HD inline double cross_entropy_row(const T* logp, int64_t K, int64_t c, double eps) {
+  double all = 0;
+  for (int64_t k = 0; k < K; ++k) all += (double)logp[k];
+  return -(1 - eps) * (double)logp[c] - eps / (double)K * all;
+}
+// dlogits = scale (exp(logp) - target), target = (1 - eps) one_hot(c) + eps / K
+template <typename T>
+AB_HD inline void cross_entropy_row_backward(const T* logp, T* d, int64_t K, int64_t c, double eps, double scale) {
+  for (int64_t k = 0; k < K; ++k) {
+    const double target = (k == c ? 1 - eps : 0.0) + eps / (double)K;
+    d[k] = T(scale * ((double)m_exp(logp[k]) - target));
+  }
+}
+
+}  // namespace anybit::formula

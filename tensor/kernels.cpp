@@ -1,0 +1,124 @@
+// kernels.cpp - the facade of tensor/kernels.h: each kernel::f calls cpu::f or cuda::f by the device
+// of its first tensor argument. This file is the only place where an op's device is looked at.
+//
+// A CUDA tensor in a build without CUDA never gets this far (it cannot be allocated); a CUDA twin
+// that meets a tensor on the wrong device says so (tensor/cuda/launch.h, check_cuda).
+#include "tensor/kernels.h"
+
+namespace anybit::kernel {
+
+// The rule, written once: the twin of the device that `t` lives on.
+#define ON_DEVICE_OF(t, call) \
+  do {                        \
+    if ((t).device().is_cuda()) \
+      return cuda::call;      \
+    return cpu::call;         \
+  } while (0)
+
+void strided_copy(const Tensor& src, Tensor& dst) { ON_DEVICE_OF(dst, strided_copy(src, dst)); }
+void fill(Tensor& dst, double value) { ON_DEVICE_OF(dst, fill(dst, value)); }
+
+void unary(UnaryOp op, const Tensor& x, Tensor& out, double p0, double p1) {
+  ON_DEVICE_OF(out, unary(op, x, out, p0, p1));
+}
+void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out, double p0, double p1) {
+  ON_DEVICE_OF(out, binary(op, a, b, out, p0, p1));
+}
+void reduce_sum(const Tensor& x, int64_t outer, int64_t R, int64_t inner, Tensor& out) {
+  ON_DEVICE_OF(x, reduce_sum(x, outer, R, inner, out));
+}
+void reduce_max(const Tensor& x, int64_t outer, int64_t R, int64_t inner, Tensor& values, Tensor& indices) {
+  ON_DEVICE_OF(x, reduce_max(x, outer, R, inner, values, indices));
+}
+void max_backward(const Tensor& g, const Tensor& idx, int64_t outer, int64_t R, int64_t inner, Tensor& gx) {
+  ON_DEVICE_OF(g, max_backward(g, idx, outer, R, inner, gx));
+}
+
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const Tensor& a, int64_t lda, const Tensor& b,
+          int64_t ldb, double beta, Tensor& y) {
+  ON_DEVICE_OF(y, gemm(trans_a, trans_b, M, N, K, a, lda, b, ldb, beta, y));
+}
+
+void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const ConvShape& s, Tensor& y) {
+  ON_DEVICE_OF(x, conv2d_forward(x, w, b, s, y));
+}
+void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const ConvShape& s, Tensor* dx, Tensor* dw,
+                     Tensor* db) {
+  ON_DEVICE_OF(x, conv2d_backward(x, w, dy, s, dx, dw, db));
+}
+
+void max_pool2d_forward(const Tensor& x, int64_t k, int64_t s, int64_t p, Tensor& y, Tensor& argmax) {
+  ON_DEVICE_OF(x, max_pool2d_forward(x, k, s, p, y, argmax));
+}
+void max_pool2d_backward(const Tensor& dy, const Tensor& argmax, int64_t k, int64_t s, int64_t p, Tensor& dx) {
+  ON_DEVICE_OF(dy, max_pool2d_backward(dy, argmax, k, s, p, dx));
+}
+void avg_pool2d_forward(const Tensor& x, int64_t k, int64_t s, int64_t p, Tensor& y) {
+  ON_DEVICE_OF(x, avg_pool2d_forward(x, k, s, p, y));
+}
+void avg_pool2d_backward(const Tensor& dy, int64_t k, int64_t s, int64_t p, Tensor& dx) {
+  ON_DEVICE_OF(dy, avg_pool2d_backward(dy, k, s, p, dx));
+}
+
+void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& y, Tensor& mean,
+                              Tensor& var, Tensor& invstd, const ChannelSum* across) {
+  ON_DEVICE_OF(x, batch_norm_train_forward(x, w, b, eps, y, mean, var, invstd, across));
+}
+void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& invstd,
+                      Tensor& y) {
+  ON_DEVICE_OF(x, batch_norm_apply(x, w, b, mean, invstd, y));
+}
+void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd, bool training,
+                         const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db, const ChannelSum* across) {
+  ON_DEVICE_OF(x, batch_norm_backward(x, w, mean, invstd, training, dy, dx, dw, db, across));
+}
+void batch_norm_update_running(Tensor& running_mean, Tensor& running_var, const Tensor& mean, const Tensor& var,
+                               double momentum, double M) {
+  ON_DEVICE_OF(running_mean, batch_norm_update_running(running_mean, running_var, mean, var, momentum, M));
+}
+void batch_norm_invstd(const Tensor& running_var, double eps, Tensor& invstd) {
+  ON_DEVICE_OF(running_var, batch_norm_invstd(running_var, eps, invstd));
+}
+
+void softmax(const Tensor& x, int64_t outer, int64_t K, int64_t inner, bool log, Tensor& y) {
+  ON_DEVICE_OF(x, softmax(x, outer, K, inner, log, y));
+}
+void softmax_backward(const Tensor& y, const Tensor& dy, int64_t outer, int64_t K, int64_t inner, bool log,
+                      Tensor& dx) {
+  ON_DEVICE_OF(y, softmax_backward(y, dy, outer, K, inner, log, dx));
+}
+double cross_entropy_loss(const Tensor& logp, const Tensor& labels, double eps) {
+  ON_DEVICE_OF(logp, cross_entropy_loss(logp, labels, eps));
+}
+void cross_entropy_backward(const Tensor& logp, const Tensor& labels, double eps, double scale, Tensor& dlogits) {
+  ON_DEVICE_OF(logp, cross_entropy_backward(logp, labels, eps, scale, dlogits));
+}
+
+void temporal_shift(const Tensor& x, Tensor& y, int64_t frames, int64_t fold, int dir) {
+  ON_DEVICE_OF(x, temporal_shift(x, y, frames, fold, dir));
+}
+
+void pact_forward(const Tensor& x, Tensor& y, double lo, double a, double levels) {
+  ON_DEVICE_OF(x, pact_forward(x, y, lo, a, levels));
+}
+double pact_backward(const Tensor& x, const Tensor& g, Tensor& gx, double lo, double a) {
+  ON_DEVICE_OF(x, pact_backward(x, g, gx, lo, a));
+}
+void lsq_forward(const Tensor& v, Tensor& y, double s, double qn, double qp) {
+  ON_DEVICE_OF(v, lsq_forward(v, y, s, qn, qp));
+}
+double lsq_backward(const Tensor& v, const Tensor& g, Tensor& gv, double s, double qn, double qp) {
+  ON_DEVICE_OF(v, lsq_backward(v, g, gv, s, qn, qp));
+}
+void sgd_step(Tensor& p, const Tensor& g, Tensor* buf, double lr, double wd, double momentum, bool nesterov,
+              bool first) {
+  ON_DEVICE_OF(p, sgd_step(p, g, buf, lr, wd, momentum, nesterov, first));
+}
+void adam_step(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, double decay, double wd_grad, double b1, double b2,
+               double eps, double step_size, double bc2_sqrt) {
+  ON_DEVICE_OF(p, adam_step(p, g, m, v, decay, wd_grad, b1, b2, eps, step_size, bc2_sqrt));
+}
+
+#undef ON_DEVICE_OF
+
+}  // namespace anybit::kernel

@@ -1,0 +1,36 @@
+// kernels.h - every kernel of anybit, with its CPU twin, its CUDA twin and one facade.
+//
+// The one rule for where an op runs: an op (autograd/, quant/, nn/) computes through kernel::f,
+// and kernel::f calls cpu::f or cuda::f by the device of its tensors (tensor/kernels.cpp; the
+// device of the first tensor argument, and the others must be on the same one). The twins share
+// one signature, written once in tensor/kernels.inc; the scalar formulas they apply are written
+// once in tensor/formulas.h. Outputs are allocated by the op, on its inputs' device.
+//
+// Read next: tensor/kernels.inc (the list), then tensor/cpu/ and tensor/cuda/.
+#pragma once
+#include <cstdint>
+#include <functional>
+
+#include "tensor/conv_shape.h"
+#include "tensor/elementwise.h"
+#include "tensor/tensor.h"
+
+namespace anybit {
+
+// Synchronised BN: adds up per-channel partial sums (double[n], on the host) across processes, in
+// place. Given to the batch-norm kernels, it makes their statistics those of every process's batch.
+using ChannelSum = std::function<void(double* sums, int64_t n)>;
+
+namespace cpu {
+#include "tensor/kernels.inc"
+}  // namespace cpu
+
+namespace cuda {
+#include "tensor/kernels.inc"
+}  // namespace cuda
+
+namespace kernel {
+#include "tensor/kernels.inc"
+}  // namespace kernel
+
+}  // namespace anybit
