@@ -31,6 +31,8 @@
 // them), and a human table whose lines start with '#'.
 // Usage: bench_train [--only NAME[,NAME...]] [--steps N] [--repeats N] [--warmup N] [--threads N]
 //                    [--conv-direct 0|1]   (0: im2col + GEMM for every convolution, for comparison)
+//                    [--device cpu|cuda]   (cuda: the network workloads on the GPU, each timed run
+//                                           closed by a device synchronisation; the int engine is CPU only)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -52,6 +54,7 @@
 #include "quant/qmodel.h"
 #include "tensor/cpu/kernels.h"
 #include "tensor/cpu/nn.h"
+#include "tensor/cuda/cuda.h"
 #include "tensor/ops.h"
 #include "tensor/storage.h"
 
@@ -62,6 +65,8 @@ namespace {
 double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
+
+Device g_device;  // --device: where the workloads' models and batches live
 
 struct Settings {
   int steps = 3, repeats = 3, warmup = 2, threads = 2;
@@ -90,8 +95,10 @@ Tensor random_labels(int64_t n, int64_t classes, Generator& g) {
 Workload fp_train(const std::string& arch, int64_t batch) {
   Generator g(7);
   auto model = nn::make_model(arch, 10, {}, 1);
+  model->to(g_device);
   auto opt = std::make_shared<nn::SGD>(model->named_parameters(), 0.01, 0.9, 5e-4);
-  Tensor x = random_images(batch, nn::default_input_shape(arch), g), y = random_labels(batch, 10, g);
+  Tensor x = random_images(batch, nn::default_input_shape(arch), g).to(g_device);
+  Tensor y = random_labels(batch, 10, g).to(g_device);
   model->train();
   return {batch, [model, opt, x, y] {
             opt->zero_grad();
@@ -105,7 +112,8 @@ Workload fp_train(const std::string& arch, int64_t batch) {
 Workload fp_infer(const std::string& arch, int64_t batch) {
   Generator g(7);
   auto model = nn::make_model(arch, 10, {}, 1);
-  Tensor x = random_images(batch, nn::default_input_shape(arch), g);
+  model->to(g_device);
+  Tensor x = random_images(batch, nn::default_input_shape(arch), g).to(g_device);
   model->eval();
   return {batch, [model, x] {
             NoGradGuard ng;
@@ -120,9 +128,10 @@ Workload quant_train(std::vector<int> bit_set, const quant::MethodConfig& cfg, i
   quant::QuantOptions qo;
   qo.bit_set = bit_set;
   auto model = std::make_shared<quant::QuantModel>("resnet20", 10, qo, 1);
+  model->net().to(g_device);
   auto trainer = std::make_shared<quant::JointTrainer>(*model, cfg, 3);
   auto opt = std::make_shared<nn::SGD>(model->net().named_parameters(), 0.01, 0.9, 5e-4);
-  Tensor x = random_images(batch, {3, 32, 32}, g), y = random_labels(batch, 10, g);
+  Tensor x = random_images(batch, {3, 32, 32}, g).to(g_device), y = random_labels(batch, 10, g).to(g_device);
   model->net().train();
   return {batch, [model, trainer, opt, x, y] {
             trainer->accumulate_gradients(x, y, 0.0);  // progress 0: the swap probability is p0
@@ -132,6 +141,7 @@ Workload quant_train(std::vector<int> bit_set, const quant::MethodConfig& cfg, i
 
 // The integer engine at `bits`, on an exported quantized ResNet-20 (see the list above).
 Workload int_infer(int bits, int64_t batch) {
+  AB_CHECK(g_device.is_cpu(), "bench_train: the integer engine runs on the CPU only (drop --device cuda)");
   Generator g(7);
   quant::QuantOptions qo;
   qo.bit_set = {8, 6, 4, 2};
@@ -203,12 +213,18 @@ Workload make_workload(const std::string& name) {
 // images/s of the median timed run. *system_allocs: blocks the caching allocator had to request
 // from the system during the timed runs (0 once the cache is warm: tensor/storage.h).
 double measure(Workload& w, const Settings& s, size_t* system_allocs) {
+  // On the GPU a step returns once its kernels are queued: a run ends when the device is done.
+  auto finish = [] {
+    if (g_device.is_cuda()) cuda::synchronize();
+  };
   for (int i = 0; i < s.warmup; ++i) w.step();
+  finish();
   size_t allocs0 = cpu_allocator_stats().system_allocs;
   std::vector<double> times;
   for (int r = 0; r < s.repeats; ++r) {
     double t0 = now();
     for (int i = 0; i < s.steps; ++i) w.step();
+    finish();
     times.push_back(now() - t0);
   }
   *system_allocs = cpu_allocator_stats().system_allocs - allocs0;
@@ -243,13 +259,18 @@ int main(int argc, char** argv) {
       else if (a == "--repeats" && has_value) s.repeats = positive(a, argv[++i]);
       else if (a == "--warmup" && has_value) s.warmup = std::atoi(argv[++i]);
       else if (a == "--threads" && has_value) s.threads = positive(a, argv[++i]);
+      else if (a == "--device" && has_value) {
+        g_device = Device::parse(argv[++i]);
+        AB_CHECK(!g_device.is_cuda() || cuda::available(), "--device ", argv[i], ": ",
+                 cuda::unavailable_reason());
+      }
       else if (a == "--conv-direct" && has_value) {
         std::string v = argv[++i];
         AB_CHECK(v == "0" || v == "1", "bench_train: --conv-direct needs 0 or 1, got '", v, "'");
         cpu::set_conv_direct(v == "1");
       } else
         AB_FAIL("bench_train: unknown argument '", a,
-                "' (usage: bench_train [--only NAME[,NAME...]] [--steps N] [--repeats N] [--warmup N] [--threads N] [--conv-direct 0|1])");
+                "' (usage: bench_train [--only NAME[,NAME...]] [--steps N] [--repeats N] [--warmup N] [--threads N] [--conv-direct 0|1] [--device cpu|cuda])");
     }
     cpu::set_num_threads(s.threads);
     std::vector<std::string> run = s.only.empty() ? workload_names() : s.only;

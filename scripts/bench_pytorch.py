@@ -130,10 +130,13 @@ def QResNet20(bit_set, num_classes=10):
 # ---- workloads: (batch, step function) ------------------------------------------------------------
 
 
+DEV = torch.device("cpu")  # --device: where models and batches live (cuda: cuDNN, as PyTorch eager)
+
+
 def data(batch, sample, g):
     x = torch.randn((batch,) + sample, generator=g)
     y = torch.randint(0, 10, (batch,), generator=g)
-    return x, y
+    return x.to(DEV), y.to(DEV)
 
 
 def sgd(model):
@@ -143,6 +146,7 @@ def sgd(model):
 def fp_train(model, batch, sample):
     g = torch.Generator().manual_seed(7)
     x, y = data(batch, sample, g)
+    model.to(DEV)
     opt = sgd(model)
     model.train()
 
@@ -156,6 +160,7 @@ def fp_train(model, batch, sample):
 def fp_infer(model, batch, sample):
     g = torch.Generator().manual_seed(7)
     x, _ = data(batch, sample, g)
+    model.to(DEV)
     model.eval()
 
     def step():
@@ -167,7 +172,7 @@ def fp_infer(model, batch, sample):
 def quant_train(bit_set, batch):
     g = torch.Generator().manual_seed(7)
     x, y = data(batch, (3, 32, 32), g)
-    model = QResNet20(bit_set)
+    model = QResNet20(bit_set).to(DEV)
     opt = sgd(model)
     model.train()
     order = sorted(bit_set, reverse=True)
@@ -200,14 +205,21 @@ def make(name):
     raise SystemExit(f"bench_pytorch: unknown workload {name!r} (valid: {', '.join(WORKLOADS)})")
 
 
+def finish():
+    if DEV.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def measure(batch, step, steps, repeats, warmup):
     for _ in range(warmup):
         step()
+    finish()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         for _ in range(steps):
             step()
+        finish()
         times.append(time.perf_counter() - t0)
     return batch * steps / sorted(times)[len(times) // 2]  # as bench_train: the upper median for even counts
 
@@ -219,7 +231,10 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (cuDNN, default settings)")
     a = p.parse_args()
+    global DEV
+    DEV = torch.device(a.device)
     names = [n for n in a.only.split(",") if n] or WORKLOADS
     for n in names:
         if n not in WORKLOADS + EXTRA + ANYBIT_ONLY:

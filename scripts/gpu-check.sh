@@ -52,7 +52,9 @@ say "built in $(( $(date +%s) - start )) s"
 
 status=0
 say "[cuda] tests"
-CUDA_LAUNCH_BLOCKING=1 timeout 300 "$BUILD/anybit_tests" "[cuda]" > "$OUT/cuda-tests.log" 2>&1 || status=1
+# [cuda]: every op on the GPU against the CPU; [cuda-runtime]: the queries; [formulas]: the CUDA
+# kernels' index arithmetic on the host.
+CUDA_LAUNCH_BLOCKING=1 timeout 300 "$BUILD/anybit_tests" "[cuda],[cuda-runtime],[formulas]" > "$OUT/cuda-tests.log" 2>&1 || status=1
 tail -60 "$OUT/cuda-tests.log"
 if grep -q "skipping:" "$OUT/cuda-tests.log"; then
   say "the [cuda] tests skipped: the GPU was not usable (see cuda-tests.log)"
@@ -73,6 +75,25 @@ if [ -x "$BUILD/bench_cuda" ]; then
   { "$BUILD/bench_cuda" --reps 50; echo; python3 scripts/bench_cuda_torch.py --reps 50; } > "$OUT/bench.log" 2>&1 ||
     say "a benchmark failed (bench.log)"
   cat "$OUT/bench.log"
+fi
+
+# Whole networks on the GPU, anybit then PyTorch eager (cuDNN) in the same script: ResNet-20 at
+# batch 128, FP training step, inference, the joint {8,6,4,2} step and the 4-bit step.
+NETS=resnet20_train,resnet20_infer,joint_ce,quant4_train
+if [ -x "$BUILD/bench_train" ]; then
+  say "networks on the GPU (bench-train.log)"
+  { timeout 120 "$BUILD/bench_train" --device cuda --only $NETS --steps 10 --repeats 5 --warmup 3; echo;
+    timeout 120 python3 scripts/bench_pytorch.py --device cuda --only $NETS --steps 10 --repeats 5 --warmup 3; } \
+    > "$OUT/bench-train.log" 2>&1 || say "a network benchmark failed (bench-train.log)"
+  cat "$OUT/bench-train.log"
+fi
+
+# A short training run on the GPU: one epoch of `ours` on MNIST (when the data is here).
+if [ -x "$BUILD/anybit" ] && [ -d datasets/mnist ]; then
+  say "one epoch of mnist_ours on the GPU (train-gpu.log)"
+  timeout 240 "$BUILD/anybit" train --config configs/mnist_ours.cfg --device cuda --epochs 1 \
+    --out "$OUT/run-mnist-gpu" > "$OUT/train-gpu.log" 2>&1 || { say "the GPU training run failed"; status=1; }
+  tail -15 "$OUT/train-gpu.log"
 fi
 
 [ $status -eq 0 ] || fail "see summary.log, cuda-tests.log, all-tests.log, build.log"

@@ -14,8 +14,16 @@
 #include "quant/joint_trainer.h"
 #include "apps/anybit/progress.h"
 #include "tensor/cpu/kernels.h"
+#include "tensor/cuda/cuda.h"
 
 namespace anybit::app {
+
+Device config_device(const Config& cfg) {
+  const Device dev = Device::parse(cfg.str("device"));
+  AB_CHECK(!dev.is_cuda() || cuda::available(), "--device ", cfg.str("device"), ": ", cuda::unavailable_reason(),
+           "; run on the CPU with --device cpu");
+  return dev;
+}
 
 std::vector<std::string> split_list(const std::string& s) {
   std::vector<std::string> out;
@@ -60,7 +68,7 @@ Report eval_run(const std::string& dir, const Config& cli) {
   AB_CHECK(exists(model), "--run: '", dir, "' has no model.safetensors (did its training finish an epoch?)");
   Network net = build_network(cfg, r.num_classes);
   nn::load_model(model, net.module());
-  net.module().to(Device::parse(cfg.str("device")));
+  net.module().to(config_device(cfg));
   r.rows = evaluate(net, d, cfg, true, cfg.integer("eval_batches"));
   return r;
 }

@@ -240,7 +240,7 @@ std::vector<BitResult> evaluate(Network& net, const DataSetup& d, const Config& 
   std::vector<BitResult> out;
   NoGradGuard ng;
   net.module().eval();
-  Device dev = Device::parse(cfg.str("device"));
+  Device dev = config_device(cfg);
   for (int b : net.bits()) {
     net.set_bits(b);
     data::DataLoader loader(d.test, d.test_pipe, lo);
@@ -304,7 +304,7 @@ std::vector<BitResult> evaluate(Network& net, const DataSetup& d, const Config& 
 void recalibrate_bn(Network& net, const DataSetup& d, const Config& cfg, int64_t n) {
   if (!net.q || n <= 0) return;
   NoGradGuard ng;
-  Device dev = Device::parse(cfg.str("device"));
+  Device dev = config_device(cfg);
   for (int b : net.bits()) {
     net.set_bits(b);
     // Reset this bit-width's running statistics and average them over n batches (cumulative

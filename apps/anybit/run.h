@@ -47,6 +47,9 @@ std::vector<BitResult> evaluate(Network& net, const DataSetup& d, const Config& 
 // Re-estimates the running statistics of the BN set of every bit-width on n training batches.
 void recalibrate_bn(Network& net, const DataSetup& d, const Config& cfg, int64_t n);
 
+// The config's device ("cpu", "cuda", "cuda:N"), checked: on a machine without a usable GPU,
+// --device cuda stops here with the reason (no driver, no GPU, a build without CUDA).
+Device config_device(const Config& cfg);
 std::vector<std::string> split_list(const std::string& s);  // "a,b,,c" -> {"a", "b", "c"}
 std::string bits_label(int b);  // 0 -> "fp32", 32 -> "W32A32", 4 -> "W4A4"
 // The label of a run in its report: --name, else "fp32" for a plain FP model (no --bits), else

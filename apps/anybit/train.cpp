@@ -438,7 +438,7 @@ std::string add_test_results(nn::Json& line, const std::vector<BitResult>& resul
 
 // Trains one network (one bit set) into `out`; returns its final report.
 Report train_one(Config cfg, const std::string& out) {
-  Device dev = Device::parse(cfg.str("device"));
+  Device dev = config_device(cfg);
   dist::ProcessGroup& group = dist::world();
   const bool writer = group.rank() == 0;  // the one process that writes files
   if (dev.is_cuda() && group.size() > 1)  // one process per GPU of its node
