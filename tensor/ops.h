@@ -1,7 +1,7 @@
 // ops.h - every differentiable primitive of anybit, listed in one place (STYLE.md rule 4).
 //
-// Each op works on CPU tensors (float32 and float64; float64 is what gradient checks use) and,
-// where noted, on CUDA tensors, and records its backward when grad mode is on and an input
+// Each op works on CPU and on CUDA tensors (float32 and float64; float64 is what gradient checks
+// use), runs the kernel of its inputs' device (tensor/kernels.h), and records its backward when grad mode is on and an input
 // requires grad (autograd/autograd.h). Composite functions (nn/, quant/) are built from these and
 // get their gradients for free.
 //
@@ -17,7 +17,7 @@
 //   pool.cpp         max_pool2d avg_pool2d global_avg_pool2d
 //   norm.cpp         batch_norm batch_norm_sync
 //   loss.cpp         softmax log_softmax cross_entropy soft_cross_entropy dropout
-//   temporal.cpp     temporal_shift (TSM; CPU only)
+//   temporal.cpp     temporal_shift (TSM)
 // Scalar reference implementations (the spec every fast kernel is tested against) are in
 // tensor/ref.h (conv, linear, pooling, batch norm) and tensor/ref_loss.h (softmax, losses).
 #pragma once
@@ -83,7 +83,7 @@ Tensor matmul(const Tensor& a, const Tensor& b);  // (M, K) x (K, N) -> (M, N)
 // x: (N, in), weight: (out, in), bias: (out) or undefined -> (N, out)
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
 
-// ---- convolution and pooling (CPU) -------------------------------------------------------------
+// ---- convolution and pooling -----------------------------------------------------------------
 struct Conv2dOptions {
   int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1, groups = 1;
   static Conv2dOptions make(int64_t stride, int64_t pad, int64_t dil = 1, int64_t groups = 1) {
@@ -98,7 +98,7 @@ Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t pad =
 Tensor avg_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t pad = 0);
 Tensor global_avg_pool2d(const Tensor& x);  // (N, C, H, W) -> (N, C)
 
-// ---- video (CPU) ------------------------------------------------------------------------------
+// ---- video ----------------------------------------------------------------------------------
 // x: (N * T, C, H, W), N clips of T frames. The first C / fold_div channels of frame t take frame
 // t + 1's values, the next C / fold_div frame t - 1's, zero padded at the clip's ends; the other
 // channels are unchanged (TSM's shift; temporal.cpp has the formulas).
@@ -114,7 +114,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
 // Synchronised batch norm (training only): batch_norm whose batch statistics are those of the
 // batches of every process of dist::world() together, as if one process held them all; the running
 // statistics (when defined) move with those. Every process must call it for the same layer in the
-// same order (tensor/process_group.h). CPU only.
+// same order (tensor/process_group.h). On CUDA the per-channel sums go through the host.
 Tensor batch_norm_sync(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
                        Tensor running_var, double momentum = 0.1, double eps = 1e-5);
 

@@ -1,10 +1,11 @@
-// nn.h - CPU kernels of the neural-network ops: conv2d, pooling, batch norm.
+// nn.h - what is particular to the CPU's neural-network kernels: the convolution's geometry
+// (conv_shape), how it uses the threads, and the direct convolution of conv_direct.cpp.
 //
-// The autograd side (autograd/conv.cpp, pool.cpp, norm.cpp) checks arguments and shapes, makes
-// inputs contiguous and allocates outputs; these kernels only compute. All tensors here are
-// contiguous CPU float32 or float64 of one dtype. Each is tested against its scalar twin in
-// tensor/ref.h. Threads: cpu::num_threads() (OpenMP); BLAS called inside our parallel loops runs
-// single-threaded. Read next: tensor/cpu/conv.cpp.
+// The kernels themselves (conv2d, pooling, batch norm) are declared once for both devices in
+// tensor/kernels.inc; the autograd side (autograd/conv.cpp, pool.cpp, norm.cpp) checks arguments
+// and shapes, makes inputs contiguous and allocates outputs, and the kernels only compute. Each is
+// tested against its scalar twin in tensor/ref.h. Threads: cpu::num_threads() (OpenMP); BLAS
+// called inside our parallel loops runs single-threaded. Read next: tensor/cpu/conv.cpp.
 #pragma once
 #include <functional>
 #include <cstdint>
