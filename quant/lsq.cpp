@@ -26,10 +26,13 @@ Tensor lsq_quantize(const Tensor& v, const Tensor& s, int64_t qn, int64_t qp, in
   check_same_dtype("lsq_quantize", v, s);
   check_same_device("lsq_quantize", v, s);
   Tensor vc = v.contiguous();
-  const double sv = s.item<double>();
-  AB_CHECK(sv > 0, "lsq_quantize: the step must be positive, got ", sv);
+  // The step stays on v's device (as PACT's clip value); checked here on the CPU; a copy, so
+  // that the backward uses the forward's value.
+  Tensor sv = s.detach().clone();
+  if (sv.device().is_cpu())
+    AB_CHECK(sv.item<double>() > 0, "lsq_quantize: the step must be positive, got ", sv.item<double>());
   Tensor y = Tensor::empty(v.shape(), v.dtype(), v.device());
-  kernel::lsq_forward(vc, y, sv, (double)qn, (double)qp);
+  kernel::lsq_forward(vc, sv, (double)qn, (double)qp, y);
   if (needs_grad({v, s})) {
     Tensor sv_in = vc.detach();
     Shape s_shape = s.shape();
@@ -37,8 +40,9 @@ Tensor lsq_quantize(const Tensor& v, const Tensor& s, int64_t qn, int64_t qp, in
     record("lsq_quantize", y, {v, s}, [sv_in, sv, qn, qp, gscale, s_shape](const Tensor& g) {
       Tensor gc = g.contiguous();
       Tensor gv = Tensor::empty(sv_in.shape(), sv_in.dtype(), sv_in.device());
-      const double ds = kernel::lsq_backward(sv_in, gc, gv, sv, (double)qn, (double)qp);
-      return std::vector<Tensor>{gv, Tensor::full(s_shape, ds * gscale, sv_in.dtype(), sv_in.device())};
+      Tensor gs = Tensor::empty(s_shape, sv_in.dtype(), sv_in.device());
+      kernel::lsq_backward(sv_in, sv, (double)qn, (double)qp, gscale, gc, gv, gs);
+      return std::vector<Tensor>{gv, gs};
     });
   }
   return y;

@@ -136,20 +136,23 @@ Tensor pact_quantize(const Tensor& x, const Tensor& a, int bits, bool is_signed)
   check_same_dtype("pact_quantize", x, a);
   check_same_device("pact_quantize", x, a);
   Tensor xc = x.contiguous();
-  double av = a.item<double>();
-  AB_CHECK(av > 0, "pact_quantize: the clip value must be positive, got ", av);
-  const double lo = is_signed ? -av : 0.0;
+  // The clip value stays on x's device (a GPU step does not wait to read it); on the CPU it is
+  // checked here. A copy: the backward uses the value of the forward.
+  Tensor av = a.detach().clone();
+  if (av.device().is_cpu())
+    AB_CHECK(av.item<double>() > 0, "pact_quantize: the clip value must be positive, got ", av.item<double>());
   const double levels = bits == 32 ? 0.0 : (is_signed ? std::pow(2.0, bits - 1) - 1 : std::pow(2.0, bits) - 1);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  kernel::pact_forward(xc, y, lo, av, levels);
+  kernel::pact_forward(xc, av, is_signed, levels, y);
   if (needs_grad({x, a})) {
     Tensor sx = xc.detach();
     Shape a_shape = a.shape();
-    record("pact_quantize", y, {x, a}, [sx, av, lo, a_shape](const Tensor& g) {
+    record("pact_quantize", y, {x, a}, [sx, av, is_signed, a_shape](const Tensor& g) {
       Tensor gc = g.contiguous();
       Tensor gx = Tensor::empty(sx.shape(), sx.dtype(), sx.device());
-      const double ga = kernel::pact_backward(sx, gc, gx, lo, av);
-      return Grads{gx, Tensor::full(a_shape, ga, sx.dtype(), sx.device())};
+      Tensor ga = Tensor::empty(a_shape, sx.dtype(), sx.device());
+      kernel::pact_backward(sx, av, is_signed, gc, gx, ga);
+      return Grads{gx, ga};
     });
   }
   return y;

@@ -98,17 +98,18 @@ void temporal_shift(const Tensor& x, Tensor& y, int64_t frames, int64_t fold, in
   ON_DEVICE_OF(x, temporal_shift(x, y, frames, fold, dir));
 }
 
-void pact_forward(const Tensor& x, Tensor& y, double lo, double a, double levels) {
-  ON_DEVICE_OF(x, pact_forward(x, y, lo, a, levels));
+void pact_forward(const Tensor& x, const Tensor& a, bool is_signed, double levels, Tensor& y) {
+  ON_DEVICE_OF(x, pact_forward(x, a, is_signed, levels, y));
 }
-double pact_backward(const Tensor& x, const Tensor& g, Tensor& gx, double lo, double a) {
-  ON_DEVICE_OF(x, pact_backward(x, g, gx, lo, a));
+void pact_backward(const Tensor& x, const Tensor& a, bool is_signed, const Tensor& g, Tensor& gx, Tensor& ga) {
+  ON_DEVICE_OF(x, pact_backward(x, a, is_signed, g, gx, ga));
 }
-void lsq_forward(const Tensor& v, Tensor& y, double s, double qn, double qp) {
-  ON_DEVICE_OF(v, lsq_forward(v, y, s, qn, qp));
+void lsq_forward(const Tensor& v, const Tensor& s, double qn, double qp, Tensor& y) {
+  ON_DEVICE_OF(v, lsq_forward(v, s, qn, qp, y));
 }
-double lsq_backward(const Tensor& v, const Tensor& g, Tensor& gv, double s, double qn, double qp) {
-  ON_DEVICE_OF(v, lsq_backward(v, g, gv, s, qn, qp));
+void lsq_backward(const Tensor& v, const Tensor& s, double qn, double qp, double gscale, const Tensor& g, Tensor& gv,
+                  Tensor& gs) {
+  ON_DEVICE_OF(v, lsq_backward(v, s, qn, qp, gscale, g, gv, gs));
 }
 void sgd_step(Tensor& p, const Tensor& g, Tensor* buf, double lr, double wd, double momentum, bool nesterov,
               bool first) {

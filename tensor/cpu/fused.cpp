@@ -111,32 +111,38 @@ void adam(T* p, const T* g, T* m, T* v, int64_t n, T decay, T wd_grad, T b1, T b
 
 }  // namespace
 
-void pact_forward(const Tensor& x, Tensor& y, double lo, double a, double levels) {
+void pact_forward(const Tensor& x, const Tensor& a, bool is_signed, double levels, Tensor& y) {
   AB_DISPATCH_FLOAT(x.dtype(), "pact_quantize", [&] {
-    pact_fwd<scalar_t>(x.data<scalar_t>(), y.data<scalar_t>(), x.numel(), (scalar_t)lo, (scalar_t)a, (scalar_t)levels);
+    const scalar_t av = *a.data<scalar_t>();
+    pact_fwd<scalar_t>(x.data<scalar_t>(), y.data<scalar_t>(), x.numel(), is_signed ? -av : scalar_t(0), av,
+                       (scalar_t)levels);
   });
 }
 
-double pact_backward(const Tensor& x, const Tensor& g, Tensor& gx, double lo, double a) {
-  return AB_DISPATCH_FLOAT(x.dtype(), "pact_quantize backward", [&] {
-    if (lo < 0)
-      return pact_bwd<scalar_t, true>(x.data<scalar_t>(), g.data<scalar_t>(), gx.data<scalar_t>(), x.numel(),
-                                      (scalar_t)lo, (scalar_t)a);
-    return pact_bwd<scalar_t, false>(x.data<scalar_t>(), g.data<scalar_t>(), gx.data<scalar_t>(), x.numel(),
-                                     (scalar_t)lo, (scalar_t)a);
+void pact_backward(const Tensor& x, const Tensor& a, bool is_signed, const Tensor& g, Tensor& gx, Tensor& ga) {
+  AB_DISPATCH_FLOAT(x.dtype(), "pact_quantize backward", [&] {
+    const scalar_t av = *a.data<scalar_t>();
+    const double sum = is_signed ? pact_bwd<scalar_t, true>(x.data<scalar_t>(), g.data<scalar_t>(), gx.data<scalar_t>(),
+                                                            x.numel(), -av, av)
+                                 : pact_bwd<scalar_t, false>(x.data<scalar_t>(), g.data<scalar_t>(),
+                                                             gx.data<scalar_t>(), x.numel(), scalar_t(0), av);
+    *ga.data<scalar_t>() = scalar_t(sum);
   });
 }
 
-void lsq_forward(const Tensor& v, Tensor& y, double s, double qn, double qp) {
+void lsq_forward(const Tensor& v, const Tensor& s, double qn, double qp, Tensor& y) {
   AB_DISPATCH_FLOAT(v.dtype(), "lsq_quantize", [&] {
-    lsq_fwd<scalar_t>(v.data<scalar_t>(), y.data<scalar_t>(), v.numel(), (scalar_t)s, (scalar_t)qn, (scalar_t)qp);
+    lsq_fwd<scalar_t>(v.data<scalar_t>(), y.data<scalar_t>(), v.numel(), *s.data<scalar_t>(), (scalar_t)qn,
+                      (scalar_t)qp);
   });
 }
 
-double lsq_backward(const Tensor& v, const Tensor& g, Tensor& gv, double s, double qn, double qp) {
-  return AB_DISPATCH_FLOAT(v.dtype(), "lsq_quantize backward", [&] {
-    return lsq_bwd<scalar_t>(v.data<scalar_t>(), g.data<scalar_t>(), gv.data<scalar_t>(), v.numel(), (scalar_t)s,
-                             (scalar_t)qn, (scalar_t)qp);
+void lsq_backward(const Tensor& v, const Tensor& s, double qn, double qp, double gscale, const Tensor& g, Tensor& gv,
+                  Tensor& gs) {
+  AB_DISPATCH_FLOAT(v.dtype(), "lsq_quantize backward", [&] {
+    const double sum = lsq_bwd<scalar_t>(v.data<scalar_t>(), g.data<scalar_t>(), gv.data<scalar_t>(), v.numel(),
+                                         *s.data<scalar_t>(), (scalar_t)qn, (scalar_t)qp);
+    *gs.data<scalar_t>() = scalar_t(sum * gscale);
   });
 }
 

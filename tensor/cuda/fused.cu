@@ -2,12 +2,12 @@
 // (SGD, Adam, AdamW): one pass over the tensor, each element's formula from tensor/formulas.h, the
 // same one the CPU twins in tensor/cpu/fused.cpp apply.
 //
-// The backward of PACT and LSQ also returns one number, the clip's or the step's gradient, a sum
-// over every element: each block adds its elements in double, and the blocks' partial sums are
-// added on the host in block order. The grid has a fixed size for a given n, so the sum is the
-// same run to run. Read next: tests/test_cuda_ops.cpp.
-#include <vector>
-
+// PACT's clip value and LSQ's step stay on the GPU: every thread reads the one-element tensor
+// itself, so a step never waits for a copy to the host. The backward's one number, the clip's or
+// the step's gradient, is a sum over every element: each block adds its elements in double, and
+// one thread then adds the blocks' partial sums in block order into the one-element gradient. The
+// grid has a fixed size for a given n, so the sum is the same run to run.
+// Read next: tests/test_cuda_ops.cpp.
 #include "tensor/cuda/check.h"
 #include "tensor/cuda/cuda.h"
 #include "tensor/cuda/launch.h"
@@ -22,7 +22,8 @@ using namespace anybit::formula;
 constexpr int kMaxSumBlocks = 1024;
 
 template <typename T>
-__global__ void pact_k(const T* x, T* y, int64_t n, T lo, T a, T levels, T scale, T inv) {
+__global__ void pact_k(const T* x, T* y, int64_t n, const T* clip, bool is_signed, T levels) {
+  const T a = *clip, lo = is_signed ? -a : T(0), scale = levels / a, inv = a / levels;
   GRID_STRIDE_LOOP(i, n) y[i] = pact_value(x[i], lo, a, levels, scale, inv);
 }
 
@@ -38,8 +39,18 @@ __device__ inline void block_sum(double v, double* partial) {
   if (threadIdx.x == 0) partial[blockIdx.x] = part[0];
 }
 
+// out[0] = scale * the sum of partial[0 .. blocks), added in order by one thread.
 template <typename T>
-__global__ void pact_grad_k(const T* x, const T* g, T* gx, int64_t n, T lo, T a, bool is_signed, double* partial) {
+__global__ void add_partials_k(const double* partial, int blocks, double scale, T* out) {
+  if (blockIdx.x != 0 || threadIdx.x != 0) return;
+  double total = 0;
+  for (int b = 0; b < blocks; ++b) total += partial[b];
+  out[0] = T(total * scale);
+}
+
+template <typename T>
+__global__ void pact_grad_k(const T* x, const T* g, T* gx, int64_t n, const T* clip, bool is_signed, double* partial) {
+  const T a = *clip, lo = is_signed ? -a : T(0);
   double acc = 0;
   GRID_STRIDE_LOOP(i, n) {
     gx[i] = pact_grad_x(x[i], g[i], lo, a);
@@ -49,12 +60,14 @@ __global__ void pact_grad_k(const T* x, const T* g, T* gx, int64_t n, T lo, T a,
 }
 
 template <typename T>
-__global__ void lsq_k(const T* v, T* y, int64_t n, T s, T qn, T qp) {
+__global__ void lsq_k(const T* v, T* y, int64_t n, const T* step, T qn, T qp) {
+  const T s = *step;
   GRID_STRIDE_LOOP(i, n) y[i] = lsq_value(v[i], s, qn, qp);
 }
 
 template <typename T>
-__global__ void lsq_grad_k(const T* v, const T* g, T* gv, int64_t n, T s, T qn, T qp, double* partial) {
+__global__ void lsq_grad_k(const T* v, const T* g, T* gv, int64_t n, const T* step, T qn, T qp, double* partial) {
+  const T s = *step;
   double acc = 0;
   GRID_STRIDE_LOOP(i, n) {
     gv[i] = lsq_grad_v(v[i], g[i], s, qn, qp);
@@ -76,14 +89,6 @@ __global__ void adam_k(T* p, const T* g, T* m, T* v, int64_t n, T decay, T wd_gr
 
 int sum_blocks(int64_t n) { return std::max(1, std::min(blocks_for(n), kMaxSumBlocks)); }
 
-double add_partials(const Tensor& partial, int blocks) {
-  std::vector<double> host(blocks);
-  memcpy_d2h(host.data(), partial.data<double>(), blocks * sizeof(double));
-  double total = 0;
-  for (double v : host) total += v;
-  return total;
-}
-
 void check_pair(const char* op, const Tensor& a, const Tensor& b) {
   check_cuda(op, "input", a);
   check_cuda(op, "output", b);
@@ -93,55 +98,63 @@ void check_pair(const char* op, const Tensor& a, const Tensor& b) {
 
 }  // namespace
 
-void pact_forward(const Tensor& x, Tensor& y, double lo, double a, double levels) {
+void pact_forward(const Tensor& x, const Tensor& a, bool is_signed, double levels, Tensor& y) {
   check_pair("pact_quantize", x, y);
+  check_cuda("pact_quantize", "clip", a);
   const int64_t n = x.numel();
   if (n == 0) return;
   AB_DISPATCH_FLOAT(x.dtype(), "pact_quantize", [&] {
-    const scalar_t L = (scalar_t)levels, A = (scalar_t)a;
-    pact_k<scalar_t><<<blocks_for(n), kThreads>>>(x.data<scalar_t>(), y.data<scalar_t>(), n, (scalar_t)lo, A, L, L / A,
-                                                  A / L);
+    pact_k<scalar_t><<<blocks_for(n), kThreads>>>(x.data<scalar_t>(), y.data<scalar_t>(), n, a.data<scalar_t>(),
+                                                  is_signed, (scalar_t)levels);
     AB_CUDA_CHECK_LAUNCH();
   });
 }
 
-double pact_backward(const Tensor& x, const Tensor& g, Tensor& gx, double lo, double a) {
+void pact_backward(const Tensor& x, const Tensor& a, bool is_signed, const Tensor& g, Tensor& gx, Tensor& ga) {
   check_pair("pact_quantize backward", x, gx);
+  check_cuda("pact_quantize backward", "clip gradient", ga);
   const int64_t n = x.numel();
-  if (n == 0) return 0.0;
   const int blocks = sum_blocks(n);
   Tensor partial = Tensor::empty({blocks}, DType::F64, x.device());
   AB_DISPATCH_FLOAT(x.dtype(), "pact_quantize backward", [&] {
-    pact_grad_k<scalar_t><<<blocks, kThreads>>>(x.data<scalar_t>(), g.data<scalar_t>(), gx.data<scalar_t>(), n,
-                                                (scalar_t)lo, (scalar_t)a, lo < 0, partial.data<double>());
+    if (n > 0) {
+      pact_grad_k<scalar_t><<<blocks, kThreads>>>(x.data<scalar_t>(), g.data<scalar_t>(), gx.data<scalar_t>(), n,
+                                                  a.data<scalar_t>(), is_signed, partial.data<double>());
+      AB_CUDA_CHECK_LAUNCH();
+    }
+    add_partials_k<scalar_t><<<1, 1>>>(partial.data<double>(), n > 0 ? blocks : 0, 1.0, ga.data<scalar_t>());
     AB_CUDA_CHECK_LAUNCH();
   });
-  return add_partials(partial, blocks);
 }
 
-void lsq_forward(const Tensor& v, Tensor& y, double s, double qn, double qp) {
+void lsq_forward(const Tensor& v, const Tensor& s, double qn, double qp, Tensor& y) {
   check_pair("lsq_quantize", v, y);
+  check_cuda("lsq_quantize", "step", s);
   const int64_t n = v.numel();
   if (n == 0) return;
   AB_DISPATCH_FLOAT(v.dtype(), "lsq_quantize", [&] {
-    lsq_k<scalar_t><<<blocks_for(n), kThreads>>>(v.data<scalar_t>(), y.data<scalar_t>(), n, (scalar_t)s, (scalar_t)qn,
-                                                 (scalar_t)qp);
+    lsq_k<scalar_t><<<blocks_for(n), kThreads>>>(v.data<scalar_t>(), y.data<scalar_t>(), n, s.data<scalar_t>(),
+                                                 (scalar_t)qn, (scalar_t)qp);
     AB_CUDA_CHECK_LAUNCH();
   });
 }
 
-double lsq_backward(const Tensor& v, const Tensor& g, Tensor& gv, double s, double qn, double qp) {
+void lsq_backward(const Tensor& v, const Tensor& s, double qn, double qp, double gscale, const Tensor& g, Tensor& gv,
+                  Tensor& gs) {
   check_pair("lsq_quantize backward", v, gv);
+  check_cuda("lsq_quantize backward", "step gradient", gs);
   const int64_t n = v.numel();
-  if (n == 0) return 0.0;
   const int blocks = sum_blocks(n);
   Tensor partial = Tensor::empty({blocks}, DType::F64, v.device());
   AB_DISPATCH_FLOAT(v.dtype(), "lsq_quantize backward", [&] {
-    lsq_grad_k<scalar_t><<<blocks, kThreads>>>(v.data<scalar_t>(), g.data<scalar_t>(), gv.data<scalar_t>(), n,
-                                               (scalar_t)s, (scalar_t)qn, (scalar_t)qp, partial.data<double>());
+    if (n > 0) {
+      lsq_grad_k<scalar_t><<<blocks, kThreads>>>(v.data<scalar_t>(), g.data<scalar_t>(), gv.data<scalar_t>(), n,
+                                                 s.data<scalar_t>(), (scalar_t)qn, (scalar_t)qp, partial.data<double>());
+      AB_CUDA_CHECK_LAUNCH();
+    }
+    add_partials_k<scalar_t><<<1, 1>>>(partial.data<double>(), n > 0 ? blocks : 0, gscale, gs.data<scalar_t>());
     AB_CUDA_CHECK_LAUNCH();
   });
-  return add_partials(partial, blocks);
 }
 
 void sgd_step(Tensor& p, const Tensor& g, Tensor* buf, double lr, double wd, double momentum, bool nesterov,

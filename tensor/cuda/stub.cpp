@@ -65,10 +65,12 @@ void softmax_backward(const Tensor&, const Tensor&, int64_t, int64_t, int64_t, b
 double cross_entropy_loss(const Tensor&, const Tensor&, double) { NO_CUDA; }
 void cross_entropy_backward(const Tensor&, const Tensor&, double, double, Tensor&) { NO_CUDA; }
 void temporal_shift(const Tensor&, Tensor&, int64_t, int64_t, int) { NO_CUDA; }
-void pact_forward(const Tensor&, Tensor&, double, double, double) { NO_CUDA; }
-double pact_backward(const Tensor&, const Tensor&, Tensor&, double, double) { NO_CUDA; }
-void lsq_forward(const Tensor&, Tensor&, double, double, double) { NO_CUDA; }
-double lsq_backward(const Tensor&, const Tensor&, Tensor&, double, double, double) { NO_CUDA; }
+void pact_forward(const Tensor&, const Tensor&, bool, double, Tensor&) { NO_CUDA; }
+void pact_backward(const Tensor&, const Tensor&, bool, const Tensor&, Tensor&, Tensor&) { NO_CUDA; }
+void lsq_forward(const Tensor&, const Tensor&, double, double, Tensor&) { NO_CUDA; }
+void lsq_backward(const Tensor&, const Tensor&, double, double, double, const Tensor&, Tensor&, Tensor&) {
+  NO_CUDA;
+}
 void sgd_step(Tensor&, const Tensor&, Tensor*, double, double, double, bool, bool) { NO_CUDA; }
 void adam_step(Tensor&, const Tensor&, Tensor&, Tensor&, double, double, double, double, double, double, double) {
   NO_CUDA;
