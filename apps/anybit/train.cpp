@@ -31,6 +31,7 @@
 #include "apps/anybit/progress.h"
 #include "apps/anybit/run.h"
 #include "autograd/autograd.h"
+#include "data/device_batches.h"
 #include "nn/checkpoint.h"
 #include "nn/distributed.h"
 #include "nn/json.h"
@@ -543,8 +544,11 @@ Report train_one(Config cfg, const std::string& out) {
   if (writer) metrics.open(out + "/metrics.jsonl", resumed ? std::ios::app : std::ios::trunc);
   const int64_t save_every = cfg.integer("save_every");
   const double label_smoothing = cfg.number("label_smoothing");
+  // On a GPU the next batch's copy (pinned memory, its own stream) overlaps this step's compute.
+  data::DeviceBatches batches(loader, dev);
   for (; epoch < epochs; ++epoch) {
     loader.set_epoch(epoch, start_batch);
+    batches.restart();
     Progress bar("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(epochs), steps_per_epoch,
                  cfg.integer("log_every"), loader.dataset().frames_per_example() > 0 ? "clips" : "img");
     if (joint) joint->reset_stats();
@@ -554,8 +558,8 @@ Report train_one(Config cfg, const std::string& out) {
     data::Batch batch;
     int64_t step = start_batch;
     start_batch = 0;
-    while (step < steps_per_epoch && loader.next(batch)) {
-      Tensor x = batch.images.to(dev), y = batch.labels.to(dev);
+    while (step < steps_per_epoch && batches.next(batch)) {
+      Tensor x = batch.images, y = batch.labels;
       double progress = (double)(epoch * steps_per_epoch + step) / (epochs * steps_per_epoch);
       std::string info;
       try {

@@ -27,6 +27,15 @@ int device_count();
 // per GPU under mpirun (nn/distributed.h picks the index from the process's rank on its node).
 void use_device(int index);
 
+// Batches on their way to the GPU (data/device_batches.h). dst (contiguous, on the GPU) = src (a
+// contiguous CPU tensor of the same bytes), copied through pinned staging memory on a separate
+// copy stream, behind the compute work queued so far, and returns at once; the copy overlaps the
+// compute queued after it. Hand the ticket to wait_for_copy() before dst is first used: the
+// compute stream then waits for the copy (the host does not).
+using CopyTicket = void*;
+CopyTicket copy_to_device_async(const Tensor& src, Tensor& dst);
+void wait_for_copy(CopyTicket ticket);
+
 // Row-major GEMM through cuBLAS (float32 and float64), with the same meaning as cpu::gemm:
 // C (M, N) = alpha * op(A) * op(B) + beta * C, op(X) = X^T when trans_x. Pointers are on the GPU.
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,

@@ -4,6 +4,7 @@
 // Everything runs on the default stream of device 0, so work is ordered: a block given back to
 // the cache can be handed out again at once, because any kernel still reading it was launched
 // before any kernel that will write it. Read next: elementwise.cu (the kernels), gemm.cu.
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <vector>
@@ -82,6 +83,84 @@ void use_device(int index) {
   const int n = device_count();
   AB_CHECK(index >= 0 && index < n, "cuda: no GPU ", index, " (this machine has ", n, ")");
   AB_CUDA_CHECK(cudaSetDevice(index));
+}
+
+// ---- asynchronous copies to the GPU through pinned memory -----------------------------------------
+// Compute runs on the default stream; batch copies on their own non-blocking stream. A copy first
+// waits for the compute queued before it (its destination block may have been freed by that work
+// and handed out again by the caching allocator), then copies from one of a ring of pinned
+// staging buffers; the compute stream waits for it only when the batch is used (wait_for_copy).
+// With four buffers, two batches (images and labels) can be in flight.
+
+namespace {
+
+struct Staging {
+  void* host = nullptr;  // pinned (cudaHostAlloc)
+  size_t capacity = 0;
+  cudaEvent_t done = nullptr;  // the last copy out of this buffer
+  bool used = false;
+};
+
+struct CopyEngine {
+  std::mutex mu;
+  cudaStream_t stream = nullptr;
+  Staging slots[4];
+  int next = 0;
+};
+
+CopyEngine& copy_engine() {
+  static CopyEngine* e = [] {  // never destroyed: the CUDA context may be gone at exit
+    auto* made = new CopyEngine();
+    AB_CUDA_CHECK(cudaStreamCreateWithFlags(&made->stream, cudaStreamNonBlocking));
+    for (Staging& s : made->slots) AB_CUDA_CHECK(cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming));
+    return made;
+  }();
+  return *e;
+}
+
+cudaEvent_t new_event() {
+  cudaEvent_t ev = nullptr;
+  AB_CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+  return ev;
+}
+
+}  // namespace
+
+CopyTicket copy_to_device_async(const Tensor& src, Tensor& dst) {
+  AB_CHECK(src.device().is_cpu() && src.is_contiguous() && dst.device().is_cuda() && dst.is_contiguous() &&
+               src.numel() * dtype_size(src.dtype()) == dst.numel() * dtype_size(dst.dtype()),
+           "copy_to_device_async: expects a contiguous CPU source and a contiguous GPU destination of the same ",
+           "size, got ", src.str(), " and ", dst.str());
+  const size_t n = src.numel() * dtype_size(src.dtype());
+  CopyEngine& e = copy_engine();
+  std::lock_guard<std::mutex> lock(e.mu);
+  Staging& s = e.slots[e.next];
+  e.next = (e.next + 1) % 4;
+  if (s.used) AB_CUDA_CHECK(cudaEventSynchronize(s.done));  // its previous copy has left the buffer
+  if (s.capacity < n) {
+    if (s.host) AB_CUDA_CHECK(cudaFreeHost(s.host));
+    s.host = nullptr;
+    AB_CUDA_CHECK(cudaHostAlloc(&s.host, n, cudaHostAllocDefault));
+    s.capacity = n;
+  }
+  if (n) std::memcpy(s.host, src.raw_data(), n);
+  cudaEvent_t before = new_event();  // the compute queued so far
+  AB_CUDA_CHECK(cudaEventRecord(before, 0));
+  AB_CUDA_CHECK(cudaStreamWaitEvent(e.stream, before, 0));
+  AB_CUDA_CHECK(cudaEventDestroy(before));  // released once it has completed
+  if (n) AB_CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), s.host, n, cudaMemcpyHostToDevice, e.stream));
+  AB_CUDA_CHECK(cudaEventRecord(s.done, e.stream));
+  s.used = true;
+  cudaEvent_t ready = new_event();
+  AB_CUDA_CHECK(cudaEventRecord(ready, e.stream));
+  return ready;
+}
+
+void wait_for_copy(CopyTicket ticket) {
+  if (!ticket) return;
+  cudaEvent_t ready = static_cast<cudaEvent_t>(ticket);
+  AB_CUDA_CHECK(cudaStreamWaitEvent(0, ready, 0));
+  AB_CUDA_CHECK(cudaEventDestroy(ready));
 }
 
 }  // namespace cuda

@@ -21,6 +21,8 @@ void memcpy_d2d(void*, const void*, size_t) { NO_CUDA; }
 void synchronize() { NO_CUDA; }
 int device_count() { return 0; }
 void use_device(int) { NO_CUDA; }
+CopyTicket copy_to_device_async(const Tensor&, Tensor&) { NO_CUDA; }
+void wait_for_copy(CopyTicket) { NO_CUDA; }
 void gemm(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float, float*,
           int64_t) {
   NO_CUDA;

@@ -1,0 +1,152 @@
+// test_cuda_train.cpp - training on the GPU as a whole: batches reach the device through the
+// prefetching copy (data/device_batches.h), a few steps of the FP and the joint trainer repeat
+// bit for bit run to run on one GPU, and the FP steps match the CPU's.
+//
+// The [cuda] cases skip, saying so, without a usable GPU (tests/cuda_skip.h); the CPU half of the
+// DeviceBatches test runs everywhere.
+#include "data/device_batches.h"
+#include "nn/models.h"
+#include "nn/optim.h"
+#include "quant/joint_trainer.h"
+#include "quant/qmodel.h"
+#include "tensor/cuda/cuda.h"
+#include "tests/cuda_skip.h"
+#include "tests/helpers.h"
+
+using namespace anybit;
+using namespace anybit::data;
+using namespace anybit::test;
+
+namespace {
+
+const Device kCuda(Device::CUDA);
+
+// n tiny RGB images whose pixels depend on the index; label i % 3.
+struct TinyImages : Dataset {
+  std::vector<std::string> names{"a", "b", "c"};
+  int64_t n;
+  explicit TinyImages(int64_t count) : n(count) {}
+  int64_t size() const override { return n; }
+  Example get(int64_t i) const override {
+    Image img(8, 8, 3);
+    for (size_t k = 0; k < img.pixels.size(); ++k) img.pixels[k] = uint8_t((i * 37 + k * 11) % 256);
+    Example e;
+    e.image = img;
+    e.label = i % 3;
+    return e;
+  }
+  const std::vector<std::string>& class_names() const override { return names; }
+  std::string describe() const override { return "tiny"; }
+};
+
+std::vector<Batch> epoch_of(DataLoader& loader, DeviceBatches& batches, int64_t epoch) {
+  loader.set_epoch(epoch);
+  batches.restart();
+  std::vector<Batch> out;
+  Batch b;
+  while (batches.next(b)) out.push_back(b);
+  return out;
+}
+
+void check_device_batches(Device dev) {
+  auto ds = std::make_shared<TinyImages>(22);
+  LoaderOptions opt;
+  opt.batch_size = 5;
+  opt.seed = 3;
+  opt.num_workers = 2;
+  DataLoader plain(ds, Pipeline{}, opt), loader(ds, Pipeline{}, opt);
+  DeviceBatches batches(loader, dev);
+  for (int64_t epoch : {0, 1}) {
+    INFO("epoch " << epoch << " on " << dev.str());
+    plain.set_epoch(epoch);
+    std::vector<Batch> want;
+    Batch b;
+    while (plain.next(b)) want.push_back(b);
+    std::vector<Batch> got = epoch_of(loader, batches, epoch);
+    REQUIRE(got.size() == want.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      INFO("batch " << i);
+      REQUIRE(got[i].images.device() == dev);
+      REQUIRE(got[i].labels.device() == dev);
+      REQUIRE(got[i].indices == want[i].indices);
+      REQUIRE(got[i].images.to_vector<float>() == want[i].images.to_vector<float>());
+      REQUIRE(got[i].labels.to_vector<int64_t>() == want[i].labels.to_vector<int64_t>());
+    }
+  }
+  // an epoch abandoned half way, then a restart: the new epoch's batches from the first
+  loader.set_epoch(2);
+  batches.restart();
+  Batch first;
+  REQUIRE(batches.next(first));
+  std::vector<Batch> again = epoch_of(loader, batches, 2);
+  REQUIRE(again.front().indices == first.indices);
+}
+
+// `steps` SGD steps of a ResNet-20 from the same initialisation on `dev`; the parameters after.
+std::vector<std::vector<double>> fp_steps(Device dev, int steps) {
+  auto model = nn::make_model("resnet20", 10, {}, 1);
+  model->to(dev);
+  model->train();
+  nn::SGD opt(model->named_parameters(), 0.05, 0.9, 5e-4, true);
+  Generator g(11);
+  Tensor x = Tensor::randn({8, 3, 32, 32}, g).to(dev);
+  Tensor y = Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7}, {8}).to(dev);
+  for (int s = 0; s < steps; ++s) {
+    opt.zero_grad();
+    cross_entropy(model->forward(x), y, 0.1).backward();
+    opt.step();
+  }
+  std::vector<std::vector<double>> out;
+  for (auto& [name, p] : model->named_parameters()) out.push_back(p.to_vector<double>());
+  for (auto& [name, b] : model->named_buffers())
+    if (b.defined()) out.push_back(b.to_vector<double>());
+  return out;
+}
+
+// `steps` joint steps of a quantized ResNet-20 {4, 2} with the method's defaults (collaborative
+// teachers, distillation, block swapping) on the GPU; the parameters after.
+std::vector<std::vector<double>> joint_steps(int steps) {
+  quant::QuantOptions qo;
+  qo.bit_set = {4, 2};
+  quant::QuantModel model("resnet20", 10, qo, 1);
+  model.net().to(kCuda);
+  model.net().train();
+  quant::JointTrainer trainer(model, quant::MethodConfig{}, 5);
+  nn::SGD opt(model.net().named_parameters(), 0.05, 0.9, 5e-4);
+  Generator g(12);
+  Tensor x = Tensor::randn({8, 3, 32, 32}, g).to(kCuda);
+  Tensor y = Tensor::from_vector(std::vector<int64_t>{7, 6, 5, 4, 3, 2, 1, 0}, {8}).to(kCuda);
+  for (int s = 0; s < steps; ++s) {
+    trainer.accumulate_gradients(x, y, 0.5);
+    opt.step();
+  }
+  std::vector<std::vector<double>> out;
+  for (auto& [name, p] : model.net().named_parameters()) out.push_back(p.to_vector<double>());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("DeviceBatches hands out the loader's batches in order (CPU)", "[data]") { check_device_batches(Device()); }
+
+TEST_CASE("DeviceBatches: batches reach the GPU through the prefetching copy, unchanged", "[cuda]") {
+  SKIP_WITHOUT_GPU();
+  check_device_batches(kCuda);
+}
+
+TEST_CASE("cuda: FP training steps repeat bit for bit on one GPU and match the CPU", "[cuda]") {
+  SKIP_WITHOUT_GPU();
+  auto a = fp_steps(kCuda, 3), b = fp_steps(kCuda, 3), cpu = fp_steps(Device(), 3);
+  REQUIRE(a == b);  // deterministic: no atomics, fixed-order sums, cuBLAS on one stream
+  REQUIRE(a.size() == cpu.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    INFO("tensor " << i);
+    require_close(Tensor::from_vector(a[i], {(int64_t)a[i].size()}),
+                  Tensor::from_vector(cpu[i], {(int64_t)cpu[i].size()}), 1e-3, 1e-4);
+  }
+}
+
+TEST_CASE("cuda: joint steps of the method repeat bit for bit on one GPU", "[cuda]") {
+  SKIP_WITHOUT_GPU();
+  REQUIRE(joint_steps(3) == joint_steps(3));
+}
