@@ -94,15 +94,15 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, double label_sm
   Tensor logp = Tensor::empty(logits.shape(), logits.dtype(), logits.device());
   kernel::softmax(logits.detach().contiguous(), N, K, 1, true, logp);
   const Tensor dev_labels = labels.device() == logits.device() ? labels.detach() : labels.to(logits.device());
-  Tensor y = Tensor::scalar(kernel::cross_entropy_loss(logp, dev_labels, label_smoothing), logits.dtype());
-  if (logits.device().is_cuda()) y = y.to(logits.device());
+  Tensor y = Tensor::empty({}, logits.dtype(), logits.device());
+  kernel::cross_entropy_loss(logp, dev_labels, label_smoothing, y);
 
   // dLogits = dY / N * (softmax(logits) - target), target = (1 - eps) one_hot + eps / K
   if (needs_grad({logits})) {
     Tensor sl = dev_labels;
-    record(op, y, {logits}, [logp, sl, label_smoothing, N](const Tensor& g) {
+    record(op, y, {logits}, [logp, sl, label_smoothing](const Tensor& g) {
       Tensor gx = Tensor::empty(logp.shape(), logp.dtype(), logp.device());
-      kernel::cross_entropy_backward(logp, sl, label_smoothing, g.item<double>() / N, gx);
+      kernel::cross_entropy_backward(logp, sl, label_smoothing, g.contiguous(), gx);
       return Grads{gx};
     });
   }

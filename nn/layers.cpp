@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "autograd/autograd.h"
+#include "tensor/kernels.h"
 
 namespace anybit::nn {
 
@@ -147,8 +148,8 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
            "): expected x (N, ", channels_, ") or (N, ", channels_, ", H, W), got ", shape_str(x.shape()));
   if (is_training()) {
     // A counter only (momentum is fixed, as PyTorch's default); kept for state-dict parity.
-    int64_t n = num_batches_tracked_.item<int64_t>();
-    num_batches_tracked_.fill_(double(n + 1));
+    // Incremented where it lives (on a GPU, without a round trip to the host).
+    kernel::increment(num_batches_tracked_);
   }
   if (sync && is_training()) return batch_norm_sync(x, weight_, bias_, running_mean_, running_var_, momentum_, eps_);
   return batch_norm(x, weight_, bias_, running_mean_, running_var_, is_training(), momentum_, eps_);

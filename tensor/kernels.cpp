@@ -34,6 +34,8 @@ void max_backward(const Tensor& g, const Tensor& idx, int64_t outer, int64_t R, 
   ON_DEVICE_OF(g, max_backward(g, idx, outer, R, inner, gx));
 }
 
+void increment(Tensor& counter) { ON_DEVICE_OF(counter, increment(counter)); }
+
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const Tensor& a, int64_t lda, const Tensor& b,
           int64_t ldb, double beta, Tensor& y) {
   ON_DEVICE_OF(y, gemm(trans_a, trans_b, M, N, K, a, lda, b, ldb, beta, y));
@@ -87,11 +89,12 @@ void softmax_backward(const Tensor& y, const Tensor& dy, int64_t outer, int64_t 
                       Tensor& dx) {
   ON_DEVICE_OF(y, softmax_backward(y, dy, outer, K, inner, log, dx));
 }
-double cross_entropy_loss(const Tensor& logp, const Tensor& labels, double eps) {
-  ON_DEVICE_OF(logp, cross_entropy_loss(logp, labels, eps));
+void cross_entropy_loss(const Tensor& logp, const Tensor& labels, double eps, Tensor& loss) {
+  ON_DEVICE_OF(logp, cross_entropy_loss(logp, labels, eps, loss));
 }
-void cross_entropy_backward(const Tensor& logp, const Tensor& labels, double eps, double scale, Tensor& dlogits) {
-  ON_DEVICE_OF(logp, cross_entropy_backward(logp, labels, eps, scale, dlogits));
+void cross_entropy_backward(const Tensor& logp, const Tensor& labels, double eps, const Tensor& dloss,
+                            Tensor& dlogits) {
+  ON_DEVICE_OF(logp, cross_entropy_backward(logp, labels, eps, dloss, dlogits));
 }
 
 void temporal_shift(const Tensor& x, Tensor& y, int64_t frames, int64_t fold, int dir) {

@@ -174,7 +174,7 @@ TEST_CASE("formulas: the CUDA softmax and cross-entropy rows match ref:: and the
                                  eps, 0.5);
     }
     REQUIRE(total / 6 == Approx(ref::cross_entropy(logits, labels, eps)).epsilon(1e-12));
-    cpu::cross_entropy_backward(logp, labels, eps, 0.5, d_cpu);
+    cpu::cross_entropy_backward(logp, labels, eps, Tensor::scalar(3.0, DType::F64), d_cpu);  // dloss / N = 0.5
     require_close(d, d_cpu, 1e-12, 1e-12, "dlogits");
   }
 }

@@ -74,4 +74,9 @@ void set_num_threads(int n) {
 
 int num_threads() { return g_threads > 0 ? g_threads : omp_get_max_threads(); }
 
+void increment(Tensor& counter) {
+  AB_CHECK(counter.dtype() == DType::I64 && counter.numel() == 1, "increment: expects one int64, got ", counter.str());
+  *counter.data<int64_t>() += 1;
+}
+
 }  // namespace anybit::cpu

@@ -110,11 +110,11 @@ void softmax_backward(const Tensor& y, const Tensor& dy, int64_t outer, int64_t 
   });
 }
 
-double cross_entropy_loss(const Tensor& logp, const Tensor& labels, double eps) {
+void cross_entropy_loss(const Tensor& logp, const Tensor& labels, double eps, Tensor& loss) {
   const int64_t N = logp.size(0), K = logp.size(1);
   const int64_t* lab = labels.data<int64_t>();
   const int64_t ls = labels.strides()[0];
-  return AB_DISPATCH_FLOAT(logp.dtype(), "cross_entropy", [&] {
+  AB_DISPATCH_FLOAT(logp.dtype(), "cross_entropy", [&] {
     const scalar_t* lp = logp.data<scalar_t>();
     double total = 0;  // accumulated in double: N * K terms
     for (int64_t n = 0; n < N; ++n) {
@@ -124,12 +124,14 @@ double cross_entropy_loss(const Tensor& logp, const Tensor& labels, double eps) 
         for (int64_t k = 0; k < K; ++k) row_sum += row[k];
       total += -(1 - eps) * row[lab[n * ls]] - eps / K * row_sum;
     }
-    return N ? total / N : 0.0;
+    *loss.data<scalar_t>() = scalar_t(N ? total / N : 0.0);
   });
 }
 
-void cross_entropy_backward(const Tensor& logp, const Tensor& labels, double eps, double scale, Tensor& dlogits) {
+void cross_entropy_backward(const Tensor& logp, const Tensor& labels, double eps, const Tensor& dloss,
+                            Tensor& dlogits) {
   AB_DISPATCH_FLOAT(logp.dtype(), "cross_entropy", [&] {
+    const double scale = double(*dloss.data<scalar_t>()) / double(std::max<int64_t>(logp.size(0), 1));
     cross_entropy_backward_t(logp.data<scalar_t>(), labels.data<int64_t>(), labels.strides()[0],
                              dlogits.data<scalar_t>(), logp.size(0), logp.size(1), eps, scale);
   });

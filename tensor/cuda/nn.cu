@@ -296,9 +296,23 @@ __global__ void ce_rows_k(const T* logp, const int64_t* labels, int64_t N, int64
   GRID_STRIDE_LOOP(n, N) rows[n] = cross_entropy_row(logp + n * K, K, labels[n], eps);
 }
 
+// loss[0] = the mean of the N row losses, added in order by one thread.
 template <typename T>
-__global__ void ce_grad_k(const T* logp, const int64_t* labels, int64_t N, int64_t K, double eps, double scale, T* d) {
+__global__ void ce_mean_k(const double* rows, int64_t N, T* loss) {
+  if (blockIdx.x != 0 || threadIdx.x != 0) return;
+  double total = 0;
+  for (int64_t n = 0; n < N; ++n) total += rows[n];
+  loss[0] = T(N ? total / N : 0.0);
+}
+
+template <typename T>
+__global__ void ce_grad_k(const T* logp, const int64_t* labels, int64_t N, int64_t K, double eps, const T* dloss, T* d) {
+  const double scale = (double)dloss[0] / (double)N;
   GRID_STRIDE_LOOP(n, N) cross_entropy_row_backward(logp + n * K, d + n * K, K, labels[n], eps, scale);
+}
+
+__global__ void increment_k(int64_t* counter) {
+  if (blockIdx.x == 0 && threadIdx.x == 0) counter[0] += 1;
 }
 
 // ---- temporal shift and max's backward -------------------------------------------------------------
@@ -549,37 +563,45 @@ void softmax_backward(const Tensor& y, const Tensor& dy, int64_t outer, int64_t 
   });
 }
 
-double cross_entropy_loss(const Tensor& logp, const Tensor& labels, double eps) {
+void cross_entropy_loss(const Tensor& logp, const Tensor& labels, double eps, Tensor& loss) {
   check_cuda("cross_entropy", "logp", logp);
   check_cuda("cross_entropy", "labels", labels);
+  check_cuda("cross_entropy", "loss", loss);
   const int64_t N = logp.size(0), K = logp.size(1);
-  if (N == 0) return 0.0;
-  Tensor rows = Tensor::empty({N}, DType::F64, logp.device());
+  Tensor rows = Tensor::empty({std::max<int64_t>(N, 1)}, DType::F64, logp.device());
   Tensor lab = labels.contiguous();
   AB_DISPATCH_FLOAT(logp.dtype(), "cross_entropy", [&] {
-    ce_rows_k<scalar_t><<<blocks_for(N), kThreads>>>(logp.data<scalar_t>(), lab.data<int64_t>(), N, K, eps,
-                                                     rows.data<double>());
+    if (N > 0) {
+      ce_rows_k<scalar_t><<<blocks_for(N), kThreads>>>(logp.data<scalar_t>(), lab.data<int64_t>(), N, K, eps,
+                                                       rows.data<double>());
+      AB_CUDA_CHECK_LAUNCH();
+    }
+    // The N row losses are added in order, in double, on the GPU: the loss never visits the host.
+    ce_mean_k<scalar_t><<<1, 1>>>(rows.data<double>(), N, loss.data<scalar_t>());
     AB_CUDA_CHECK_LAUNCH();
   });
-  // The N row losses are added on the host, in order, in double.
-  std::vector<double> host(N);
-  memcpy_d2h(host.data(), rows.data<double>(), N * sizeof(double));
-  double total = 0;
-  for (double v : host) total += v;
-  return total / N;
 }
 
-void cross_entropy_backward(const Tensor& logp, const Tensor& labels, double eps, double scale, Tensor& dlogits) {
+void cross_entropy_backward(const Tensor& logp, const Tensor& labels, double eps, const Tensor& dloss,
+                            Tensor& dlogits) {
   check_cuda("cross_entropy backward", "logp", logp);
   check_cuda("cross_entropy backward", "labels", labels);
+  check_cuda("cross_entropy backward", "dloss", dloss);
   const int64_t N = logp.size(0), K = logp.size(1);
   if (N == 0) return;
   Tensor lab = labels.contiguous();
   AB_DISPATCH_FLOAT(logp.dtype(), "cross_entropy backward", [&] {
-    ce_grad_k<scalar_t><<<blocks_for(N), kThreads>>>(logp.data<scalar_t>(), lab.data<int64_t>(), N, K, eps, scale,
-                                                     dlogits.data<scalar_t>());
+    ce_grad_k<scalar_t><<<blocks_for(N), kThreads>>>(logp.data<scalar_t>(), lab.data<int64_t>(), N, K, eps,
+                                                     dloss.data<scalar_t>(), dlogits.data<scalar_t>());
     AB_CUDA_CHECK_LAUNCH();
   });
+}
+
+void increment(Tensor& counter) {
+  check_cuda("increment", "counter", counter);
+  AB_CHECK(counter.dtype() == DType::I64 && counter.numel() == 1, "increment: expects one int64, got ", counter.str());
+  increment_k<<<1, 1>>>(counter.data<int64_t>());
+  AB_CUDA_CHECK_LAUNCH();
 }
 
 void temporal_shift(const Tensor& x, Tensor& y, int64_t frames, int64_t fold, int dir) {

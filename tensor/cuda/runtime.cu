@@ -67,8 +67,9 @@ void memcpy_h2d(void* dst, const void* src, size_t nbytes) {
 void memcpy_d2h(void* dst, const void* src, size_t nbytes) {
   if (nbytes) AB_CUDA_CHECK(cudaMemcpy(dst, src, nbytes, cudaMemcpyDeviceToHost));
 }
+// In stream order with the kernels: the host does not wait for it.
 void memcpy_d2d(void* dst, const void* src, size_t nbytes) {
-  if (nbytes) AB_CUDA_CHECK(cudaMemcpy(dst, src, nbytes, cudaMemcpyDeviceToDevice));
+  if (nbytes) AB_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToDevice, 0));
 }
 
 void synchronize() { AB_CUDA_CHECK(cudaDeviceSynchronize()); }

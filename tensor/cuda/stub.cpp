@@ -39,6 +39,7 @@ void unary(UnaryOp, const Tensor&, Tensor&, double, double) { NO_CUDA; }
 void binary(BinaryOp, const Tensor&, const Tensor&, Tensor&, double, double) { NO_CUDA; }
 void reduce_sum(const Tensor&, int64_t, int64_t, int64_t, Tensor&) { NO_CUDA; }
 void reduce_max(const Tensor&, int64_t, int64_t, int64_t, Tensor&, Tensor&) { NO_CUDA; }
+void increment(Tensor&) { NO_CUDA; }
 void max_backward(const Tensor&, const Tensor&, int64_t, int64_t, int64_t, Tensor&) { NO_CUDA; }
 void gemm(bool, bool, int64_t, int64_t, int64_t, const Tensor&, int64_t, const Tensor&, int64_t, double, Tensor&) {
   NO_CUDA;
@@ -64,8 +65,8 @@ void batch_norm_update_running(Tensor&, Tensor&, const Tensor&, const Tensor&, d
 void batch_norm_invstd(const Tensor&, double, Tensor&) { NO_CUDA; }
 void softmax(const Tensor&, int64_t, int64_t, int64_t, bool, Tensor&) { NO_CUDA; }
 void softmax_backward(const Tensor&, const Tensor&, int64_t, int64_t, int64_t, bool, Tensor&) { NO_CUDA; }
-double cross_entropy_loss(const Tensor&, const Tensor&, double) { NO_CUDA; }
-void cross_entropy_backward(const Tensor&, const Tensor&, double, double, Tensor&) { NO_CUDA; }
+void cross_entropy_loss(const Tensor&, const Tensor&, double, Tensor&) { NO_CUDA; }
+void cross_entropy_backward(const Tensor&, const Tensor&, double, const Tensor&, Tensor&) { NO_CUDA; }
 void temporal_shift(const Tensor&, Tensor&, int64_t, int64_t, int) { NO_CUDA; }
 void pact_forward(const Tensor&, const Tensor&, bool, double, Tensor&) { NO_CUDA; }
 void pact_backward(const Tensor&, const Tensor&, bool, const Tensor&, Tensor&, Tensor&) { NO_CUDA; }
