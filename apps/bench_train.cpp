@@ -33,6 +33,8 @@
 //                    [--conv-direct 0|1]   (0: im2col + GEMM for every convolution, for comparison)
 //                    [--device cpu|cuda]   (cuda: the network workloads on the GPU, each timed run
 //                                           closed by a device synchronisation; the int engine is CPU only)
+//                    [--cuda-graph 0|1]    (with cuda: the FP steps' forward and backward, and the
+//                                           inference, recorded once as a CUDA graph and replayed)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -47,6 +49,7 @@
 
 #include "autograd/autograd.h"
 #include "nn/models.h"
+#include "nn/captured_step.h"
 #include "nn/optim.h"
 #include "quant/export.h"
 #include "quant/int_engine.h"
@@ -66,7 +69,8 @@ double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-Device g_device;  // --device: where the workloads' models and batches live
+Device g_device;         // --device: where the workloads' models and batches live
+bool g_cuda_graph = false;  // --cuda-graph: FP steps and inference replayed as CUDA graphs
 
 struct Settings {
   int steps = 3, repeats = 3, warmup = 2, threads = 2;
@@ -100,10 +104,15 @@ Workload fp_train(const std::string& arch, int64_t batch) {
   Tensor x = random_images(batch, nn::default_input_shape(arch), g).to(g_device);
   Tensor y = random_labels(batch, 10, g).to(g_device);
   model->train();
-  return {batch, [model, opt, x, y] {
-            opt->zero_grad();
-            Tensor loss = cross_entropy(model->forward(x), y);
-            loss.backward();
+  auto captured = std::make_shared<nn::CapturedStep>(
+      [model](const Tensor& xb, const Tensor& yb) {
+        Tensor loss = cross_entropy(model->forward(xb), yb);
+        loss.backward();
+        return std::vector<Tensor>{loss};
+      },
+      model->named_parameters(), g_cuda_graph);
+  return {batch, [captured, opt, x, y] {
+            captured->run(x, y);  // zeroes the gradients, forward, backward (a graph replay with --cuda-graph)
             opt->step();
           }};
 }
@@ -115,6 +124,19 @@ Workload fp_infer(const std::string& arch, int64_t batch) {
   model->to(g_device);
   Tensor x = random_images(batch, nn::default_input_shape(arch), g).to(g_device);
   model->eval();
+  if (g_cuda_graph && g_device.is_cuda()) {
+    for (int i = 0; i < 2; ++i) {  // warm the allocator's cache and cuBLAS before the capture
+      NoGradGuard ng;
+      model->forward(x);
+    }
+    auto graph = std::make_shared<cuda::Graph>();
+    auto logits = std::make_shared<Tensor>();
+    graph->capture([&] {
+      NoGradGuard ng;
+      *logits = model->forward(x);
+    });
+    return {batch, [graph, logits, model, x] { graph->replay(); }};
+  }
   return {batch, [model, x] {
             NoGradGuard ng;
             Tensor logits = model->forward(x);
@@ -259,7 +281,11 @@ int main(int argc, char** argv) {
       else if (a == "--repeats" && has_value) s.repeats = positive(a, argv[++i]);
       else if (a == "--warmup" && has_value) s.warmup = std::atoi(argv[++i]);
       else if (a == "--threads" && has_value) s.threads = positive(a, argv[++i]);
-      else if (a == "--device" && has_value) {
+      else if (a == "--cuda-graph" && has_value) {
+        std::string v = argv[++i];
+        AB_CHECK(v == "0" || v == "1", "--cuda-graph needs 0 or 1, got '", v, "'");
+        g_cuda_graph = v == "1";
+      } else if (a == "--device" && has_value) {
         g_device = Device::parse(argv[++i]);
         AB_CHECK(!g_device.is_cuda() || cuda::available(), "--device ", argv[i], ": ",
                  cuda::unavailable_reason());
@@ -270,7 +296,7 @@ int main(int argc, char** argv) {
         cpu::set_conv_direct(v == "1");
       } else
         AB_FAIL("bench_train: unknown argument '", a,
-                "' (usage: bench_train [--only NAME[,NAME...]] [--steps N] [--repeats N] [--warmup N] [--threads N] [--conv-direct 0|1] [--device cpu|cuda])");
+                "' (usage: bench_train [--only NAME[,NAME...]] [--steps N] [--repeats N] [--warmup N] [--threads N] [--conv-direct 0|1] [--device cpu|cuda] [--cuda-graph 0|1])");
     }
     cpu::set_num_threads(s.threads);
     std::vector<std::string> run = s.only.empty() ? workload_names() : s.only;

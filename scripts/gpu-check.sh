@@ -83,6 +83,9 @@ NETS=resnet20_train,resnet20_infer,joint_ce,quant4_train
 if [ -x "$BUILD/bench_train" ]; then
   say "networks on the GPU (bench-train.log)"
   { timeout 120 "$BUILD/bench_train" --device cuda --only $NETS --steps 10 --repeats 5 --warmup 3; echo;
+    echo "# the FP step and inference replayed as CUDA graphs:";
+    timeout 60 "$BUILD/bench_train" --device cuda --cuda-graph 1 --only resnet20_train,resnet20_infer --steps 10 \
+      --repeats 5 --warmup 3; echo;
     timeout 120 python3 scripts/bench_pytorch.py --device cuda --only $NETS --steps 10 --repeats 5 --warmup 3; } \
     > "$OUT/bench-train.log" 2>&1 || say "a network benchmark failed (bench-train.log)"
   cat "$OUT/bench-train.log"

@@ -1,10 +1,12 @@
 // test_cuda_train.cpp - training on the GPU as a whole: batches reach the device through the
 // prefetching copy (data/device_batches.h), a few steps of the FP and the joint trainer repeat
-// bit for bit run to run on one GPU, and the FP steps match the CPU's.
+// bit for bit run to run on one GPU, the FP steps match the CPU's, and a step replayed as a CUDA
+// graph (nn/captured_step.h) gives the eager step's numbers bit for bit.
 //
 // The [cuda] cases skip, saying so, without a usable GPU (tests/cuda_skip.h); the CPU half of the
 // DeviceBatches test runs everywhere.
 #include "data/device_batches.h"
+#include "nn/captured_step.h"
 #include "nn/models.h"
 #include "nn/optim.h"
 #include "quant/joint_trainer.h"
@@ -82,8 +84,10 @@ void check_device_batches(Device dev) {
   REQUIRE(again.front().indices == first.indices);
 }
 
-// `steps` SGD steps of a ResNet-20 from the same initialisation on `dev`; the parameters after.
-std::vector<std::vector<double>> fp_steps(Device dev, int steps) {
+// `steps` SGD steps of a ResNet-20 from the same initialisation on `dev`; the parameters after
+// (and the running statistics). With `graph`, through a CapturedStep (CUDA graph after 2 eager
+// steps); `odd_batch` runs step 3 on a smaller batch (eager, the graph's shape differs).
+std::vector<std::vector<double>> fp_steps(Device dev, int steps, bool graph = false, bool odd_batch = false) {
   auto model = nn::make_model("resnet20", 10, {}, 1);
   model->to(dev);
   model->train();
@@ -91,9 +95,17 @@ std::vector<std::vector<double>> fp_steps(Device dev, int steps) {
   Generator g(11);
   Tensor x = Tensor::randn({8, 3, 32, 32}, g).to(dev);
   Tensor y = Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7}, {8}).to(dev);
+  nn::CapturedStep captured(
+      [&](const Tensor& xb, const Tensor& yb) {
+        Tensor loss = cross_entropy(model->forward(xb), yb, 0.1);
+        loss.backward();
+        return std::vector<Tensor>{loss};
+      },
+      model->named_parameters(), graph);
   for (int s = 0; s < steps; ++s) {
-    opt.zero_grad();
-    cross_entropy(model->forward(x), y, 0.1).backward();
+    const bool odd = odd_batch && s == 3;
+    Tensor xs = odd ? x.slice(0, 0, 4) : x, ys = odd ? y.slice(0, 0, 4) : y;
+    captured.run(xs, ys);
     opt.step();
   }
   std::vector<std::vector<double>> out;
@@ -149,4 +161,35 @@ TEST_CASE("cuda: FP training steps repeat bit for bit on one GPU and match the C
 TEST_CASE("cuda: joint steps of the method repeat bit for bit on one GPU", "[cuda]") {
   SKIP_WITHOUT_GPU();
   REQUIRE(joint_steps(3) == joint_steps(3));
+}
+
+TEST_CASE("CapturedStep on the CPU is the plain step", "[nn]") {
+  REQUIRE(fp_steps(Device(), 3, true) == fp_steps(Device(), 3, false));
+}
+
+TEST_CASE("cuda: a training step replayed as a CUDA graph gives the eager steps' numbers bit for bit", "[cuda]") {
+  SKIP_WITHOUT_GPU();
+  // 6 steps: 2 eager, the capture (run by its first replay), 3 replays; then with a smaller
+  // batch as step 4, run eagerly between replays.
+  REQUIRE(fp_steps(kCuda, 6, true) == fp_steps(kCuda, 6, false));
+  REQUIRE(fp_steps(kCuda, 6, true, true) == fp_steps(kCuda, 6, false, true));
+}
+
+TEST_CASE("cuda: inference replayed as a CUDA graph gives the eager logits", "[cuda]") {
+  SKIP_WITHOUT_GPU();
+  auto model = nn::make_model("resnet20", 10, {}, 1);
+  model->to(kCuda);
+  model->eval();
+  Generator g(13);
+  Tensor x = Tensor::randn({4, 3, 32, 32}, g).to(kCuda);
+  NoGradGuard ng;
+  Tensor eager = model->forward(x);
+  cuda::Graph graph;
+  Tensor logits;
+  graph.capture([&] { logits = model->forward(x); });
+  graph.replay();
+  REQUIRE(logits.to_vector<float>() == eager.to_vector<float>());
+  x.copy_(Tensor::randn({4, 3, 32, 32}, g).to(kCuda));  // new input in place: the replay sees it
+  graph.replay();
+  REQUIRE(logits.to_vector<float>() == model->forward(x).to_vector<float>());
 }

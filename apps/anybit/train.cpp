@@ -32,6 +32,7 @@
 #include "apps/anybit/run.h"
 #include "autograd/autograd.h"
 #include "data/device_batches.h"
+#include "nn/captured_step.h"
 #include "nn/checkpoint.h"
 #include "nn/distributed.h"
 #include "nn/json.h"
@@ -259,8 +260,8 @@ struct FpStats {
 // the optimizer step.
 // loss_scale: this process's share of the global batch (1 for a single process; nn/distributed.h).
 std::string compute_gradients(Network& net, quant::JointTrainer* joint, nn::Module* fp_teacher,
-                              nn::Optimizer& optimizer, const Tensor& x, const Tensor& y, double progress,
-                              double label_smoothing, int64_t seen, FpStats& fp, double loss_scale) {
+                              nn::Optimizer& optimizer, nn::CapturedStep* captured, const Tensor& x, const Tensor& y,
+                              double progress, double label_smoothing, int64_t seen, FpStats& fp, double loss_scale) {
   if (joint) {
     Tensor fp_logits;
     if (fp_teacher) {
@@ -275,10 +276,16 @@ std::string compute_gradients(Network& net, quant::JointTrainer* joint, nn::Modu
         info += bits_label(b) + " " + json_num(s.loss_sum / std::max<int64_t>(s.count, 1)) + " ";
     return info;
   }
-  optimizer.zero_grad();
-  Tensor logits = net.forward(x);
-  Tensor loss = cross_entropy(logits, y, label_smoothing);
-  (loss_scale == 1.0 ? loss : mul(loss, loss_scale)).backward();
+  Tensor logits, loss;
+  if (captured) {  // --cuda_graph: the same forward and backward, replayed as a CUDA graph
+    std::vector<Tensor> out = captured->run(x, y);
+    loss = out[0], logits = out[1];
+  } else {
+    optimizer.zero_grad();
+    logits = net.forward(x);
+    loss = cross_entropy(logits, y, label_smoothing);
+    (loss_scale == 1.0 ? loss : mul(loss, loss_scale)).backward();
+  }
   fp.loss_sum += loss.item<double>() * y.size(0);
   quant::count_correct(logits, y, &fp.correct, nullptr);
   return "loss " + json_num(fp.loss_sum / (seen + y.size(0))) + " acc " +
@@ -546,6 +553,21 @@ Report train_one(Config cfg, const std::string& out) {
   const double label_smoothing = cfg.number("label_smoothing");
   // On a GPU the next batch's copy (pinned memory, its own stream) overlaps this step's compute.
   data::DeviceBatches batches(loader, dev);
+  // --cuda_graph: the FP step's forward and backward as a CUDA graph (nn/captured_step.h). Its
+  // batches are whole (drop_last), so the loss scale is 1 in every replayed step.
+  std::unique_ptr<nn::CapturedStep> captured;
+  if (cfg.flag("cuda_graph")) {
+    AB_CHECK(dev.is_cuda() && !joint && group.size() == 1, "--cuda-graph 1 needs --device cuda, an FP model (not ",
+             "the joint trainer: its teacher choice reads the GPU on the host) and one process");
+    captured = std::make_unique<nn::CapturedStep>(
+        [&net, label_smoothing](const Tensor& xb, const Tensor& yb) {
+          Tensor logits = net.forward(xb);
+          Tensor loss = cross_entropy(logits, yb, label_smoothing);
+          loss.backward();
+          return std::vector<Tensor>{loss, logits};
+        },
+        net.module().named_parameters(), true);
+  }
   for (; epoch < epochs; ++epoch) {
     loader.set_epoch(epoch, start_batch);
     batches.restart();
@@ -563,7 +585,8 @@ Report train_one(Config cfg, const std::string& out) {
       double progress = (double)(epoch * steps_per_epoch + step) / (epochs * steps_per_epoch);
       std::string info;
       try {
-        info = compute_gradients(net, joint.get(), fp_teacher.get(), *optimizer, x, y, progress, label_smoothing,
+        info = compute_gradients(net, joint.get(), fp_teacher.get(), *optimizer, captured.get(), x, y, progress,
+                                 label_smoothing,
                                  seen, fp, double(y.size(0)) / lo.batch_size);
       } catch (const Error& e) {
         AB_FAIL("epoch ", epoch + 1, ", step ", step + 1, ": ", e.what());  // name the batch that failed

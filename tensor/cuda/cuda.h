@@ -5,6 +5,7 @@
 // available() to return false). Kernels take contiguous tensors unless a comment says otherwise.
 #pragma once
 #include <cstddef>
+#include <functional>
 #include <string>
 
 #include "tensor/kernels.h"
@@ -35,6 +36,30 @@ void use_device(int index);
 using CopyTicket = void*;
 CopyTicket copy_to_device_async(const Tensor& src, Tensor& dst);
 void wait_for_copy(CopyTicket ticket);
+
+// A CUDA graph (STYLE: "beyond PyTorch eager"): the GPU work that `work` queues is recorded once by
+// capture() (the host code of `work` runs that once; its GPU work does not run then) and queued
+// again, as one launch, by each replay(). The blocks the capture allocates belong to the graph
+// for good (tensor/cuda/runtime.cu), so the tensors made during the capture keep their addresses
+// and are rewritten by each replay. `work` must not read GPU values on the host or copy from
+// pageable host memory; ops that would check for capturing() (cross_entropy skips its label
+// check then: the caller checks the labels before copying them in).
+class Graph {
+ public:
+  Graph() = default;
+  ~Graph();
+  Graph(const Graph&) = delete;
+  Graph& operator=(const Graph&) = delete;
+  void capture(const std::function<void()>& work);
+  void replay();
+  bool captured() const { return exec_ != nullptr; }
+
+ private:
+  void* graph_ = nullptr;  // cudaGraph_t
+  void* exec_ = nullptr;   // cudaGraphExec_t
+  int pool_ = 0;
+};
+bool capturing();  // a capture is running on this process's stream
 
 // Row-major GEMM through cuBLAS (float32 and float64), with the same meaning as cpu::gemm:
 // C (M, N) = alpha * op(A) * op(B) + beta * C, op(X) = X^T when trans_x. Pointers are on the GPU.

@@ -21,10 +21,18 @@ namespace {
 
 // One handle for the process, made on first use (creating it initialises cuBLAS: slow, and it
 // needs a GPU, so a CPU-only run never does it). Never destroyed: the CUDA context may be gone at exit.
+// It works on the thread's default stream, as our kernels (cuBLAS itself is not compiled with
+// per-thread streams, so NULL would mean the legacy stream), with a workspace of its own given
+// once, so that a GEMM inside a CUDA graph capture never allocates (runtime.cu: Graph).
 cublasHandle_t handle() {
   static cublasHandle_t h = [] {
     cublasHandle_t made = nullptr;
     AB_CUBLAS_CHECK(cublasCreate(&made));
+    AB_CUBLAS_CHECK(cublasSetStream(made, cudaStreamPerThread));
+    constexpr size_t kWorkspace = 32u << 20;
+    void* workspace = nullptr;
+    AB_CUDA_CHECK(cudaMalloc(&workspace, kWorkspace));
+    AB_CUBLAS_CHECK(cublasSetWorkspace(made, workspace, kWorkspace));
     return made;
   }();
   return h;

@@ -1,10 +1,12 @@
 // runtime.cu - the CUDA runtime side of the facade (cuda.h): is there a GPU, raw memory, copies,
 // and the caching device allocator behind every CUDA Storage.
 //
-// Everything runs on the default stream of device 0, so work is ordered: a block given back to
-// the cache can be handed out again at once, because any kernel still reading it was launched
-// before any kernel that will write it. Read next: elementwise.cu (the kernels), gemm.cu.
+// Everything runs on one stream, the calling thread's default stream (the .cu files are compiled
+// with --default-stream per-thread, so that this stream can be captured into a CUDA graph), so
+// work is ordered: a block given back to the cache can be handed out again at once, because any
+// kernel still reading it was launched before any kernel that will write it. Read next: elementwise.cu (the kernels), gemm.cu.
 #include <cstring>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <vector>
@@ -69,7 +71,7 @@ void memcpy_d2h(void* dst, const void* src, size_t nbytes) {
 }
 // In stream order with the kernels: the host does not wait for it.
 void memcpy_d2d(void* dst, const void* src, size_t nbytes) {
-  if (nbytes) AB_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToDevice, 0));
+  if (nbytes) AB_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToDevice, cudaStreamPerThread));
 }
 
 void synchronize() { AB_CUDA_CHECK(cudaDeviceSynchronize()); }
@@ -146,7 +148,7 @@ CopyTicket copy_to_device_async(const Tensor& src, Tensor& dst) {
   }
   if (n) std::memcpy(s.host, src.raw_data(), n);
   cudaEvent_t before = new_event();  // the compute queued so far
-  AB_CUDA_CHECK(cudaEventRecord(before, 0));
+  AB_CUDA_CHECK(cudaEventRecord(before, cudaStreamPerThread));
   AB_CUDA_CHECK(cudaStreamWaitEvent(e.stream, before, 0));
   AB_CUDA_CHECK(cudaEventDestroy(before));  // released once it has completed
   if (n) AB_CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), s.host, n, cudaMemcpyHostToDevice, e.stream));
@@ -160,7 +162,7 @@ CopyTicket copy_to_device_async(const Tensor& src, Tensor& dst) {
 void wait_for_copy(CopyTicket ticket) {
   if (!ticket) return;
   cudaEvent_t ready = static_cast<cudaEvent_t>(ticket);
-  AB_CUDA_CHECK(cudaStreamWaitEvent(0, ready, 0));
+  AB_CUDA_CHECK(cudaStreamWaitEvent(cudaStreamPerThread, ready, 0));
   AB_CUDA_CHECK(cudaEventDestroy(ready));
 }
 
@@ -169,6 +171,11 @@ void wait_for_copy(CopyTicket ticket) {
 // ---- the caching device allocator ---------------------------------------------------------------
 // cudaMalloc and cudaFree are slow (cudaFree synchronises the whole device), so freed blocks go on
 // free lists keyed by rounded size, exactly like the CPU allocator in storage.cpp.
+//
+// CUDA graphs (cuda::Graph below) need one more rule. A graph replays the kernels of its capture
+// on the very blocks they used then, so a block that the capture allocated must never serve
+// anything else: while a capture runs, blocks come from that graph's own pool, and a block of a
+// pool always goes back to it when freed (even long after the capture), never to the shared lists.
 
 namespace {
 
@@ -181,23 +188,48 @@ size_t round_size(size_t n) {
   return (n + kLargeRound - 1) / kLargeRound * kLargeRound;
 }
 
+using FreeLists = std::map<size_t, std::vector<void*>>;
+
 class CudaCachingAllocator final : public Allocator {
  public:
   // In the tests every block handed out, fresh or cached, is first filled with NaN bytes (0xFF), as
   // the CPU allocator does (storage.h), so a kernel that leaves part of its output unwritten fails.
   void* allocate(size_t nbytes) override {
     void* p = take(nbytes);
-    if (fill_new_allocations_with_nan()) AB_CUDA_CHECK(cudaMemset(p, 0xFF, round_size(nbytes)));
+    if (fill_new_allocations_with_nan()) AB_CUDA_CHECK(cudaMemsetAsync(p, 0xFF, round_size(nbytes), cudaStreamPerThread));
     return p;
   }
 
+  void deallocate(void* p, size_t nbytes) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto owner = pool_of_.find(p);
+    (owner == pool_of_.end() ? free_ : pools_[owner->second])[round_size(nbytes)].push_back(p);
+  }
+
+  void empty_cache() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& kv : free_)
+      for (void* p : kv.second) cudaFree(p);  // unchecked: this runs on the out-of-memory path
+    free_.clear();
+  }
+
+  // Allocations from now on come from pool `id` (> 0), until use_pool(0).
+  void use_pool(int id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    pool_ = id;
+  }
+
+ private:
   void* take(size_t nbytes) {
     AB_CHECK(cuda::available(), "cannot allocate a CUDA tensor: ", cuda::unavailable_reason());
     size_t size = round_size(nbytes);
+    int pool = 0;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      auto it = free_.find(size);
-      if (it != free_.end() && !it->second.empty()) {
+      pool = pool_;
+      FreeLists& lists = pool ? pools_[pool] : free_;
+      auto it = lists.find(size);
+      if (it != lists.end() && !it->second.empty()) {
         void* p = it->second.back();
         it->second.pop_back();
         return p;
@@ -205,7 +237,7 @@ class CudaCachingAllocator final : public Allocator {
     }
     void* p = nullptr;
     cudaError_t e = cudaMalloc(&p, size);
-    if (e == cudaErrorMemoryAllocation) {
+    if (e == cudaErrorMemoryAllocation && !pool) {
       cudaGetLastError();
       empty_cache();  // give the cached blocks back and try once more before failing
       e = cudaMalloc(&p, size);
@@ -216,33 +248,82 @@ class CudaCachingAllocator final : public Allocator {
               cudaGetErrorString(e),
               e == cudaErrorMemoryAllocation ? " (out of GPU memory: use a smaller batch)" : "");
     }
+    if (pool) {
+      std::lock_guard<std::mutex> lock(mu_);
+      pool_of_[p] = pool;
+    }
     return p;
   }
 
-  void deallocate(void* p, size_t nbytes) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    free_[round_size(nbytes)].push_back(p);
-  }
-
-  void empty_cache() override {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (auto& kv : free_)
-      for (void* p : kv.second) cudaFree(p);  // unchecked: this runs on the out-of-memory path
-    free_.clear();
-  }
-
- private:
   std::mutex mu_;
-  std::map<size_t, std::vector<void*>> free_;
+  FreeLists free_;                      // the shared lists
+  std::map<int, FreeLists> pools_;      // each graph's own
+  std::map<void*, int> pool_of_;        // the blocks that belong to a graph's pool
+  int pool_ = 0;                        // where allocations go now (0: the shared lists)
 };
 
-}  // namespace
-
-Allocator* cuda_allocator() {
+CudaCachingAllocator& device_allocator() {
   // Never destroyed: tensors in static objects may be freed after main returns, when the CUDA
   // context may already be gone; the blocks are returned with the process.
   static auto* a = new CudaCachingAllocator();
-  return a;
+  return *a;
 }
+
+}  // namespace
+
+// ---- CUDA graphs ------------------------------------------------------------------------------------
+
+namespace cuda {
+
+namespace {
+bool g_capturing = false;
+int g_next_pool = 1;
+}  // namespace
+
+bool capturing() { return g_capturing; }
+
+Graph::~Graph() {
+  if (exec_) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec_));  // unchecked: may run at exit
+  if (graph_) cudaGraphDestroy(static_cast<cudaGraph_t>(graph_));
+}
+
+void Graph::capture(const std::function<void()>& work) {
+  AB_CHECK(!graph_, "cuda::Graph: already captured");
+  AB_CHECK(!g_capturing, "cuda::Graph: a capture is already running");
+  synchronize();  // nothing of the work before may end up in the graph
+  pool_ = g_next_pool++;
+  device_allocator().use_pool(pool_);
+  g_capturing = true;
+  // Relaxed: the allocator may still call cudaMalloc while the stream is being captured.
+  AB_CUDA_CHECK(cudaStreamBeginCapture(cudaStreamPerThread, cudaStreamCaptureModeRelaxed));
+  cudaGraph_t graph = nullptr;
+  try {
+    work();
+  } catch (...) {
+    cudaStreamEndCapture(cudaStreamPerThread, &graph);  // abandon it
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();
+    g_capturing = false;
+    device_allocator().use_pool(0);
+    throw;
+  }
+  cudaError_t e = cudaStreamEndCapture(cudaStreamPerThread, &graph);
+  g_capturing = false;
+  device_allocator().use_pool(0);
+  AB_CUDA_CHECK(e);
+  graph_ = graph;
+  cudaGraphExec_t exec = nullptr;
+  AB_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  exec_ = exec;
+}
+
+void Graph::replay() {
+  AB_CHECK(exec_, "cuda::Graph: replay before capture");
+  AB_CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec_), cudaStreamPerThread));
+}
+
+}  // namespace cuda
+
+Allocator* cuda_allocator() { return &device_allocator(); }
 
 }  // namespace anybit

@@ -23,6 +23,10 @@ int device_count() { return 0; }
 void use_device(int) { NO_CUDA; }
 CopyTicket copy_to_device_async(const Tensor&, Tensor&) { NO_CUDA; }
 void wait_for_copy(CopyTicket) { NO_CUDA; }
+Graph::~Graph() {}
+void Graph::capture(const std::function<void()>&) { NO_CUDA; }
+void Graph::replay() { NO_CUDA; }
+bool capturing() { return false; }
 void gemm(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float, float*,
           int64_t) {
   NO_CUDA;
