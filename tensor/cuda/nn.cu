@@ -79,7 +79,7 @@ void check_conv_args(const char* op, const Tensor& x, const Tensor& w) {
 
 // ---- per-channel sums in double (batch norm, conv bias) ------------------------------------------
 // x (N, C, S) is cut per channel into `chunks` pieces of its N S values; block (c, k) sums piece k of
-// channel c into partial[c chunks + k], and sums_finish_k adds each channel's pieces in order.
+// channel c into partial[c chunks + k], and chan_finish_k adds each channel's pieces in order.
 // What is summed depends on the mode: Sum: x; SqDev: (x - mean[c])^2; GradPair: g and g (x - mean[c])
 // (two sums per channel: partial holds the g sums, then the g (x - mean) sums).
 enum class ChanSum { Sum, SqDev, GradPair };
