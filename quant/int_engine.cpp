@@ -199,15 +199,37 @@ std::vector<int64_t> int_matmul_reference(const std::vector<uint8_t>& x, const s
 // The same float operations as pact_forward and lsq_forward (quantizers.cpp, lsq.cpp), so that
 // the codes are the fake-quantized network's, bit for bit; written without branches (min and max
 // equal the fake forms' comparisons for every non-NaN x) so that the compiler vectorises the loop.
+//
+// With AVX2, 32 values at a time: the same division or product, clamp and rounding (vcvtps2dq
+// rounds to nearest even, as nearbyint in the default rounding mode), then the int32 codes, all in
+// 0..255, packed to bytes. The packs interleave the 128-bit lanes, which one permutation undoes.
 void ActCodes::codes(const float* x, int64_t n, uint8_t* out) const {
+  int64_t i = 0;
+#if defined(__AVX2__)
+  {
+    const __m256 zero = _mm256_setzero_ps(), div = _mm256_set1_ps(step), top = _mm256_set1_ps(levels);
+    const __m256 a = _mm256_set1_ps(clip), scale = _mm256_set1_ps(levels / clip);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    auto code8 = [&](const float* p) {
+      __m256 v = _mm256_loadu_ps(p);
+      v = lsq ? _mm256_min_ps(_mm256_max_ps(_mm256_div_ps(v, div), zero), top)
+              : _mm256_mul_ps(_mm256_min_ps(_mm256_max_ps(v, zero), a), scale);
+      return _mm256_cvtps_epi32(v);
+    };
+    for (; i + 32 <= n; i += 32) {
+      const __m256i c0 = code8(x + i), c1 = code8(x + i + 8), c2 = code8(x + i + 16), c3 = code8(x + i + 24);
+      const __m256i w01 = _mm256_packs_epi32(c0, c1), w23 = _mm256_packs_epi32(c2, c3);
+      const __m256i b = _mm256_packus_epi16(w01, w23);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), _mm256_permutevar8x32_epi32(b, order));
+    }
+  }
+#endif
   if (lsq) {
     const float s = step, top = levels;
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) out[i] = (uint8_t)(int32_t)std::nearbyint(std::min(std::max(x[i] / s, 0.0f), top));
+    for (; i < n; ++i) out[i] = (uint8_t)(int32_t)std::nearbyint(std::min(std::max(x[i] / s, 0.0f), top));
   } else {
     const float a = clip, scale = levels / clip;
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) out[i] = (uint8_t)(int32_t)std::nearbyint(std::min(std::max(x[i], 0.0f), a) * scale);
+    for (; i < n; ++i) out[i] = (uint8_t)(int32_t)std::nearbyint(std::min(std::max(x[i], 0.0f), a) * scale);
   }
 }
 
@@ -397,7 +419,7 @@ void run_conv(const IntConv& c, const uint8_t* in, const Geometry& g, const Epil
   {
     std::vector<uint8_t> rows(kTile * Kp);
     std::vector<int32_t> sums(kTile), acc(kTile * M);
-    std::vector<float> vrow(M);
+    std::vector<float> vtile(kTile * M);
     const float *alpha = c.alpha.data(), *beta = c.beta.data(), *gamma = c.gamma.data();
     // O = 0 (LSQ's symmetric weights): beta is 0 and the code sums are not needed.
     const bool need_sums = std::any_of(c.beta.begin(), c.beta.end(), [](float b) { return b != 0.0f; });
@@ -432,20 +454,22 @@ void run_conv(const IntConv& c, const uint8_t* in, const Geometry& g, const Epil
         sums[r] = need_sums ? (int32_t)byte_sum(row, Kp) : 0;  // the window's code sum, < 2^31
       }
       c.matmul.run(rows.data(), np, acc.data());
+      // The epilogue over the whole tile: its np pixels' M values lie one after the other in every
+      // output map, so each step below is one long loop.
+      float* v = e.codes_next ? vtile.data() : e.out_float + p0 * M;
       for (int64_t r = 0; r < np; ++r) {
-        const int64_t p = p0 + r;
         const int32_t* a = acc.data() + r * M;
         const float s = float(sums[r]);
-        float* v = e.codes_next ? vrow.data() : e.out_float + p * M;
-        for (int64_t m = 0; m < M; ++m) v[m] = alpha[m] * float(a[m]) + beta[m] * s + gamma[m];
-        if (e.codes_next)
-          e.codes_next->codes(v, M, e.out_codes + p * M);
-        else if (e.residual) {
-          const float* res = e.residual + p * M;
-          for (int64_t m = 0; m < M; ++m) v[m] = std::max(0.0f, v[m] + res[m]);
-          for (int i = 0; i < 2; ++i)
-            if (e.next[i]) e.next[i]->codes(v, M, e.next_out[i] + p * M);
-        }
+        float* vr = v + r * M;
+        for (int64_t m = 0; m < M; ++m) vr[m] = alpha[m] * float(a[m]) + beta[m] * s + gamma[m];
+      }
+      if (e.codes_next) {
+        e.codes_next->codes(v, np * M, e.out_codes + p0 * M);
+      } else if (e.residual) {
+        const float* res = e.residual + p0 * M;
+        for (int64_t i = 0; i < np * M; ++i) v[i] = std::max(0.0f, v[i] + res[i]);
+        for (int i = 0; i < 2; ++i)
+          if (e.next[i]) e.next[i]->codes(v, np * M, e.next_out[i] + p0 * M);
       }
     }
   }
@@ -476,7 +500,9 @@ Tensor IntegerResNet::forward(const Tensor& images) {
   // The FP stem: conv, then its folded BN and ReLU, to the NHWC residual stream.
   Tensor y = conv2d(images.contiguous(), stem_w_, stem_b_, Conv2dOptions::make(1, stem_w_.size(2) / 2)).contiguous();
   Geometry g{y.size(0), y.size(2), y.size(3), y.size(1)};
-  std::vector<float> x(g.pixels() * g.c);
+  // The maps are members reused call after call (int_engine.h): resize() keeps their memory.
+  auto& [x, sc, out, u1, us, u2, next1, nexts] = maps_;
+  x.resize(g.pixels() * g.c);
   {
     const float* src = y.data<float>();
     const int64_t hw = g.h * g.w;
@@ -488,13 +514,12 @@ Tensor IntegerResNet::forward(const Tensor& images) {
   }
   // The block input in the codes of its conv1 and (if it has one) its projection shortcut: from
   // the stem here, then from each block's conv2 epilogue for the next block.
-  std::vector<uint8_t> u1(x.size()), us, u2, next1, nexts;
+  u1.resize(x.size());
   quantize_map(x.data(), (int64_t)x.size(), blocks_[0].conv1.act, u1.data());
   if (blocks_[0].has_shortcut) {
     us.resize(x.size());
     quantize_map(x.data(), (int64_t)x.size(), blocks_[0].shortcut.act, us.data());
   }
-  std::vector<float> sc, out;
   for (size_t i = 0; i < blocks_.size(); ++i) {
     const IntBlock& b = blocks_[i];
     Geometry g1, g2, gs;

@@ -148,6 +148,12 @@ class IntegerResNet {
   Tensor stem_w_, stem_b_, fc_w_, fc_b_;
   std::vector<float> stem_scale_, stem_shift_;  // the stem's folded BN at bits_
   std::vector<IntBlock> blocks_;
+  // The activation maps of forward(), kept from one call to the next: a batch of 128 needs several
+  // MiB per map, and fresh memory costs a page fault per 4 KiB every call (tensor/storage.h).
+  struct Maps {
+    std::vector<float> x, sc, out;
+    std::vector<uint8_t> u1, us, u2, next1, nexts;
+  } maps_;
 };
 
 }  // namespace anybit::quant
