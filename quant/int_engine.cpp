@@ -398,12 +398,47 @@ struct Epilogue {
   uint8_t* next_out[2] = {nullptr, nullptr};
 };
 
-// n bytes from src to dst, 16 at a time while it can (a memcpy of constant size is inlined).
+// n bytes from src to dst, and n zero bytes to dst: a window row is 16 to 192 bytes, too short
+// for a call to memcpy or memset to pay. GCC recognises a copy or zeroing loop, even one of
+// vector moves, and turns it back into such a call: the empty asm with a memory clobber in each
+// iteration keeps the loops as written.
+#define AB_KEEP_LOOP() __asm__ volatile("" ::: "memory")
 inline void copy_bytes(uint8_t* dst, const uint8_t* src, int64_t n) {
   int64_t i = 0;
-  for (; i + 16 <= n; i += 16) std::memcpy(dst + i, src + i, 16);
-  for (; i < n; ++i) dst[i] = src[i];
+#if defined(__AVX2__)
+  for (; i + 32 <= n; i += 32) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i)));
+    AB_KEEP_LOOP();
+  }
+  for (; i + 16 <= n; i += 16) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
+    AB_KEEP_LOOP();
+  }
+#endif
+  for (; i < n; ++i) {
+    dst[i] = src[i];
+    AB_KEEP_LOOP();
+  }
 }
+
+inline void zero_bytes(uint8_t* dst, int64_t n) {
+  int64_t i = 0;
+#if defined(__AVX2__)
+  for (; i + 32 <= n; i += 32) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm256_setzero_si256());
+    AB_KEEP_LOOP();
+  }
+  for (; i + 16 <= n; i += 16) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm_setzero_si128());
+    AB_KEEP_LOOP();
+  }
+#endif
+  for (; i < n; ++i) {
+    dst[i] = 0;
+    AB_KEEP_LOOP();
+  }
+}
+#undef AB_KEEP_LOOP
 
 // One conv over a whole batch: each thread gathers a tile of output pixels' windows (im2col,
 // with the window's code sum), multiplies them by the weights and applies the epilogue, so a
@@ -434,7 +469,7 @@ void run_conv(const IntConv& c, const uint8_t* in, const Geometry& g, const Epil
         for (int64_t ky = 0; ky < c.kernel; ++ky, dst += span) {
           const int64_t iy = oy * c.stride - c.pad + ky;
           if (iy < 0 || iy >= g.h) {
-            std::memset(dst, 0, span);  // zero padding: code 0 is the value 0
+            zero_bytes(dst, span);  // zero padding: code 0 is the value 0
             continue;
           }
           const uint8_t* src = in + ((n * g.h + iy) * g.w) * C;
@@ -445,12 +480,12 @@ void run_conv(const IntConv& c, const uint8_t* in, const Geometry& g, const Epil
           for (int64_t kx = 0; kx < c.kernel; ++kx) {
             const int64_t ix = ix0 + kx;
             if (ix < 0 || ix >= g.w)
-              std::memset(dst + kx * C, 0, C);
+              zero_bytes(dst + kx * C, C);
             else
               copy_bytes(dst + kx * C, src + ix * C, C);
           }
         }
-        std::memset(dst, 0, Kp - c.kernel * c.kernel * C);
+        zero_bytes(dst, Kp - c.kernel * c.kernel * C);
         sums[r] = need_sums ? (int32_t)byte_sum(row, Kp) : 0;  // the window's code sum, < 2^31
       }
       c.matmul.run(rows.data(), np, acc.data());
