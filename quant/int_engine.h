@@ -131,6 +131,7 @@ class IntegerResNet {
   // file: an export file (anybit-export-1) of a CIFAR ResNet; bits: one of its exported bit-widths.
   IntegerResNet(const nn::SafeTensors& file, int bits);
   // images: (N, 3, H, W) float32, normalised as in training -> logits (N, classes), float32.
+  // Not for two threads at once on one engine: the activation maps are reused (maps_ below).
   Tensor forward(const Tensor& images);
   int bits() const { return bits_; }
   int64_t num_classes() const { return fc_w_.size(0); }
