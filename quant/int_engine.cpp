@@ -33,7 +33,7 @@ bool IntMatmul::simd_available() {
 }
 
 IntMatmul::IntMatmul(const std::vector<int8_t>& w, int64_t M, int64_t K, int weight_bits, int act_bits)
-    : M_(M), K_(K), Kp_((K + 31) / 32 * 32), Mp_((M + 7) / 8 * 8) {
+    : M_(M), K_(K), Kp_((K + 3) / 4 * 4), Mp_((M + 7) / 8 * 8) {
   AB_CHECK(M >= 1 && K >= 1 && (int64_t)w.size() == M * K, "IntMatmul: ", w.size(), " weights for ", M, " x ", K);
   AB_CHECK(weight_bits >= 1 && weight_bits <= 8 && act_bits >= 1 && act_bits <= 8, "IntMatmul: ", weight_bits,
            "-bit weights and ", act_bits, "-bit activations (each must be in 1..8)");
@@ -153,14 +153,17 @@ void rows_avx2(const uint8_t* x, int64_t Kp, const std::vector<std::vector<int8_
   for (; mb < Mp / 8; ++mb) rows_blocks_avx2<PB, 1>(x, Kp, planes, mult, flush, mb, M, acc);
 }
 
-// The sum of n bytes (n a multiple of 32): vpsadbw adds 8 bytes at a time into 64-bit lanes.
+// The sum of n bytes: vpsadbw adds 8 bytes at a time into 64-bit lanes, 32 bytes a step.
 inline uint32_t byte_sum(const uint8_t* p, int64_t n) {
   __m256i s = _mm256_setzero_si256();
-  for (int64_t k = 0; k < n; k += 32)
+  int64_t k = 0;
+  for (; k + 32 <= n; k += 32)
     s = _mm256_add_epi64(s, _mm256_sad_epu8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + k)), _mm256_setzero_si256()));
   alignas(32) uint64_t lanes[4];
   _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), s);
-  return uint32_t(lanes[0] + lanes[1] + lanes[2] + lanes[3]);
+  uint32_t total = uint32_t(lanes[0] + lanes[1] + lanes[2] + lanes[3]);
+  for (; k < n; ++k) total += p[k];
+  return total;
 }
 #else
 inline uint32_t byte_sum(const uint8_t* p, int64_t n) {
@@ -494,9 +497,13 @@ void run_conv(const IntConv& c, const uint8_t* in, const Geometry& g, const Epil
       float* v = e.codes_next ? vtile.data() : e.out_float + p0 * M;
       for (int64_t r = 0; r < np; ++r) {
         const int32_t* a = acc.data() + r * M;
-        const float s = float(sums[r]);
         float* vr = v + r * M;
-        for (int64_t m = 0; m < M; ++m) vr[m] = alpha[m] * float(a[m]) + beta[m] * s + gamma[m];
+        if (need_sums) {
+          const float s = float(sums[r]);
+          for (int64_t m = 0; m < M; ++m) vr[m] = alpha[m] * float(a[m]) + beta[m] * s + gamma[m];
+        } else {  // beta = 0: the same value without the term
+          for (int64_t m = 0; m < M; ++m) vr[m] = alpha[m] * float(a[m]) + gamma[m];
+        }
       }
       if (e.codes_next) {
         e.codes_next->codes(v, np * M, e.out_codes + p0 * M);

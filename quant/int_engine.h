@@ -32,7 +32,7 @@
 // integers would change the network it was trained as, so it is not done.
 //
 // The integer product (IntMatmul). The codes are gathered into rows of K bytes (im2col, NHWC),
-// K padded with zeros to a multiple of 32. With AVX2: vpmaddubsw multiplies 32 unsigned by 32
+// K padded with zeros to a multiple of 4. With AVX2: vpmaddubsw multiplies 32 unsigned by 32
 // signed bytes and adds neighbouring pairs into 16 int16; those are summed in int16 for as many
 // steps as cannot overflow (`flush`, from the code ranges), then widened to int32 with vpmaddwd.
 // vpmaddubsw saturates a pair sum above 32767: 2 * 255 * 128 exceeds it, so at 8-bit weights and
