@@ -464,8 +464,13 @@ void run_conv(const IntConv& c, const uint8_t* in, const Geometry& g, const Epil
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t p0 = t * kTile, np = std::min(kTile, P - p0);
-      for (int64_t r = 0; r < np; ++r) {
-        const int64_t p = p0 + r, n = p / (oh * ow), oy = (p / ow) % oh, ox = p % ow;
+      // The tile's first pixel (n, oy, ox); the next ones follow by counting (no division per pixel).
+      int64_t n = p0 / (oh * ow), oy = (p0 / ow) % oh, ox = p0 % ow;
+      for (int64_t r = 0; r < np; ++r, ++ox) {
+        if (ox == ow) {
+          ox = 0;
+          if (++oy == oh) oy = 0, ++n;
+        }
         uint8_t* row = rows.data() + r * Kp;
         uint8_t* dst = row;
         const int64_t ix0 = ox * c.stride - c.pad, span = c.kernel * C;  // a window row: k pixels
