@@ -1,8 +1,9 @@
 // linalg.cpp - matmul and linear: forward, backward formulas, and the GEMM call.
 //
-// Both reduce to one GEMM, kernel::gemm: OpenBLAS on the CPU, cuBLAS on the GPU. A 2-D operand that is a transposed or row-sliced view is handed to GEMM as it lies in
-// memory, with the transpose flag and row stride set, instead of being copied: the backward
-// passes (dW = dY^T X) rely on that. Read next: tensor/cpu/gemm.cpp, tensor/ref.h (the spec).
+// Both reduce to one GEMM, kernel::gemm: OpenBLAS on the CPU, cuBLAS on the GPU. A 2-D operand
+// that is a transposed or row-sliced view is handed to GEMM as it lies in memory, with the
+// transpose flag and row stride set, instead of being copied: the backward passes (dW = dY^T X)
+// rely on that. Read next: tensor/cpu/gemm.cpp, tensor/ref.h (the spec).
 #include "autograd/autograd.h"
 #include "tensor/kernels.h"
 #include "tensor/ops.h"

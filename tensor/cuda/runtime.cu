@@ -4,7 +4,9 @@
 // Everything runs on one stream, the calling thread's default stream (the .cu files are compiled
 // with --default-stream per-thread, so that this stream can be captured into a CUDA graph), so
 // work is ordered: a block given back to the cache can be handed out again at once, because any
-// kernel still reading it was launched before any kernel that will write it. Read next: elementwise.cu (the kernels), gemm.cu.
+// kernel still reading it was launched before any kernel that will write it. Copies of batches go
+// on a stream of their own (copy_to_device_async), and CUDA graphs get allocator pools of their own.
+// Read next: elementwise.cu (the kernels), gemm.cu.
 #include <cstring>
 #include <functional>
 #include <map>
