@@ -1,6 +1,8 @@
 // int_engine.cpp - integer inference of an exported CIFAR ResNet (see int_engine.h).
 #include "quant/int_engine.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -451,7 +453,10 @@ void run_conv(const IntConv& c, const uint8_t* in, const Geometry& g, const Epil
   *out_geom = {g.n, oh, ow, c.cout};
   const int64_t P = g.n * oh * ow, Kp = c.matmul.padded_k(), M = c.cout, C = g.c;
   AB_CHECK(C == c.cin, "integer engine: ", c.name, " takes ", c.cin, " channels, got ", C);
-  constexpr int64_t kTile = 64;
+  // Tiles of 64 pixels, smaller (down to 8, a multiple of the product's 4 rows) when there are too
+  // few pixels to give every thread at least two tiles: at batch 1 the last stage has 64.
+  const int64_t per_thread = P / (2 * std::max(1, omp_get_max_threads()));
+  const int64_t kTile = std::max<int64_t>(8, std::min<int64_t>(64, per_thread / 4 * 4));
   const int64_t tiles = (P + kTile - 1) / kTile;
 #pragma omp parallel
   {
