@@ -85,8 +85,10 @@ void check_device_batches(Device dev) {
 }
 
 // `steps` SGD steps of a ResNet-20 from the same initialisation on `dev`; the parameters after
-// (and the running statistics). With `graph`, through a CapturedStep (CUDA graph after 2 eager
-// steps); `odd_batch` runs step 3 on a smaller batch (eager, the graph's shape differs).
+// (and the running statistics). Without `graph`, the plain eager step (zero_grad, forward,
+// backward); with it, the same step through a CapturedStep (on a GPU a CUDA graph after 2 eager
+// steps; on the CPU its own eager path). `odd_batch` runs step 3 on a smaller batch (eager, the
+// graph's shape differs).
 std::vector<std::vector<double>> fp_steps(Device dev, int steps, bool graph = false, bool odd_batch = false) {
   auto model = nn::make_model("resnet20", 10, {}, 1);
   model->to(dev);
@@ -105,7 +107,12 @@ std::vector<std::vector<double>> fp_steps(Device dev, int steps, bool graph = fa
   for (int s = 0; s < steps; ++s) {
     const bool odd = odd_batch && s == 3;
     Tensor xs = odd ? x.slice(0, 0, 4) : x, ys = odd ? y.slice(0, 0, 4) : y;
-    captured.run(xs, ys);
+    if (graph) {
+      captured.run(xs, ys);
+    } else {
+      opt.zero_grad();
+      cross_entropy(model->forward(xs), ys, 0.1).backward();
+    }
     opt.step();
   }
   std::vector<std::vector<double>> out;
