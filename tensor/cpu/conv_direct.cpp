@@ -69,6 +69,9 @@ inline void store(Mask m, float* p, V v) { _mm512_mask_storeu_ps(p, m, v); }
 // Register blocks (32 registers): forward 4 x 4 accumulators; weight gradient 3 output
 // channels x all 9 taps (27 accumulators), so each dY vector is loaded once.
 constexpr int kOB = 4, kPB = 4, kDwOB = 3, kDwTB = 9;
+// Masked loads cost AVX-512 nothing extra: no zero-padded copy of the input.
+constexpr bool kPadInput = false;
+constexpr int kPadOB = kOB, kPadPB = kPB;
 // The direct weight gradient is used for every 3x3 "same" convolution.
 constexpr int64_t kDwMaxOg = std::numeric_limits<int64_t>::max();
 #else  // AVX2 + FMA
@@ -90,6 +93,10 @@ inline void store(Mask m, float* p, V v) { _mm256_maskstore_ps(p, m, v); }
 // inputs, their 2 masks, a weight); weight gradient 3 output channels x the 3 taps of one kernel
 // row (9 accumulators, 3 dY vectors, an input and its mask).
 constexpr int kOB = 4, kPB = 2, kDwOB = 3, kDwTB = 3;
+// Where the input is copied zero-padded (DirectPlan::xs), no masks take registers and the
+// forward holds 12 accumulators: 4 output channels x 3 vectors, 3 inputs and a weight.
+constexpr bool kPadInput = true;
+constexpr int kPadOB = 4, kPadPB = 3;
 // With AVX2 the direct weight gradient (about 90 GFLOP/s on 2 cores whatever the shape) beats
 // im2col + OpenBLAS only on thin 16-channel layers; from 32 output channels on, the GEMM is
 // faster (105 and 137 GFLOP/s at ResNet-20's 32- and 64-channel shapes: bench_kernels).
@@ -130,6 +137,19 @@ DirectPlan make_direct_plan(const ConvShape& s, const float* w) {
       }
     }
   if (!w) return pl;  // a plan for the weight gradient: no weights to pack
+  if (isa::kPadInput && s.W % kLanes == 0 && s.W >= 16) {  // every chunk lies within one row
+    pl.Hp = s.H + 2 * s.opt.pad_h, pl.Wp = s.W + 2 * s.opt.pad_w;
+    pl.xs = pl.Hp * pl.Wp;
+    if (pl.xs % 256 == 0) pl.xs += 64 / (int64_t)sizeof(float);  // planes 1 KiB apart alias in L1
+    pl.pad_off.resize(T);
+    for (int64_t kh = 0; kh < s.KH; ++kh)
+      for (int64_t kw = 0; kw < s.KW; ++kw) pl.pad_off[kh * s.KW + kw] = kh * s.opt.dil_h * pl.Wp + kw * s.opt.dil_w;
+    pl.base.resize(pl.chunks);
+    for (int64_t chunk = 0; chunk < pl.chunks; ++chunk) {
+      const int64_t p = chunk * kLanes;
+      pl.base[chunk] = (p / s.W) * pl.Wp + p % s.W;  // output (oh, ow) reads padded (oh + kh*dil, ow + kw*dil)
+    }
+  }
   // w (O, Cg, KH, KW) -> per group (T, Cg, Og)
   pl.w = Tensor::empty({s.G * T * Cg * Og}, DType::F32);  // the caching allocator: no system call per step
   float* pw = pl.w.data<float>();
@@ -217,6 +237,57 @@ void direct_chunks(const float* x, int64_t xs, const float* w, float* y, const D
   for (; o0 < Og; ++o0) direct_block<1, PB>(x, xs, w, y, pl, Cg, Og, P, o0, chunk0);
 }
 
+// The zero-padded layout (plan.xs != 0): output channels o0 .. o0 + OB - 1 of the chunks
+// chunk0 .. chunk0 + PB - 1, every tap read with plain loads from the padded planes x (xs floats
+// apart), zeros included; every chunk is whole.
+template <int OB, int PB>
+inline void padded_block(const float* x, const float* w, float* y, const DirectPlan& pl, int64_t Cg, int64_t Og,
+                         int64_t P, int64_t o0, int64_t chunk0) {
+  V acc[OB][PB];
+#pragma GCC unroll 4
+  for (int i = 0; i < OB; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < PB; ++j) acc[i][j] = isa::zero();
+  const isa::Mask none[PB] = {};  // unused: the loads are plain
+  for (int64_t t = 0; t < pl.taps; ++t) {
+    const float* xp[PB];
+#pragma GCC unroll 4
+    for (int j = 0; j < PB; ++j) xp[j] = x + pl.base[chunk0 + j] + pl.pad_off[t];
+    accumulate_tap<OB, PB, false>(acc, none, xp, w + t * Cg * Og + o0, Cg, Og, pl.xs);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < OB; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < PB; ++j) isa::store(y + (o0 + i) * P + (chunk0 + j) * kLanes, acc[i][j]);
+}
+
+// Every output channel of one group, for the chunks [chunk0, chunk0 + PB), padded layout.
+template <int PB>
+void padded_chunks(const float* x, const float* w, float* y, const DirectPlan& pl, int64_t Cg, int64_t Og, int64_t P,
+                   int64_t chunk0) {
+  int64_t o0 = 0;
+  for (; o0 + isa::kPadOB <= Og; o0 += isa::kPadOB) padded_block<isa::kPadOB, PB>(x, w, y, pl, Cg, Og, P, o0, chunk0);
+  for (; o0 + 2 <= Og; o0 += 2) padded_block<2, PB>(x, w, y, pl, Cg, Og, P, o0, chunk0);
+  for (; o0 < Og; ++o0) padded_block<1, PB>(x, w, y, pl, Cg, Og, P, o0, chunk0);
+}
+
+// Copies the image x (C planes of H x W) into zero-padded planes (DirectPlan::xs).
+void pad_input(const float* x, float* xp, const ConvShape& s, const DirectPlan& pl) {
+  const int64_t ph = s.opt.pad_h, pw = s.opt.pad_w;
+  for (int64_t c = 0; c < s.C; ++c) {
+    const float* src = x + c * s.H * s.W;
+    float* dst = xp + c * pl.xs;
+    std::fill(dst, dst + ph * pl.Wp, 0.0f);
+    for (int64_t h = 0; h < s.H; ++h) {
+      float* row = dst + (ph + h) * pl.Wp;
+      std::fill(row, row + pw, 0.0f);
+      std::copy(src + h * s.W, src + (h + 1) * s.W, row + pw);
+      std::fill(row + pw + s.W, row + pl.Wp, 0.0f);
+    }
+    std::fill(dst + (ph + s.H) * pl.Wp, dst + pl.xs, 0.0f);
+  }
+}
+
 // The weight gradient of 3x3 taps (T = 9), for the TB taps [t0, t0 + TB): for output channels
 // o0 .. o0 + OB - 1 and input channel c, dw[o][c][t] += sum over the nimg images and their
 // pixels p of dY[o][p] * x[c][p + off[t]] (masked as in the forward). OB x TB vector
@@ -297,6 +368,28 @@ void direct_conv_dw(const float* x, const float* dy, float* dw, int64_t nimg, co
 
 void direct_conv_image(const float* x, float* y, const ConvShape& s, const DirectPlan& pl, int threads) {
   const int64_t P = s.P(), Cg = s.Cg(), Og = s.Og();
+  if (pl.xs) {  // zero-padded planes, plain loads
+    thread_local std::vector<float> padded;
+    padded.resize(s.C * pl.xs);
+    pad_input(x, padded.data(), s, pl);
+    const float* xpad = padded.data();
+    const int64_t blocks = (pl.chunks + isa::kPadPB - 1) / isa::kPadPB;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int64_t item = 0; item < s.G * blocks; ++item) {
+      const int64_t g = item / blocks, chunk0 = (item % blocks) * isa::kPadPB;
+      const float* xg = xpad + g * Cg * pl.xs;
+      const float* wg = pl.w.data<float>() + g * pl.taps * Cg * Og;
+      float* yg = y + g * Og * P;
+      const int64_t left = pl.chunks - chunk0;
+      if (left >= isa::kPadPB)
+        padded_chunks<isa::kPadPB>(xg, wg, yg, pl, Cg, Og, P, chunk0);
+      else if (left == 2)
+        padded_chunks<2>(xg, wg, yg, pl, Cg, Og, P, chunk0);
+      else
+        for (int64_t chunk = chunk0; chunk < pl.chunks; ++chunk) padded_chunks<1>(xg, wg, yg, pl, Cg, Og, P, chunk);
+    }
+    return;
+  }
   // Planes of a multiple of 256 floats lie a multiple of 1 KiB apart, so the same pixel of every
   // fourth channel (of every channel, at 1,024 floats) falls in one set of the L1 cache. A tap's
   // loads touch one line per channel: 16 channels of 32x32 or 32 of 16x16 (ResNet-20's first
