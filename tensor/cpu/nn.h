@@ -41,9 +41,10 @@ struct DirectPlan {
   std::vector<int64_t> off;      // per tap: input pixel - output pixel
   std::vector<uint16_t> mask;    // per (chunk, tap): the lanes whose input pixel is inside the image
   Tensor w;                      // the weights per group as (tap, input channel, output channel)
-  // The zero-padded layout (conv_direct.cpp, AVX2 builds, W a multiple of the lanes): the input
-  // is copied into planes of Hp = H + 2 pad_h rows of Wp = W + 2 pad_w, xs floats apart; the
-  // chunk's tap t reads base[chunk] + pad_off[t] onwards, a plain load. xs == 0: not padded.
+  // The padded layout (conv_direct.cpp, AVX2 builds, W a multiple of the lanes): the input is
+  // copied into planes of Hp = H + 2 pad_h rows of Wp floats (a cache line per chunk of the row),
+  // xs floats apart; the chunk's tap t reads base[chunk] + pad_off[t] onwards, a plain load.
+  // xs == 0: not padded.
   int64_t Wp = 0, Hp = 0, xs = 0;
   std::vector<int64_t> base, pad_off;
 };
