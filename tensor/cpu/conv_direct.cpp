@@ -73,6 +73,7 @@ constexpr int kOB = 4, kPB = 4, kDwOB = 3, kDwTB = 9;
 constexpr bool kPadInput = false;
 constexpr int kPadOB = kOB, kPadPB = kPB;
 constexpr int64_t kLine = 0, kLead = 0;
+constexpr int kPadDwOB = kDwOB;
 // The direct weight gradient is used for every 3x3 "same" convolution.
 constexpr int64_t kDwMaxOg = std::numeric_limits<int64_t>::max();
 #else  // AVX2 + FMA
@@ -102,6 +103,7 @@ constexpr int kPadOB = 4, kPadPB = 3;
 // chunk's input starting kLead floats in: the loads of taps up to kLead columns left or right
 // then never straddle two lines (a straddling load costs two).
 constexpr int64_t kLine = 16, kLead = 4;
+constexpr int kPadDwOB = 4;
 // With AVX2 the direct weight gradient (about 90 GFLOP/s on 2 cores whatever the shape) beats
 // im2col + OpenBLAS only on thin 16-channel layers; from 32 output channels on, the GEMM is
 // faster (105 and 137 GFLOP/s at ResNet-20's 32- and 64-channel shapes: bench_kernels).
@@ -119,6 +121,10 @@ inline float lane_sum(V v) {
 }  // namespace isa
 
 using isa::kLanes, isa::kLine, isa::kLead;
+
+// Whether the input is read through the padded layout (DirectPlan::xs): AVX2 builds, rows a
+// whole number of chunks, and the left padding within a line's lead.
+bool padded_layout(const ConvShape& s) { return isa::kPadInput && s.W % kLanes == 0 && s.opt.pad_w <= kLead; }
 
 bool direct_conv_supported(const ConvShape& s, DType dt) {
   return g_direct && dt == DType::F32 && s.same_stride1() && !s.direct();
@@ -141,8 +147,7 @@ DirectPlan make_direct_plan(const ConvShape& s, const float* w) {
         if (ih >= 0 && ih < s.H && iw >= 0 && iw < s.W) pl.mask[(p / kLanes) * T + t] |= uint16_t(1u << (p % kLanes));
       }
     }
-  if (!w) return pl;  // a plan for the weight gradient: no weights to pack
-  if (isa::kPadInput && s.W % kLanes == 0 && s.opt.pad_w <= kLead) {  // every chunk lies within one row
+  if (padded_layout(s)) {
     const int64_t row_chunks = s.W / kLanes;
     pl.Hp = s.H + 2 * s.opt.pad_h, pl.Wp = row_chunks * kLine;
     pl.xs = pl.Hp * pl.Wp;
@@ -154,6 +159,7 @@ DirectPlan make_direct_plan(const ConvShape& s, const float* w) {
     for (int64_t chunk = 0; chunk < pl.chunks; ++chunk)
       pl.base[chunk] = (chunk / row_chunks) * pl.Wp + (chunk % row_chunks) * kLine + kLead - s.opt.pad_w;
   }
+  if (!w) return pl;  // a plan for the weight gradient: no weights to pack
   // w (O, Cg, KH, KW) -> per group (T, Cg, Og)
   pl.w = Tensor::empty({s.G * T * Cg * Og}, DType::F32);  // the caching allocator: no system call per step
   float* pw = pl.w.data<float>();
@@ -280,7 +286,15 @@ void padded_chunks(const float* x, const float* w, float* y, const DirectPlan& p
 // input columns ow0 - kLead .. ow0 + kLanes + kLead - 1 of the chunk's first column ow0, zeros
 // outside the image.
 void pad_input(const float* x, float* xp, const ConvShape& s, const DirectPlan& pl) {
-  const int64_t ph = s.opt.pad_h, row_chunks = s.W / kLanes;
+  const int64_t ph = s.opt.pad_h, row_chunks = s.W / kLanes, vectors = row_chunks * kLine / kLanes;
+  // per vector of a padded row: its lanes whose input column lies inside the image
+  thread_local std::vector<uint32_t> inside;
+  inside.assign(vectors, 0);
+  for (int64_t v = 0; v < vectors; ++v)
+    for (int64_t l = 0; l < kLanes; ++l) {
+      const int64_t col = (v * kLanes / kLine) * kLanes - kLead + v * kLanes % kLine + l;
+      inside[v] |= uint32_t(col >= 0 && col < s.W) << l;
+    }
   for (int64_t c = 0; c < s.C; ++c) {
     const float* src = x + c * s.H * s.W;
     float* dst = xp + c * pl.xs;
@@ -288,14 +302,14 @@ void pad_input(const float* x, float* xp, const ConvShape& s, const DirectPlan& 
     for (int64_t h = 0; h < s.H; ++h) {
       const float* in = src + h * s.W;
       float* row = dst + (ph + h) * pl.Wp;
-      for (int64_t q = 0; q < row_chunks; ++q) {
-        const int64_t first = q * kLanes - kLead;  // the input column of the line's first float
-        float* line = row + q * kLine;
-        if (first >= 0 && first + kLine <= s.W) {
-          for (int64_t j = 0; j < kLine; ++j) line[j] = in[first + j];
-        } else {
-          for (int64_t j = 0; j < kLine; ++j) line[j] = first + j >= 0 && first + j < s.W ? in[first + j] : 0.0f;
-        }
+      for (int64_t v = 0; v < vectors; ++v) {
+        // the vector's first input column; masked-off lanes are not read, so in + first may
+        // point outside the row
+        const int64_t first = (v * kLanes / kLine) * kLanes - kLead + v * kLanes % kLine;
+        const uint32_t bits = inside[v];
+        const V val = bits == isa::kFull ? isa::load(in + first)
+                                         : bits ? isa::load(isa::mask(bits), in + first) : isa::zero();
+        isa::store(row + v * kLanes, val);
       }
     }
     std::fill(dst + (ph + s.H) * pl.Wp, dst + pl.xs, 0.0f);
@@ -348,36 +362,96 @@ inline void direct_dw_block(const float* x, const float* dy, float* dw, const Di
     for (int t = 0; t < TB; ++t) dw[((o0 + i) * Cg + c) * T + t0 + t] += isa::lane_sum(acc[i][t]);
 }
 
+// direct_dw_block on the padded layout (plan.xs != 0): x holds nimg padded images, x_image
+// floats apart; plain loads, whole chunks.
+template <int OB, int TB>
+inline void padded_dw_block(const float* x, const float* dy, float* dw, const DirectPlan& pl, int64_t nimg,
+                            int64_t x_image, int64_t dy_image, int64_t Cg, int64_t P, int64_t o0, int64_t c,
+                            int64_t t0) {
+  constexpr int T = 9;
+  V acc[OB][TB];
+#pragma GCC unroll 4
+  for (int i = 0; i < OB; ++i)
+#pragma GCC unroll 9
+    for (int t = 0; t < TB; ++t) acc[i][t] = isa::zero();
+  for (int64_t n = 0; n < nimg; ++n) {
+    const float* xc = x + n * x_image + c * pl.xs;
+    const float* yo = dy + n * dy_image + o0 * P;
+    for (int64_t chunk = 0; chunk < pl.chunks; ++chunk) {
+      V d[OB];
+#pragma GCC unroll 4
+      for (int i = 0; i < OB; ++i) d[i] = isa::load(yo + i * P + chunk * kLanes);
+      const float* xb = xc + pl.base[chunk];
+#pragma GCC unroll 9
+      for (int t = 0; t < TB; ++t) {
+        const V v = isa::load(xb + pl.pad_off[t0 + t]);
+#pragma GCC unroll 4
+        for (int i = 0; i < OB; ++i) acc[i][t] = isa::fma(d[i], v, acc[i][t]);
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < OB; ++i)
+#pragma GCC unroll 9
+    for (int t = 0; t < TB; ++t) dw[((o0 + i) * Cg + c) * T + t0 + t] += isa::lane_sum(acc[i][t]);
+}
+
 // Output channels [o0, o0 + OB) of one group, every input channel and every tap.
-template <int OB>
+template <int OB, bool Padded>
 void direct_dw_channels(const float* x, const float* dy, float* dw, const DirectPlan& pl, int64_t nimg,
                         int64_t x_image, int64_t dy_image, int64_t Cg, int64_t P, int64_t o0) {
   for (int64_t c = 0; c < Cg; ++c)
     for (int64_t t0 = 0; t0 < 9; t0 += isa::kDwTB)
-      direct_dw_block<OB, isa::kDwTB>(x, dy, dw, pl, nimg, x_image, dy_image, Cg, P, o0, c, t0);
+      if constexpr (Padded)
+        padded_dw_block<OB, isa::kDwTB>(x, dy, dw, pl, nimg, x_image, dy_image, Cg, P, o0, c, t0);
+      else
+        direct_dw_block<OB, isa::kDwTB>(x, dy, dw, pl, nimg, x_image, dy_image, Cg, P, o0, c, t0);
+}
+
+// Every output channel of one group.
+template <bool Padded>
+void direct_dw_group(const float* x, const float* dy, float* dw, const DirectPlan& pl, int64_t nimg,
+                     int64_t x_image, int64_t dy_image, int64_t Cg, int64_t Og, int64_t P) {
+  constexpr int OB = Padded ? isa::kPadDwOB : isa::kDwOB;
+  int64_t o0 = 0;
+  for (; o0 + OB <= Og; o0 += OB) direct_dw_channels<OB, Padded>(x, dy, dw, pl, nimg, x_image, dy_image, Cg, P, o0);
+  if constexpr (OB > 3)
+    for (; o0 + 3 <= Og; o0 += 3) direct_dw_channels<3, Padded>(x, dy, dw, pl, nimg, x_image, dy_image, Cg, P, o0);
+  for (; o0 + 2 <= Og; o0 += 2) direct_dw_channels<2, Padded>(x, dy, dw, pl, nimg, x_image, dy_image, Cg, P, o0);
+  for (; o0 < Og; ++o0) direct_dw_channels<1, Padded>(x, dy, dw, pl, nimg, x_image, dy_image, Cg, P, o0);
 }
 
 }  // namespace
 
 bool direct_dw_supported(const ConvShape& s, DType dt) {
-  return direct_conv_supported(s, dt) && s.KH * s.KW == 9 && s.Og() <= isa::kDwMaxOg;
+  // on the padded layout (AVX2) it beats im2col + OpenBLAS on every ResNet-20 width but the
+  // 8-pixel one (bench_kernels: 125, 115-121, 94-100 GFLOP/s at 32, 16 and 8 pixels, against 90,
+  // 113 and 117-121)
+  return direct_conv_supported(s, dt) && s.KH * s.KW == 9 &&
+         (s.Og() <= isa::kDwMaxOg || (padded_layout(s) && s.W >= 16));
 }
 
 void direct_conv_dw(const float* x, const float* dy, float* dw, int64_t nimg, const ConvShape& s,
                     const DirectPlan& pl) {
   static_assert(9 % isa::kDwTB == 0, "the weight gradient's tap blocks must tile the 9 taps");
   const int64_t P = s.P(), Cg = s.Cg(), Og = s.Og(), T = pl.taps;
-  const int64_t x_image = s.C * s.H * s.W, dy_image = s.O * P;
-  for (int64_t g = 0; g < s.G; ++g) {
-    const float* xg = x + g * Cg * P;
-    const float* yg = dy + g * Og * P;
-    float* wg = dw + g * Og * Cg * T;
-    int64_t o0 = 0;
-    for (; o0 + isa::kDwOB <= Og; o0 += isa::kDwOB)
-      direct_dw_channels<isa::kDwOB>(xg, yg, wg, pl, nimg, x_image, dy_image, Cg, P, o0);
-    for (; o0 + 2 <= Og; o0 += 2) direct_dw_channels<2>(xg, yg, wg, pl, nimg, x_image, dy_image, Cg, P, o0);
-    for (; o0 < Og; ++o0) direct_dw_channels<1>(xg, yg, wg, pl, nimg, x_image, dy_image, Cg, P, o0);
+  const int64_t dy_image = s.O * P;
+  if (pl.xs) {  // the images copied to the padded layout first
+    thread_local std::vector<float> padded;
+    const int64_t x_image = s.C * pl.xs;
+    padded.resize(nimg * x_image + 16);
+    float* xpad = padded.data();  // on a cache line, as pad_input's lines must be
+    xpad += (64 - reinterpret_cast<uintptr_t>(xpad) % 64) % 64 / sizeof(float);
+    for (int64_t n = 0; n < nimg; ++n) pad_input(x + n * s.C * s.H * s.W, xpad + n * x_image, s, pl);
+    for (int64_t g = 0; g < s.G; ++g)
+      direct_dw_group<true>(xpad + g * Cg * pl.xs, dy + g * Og * P, dw + g * Og * Cg * T, pl, nimg, x_image, dy_image,
+                            Cg, Og, P);
+    return;
   }
+  const int64_t x_image = s.C * s.H * s.W;
+  for (int64_t g = 0; g < s.G; ++g)
+    direct_dw_group<false>(x + g * Cg * P, dy + g * Og * P, dw + g * Og * Cg * T, pl, nimg, x_image, dy_image, Cg,
+                           Og, P);
 }
 
 void direct_conv_image(const float* x, float* y, const ConvShape& s, const DirectPlan& pl, int threads) {
