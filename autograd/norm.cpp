@@ -37,7 +37,7 @@ namespace {
 // running statistics and dx are those of every process's batch together; dw and db stay this
 // process's share (the trainer sums parameter gradients across processes).
 Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
-                       Tensor running_var, bool training, double momentum, double eps, bool sync) {
+                       Tensor running_var, bool training, double momentum, double eps, bool sync, bool relu) {
   AB_CHECK(x.dim() == 2 || x.dim() == 4, "batch_norm: expected x (N, C) or (N, C, H, W), got ",
            shape_str(x.shape()), " ", dtype_name(x.dtype()));
   AB_CHECK(is_floating(x.dtype()), "batch_norm: x must be float32 or float64, got ", x.str());
@@ -70,7 +70,7 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
     mean = Tensor::empty({C}, x.dtype(), dev);
     invstd = Tensor::empty({C}, x.dtype(), dev);
     Tensor var = Tensor::empty({C}, x.dtype(), dev);
-    kernel::batch_norm_train_forward(xc, wc, bc, eps, y, mean, var, invstd, sum_across);
+    kernel::batch_norm_train_forward(xc, wc, bc, eps, relu, y, mean, var, invstd, sum_across);
     // running = (1 - momentum) running + momentum batch, the variance unbiased: var * M / (M - 1)
     if (running_mean.defined()) kernel::batch_norm_update_running(running_mean, running_var, mean, var, momentum, M);
   } else {
@@ -78,19 +78,23 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
     mean = running_mean.detach().clone();
     invstd = Tensor::empty({C}, x.dtype(), dev);
     kernel::batch_norm_invstd(running_var, eps, invstd);
-    kernel::batch_norm_apply(xc, wc, bc, mean, invstd, y);
+    kernel::batch_norm_apply(xc, wc, bc, mean, invstd, relu, y);
   }
   // training:   dX = (1/M) w invstd (M dY - sum dY - xhat sum(dY xhat)), xhat = (x - mean) invstd
   // evaluation: dX = dY w invstd
   // dW = sum dY xhat, db = sum dY (sums over n, h, w per channel)
+  // with relu, dY first goes through the ReLU's backward: dY where y > 0, else 0
   if (needs_grad({x, weight, bias})) {
     bool gw = weight.defined() && weight.requires_grad(), gb = bias.defined() && bias.requires_grad();
-    record(sync ? "batch_norm_sync" : "batch_norm", y, {x, weight, bias}, [=](const Tensor& g) {
+    // y's values without its history (the closure must not own the node that owns it)
+    const Tensor relu_out = relu ? y.detach() : Tensor();
+    const char* name = relu ? (sync ? "batch_norm_sync_relu" : "batch_norm_relu") : (sync ? "batch_norm_sync" : "batch_norm");
+    record(name, y, {x, weight, bias}, [=](const Tensor& g) {
       Tensor dx = Tensor::empty(xc.shape(), xc.dtype(), xc.device());
       Tensor dw = gw ? Tensor::empty({C}, xc.dtype(), xc.device()) : Tensor();
       Tensor db = gb ? Tensor::empty({C}, xc.dtype(), xc.device()) : Tensor();
-      kernel::batch_norm_backward(xc, wc, mean, invstd, training, g.contiguous(), dx, gw ? &dw : nullptr,
-                               gb ? &db : nullptr, sync ? &across : nullptr);
+      kernel::batch_norm_backward(xc, wc, mean, invstd, training, relu_out, g.contiguous(), dx, gw ? &dw : nullptr,
+                                  gb ? &db : nullptr, sync ? &across : nullptr);
       return Grads{dx, dw, db};
     });
   }
@@ -100,13 +104,13 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
 }  // namespace
 
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
-                  Tensor running_var, bool training, double momentum, double eps) {
-  return batch_norm_impl(x, weight, bias, running_mean, running_var, training, momentum, eps, false);
+                  Tensor running_var, bool training, double momentum, double eps, bool relu) {
+  return batch_norm_impl(x, weight, bias, running_mean, running_var, training, momentum, eps, false, relu);
 }
 
 Tensor batch_norm_sync(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
-                       Tensor running_var, double momentum, double eps) {
-  return batch_norm_impl(x, weight, bias, running_mean, running_var, true, momentum, eps, true);
+                       Tensor running_var, double momentum, double eps, bool relu) {
+  return batch_norm_impl(x, weight, bias, running_mean, running_var, true, momentum, eps, true, relu);
 }
 
 }  // namespace anybit

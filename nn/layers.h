@@ -68,19 +68,31 @@ class Linear : public Module {
   int64_t last_macs_ = 0;
 };
 
+// A module whose output can go through a ReLU inside its own kernels: batch norm, whose BN + ReLU
+// then costs no pass of its own, forward or backward (tensor/ops.h, batch_norm's `relu`).
+class FusesRelu {
+ public:
+  virtual ~FusesRelu() = default;
+  virtual Tensor forward_relu(const Tensor& x) = 0;  // relu(forward(x))
+};
+// relu(m.forward(x)): in one op where m is a FusesRelu, else forward, then relu.
+Tensor relu_after(Module& m, const Tensor& x);
+
 // x: (N, C, H, W) or (N, C). Training normalises with the batch statistics and updates the
 // running ones (momentum 0.1, unbiased variance, as PyTorch); eval uses the running ones.
 // State dict: weight, bias, running_mean, running_var, num_batches_tracked (int64, shape []).
-class BatchNorm2d : public Module {
+class BatchNorm2d : public Module, public FusesRelu {
  public:
   explicit BatchNorm2d(int64_t channels, double eps = 1e-5, double momentum = 0.1);
-  Tensor forward(const Tensor& x) override;
+  Tensor forward(const Tensor& x) override { return forward(x, false); }
+  Tensor forward_relu(const Tensor& x) override { return forward(x, true); }
+  Tensor forward(const Tensor& x, bool relu);  // relu: relu(forward(x)), fused
   std::string type_name() const override { return "BatchNorm2d"; }
   std::string extra_repr() const override;
   int64_t channels() const { return channels_; }
   // Training-mode normalisation (batch statistics) that leaves the running statistics alone:
   // block swapping runs a block at another bit-width without moving that bit-width's statistics.
-  Tensor forward_frozen(const Tensor& x);
+  Tensor forward_frozen(const Tensor& x, bool relu = false);
   // BN recalibration sets 1 / (k + 1) at batch k: a cumulative average of the batch statistics.
   void set_momentum(double m) { momentum_ = m; }
   double momentum() const { return momentum_; }

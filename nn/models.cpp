@@ -73,7 +73,7 @@ class CifarResNet : public Module {
   }
   // x: (N, 3, 32, 32) -> (N, num_classes)
   Tensor forward(const Tensor& x) override {
-    Tensor y = relu(bn1_->forward(conv1_->forward(x)));
+    Tensor y = relu_after(*bn1_, conv1_->forward(x));
     for (auto& l : layers_) y = l->forward(y);
     return fc_->forward(global_avg_pool2d(y));
   }
@@ -119,7 +119,7 @@ class PreActResNet : public Module {
   Tensor forward(const Tensor& x) override {
     Tensor y = conv1_->forward(x);
     for (auto& l : layers_) y = l->forward(y);
-    y = relu(bn_->forward(y));
+    y = relu_after(*bn_, y);
     return fc_->forward(global_avg_pool2d(y));
   }
   std::string type_name() const override { return "PreActResNet20"; }
@@ -160,7 +160,7 @@ class TorchvisionResNet : public Module {
   }
   // x: (N, 3, 224, 224) (or (N, 3, 32, 32) with small_input) -> (N, num_classes)
   Tensor forward(const Tensor& x) override {
-    Tensor y = relu(bn1_->forward(conv1_->forward(x)));
+    Tensor y = relu_after(*bn1_, conv1_->forward(x));
     if (!small_input_) y = max_pool2d(y, 3, 2, 1);
     for (auto& l : layers_) y = l->forward(y);
     return fc_->forward(global_avg_pool2d(y));
@@ -273,7 +273,7 @@ BasicBlock::BasicBlock(LayerFactory& f, int64_t in, int64_t planes, int64_t stri
 }
 
 Tensor BasicBlock::forward(const Tensor& x) {
-  Tensor y = relu(bn1_->forward(conv1_->forward(shift_in_time(x))));
+  Tensor y = relu_after(*bn1_, conv1_->forward(shift_in_time(x)));
   y = bn2_->forward(conv2_->forward(y));
   return relu(y + (shortcut_ ? shortcut_->forward(x) : x));
 }
@@ -294,8 +294,8 @@ Bottleneck::Bottleneck(LayerFactory& f, int64_t in, int64_t planes, int64_t stri
 }
 
 Tensor Bottleneck::forward(const Tensor& x) {
-  Tensor y = relu(bn1_->forward(conv1_->forward(shift_in_time(x))));
-  y = relu(bn2_->forward(conv2_->forward(y)));
+  Tensor y = relu_after(*bn1_, conv1_->forward(shift_in_time(x)));
+  y = relu_after(*bn2_, conv2_->forward(y));
   y = bn3_->forward(conv3_->forward(y));
   return relu(y + (shortcut_ ? shortcut_->forward(x) : x));
 }
@@ -313,10 +313,10 @@ PreActBlock::PreActBlock(LayerFactory& f, int64_t in, int64_t planes, int64_t st
 }
 
 Tensor PreActBlock::forward(const Tensor& x) {
-  Tensor o = relu(bn1_->forward(x));
+  Tensor o = relu_after(*bn1_, x);
   Tensor s = shortcut_ ? shortcut_->forward(o) : x;
   Tensor y = conv1_->forward(shift_in_time(o));
-  y = conv2_->forward(relu(bn2_->forward(y)));
+  y = conv2_->forward(relu_after(*bn2_, y));
   return y + s;
 }
 

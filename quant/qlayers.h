@@ -83,10 +83,12 @@ class QLinear : public nn::Linear, public QuantizedLayer {
   std::string bits_str_;
 };
 
-class MultiBatchNorm2d : public nn::Module {
+class MultiBatchNorm2d : public nn::Module, public nn::FusesRelu {
  public:
   MultiBatchNorm2d(int64_t channels, std::shared_ptr<BlockBits> block);
-  Tensor forward(const Tensor& x) override;  // x: (N, C, H, W) or (N, C)
+  Tensor forward(const Tensor& x) override { return forward(x, false); }  // x: (N, C, H, W) or (N, C)
+  Tensor forward_relu(const Tensor& x) override { return forward(x, true); }
+  Tensor forward(const Tensor& x, bool relu);  // relu: relu(forward(x)), fused
   std::string type_name() const override { return "MultiBatchNorm2d"; }
   nn::BatchNorm2d& set(int bits);  // the BN set of bit-width `bits`
   // The full-precision BN this layer replaces has the state of one set: an FP checkpoint's

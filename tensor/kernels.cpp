@@ -62,17 +62,18 @@ void avg_pool2d_backward(const Tensor& dy, int64_t k, int64_t s, int64_t p, Tens
   ON_DEVICE_OF(dy, avg_pool2d_backward(dy, k, s, p, dx));
 }
 
-void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& y, Tensor& mean,
-                              Tensor& var, Tensor& invstd, const ChannelSum* across) {
-  ON_DEVICE_OF(x, batch_norm_train_forward(x, w, b, eps, y, mean, var, invstd, across));
+void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b, double eps, bool relu, Tensor& y,
+                              Tensor& mean, Tensor& var, Tensor& invstd, const ChannelSum* across) {
+  ON_DEVICE_OF(x, batch_norm_train_forward(x, w, b, eps, relu, y, mean, var, invstd, across));
 }
 void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& invstd,
-                      Tensor& y) {
-  ON_DEVICE_OF(x, batch_norm_apply(x, w, b, mean, invstd, y));
+                      bool relu, Tensor& y) {
+  ON_DEVICE_OF(x, batch_norm_apply(x, w, b, mean, invstd, relu, y));
 }
 void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd, bool training,
-                         const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db, const ChannelSum* across) {
-  ON_DEVICE_OF(x, batch_norm_backward(x, w, mean, invstd, training, dy, dx, dw, db, across));
+                         const Tensor& relu_out, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db,
+                         const ChannelSum* across) {
+  ON_DEVICE_OF(x, batch_norm_backward(x, w, mean, invstd, training, relu_out, dy, dx, dw, db, across));
 }
 void batch_norm_update_running(Tensor& running_mean, Tensor& running_var, const Tensor& mean, const Tensor& var,
                                double momentum, double M) {

@@ -1,5 +1,7 @@
 // test_pool_norm.cpp - pooling and batch norm: gradient checks (float64), the fast kernels against
 // ref:: (float32, contiguous and non-contiguous), running statistics, and error messages.
+#include <algorithm>
+
 #include "tensor/ref.h"
 #include "tests/helpers.h"
 
@@ -114,6 +116,47 @@ TEST_CASE("batch_norm matches ref, running statistics included, float32", "[norm
             require_close(b.grad(), db, 1e-4, 1e-4, "batch_norm db");
           }
         }
+}
+
+TEST_CASE("batch_norm with relu is relu(batch_norm), forward and backward, bit for bit", "[norm]") {
+  // The fused BN + ReLU (batch_norm's `relu`) against the two ops it replaces, on the same inputs:
+  // outputs, the running statistics and the gradients of x, weight and bias must be identical,
+  // since both apply the relu op's formula to the same BN values. Then a gradient check of the
+  // fused op itself (float64).
+  for (DType dt : {DType::F32, DType::F64})
+    for (Shape s : {Shape{8, 5}, Shape{4, 5, 3, 6}})
+      for (bool training : {true, false}) {
+        INFO(dtype_name(dt) << " " << shape_str(s) << (training ? " training" : " eval"));
+        Tensor v = add(randn(s, 1, dt), 0.3);  // a shifted mean: some channels mostly positive
+        Tensor grads[2][3], ys[2], stats[2][2];
+        for (int fused = 0; fused < 2; ++fused) {
+          Tensor x = v.clone().requires_grad_();
+          Tensor w = randn({5}, 2, dt).requires_grad_(), b = randn({5}, 3, dt).requires_grad_();
+          Tensor rm = randn({5}, 4, dt), rv = add(abs(randn({5}, 5, dt)), 0.5);
+          ys[fused] = fused ? batch_norm(x, w, b, rm, rv, training, 0.1, 1e-5, /*relu=*/true)
+                            : relu(batch_norm(x, w, b, rm, rv, training, 0.1, 1e-5));
+          ys[fused].backward(randn(s, 6, dt));
+          grads[fused][0] = x.grad(), grads[fused][1] = w.grad(), grads[fused][2] = b.grad();
+          stats[fused][0] = rm, stats[fused][1] = rv;
+        }
+        Tensor y64 = ys[1].detach().to(DType::F64).contiguous();
+        const double* yv = y64.data<double>();
+        const int64_t zeros = std::count(yv, yv + y64.numel(), 0.0);
+        REQUIRE(zeros > 0);  // both sides of the ReLU are exercised
+        REQUIRE(zeros < y64.numel());
+        require_close(ys[1], ys[0], 0, 0, "y");
+        require_close(stats[1][0], stats[0][0], 0, 0, "running_mean");
+        require_close(stats[1][1], stats[0][1], 0, 0, "running_var");
+        require_close(grads[1][0], grads[0][0], 0, 0, "dx");
+        require_close(grads[1][1], grads[0][1], 0, 0, "dw");
+        require_close(grads[1][2], grads[0][2], 0, 0, "db");
+      }
+  Tensor x = add(randn({3, 2, 3, 3}, 7), 0.2).requires_grad_();
+  Tensor w = add(randn({2}, 8), 1.5).detach().requires_grad_(), b = randn({2}, 9).requires_grad_();
+  auto f = [](const std::vector<Tensor>& v) {
+    return batch_norm(v[0], v[1], v[2], Tensor(), Tensor(), true, 0.1, 1e-5, /*relu=*/true);
+  };
+  REQUIRE(gradcheck(f, {x, w, b}) == x.numel() + 4);
 }
 
 TEST_CASE("batch_norm skips the running statistics when they are undefined", "[norm]") {

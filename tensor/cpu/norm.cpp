@@ -5,17 +5,20 @@
 // (which lets the compiler use vector lanes, i.e. reorder the additions) and the runs' sums are
 // added up in double.
 //   forward (training): mean = sum x / M, var = sum (x - mean)^2 / M (biased), invstd = 1/sqrt(var+eps)
-//   y = (x - mean) * invstd * w + b
+//   y = (x - mean) * invstd * w + b, or max(0, that) with `relu` (BN + ReLU in one pass)
 //   backward (training), xhat = (x - mean) * invstd:
 //     dx = (1/M) * w * invstd * (M*dy - sum dy - xhat * sum(dy*xhat))
 //   backward (evaluation, fixed statistics): dx = dy * w * invstd
 //   dw = sum dy*xhat, db = sum dy
+//   with a ReLU after the BN, dy is first replaced by dy where y > 0 and 0 elsewhere (the
+//   ReLU's backward), inside the same two passes
 // The scalar spec is ref::batch_norm / ref::batch_norm_backward (tensor/ref.cpp).
 #include <cmath>
 #include <vector>
 
 #include "tensor/cpu/kernels.h"
 #include "tensor/cpu/nn.h"
+#include "tensor/formulas.h"
 
 namespace anybit::cpu {
 
@@ -26,13 +29,19 @@ struct BnView {
 };
 BnView bn_view(const Tensor& x) { return {x.size(0), x.size(1), x.dim() == 4 ? x.size(2) * x.size(3) : 1}; }
 
+// The ReLU of a fused BN + ReLU: the relu op's formula (tensor/formulas.h), so the two agree bit for bit.
+template <typename T>
+T relu_of(T v) {
+  return formula::apply_unary(UnaryOp::Relu, v, T(0), T(0));
+}
+
 // Three passes over the channels, each one OpenMP loop: the sums for the mean, the sums for the
 // variance, then y. With `across` (synchronised BN) the per-channel sums of every process are added
 // up between the passes, and M counts every process's values; the arithmetic is otherwise the same,
 // so a batch split across processes gives the statistics of the whole batch but for the order of
 // the double additions.
 template <typename T>
-void train_fwd(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& y, Tensor& mean,
+void train_fwd(const Tensor& x, const Tensor& w, const Tensor& b, double eps, bool relu, Tensor& y, Tensor& mean,
                Tensor& var, Tensor& invstd, const ChannelSum* across) {
   const BnView v = bn_view(x);
   double M = double(v.N * v.S);
@@ -76,13 +85,16 @@ void train_fwd(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Te
     for (int64_t n = 0; n < v.N; ++n) {
       const T* xc = X + (n * v.C + c) * v.S;
       T* yc = Y + (n * v.C + c) * v.S;
-      for (int64_t s = 0; s < v.S; ++s) yc[s] = xc[s] * scale + shift;
+      if (relu)
+        for (int64_t s = 0; s < v.S; ++s) yc[s] = relu_of(xc[s] * scale + shift);
+      else
+        for (int64_t s = 0; s < v.S; ++s) yc[s] = xc[s] * scale + shift;
     }
   }
 }
 
 template <typename T>
-void apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& invstd,
+void apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& invstd, bool relu,
            Tensor& y) {
   const BnView v = bn_view(x);
   const T *X = x.data<T>(), *Wt = w.defined() ? w.data<T>() : nullptr, *B = b.defined() ? b.data<T>() : nullptr;
@@ -94,21 +106,28 @@ void apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean
     const T scale = (Wt ? Wt[c] : T(1)) * Inv[c], shift = (B ? B[c] : T(0)) - Mean[c] * scale;
     const T* xc = X + nc * v.S;
     T* yc = Y + nc * v.S;
-    for (int64_t s = 0; s < v.S; ++s) yc[s] = xc[s] * scale + shift;
+    if (relu)
+      for (int64_t s = 0; s < v.S; ++s) yc[s] = relu_of(xc[s] * scale + shift);
+    else
+      for (int64_t s = 0; s < v.S; ++s) yc[s] = xc[s] * scale + shift;
   }
 }
 
 // Two passes: the sums (dw and db are this process's), then dx; with `across` the sums of every
-// process are added up between them (see train_fwd).
-template <typename T>
+// process are added up between them (see train_fwd). R (relu_out given): dy counts only where the
+// forward's output is positive.
+template <typename T, bool R>
 void bwd(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd, bool training,
-         const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db, const ChannelSum* across) {
+         const Tensor& relu_out, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db, const ChannelSum* across) {
   const BnView v = bn_view(x);
   double M = double(v.N * v.S);
   if (across) (*across)(&M, 1);
   const T *X = x.data<T>(), *Wt = w.defined() ? w.data<T>() : nullptr, *G = dy.data<T>();
+  const T* Out = R ? relu_out.data<T>() : nullptr;
   const T *Mean = mean.data<T>(), *Inv = invstd.data<T>();
   T *dX = dx.data<T>(), *dW = dw ? dw->data<T>() : nullptr, *dB = db ? db->data<T>() : nullptr;
+  // dy at i, through the ReLU when there is one
+  auto grad = [&](const T* gc, const T* oc, int64_t s) { return R ? (oc[s] > T(0) ? gc[s] : T(0)) : gc[s]; };
   std::vector<double> sums(2 * v.C);  // sum dy for every channel, then sum dy * xhat
 #pragma omp parallel for num_threads(num_threads()) schedule(static)
   for (int64_t c = 0; c < v.C; ++c) {
@@ -116,12 +135,14 @@ void bwd(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& inv
     const T mu_t = Mean[c];
     double sum_g = 0, sum_gx = 0;  // sum dy, sum dy * (x - mean)
     for (int64_t n = 0; n < v.N; ++n) {
-      const T *xc = X + (n * v.C + c) * v.S, *gc = G + (n * v.C + c) * v.S;
+      const int64_t at = (n * v.C + c) * v.S;
+      const T *xc = X + at, *gc = G + at, *oc = R ? Out + at : nullptr;
       T run_g = 0, run_gx = 0;
 #pragma omp simd reduction(+ : run_g, run_gx)
       for (int64_t s = 0; s < v.S; ++s) {
-        run_g += gc[s];
-        run_gx += gc[s] * (xc[s] - mu_t);
+        const T g = grad(gc, oc, s);
+        run_g += g;
+        run_gx += g * (xc[s] - mu_t);
       }
       sum_g += run_g;
       sum_gx += run_gx;
@@ -142,28 +163,33 @@ void bwd(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& inv
     const T k = training ? T(-wc * inv * inv * sum_gxhat / M) : T(0);
     const T d = training ? T(-wc * inv * sum_g / M) : T(0);
     for (int64_t n = 0; n < v.N; ++n) {
-      const T *xc = X + (n * v.C + c) * v.S, *gc = G + (n * v.C + c) * v.S;
-      T* dc = dX + (n * v.C + c) * v.S;
-      for (int64_t s = 0; s < v.S; ++s) dc[s] = a * gc[s] + k * (xc[s] - mu_t) + d;
+      const int64_t at = (n * v.C + c) * v.S;
+      const T *xc = X + at, *gc = G + at, *oc = R ? Out + at : nullptr;
+      T* dc = dX + at;
+      for (int64_t s = 0; s < v.S; ++s) dc[s] = a * grad(gc, oc, s) + k * (xc[s] - mu_t) + d;
     }
   }
 }
 
 }  // namespace
 
-void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& y,
+void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b, double eps, bool relu, Tensor& y,
                               Tensor& mean, Tensor& var, Tensor& invstd, const ChannelSum* across) {
-  AB_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] { train_fwd<scalar_t>(x, w, b, eps, y, mean, var, invstd, across); });
+  AB_DISPATCH_FLOAT(x.dtype(), "batch_norm",
+                    [&] { train_fwd<scalar_t>(x, w, b, eps, relu, y, mean, var, invstd, across); });
 }
 void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean,
-                      const Tensor& invstd, Tensor& y) {
-  AB_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] { apply<scalar_t>(x, w, b, mean, invstd, y); });
+                      const Tensor& invstd, bool relu, Tensor& y) {
+  AB_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] { apply<scalar_t>(x, w, b, mean, invstd, relu, y); });
 }
 void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd,
-                         bool training, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db,
+                         bool training, const Tensor& relu_out, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db,
                          const ChannelSum* across) {
   AB_DISPATCH_FLOAT(x.dtype(), "batch_norm backward", [&] {
-    bwd<scalar_t>(x, w, mean, invstd, training, dy, dx, dw, db, across);
+    if (relu_out.defined())
+      bwd<scalar_t, true>(x, w, mean, invstd, training, relu_out, dy, dx, dw, db, across);
+    else
+      bwd<scalar_t, false>(x, w, mean, invstd, training, relu_out, dy, dx, dw, db, across);
   });
 }
 

@@ -180,11 +180,19 @@ __global__ void bn_affine_coef_k(const T* w, const T* b, const T* mean, const T*
 }
 
 template <typename T>
-__global__ void bn_affine_k(const T* x, const T* scale, const T* shift, T* y, int64_t C, int64_t S, int64_t n) {
+__global__ void bn_affine_k(const T* x, const T* scale, const T* shift, bool relu, T* y, int64_t C, int64_t S,
+                            int64_t n) {
   GRID_STRIDE_LOOP(i, n) {
     const int64_t c = (i / S) % C;
-    y[i] = x[i] * scale[c] + shift[c];
+    const T v = x[i] * scale[c] + shift[c];
+    y[i] = relu ? apply_unary(UnaryOp::Relu, v, T(0), T(0)) : v;  // the relu op's formula
   }
+}
+
+// dy through the ReLU of a fused BN + ReLU: g = dy where the forward's output is positive.
+template <typename T>
+__global__ void bn_relu_grad_k(const T* dy, const T* out, T* g, int64_t n) {
+  GRID_STRIDE_LOOP(i, n) g[i] = apply_binary(BinaryOp::ReluGrad, dy[i], out[i], T(0), T(0));
 }
 
 // Backward coefficients: dx = a dy + k (x - mean) + d (tensor/cpu/norm.cpp, bwd()).
@@ -451,8 +459,8 @@ void avg_pool2d_backward(const Tensor& dy, int64_t k, int64_t s, int64_t p, Tens
   });
 }
 
-void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& y, Tensor& mean,
-                              Tensor& var, Tensor& invstd, const cpu::ChannelSum* across) {
+void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b, double eps, bool relu, Tensor& y,
+                              Tensor& mean, Tensor& var, Tensor& invstd, const cpu::ChannelSum* across) {
   check_cuda("batch_norm", "x", x);
   const BnDims d = bn_dims(x);
   double M = double(d.N * d.S);
@@ -474,14 +482,14 @@ void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b,
                                                         mean.data<scalar_t>(), var.data<scalar_t>(),
                                                         invstd.data<scalar_t>(), sc, sc + d.C, d.C);
     AB_CUDA_CHECK_LAUNCH();
-    bn_affine_k<scalar_t><<<blocks_for(x.numel()), kThreads>>>(px, sc, sc + d.C, y.data<scalar_t>(), d.C, d.S,
-                                                               x.numel());
+    bn_affine_k<scalar_t><<<blocks_for(x.numel()), kThreads>>>(px, sc, sc + d.C, relu, y.data<scalar_t>(), d.C,
+                                                               d.S, x.numel());
     AB_CUDA_CHECK_LAUNCH();
   });
 }
 
 void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& invstd,
-                      Tensor& y) {
+                      bool relu, Tensor& y) {
   check_cuda("batch_norm", "x", x);
   const BnDims d = bn_dims(x);
   AB_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] {
@@ -490,14 +498,15 @@ void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const T
     bn_affine_coef_k<scalar_t><<<blocks_for(d.C), kThreads>>>(ptr<scalar_t>(w), ptr<scalar_t>(b), mean.data<scalar_t>(),
                                                               invstd.data<scalar_t>(), sc, sc + d.C, d.C);
     AB_CUDA_CHECK_LAUNCH();
-    bn_affine_k<scalar_t><<<blocks_for(x.numel()), kThreads>>>(x.data<scalar_t>(), sc, sc + d.C, y.data<scalar_t>(),
-                                                               d.C, d.S, x.numel());
+    bn_affine_k<scalar_t><<<blocks_for(x.numel()), kThreads>>>(x.data<scalar_t>(), sc, sc + d.C, relu,
+                                                               y.data<scalar_t>(), d.C, d.S, x.numel());
     AB_CUDA_CHECK_LAUNCH();
   });
 }
 
 void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd, bool training,
-                         const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db, const cpu::ChannelSum* across) {
+                         const Tensor& relu_out, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db,
+                         const cpu::ChannelSum* across) {
   check_cuda("batch_norm backward", "x", x);
   check_cuda("batch_norm backward", "dy", dy);
   const BnDims d = bn_dims(x);
@@ -507,6 +516,15 @@ void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, c
     Tensor sums = Tensor::empty({2 * d.C}, DType::F64, x.device());  // sum dy, then sum dy xhat
     Tensor coef = Tensor::empty({3 * d.C}, x.dtype(), x.device());   // a, k, d of dx = a dy + k (x - mean) + d
     const scalar_t *px = x.data<scalar_t>(), *pg = dy.data<scalar_t>(), *pm = mean.data<scalar_t>();
+    Tensor masked;  // with a ReLU after the BN: dy through it first (one more pass; the CPU fuses it)
+    if (relu_out.defined()) {
+      check_cuda("batch_norm backward", "relu_out", relu_out);
+      masked = Tensor::empty(dy.shape(), dy.dtype(), dy.device());
+      bn_relu_grad_k<scalar_t><<<blocks_for(dy.numel()), kThreads>>>(pg, relu_out.data<scalar_t>(),
+                                                                     masked.data<scalar_t>(), dy.numel());
+      AB_CUDA_CHECK_LAUNCH();
+      pg = masked.data<scalar_t>();
+    }
     channel_sums<scalar_t>(ChanSum::GradPair, px, pg, pm, d.N, d.C, d.S, sums.data<double>());
     bn_scale_sums_k<scalar_t><<<blocks_for(d.C), kThreads>>>(sums.data<double>(), invstd.data<scalar_t>(),
                                                              dw ? dw->data<scalar_t>() : nullptr,
