@@ -78,23 +78,26 @@ IntMatmul::IntMatmul(const std::vector<int8_t>& w, int64_t M, int64_t K, int wei
 
 namespace {
 
-void matmul_portable(const uint8_t* x, int64_t P, int64_t Kp, const int8_t* w, int64_t M, int32_t* acc) {
+void matmul_portable(const uint8_t* const* rows, const int32_t* goff, int64_t P, int64_t Kp, const int8_t* w,
+                     int64_t M, int32_t* acc) {
   for (int64_t p = 0; p < P; ++p)
     for (int64_t m = 0; m < M; ++m) {
-      const uint8_t* xr = x + p * Kp;
       const int8_t* wr = w + m * Kp;
       int32_t s = 0;
-      for (int64_t k = 0; k < Kp; ++k) s += int32_t(xr[k]) * int32_t(wr[k]);
+      for (int64_t g = 0; g < Kp / 4; ++g)
+        for (int64_t j = 0; j < 4; ++j) s += int32_t(rows[p][goff[g] + j]) * int32_t(wr[4 * g + j]);
       acc[p * M + m] = s;
     }
 }
 
 #if defined(__AVX2__)
-// PB rows of x against MB blocks of 8 channels: acc[j][i] (8 int32 lanes, one per channel of
-// block j) += row i's dot products over all Kp. w: the first block's [Kp / 4][8][4] bytes, the
-// next blocks following it. Each 4 bytes of a row are broadcast once and used for MB blocks.
+// PB rows against MB blocks of 8 channels: acc[j][i] (8 int32 lanes, one per channel of block j)
+// += row i's dot products over all Kp; row i's group g is at x[i] + goff[g]. w: the first block's
+// [Kp / 4][8][4] bytes, the next blocks following it. Each 4 bytes of a row are broadcast once
+// and used for MB blocks.
 template <int PB, int MB>
-inline void rows_times_blocks(const uint8_t* x, int64_t Kp, const int8_t* w, int flush, __m256i (*acc)[PB]) {
+inline void rows_times_blocks(const uint8_t* const* x, const int32_t* goff, int64_t Kp, const int8_t* w, int flush,
+                              __m256i (*acc)[PB]) {
   const __m256i ones = _mm256_set1_epi16(1);
   const int64_t G = Kp / 4;
   for (int64_t g0 = 0; g0 < G; g0 += flush) {
@@ -105,9 +108,10 @@ inline void rows_times_blocks(const uint8_t* x, int64_t Kp, const int8_t* w, int
     for (int64_t g = g0; g < g1; ++g) {
       __m256i wv[MB];
       for (int j = 0; j < MB; ++j) wv[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + (j * G + g) * 32));
+      const int64_t at = goff[g];
       for (int i = 0; i < PB; ++i) {
-        int32_t four;  // x's 4 bytes k = 4g .. 4g + 3, copied to all 8 lanes
-        std::memcpy(&four, x + i * Kp + g * 4, 4);
+        int32_t four;  // row i's 4 bytes of group g, copied to all 8 lanes
+        std::memcpy(&four, x[i] + at, 4);
         const __m256i xv = _mm256_set1_epi32(four);
         for (int j = 0; j < MB; ++j) s[j][i] = _mm256_add_epi16(s[j][i], _mm256_maddubs_epi16(xv, wv[j]));
       }
@@ -118,8 +122,9 @@ inline void rows_times_blocks(const uint8_t* x, int64_t Kp, const int8_t* w, int
 }
 
 template <int PB, int MB>
-void rows_blocks_avx2(const uint8_t* x, int64_t Kp, const std::vector<std::vector<int8_t>>& planes,
-                      const std::vector<int32_t>& mult, int flush, int64_t mb, int64_t M, int32_t* acc) {
+void rows_blocks_avx2(const uint8_t* const* x, const int32_t* goff, int64_t Kp,
+                      const std::vector<std::vector<int8_t>>& planes, const std::vector<int32_t>& mult, int flush,
+                      int64_t mb, int64_t M, int32_t* acc) {
   const int64_t G = Kp / 4;
   __m256i total[MB][PB];
   for (int j = 0; j < MB; ++j)
@@ -128,7 +133,7 @@ void rows_blocks_avx2(const uint8_t* x, int64_t Kp, const std::vector<std::vecto
     __m256i part[MB][PB];
     for (int j = 0; j < MB; ++j)
       for (int i = 0; i < PB; ++i) part[j][i] = _mm256_setzero_si256();
-    rows_times_blocks<PB, MB>(x, Kp, planes[h].data() + mb * G * 32, flush, part);
+    rows_times_blocks<PB, MB>(x, goff, Kp, planes[h].data() + mb * G * 32, flush, part);
     const __m256i k = _mm256_set1_epi32(mult[h]);
     for (int j = 0; j < MB; ++j)
       for (int i = 0; i < PB; ++i) total[j][i] = _mm256_add_epi32(total[j][i], _mm256_mullo_epi32(part[j][i], k));
@@ -148,11 +153,11 @@ void rows_blocks_avx2(const uint8_t* x, int64_t Kp, const std::vector<std::vecto
 
 // All channel blocks for PB rows: two blocks at a time, then the odd one.
 template <int PB>
-void rows_avx2(const uint8_t* x, int64_t Kp, const std::vector<std::vector<int8_t>>& planes,
+void rows_avx2(const uint8_t* const* x, const int32_t* goff, int64_t Kp, const std::vector<std::vector<int8_t>>& planes,
                const std::vector<int32_t>& mult, int flush, int64_t M, int64_t Mp, int32_t* acc) {
   int64_t mb = 0;
-  for (; mb + 2 <= Mp / 8; mb += 2) rows_blocks_avx2<PB, 2>(x, Kp, planes, mult, flush, mb, M, acc);
-  for (; mb < Mp / 8; ++mb) rows_blocks_avx2<PB, 1>(x, Kp, planes, mult, flush, mb, M, acc);
+  for (; mb + 2 <= Mp / 8; mb += 2) rows_blocks_avx2<PB, 2>(x, goff, Kp, planes, mult, flush, mb, M, acc);
+  for (; mb < Mp / 8; ++mb) rows_blocks_avx2<PB, 1>(x, goff, Kp, planes, mult, flush, mb, M, acc);
 }
 
 // The sum of n bytes: vpsadbw adds 8 bytes at a time into 64-bit lanes, 32 bytes a step.
@@ -178,16 +183,25 @@ inline uint32_t byte_sum(const uint8_t* p, int64_t n) {
 }  // namespace
 
 void IntMatmul::run(const uint8_t* x, int64_t P, int32_t* acc) const {
+  // rows one after the other, Kp bytes apart, their groups in order
+  std::vector<const uint8_t*> rows(P);
+  for (int64_t p = 0; p < P; ++p) rows[p] = x + p * Kp_;
+  std::vector<int32_t> goff(Kp_ / 4);
+  for (int64_t g = 0; g < Kp_ / 4; ++g) goff[g] = int32_t(4 * g);
+  run_rows(rows.data(), goff.data(), P, acc);
+}
+
+void IntMatmul::run_rows(const uint8_t* const* rows, const int32_t* goff, int64_t P, int32_t* acc) const {
 #if defined(__AVX2__)
   if (g_use_simd) {
     constexpr int PB = 4;
     int64_t p = 0;
-    for (; p + PB <= P; p += PB) rows_avx2<PB>(x + p * Kp_, Kp_, planes_, plane_mult_, flush_, M_, Mp_, acc + p * M_);
-    for (; p < P; ++p) rows_avx2<1>(x + p * Kp_, Kp_, planes_, plane_mult_, flush_, M_, Mp_, acc + p * M_);
+    for (; p + PB <= P; p += PB) rows_avx2<PB>(rows + p, goff, Kp_, planes_, plane_mult_, flush_, M_, Mp_, acc + p * M_);
+    for (; p < P; ++p) rows_avx2<1>(rows + p, goff, Kp_, planes_, plane_mult_, flush_, M_, Mp_, acc + p * M_);
     return;
   }
 #endif
-  matmul_portable(x, P, Kp_, plain_.data(), M_, acc);
+  matmul_portable(rows, goff, P, Kp_, plain_.data(), M_, acc);
 }
 
 std::vector<int64_t> int_matmul_reference(const std::vector<uint8_t>& x, const std::vector<int8_t>& w, int64_t P,
@@ -383,17 +397,41 @@ IntegerResNet::IntegerResNet(const nn::SafeTensors& file, int bits) : bits_(bits
 
 namespace {
 
-// An NHWC activation map: float (the residual stream) or u8 codes.
+// An NHWC activation map: float (the residual stream) or u8 codes. A code map may have a border
+// of b zero pixels on every side (code 0 is the value 0, the convolution's zero padding): a conv
+// with padding <= b then reads every window where it lies, without a copy (run_conv).
 struct Geometry {
-  int64_t n = 0, h = 0, w = 0, c = 0;
+  int64_t n = 0, h = 0, w = 0, c = 0, b = 0;
   int64_t pixels() const { return n * h * w; }
+  int64_t size() const { return n * (h + 2 * b) * (w + 2 * b) * c; }  // values, border included
+  // where pixel (n, y, x) starts; y and x may reach b pixels into the border
+  int64_t at(int64_t in, int64_t y, int64_t x) const { return ((in * (h + 2 * b) + y + b) * (w + 2 * b) + x + b) * c; }
 };
+
+// Sizes code map m for g and zeroes its border (the interior is written by the producer).
+void prepare(std::vector<uint8_t>& m, const Geometry& g) {
+  m.resize(g.size());
+  if (g.b == 0) return;
+  const int64_t wp = g.w + 2 * g.b, row = wp * g.c, side = g.b * g.c;
+  for (int64_t n = 0; n < g.n; ++n) {
+    uint8_t* img = m.data() + g.at(n, -g.b, -g.b);
+    std::fill(img, img + g.b * row, 0);                                          // rows above
+    std::fill(img + (g.b + g.h) * row, img + (2 * g.b + g.h) * row, 0);         // rows below
+    for (int64_t y = 0; y < g.h; ++y) {
+      uint8_t* r = img + (g.b + y) * row;
+      std::fill(r, r + side, 0);                       // left
+      std::fill(r + row - side, r + row, 0);           // right
+    }
+  }
+}
 
 // What the epilogue writes for output pixel p, channel m, from v = BN(conv)[p][m]:
 //   codes_next != null: relu, then the next conv's codes (conv1 -> conv2);
 //   residual != null:   relu(v + residual[p][m]) to out_float (conv2 -> the block's output),
 //                       and that in the codes of up to two next convs (next[i] -> next_out[i]);
 //   otherwise:          v to out_float (the projection shortcut).
+// The code maps have borders of zero pixels (Geometry): out_border around out_codes,
+// next_border[i] around next_out[i]; the float maps none.
 struct Epilogue {
   const ActCodes* codes_next = nullptr;
   uint8_t* out_codes = nullptr;
@@ -401,6 +439,7 @@ struct Epilogue {
   float* out_float = nullptr;
   const ActCodes* next[2] = {nullptr, nullptr};
   uint8_t* next_out[2] = {nullptr, nullptr};
+  int64_t out_border = 0, next_border[2] = {0, 0};
 };
 
 // n bytes from src to dst, and n zero bytes to dst: a window row is 16 to 192 bytes, too short
@@ -445,14 +484,27 @@ inline void zero_bytes(uint8_t* dst, int64_t n) {
 }
 #undef AB_KEEP_LOOP
 
-// One conv over a whole batch: each thread gathers a tile of output pixels' windows (im2col,
-// with the window's code sum), multiplies them by the weights and applies the epilogue, so a
-// tile's rows and sums stay in that thread's cache.
+// One conv over a whole batch, a tile of output pixels per step of a thread: the tile's windows
+// (with their code sums where the epilogue needs them), their product with the weights, then the
+// epilogue, so a tile's rows and sums stay in that thread's cache. Where the input map's border
+// covers the conv's padding and each tap's C bytes are whole 4-byte groups (C % 4 == 0), the
+// product reads every window where it lies in the map (IntMatmul::run_rows): a row pointer per
+// pixel and one table of group offsets. Otherwise each window is first copied out (im2col of
+// bytes, zeros for the padding).
 void run_conv(const IntConv& c, const uint8_t* in, const Geometry& g, const Epilogue& e, Geometry* out_geom) {
   const int64_t oh = (g.h + 2 * c.pad - c.kernel) / c.stride + 1, ow = (g.w + 2 * c.pad - c.kernel) / c.stride + 1;
   *out_geom = {g.n, oh, ow, c.cout};
   const int64_t P = g.n * oh * ow, Kp = c.matmul.padded_k(), M = c.cout, C = g.c;
   AB_CHECK(C == c.cin, "integer engine: ", c.name, " takes ", c.cin, " channels, got ", C);
+  const bool in_place = C % 4 == 0 && c.pad <= g.b;
+  const int64_t taps = c.kernel * c.kernel;
+  // In place: where tap t's bytes start, from the window's top-left pixel; the group offsets.
+  std::vector<int64_t> tap_at(taps);
+  std::vector<int32_t> goff(Kp / 4);
+  const int64_t wp = g.w + 2 * g.b;
+  for (int64_t t = 0; t < taps; ++t) tap_at[t] = ((t / c.kernel) * wp + t % c.kernel) * C;
+  for (int64_t k = 0; k < Kp / 4; ++k)
+    goff[k] = in_place ? int32_t(tap_at[4 * k / C] + 4 * k % C) : int32_t(4 * k);  // gathered rows: in order
   // Tiles of 64 pixels, smaller (down to 8, a multiple of the product's 4 rows) when there are too
   // few pixels to give every thread at least two tiles: at batch 1 the last stage has 64.
   const int64_t per_thread = P / (2 * std::max(1, omp_get_max_threads()));
@@ -460,7 +512,8 @@ void run_conv(const IntConv& c, const uint8_t* in, const Geometry& g, const Epil
   const int64_t tiles = (P + kTile - 1) / kTile;
 #pragma omp parallel
   {
-    std::vector<uint8_t> rows(kTile * Kp);
+    std::vector<uint8_t> rows(in_place ? 0 : kTile * Kp);
+    std::vector<const uint8_t*> row_at(kTile);
     std::vector<int32_t> sums(kTile), acc(kTile * M);
     std::vector<float> vtile(kTile * M);
     const float *alpha = c.alpha.data(), *beta = c.beta.data(), *gamma = c.gamma.data();
@@ -470,29 +523,40 @@ void run_conv(const IntConv& c, const uint8_t* in, const Geometry& g, const Epil
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t p0 = t * kTile, np = std::min(kTile, P - p0);
       // The tile's first pixel (n, oy, ox); the next ones follow by counting (no division per pixel).
-      int64_t n = p0 / (oh * ow), oy = (p0 / ow) % oh, ox = p0 % ow;
+      const int64_t n0 = p0 / (oh * ow), oy0 = (p0 / ow) % oh, ox0 = p0 % ow;
+      int64_t n = n0, oy = oy0, ox = ox0;
       for (int64_t r = 0; r < np; ++r, ++ox) {
         if (ox == ow) {
           ox = 0;
           if (++oy == oh) oy = 0, ++n;
         }
+        if (in_place) {
+          row_at[r] = in + g.at(n, oy * c.stride - c.pad, ox * c.stride - c.pad);
+          if (need_sums) {  // the window's code sum, < 2^31
+            uint32_t sum = 0;
+            for (int64_t k = 0; k < taps; ++k) sum += byte_sum(row_at[r] + tap_at[k], C);
+            sums[r] = (int32_t)sum;
+          }
+          continue;
+        }
         uint8_t* row = rows.data() + r * Kp;
+        row_at[r] = row;
         uint8_t* dst = row;
         const int64_t ix0 = ox * c.stride - c.pad, span = c.kernel * C;  // a window row: k pixels
         for (int64_t ky = 0; ky < c.kernel; ++ky, dst += span) {
           const int64_t iy = oy * c.stride - c.pad + ky;
-          if (iy < 0 || iy >= g.h) {
+          if (iy < -g.b || iy >= g.h + g.b) {
             zero_bytes(dst, span);  // zero padding: code 0 is the value 0
             continue;
           }
-          const uint8_t* src = in + ((n * g.h + iy) * g.w) * C;
-          if (ix0 >= 0 && ix0 + c.kernel <= g.w) {  // the window row is contiguous in NHWC
+          const uint8_t* src = in + g.at(n, iy, 0);
+          if (ix0 >= -g.b && ix0 + c.kernel <= g.w + g.b) {  // the window row is contiguous in NHWC
             copy_bytes(dst, src + ix0 * C, span);
             continue;
           }
           for (int64_t kx = 0; kx < c.kernel; ++kx) {
             const int64_t ix = ix0 + kx;
-            if (ix < 0 || ix >= g.w)
+            if (ix < -g.b || ix >= g.w + g.b)
               zero_bytes(dst + kx * C, C);
             else
               copy_bytes(dst + kx * C, src + ix * C, C);
@@ -501,9 +565,9 @@ void run_conv(const IntConv& c, const uint8_t* in, const Geometry& g, const Epil
         zero_bytes(dst, Kp - c.kernel * c.kernel * C);
         sums[r] = need_sums ? (int32_t)byte_sum(row, Kp) : 0;  // the window's code sum, < 2^31
       }
-      c.matmul.run(rows.data(), np, acc.data());
+      c.matmul.run_rows(row_at.data(), goff.data(), np, acc.data());
       // The epilogue over the whole tile: its np pixels' M values lie one after the other in every
-      // output map, so each step below is one long loop.
+      // float map, so each step below is one long loop.
       float* v = e.codes_next ? vtile.data() : e.out_float + p0 * M;
       for (int64_t r = 0; r < np; ++r) {
         const int32_t* a = acc.data() + r * M;
@@ -515,33 +579,53 @@ void run_conv(const IntConv& c, const uint8_t* in, const Geometry& g, const Epil
           for (int64_t m = 0; m < M; ++m) vr[m] = alpha[m] * float(a[m]) + gamma[m];
         }
       }
+      // The codes go to maps with a border: one call per run of pixels within an output row (the
+      // whole tile at once without a border).
+      auto write_codes = [&](const ActCodes& q, uint8_t* map, int64_t border) {
+        const Geometry og{g.n, oh, ow, M, border};
+        if (border == 0) return q.codes(v, np * M, map + p0 * M);
+        int64_t r = 0, y = oy0, x = ox0, in_n = n0;
+        while (r < np) {
+          const int64_t len = std::min(np - r, ow - x);
+          q.codes(v + r * M, len * M, map + og.at(in_n, y, x));
+          r += len, x = 0;
+          if (++y == oh) y = 0, ++in_n;
+        }
+      };
       if (e.codes_next) {
-        e.codes_next->codes(v, np * M, e.out_codes + p0 * M);
+        write_codes(*e.codes_next, e.out_codes, e.out_border);
       } else if (e.residual) {
         const float* res = e.residual + p0 * M;
         for (int64_t i = 0; i < np * M; ++i) v[i] = std::max(0.0f, v[i] + res[i]);
         for (int i = 0; i < 2; ++i)
-          if (e.next[i]) e.next[i]->codes(v, np * M, e.next_out[i] + p0 * M);
+          if (e.next[i]) write_codes(*e.next[i], e.next_out[i], e.next_border[i]);
       }
     }
   }
 }
 
-void quantize_map(const float* x, int64_t count, const ActCodes& q, uint8_t* out) {
-  constexpr int64_t kChunk = 1 << 14;
-#pragma omp parallel for schedule(static) if (count >= 2 * kChunk)
-  for (int64_t i = 0; i < count; i += kChunk) q.codes(x + i, std::min(kChunk, count - i), out + i);
+// The codes of float map x (geometry g without border) into code map out of geometry go (g with
+// a border), row by row.
+void quantize_map(const float* x, const Geometry& go, const ActCodes& q, uint8_t* out) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < go.n * go.h; ++r)
+    q.codes(x + r * go.w * go.c, go.w * go.c, out + go.at(r / go.h, r % go.h, 0));
 }
 
 }  // namespace
 
-std::vector<float> int_conv_bn(const IntConv& c, const uint8_t* codes, int64_t n, int64_t h, int64_t w) {
-  Geometry in{n, h, w, c.cin}, out;
+std::vector<float> int_conv_bn(const IntConv& c, const uint8_t* codes, int64_t n, int64_t h, int64_t w,
+                               int64_t border) {
+  Geometry in{n, h, w, c.cin, border}, out;
+  std::vector<uint8_t> map;
+  prepare(map, in);
+  for (int64_t r = 0; r < n * h; ++r)
+    std::copy(codes + r * w * c.cin, codes + (r + 1) * w * c.cin, map.begin() + in.at(r / h, r % h, 0));
   const int64_t oh = (h + 2 * c.pad - c.kernel) / c.stride + 1, ow = (w + 2 * c.pad - c.kernel) / c.stride + 1;
   std::vector<float> y(n * oh * ow * c.cout);
   Epilogue e;
   e.out_float = y.data();
-  run_conv(c, codes, in, e, &out);
+  run_conv(c, map.data(), in, e, &out);
   return y;
 }
 
@@ -565,26 +649,38 @@ Tensor IntegerResNet::forward(const Tensor& images) {
           x[(n * hw + i) * g.c + c] = std::max(0.0f, src[(n * g.c + c) * hw + i] * stem_scale_[c] + stem_shift_[c]);
   }
   // The block input in the codes of its conv1 and (if it has one) its projection shortcut: from
-  // the stem here, then from each block's conv2 epilogue for the next block.
-  u1.resize(x.size());
-  quantize_map(x.data(), (int64_t)x.size(), blocks_[0].conv1.act, u1.data());
+  // the stem here, then from each block's conv2 epilogue for the next block. Each code map has a
+  // border as wide as the padding of the conv that reads it, so that conv reads its windows in
+  // place (run_conv).
+  Geometry g1c = g, gsc = g;  // the geometries of u1 and us
+  g1c.b = blocks_[0].conv1.pad;
+  gsc.b = blocks_[0].shortcut.pad;
+  prepare(u1, g1c);
+  quantize_map(x.data(), g1c, blocks_[0].conv1.act, u1.data());
   if (blocks_[0].has_shortcut) {
-    us.resize(x.size());
-    quantize_map(x.data(), (int64_t)x.size(), blocks_[0].shortcut.act, us.data());
+    prepare(us, gsc);
+    quantize_map(x.data(), gsc, blocks_[0].shortcut.act, us.data());
   }
   for (size_t i = 0; i < blocks_.size(); ++i) {
     const IntBlock& b = blocks_[i];
     Geometry g1, g2, gs;
-    // conv1 -> BN1 -> ReLU -> conv2's codes
-    u2.resize(g.pixels() * b.conv1.cout);  // enough: stride >= 1
-    run_conv(b.conv1, u1.data(), g, {&b.conv2.act, u2.data()}, &g1);
+    // conv1 -> BN1 -> ReLU -> conv2's codes, in a map with conv2's border
+    {
+      const int64_t oh = (g.h + 2 * b.conv1.pad - b.conv1.kernel) / b.conv1.stride + 1;
+      const int64_t ow = (g.w + 2 * b.conv1.pad - b.conv1.kernel) / b.conv1.stride + 1;
+      prepare(u2, {g.n, oh, ow, b.conv1.cout, b.conv2.pad});
+    }
+    Epilogue e1;
+    e1.codes_next = &b.conv2.act, e1.out_codes = u2.data(), e1.out_border = b.conv2.pad;
+    run_conv(b.conv1, u1.data(), g1c, e1, &g1);
+    g1.b = b.conv2.pad;
     // the shortcut: the input itself, or the 1x1 projection's BN output
     const float* residual = x.data();
     if (b.has_shortcut) {
       sc.resize(g1.pixels() * b.shortcut.cout);
       Epilogue e;
       e.out_float = sc.data();
-      run_conv(b.shortcut, us.data(), g, e, &gs);
+      run_conv(b.shortcut, us.data(), gsc, e, &gs);
       residual = sc.data();
     } else {
       AB_CHECK(g.c == b.conv2.cout, "integer engine: ", b.conv1.name, ": identity shortcut of ", g.c, " channels into ",
@@ -596,13 +692,17 @@ Tensor IntegerResNet::forward(const Tensor& images) {
     Epilogue e;
     e.residual = residual;
     e.out_float = out.data();
+    Geometry next1c, nextsc;
     if (i + 1 < blocks_.size()) {
       const IntBlock& next = blocks_[i + 1];
-      next1.resize(count);
-      e.next[0] = &next.conv1.act, e.next_out[0] = next1.data();
+      // the next block's input maps: this block's output geometry, with the border its convs read
+      next1c = {g1.n, g1.h, g1.w, b.conv2.cout, next.conv1.pad};
+      nextsc = {g1.n, g1.h, g1.w, b.conv2.cout, next.shortcut.pad};
+      prepare(next1, next1c);
+      e.next[0] = &next.conv1.act, e.next_out[0] = next1.data(), e.next_border[0] = next1c.b;
       if (next.has_shortcut) {
-        nexts.resize(count);
-        e.next[1] = &next.shortcut.act, e.next_out[1] = nexts.data();
+        prepare(nexts, nextsc);
+        e.next[1] = &next.shortcut.act, e.next_out[1] = nexts.data(), e.next_border[1] = nextsc.b;
       }
     }
     run_conv(b.conv2, u2.data(), g1, e, &g2);
@@ -610,6 +710,7 @@ Tensor IntegerResNet::forward(const Tensor& images) {
     u1.swap(next1);
     us.swap(nexts);
     g = g2;
+    g1c = next1c, gsc = nextsc;
   }
   // Global average pool and the FP classifier.
   Tensor pooled = Tensor::empty({g.n, g.c});

@@ -70,6 +70,10 @@ class IntMatmul {
   IntMatmul() = default;
   IntMatmul(const std::vector<int8_t>& w, int64_t M, int64_t K, int weight_bits, int act_bits);
   void run(const uint8_t* x, int64_t P, int32_t* acc) const;
+  // The same product with rows read in place: row p's 4-byte group g (K bytes 4g .. 4g + 3) is
+  // at rows[p] + goff[g], for g < padded_k() / 4. An NHWC map with a zero border gives every
+  // window this way without copying it (run_conv), as long as a tap's C bytes hold whole groups.
+  void run_rows(const uint8_t* const* rows, const int32_t* goff, int64_t P, int32_t* acc) const;
   int64_t rows() const { return M_; }
   int64_t depth() const { return K_; }
   int64_t padded_k() const { return Kp_; }
@@ -118,8 +122,11 @@ struct IntConv {
 };
 
 // BN(conv(codes)) of one conv, float, NHWC (n, oh, ow, cout), from its input codes (n, h, w, cin):
-// what the network's forward does inside, for the tests.
-std::vector<float> int_conv_bn(const IntConv& c, const uint8_t* codes, int64_t n, int64_t h, int64_t w);
+// what the network's forward does inside, for the tests. border > 0: the codes are first placed in
+// a map with that many zero pixels around each image, as the forward's own maps, so that a conv
+// whose padding the border covers reads its windows in place; 0: the windows are copied out.
+std::vector<float> int_conv_bn(const IntConv& c, const uint8_t* codes, int64_t n, int64_t h, int64_t w,
+                               int64_t border = 0);
 
 struct IntBlock {                          // a BasicBlock: relu(BN2(conv2(relu(BN1(conv1 x)))) + shortcut x)
   IntConv conv1, conv2, shortcut;
