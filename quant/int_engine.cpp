@@ -408,9 +408,16 @@ struct Geometry {
   int64_t at(int64_t in, int64_t y, int64_t x) const { return ((in * (h + 2 * b) + y + b) * (w + 2 * b) + x + b) * c; }
 };
 
+// Makes map m hold at least n values. It never shrinks: the maps swap roles between stages of
+// different sizes, and a vector that grew back would zero its new values on every forward.
+template <typename T>
+void hold(std::vector<T>& m, int64_t n) {
+  if ((int64_t)m.size() < n) m.resize(n);
+}
+
 // Sizes code map m for g and zeroes its border (the interior is written by the producer).
 void prepare(std::vector<uint8_t>& m, const Geometry& g) {
-  m.resize(g.size());
+  hold(m, g.size());
   if (g.b == 0) return;
   const int64_t wp = g.w + 2 * g.b, row = wp * g.c, side = g.b * g.c;
   for (int64_t n = 0; n < g.n; ++n) {
@@ -636,9 +643,9 @@ Tensor IntegerResNet::forward(const Tensor& images) {
   // The FP stem: conv, then its folded BN and ReLU, to the NHWC residual stream.
   Tensor y = conv2d(images.contiguous(), stem_w_, stem_b_, Conv2dOptions::make(1, stem_w_.size(2) / 2)).contiguous();
   Geometry g{y.size(0), y.size(2), y.size(3), y.size(1)};
-  // The maps are members reused call after call (int_engine.h): resize() keeps their memory.
+  // The maps are members reused call after call (int_engine.h), sized by hold().
   auto& [x, sc, out, u1, us, u2, next1, nexts] = maps_;
-  x.resize(g.pixels() * g.c);
+  hold(x, g.pixels() * g.c);
   {
     const float* src = y.data<float>();
     const int64_t hw = g.h * g.w;
@@ -677,7 +684,7 @@ Tensor IntegerResNet::forward(const Tensor& images) {
     // the shortcut: the input itself, or the 1x1 projection's BN output
     const float* residual = x.data();
     if (b.has_shortcut) {
-      sc.resize(g1.pixels() * b.shortcut.cout);
+      hold(sc, g1.pixels() * b.shortcut.cout);
       Epilogue e;
       e.out_float = sc.data();
       run_conv(b.shortcut, us.data(), gsc, e, &gs);
@@ -688,7 +695,7 @@ Tensor IntegerResNet::forward(const Tensor& images) {
     }
     // conv2 -> BN2 -> + shortcut -> ReLU: the block's output, float, and in the next block's codes
     const int64_t count = g1.pixels() * b.conv2.cout;
-    out.resize(count);
+    hold(out, count);
     Epilogue e;
     e.residual = residual;
     e.out_float = out.data();
