@@ -28,6 +28,7 @@
 // (-DANYBIT_PORTABLE=ON, or an older CPU), direct_conv_supported() is false and conv.cpp keeps
 // its im2col + GEMM path. bench_train --conv-direct 0 measures the difference.
 #include <algorithm>
+#include <cstdlib>
 #include <cstdint>
 #include <limits>
 #include <vector>
@@ -66,6 +67,12 @@ inline V load(const float* p) { return _mm512_loadu_ps(p); }
 inline V load(Mask m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
 inline void store(float* p, V v) { _mm512_storeu_ps(p, v); }
 inline void store(Mask m, float* p, V v) { _mm512_mask_storeu_ps(p, m, v); }
+// even / odd: the even / odd lanes of the 2 kLanes values a, b (a's first)
+inline void deinterleave(V a, V b, V& even, V& odd) {
+  const __m512i e = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  even = _mm512_permutex2var_ps(a, e, b);
+  odd = _mm512_permutex2var_ps(a, _mm512_add_epi32(e, _mm512_set1_epi32(1)), b);
+}
 // Register blocks (32 registers): forward 4 x 4 accumulators; weight gradient 3 output
 // channels x all 9 taps (27 accumulators), so each dY vector is loaded once.
 constexpr int kOB = 4, kPB = 4, kDwOB = 3, kDwTB = 9;
@@ -91,6 +98,12 @@ inline V load(const float* p) { return _mm256_loadu_ps(p); }
 inline V load(Mask m, const float* p) { return _mm256_maskload_ps(p, m); }
 inline void store(float* p, V v) { _mm256_storeu_ps(p, v); }
 inline void store(Mask m, float* p, V v) { _mm256_maskstore_ps(p, m, v); }
+// even / odd: the even / odd lanes of the 2 kLanes values a, b (a's first)
+inline void deinterleave(V a, V b, V& even, V& odd) {
+  // within 128-bit halves: a0 a2 b0 b2 | a4 a6 b4 b6, then the 64-bit pairs put in order
+  even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+  odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+}
 // Register blocks (16 registers): forward 4 output channels x 2 vectors (8 accumulators, 2
 // inputs, their 2 masks, a weight); weight gradient 3 output channels x the 3 taps of one kernel
 // row (9 accumulators, 3 dY vectors, an input and its mask).
@@ -122,12 +135,32 @@ inline float lane_sum(V v) {
 
 using isa::kLanes, isa::kLine, isa::kLead;
 
-// Whether the input is read through the padded layout (DirectPlan::xs): AVX2 builds, rows a
-// whole number of chunks, and the left padding within a line's lead.
-bool padded_layout(const ConvShape& s) { return isa::kPadInput && s.W % kLanes == 0 && s.opt.pad_w <= kLead; }
+// Tap kw's input column for output column ow is ow S + kw dil - pad = S (ow + a) + phase, with
+// 0 <= phase < S (the stride): a, in whole strides, and phase.
+struct ColumnShift {
+  int64_t a, phase;
+};
+ColumnShift column_shift(const ConvShape& s, int64_t kw) {
+  const int64_t S = s.opt.stride_w, d = kw * s.opt.dil_w - s.opt.pad_w;
+  const int64_t phase = ((d % S) + S) % S;
+  return {(d - phase) / S, phase};
+}
+
+// Whether the input is read through the padded layout (DirectPlan::xs): AVX2 builds, stride 1 or
+// 2 (the same both ways), output rows a whole number of chunks, every tap's column shift within a
+// line's lead.
+bool padded_layout(const ConvShape& s) {
+  const int64_t S = s.opt.stride_w;
+  if (!isa::kPadInput || s.opt.stride_h != S || (S != 1 && S != 2) || s.OW % kLanes != 0) return false;
+  for (int64_t kw = 0; kw < s.KW; ++kw)
+    if (std::abs(column_shift(s, kw).a) > kLead) return false;
+  return true;
+}
 
 bool direct_conv_supported(const ConvShape& s, DType dt) {
-  return g_direct && dt == DType::F32 && s.same_stride1() && !s.direct();
+  // "same" stride-1 convolutions everywhere; stride 2 through the padded layout (AVX2)
+  return g_direct && dt == DType::F32 && !s.direct() &&
+         (s.same_stride1() || (s.opt.stride_w == 2 && padded_layout(s)));
 }
 
 DirectPlan make_direct_plan(const ConvShape& s, const float* w) {
@@ -137,27 +170,36 @@ DirectPlan make_direct_plan(const ConvShape& s, const float* w) {
   pl.taps = T;
   pl.off.resize(T);
   pl.mask.assign(pl.chunks * T, 0);
-  for (int64_t kh = 0; kh < s.KH; ++kh)
-    for (int64_t kw = 0; kw < s.KW; ++kw) {
-      const int64_t t = kh * s.KW + kw;
-      const int64_t dh = kh * s.opt.dil_h - s.opt.pad_h, dw = kw * s.opt.dil_w - s.opt.pad_w;
-      pl.off[t] = dh * s.W + dw;
-      for (int64_t p = 0; p < P; ++p) {
-        const int64_t ih = p / s.W + dh, iw = p % s.W + dw;
-        if (ih >= 0 && ih < s.H && iw >= 0 && iw < s.W) pl.mask[(p / kLanes) * T + t] |= uint16_t(1u << (p % kLanes));
-      }
-    }
   if (padded_layout(s)) {
-    const int64_t row_chunks = s.W / kLanes;
-    pl.Hp = s.H + 2 * s.opt.pad_h, pl.Wp = row_chunks * kLine;
+    // Per padded row (Hp of them, every input row and the zero rows a tap reaches), S phases of
+    // row_chunks lines: line (phase, q) holds the input columns S (8 q + j - kLead) + phase,
+    // j < kLine. Output pixel (oh, 8 q + l) reads tap (kh, kw) at row oh S + kh dil, line
+    // (phase, q), element l + a + kLead (column_shift).
+    const int64_t S = s.opt.stride_w, row_chunks = s.OW / kLanes;
+    pl.Hp = std::max(s.H + s.opt.pad_h, (s.OH - 1) * S + (s.KH - 1) * s.opt.dil_h + 1);
+    pl.Wp = S * row_chunks * kLine;
     pl.xs = pl.Hp * pl.Wp;
     if (pl.xs % 256 == 0) pl.xs += kLine;  // planes 1 KiB apart alias in L1
     pl.pad_off.resize(T);
     for (int64_t kh = 0; kh < s.KH; ++kh)
-      for (int64_t kw = 0; kw < s.KW; ++kw) pl.pad_off[kh * s.KW + kw] = kh * s.opt.dil_h * pl.Wp + kw * s.opt.dil_w;
+      for (int64_t kw = 0; kw < s.KW; ++kw) {
+        const ColumnShift cs = column_shift(s, kw);
+        pl.pad_off[kh * s.KW + kw] = kh * s.opt.dil_h * pl.Wp + cs.phase * row_chunks * kLine + cs.a + kLead;
+      }
     pl.base.resize(pl.chunks);
     for (int64_t chunk = 0; chunk < pl.chunks; ++chunk)
-      pl.base[chunk] = (chunk / row_chunks) * pl.Wp + (chunk % row_chunks) * kLine + kLead - s.opt.pad_w;
+      pl.base[chunk] = (chunk / row_chunks) * S * pl.Wp + (chunk % row_chunks) * kLine;
+  } else {  // masks and offsets in the image itself ("same" stride 1)
+    for (int64_t kh = 0; kh < s.KH; ++kh)
+      for (int64_t kw = 0; kw < s.KW; ++kw) {
+        const int64_t t = kh * s.KW + kw;
+        const int64_t dh = kh * s.opt.dil_h - s.opt.pad_h, dw = kw * s.opt.dil_w - s.opt.pad_w;
+        pl.off[t] = dh * s.W + dw;
+        for (int64_t p = 0; p < P; ++p) {
+          const int64_t ih = p / s.W + dh, iw = p % s.W + dw;
+          if (ih >= 0 && ih < s.H && iw >= 0 && iw < s.W) pl.mask[(p / kLanes) * T + t] |= uint16_t(1u << (p % kLanes));
+        }
+      }
   }
   if (!w) return pl;  // a plan for the weight gradient: no weights to pack
   // w (O, Cg, KH, KW) -> per group (T, Cg, Og)
@@ -286,15 +328,25 @@ void padded_chunks(const float* x, const float* w, float* y, const DirectPlan& p
 // input columns ow0 - kLead .. ow0 + kLanes + kLead - 1 of the chunk's first column ow0, zeros
 // outside the image.
 void pad_input(const float* x, float* xp, const ConvShape& s, const DirectPlan& pl) {
-  const int64_t ph = s.opt.pad_h, row_chunks = s.W / kLanes, vectors = row_chunks * kLine / kLanes;
-  // per vector of a padded row: its lanes whose input column lies inside the image
+  const int64_t S = s.opt.stride_w, ph = s.opt.pad_h, row_chunks = s.OW / kLanes;
+  const int64_t vectors = row_chunks * kLine / kLanes;  // of one phase of a padded row
+  // Vector v of a phase's lines is made of S consecutive input vectors (deinterleaved when S = 2),
+  // from input column first(v); inside[v * S + i]: the lanes of the i-th whose column lies in
+  // the image (masked-off lanes are not read, so the loads may point outside the row).
+  auto first = [&](int64_t v) { return S * ((v * kLanes / kLine) * kLanes - kLead + v * kLanes % kLine); };
   thread_local std::vector<uint32_t> inside;
-  inside.assign(vectors, 0);
+  inside.assign(vectors * S, 0);
   for (int64_t v = 0; v < vectors; ++v)
-    for (int64_t l = 0; l < kLanes; ++l) {
-      const int64_t col = (v * kLanes / kLine) * kLanes - kLead + v * kLanes % kLine + l;
-      inside[v] |= uint32_t(col >= 0 && col < s.W) << l;
-    }
+    for (int64_t i = 0; i < S; ++i)
+      for (int64_t l = 0; l < kLanes; ++l) {
+        const int64_t col = first(v) + i * kLanes + l;
+        inside[v * S + i] |= uint32_t(col >= 0 && col < s.W) << l;
+      }
+  auto load = [&](const float* in, int64_t v, int64_t i) {
+    const uint32_t bits = inside[v * S + i];
+    const float* at = in + first(v) + i * kLanes;
+    return bits == isa::kFull ? isa::load(at) : bits ? isa::load(isa::mask(bits), at) : isa::zero();
+  };
   for (int64_t c = 0; c < s.C; ++c) {
     const float* src = x + c * s.H * s.W;
     float* dst = xp + c * pl.xs;
@@ -303,13 +355,14 @@ void pad_input(const float* x, float* xp, const ConvShape& s, const DirectPlan& 
       const float* in = src + h * s.W;
       float* row = dst + (ph + h) * pl.Wp;
       for (int64_t v = 0; v < vectors; ++v) {
-        // the vector's first input column; masked-off lanes are not read, so in + first may
-        // point outside the row
-        const int64_t first = (v * kLanes / kLine) * kLanes - kLead + v * kLanes % kLine;
-        const uint32_t bits = inside[v];
-        const V val = bits == isa::kFull ? isa::load(in + first)
-                                         : bits ? isa::load(isa::mask(bits), in + first) : isa::zero();
-        isa::store(row + v * kLanes, val);
+        if (S == 1) {
+          isa::store(row + v * kLanes, load(in, v, 0));
+        } else {  // S = 2: the even columns to phase 0's line, the odd ones to phase 1's
+          V even, odd;
+          isa::deinterleave(load(in, v, 0), load(in, v, 1), even, odd);
+          isa::store(row + v * kLanes, even);
+          isa::store(row + (vectors + v) * kLanes, odd);
+        }
       }
     }
     std::fill(dst + (ph + s.H) * pl.Wp, dst + pl.xs, 0.0f);
