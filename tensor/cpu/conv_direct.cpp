@@ -73,6 +73,12 @@ inline void deinterleave(V a, V b, V& even, V& odd) {
   even = _mm512_permutex2var_ps(a, e, b);
   odd = _mm512_permutex2var_ps(a, _mm512_add_epi32(e, _mm512_set1_epi32(1)), b);
 }
+// dst[j * dst_stride + i] = src[i * src_stride + j] for i, j < 8 (the padded layout's weight
+// gradient, its only user, is AVX2's: a plain loop here)
+inline void transpose8x8(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
+  for (int i = 0; i < 8; ++i)
+    for (int j = 0; j < 8; ++j) dst[j * dst_stride + i] = src[i * src_stride + j];
+}
 // Register blocks (32 registers): forward 4 x 4 accumulators; weight gradient 3 output
 // channels x all 9 taps (27 accumulators), so each dY vector is loaded once.
 constexpr int kOB = 4, kPB = 4, kDwOB = 3, kDwTB = 9;
@@ -103,6 +109,25 @@ inline void deinterleave(V a, V b, V& even, V& odd) {
   // within 128-bit halves: a0 a2 b0 b2 | a4 a6 b4 b6, then the 64-bit pairs put in order
   even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
   odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+}
+// dst[j * dst_stride + i] = src[i * src_stride + j] for i, j < 8: pairs of rows interleaved, then
+// pairs of pairs, then the 128-bit halves exchanged.
+inline void transpose8x8(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * src_stride);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);      // a0 b0 a1 b1 | a4 b4 a5 b5
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);  // a2 b2 a3 b3 | a6 b6 a7 b7
+  }
+  for (int i = 0; i < 8; i += 4)
+    for (int k = 0; k < 2; ++k) {
+      r[i + 2 * k] = _mm256_shuffle_ps(t[i + k], t[i + k + 2], 0x44);      // a0 b0 c0 d0 | a4 b4 c4 d4 (k = 0)
+      r[i + 2 * k + 1] = _mm256_shuffle_ps(t[i + k], t[i + k + 2], 0xEE);  // a1 b1 c1 d1 | a5 b5 c5 d5
+    }
+  for (int j = 0; j < 4; ++j) {
+    _mm256_storeu_ps(dst + j * dst_stride, _mm256_permute2f128_ps(r[j], r[j + 4], 0x20));
+    _mm256_storeu_ps(dst + (j + 4) * dst_stride, _mm256_permute2f128_ps(r[j], r[j + 4], 0x31));
+  }
 }
 // Register blocks (16 registers): forward 4 output channels x 2 vectors (8 accumulators, 2
 // inputs, their 2 masks, a weight); weight gradient 3 output channels x the 3 taps of one kernel
@@ -548,9 +573,10 @@ void direct_conv_dw(const float* x, const float* dy, float* dw, int64_t nimg, co
       thread_local std::vector<float> transposed;
       transposed.resize(nimg * P * s.O);
       float* dyT = transposed.data();
-      for (int64_t n = 0; n < nimg; ++n)
-        for (int64_t o = 0; o < s.O; ++o)
-          for (int64_t p = 0; p < P; ++p) dyT[(n * P + p) * s.O + o] = dy[n * dy_image + o * P + p];
+      for (int64_t n = 0; n < nimg; ++n)  // in blocks of 8 x 8 (P and O are multiples of 8)
+        for (int64_t o = 0; o < s.O; o += 8)
+          for (int64_t p = 0; p < P; p += 8)
+            isa::transpose8x8(dy + n * dy_image + o * P + p, P, dyT + (n * P + p) * s.O + o, s.O);
       for (int64_t g = 0; g < s.G; ++g) {
         float* wg = dw + g * Og * Cg * T;
         for (int64_t o0 = 0; o0 < Og; o0 += 2 * kLanes)
