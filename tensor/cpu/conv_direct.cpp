@@ -474,42 +474,51 @@ inline void padded_dw_block(const float* x, const float* dy, float* dw, const Di
     for (int t = 0; t < TB; ++t) dw[((o0 + i) * Cg + c) * T + t0 + t] += isa::lane_sum(acc[i][t]);
 }
 
-// The weight gradient on the padded layout with the output channels in the vector lanes: dyT holds
-// dY transposed, (image, pixel, output channel) with O channels a pixel, so the 2 vectors of output
-// channels o0 .. o0 + 15 of a pixel are two loads; each of its CB input channels x 3 taps (kernel
-// row kh) of x is one broadcast. 2 x 3 CB accumulators (12 with CB = 2, and 2 dY vectors and a
-// broadcast: 15 of AVX2's 16 registers) sum over every pixel of the nimg images, with no
-// horizontal sum: lane l of acc[i][j] is dw[o0 + 8 i + l][c0 + j / 3][kh][j % 3].
+// The weight gradient with the output channels in the vector lanes: dyT holds dY transposed,
+// (image, pixel, output channel) with O channels a pixel, so the 2 vectors of output channels
+// o0 .. o0 + 15 of a pixel are two loads; each of its CB input channels x 3 taps (kernel row kh)
+// of x is one broadcast, read from x itself (C planes of H x W a image, x_image floats apart):
+// rows the tap row misses are skipped, and only a row's first and last pixels check which taps
+// fall outside it. 2 x 3 CB accumulators (12 with CB = 2, and 2 dY vectors and a broadcast: 15 of
+// AVX2's 16 registers) sum over every pixel of the nimg images, with no horizontal sum: lane l of
+// acc[i][j] is dw[o0 + 8 i + l][c0 + j / 3][kh][j % 3].
 template <int CB>
-inline void lanes_dw_block(const float* x, int64_t x_image, const float* dyT, int64_t O, float* dw,
-                           const DirectPlan& pl, int64_t nimg, int64_t P, int64_t Cg, int64_t o0, int64_t c0,
-                           int64_t kh) {
+inline void lanes_dw_block(const float* x, int64_t x_image, const float* dyT, float* dw, const ConvShape& s,
+                           int64_t nimg, int64_t o0, int64_t c0, int64_t kh) {
   constexpr int J = 3 * CB;
+  const int64_t S = s.opt.stride_w, dil = s.opt.dil_w, pw = s.opt.pad_w, HW = s.H * s.W, O = s.O, Cg = s.Cg();
+  // the output columns whose 3 taps all lie inside a row: ow S + kw dil - pw in [0, W)
+  const int64_t ow_lo = std::min(s.OW, (pw + S - 1) / S);
+  const int64_t ow_hi = std::max(ow_lo, std::min(s.OW, (s.W - 1 - 2 * dil + pw) / S + 1));
   V acc[2][J];
 #pragma GCC unroll 2
   for (int i = 0; i < 2; ++i)
 #pragma GCC unroll 6
     for (int j = 0; j < J; ++j) acc[i][j] = isa::zero();
-  const int64_t* off = &pl.pad_off[kh * 3];
-  for (int64_t n = 0; n < nimg; ++n) {
-    const float* xn = x + n * x_image + c0 * pl.xs;
-    const float* yn = dyT + n * P * O + o0;
-    for (int64_t chunk = 0; chunk < pl.chunks; ++chunk) {
-      const float* xb = xn + pl.base[chunk];
-      for (int64_t l = 0; l < kLanes; ++l) {
-        const float* d = yn + (chunk * kLanes + l) * O;
-        const V d0 = isa::load(d), d1 = isa::load(d + kLanes);
+  auto pixel = [&](const float* xr, const float* d, int64_t ow, bool check) {
+    const V d0 = isa::load(d), d1 = isa::load(d + kLanes);
 #pragma GCC unroll 2
-        for (int ci = 0; ci < CB; ++ci)
+    for (int ci = 0; ci < CB; ++ci)
 #pragma GCC unroll 3
-          for (int kw = 0; kw < 3; ++kw) {
-            const V b = isa::broadcast(xb[ci * pl.xs + off[kw] + l]);
-            acc[0][ci * 3 + kw] = isa::fma(d0, b, acc[0][ci * 3 + kw]);
-            acc[1][ci * 3 + kw] = isa::fma(d1, b, acc[1][ci * 3 + kw]);
-          }
+      for (int kw = 0; kw < 3; ++kw) {
+        const int64_t iw = ow * S + kw * dil - pw;
+        if (check && (iw < 0 || iw >= s.W)) continue;
+        const V b = isa::broadcast(xr[ci * HW + iw]);
+        acc[0][ci * 3 + kw] = isa::fma(d0, b, acc[0][ci * 3 + kw]);
+        acc[1][ci * 3 + kw] = isa::fma(d1, b, acc[1][ci * 3 + kw]);
       }
+  };
+  for (int64_t n = 0; n < nimg; ++n)
+    for (int64_t oh = 0; oh < s.OH; ++oh) {
+      const int64_t ih = oh * s.opt.stride_h + kh * s.opt.dil_h - s.opt.pad_h;
+      if (ih < 0 || ih >= s.H) continue;  // the tap row lies in the zero padding
+      const float* xr = x + n * x_image + c0 * HW + ih * s.W;
+      const float* yr = dyT + (n * s.OH + oh) * s.OW * O + o0;
+      int64_t ow = 0;
+      for (; ow < ow_lo; ++ow) pixel(xr, yr + ow * O, ow, true);
+      for (; ow < ow_hi; ++ow) pixel(xr, yr + ow * O, ow, false);
+      for (; ow < s.OW; ++ow) pixel(xr, yr + ow * O, ow, true);
     }
-  }
   for (int i = 0; i < 2; ++i)
     for (int j = 0; j < J; ++j) {
       alignas(64) float lanes[kLanes];
@@ -545,9 +554,10 @@ void direct_dw_group(const float* x, const float* dy, float* dw, const DirectPla
 
 }  // namespace
 
-// Whether the padded weight gradient puts output channels in the lanes (lanes_dw_block): whole
-// pairs of vectors of them, and enough input channels (with the stem's 3 the other kernel wins).
-bool lanes_dw(const ConvShape& s) { return s.Og() % (2 * kLanes) == 0 && s.Cg() >= 8; }
+// Whether the weight gradient puts output channels in the lanes (lanes_dw_block): AVX2 shapes of
+// the padded layout (whole chunks, so dY transposes in blocks of 8), whole pairs of vectors of
+// output channels, and enough input channels (with the stem's 3 the other kernel wins).
+bool lanes_dw(const ConvShape& s) { return padded_layout(s) && s.Og() % (2 * kLanes) == 0 && s.Cg() >= 8; }
 
 bool direct_dw_supported(const ConvShape& s, DType dt) {
   // on the padded layout (AVX2) it beats im2col + OpenBLAS on every ResNet-20 width but the
@@ -562,6 +572,27 @@ void direct_conv_dw(const float* x, const float* dy, float* dw, int64_t nimg, co
   static_assert(9 % isa::kDwTB == 0, "the weight gradient's tap blocks must tile the 9 taps");
   const int64_t P = s.P(), Cg = s.Cg(), Og = s.Og(), T = pl.taps;
   const int64_t dy_image = s.O * P;
+  if (lanes_dw(s)) {  // output channels in the lanes: dY transposed first, x read as it is
+    thread_local std::vector<float> transposed;
+    transposed.resize(nimg * P * s.O);
+    float* dyT = transposed.data();
+    for (int64_t n = 0; n < nimg; ++n)  // in blocks of 8 x 8 (P and O are multiples of 8)
+      for (int64_t o = 0; o < s.O; o += 8)
+        for (int64_t p = 0; p < P; p += 8)
+          isa::transpose8x8(dy + n * dy_image + o * P + p, P, dyT + (n * P + p) * s.O + o, s.O);
+    const int64_t x_image = s.C * s.H * s.W;
+    for (int64_t g = 0; g < s.G; ++g) {
+      const float* xg = x + g * Cg * s.H * s.W;
+      float* wg = dw + g * Og * Cg * T;
+      for (int64_t o0 = 0; o0 < Og; o0 += 2 * kLanes)
+        for (int64_t kh = 0; kh < 3; ++kh) {
+          int64_t c0 = 0;
+          for (; c0 + 2 <= Cg; c0 += 2) lanes_dw_block<2>(xg, x_image, dyT + g * Og, wg, s, nimg, o0, c0, kh);
+          for (; c0 < Cg; ++c0) lanes_dw_block<1>(xg, x_image, dyT + g * Og, wg, s, nimg, o0, c0, kh);
+        }
+    }
+    return;
+  }
   if (pl.xs) {  // the images copied to the padded layout first
     thread_local std::vector<float> padded;
     const int64_t x_image = s.C * pl.xs;
@@ -569,27 +600,6 @@ void direct_conv_dw(const float* x, const float* dy, float* dw, int64_t nimg, co
     float* xpad = padded.data();  // on a cache line, as pad_input's lines must be
     xpad += (64 - reinterpret_cast<uintptr_t>(xpad) % 64) % 64 / sizeof(float);
     for (int64_t n = 0; n < nimg; ++n) pad_input(x + n * s.C * s.H * s.W, xpad + n * x_image, s, pl);
-    if (lanes_dw(s)) {  // output channels in the lanes: dY transposed first
-      thread_local std::vector<float> transposed;
-      transposed.resize(nimg * P * s.O);
-      float* dyT = transposed.data();
-      for (int64_t n = 0; n < nimg; ++n)  // in blocks of 8 x 8 (P and O are multiples of 8)
-        for (int64_t o = 0; o < s.O; o += 8)
-          for (int64_t p = 0; p < P; p += 8)
-            isa::transpose8x8(dy + n * dy_image + o * P + p, P, dyT + (n * P + p) * s.O + o, s.O);
-      for (int64_t g = 0; g < s.G; ++g) {
-        float* wg = dw + g * Og * Cg * T;
-        for (int64_t o0 = 0; o0 < Og; o0 += 2 * kLanes)
-          for (int64_t kh = 0; kh < 3; ++kh) {
-            int64_t c0 = 0;
-            for (; c0 + 2 <= Cg; c0 += 2)
-              lanes_dw_block<2>(xpad + g * Cg * pl.xs, x_image, dyT + g * Og, s.O, wg, pl, nimg, P, Cg, o0, c0, kh);
-            for (; c0 < Cg; ++c0)
-              lanes_dw_block<1>(xpad + g * Cg * pl.xs, x_image, dyT + g * Og, s.O, wg, pl, nimg, P, Cg, o0, c0, kh);
-          }
-      }
-      return;
-    }
     for (int64_t g = 0; g < s.G; ++g)
       direct_dw_group<true>(xpad + g * Cg * pl.xs, dy + g * Og * P, dw + g * Og * Cg * T, pl, nimg, x_image, dy_image,
                             Cg, Og, P);
