@@ -4,7 +4,7 @@
 #
 # Runs build/bench_train --only WORKLOAD under perf with enough steps that set-up and the first
 # step's page faults weigh little, then sums perf's self time per symbol into categories:
-#   conv direct kernels     tensor/cpu/conv_direct.cpp (forward, input and weight gradients)
+#   conv direct kernels     tensor/cpu/conv_direct.cpp (forward, input and weight gradients, padded copies)
 #   conv GEMM (OpenBLAS)    sgemm_* kernels and packing routines
 #   conv im2col / col2im    im2col, the conv backward loop (col2im, bias), memcpy/memset of rows
 #   batch norm              train_fwd / bwd of tensor/cpu/norm.cpp
@@ -25,7 +25,7 @@ perf record -q -o "$DATA" "$BUILD/bench_train" --only "$W" --threads "$THREADS" 
 perf report -i "$DATA" --no-children --sort dso,sym --stdio 2>/dev/null | awk -v w="$W" -v t="$THREADS" '
   /^ +[0-9.]+%/ {
     p = $1; sub(/%/, "", p); line = $0
-    if (line ~ /direct_block|direct_dw|direct_conv|padded_block|padded_dw|pad_input/) c = "conv direct kernels (conv_direct.cpp)"
+    if (line ~ /direct_block|direct_dw|direct_conv|padded_block|padded_dw|pad_input|lanes_dw|transpose8x8/) c = "conv direct kernels (conv_direct.cpp)"
     else if (line ~ /sgemm|cblas_/) c = "conv GEMM (OpenBLAS)"
     else if (line ~ /im2col|col2im|backward_impl|conv2d|memmove|memcpy|memset/) c = "conv im2col / col2im / copies"
     else if (line ~ /train_fwd|::bwd<|batch_norm|eval_fwd/) c = "batch norm"

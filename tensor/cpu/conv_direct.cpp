@@ -1,6 +1,6 @@
 // conv_direct.cpp - a direct float32 convolution for "same" stride-1 convolutions (3x3 with
-// padding 1, 5x5 with padding 2, ...): the shape of 17 of ResNet-20's 21 convolutions, computed
-// without an im2col matrix and without GEMM packing.
+// padding 1, 5x5 with padding 2, ...) and, with AVX2, stride-2 ones: 21 of ResNet-20's 21
+// convolutions, computed without an im2col matrix and without GEMM packing.
 //
 // Why it works. In a "same" stride-1 convolution output pixel p = oh*W + ow reads, for the tap
 // (kh, kw), input pixel p + off, off = (kh*dil_h - pad_h)*W + (kw*dil_w - pad_w), whenever that
@@ -11,6 +11,15 @@
 // (DirectPlan). Most (chunk, tap) pairs lie wholly inside the image and take a plain load; a tap
 // that falls wholly outside (the row above the first one, say) is skipped.
 //
+// The padded layout (AVX2). With 16 registers the masks cost registers the accumulators need, and
+// a load that straddles two cache lines costs two. So where the output rows are a whole number of
+// chunks, the input is first copied (pad_input) to rows of cache lines, one line (16 floats) per
+// chunk of 8 output pixels, holding the input the chunk's taps read from 4 columns before it to 4
+// after, zeros outside the image. Every tap is then a plain load within one line, at
+// base[chunk] + pad_off[tap], and the kernel holds 12 accumulators. Stride 2 splits each padded
+// row in two: the even input columns' lines, then the odd ones' (deinterleaved as they are
+// copied); a tap reads the half its column parity says.
+//
 // The kernel keeps a block of OB output channels x PB vectors of pixels in registers. For each
 // tap and input channel it loads PB vectors of input and broadcasts OB weights: OB*PB fused
 // multiply-adds for OB + PB loads. The loop order (pixel block, then output-channel block, then
@@ -18,15 +27,17 @@
 // visits it. The weights are repacked per call to (tap, input channel, output channel), so the
 // inner loop reads them in order.
 //
-// The weight gradient of 3x3 convolutions is a sum over pixels of dY times the shifted input:
-// the same masked loads, with OB output channels x TB taps of vector accumulators, reduced once
-// per block of images (direct_dw_block).
+// The weight gradient of 3x3 convolutions is a sum over pixels of dY times the shifted input.
+// With AVX2 and output channels in multiples of 16 it puts them in the vector lanes
+// (lanes_dw_block: dY transposed to pixel-major, each input value one broadcast, no horizontal
+// sums); otherwise the same loads as the forward, with OB output channels x TB taps of vector
+// accumulators, reduced once per block of images (direct_dw_block, padded_dw_block).
 //
 // The block sizes are the ISA's (namespace isa below): AVX-512 has 32 vector registers, AVX2 16.
-// Used by tensor/cpu/conv.cpp for the forward pass, the input gradient (itself such a
-// convolution, see there) and the weight gradient. Without AVX2 and FMA at build time
-// (-DANYBIT_PORTABLE=ON, or an older CPU), direct_conv_supported() is false and conv.cpp keeps
-// its im2col + GEMM path. bench_train --conv-direct 0 measures the difference.
+// Used by tensor/cpu/conv.cpp for the forward pass, the input gradient of stride-1 convolutions
+// (itself such a convolution, see there) and the weight gradient. Without AVX2 and FMA at build
+// time (-DANYBIT_PORTABLE=ON, or an older CPU), direct_conv_supported() is false and conv.cpp
+// keeps its im2col + GEMM path. bench_train --conv-direct 0 measures the difference.
 #include <algorithm>
 #include <cstdlib>
 #include <cstdint>
