@@ -149,7 +149,9 @@ TEST_CASE("the direct convolution matches ref::conv2d and the im2col path on Res
                                    {{2, 16, 32, 32}, {32, 16, 3, 3}, false, Conv2dOptions::make(2, 1)},
                                    {{2, 32, 16, 16}, {64, 32, 1, 1}, false, Conv2dOptions::make(2, 0)},
                                    {{2, 5, 16, 32}, {7, 5, 5, 5}, true, Conv2dOptions::make(2, 2)},
-                                   {{1, 4, 9, 31}, {6, 4, 3, 3}, true, Conv2dOptions::make(2, 1)}};
+                                   {{1, 4, 9, 31}, {6, 4, 3, 3}, true, Conv2dOptions::make(2, 1)},
+                                   // 9 taps in one row: not the 3x3 weight gradient's kernel
+                                   {{2, 8, 4, 16}, {16, 8, 1, 9}, false, Conv2dOptions{1, 1, 0, 4, 1, 1, 1}}};
   for (const Case& c : cases) {
     const Conv2dOptions& o = c.o;
     INFO("x " << shape_str(c.x) << ", w " << shape_str(c.w));

@@ -499,8 +499,8 @@ inline void lanes_dw_block(const float* x, int64_t x_image, const float* dyT, fl
   constexpr int J = 3 * CB;
   const int64_t S = s.opt.stride_w, dil = s.opt.dil_w, pw = s.opt.pad_w, HW = s.H * s.W, O = s.O, Cg = s.Cg();
   // the output columns whose 3 taps all lie inside a row: ow S + kw dil - pw in [0, W)
-  const int64_t ow_lo = std::min(s.OW, (pw + S - 1) / S);
-  const int64_t ow_hi = std::max(ow_lo, std::min(s.OW, (s.W - 1 - 2 * dil + pw) / S + 1));
+  const int64_t ow_lo = std::min(s.OW, (pw + S - 1) / S), last = s.W - 1 - 2 * dil + pw;  // ow S <= last
+  const int64_t ow_hi = std::max(ow_lo, std::min(s.OW, last < 0 ? 0 : last / S + 1));
   V acc[2][J];
 #pragma GCC unroll 2
   for (int i = 0; i < 2; ++i)
@@ -566,9 +566,12 @@ void direct_dw_group(const float* x, const float* dy, float* dw, const DirectPla
 }  // namespace
 
 // Whether the weight gradient puts output channels in the lanes (lanes_dw_block): AVX2 shapes of
-// the padded layout (whole chunks, so dY transposes in blocks of 8), whole pairs of vectors of
-// output channels, and enough input channels (with the stem's 3 the other kernel wins).
-bool lanes_dw(const ConvShape& s) { return padded_layout(s) && s.Og() % (2 * kLanes) == 0 && s.Cg() >= 8; }
+// the padded layout (whole chunks, so dY transposes in blocks of 8), 3x3 taps (not 1x9), whole
+// pairs of vectors of output channels, and enough input channels (with the stem's 3 the other
+// kernel wins).
+bool lanes_dw(const ConvShape& s) {
+  return padded_layout(s) && s.KH == 3 && s.KW == 3 && s.Og() % (2 * kLanes) == 0 && s.Cg() >= 8;
+}
 
 bool direct_dw_supported(const ConvShape& s, DType dt) {
   // on the padded layout (AVX2) it beats im2col + OpenBLAS on every ResNet-20 width but the
