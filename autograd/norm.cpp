@@ -88,7 +88,8 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
     bool gw = weight.defined() && weight.requires_grad(), gb = bias.defined() && bias.requires_grad();
     // y's values without its history (the closure must not own the node that owns it)
     const Tensor relu_out = relu ? y.detach() : Tensor();
-    const char* name = relu ? (sync ? "batch_norm_sync_relu" : "batch_norm_relu") : (sync ? "batch_norm_sync" : "batch_norm");
+    const char* name = relu ? (sync ? "batch_norm_sync_relu" : "batch_norm_relu")
+                            : (sync ? "batch_norm_sync" : "batch_norm");
     record(name, y, {x, weight, bias}, [=](const Tensor& g) {
       Tensor dx = Tensor::empty(xc.shape(), xc.dtype(), xc.device());
       Tensor dw = gw ? Tensor::empty({C}, xc.dtype(), xc.device()) : Tensor();

@@ -196,7 +196,8 @@ void IntMatmul::run_rows(const uint8_t* const* rows, const int32_t* goff, int64_
   if (g_use_simd) {
     constexpr int PB = 4;
     int64_t p = 0;
-    for (; p + PB <= P; p += PB) rows_avx2<PB>(rows + p, goff, Kp_, planes_, plane_mult_, flush_, M_, Mp_, acc + p * M_);
+    for (; p + PB <= P; p += PB)
+      rows_avx2<PB>(rows + p, goff, Kp_, planes_, plane_mult_, flush_, M_, Mp_, acc + p * M_);
     for (; p < P; ++p) rows_avx2<1>(rows + p, goff, Kp_, planes_, plane_mult_, flush_, M_, Mp_, acc + p * M_);
     return;
   }

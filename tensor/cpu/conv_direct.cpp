@@ -534,7 +534,8 @@ inline void lanes_dw_block(const float* x, int64_t x_image, const float* dyT, fl
     for (int j = 0; j < J; ++j) {
       alignas(64) float lanes[kLanes];
       isa::store(lanes, acc[i][j]);
-      for (int64_t l = 0; l < kLanes; ++l) dw[((o0 + i * kLanes + l) * Cg + c0 + j / 3) * 9 + kh * 3 + j % 3] += lanes[l];
+      for (int64_t l = 0; l < kLanes; ++l)
+        dw[((o0 + i * kLanes + l) * Cg + c0 + j / 3) * 9 + kh * 3 + j % 3] += lanes[l];
     }
 }
 
