@@ -25,7 +25,7 @@ perf record -q -o "$DATA" "$BUILD/bench_train" --only "$W" --threads "$THREADS" 
 perf report -i "$DATA" --no-children --sort dso,sym --stdio 2>/dev/null | awk -v w="$W" -v t="$THREADS" '
   /^ +[0-9.]+%/ {
     p = $1; sub(/%/, "", p); line = $0
-    if (line ~ /direct_block|direct_dw|direct_conv|padded_block|padded_dw|pad_input|lanes_dw|transpose8x8/) c = "conv direct kernels (conv_direct.cpp)"
+    if (line ~ /direct_block|direct_dw|direct_conv|padded_block|pad_input|lanes_dw|transpose8x8/) c = "conv direct kernels (conv_direct.cpp)"
     else if (line ~ /sgemm|cblas_/) c = "conv GEMM (OpenBLAS)"
     else if (line ~ /im2col|col2im|backward_impl|conv2d|memmove|memcpy|memset/) c = "conv im2col / col2im / copies"
     else if (line ~ /train_fwd|::bwd<|batch_norm|eval_fwd/) c = "batch norm"

@@ -31,7 +31,7 @@
 // With AVX2 and output channels in multiples of 16 it puts them in the vector lanes
 // (lanes_dw_block: dY transposed to pixel-major, each input value one broadcast, no horizontal
 // sums); otherwise the same loads as the forward, with OB output channels x TB taps of vector
-// accumulators, reduced once per block of images (direct_dw_block, padded_dw_block).
+// accumulators, reduced once per block of images (direct_dw_block).
 //
 // The block sizes are the ISA's (namespace isa below): AVX-512 has 32 vector registers, AVX2 16.
 // Used by tensor/cpu/conv.cpp for the forward pass, the input gradient of stride-1 convolutions
@@ -410,8 +410,9 @@ void pad_input(const float* x, float* xp, const ConvShape& s, const DirectPlan& 
 // pixels p of dY[o][p] * x[c][p + off[t]] (masked as in the forward). OB x TB vector
 // accumulators, reduced to scalars once per call: every output-gradient vector is loaded once
 // for the TB taps. It runs about as fast per multiply-add as OpenBLAS on im2col, without the
-// im2col.
-template <int OB, int TB>
+// im2col. Padded: x holds nimg images in the padded layout (plan.xs != 0), x_image floats apart,
+// read with plain loads at base[chunk] + pad_off[t]; every chunk is whole.
+template <int OB, int TB, bool Padded>
 inline void direct_dw_block(const float* x, const float* dy, float* dw, const DirectPlan& pl, int64_t nimg,
                             int64_t x_image, int64_t dy_image, int64_t Cg, int64_t P, int64_t o0, int64_t c,
                             int64_t t0) {
@@ -422,12 +423,12 @@ inline void direct_dw_block(const float* x, const float* dy, float* dw, const Di
 #pragma GCC unroll 9
     for (int t = 0; t < TB; ++t) acc[i][t] = isa::zero();
   for (int64_t n = 0; n < nimg; ++n) {
-    const float* xc = x + n * x_image + c * P;
+    const float* xc = x + n * x_image + c * (Padded ? pl.xs : P);
     const float* yo = dy + n * dy_image + o0 * P;
     for (int64_t chunk = 0; chunk < pl.chunks; ++chunk) {
       const int64_t p = chunk * kLanes;
       V d[OB];
-      if (p + kLanes <= P) {
+      if (Padded || p + kLanes <= P) {
 #pragma GCC unroll 4
         for (int i = 0; i < OB; ++i) d[i] = isa::load(yo + i * P + p);
       } else {
@@ -438,42 +439,13 @@ inline void direct_dw_block(const float* x, const float* dy, float* dw, const Di
       const uint16_t* m = &pl.mask[chunk * T + t0];
 #pragma GCC unroll 9
       for (int t = 0; t < TB; ++t) {
-        const float* xt = xc + p + pl.off[t0 + t];
-        const V v = m[t] == isa::kFull ? isa::load(xt) : isa::load(isa::mask(m[t]), xt);
-#pragma GCC unroll 4
-        for (int i = 0; i < OB; ++i) acc[i][t] = isa::fma(d[i], v, acc[i][t]);
-      }
-    }
-  }
-#pragma GCC unroll 4
-  for (int i = 0; i < OB; ++i)
-#pragma GCC unroll 9
-    for (int t = 0; t < TB; ++t) dw[((o0 + i) * Cg + c) * T + t0 + t] += isa::lane_sum(acc[i][t]);
-}
-
-// direct_dw_block on the padded layout (plan.xs != 0): x holds nimg padded images, x_image
-// floats apart; plain loads, whole chunks.
-template <int OB, int TB>
-inline void padded_dw_block(const float* x, const float* dy, float* dw, const DirectPlan& pl, int64_t nimg,
-                            int64_t x_image, int64_t dy_image, int64_t Cg, int64_t P, int64_t o0, int64_t c,
-                            int64_t t0) {
-  constexpr int T = 9;
-  V acc[OB][TB];
-#pragma GCC unroll 4
-  for (int i = 0; i < OB; ++i)
-#pragma GCC unroll 9
-    for (int t = 0; t < TB; ++t) acc[i][t] = isa::zero();
-  for (int64_t n = 0; n < nimg; ++n) {
-    const float* xc = x + n * x_image + c * pl.xs;
-    const float* yo = dy + n * dy_image + o0 * P;
-    for (int64_t chunk = 0; chunk < pl.chunks; ++chunk) {
-      V d[OB];
-#pragma GCC unroll 4
-      for (int i = 0; i < OB; ++i) d[i] = isa::load(yo + i * P + chunk * kLanes);
-      const float* xb = xc + pl.base[chunk];
-#pragma GCC unroll 9
-      for (int t = 0; t < TB; ++t) {
-        const V v = isa::load(xb + pl.pad_off[t0 + t]);
+        V v;
+        if constexpr (Padded) {
+          v = isa::load(xc + pl.base[chunk] + pl.pad_off[t0 + t]);
+        } else {
+          const float* xt = xc + p + pl.off[t0 + t];
+          v = m[t] == isa::kFull ? isa::load(xt) : isa::load(isa::mask(m[t]), xt);
+        }
 #pragma GCC unroll 4
         for (int i = 0; i < OB; ++i) acc[i][t] = isa::fma(d[i], v, acc[i][t]);
       }
@@ -545,10 +517,7 @@ void direct_dw_channels(const float* x, const float* dy, float* dw, const Direct
                         int64_t x_image, int64_t dy_image, int64_t Cg, int64_t P, int64_t o0) {
   for (int64_t c = 0; c < Cg; ++c)
     for (int64_t t0 = 0; t0 < 9; t0 += isa::kDwTB)
-      if constexpr (Padded)
-        padded_dw_block<OB, isa::kDwTB>(x, dy, dw, pl, nimg, x_image, dy_image, Cg, P, o0, c, t0);
-      else
-        direct_dw_block<OB, isa::kDwTB>(x, dy, dw, pl, nimg, x_image, dy_image, Cg, P, o0, c, t0);
+      direct_dw_block<OB, isa::kDwTB, Padded>(x, dy, dw, pl, nimg, x_image, dy_image, Cg, P, o0, c, t0);
 }
 
 // Every output channel of one group.
