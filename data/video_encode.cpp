@@ -28,6 +28,15 @@ namespace anybit::data {
 
 namespace {
 
+// Whether x264 would pick its AVX-512 functions on this CPU.
+bool cpu_has_avx512() {
+#if defined(__x86_64__) || defined(__i386__)
+  return __builtin_cpu_supports("avx512f");
+#else
+  return false;
+#endif
+}
+
 bool ends_with(const std::string& s, const std::string& tail) {
   return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
 }
@@ -133,6 +142,7 @@ VideoWriter::VideoWriter(const std::string& path, const VideoWriterOptions& opti
     av_dict_set(&opts, "threads", "1", 0);  // x264's own thread pool and look-ahead thread
     av_dict_set(&opts, "preset", "medium", 0);
     av_dict_set(&opts, "crf", std::to_string(quality).c_str(), 0);
+    if (cpu_has_avx512()) av_dict_set(&opts, "x264-params", "asm=AVX2", 0);  // determinism (video_encode.h, 6)
   } else {
     // A fixed quantiser for every frame (no rate control): lambda = qscale * FF_QP2LAMBDA.
     c->flags |= AV_CODEC_FLAG_QSCALE;

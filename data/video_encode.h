@@ -36,7 +36,10 @@
 //      rate control and look-ahead depend on timing), and both the muxer (AVFMT_FLAG_BITEXACT)
 //      and the encoder (AV_CODEC_FLAG_BITEXACT) leave out version strings and other details that
 //      differ between builds. (libx264 still writes its own version and settings into the
-//      stream, so files are identical for one FFmpeg/x264 build, not across versions.)
+//      stream, so files are identical for one FFmpeg/x264 build, not across versions.) On a CPU
+//      with AVX-512, x264 is held to its AVX2 code: with its AVX-512 functions the same frames
+//      gave different bytes from run to run (libx264 164 on an AMD Zen 5: about half of the runs
+//      of the synthetic set of 24 clips changed one clip or more; none of 12 with AVX2).
 //   7. Errors: every FFmpeg call is checked; an error is an anybit::Error naming the file and
 //      FFmpeg's reason. Every FFmpeg object is released on every path (RAII). A writer destroyed
 //      before finish() (an exception on the way) closes and deletes its file, so no truncated
