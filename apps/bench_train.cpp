@@ -16,7 +16,7 @@
 //   quant4_train      quantized ResNet-20 with bit set {4}: one forward + CE + backward + step;
 //                     compared with resnet20_train it gives the cost of quantization itself
 // Only with --only (the ImageNet ResNets take minutes per step here: the compute side of the
-// data-parallel scaling model in docs/BENCHMARKS.md; the integer engine's in scripts/bench_int.sh):
+// data-parallel scaling model in docs/BENCHMARKS.md; the integer engine's, which scripts/bench.sh runs with ONLY=...):
 //   resnet18_train    ImageNet ResNet-18, batch 32 of (3, 224, 224), the resnet20_train step
 //   resnet50_train    ImageNet ResNet-50, batch 32 of (3, 224, 224)
 //   resnet20_infer_1  resnet20_infer at batch 1 (latency)
@@ -31,6 +31,8 @@
 // them), and a human table whose lines start with '#'.
 // Usage: bench_train [--only NAME[,NAME...]] [--steps N] [--repeats N] [--warmup N] [--threads N]
 //                    [--conv-direct 0|1]   (0: im2col + GEMM for every convolution, for comparison)
+//                    [--int-kernel K]      (the integer product's kernel: portable, avx2 or vnni, of
+//                                           those the build has; default the fastest)
 //                    [--device cpu|cuda]   (cuda: the network workloads on the GPU, each timed run
 //                                           closed by a device synchronisation; the int engine is CPU only)
 //                    [--cuda-graph 0|1]    (with cuda: the FP steps' forward and backward, and the
@@ -268,6 +270,22 @@ int positive(const std::string& flag, const char* value) {
   return v;
 }
 
+// --int-kernel's names for the integer kernels.
+const char* int_kernel_flag(quant::IntKernel k) {
+  switch (k) {
+    case quant::IntKernel::Portable: return "portable";
+    case quant::IntKernel::Avx2: return "avx2";
+    case quant::IntKernel::Vnni512: return "vnni";
+  }
+  return "?";
+}
+
+std::string int_kernel_flags() {
+  std::string names;
+  for (quant::IntKernel k : quant::IntMatmul::kernels()) names += std::string(names.empty() ? "" : ", ") + int_kernel_flag(k);
+  return names;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -294,9 +312,15 @@ int main(int argc, char** argv) {
         std::string v = argv[++i];
         AB_CHECK(v == "0" || v == "1", "bench_train: --conv-direct needs 0 or 1, got '", v, "'");
         cpu::set_conv_direct(v == "1");
+      } else if (a == "--int-kernel" && has_value) {
+        std::string v = argv[++i];
+        bool found = false;
+        for (quant::IntKernel k : quant::IntMatmul::kernels())
+          if (v == int_kernel_flag(k)) quant::IntMatmul::use_kernel(k), found = true;
+        AB_CHECK(found, "bench_train: --int-kernel '", v, "' is not one of this build's: ", int_kernel_flags());
       } else
         AB_FAIL("bench_train: unknown argument '", a,
-                "' (usage: bench_train [--only NAME[,NAME...]] [--steps N] [--repeats N] [--warmup N] [--threads N] [--conv-direct 0|1] [--device cpu|cuda] [--cuda-graph 0|1])");
+                "' (usage: bench_train [--only NAME[,NAME...]] [--steps N] [--repeats N] [--warmup N] [--threads N] [--conv-direct 0|1] [--int-kernel K] [--device cpu|cuda] [--cuda-graph 0|1])");
     }
     cpu::set_num_threads(s.threads);
     std::vector<std::string> run = s.only.empty() ? workload_names() : s.only;
@@ -306,8 +330,9 @@ int main(int argc, char** argv) {
         make_workload(n);
     const char* coretype = std::getenv("OPENBLAS_CORETYPE");
     std::printf("# bench_train: %d threads, warm-up %d steps, median of %d runs of %d steps; OPENBLAS_CORETYPE=%s; "
-                "direct convolution %s\n",
-                s.threads, s.warmup, s.repeats, s.steps, coretype ? coretype : "(unset)", cpu::conv_direct() ? "on" : "off");
+                "direct convolution %s; integer kernel %s\n",
+                s.threads, s.warmup, s.repeats, s.steps, coretype ? coretype : "(unset)", cpu::conv_direct() ? "on" : "off",
+                quant::IntMatmul::kernel_name(quant::IntMatmul::kernel()));
     std::fflush(stdout);
 
     std::map<std::string, double> ips;

@@ -21,18 +21,43 @@ namespace anybit::quant {
 
 // ---- the integer product ------------------------------------------------------------------------
 
+// The kernels this build has, slowest first: the portable loop always; the AVX2 one with AVX2;
+// the AVX-512 VNNI one where the compiler targets it (-march=native on such a CPU).
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#define ANYBIT_INT_VNNI 1
+#endif
+
+std::vector<IntKernel> IntMatmul::kernels() {
+  std::vector<IntKernel> k = {IntKernel::Portable};
+#if defined(__AVX2__)
+  k.push_back(IntKernel::Avx2);
+#endif
+#if defined(ANYBIT_INT_VNNI)
+  k.push_back(IntKernel::Vnni512);
+#endif
+  return k;
+}
+
+const char* IntMatmul::kernel_name(IntKernel k) {
+  switch (k) {
+    case IntKernel::Portable: return "portable";
+    case IntKernel::Avx2: return "AVX2";
+    case IntKernel::Vnni512: return "AVX-512 VNNI";
+  }
+  return "?";
+}
+
 namespace {
-std::atomic<bool> g_use_simd{true};
+std::atomic<IntKernel> g_kernel{IntMatmul::kernels().back()};
 }  // namespace
 
-void IntMatmul::use_simd(bool on) { g_use_simd = on; }
-bool IntMatmul::simd_available() {
-#if defined(__AVX2__)
-  return true;
-#else
-  return false;
-#endif
+void IntMatmul::use_kernel(IntKernel k) {
+  const auto have = kernels();
+  AB_CHECK(std::find(have.begin(), have.end(), k) != have.end(), "IntMatmul: this build has no ", kernel_name(k),
+           " kernel");
+  g_kernel = k;
 }
+IntKernel IntMatmul::kernel() { return g_kernel; }
 
 IntMatmul::IntMatmul(const std::vector<int8_t>& w, int64_t M, int64_t K, int weight_bits, int act_bits)
     : M_(M), K_(K), Kp_((K + 3) / 4 * 4), Mp_((M + 7) / 8 * 8) {
@@ -74,6 +99,14 @@ IntMatmul::IntMatmul(const std::vector<int8_t>& w, int64_t M, int64_t K, int wei
       for (int64_t k = 0; k < Kp_; ++k) packed[((m / 8) * G + k / 4) * 32 + (m % 8) * 4 + k % 4] = h[m * Kp_ + k];
     planes_.push_back(std::move(packed));
   }
+#if defined(ANYBIT_INT_VNNI)
+  // vpdpbusd adds four products u q into an int32 lane, exactly: one plane whatever the bits,
+  // in blocks of 16 channels: [Mp16 / 16][Kp / 4][16][4], channels beyond M zero.
+  const int64_t Mp16 = (M + 15) / 16 * 16;
+  vnni_.assign(Mp16 * Kp_, 0);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t k = 0; k < Kp_; ++k) vnni_[((m / 16) * G + k / 4) * 64 + (m % 16) * 4 + k % 4] = plain_[m * Kp_ + k];
+#endif
 }
 
 namespace {
@@ -160,6 +193,47 @@ void rows_avx2(const uint8_t* const* x, const int32_t* goff, int64_t Kp, const s
   for (; mb < Mp / 8; ++mb) rows_blocks_avx2<PB, 1>(x, goff, Kp, planes, mult, flush, mb, M, acc);
 }
 
+#if defined(ANYBIT_INT_VNNI)
+// PB rows against MB blocks of 16 channels with AVX-512 VNNI: vpdpbusd multiplies row i's 4 bytes
+// of group g (broadcast to the 16 lanes) by each channel's 4 weight bytes and adds the four
+// products to that channel's int32 lane, exactly (no int16 step, no saturation, no split of
+// 8-bit weights). w: block mb's [Kp / 4][16][4] bytes, the next blocks following it.
+template <int PB, int MB>
+void rows_blocks_vnni(const uint8_t* const* x, const int32_t* goff, int64_t Kp, const int8_t* w, int64_t mb,
+                      int64_t M, int32_t* acc) {
+  const int64_t G = Kp / 4;
+  __m512i s[MB][PB];
+  for (int j = 0; j < MB; ++j)
+    for (int i = 0; i < PB; ++i) s[j][i] = _mm512_setzero_si512();
+  const int8_t* wb = w + mb * G * 64;
+  for (int64_t g = 0; g < G; ++g) {
+    __m512i wv[MB];
+    for (int j = 0; j < MB; ++j) wv[j] = _mm512_loadu_si512(wb + (j * G + g) * 64);
+    const int64_t at = goff[g];
+    for (int i = 0; i < PB; ++i) {
+      int32_t four;
+      std::memcpy(&four, x[i] + at, 4);
+      const __m512i xv = _mm512_set1_epi32(four);
+      for (int j = 0; j < MB; ++j) s[j][i] = _mm512_dpbusd_epi32(s[j][i], xv, wv[j]);
+    }
+  }
+  for (int j = 0; j < MB; ++j) {
+    const int64_t m0 = (mb + j) * 16;
+    const __mmask16 keep = m0 + 16 <= M ? __mmask16(0xFFFF) : __mmask16((1u << (M - m0)) - 1);  // a partial last block
+    for (int i = 0; i < PB; ++i) _mm512_mask_storeu_epi32(acc + i * M + m0, keep, s[j][i]);
+  }
+}
+
+// All channel blocks for PB rows: two blocks at a time, then the odd one.
+template <int PB>
+void rows_vnni(const uint8_t* const* x, const int32_t* goff, int64_t Kp, const int8_t* w, int64_t M, int32_t* acc) {
+  const int64_t blocks = (M + 15) / 16;
+  int64_t mb = 0;
+  for (; mb + 2 <= blocks; mb += 2) rows_blocks_vnni<PB, 2>(x, goff, Kp, w, mb, M, acc);
+  for (; mb < blocks; ++mb) rows_blocks_vnni<PB, 1>(x, goff, Kp, w, mb, M, acc);
+}
+#endif
+
 // The sum of n bytes: vpsadbw adds 8 bytes at a time into 64-bit lanes, 32 bytes a step.
 inline uint32_t byte_sum(const uint8_t* p, int64_t n) {
   __m256i s = _mm256_setzero_si256();
@@ -192,8 +266,18 @@ void IntMatmul::run(const uint8_t* x, int64_t P, int32_t* acc) const {
 }
 
 void IntMatmul::run_rows(const uint8_t* const* rows, const int32_t* goff, int64_t P, int32_t* acc) const {
+  const IntKernel kernel = g_kernel;
+#if defined(ANYBIT_INT_VNNI)
+  if (kernel == IntKernel::Vnni512) {
+    constexpr int PB = 8;
+    int64_t p = 0;
+    for (; p + PB <= P; p += PB) rows_vnni<PB>(rows + p, goff, Kp_, vnni_.data(), M_, acc + p * M_);
+    for (; p < P; ++p) rows_vnni<1>(rows + p, goff, Kp_, vnni_.data(), M_, acc + p * M_);
+    return;
+  }
+#endif
 #if defined(__AVX2__)
-  if (g_use_simd) {
+  if (kernel == IntKernel::Avx2) {
     constexpr int PB = 4;
     int64_t p = 0;
     for (; p + PB <= P; p += PB)

@@ -37,10 +37,12 @@
 // steps as cannot overflow (`flush`, from the code ranges), then widened to int32 with vpmaddwd.
 // vpmaddubsw saturates a pair sum above 32767: 2 * 255 * 128 exceeds it, so at 8-bit weights and
 // 8-bit activations the weights are split as q = 16 hi + lo (lo in 0..15, hi in -8..7) and the
-// two halves are multiplied separately. The portable path (no AVX2, or ANYBIT_PORTABLE) is a
-// plain int32 loop; tests check both against a 64-bit scalar reference at every bit pair, the
-// extreme codes included. (AVX-512 VNNI's vpdpbusd would do the multiply, pair sum and int32
-// accumulation in one instruction; it is not written, as no machine here has it to test it.)
+// two halves are multiplied separately. With AVX-512 VNNI (built with -march=native on a CPU that
+// has it): vpdpbusd multiplies 64 unsigned by 64 signed bytes and adds each 4 products into an
+// int32 lane in one instruction, exactly, so every bit pair takes one pass over the weights, in
+// blocks of 16 channels. The portable path (no AVX2, or ANYBIT_PORTABLE) is a plain int32 loop;
+// tests check every kernel the build has against a 64-bit scalar reference at every bit pair,
+// the extreme codes included.
 //
 // Equality with the fake-quantized network. The integer sums are exact; the float parts differ
 // from the training graph's only in the order of float operations, so a code of the next layer
@@ -65,6 +67,9 @@ namespace anybit::quant {
 
 // acc (P x M, int32, row-major) = x (P x padded_k() bytes, unsigned codes < 2^act_bits, zero
 // beyond K) times w^T (w: M x K signed codes in [-2^(weight_bits-1), 2^(weight_bits-1) - 1]).
+// The implementations of the product: a plain int32 loop, AVX2 (vpmaddubsw), AVX-512 VNNI (vpdpbusd).
+enum class IntKernel { Portable, Avx2, Vnni512 };
+
 class IntMatmul {
  public:
   IntMatmul() = default;
@@ -77,9 +82,12 @@ class IntMatmul {
   int64_t rows() const { return M_; }
   int64_t depth() const { return K_; }
   int64_t padded_k() const { return Kp_; }
-  // true: the AVX2 kernel (when built with it); false: the portable loop. For the tests.
-  static void use_simd(bool on);
-  static bool simd_available();
+  // The kernels this build has (portable first, the fastest last, which is the one used unless
+  // use_kernel picks another: for the tests and benchmarks; process-wide).
+  static std::vector<IntKernel> kernels();
+  static void use_kernel(IntKernel k);
+  static IntKernel kernel();
+  static const char* kernel_name(IntKernel k);
 
  private:
   int64_t M_ = 0, K_ = 0, Kp_ = 0, Mp_ = 0;  // Mp_: M rounded up to 8 (one vector of int32)
@@ -89,6 +97,7 @@ class IntMatmul {
   std::vector<std::vector<int8_t>> planes_;
   std::vector<int32_t> plane_mult_;
   std::vector<int8_t> plain_;  // M x Kp, row-major: the portable loop's
+  std::vector<int8_t> vnni_;   // the AVX-512 VNNI kernel's: [M / 16][Kp / 4][16 channels][4 bytes]
 };
 
 // The 64-bit scalar reference of IntMatmul::run (x: P x K, no padding).

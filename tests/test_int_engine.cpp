@@ -18,25 +18,21 @@ using anybit::test::randn;
 
 namespace {
 
-// Restores the SIMD switch whatever a test does with it.
-struct SimdSwitch {
-  ~SimdSwitch() { quant::IntMatmul::use_simd(true); }
+// Restores the default kernel (the fastest) whatever a test does.
+struct KernelSwitch {
+  ~KernelSwitch() { quant::IntMatmul::use_kernel(quant::IntMatmul::kernels().back()); }
 };
-
-std::vector<bool> simd_modes() {
-  std::vector<bool> modes = {false};
-  if (quant::IntMatmul::simd_available()) modes.push_back(true);
-  return modes;
-}
 
 }  // namespace
 
 TEST_CASE("IntMatmul: the int8 product equals a 64-bit reference at every bit pair, extremes included", "[int]") {
-  SimdSwitch restore;
+  KernelSwitch restore;
   Generator gen(7);
-  // K = 37 and 300: not multiples of 32 (zero padding); M = 13: a partial block of 8 channels;
-  // P = 11: not a multiple of the kernel's 4 rows.
-  for (auto [P, M, K] : {std::tuple<int64_t, int64_t, int64_t>{11, 13, 37}, {9, 16, 300}, {4, 8, 576}})
+  // K = 37 and 300: not multiples of 32 (zero padding); M = 13: a partial block of 8 (AVX2) or 16
+  // (VNNI) channels; M = 72: two pairs of 16-channel blocks, then a partial one; P = 11 and 19: not
+  // multiples of the kernels' 4 or 8 rows; P = 4: fewer rows than VNNI's 8.
+  for (auto [P, M, K] :
+       {std::tuple<int64_t, int64_t, int64_t>{11, 13, 37}, {9, 16, 300}, {4, 8, 576}, {19, 72, 40}})
     for (int wb = 1; wb <= 8; ++wb)
       for (int ab = 1; ab <= 8; ++ab) {
         const int32_t wlo = -(1 << (wb - 1)), whi = (1 << (wb - 1)) - 1, umax = (1 << ab) - 1;
@@ -51,10 +47,10 @@ TEST_CASE("IntMatmul: the int8 product equals a 64-bit reference at every bit pa
           std::vector<uint8_t> padded(P * mm.padded_k(), 0);
           for (int64_t p = 0; p < P; ++p) std::copy(x.begin() + p * K, x.begin() + (p + 1) * K, padded.begin() + p * mm.padded_k());
           auto ref = quant::int_matmul_reference(x, w, P, M, K);
-          for (bool simd : simd_modes()) {
-            INFO("P " << P << " M " << M << " K " << K << ", " << wb << "-bit weights, " << ab
-                      << "-bit codes, pattern " << pattern << (simd ? ", AVX2" : ", portable"));
-            quant::IntMatmul::use_simd(simd);
+          for (quant::IntKernel kernel : quant::IntMatmul::kernels()) {
+            INFO("P " << P << " M " << M << " K " << K << ", " << wb << "-bit weights, " << ab << "-bit codes, pattern "
+                      << pattern << ", " << quant::IntMatmul::kernel_name(kernel));
+            quant::IntMatmul::use_kernel(kernel);
             std::vector<int32_t> acc(P * M, -1);
             mm.run(padded.data(), P, acc.data());
             for (int64_t i = 0; i < P * M; ++i)
@@ -105,7 +101,7 @@ std::unique_ptr<quant::QuantModel> trained_like_model(const quant::QuantOptions&
 }  // namespace
 
 TEST_CASE("IntegerResNet: every conv, and the whole network, against the fake-quantized network", "[int][export]") {
-  SimdSwitch restore;
+  KernelSwitch restore;
   test::ScratchDir tmp("anybit_int_engine");
   struct Case {
     const char* what;
@@ -132,9 +128,9 @@ TEST_CASE("IntegerResNet: every conv, and the whole network, against the fake-qu
       m->set_bits(b);
       quant::IntegerResNet net(f, b);
       REQUIRE(net.blocks().size() == 9);
-      for (bool simd : simd_modes()) {
-        INFO(c.what << " at " << b << " bits" << (simd ? ", AVX2" : ", portable"));
-        quant::IntMatmul::use_simd(simd);
+      for (quant::IntKernel kernel : quant::IntMatmul::kernels()) {
+        INFO(c.what << " at " << b << " bits, " << quant::IntMatmul::kernel_name(kernel));
+        quant::IntMatmul::use_kernel(kernel);
         // Each conv with its BN, from the same codes: the fake layer sums floats, the engine
         // integers, so they differ by the float sum's rounding only.
         int convs = 0;
