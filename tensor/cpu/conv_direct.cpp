@@ -96,7 +96,8 @@ constexpr int kOB = 4, kPB = 4, kDwOB = 3, kDwTB = 9;
 // Masked loads cost AVX-512 nothing extra: no zero-padded copy of the input.
 constexpr bool kPadInput = false;
 constexpr int kPadOB = kOB, kPadPB = kPB;
-constexpr int64_t kLine = 0, kLead = 0;
+// (kLine only sizes the unused layout; not zero, since pad_input, compiled here too, divides by it)
+constexpr int64_t kLine = 2 * kLanes, kLead = 0;
 constexpr int kPadDwOB = kDwOB;
 // The direct weight gradient is used for every 3x3 "same" convolution.
 constexpr int64_t kDwMaxOg = std::numeric_limits<int64_t>::max();
