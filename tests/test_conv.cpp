@@ -128,8 +128,8 @@ TEST_CASE("the direct convolution matches ref::conv2d and the im2col path on Res
   // three widths of ResNet-20 (32, 16 and 8 pixels; with AVX2 the first two read a zero-padded
   // copy, with AVX-512 staggered planes), and one image alone (batch 1: the threads share its
   // pixel blocks); 5x5 taps, dilation and groups on a padded width (24) with an output-channel
-  // count that leaves tails of 2 and 1; stride 2 (AVX2 only). The im2col path it is compared with
-  // is itself checked against ref::conv2d above.
+  // count that leaves tails of 2 and 1; stride 2 (AVX2; with AVX-512 the weight gradient only).
+  // The im2col path it is compared with is itself checked against ref::conv2d above.
   struct Case {
     Shape x, w;
     bool bias;
@@ -150,6 +150,12 @@ TEST_CASE("the direct convolution matches ref::conv2d and the im2col path on Res
                                    {{2, 32, 16, 16}, {64, 32, 1, 1}, false, Conv2dOptions::make(2, 0)},
                                    {{2, 5, 16, 32}, {7, 5, 5, 5}, true, Conv2dOptions::make(2, 2)},
                                    {{1, 4, 9, 31}, {6, 4, 3, 3}, true, Conv2dOptions::make(2, 1)},
+                                   // the weight gradient with output channels in the lanes: 48
+                                   // of them (AVX-512: a pair of vectors, then one alone) and 10
+                                   // input channels (tails after the blocks of 4 and 8), stride 1
+                                   // and 2 (AVX-512: the forward stays im2col, the gradient not)
+                                   {{2, 10, 16, 16}, {48, 10, 3, 3}, false},
+                                   {{2, 10, 16, 16}, {48, 10, 3, 3}, false, Conv2dOptions::make(2, 1)},
                                    // 9 taps in one row: not the 3x3 weight gradient's kernel
                                    {{2, 8, 4, 16}, {16, 8, 1, 9}, false, Conv2dOptions{1, 1, 0, 4, 1, 1, 1}}};
   for (const Case& c : cases) {

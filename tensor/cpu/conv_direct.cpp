@@ -84,12 +84,6 @@ inline void deinterleave(V a, V b, V& even, V& odd) {
   even = _mm512_permutex2var_ps(a, e, b);
   odd = _mm512_permutex2var_ps(a, _mm512_add_epi32(e, _mm512_set1_epi32(1)), b);
 }
-// dst[j * dst_stride + i] = src[i * src_stride + j] for i, j < 8 (the padded layout's weight
-// gradient, its only user, is AVX2's: a plain loop here)
-inline void transpose8x8(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
-  for (int i = 0; i < 8; ++i)
-    for (int j = 0; j < 8; ++j) dst[j * dst_stride + i] = src[i * src_stride + j];
-}
 // Register blocks (32 registers): forward 4 x 4 accumulators; weight gradient 3 output
 // channels x all 9 taps (27 accumulators), so each dY vector is loaded once.
 constexpr int kOB = 4, kPB = 4, kDwOB = 3, kDwTB = 9;
@@ -101,6 +95,9 @@ constexpr int64_t kLine = 2 * kLanes, kLead = 0;
 constexpr int kPadDwOB = kDwOB;
 // The direct weight gradient is used for every 3x3 "same" convolution.
 constexpr int64_t kDwMaxOg = std::numeric_limits<int64_t>::max();
+// The weight gradient with output channels in the lanes (lanes_dw_block) holds 24 accumulators:
+// 2 vectors of output channels x 4 input channels x 3 taps, or 1 vector x 8 input channels.
+constexpr int kLanesCB2 = 4, kLanesCB1 = 8;
 #else  // AVX2 + FMA
 constexpr int64_t kLanes = 8;
 using V = __m256;
@@ -122,25 +119,6 @@ inline void deinterleave(V a, V b, V& even, V& odd) {
   even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
   odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
 }
-// dst[j * dst_stride + i] = src[i * src_stride + j] for i, j < 8: pairs of rows interleaved, then
-// pairs of pairs, then the 128-bit halves exchanged.
-inline void transpose8x8(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
-  __m256 r[8], t[8];
-  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * src_stride);
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);      // a0 b0 a1 b1 | a4 b4 a5 b5
-    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);  // a2 b2 a3 b3 | a6 b6 a7 b7
-  }
-  for (int i = 0; i < 8; i += 4)
-    for (int k = 0; k < 2; ++k) {
-      r[i + 2 * k] = _mm256_shuffle_ps(t[i + k], t[i + k + 2], 0x44);      // a0 b0 c0 d0 | a4 b4 c4 d4 (k = 0)
-      r[i + 2 * k + 1] = _mm256_shuffle_ps(t[i + k], t[i + k + 2], 0xEE);  // a1 b1 c1 d1 | a5 b5 c5 d5
-    }
-  for (int j = 0; j < 4; ++j) {
-    _mm256_storeu_ps(dst + j * dst_stride, _mm256_permute2f128_ps(r[j], r[j + 4], 0x20));
-    _mm256_storeu_ps(dst + (j + 4) * dst_stride, _mm256_permute2f128_ps(r[j], r[j + 4], 0x31));
-  }
-}
 // Register blocks (16 registers): forward 4 output channels x 2 vectors (8 accumulators, 2
 // inputs, their 2 masks, a weight); weight gradient 3 output channels x the 3 taps of one kernel
 // row (9 accumulators, 3 dY vectors, an input and its mask).
@@ -158,8 +136,30 @@ constexpr int kPadDwOB = 4;
 // im2col + OpenBLAS only on thin 16-channel layers; from 32 output channels on, the GEMM is
 // faster (105 and 137 GFLOP/s at ResNet-20's 32- and 64-channel shapes: bench_kernels).
 constexpr int64_t kDwMaxOg = 16;
+// lanes_dw_block: 2 vectors of output channels x 2 input channels x 3 taps (12 accumulators).
+constexpr int kLanesCB2 = 2, kLanesCB1 = 4;
 #endif
 constexpr uint32_t kFull = (1u << kLanes) - 1;
+// dst[j * dst_stride + i] = src[i * src_stride + j] for i, j < 8: pairs of rows interleaved, then
+// pairs of pairs, then the 128-bit halves exchanged (AVX2's 8-float vectors, AVX-512 builds too).
+inline void transpose8x8(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * src_stride);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);      // a0 b0 a1 b1 | a4 b4 a5 b5
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);  // a2 b2 a3 b3 | a6 b6 a7 b7
+  }
+  for (int i = 0; i < 8; i += 4)
+    for (int k = 0; k < 2; ++k) {
+      r[i + 2 * k] = _mm256_shuffle_ps(t[i + k], t[i + k + 2], 0x44);      // a0 b0 c0 d0 | a4 b4 c4 d4 (k = 0)
+      r[i + 2 * k + 1] = _mm256_shuffle_ps(t[i + k], t[i + k + 2], 0xEE);  // a1 b1 c1 d1 | a5 b5 c5 d5
+    }
+  for (int j = 0; j < 4; ++j) {
+    _mm256_storeu_ps(dst + j * dst_stride, _mm256_permute2f128_ps(r[j], r[j + 4], 0x20));
+    _mm256_storeu_ps(dst + (j + 4) * dst_stride, _mm256_permute2f128_ps(r[j], r[j + 4], 0x31));
+  }
+}
+
 // The sum of the lanes of v (in a fixed order: results do not depend on the compiler's choice).
 inline float lane_sum(V v) {
   alignas(64) float lanes[kLanes];
@@ -459,14 +459,14 @@ inline void direct_dw_block(const float* x, const float* dy, float* dw, const Di
 }
 
 // The weight gradient with the output channels in the vector lanes: dyT holds dY transposed,
-// (image, pixel, output channel) with O channels a pixel, so the 2 vectors of output channels
-// o0 .. o0 + 15 of a pixel are two loads; each of its CB input channels x 3 taps (kernel row kh)
-// of x is one broadcast, read from x itself (C planes of H x W a image, x_image floats apart):
-// rows the tap row misses are skipped, and only a row's first and last pixels check which taps
-// fall outside it. 2 x 3 CB accumulators (12 with CB = 2, and 2 dY vectors and a broadcast: 15 of
-// AVX2's 16 registers) sum over every pixel of the nimg images, with no horizontal sum: lane l of
-// acc[i][j] is dw[o0 + 8 i + l][c0 + j / 3][kh][j % 3].
-template <int CB>
+// (image, pixel, output channel) with O channels a pixel, so the OV vectors of output channels
+// o0 .. o0 + OV kLanes - 1 of a pixel are OV loads; each of its CB input channels x 3 taps
+// (kernel row kh) of x is one broadcast, read from x itself (C planes of H x W a image, x_image
+// floats apart): rows the tap row misses are skipped, and only a row's first and last pixels check
+// which taps fall outside it. OV x 3 CB accumulators (AVX2: 2 x 6, and 2 dY vectors and a
+// broadcast: 15 of its 16 registers; AVX-512: 24 of 32) sum over every pixel of the nimg images,
+// with no horizontal sum: lane l of acc[i][j] is dw[o0 + kLanes i + l][c0 + j / 3][kh][j % 3].
+template <int OV, int CB>
 inline void lanes_dw_block(const float* x, int64_t x_image, const float* dyT, float* dw, const ConvShape& s,
                            int64_t nimg, int64_t o0, int64_t c0, int64_t kh) {
   constexpr int J = 3 * CB;
@@ -474,22 +474,24 @@ inline void lanes_dw_block(const float* x, int64_t x_image, const float* dyT, fl
   // the output columns whose 3 taps all lie inside a row: ow S + kw dil - pw in [0, W)
   const int64_t ow_lo = std::min(s.OW, (pw + S - 1) / S), last = s.W - 1 - 2 * dil + pw;  // ow S <= last
   const int64_t ow_hi = std::max(ow_lo, std::min(s.OW, last < 0 ? 0 : last / S + 1));
-  V acc[2][J];
+  V acc[OV][J];
 #pragma GCC unroll 2
-  for (int i = 0; i < 2; ++i)
-#pragma GCC unroll 6
+  for (int i = 0; i < OV; ++i)
+#pragma GCC unroll 24
     for (int j = 0; j < J; ++j) acc[i][j] = isa::zero();
   auto pixel = [&](const float* xr, const float* d, int64_t ow, bool check) {
-    const V d0 = isa::load(d), d1 = isa::load(d + kLanes);
+    V dv[OV];
 #pragma GCC unroll 2
+    for (int i = 0; i < OV; ++i) dv[i] = isa::load(d + i * kLanes);
+#pragma GCC unroll 8
     for (int ci = 0; ci < CB; ++ci)
 #pragma GCC unroll 3
       for (int kw = 0; kw < 3; ++kw) {
         const int64_t iw = ow * S + kw * dil - pw;
         if (check && (iw < 0 || iw >= s.W)) continue;
         const V b = isa::broadcast(xr[ci * HW + iw]);
-        acc[0][ci * 3 + kw] = isa::fma(d0, b, acc[0][ci * 3 + kw]);
-        acc[1][ci * 3 + kw] = isa::fma(d1, b, acc[1][ci * 3 + kw]);
+#pragma GCC unroll 2
+        for (int i = 0; i < OV; ++i) acc[i][ci * 3 + kw] = isa::fma(dv[i], b, acc[i][ci * 3 + kw]);
       }
   };
   for (int64_t n = 0; n < nimg; ++n)
@@ -503,7 +505,7 @@ inline void lanes_dw_block(const float* x, int64_t x_image, const float* dyT, fl
       for (; ow < ow_hi; ++ow) pixel(xr, yr + ow * O, ow, false);
       for (; ow < s.OW; ++ow) pixel(xr, yr + ow * O, ow, true);
     }
-  for (int i = 0; i < 2; ++i)
+  for (int i = 0; i < OV; ++i)
     for (int j = 0; j < J; ++j) {
       alignas(64) float lanes[kLanes];
       isa::store(lanes, acc[i][j]);
@@ -536,20 +538,25 @@ void direct_dw_group(const float* x, const float* dy, float* dw, const DirectPla
 
 }  // namespace
 
-// Whether the weight gradient puts output channels in the lanes (lanes_dw_block): AVX2 shapes of
-// the padded layout (whole chunks, so dY transposes in blocks of 8), 3x3 taps (not 1x9), whole
-// pairs of vectors of output channels, and enough input channels (with the stem's 3 the other
-// kernel wins).
-bool lanes_dw(const ConvShape& s) {
-  return padded_layout(s) && s.KH == 3 && s.KW == 3 && s.Og() % (2 * kLanes) == 0 && s.Cg() >= 8;
+// Whether the weight gradient puts output channels in the lanes (lanes_dw_block): 3x3 taps (not
+// 1x9), pixels and channels in blocks of 8 (dY transposes in 8 x 8 blocks), output channels in
+// whole vectors, and enough input channels (with the stem's 3 the other kernel wins).
+//   AVX2: shapes the direct convolution runs on the padded layout, pairs of vectors.
+//   AVX-512: single vectors too (16-channel layers), and any stride, so it also takes the
+//   weight gradient of stride-2 convolutions whose forward stays im2col + GEMM.
+bool lanes_dw(const ConvShape& s, DType dt) {
+  if (!g_direct || dt != DType::F32 || s.KH != 3 || s.KW != 3 || s.Cg() < 8 || s.P() % 8 != 0 || s.O % 8 != 0)
+    return false;
+  if (isa::kPadInput) return direct_conv_supported(s, dt) && padded_layout(s) && s.Og() % (2 * kLanes) == 0;
+  return s.Og() % kLanes == 0;
 }
 
 bool direct_dw_supported(const ConvShape& s, DType dt) {
   // on the padded layout (AVX2) it beats im2col + OpenBLAS on every ResNet-20 width but the
   // 8-pixel one (bench_kernels: 125, 115-121, 94-100 GFLOP/s at 32, 16 and 8 pixels, against 90,
   // 113 and 117-121)
-  return direct_conv_supported(s, dt) && s.KH * s.KW == 9 &&
-         (s.Og() <= isa::kDwMaxOg || (padded_layout(s) && (s.W >= 16 || lanes_dw(s))));
+  return lanes_dw(s, dt) || (direct_conv_supported(s, dt) && s.KH * s.KW == 9 &&
+                             (s.Og() <= isa::kDwMaxOg || (padded_layout(s) && s.W >= 16)));
 }
 
 void direct_conv_dw(const float* x, const float* dy, float* dw, int64_t nimg, const ConvShape& s,
@@ -557,7 +564,7 @@ void direct_conv_dw(const float* x, const float* dy, float* dw, int64_t nimg, co
   static_assert(9 % isa::kDwTB == 0, "the weight gradient's tap blocks must tile the 9 taps");
   const int64_t P = s.P(), Cg = s.Cg(), Og = s.Og(), T = pl.taps;
   const int64_t dy_image = s.O * P;
-  if (lanes_dw(s)) {  // output channels in the lanes: dY transposed first, x read as it is
+  if (lanes_dw(s, DType::F32)) {  // output channels in the lanes: dY transposed first, x read as it is
     thread_local std::vector<float> transposed;
     transposed.resize(nimg * P * s.O);
     float* dyT = transposed.data();
@@ -569,12 +576,23 @@ void direct_conv_dw(const float* x, const float* dy, float* dw, int64_t nimg, co
     for (int64_t g = 0; g < s.G; ++g) {
       const float* xg = x + g * Cg * s.H * s.W;
       float* wg = dw + g * Og * Cg * T;
-      for (int64_t o0 = 0; o0 < Og; o0 += 2 * kLanes)
+      for (int64_t o0 = 0; o0 < Og;) {
+        const bool pair = o0 + 2 * kLanes <= Og;  // 2 vectors of output channels, or the last 1
         for (int64_t kh = 0; kh < 3; ++kh) {
+          const float* d = dyT + g * Og;
           int64_t c0 = 0;
-          for (; c0 + 2 <= Cg; c0 += 2) lanes_dw_block<2>(xg, x_image, dyT + g * Og, wg, s, nimg, o0, c0, kh);
-          for (; c0 < Cg; ++c0) lanes_dw_block<1>(xg, x_image, dyT + g * Og, wg, s, nimg, o0, c0, kh);
+          if (pair) {
+            for (; c0 + isa::kLanesCB2 <= Cg; c0 += isa::kLanesCB2)
+              lanes_dw_block<2, isa::kLanesCB2>(xg, x_image, d, wg, s, nimg, o0, c0, kh);
+            for (; c0 < Cg; ++c0) lanes_dw_block<2, 1>(xg, x_image, d, wg, s, nimg, o0, c0, kh);
+          } else {
+            for (; c0 + isa::kLanesCB1 <= Cg; c0 += isa::kLanesCB1)
+              lanes_dw_block<1, isa::kLanesCB1>(xg, x_image, d, wg, s, nimg, o0, c0, kh);
+            for (; c0 < Cg; ++c0) lanes_dw_block<1, 1>(xg, x_image, d, wg, s, nimg, o0, c0, kh);
+          }
         }
+        o0 += pair ? 2 * kLanes : kLanes;
+      }
     }
     return;
   }
