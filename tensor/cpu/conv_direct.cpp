@@ -1,6 +1,7 @@
 // conv_direct.cpp - a direct float32 convolution for "same" stride-1 convolutions (3x3 with
-// padding 1, 5x5 with padding 2, ...) and, with AVX2, stride-2 ones: 21 of ResNet-20's 21
-// convolutions, computed without an im2col matrix and without GEMM packing.
+// padding 1, 5x5 with padding 2, ...) and stride-2 ones whose output rows are whole vectors: 21
+// of ResNet-20's 21 convolutions with AVX2 (19 of 21 with AVX-512, whose vectors are twice as
+// wide), computed without an im2col matrix and without GEMM packing.
 //
 // Why it works. In a "same" stride-1 convolution output pixel p = oh*W + ow reads, for the tap
 // (kh, kw), input pixel p + off, off = (kh*dil_h - pad_h)*W + (kw*dil_w - pad_w), whenever that
@@ -11,14 +12,17 @@
 // (DirectPlan). Most (chunk, tap) pairs lie wholly inside the image and take a plain load; a tap
 // that falls wholly outside (the row above the first one, say) is skipped.
 //
-// The padded layout (AVX2). With 16 registers the masks cost registers the accumulators need, and
-// a load that straddles two cache lines costs two. So where the output rows are a whole number of
-// chunks, the input is first copied (pad_input) to rows of cache lines, one line (16 floats) per
-// chunk of 8 output pixels, holding the input the chunk's taps read from 4 columns before it to 4
-// after, zeros outside the image. Every tap is then a plain load within one line, at
-// base[chunk] + pad_off[tap], and the kernel holds 12 accumulators. Stride 2 splits each padded
-// row in two: the even input columns' lines, then the odd ones' (deinterleaved as they are
-// copied); a tap reads the half its column parity says.
+// The padded layout. Masks cost AVX2 registers the accumulators need, and a load that straddles
+// two cache lines costs two. So where the output rows are a whole number of chunks, the input is
+// first copied (pad_input) to rows of lines, one line per chunk of output pixels, holding the
+// input the chunk's taps read from 4 columns before it to 4 after, zeros outside the image: with
+// AVX2 a cache line (16 floats) per 8 pixels, and the kernel holds 12 accumulators instead of 8;
+// with AVX-512 two lines (32 floats) per 16 pixels. Every tap is then a plain load at
+// base[chunk] + pad_off[tap]. Stride 2 splits each padded row in two: the even input columns'
+// lines, then the odd ones' (deinterleaved as they are copied); a tap reads the half its column
+// parity says. (With AVX-512 the copy pays too, though masks cost it nothing: the forward and
+// input gradient of ResNet-20's padded-layout convolutions ran 7-15% faster, its first
+// downsampling convolution's forward 1.9x; bench_kernels on an AMD Zen 5.)
 //
 // The kernel keeps a block of OB output channels x PB vectors of pixels in registers. For each
 // tap and input channel it loads PB vectors of input and broadcasts OB weights: OB*PB fused
@@ -28,7 +32,7 @@
 // inner loop reads them in order.
 //
 // The weight gradient of 3x3 convolutions is a sum over pixels of dY times the shifted input.
-// With AVX2 and output channels in multiples of 16 it puts them in the vector lanes
+// With output channels in whole vectors (lanes_dw) it puts them in the vector lanes
 // (lanes_dw_block: dY transposed to pixel-major, each input value one broadcast, no horizontal
 // sums); otherwise the same loads as the forward, with OB output channels x TB taps of vector
 // accumulators, reduced once per block of images (direct_dw_block).
@@ -87,11 +91,10 @@ inline void deinterleave(V a, V b, V& even, V& odd) {
 // Register blocks (32 registers): forward 4 x 4 accumulators; weight gradient 3 output
 // channels x all 9 taps (27 accumulators), so each dY vector is loaded once.
 constexpr int kOB = 4, kPB = 4, kDwOB = 3, kDwTB = 9;
-// Masked loads cost AVX-512 nothing extra: no zero-padded copy of the input.
-constexpr bool kPadInput = false;
-constexpr int kPadOB = kOB, kPadPB = kPB;
-// (kLine only sizes the unused layout; not zero, since pad_input, compiled here too, divides by it)
-constexpr int64_t kLine = 2 * kLanes, kLead = 0;
+// The padded layout: two cache lines per 16 output pixels, 4 x 4 accumulators (4 x 6 and 6 x 4
+// ran slower).
+constexpr int kPadOB = 4, kPadPB = 4;
+constexpr int64_t kLine = 32, kLead = 4;
 constexpr int kPadDwOB = kDwOB;
 // The direct weight gradient is used for every 3x3 "same" convolution.
 constexpr int64_t kDwMaxOg = std::numeric_limits<int64_t>::max();
@@ -125,7 +128,6 @@ inline void deinterleave(V a, V b, V& even, V& odd) {
 constexpr int kOB = 4, kPB = 2, kDwOB = 3, kDwTB = 3;
 // Where the input is copied zero-padded (DirectPlan::xs), no masks take registers and the
 // forward holds 12 accumulators: 4 output channels x 3 vectors, 3 inputs and a weight.
-constexpr bool kPadInput = true;
 constexpr int kPadOB = 4, kPadPB = 3;
 // The padded layout gives each chunk of 8 output pixels a cache line of its own (16 floats), the
 // chunk's input starting kLead floats in: the loads of taps up to kLead columns left or right
@@ -183,19 +185,18 @@ ColumnShift column_shift(const ConvShape& s, int64_t kw) {
   return {(d - phase) / S, phase};
 }
 
-// Whether the input is read through the padded layout (DirectPlan::xs): AVX2 builds, stride 1 or
-// 2 (the same both ways), output rows a whole number of chunks, every tap's column shift within a
-// line's lead.
+// Whether the input is read through the padded layout (DirectPlan::xs): stride 1 or 2 (the same
+// both ways), output rows a whole number of chunks, every tap's column shift within a line's lead.
 bool padded_layout(const ConvShape& s) {
   const int64_t S = s.opt.stride_w;
-  if (!isa::kPadInput || s.opt.stride_h != S || (S != 1 && S != 2) || s.OW % kLanes != 0) return false;
+  if (s.opt.stride_h != S || (S != 1 && S != 2) || s.OW % kLanes != 0) return false;
   for (int64_t kw = 0; kw < s.KW; ++kw)
     if (std::abs(column_shift(s, kw).a) > kLead) return false;
   return true;
 }
 
 bool direct_conv_supported(const ConvShape& s, DType dt) {
-  // "same" stride-1 convolutions everywhere; stride 2 through the padded layout (AVX2)
+  // "same" stride-1 convolutions everywhere; stride 2 through the padded layout
   return g_direct && dt == DType::F32 && !s.direct() &&
          (s.same_stride1() || (s.opt.stride_w == 2 && padded_layout(s)));
 }
@@ -547,7 +548,7 @@ void direct_dw_group(const float* x, const float* dy, float* dw, const DirectPla
 bool lanes_dw(const ConvShape& s, DType dt) {
   if (!g_direct || dt != DType::F32 || s.KH != 3 || s.KW != 3 || s.Cg() < 8 || s.P() % 8 != 0 || s.O % 8 != 0)
     return false;
-  if (isa::kPadInput) return direct_conv_supported(s, dt) && padded_layout(s) && s.Og() % (2 * kLanes) == 0;
+  if (kLanes == 8) return direct_conv_supported(s, dt) && padded_layout(s) && s.Og() % (2 * kLanes) == 0;
   return s.Og() % kLanes == 0;
 }
 
