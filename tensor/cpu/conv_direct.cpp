@@ -21,7 +21,7 @@
 // base[chunk] + pad_off[tap]. Stride 2 splits each padded row in two: the even input columns'
 // lines, then the odd ones' (deinterleaved as they are copied); a tap reads the half its column
 // parity says. (With AVX-512 the copy pays too, though masks cost it nothing: the forward and
-// input gradient of ResNet-20's padded-layout convolutions ran 7-15% faster, its first
+// input gradient of ResNet-20's padded-layout convolutions ran 7-16% faster, its first
 // downsampling convolution's forward 1.9x; bench_kernels on an AMD Zen 5.)
 //
 // The kernel keeps a block of OB output channels x PB vectors of pixels in registers. For each
