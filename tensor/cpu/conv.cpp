@@ -243,11 +243,13 @@ void backward_impl(const Tensor& x, const Tensor& w, const Tensor& dy, const Con
   const int64_t Ky = sy.Kg(), ycol_size = s.O * s.KH * s.KW * P;
   // ... and that convolution runs without im2col where conv_direct.cpp supports it
   const bool dx_direct = dx_as_conv && direct_conv_supported(sy, x.dtype());
+  // A stride-2 convolution's input gradient runs directly too, as four stride-1 ones (conv_direct.cpp).
+  const bool dx_s2 = dx && !dx_as_conv && direct_dx_s2_supported(s, x.dtype());
   // The weight gradient of 3x3 "same" convolutions, too, is computed directly (conv_direct.cpp).
   const bool dw_direct = dw && direct_dw_supported(s, x.dtype());
   // Per-thread buffers: col (for dW), dcol or the col of dY (for dX), a private dW and db.
   Tensor col_buf = direct || !dw || dw_direct ? Tensor() : Tensor::empty({nt * col_size}, x.dtype());
-  Tensor dcol_buf = direct || !dx || dx_direct ? Tensor()
+  Tensor dcol_buf = direct || !dx || dx_direct || dx_s2 ? Tensor()
                                                : Tensor::empty({nt * (dx_as_conv ? ycol_size : col_size)}, x.dtype());
   Tensor wflip_buf = dx_as_conv ? Tensor::empty({s.C * Ky}, x.dtype()) : Tensor();
   if (dx_as_conv) {
@@ -264,8 +266,11 @@ void backward_impl(const Tensor& x, const Tensor& w, const Tensor& dy, const Con
                   Wt[((g * Og + o) * Cg + c) * KK + kh * s.KW + kw];
   }
   DirectPlan dx_plan;
-  if constexpr (std::is_same_v<T, float>)
+  DxS2Plan dx_s2_plan;
+  if constexpr (std::is_same_v<T, float>) {
     if (dx_direct) dx_plan = make_direct_plan(sy, wflip_buf.data<float>());
+    if (dx_s2) dx_s2_plan = make_dx_s2_plan(s, w.data<float>());
+  }
   Tensor dw_buf = dw ? Tensor::zeros({nt * w_size}, x.dtype()) : Tensor();
   Tensor db_buf = db ? Tensor::zeros({nt * s.O}, x.dtype()) : Tensor();
   const T *X = x.data<T>(), *Wt = w.data<T>(), *dY = dy.data<T>();
@@ -310,6 +315,9 @@ void backward_impl(const Tensor& x, const Tensor& w, const Tensor& dy, const Con
       // (one image at a time when nt == 1: the threads share its pixels, as in the forward)
       if constexpr (std::is_same_v<T, float>)
         direct_conv_image(dyn, dX + n * s.C * s.H * s.W, sy, dx_plan, nt == 1 ? (int)num_threads() : 1);
+    } else if (dX && dx_s2) {
+      if constexpr (std::is_same_v<T, float>)
+        direct_dx_s2_image(dyn, dX + n * s.C * s.H * s.W, s, dx_s2_plan, nt == 1 ? (int)num_threads() : 1);
     } else if (dX && dx_as_conv) {
       // dX[n, g] (Cg, P) = W'[g] (Cg, Ky) * im2col(dY[n])[g] (Ky, P)
       T* dxn = dX + n * s.C * s.H * s.W;

@@ -88,6 +88,12 @@ inline void deinterleave(V a, V b, V& even, V& odd) {
   even = _mm512_permutex2var_ps(a, e, b);
   odd = _mm512_permutex2var_ps(a, _mm512_add_epi32(e, _mm512_set1_epi32(1)), b);
 }
+// lo / hi: a and b's lanes alternated (a0 b0 a1 b1 ...), the first kLanes of them, then the rest
+inline void interleave(V a, V b, V& lo, V& hi) {
+  const __m512i i = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  lo = _mm512_permutex2var_ps(a, i, b);
+  hi = _mm512_permutex2var_ps(a, _mm512_add_epi32(i, _mm512_set1_epi32(8)), b);
+}
 // Register blocks (32 registers): forward 4 x 4 accumulators; weight gradient 3 output
 // channels x all 9 taps (27 accumulators), so each dY vector is loaded once.
 constexpr int kOB = 4, kPB = 4, kDwOB = 3, kDwTB = 9;
@@ -121,6 +127,12 @@ inline void deinterleave(V a, V b, V& even, V& odd) {
   // within 128-bit halves: a0 a2 b0 b2 | a4 a6 b4 b6, then the 64-bit pairs put in order
   even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
   odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+}
+// lo / hi: a and b's lanes alternated (a0 b0 a1 b1 ...), the first kLanes of them, then the rest
+inline void interleave(V a, V b, V& lo, V& hi) {
+  const V l = _mm256_unpacklo_ps(a, b), h = _mm256_unpackhi_ps(a, b);  // a0 b0 a1 b1 | a4 b4 a5 b5, ...
+  lo = _mm256_permute2f128_ps(l, h, 0x20);
+  hi = _mm256_permute2f128_ps(l, h, 0x31);
 }
 // Register blocks (16 registers): forward 4 output channels x 2 vectors (8 accumulators, 2
 // inputs, their 2 masks, a weight); weight gradient 3 output channels x the 3 taps of one kernel
@@ -615,6 +627,123 @@ void direct_conv_dw(const float* x, const float* dy, float* dw, int64_t nimg, co
                            Og, P);
 }
 
+namespace {
+// y (G groups of Og planes of P pixels) from the padded input xpad (G groups of Cg planes) with
+// plan pl's taps and weights; threads > 1 shares the pixel blocks out.
+void run_padded(const float* xpad, float* y, const DirectPlan& pl, int64_t G, int64_t Cg, int64_t Og, int64_t P,
+                int threads) {
+  const int64_t blocks = (pl.chunks + isa::kPadPB - 1) / isa::kPadPB;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t item = 0; item < G * blocks; ++item) {
+    const int64_t g = item / blocks, chunk0 = (item % blocks) * isa::kPadPB;
+    const float* xg = xpad + g * Cg * pl.xs;
+    const float* wg = pl.w.data<float>() + g * pl.taps * Cg * Og;
+    float* yg = y + g * Og * P;
+    const int64_t left = pl.chunks - chunk0;
+    if (left >= isa::kPadPB)
+      padded_chunks<isa::kPadPB>(xg, wg, yg, pl, Cg, Og, P, chunk0);
+    else if (left == 2)
+      padded_chunks<2>(xg, wg, yg, pl, Cg, Og, P, chunk0);
+    else
+      for (int64_t chunk = chunk0; chunk < pl.chunks; ++chunk) padded_chunks<1>(xg, wg, yg, pl, Cg, Og, P, chunk);
+  }
+}
+}  // namespace
+
+// ---- the input gradient of a stride-2 convolution -------------------------------------------------
+//
+// dx[c][y][x] = sum over o, kh, kw of w[o][c][kh][kw] dy[o][i][j] where y = 2 i + kh dil - pad_h,
+// x = 2 j + kw dil - pad_w. For y = 2 i' + py (py its parity) the taps that reach it are those
+// with kh dil - pad_h of parity py, from dY row i = i' - (kh dil - pad_h - py) / 2; likewise the
+// columns. So dx's pixels of parity (py, px), an OH x OW plane, are a stride-1 convolution of dY
+// (O input channels, C output channels) with those taps only, at row and column shifts of -1, 0
+// or 1 (3x3 taps, padding 1: ResNet's downsampling convs) or up to the padded layout's lead. Each
+// phase runs on the padded copy of dY through the forward's kernel, into a scratch plane; two
+// phases of a row parity are then interleaved into dx's rows.
+
+bool direct_dx_s2_supported(const ConvShape& s, DType dt) {
+  if (!direct_conv_supported(s, dt) || s.opt.stride_w != 2 || s.opt.stride_h != 2 || s.G != 1) return false;
+  if (s.H != 2 * s.OH || s.W != 2 * s.OW || s.OW % kLanes != 0) return false;
+  for (int64_t kh = 0; kh < s.KH; ++kh) {  // row shifts within the one padding row of sy
+    const int64_t d = kh * s.opt.dil_h - s.opt.pad_h, parity = ((d % 2) + 2) % 2;
+    if (std::abs((d - parity) / 2) > 1) return false;
+  }
+  for (int64_t kw = 0; kw < s.KW; ++kw) {  // column shifts within a line's lead
+    const int64_t d = kw * s.opt.dil_w - s.opt.pad_w, parity = ((d % 2) + 2) % 2;
+    if (std::abs((d - parity) / 2) > kLead) return false;
+  }
+  return true;
+}
+
+DxS2Plan make_dx_s2_plan(const ConvShape& s, const float* w) {
+  DxS2Plan plan;
+  // dY's geometry as the input of a "same" 3x3 stride-1 convolution: its padded layout, one zero
+  // row above and below, serves every phase
+  ConvShape& sy = plan.sy;
+  sy = s;
+  sy.C = s.O, sy.O = s.C, sy.H = s.OH, sy.W = s.OW, sy.OH = s.OH, sy.OW = s.OW, sy.KH = 3, sy.KW = 3;
+  sy.opt = Conv2dOptions::make(1, 1);
+  const DirectPlan base = make_direct_plan(sy, nullptr);
+  for (int64_t py = 0; py < 2; ++py)
+    for (int64_t px = 0; px < 2; ++px) {
+      DirectPlan& pl = plan.phase[py][px];
+      pl.chunks = base.chunks, pl.Wp = base.Wp, pl.Hp = base.Hp, pl.xs = base.xs, pl.base = base.base;
+      std::vector<std::pair<int64_t, int64_t>> taps;  // (kh, kw) of this parity
+      for (int64_t kh = 0; kh < s.KH; ++kh)
+        for (int64_t kw = 0; kw < s.KW; ++kw) {
+          const int64_t dh = kh * s.opt.dil_h - s.opt.pad_h, dw = kw * s.opt.dil_w - s.opt.pad_w;
+          if (((dh % 2) + 2) % 2 != py || ((dw % 2) + 2) % 2 != px) continue;
+          taps.push_back({kh, kw});
+          // dx (2 i + py) reads dY row i - (dh - py) / 2: padded row (that + 1), column likewise
+          pl.pad_off.push_back((1 - (dh - py) / 2) * pl.Wp - (dw - px) / 2 + kLead);
+        }
+      pl.taps = (int64_t)taps.size();
+      // weights (T', O, C): tap, input channel (dY's o), output channel (dx's c)
+      pl.w = Tensor::empty({std::max<int64_t>(1, pl.taps * s.O * s.C)}, DType::F32);
+      float* pw = pl.w.data<float>();
+      for (int64_t t = 0; t < pl.taps; ++t)
+        for (int64_t o = 0; o < s.O; ++o)
+          for (int64_t c = 0; c < s.C; ++c)
+            pw[(t * s.O + o) * s.C + c] = w[((o * s.C + c) * s.KH + taps[t].first) * s.KW + taps[t].second];
+    }
+  return plan;
+}
+
+void direct_dx_s2_image(const float* dy, float* dx, const ConvShape& s, const DxS2Plan& plan, int threads) {
+  const ConvShape& sy = plan.sy;
+  const DirectPlan& any = plan.phase[0][0];
+  thread_local std::vector<float> padded, planes;
+  padded.resize(sy.C * any.xs + 16);
+  float* dypad = padded.data();  // on a cache line, as pad_input's lines must be
+  dypad += (64 - reinterpret_cast<uintptr_t>(dypad) % 64) % 64 / sizeof(float);
+  pad_input(dy, dypad, sy, any);
+  const int64_t P = s.OH * s.OW;
+  planes.resize(4 * s.C * P);
+  for (int64_t py = 0; py < 2; ++py)
+    for (int64_t px = 0; px < 2; ++px) {
+      const DirectPlan& pl = plan.phase[py][px];
+      float* out = planes.data() + (py * 2 + px) * s.C * P;
+      if (pl.taps == 0)
+        std::fill(out, out + s.C * P, 0.0f);
+      else
+        run_padded(dypad, out, pl, 1, s.O, s.C, P, threads);
+    }
+  // dx row 2 i + py = the phases (py, 0) and (py, 1) of row i, alternated
+  for (int64_t c = 0; c < s.C; ++c)
+    for (int64_t i = 0; i < s.OH; ++i)
+      for (int64_t py = 0; py < 2; ++py) {
+        const float* even = planes.data() + ((py * 2) * s.C + c) * P + i * s.OW;
+        const float* odd = planes.data() + ((py * 2 + 1) * s.C + c) * P + i * s.OW;
+        float* row = dx + (c * s.H + 2 * i + py) * s.W;
+        for (int64_t j = 0; j < s.OW; j += kLanes) {
+          V lo, hi;
+          isa::interleave(isa::load(even + j), isa::load(odd + j), lo, hi);
+          isa::store(row + 2 * j, lo);
+          isa::store(row + 2 * j + kLanes, hi);
+        }
+      }
+}
+
 void direct_conv_image(const float* x, float* y, const ConvShape& s, const DirectPlan& pl, int threads) {
   const int64_t P = s.P(), Cg = s.Cg(), Og = s.Og();
   if (pl.xs) {  // zero-padded planes, plain loads
@@ -623,21 +752,7 @@ void direct_conv_image(const float* x, float* y, const ConvShape& s, const Direc
     float* xpad = padded.data();  // on a cache line, as pad_input's lines must be
     xpad += (64 - reinterpret_cast<uintptr_t>(xpad) % 64) % 64 / sizeof(float);
     pad_input(x, xpad, s, pl);
-    const int64_t blocks = (pl.chunks + isa::kPadPB - 1) / isa::kPadPB;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-    for (int64_t item = 0; item < s.G * blocks; ++item) {
-      const int64_t g = item / blocks, chunk0 = (item % blocks) * isa::kPadPB;
-      const float* xg = xpad + g * Cg * pl.xs;
-      const float* wg = pl.w.data<float>() + g * pl.taps * Cg * Og;
-      float* yg = y + g * Og * P;
-      const int64_t left = pl.chunks - chunk0;
-      if (left >= isa::kPadPB)
-        padded_chunks<isa::kPadPB>(xg, wg, yg, pl, Cg, Og, P, chunk0);
-      else if (left == 2)
-        padded_chunks<2>(xg, wg, yg, pl, Cg, Og, P, chunk0);
-      else
-        for (int64_t chunk = chunk0; chunk < pl.chunks; ++chunk) padded_chunks<1>(xg, wg, yg, pl, Cg, Og, P, chunk);
-    }
+    run_padded(xpad, y, pl, s.G, Cg, Og, P, threads);
     return;
   }
   // Planes of a multiple of 256 floats lie a multiple of 1 KiB apart, so the same pixel of every
@@ -678,6 +793,11 @@ void direct_conv_dw(const float*, const float*, float*, int64_t, const ConvShape
   AB_FAIL("direct_conv_dw: this build has neither AVX-512 nor AVX2 (check direct_dw_supported first)");
 }
 DirectPlan make_direct_plan(const ConvShape&, const float*) { return {}; }
+bool direct_dx_s2_supported(const ConvShape&, DType) { return false; }
+DxS2Plan make_dx_s2_plan(const ConvShape&, const float*) { return {}; }
+void direct_dx_s2_image(const float*, float*, const ConvShape&, const DxS2Plan&, int) {
+  AB_FAIL("direct_dx_s2_image: this build has neither AVX-512 nor AVX2 (check direct_dx_s2_supported first)");
+}
 void direct_conv_image(const float*, float*, const ConvShape&, const DirectPlan&, int) {
   AB_FAIL("direct_conv_image: this build has neither AVX-512 nor AVX2 (check direct_conv_supported first)");
 }

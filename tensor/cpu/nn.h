@@ -58,6 +58,19 @@ void direct_conv_image(const float* x, float* y, const ConvShape& s, const Direc
 bool direct_dw_supported(const ConvShape& s, DType dt);
 void direct_conv_dw(const float* x, const float* dy, float* dw, int64_t nimg, const ConvShape& s, const DirectPlan& plan);
 
+// The input gradient of a stride-2 convolution (H = 2 OH, W = 2 OW, no groups, output rows in
+// whole vectors):
+// dx's pixels of row parity py and column parity px form a plane of OH x OW, which is a stride-1
+// convolution of dY with the taps of that parity (conv_direct.cpp). plan: from
+// make_dx_s2_plan(s, w); one image, dy (O, OH, OW) -> dx (C, H, W).
+struct DxS2Plan {
+  ConvShape sy;           // the stride-1 geometry over dY that the four phases share
+  DirectPlan phase[2][2];  // [py][px]: the taps of that parity, their weights packed
+};
+bool direct_dx_s2_supported(const ConvShape& s, DType dt);
+DxS2Plan make_dx_s2_plan(const ConvShape& s, const float* w);
+void direct_dx_s2_image(const float* dy, float* dx, const ConvShape& s, const DxS2Plan& plan, int threads = 1);
+
 // conv2d_forward / conv2d_backward, pooling and batch norm: declared in tensor/kernels.inc.
 
 }  // namespace anybit::cpu
