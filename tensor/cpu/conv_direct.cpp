@@ -97,9 +97,10 @@ inline void interleave(V a, V b, V& lo, V& hi) {
 // Register blocks (32 registers): forward 4 x 4 accumulators; weight gradient 3 output
 // channels x all 9 taps (27 accumulators), so each dY vector is loaded once.
 constexpr int kOB = 4, kPB = 4, kDwOB = 3, kDwTB = 9;
-// The padded layout: two cache lines per 16 output pixels, 4 x 4 accumulators (4 x 6 and 6 x 4
-// ran slower).
-constexpr int kPadOB = 4, kPadPB = 4;
+// The padded layout: two cache lines per 16 output pixels, 8 output channels x 3 vectors (24
+// accumulators: 11 loads of a tap and input channel, 3 of them vectors, feed 24 FMAs; 4 x 4, 6 x 4
+// and 4 x 6 ran slower on ResNet-20's layers, bench_kernels).
+constexpr int kPadOB = 8, kPadPB = 3;
 constexpr int64_t kLine = 32, kLead = 4;
 constexpr int kPadDwOB = kDwOB;
 // The direct weight gradient is used for every 3x3 "same" convolution.
@@ -276,12 +277,12 @@ template <int OB, int PB, bool Masked>
                                                   int64_t Og, int64_t xs) {
   for (int64_t c = 0; c < Cg; ++c) {
     V v[PB];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int j = 0; j < PB; ++j) v[j] = Masked ? isa::load(m[j], xp[j] + c * xs) : isa::load(xp[j] + c * xs);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int i = 0; i < OB; ++i) {
       const V b = isa::broadcast(wt[c * Og + i]);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int j = 0; j < PB; ++j) acc[i][j] = isa::fma(b, v[j], acc[i][j]);
     }
   }
@@ -346,20 +347,20 @@ template <int OB, int PB>
 inline void padded_block(const float* x, const float* w, float* y, const DirectPlan& pl, int64_t Cg, int64_t Og,
                          int64_t P, int64_t o0, int64_t chunk0) {
   V acc[OB][PB];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int i = 0; i < OB; ++i)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int j = 0; j < PB; ++j) acc[i][j] = isa::zero();
   const isa::Mask none[PB] = {};  // unused: the loads are plain
   for (int64_t t = 0; t < pl.taps; ++t) {
     const float* xp[PB];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int j = 0; j < PB; ++j) xp[j] = x + pl.base[chunk0 + j] + pl.pad_off[t];
     accumulate_tap<OB, PB, false>(acc, none, xp, w + t * Cg * Og + o0, Cg, Og, pl.xs);
   }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int i = 0; i < OB; ++i)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int j = 0; j < PB; ++j) isa::store(y + (o0 + i) * P + (chunk0 + j) * kLanes, acc[i][j]);
 }
 
