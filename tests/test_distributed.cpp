@@ -386,9 +386,11 @@ TEST_CASE("a run resumes under another number of processes", "[dist][mpi][app]")
   test::ScratchDir tmp("anybit_mpi_resume");
   write_image_folder(tmp / "data", 8, 2);
   // A constant learning rate (multistep without milestones) and swap probability, so that a run of
-  // 1 epoch resumed to 2 epochs follows the run of 2 epochs.
+  // 1 epoch resumed to 2 epochs follows the run of 2 epochs. One step an epoch: epoch 1 of 1 and of
+  // 2 processes then starts from the same weights, so no quantized code can part them before the
+  // comparison below (see the test above).
   const std::string args = " train --model resnet20 --bits 8,4 --data " + (tmp / "data") +
-                           " --max-steps 2 --batch-size 8 --lr 0.001 --schedule multistep --swap-const 0.5 --seed 5 "
+                           " --max-steps 1 --batch-size 8 --lr 0.001 --schedule multistep --swap-const 0.5 --seed 5 "
                            "--workers 1 --log-every 100000 --eval-batches 1 --sync-bn 1 --threads 1";
   std::string out;
   REQUIRE(run_command(kAnybit + args + " --epochs 1 --out " + (tmp / "one_epoch"), &out) == 0);
