@@ -16,7 +16,8 @@
 //   quant4_train      quantized ResNet-20 with bit set {4}: one forward + CE + backward + step;
 //                     compared with resnet20_train it gives the cost of quantization itself
 // Only with --only (the ImageNet ResNets take minutes per step here: the compute side of the
-// data-parallel scaling model in docs/BENCHMARKS.md; the integer engine's, which scripts/bench.sh runs with ONLY=...):
+// data-parallel scaling model in docs/BENCHMARKS.md; the integer engine's, which scripts/bench.sh
+// runs with ONLY=...):
 //   resnet18_train    ImageNet ResNet-18, batch 32 of (3, 224, 224), the resnet20_train step
 //   resnet50_train    ImageNet ResNet-50, batch 32 of (3, 224, 224)
 //   resnet20_infer_1  resnet20_infer at batch 1 (latency)
@@ -282,7 +283,8 @@ const char* int_kernel_flag(quant::IntKernel k) {
 
 std::string int_kernel_flags() {
   std::string names;
-  for (quant::IntKernel k : quant::IntMatmul::kernels()) names += std::string(names.empty() ? "" : ", ") + int_kernel_flag(k);
+  for (quant::IntKernel k : quant::IntMatmul::kernels())
+    names += std::string(names.empty() ? "" : ", ") + int_kernel_flag(k);
   return names;
 }
 
@@ -331,8 +333,8 @@ int main(int argc, char** argv) {
     const char* coretype = std::getenv("OPENBLAS_CORETYPE");
     std::printf("# bench_train: %d threads, warm-up %d steps, median of %d runs of %d steps; OPENBLAS_CORETYPE=%s; "
                 "direct convolution %s; integer kernel %s\n",
-                s.threads, s.warmup, s.repeats, s.steps, coretype ? coretype : "(unset)", cpu::conv_direct() ? "on" : "off",
-                quant::IntMatmul::kernel_name(quant::IntMatmul::kernel()));
+                s.threads, s.warmup, s.repeats, s.steps, coretype ? coretype : "(unset)",
+                cpu::conv_direct() ? "on" : "off", quant::IntMatmul::kernel_name(quant::IntMatmul::kernel()));
     std::fflush(stdout);
 
     std::map<std::string, double> ips;

@@ -337,7 +337,9 @@ TEST_CASE("mpirun -np 2 trains the joint trainer as one process does with the sa
   const std::string args = " train --model resnet20 --bits 8,4,2 --data " + (tmp / "data") +
                            " --max-steps 1 --batch-size 16 --lr 0.001 --schedule multistep --swap-const 0.5 "
                            "--seed 5 --workers 1 --log-every 100000 --sync-bn 1";
-  auto step_args = [&](int epoch) { return args + " --epochs " + std::to_string(epoch) + (epoch > 1 ? " --resume 1" : ""); };
+  auto step_args = [&](int epoch) {
+    return args + " --epochs " + std::to_string(epoch) + (epoch > 1 ? " --resume 1" : "");
+  };
 
   // Each step starts both runs from the same checkpoint: one process's after the step before. The
   // two runs of a step differ at all only because the two processes sum the gradients of their
