@@ -187,15 +187,17 @@ inline float lane_sum(V v) {
 
 using isa::kLanes, isa::kLine, isa::kLead;
 
-// Tap kw's input column for output column ow is ow S + kw dil - pad = S (ow + a) + phase, with
-// 0 <= phase < S (the stride): a, in whole strides, and phase.
+// An offset d = S a + phase split into whole strides a and a phase 0 <= phase < S.
 struct ColumnShift {
   int64_t a, phase;
 };
-ColumnShift column_shift(const ConvShape& s, int64_t kw) {
-  const int64_t S = s.opt.stride_w, d = kw * s.opt.dil_w - s.opt.pad_w;
+ColumnShift split_shift(int64_t d, int64_t S) {
   const int64_t phase = ((d % S) + S) % S;
   return {(d - phase) / S, phase};
+}
+// Tap kw's input column for output column ow is ow S + kw dil - pad = S (ow + a) + phase.
+ColumnShift column_shift(const ConvShape& s, int64_t kw) {
+  return split_shift(kw * s.opt.dil_w - s.opt.pad_w, s.opt.stride_w);
 }
 
 // Whether the input is read through the padded layout (DirectPlan::xs): stride 1 or 2 (the same
@@ -665,14 +667,10 @@ void run_padded(const float* xpad, float* y, const DirectPlan& pl, int64_t G, in
 bool direct_dx_s2_supported(const ConvShape& s, DType dt) {
   if (!direct_conv_supported(s, dt) || s.opt.stride_w != 2 || s.opt.stride_h != 2 || s.G != 1) return false;
   if (s.H != 2 * s.OH || s.W != 2 * s.OW || s.OW % kLanes != 0) return false;
-  for (int64_t kh = 0; kh < s.KH; ++kh) {  // row shifts within the one padding row of sy
-    const int64_t d = kh * s.opt.dil_h - s.opt.pad_h, parity = ((d % 2) + 2) % 2;
-    if (std::abs((d - parity) / 2) > 1) return false;
-  }
-  for (int64_t kw = 0; kw < s.KW; ++kw) {  // column shifts within a line's lead
-    const int64_t d = kw * s.opt.dil_w - s.opt.pad_w, parity = ((d % 2) + 2) % 2;
-    if (std::abs((d - parity) / 2) > kLead) return false;
-  }
+  for (int64_t kh = 0; kh < s.KH; ++kh)  // row shifts within the one padding row of sy
+    if (std::abs(split_shift(kh * s.opt.dil_h - s.opt.pad_h, 2).a) > 1) return false;
+  for (int64_t kw = 0; kw < s.KW; ++kw)  // column shifts within a line's lead
+    if (std::abs(column_shift(s, kw).a) > kLead) return false;
   return true;
 }
 
@@ -692,11 +690,11 @@ DxS2Plan make_dx_s2_plan(const ConvShape& s, const float* w) {
       std::vector<std::pair<int64_t, int64_t>> taps;  // (kh, kw) of this parity
       for (int64_t kh = 0; kh < s.KH; ++kh)
         for (int64_t kw = 0; kw < s.KW; ++kw) {
-          const int64_t dh = kh * s.opt.dil_h - s.opt.pad_h, dw = kw * s.opt.dil_w - s.opt.pad_w;
-          if (((dh % 2) + 2) % 2 != py || ((dw % 2) + 2) % 2 != px) continue;
+          const ColumnShift row = split_shift(kh * s.opt.dil_h - s.opt.pad_h, 2), col = column_shift(s, kw);
+          if (row.phase != py || col.phase != px) continue;
           taps.push_back({kh, kw});
-          // dx (2 i + py) reads dY row i - (dh - py) / 2: padded row (that + 1), column likewise
-          pl.pad_off.push_back((1 - (dh - py) / 2) * pl.Wp - (dw - px) / 2 + kLead);
+          // dx (2 i + py) reads dY row i - row.a: padded row (that + 1), column likewise
+          pl.pad_off.push_back((1 - row.a) * pl.Wp - col.a + kLead);
         }
       pl.taps = (int64_t)taps.size();
       // weights (T', O, C): tap, input channel (dY's o), output channel (dx's c)
