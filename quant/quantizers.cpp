@@ -43,26 +43,42 @@ Tensor truncated_levels(const Tensor& u, int bits, int B) {
   return mul(deq, div(mean_B, mean_b));
 }
 
+// The round store's w_q = 2 round(n u) / n - 1 (n = 2^b - 1) as one fused op
+// (kernel::dorefa_forward): the values of the composed formula, bit for bit, and its gradient
+// written out (kernels.inc), instead of a dozen small ops and their backward nodes per layer.
+Tensor dorefa_round(const Tensor& w, int bits) {
+  Tensor wc = w.contiguous();
+  Tensor t = Tensor::empty(w.shape(), w.dtype(), w.device());
+  Tensor y = Tensor::empty(w.shape(), w.dtype(), w.device());
+  Tensor m = Tensor::empty({1}, w.dtype(), w.device());
+  Tensor k = Tensor::empty({1}, DType::I64, w.device());
+  kernel::dorefa_forward(wc, std::pow(2.0, bits) - 1, t, y, m, k);
+  if (needs_grad({w}))
+    record("dorefa_quantize", y, {w}, [t, m, k](const Tensor& g) {
+      Tensor gw = Tensor::empty(t.shape(), t.dtype(), t.device());
+      kernel::dorefa_backward(t, m, k, g.contiguous(), gw);
+      return Grads{gw};
+    });
+  return y;
+}
+
 }  // namespace
 
 Tensor quantize_weight(const Tensor& w, int bits, const WeightQuantOptions& opt) {
   AB_CHECK(bits == 32 || (bits >= 1 && bits <= 16), "quantize_weight: bit-width ", bits,
            " is not in 1..16 or 32");
-  Tensor t = tanh(w);
-  Tensor m = max(abs(t));  // max|tanh(w)|; its gradient goes to the arg-max element
   Tensor wq;
-  if (bits == 32) {
-    wq = div(t, m);
+  if (bits != 32 && !(opt.store == WeightStore::Truncate && bits < opt.store_bits)) {
+    wq = dorefa_round(w, bits);  // the composition below with the round store, fused
   } else {
-    Tensor u = add(div(t, mul(m, 2.0)), 0.5);  // in [0, 1]
-    Tensor uq;
-    if (opt.store == WeightStore::Truncate && bits < opt.store_bits) {
-      uq = truncated_levels(u, bits, opt.store_bits);
+    Tensor t = tanh(w);
+    Tensor m = max(abs(t));  // max|tanh(w)|; its gradient goes to the arg-max element
+    if (bits == 32) {
+      wq = div(t, m);
     } else {
-      double n = std::pow(2.0, bits) - 1;
-      uq = mul(round_ste(mul(u, n)), 1.0 / n);
+      Tensor u = add(div(t, mul(m, 2.0)), 0.5);  // in [0, 1]
+      wq = add(mul(truncated_levels(u, bits, opt.store_bits), 2.0), -1.0);
     }
-    wq = add(mul(uq, 2.0), -1.0);
   }
   if (opt.scale == WeightScale::Mean) {
     // Any-Precision: every bit-width times E = mean|w|, a constant (detached), so the 1-bit

@@ -106,6 +106,22 @@ AB_HD inline T pact_grad_a(T x, T g, T lo, T a, bool is_signed) {
   return x >= a ? g : ((is_signed && x <= lo) ? -g : T(0));
 }
 
+// ---- DoReFa weights, round store (quant/quantizers.h) --------------------------------------------
+// t = tanh(w), m2 = 2 max|t|, n = 2^b - 1, inv_n = 1 / n:  w_q = 2 round(n (t / m2 + 1/2)) / n - 1,
+// one rounding per step in the order of the composed ops (t / m2, + 1/2, * n, round, * inv_n, * 2,
+// - 1), so the fused op's values are bit for bit those of the composition.
+template <typename T>
+AB_HD inline T dorefa_value(T t, T m2, T n, T inv_n) {
+  T u = t / m2 + T(0.5);
+  return m_round(u * n) * inv_n * T(2) + T(-1);
+}
+// Straight through round, the gradient reaching t is dt = g / m (m = max|t|), plus at the arg-max
+// of |t| its share of dm = -sum_i g_i t_i / m^2 times sign(t); dw = dt (1 - t^2) through tanh.
+template <typename T>
+AB_HD inline T dorefa_grad_w(T t, T dt) { return dt * (T(1) - t * t); }
+template <typename T>
+AB_HD inline T dorefa_grad_t_argmax(T t, T g, T m, T dm) { return g / m + (t > T(0) ? dm : -dm); }
+
 // ---- LSQ (quant/lsq.h) ------------------------------------------------------------------------------
 // y = round(clip(v / s, -Qn, Qp)) s
 template <typename T>

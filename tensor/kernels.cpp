@@ -108,6 +108,12 @@ void pact_forward(const Tensor& x, const Tensor& a, bool is_signed, double level
 void pact_backward(const Tensor& x, const Tensor& a, bool is_signed, const Tensor& g, Tensor& gx, Tensor& ga) {
   ON_DEVICE_OF(x, pact_backward(x, a, is_signed, g, gx, ga));
 }
+void dorefa_forward(const Tensor& w, double levels, Tensor& t, Tensor& y, Tensor& m, Tensor& k) {
+  ON_DEVICE_OF(w, dorefa_forward(w, levels, t, y, m, k));
+}
+void dorefa_backward(const Tensor& t, const Tensor& m, const Tensor& k, const Tensor& g, Tensor& gw) {
+  ON_DEVICE_OF(t, dorefa_backward(t, m, k, g, gw));
+}
 void lsq_forward(const Tensor& v, const Tensor& s, double qn, double qp, Tensor& y) {
   ON_DEVICE_OF(v, lsq_forward(v, s, qn, qp, y));
 }

@@ -86,6 +86,42 @@ TEST_CASE("DoReFa gradient: straight through round, exact through tanh and max",
   require_close(w.grad(), w2.grad(), 1e-10, 1e-12, "ste");
 }
 
+TEST_CASE("the fused DoReFa round store: the composed formula's values bit for bit, its gradient, any threads",
+          "[quant][grad]") {
+  // Three chunks of 4096 and a partial one, so the arg-max search and the sum cross chunks; the
+  // largest |w| appears twice (w and -w, in different chunks): the first one takes max's gradient
+  // (its share, -sum(g t) / m^2, is large here: the gradient check fails if it lands elsewhere).
+  const int64_t n = 3 * 4096 + 77;
+  Tensor base = randn({n}, 21, DType::F32);
+  float* p = base.data<float>();
+  p[5000] = 6.0f;
+  p[9000] = -6.0f;
+  Tensor g = randn({n}, 22, DType::F32);
+  const int saved = cpu::num_threads();
+  for (int b : {1, 2, 4, 8}) {
+    // the composition that quantize_weight ran before the fusion, as autograd ops
+    Tensor w2 = base.detach().clone().requires_grad_();
+    Tensor t = tanh(w2);
+    Tensor u = add(div(t, mul(max(abs(t)), 2.0)), 0.5);
+    const double levels = std::pow(2.0, b) - 1;
+    Tensor composed = add(mul(mul(round_ste(mul(u, levels)), 1.0 / levels), 2.0), -1.0);
+    sum(mul(composed, g)).backward();
+    std::vector<float> first_grad;
+    for (int threads : {1, 2, 3}) {
+      cpu::set_num_threads(threads);
+      Tensor w = base.detach().clone().requires_grad_();
+      Tensor q = quantize_weight(w, b);
+      sum(mul(q, g)).backward();
+      INFO("bits " << b << ", threads " << threads);
+      REQUIRE(q.to_vector<float>() == composed.to_vector<float>());
+      require_close(w.grad(), w2.grad(), 1e-5, 1e-6, "fused dorefa gradient");
+      if (first_grad.empty()) first_grad = w.grad().to_vector<float>();
+      REQUIRE(w.grad().to_vector<float>() == first_grad);
+    }
+    cpu::set_num_threads(saved);
+  }
+}
+
 TEST_CASE("PACT matches the reference and uses at most 2^b levels", "[quant]") {
   Tensor x = mul(abs(randn({1000}, 11)), 2.0);
   auto xv = x.to_vector<double>();

@@ -53,6 +53,63 @@ double pact_bwd(const T* x, const T* g, T* gx, int64_t n, T lo, T a) {
   return ga;
 }
 
+// ---- DoReFa weights, round store ------------------------------------------------------------------
+// A layer's weights are a few thousand to a few million values, so the loops run in chunks on the
+// threads from 4096 values up (the composed ops ran serially below 32768, one pass per op).
+constexpr int64_t kDoReFaChunk = 4096;
+
+// t = tanh(w), then m = max|t| and its first index k: each chunk finds its own, and the chunks are
+// compared in order, so k is the first arg-max whatever the number of threads (the max op's rule).
+// Then y from t.
+template <typename T>
+void dorefa_fwd(const T* w, T* t, T* y, int64_t n, T levels, T* m_out, int64_t* k_out) {
+  const int64_t chunks = (n + kDoReFaChunk - 1) / kDoReFaChunk;
+  std::vector<T> best(chunks);
+  std::vector<int64_t> where(chunks);
+#pragma omp parallel for if (chunks > 1) schedule(static)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t begin = c * kDoReFaChunk, end = std::min(n, begin + kDoReFaChunk);
+    for (int64_t i = begin; i < end; ++i) t[i] = m_tanh(w[i]);
+    T b = m_abs(t[begin]);
+    int64_t at = begin;
+    for (int64_t i = begin + 1; i < end; ++i)
+      if (m_abs(t[i]) > b) b = m_abs(t[i]), at = i;
+    best[c] = b;
+    where[c] = at;
+  }
+  int64_t k = where[0];
+  for (int64_t c = 1; c < chunks; ++c)
+    if (best[c] > m_abs(t[k])) k = where[c];
+  const T m = m_abs(t[k]), m2 = m * T(2), inv_n = T(1.0 / double(levels));
+#pragma omp parallel for simd if (chunks > 1) schedule(static)
+  for (int64_t i = 0; i < n; ++i) y[i] = dorefa_value(t[i], m2, levels, inv_n);
+  *m_out = m;
+  *k_out = k;
+}
+
+// gw = (1 - t^2) g / m in one pass that also sums g t (chunked like PACT's backward: each chunk in
+// T across vector lanes, the chunks in double in order); then the arg-max's share of dm at k.
+template <typename T>
+void dorefa_bwd(const T* t, const T* g, T* gw, int64_t n, T m, int64_t k) {
+  const int64_t chunks = (n + kDoReFaChunk - 1) / kDoReFaChunk;
+  std::vector<double> sums(chunks);
+#pragma omp parallel for if (chunks > 1) schedule(static)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t begin = c * kDoReFaChunk, end = std::min(n, begin + kDoReFaChunk);
+    T part = 0;
+#pragma omp simd reduction(+ : part)
+    for (int64_t i = begin; i < end; ++i) {
+      gw[i] = dorefa_grad_w(t[i], g[i] / m);
+      part += g[i] * t[i];
+    }
+    sums[c] = part;
+  }
+  double sum_gt = 0;
+  for (double v : sums) sum_gt += v;
+  const T dm = T(-sum_gt / (double(m) * double(m)));
+  gw[k] = dorefa_grad_w(t[k], dorefa_grad_t_argmax(t[k], g[k], m, dm));
+}
+
 // ---- LSQ -------------------------------------------------------------------------------------------
 template <typename T>
 void lsq_fwd(const T* v, T* y, int64_t n, T s, T qn, T qp) {
@@ -127,6 +184,21 @@ void pact_backward(const Tensor& x, const Tensor& a, bool is_signed, const Tenso
                                  : pact_bwd<scalar_t, false>(x.data<scalar_t>(), g.data<scalar_t>(),
                                                              gx.data<scalar_t>(), x.numel(), scalar_t(0), av);
     *ga.data<scalar_t>() = scalar_t(sum);
+  });
+}
+
+void dorefa_forward(const Tensor& w, double levels, Tensor& t, Tensor& y, Tensor& m, Tensor& k) {
+  AB_CHECK(w.numel() > 0, "dorefa_forward: no weights");
+  AB_DISPATCH_FLOAT(w.dtype(), "dorefa_quantize", [&] {
+    dorefa_fwd<scalar_t>(w.data<scalar_t>(), t.data<scalar_t>(), y.data<scalar_t>(), w.numel(), (scalar_t)levels,
+                         m.data<scalar_t>(), k.data<int64_t>());
+  });
+}
+
+void dorefa_backward(const Tensor& t, const Tensor& m, const Tensor& k, const Tensor& g, Tensor& gw) {
+  AB_DISPATCH_FLOAT(t.dtype(), "dorefa_quantize backward", [&] {
+    dorefa_bwd<scalar_t>(t.data<scalar_t>(), g.data<scalar_t>(), gw.data<scalar_t>(), t.numel(), *m.data<scalar_t>(),
+                         *k.data<int64_t>());
   });
 }
 

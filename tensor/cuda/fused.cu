@@ -59,6 +59,66 @@ __global__ void pact_grad_k(const T* x, const T* g, T* gx, int64_t n, const T* c
   block_sum(acc, partial);
 }
 
+// DoReFa, round store. t = tanh(w) over the grid; then one block finds m = max|t| and its first
+// index (each thread scans a strided share; the tree keeps the larger value and, on a tie, the
+// smaller index); then y over the grid, every thread reading m itself.
+template <typename T>
+__global__ void tanh_k(const T* w, T* t, int64_t n) {
+  GRID_STRIDE_LOOP(i, n) t[i] = m_tanh(w[i]);
+}
+
+template <typename T>
+__global__ void abs_argmax_k(const T* t, int64_t n, T* m, int64_t* k) {
+  __shared__ T best[kThreads];
+  __shared__ int64_t where[kThreads];
+  T b = T(-1);
+  int64_t at = 0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+    if (m_abs(t[i]) > b) b = m_abs(t[i]), at = i;
+  best[threadIdx.x] = b;
+  where[threadIdx.x] = at;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) {
+      const T o = best[threadIdx.x + s];
+      const int64_t oi = where[threadIdx.x + s];
+      if (o > best[threadIdx.x] || (o == best[threadIdx.x] && oi < where[threadIdx.x]))
+        best[threadIdx.x] = o, where[threadIdx.x] = oi;
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) *m = best[0], *k = where[0];
+}
+
+template <typename T>
+__global__ void dorefa_k(const T* t, T* y, int64_t n, const T* m, T levels) {
+  const T m2 = *m * T(2), inv_n = T(1.0 / double(levels));
+  GRID_STRIDE_LOOP(i, n) y[i] = dorefa_value(t[i], m2, levels, inv_n);
+}
+
+template <typename T>
+__global__ void dorefa_grad_k(const T* t, const T* g, T* gw, int64_t n, const T* m, double* partial) {
+  const T mv = *m;
+  double acc = 0;
+  GRID_STRIDE_LOOP(i, n) {
+    gw[i] = dorefa_grad_w(t[i], g[i] / mv);
+    acc += (double)(g[i] * t[i]);
+  }
+  block_sum(acc, partial);
+}
+
+// dm from the blocks' sums of g t, added in block order; then the arg-max's gradient.
+template <typename T>
+__global__ void dorefa_argmax_grad_k(const T* t, const T* g, T* gw, const T* m, const int64_t* k,
+                                     const double* partial, int blocks) {
+  if (blockIdx.x != 0 || threadIdx.x != 0) return;
+  double sum_gt = 0;
+  for (int b = 0; b < blocks; ++b) sum_gt += partial[b];
+  const T mv = *m, dm = T(-sum_gt / (double(mv) * double(mv)));
+  const int64_t j = *k;
+  gw[j] = dorefa_grad_w(t[j], dorefa_grad_t_argmax(t[j], g[j], mv, dm));
+}
+
 template <typename T>
 __global__ void lsq_k(const T* v, T* y, int64_t n, const T* step, T qn, T qp) {
   const T s = *step;
@@ -123,6 +183,40 @@ void pact_backward(const Tensor& x, const Tensor& a, bool is_signed, const Tenso
       AB_CUDA_CHECK_LAUNCH();
     }
     add_partials_k<scalar_t><<<1, 1>>>(partial.data<double>(), n > 0 ? blocks : 0, 1.0, ga.data<scalar_t>());
+    AB_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void dorefa_forward(const Tensor& w, double levels, Tensor& t, Tensor& y, Tensor& m, Tensor& k) {
+  check_pair("dorefa_quantize", w, y);
+  check_pair("dorefa_quantize", w, t);
+  check_cuda("dorefa_quantize", "max", m);
+  check_cuda("dorefa_quantize", "arg-max", k);
+  const int64_t n = w.numel();
+  AB_CHECK(n > 0, "dorefa_forward: no weights");
+  AB_DISPATCH_FLOAT(w.dtype(), "dorefa_quantize", [&] {
+    tanh_k<scalar_t><<<blocks_for(n), kThreads>>>(w.data<scalar_t>(), t.data<scalar_t>(), n);
+    AB_CUDA_CHECK_LAUNCH();
+    abs_argmax_k<scalar_t><<<1, kThreads>>>(t.data<scalar_t>(), n, m.data<scalar_t>(), k.data<int64_t>());
+    AB_CUDA_CHECK_LAUNCH();
+    dorefa_k<scalar_t><<<blocks_for(n), kThreads>>>(t.data<scalar_t>(), y.data<scalar_t>(), n, m.data<scalar_t>(),
+                                                    (scalar_t)levels);
+    AB_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void dorefa_backward(const Tensor& t, const Tensor& m, const Tensor& k, const Tensor& g, Tensor& gw) {
+  check_pair("dorefa_quantize backward", t, gw);
+  check_pair("dorefa_quantize backward", g, gw);
+  const int64_t n = t.numel();
+  const int blocks = sum_blocks(n);
+  Tensor partial = Tensor::empty({blocks}, DType::F64, t.device());
+  AB_DISPATCH_FLOAT(t.dtype(), "dorefa_quantize backward", [&] {
+    dorefa_grad_k<scalar_t><<<blocks, kThreads>>>(t.data<scalar_t>(), g.data<scalar_t>(), gw.data<scalar_t>(), n,
+                                                  m.data<scalar_t>(), partial.data<double>());
+    AB_CUDA_CHECK_LAUNCH();
+    dorefa_argmax_grad_k<scalar_t><<<1, 1>>>(t.data<scalar_t>(), g.data<scalar_t>(), gw.data<scalar_t>(),
+                                             m.data<scalar_t>(), k.data<int64_t>(), partial.data<double>(), blocks);
     AB_CUDA_CHECK_LAUNCH();
   });
 }

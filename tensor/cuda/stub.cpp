@@ -76,6 +76,8 @@ void cross_entropy_backward(const Tensor&, const Tensor&, double, const Tensor&,
 void temporal_shift(const Tensor&, Tensor&, int64_t, int64_t, int) { NO_CUDA; }
 void pact_forward(const Tensor&, const Tensor&, bool, double, Tensor&) { NO_CUDA; }
 void pact_backward(const Tensor&, const Tensor&, bool, const Tensor&, Tensor&, Tensor&) { NO_CUDA; }
+void dorefa_forward(const Tensor&, double, Tensor&, Tensor&, Tensor&, Tensor&) { NO_CUDA; }
+void dorefa_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, Tensor&) { NO_CUDA; }
 void lsq_forward(const Tensor&, const Tensor&, double, double, Tensor&) { NO_CUDA; }
 void lsq_backward(const Tensor&, const Tensor&, double, double, double, const Tensor&, Tensor&, Tensor&) {
   NO_CUDA;
