@@ -26,11 +26,15 @@
 //                     quantizers of the CIFAR `ours` checkpoint), random weights, exported to a
 //                     temporary file and read back; int<b>_infer_1 the same at batch 1
 // Timing: `warmup` untimed steps, then `repeats` timed runs of `steps` steps each; the figure is
-// batch * steps / time of the median run.
+// batch * steps / time of the median run. With --interleave every workload is built and warmed
+// first, and the timed runs take turns (run 1 of each workload, then run 2 of each, ...), so that
+// a slow minute of a shared machine slows every workload alike; the step-time ratios to
+// resnet20_train are then also given as the median of each round's own ratio.
 //
 // Output: one machine-readable line per workload, `name images_per_s` (scripts/bench.sh parses
 // them), and a human table whose lines start with '#'.
 // Usage: bench_train [--only NAME[,NAME...]] [--steps N] [--repeats N] [--warmup N] [--threads N]
+//                    [--interleave]        (the workloads' timed runs take turns; see Timing)
 //                    [--conv-direct 0|1]   (0: im2col + GEMM for every convolution, for comparison)
 //                    [--int-kernel K]      (the integer product's kernel: portable, avx2 or vnni, of
 //                                           those the build has; default the fastest)
@@ -77,6 +81,7 @@ bool g_cuda_graph = false;  // --cuda-graph: FP steps and inference replayed as 
 
 struct Settings {
   int steps = 3, repeats = 3, warmup = 2, threads = 2;
+  bool interleave = false;
   std::vector<std::string> only;  // empty: every workload
 };
 
@@ -235,26 +240,38 @@ Workload make_workload(const std::string& name) {
   AB_FAIL("bench_train: unknown workload '", name, "' (valid:", valid, ")");
 }
 
+// On the GPU a step returns once its kernels are queued: a run ends when the device is done.
+void finish() {
+  if (g_device.is_cuda()) cuda::synchronize();
+}
+
+void warm_up(Workload& w, const Settings& s) {
+  for (int i = 0; i < s.warmup; ++i) w.step();
+  finish();
+}
+
+// Seconds of one timed run of `steps` steps.
+double timed_run(Workload& w, const Settings& s) {
+  double t0 = now();
+  for (int i = 0; i < s.steps; ++i) w.step();
+  finish();
+  return now() - t0;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
 // images/s of the median timed run. *system_allocs: blocks the caching allocator had to request
 // from the system during the timed runs (0 once the cache is warm: tensor/storage.h).
 double measure(Workload& w, const Settings& s, size_t* system_allocs) {
-  // On the GPU a step returns once its kernels are queued: a run ends when the device is done.
-  auto finish = [] {
-    if (g_device.is_cuda()) cuda::synchronize();
-  };
-  for (int i = 0; i < s.warmup; ++i) w.step();
-  finish();
+  warm_up(w, s);
   size_t allocs0 = cpu_allocator_stats().system_allocs;
   std::vector<double> times;
-  for (int r = 0; r < s.repeats; ++r) {
-    double t0 = now();
-    for (int i = 0; i < s.steps; ++i) w.step();
-    finish();
-    times.push_back(now() - t0);
-  }
+  for (int r = 0; r < s.repeats; ++r) times.push_back(timed_run(w, s));
   *system_allocs = cpu_allocator_stats().system_allocs - allocs0;
-  std::sort(times.begin(), times.end());
-  return (double)w.batch * s.steps / times[times.size() / 2];
+  return (double)w.batch * s.steps / median(times);
 }
 
 std::vector<std::string> split_commas(const std::string& s) {
@@ -301,6 +318,7 @@ int main(int argc, char** argv) {
       else if (a == "--repeats" && has_value) s.repeats = positive(a, argv[++i]);
       else if (a == "--warmup" && has_value) s.warmup = std::atoi(argv[++i]);
       else if (a == "--threads" && has_value) s.threads = positive(a, argv[++i]);
+      else if (a == "--interleave") s.interleave = true;
       else if (a == "--cuda-graph" && has_value) {
         std::string v = argv[++i];
         AB_CHECK(v == "0" || v == "1", "--cuda-graph needs 0 or 1, got '", v, "'");
@@ -322,7 +340,7 @@ int main(int argc, char** argv) {
         AB_CHECK(found, "bench_train: --int-kernel '", v, "' is not one of this build's: ", int_kernel_flags());
       } else
         AB_FAIL("bench_train: unknown argument '", a,
-                "' (usage: bench_train [--only NAME[,NAME...]] [--steps N] [--repeats N] [--warmup N] [--threads N] [--conv-direct 0|1] [--int-kernel K] [--device cpu|cuda] [--cuda-graph 0|1])");
+                "' (usage: bench_train [--only NAME[,NAME...]] [--steps N] [--repeats N] [--warmup N] [--threads N] [--interleave] [--conv-direct 0|1] [--int-kernel K] [--device cpu|cuda] [--cuda-graph 0|1])");
     }
     cpu::set_num_threads(s.threads);
     std::vector<std::string> run = s.only.empty() ? workload_names() : s.only;
@@ -340,11 +358,35 @@ int main(int argc, char** argv) {
     std::map<std::string, double> ips;
     std::map<std::string, size_t> allocs;
     std::map<std::string, int64_t> batch;
-    for (auto& name : run) {
-      Workload w = make_workload(name);
-      batch[name] = w.batch;
-      ips[name] = measure(w, s, &allocs[name]);
-      std::printf("%s %.1f\n", name.c_str(), ips[name]);
+    std::map<std::string, std::vector<double>> round_ratio;  // --interleave: per round, step time / FP step time
+    if (!s.interleave) {
+      for (auto& name : run) {
+        Workload w = make_workload(name);
+        batch[name] = w.batch;
+        ips[name] = measure(w, s, &allocs[name]);
+        std::printf("%s %.1f\n", name.c_str(), ips[name]);
+        std::fflush(stdout);
+      }
+    } else {
+      std::map<std::string, Workload> work;
+      std::map<std::string, std::vector<double>> times;  // seconds per image of each timed run
+      for (auto& name : run) {
+        work[name] = make_workload(name);
+        batch[name] = work[name].batch;
+        warm_up(work[name], s);
+      }
+      const size_t allocs0 = cpu_allocator_stats().system_allocs;
+      for (int r = 0; r < s.repeats; ++r) {
+        for (auto& name : run) times[name].push_back(timed_run(work[name], s) / batch[name]);
+        if (times.count("resnet20_train"))
+          for (auto& name : run) round_ratio[name].push_back(times[name].back() / times["resnet20_train"].back());
+      }
+      const size_t all_allocs = cpu_allocator_stats().system_allocs - allocs0;  // not per workload here
+      for (auto& name : run) {
+        ips[name] = s.steps / median(times[name]);
+        allocs[name] = all_allocs;
+        std::printf("%s %.1f\n", name.c_str(), ips[name]);
+      }
       std::fflush(stdout);
     }
 
@@ -355,9 +397,14 @@ int main(int argc, char** argv) {
     }
     // Step-time ratios against the full-precision step (how much the quantizers cost).
     if (ips.count("resnet20_train")) {
-      for (const char* q : {"quant4_train", "joint_ce", "joint_ours"})
-        if (ips.count(q))
+      for (const char* q : {"quant4_train", "joint_ce", "joint_ours"}) {
+        if (!ips.count(q)) continue;
+        if (round_ratio.count(q))
+          std::printf("# %s / resnet20_train step time: %.2fx, median of the rounds' own ratios %.2fx\n", q,
+                      ips["resnet20_train"] / ips[q], median(round_ratio[q]));
+        else
           std::printf("# %s / resnet20_train step time: %.2fx\n", q, ips["resnet20_train"] / ips[q]);
+      }
     }
     return 0;
   } catch (const std::exception& e) {
