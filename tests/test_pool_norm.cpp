@@ -118,6 +118,23 @@ TEST_CASE("batch_norm matches ref, running statistics included, float32", "[norm
         }
 }
 
+TEST_CASE("batch_norm's one-pass statistics keep float32 precision far from zero", "[norm][ref]") {
+  // Values 1000 + N(0, 1): E[x^2] - E[x]^2 in float32 would lose the variance to cancellation
+  // (1e6 against 1, with 2^-24 relative rounding); the per-run deviations of the kernel do not.
+  // Runs of 64 and of 1, and more images than one thread's share.
+  for (Shape s : {Shape{32, 3, 8, 8}, Shape{256, 3}}) {
+    INFO(shape_str(s));
+    Tensor x = add(randn(s, 31, DType::F32), 1000.0);
+    Tensor rm = Tensor::zeros({3}, DType::F32), rv = Tensor::ones({3}, DType::F32);
+    Tensor rm_ref = rm.clone(), rv_ref = rv.clone();
+    Tensor y = batch_norm(x, Tensor(), Tensor(), rm, rv, true, 1.0, 1e-5);
+    Tensor y_ref = ref::batch_norm(x, Tensor(), Tensor(), rm_ref, rv_ref, true, 1.0, 1e-5);
+    require_close(rv, rv_ref, 1e-5, 1e-6, "running_var (momentum 1: the batch's unbiased variance)");
+    require_close(rm, rm_ref, 1e-7, 1e-6, "running_mean");
+    require_close(y, y_ref, 1e-3, 1e-3, "batch_norm y");
+  }
+}
+
 TEST_CASE("batch_norm with relu is relu(batch_norm), forward and backward, bit for bit", "[norm]") {
   // The fused BN + ReLU (batch_norm's `relu`) against the two ops it replaces, on the same inputs:
   // outputs, the running statistics and the gradients of x, weight and bias must be identical,
