@@ -510,6 +510,28 @@ inline void lanes_dw_block(const float* x, int64_t x_image, const float* dyT, fl
         for (int i = 0; i < OV; ++i) acc[i][ci * 3 + kw] = isa::fma(dv[i], b, acc[i][ci * 3 + kw]);
       }
   };
+  // Stride 1, dilation 1: pixels ow and ow + 1 share two of their four input columns
+  // (ow - pw .. ow - pw + 3), so a pair takes 4 broadcasts per input channel for its 6 multiply-adds
+  // instead of 6: with one vector of output channels the loads, not the multiply-adds, bound the
+  // loop (25 loads per 24 FMAs a pixel), and the pair brings that to 34 per 48.
+  auto pixel_pair = [&](const float* xr, const float* d, int64_t ow) {
+    V dv0[OV], dv1[OV];
+#pragma GCC unroll 2
+    for (int i = 0; i < OV; ++i) dv0[i] = isa::load(d + i * kLanes), dv1[i] = isa::load(d + O + i * kLanes);
+#pragma GCC unroll 8
+    for (int ci = 0; ci < CB; ++ci) {
+      const float* xc = xr + ci * HW + ow - pw;
+      V b[4];
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) b[j] = isa::broadcast(xc[j]);
+#pragma GCC unroll 3
+      for (int kw = 0; kw < 3; ++kw)
+#pragma GCC unroll 2
+        for (int i = 0; i < OV; ++i)
+          acc[i][ci * 3 + kw] = isa::fma(dv1[i], b[kw + 1], isa::fma(dv0[i], b[kw], acc[i][ci * 3 + kw]));
+    }
+  };
+  const bool pairs = OV == 1 && S == 1 && dil == 1;
   for (int64_t n = 0; n < nimg; ++n)
     for (int64_t oh = 0; oh < s.OH; ++oh) {
       const int64_t ih = oh * s.opt.stride_h + kh * s.opt.dil_h - s.opt.pad_h;
@@ -518,6 +540,8 @@ inline void lanes_dw_block(const float* x, int64_t x_image, const float* dyT, fl
       const float* yr = dyT + (n * s.OH + oh) * s.OW * O + o0;
       int64_t ow = 0;
       for (; ow < ow_lo; ++ow) pixel(xr, yr + ow * O, ow, true);
+      if (pairs)
+        for (; ow + 2 <= ow_hi; ow += 2) pixel_pair(xr, yr + ow * O, ow);
       for (; ow < ow_hi; ++ow) pixel(xr, yr + ow * O, ow, false);
       for (; ow < s.OW; ++ow) pixel(xr, yr + ow * O, ow, true);
     }
