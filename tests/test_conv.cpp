@@ -128,7 +128,7 @@ TEST_CASE("the direct convolution matches ref::conv2d and the im2col path on Res
   // three widths of ResNet-20 (32, 16 and 8 pixels; with AVX2 the first two read a zero-padded
   // copy, with AVX-512 staggered planes), and one image alone (batch 1: the threads share its
   // pixel blocks); 5x5 taps, dilation and groups on a padded width (24) with an output-channel
-  // count that leaves tails of 2 and 1; stride 2 (AVX2; with AVX-512 the weight gradient only).
+  // count that leaves tails of 2 and 1; stride 2, on the padded layout or the parity planes.
   // The im2col path it is compared with is itself checked against ref::conv2d above.
   struct Case {
     Shape x, w;
@@ -150,6 +150,12 @@ TEST_CASE("the direct convolution matches ref::conv2d and the im2col path on Res
                                    {{2, 32, 16, 16}, {64, 32, 1, 1}, false, Conv2dOptions::make(2, 0)},
                                    {{2, 5, 16, 32}, {7, 5, 5, 5}, true, Conv2dOptions::make(2, 2)},
                                    {{1, 4, 9, 31}, {6, 4, 3, 3}, true, Conv2dOptions::make(2, 1)},
+                                   // stride 2 whose output rows are shorter than a vector (the
+                                   // parity planes): ResNet-20's second downsampling conv (8
+                                   // pixels a row), 5 pixels a row (ragged chunks), 5x5 taps
+                                   {{2, 32, 16, 16}, {64, 32, 3, 3}, false, Conv2dOptions::make(2, 1)},
+                                   {{2, 6, 10, 10}, {16, 6, 3, 3}, true, Conv2dOptions::make(2, 1)},
+                                   {{1, 3, 12, 12}, {5, 3, 5, 5}, false, Conv2dOptions::make(2, 2)},
                                    // the weight gradient with output channels in the lanes: 48
                                    // of them (AVX-512: a pair of vectors, then one alone) and 10
                                    // input channels (tails after the blocks of 4 and 8), stride 1
@@ -162,7 +168,7 @@ TEST_CASE("the direct convolution matches ref::conv2d and the im2col path on Res
     const Conv2dOptions& o = c.o;
     INFO("x " << shape_str(c.x) << ", w " << shape_str(c.w));
 #if defined(__AVX512F__)
-    if (o.stride_h == 1) REQUIRE(cpu::direct_conv_supported(cpu::conv_shape(c.x, c.w, o), DType::F32));
+    if (o.stride_h == 1 || c.x[3] % 32 != 0) REQUIRE(cpu::direct_conv_supported(cpu::conv_shape(c.x, c.w, o), DType::F32));
 #elif defined(__AVX2__) && defined(__FMA__)
     REQUIRE(cpu::direct_conv_supported(cpu::conv_shape(c.x, c.w, o), DType::F32));
 #endif

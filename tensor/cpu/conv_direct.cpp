@@ -1,7 +1,6 @@
 // conv_direct.cpp - a direct float32 convolution for "same" stride-1 convolutions (3x3 with
-// padding 1, 5x5 with padding 2, ...) and stride-2 ones whose output rows are whole vectors: 21
-// of ResNet-20's 21 convolutions with AVX2 (19 of 21 with AVX-512, whose vectors are twice as
-// wide), computed without an im2col matrix and without GEMM packing.
+// padding 1, 5x5 with padding 2, ...) and stride-2 ones: all 21 of ResNet-20's convolutions,
+// computed without an im2col matrix and without GEMM packing.
 //
 // Why it works. In a "same" stride-1 convolution output pixel p = oh*W + ow reads, for the tap
 // (kh, kw), input pixel p + off, off = (kh*dil_h - pad_h)*W + (kw*dil_w - pad_w), whenever that
@@ -23,6 +22,15 @@
 // parity says. (With AVX-512 the copy pays too, though masks cost it nothing: the forward and
 // input gradient of ResNet-20's padded-layout convolutions ran 7-16% faster, its first
 // downsampling convolution's forward 1.9x; bench_kernels on an AMD Zen 5.)
+//
+// The parity planes. A stride-2 convolution whose output rows are shorter than a vector (8
+// pixels with AVX-512: ResNet-20's second downsampling conv) cannot use the padded layout. Its
+// input, of twice the output's size, is split into four planes of OH x OW (even and odd rows
+// times even and odd columns), and on them every tap is a stride-1 tap with a shift of -1, 0 or
+// +1 row and column: the masked path above, with each tap's offset pointing into its plane
+// (DirectPlan::planes). Its input gradient likewise: each parity plane of dX is a masked
+// stride-1 convolution of dY with the taps of that parity (direct_dx_s2_image). On the Zen 5
+// that conv went from 96-110 to 174 GFLOP/s forward and from 103-117 to 161 backward.
 //
 // The kernel keeps a block of OB output channels x PB vectors of pixels in registers. For each
 // tap and input channel it loads PB vectors of input and broadcasts OB weights: OB*PB fused
@@ -210,10 +218,17 @@ bool padded_layout(const ConvShape& s) {
   return true;
 }
 
+// Stride 2 on the input's four parity planes (DirectPlan::planes): an input of exactly twice the
+// output's size, so that every plane is OH x OW.
+bool parity_planes(const ConvShape& s) {
+  return s.opt.stride_h == 2 && s.opt.stride_w == 2 && s.H == 2 * s.OH && s.W == 2 * s.OW && !padded_layout(s);
+}
+
 bool direct_conv_supported(const ConvShape& s, DType dt) {
-  // "same" stride-1 convolutions everywhere; stride 2 through the padded layout
+  // "same" stride-1 convolutions everywhere; stride 2 through the padded layout, or through the
+  // parity planes where the output rows are shorter than a vector
   return g_direct && dt == DType::F32 && !s.direct() &&
-         (s.same_stride1() || (s.opt.stride_w == 2 && padded_layout(s)));
+         (s.same_stride1() || (s.opt.stride_w == 2 && padded_layout(s)) || parity_planes(s));
 }
 
 DirectPlan make_direct_plan(const ConvShape& s, const float* w) {
@@ -242,6 +257,21 @@ DirectPlan make_direct_plan(const ConvShape& s, const float* w) {
     pl.base.resize(pl.chunks);
     for (int64_t chunk = 0; chunk < pl.chunks; ++chunk)
       pl.base[chunk] = (chunk / row_chunks) * S * pl.Wp + (chunk % row_chunks) * kLine;
+  } else if (parity_planes(s)) {
+    // Tap (kh, kw) of output pixel (i, j) reads input row 2 i + kh dil - pad = 2 (i + a) + py:
+    // row i + a of the planes of row parity py (split_shift), the columns likewise.
+    pl.planes = true;
+    for (int64_t kh = 0; kh < s.KH; ++kh)
+      for (int64_t kw = 0; kw < s.KW; ++kw) {
+        const int64_t t = kh * s.KW + kw;
+        const ColumnShift row = split_shift(kh * s.opt.dil_h - s.opt.pad_h, 2);
+        const ColumnShift col = split_shift(kw * s.opt.dil_w - s.opt.pad_w, 2);
+        pl.off[t] = (row.phase * 2 + col.phase) * s.C * P + row.a * s.OW + col.a;
+        for (int64_t p = 0; p < P; ++p) {
+          const int64_t i = p / s.OW + row.a, j = p % s.OW + col.a;
+          if (i >= 0 && i < s.OH && j >= 0 && j < s.OW) pl.mask[(p / kLanes) * T + t] |= uint16_t(1u << (p % kLanes));
+        }
+      }
   } else {  // masks and offsets in the image itself ("same" stride 1)
     for (int64_t kh = 0; kh < s.KH; ++kh)
       for (int64_t kw = 0; kw < s.KW; ++kw) {
@@ -595,7 +625,7 @@ bool direct_dw_supported(const ConvShape& s, DType dt) {
   // on the padded layout (AVX2) it beats im2col + OpenBLAS on every ResNet-20 width but the
   // 8-pixel one (bench_kernels: 125, 115-121, 94-100 GFLOP/s at 32, 16 and 8 pixels, against 90,
   // 113 and 117-121)
-  return lanes_dw(s, dt) || (direct_conv_supported(s, dt) && s.KH * s.KW == 9 &&
+  return lanes_dw(s, dt) || (direct_conv_supported(s, dt) && !parity_planes(s) && s.KH * s.KW == 9 &&
                              (s.Og() <= isa::kDwMaxOg || (padded_layout(s) && s.W >= 16)));
 }
 
@@ -655,6 +685,38 @@ void direct_conv_dw(const float* x, const float* dy, float* dw, int64_t nimg, co
 }
 
 namespace {
+// y (G groups of Og planes of P pixels) from x (G groups of Cg planes, xs floats apart) with plan
+// pl's taps, masks and weights. Work items: (group, block of kPB chunks), the last block of a
+// group possibly shorter; with threads > 1 (one image, as at batch 1) they are shared out.
+void run_masked(const float* x, int64_t xs, float* y, const DirectPlan& pl, int64_t G, int64_t Cg, int64_t Og,
+                int64_t P, int threads) {
+  const int64_t blocks = (pl.chunks + isa::kPB - 1) / isa::kPB;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t item = 0; item < G * blocks; ++item) {
+    const int64_t g = item / blocks, chunk0 = (item % blocks) * isa::kPB;
+    const float* xg = x + g * Cg * xs;
+    const float* wg = pl.w.data<float>() + g * pl.taps * Cg * Og;
+    float* yg = y + g * Og * P;
+    if (chunk0 + isa::kPB <= pl.chunks)
+      direct_chunks<isa::kPB>(xg, xs, wg, yg, pl, Cg, Og, P, chunk0);
+    else
+      for (int64_t chunk = chunk0; chunk < pl.chunks; ++chunk) direct_chunks<1>(xg, xs, wg, yg, pl, Cg, Og, P, chunk);
+  }
+}
+
+// planes[(2 py + px) C + c] (OH x OW) = x[c] at rows 2 i + py, columns 2 j + px (H = 2 OH, W = 2 OW).
+void split_parity_planes(const float* x, float* planes, const ConvShape& s) {
+  const int64_t P = s.OH * s.OW;
+  for (int64_t c = 0; c < s.C; ++c)
+    for (int64_t i = 0; i < s.OH; ++i)
+      for (int64_t py = 0; py < 2; ++py) {
+        const float* row = x + (c * s.H + 2 * i + py) * s.W;
+        float* even = planes + ((py * 2) * s.C + c) * P + i * s.OW;
+        float* odd = planes + ((py * 2 + 1) * s.C + c) * P + i * s.OW;
+        for (int64_t j = 0; j < s.OW; ++j) even[j] = row[2 * j], odd[j] = row[2 * j + 1];
+      }
+}
+
 // y (G groups of Og planes of P pixels) from the padded input xpad (G groups of Cg planes) with
 // plan pl's taps and weights; threads > 1 shares the pixel blocks out.
 void run_padded(const float* xpad, float* y, const DirectPlan& pl, int64_t G, int64_t Cg, int64_t Og, int64_t P,
@@ -690,6 +752,7 @@ void run_padded(const float* xpad, float* y, const DirectPlan& pl, int64_t G, in
 
 bool direct_dx_s2_supported(const ConvShape& s, DType dt) {
   if (!direct_conv_supported(s, dt) || s.opt.stride_w != 2 || s.opt.stride_h != 2 || s.G != 1) return false;
+  if (parity_planes(s)) return true;  // masked phases: any shift
   if (s.H != 2 * s.OH || s.W != 2 * s.OW || s.OW % kLanes != 0) return false;
   for (int64_t kh = 0; kh < s.KH; ++kh)  // row shifts within the one padding row of sy
     if (std::abs(split_shift(kh * s.opt.dil_h - s.opt.pad_h, 2).a) > 1) return false;
@@ -701,16 +764,19 @@ bool direct_dx_s2_supported(const ConvShape& s, DType dt) {
 DxS2Plan make_dx_s2_plan(const ConvShape& s, const float* w) {
   DxS2Plan plan;
   // dY's geometry as the input of a "same" 3x3 stride-1 convolution: its padded layout, one zero
-  // row above and below, serves every phase
+  // row above and below, serves every phase (rows of whole vectors; otherwise each phase reads
+  // dY itself, masked at its edges)
   ConvShape& sy = plan.sy;
   sy = s;
   sy.C = s.O, sy.O = s.C, sy.H = s.OH, sy.W = s.OW, sy.OH = s.OH, sy.OW = s.OW, sy.KH = 3, sy.KW = 3;
   sy.opt = Conv2dOptions::make(1, 1);
+  const bool masked = parity_planes(s);
   const DirectPlan base = make_direct_plan(sy, nullptr);
+  const int64_t P = s.OH * s.OW;
   for (int64_t py = 0; py < 2; ++py)
     for (int64_t px = 0; px < 2; ++px) {
       DirectPlan& pl = plan.phase[py][px];
-      pl.chunks = base.chunks, pl.Wp = base.Wp, pl.Hp = base.Hp, pl.xs = base.xs, pl.base = base.base;
+      pl.chunks = base.chunks, pl.Wp = base.Wp, pl.Hp = base.Hp, pl.xs = masked ? 0 : base.xs, pl.base = base.base;
       std::vector<std::pair<int64_t, int64_t>> taps;  // (kh, kw) of this parity
       for (int64_t kh = 0; kh < s.KH; ++kh)
         for (int64_t kw = 0; kw < s.KW; ++kw) {
@@ -719,7 +785,20 @@ DxS2Plan make_dx_s2_plan(const ConvShape& s, const float* w) {
           taps.push_back({kh, kw});
           // dx (2 i + py) reads dY row i - row.a: padded row (that + 1), column likewise
           pl.pad_off.push_back((1 - row.a) * pl.Wp - col.a + kLead);
+          if (masked) pl.off.push_back(-row.a * s.OW - col.a);  // masked: dY pixel p - row.a OW - col.a
         }
+      if (masked) {  // the lanes whose dY pixel lies inside dY
+        const int64_t T = (int64_t)taps.size();
+        pl.mask.assign(pl.chunks * T, 0);
+        for (int64_t t = 0; t < T; ++t) {
+          const ColumnShift row = split_shift(taps[t].first * s.opt.dil_h - s.opt.pad_h, 2);
+          const ColumnShift col = column_shift(s, taps[t].second);
+          for (int64_t p = 0; p < P; ++p) {
+            const int64_t i = p / s.OW - row.a, j = p % s.OW - col.a;
+            if (i >= 0 && i < s.OH && j >= 0 && j < s.OW) pl.mask[(p / kLanes) * T + t] |= uint16_t(1u << (p % kLanes));
+          }
+        }
+      }
       pl.taps = (int64_t)taps.size();
       // weights (T', O, C): tap, input channel (dY's o), output channel (dx's c)
       pl.w = Tensor::empty({std::max<int64_t>(1, pl.taps * s.O * s.C)}, DType::F32);
@@ -735,11 +814,15 @@ DxS2Plan make_dx_s2_plan(const ConvShape& s, const float* w) {
 void direct_dx_s2_image(const float* dy, float* dx, const ConvShape& s, const DxS2Plan& plan, int threads) {
   const ConvShape& sy = plan.sy;
   const DirectPlan& any = plan.phase[0][0];
+  const bool masked = any.xs == 0;
   thread_local std::vector<float> padded, planes;
-  padded.resize(sy.C * any.xs + 16);
-  float* dypad = padded.data();  // on a cache line, as pad_input's lines must be
-  dypad += (64 - reinterpret_cast<uintptr_t>(dypad) % 64) % 64 / sizeof(float);
-  pad_input(dy, dypad, sy, any);
+  float* dypad = nullptr;
+  if (!masked) {
+    padded.resize(sy.C * any.xs + 16);
+    dypad = padded.data();  // on a cache line, as pad_input's lines must be
+    dypad += (64 - reinterpret_cast<uintptr_t>(dypad) % 64) % 64 / sizeof(float);
+    pad_input(dy, dypad, sy, any);
+  }
   const int64_t P = s.OH * s.OW;
   planes.resize(4 * s.C * P);
   for (int64_t py = 0; py < 2; ++py)
@@ -748,6 +831,8 @@ void direct_dx_s2_image(const float* dy, float* dx, const ConvShape& s, const Dx
       float* out = planes.data() + (py * 2 + px) * s.C * P;
       if (pl.taps == 0)
         std::fill(out, out + s.C * P, 0.0f);
+      else if (masked)
+        run_masked(dy, P, out, pl, 1, s.O, s.C, P, threads);
       else
         run_padded(dypad, out, pl, 1, s.O, s.C, P, threads);
     }
@@ -758,6 +843,10 @@ void direct_dx_s2_image(const float* dy, float* dx, const ConvShape& s, const Dx
         const float* even = planes.data() + ((py * 2) * s.C + c) * P + i * s.OW;
         const float* odd = planes.data() + ((py * 2 + 1) * s.C + c) * P + i * s.OW;
         float* row = dx + (c * s.H + 2 * i + py) * s.W;
+        if (s.OW % kLanes != 0) {
+          for (int64_t j = 0; j < s.OW; ++j) row[2 * j] = even[j], row[2 * j + 1] = odd[j];
+          continue;
+        }
         for (int64_t j = 0; j < s.OW; j += kLanes) {
           V lo, hi;
           isa::interleave(isa::load(even + j), isa::load(odd + j), lo, hi);
@@ -778,6 +867,13 @@ void direct_conv_image(const float* x, float* y, const ConvShape& s, const Direc
     run_padded(xpad, y, pl, s.G, Cg, Og, P, threads);
     return;
   }
+  if (pl.planes) {  // stride 2: the four parity planes, then stride-1 taps on them
+    thread_local std::vector<float> planes;
+    planes.resize(4 * s.C * P);
+    split_parity_planes(x, planes.data(), s);
+    run_masked(planes.data(), P, y, pl, s.G, Cg, Og, P, threads);
+    return;
+  }
   // Planes of a multiple of 256 floats lie a multiple of 1 KiB apart, so the same pixel of every
   // fourth channel (of every channel, at 1,024 floats) falls in one set of the L1 cache. A tap's
   // loads touch one line per channel: 16 channels of 32x32 or 32 of 16x16 (ResNet-20's first
@@ -792,20 +888,7 @@ void direct_conv_image(const float* x, float* y, const ConvShape& s, const Direc
     for (int64_t c = 0; c < s.C; ++c) std::copy(x + c * P, x + (c + 1) * P, staggered.data() + c * xs);
     x = staggered.data();
   }
-  // Work items: (group, block of kPB chunks), the last block of a group possibly shorter; with
-  // threads > 1 (one image, as at batch 1) they are shared out among the threads.
-  const int64_t blocks = (pl.chunks + isa::kPB - 1) / isa::kPB;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-  for (int64_t item = 0; item < s.G * blocks; ++item) {
-    const int64_t g = item / blocks, chunk0 = (item % blocks) * isa::kPB;
-    const float* xg = x + g * Cg * xs;
-    const float* wg = pl.w.data<float>() + g * pl.taps * Cg * Og;
-    float* yg = y + g * Og * P;
-    if (chunk0 + isa::kPB <= pl.chunks)
-      direct_chunks<isa::kPB>(xg, xs, wg, yg, pl, Cg, Og, P, chunk0);
-    else
-      for (int64_t chunk = chunk0; chunk < pl.chunks; ++chunk) direct_chunks<1>(xg, xs, wg, yg, pl, Cg, Og, P, chunk);
-  }
+  run_masked(x, xs, y, pl, s.G, Cg, Og, P, threads);
 }
 
 #else  // neither AVX-512 nor AVX2 + FMA: conv.cpp keeps im2col + GEMM

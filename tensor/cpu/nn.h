@@ -47,6 +47,11 @@ struct DirectPlan {
   // xs == 0: not padded.
   int64_t Wp = 0, Hp = 0, xs = 0;
   std::vector<int64_t> base, pad_off;
+  // Stride 2 without the padded layout (output rows shorter than a vector): the input is first
+  // split into its four parity planes (rows 2i + py, columns 2j + px: OH x OW each, plane
+  // (py, px) at (2 py + px) C OH OW floats), where every tap is a stride-1 tap; off[t] then
+  // includes its plane's offset and mask its edges, as in the masked stride-1 path.
+  bool planes = false;
 };
 bool direct_conv_supported(const ConvShape& s, DType dt);
 DirectPlan make_direct_plan(const ConvShape& s, const float* w);  // w: (O, C/G, KH, KW), or null
@@ -58,8 +63,8 @@ void direct_conv_image(const float* x, float* y, const ConvShape& s, const Direc
 bool direct_dw_supported(const ConvShape& s, DType dt);
 void direct_conv_dw(const float* x, const float* dy, float* dw, int64_t nimg, const ConvShape& s, const DirectPlan& plan);
 
-// The input gradient of a stride-2 convolution (H = 2 OH, W = 2 OW, no groups, output rows in
-// whole vectors):
+// The input gradient of a stride-2 convolution (H = 2 OH, W = 2 OW, no groups; dY read through
+// the padded layout when its rows are whole vectors, masked otherwise):
 // dx's pixels of row parity py and column parity px form a plane of OH x OW, which is a stride-1
 // convolution of dY with the taps of that parity (conv_direct.cpp). plan: from
 // make_dx_s2_plan(s, w); one image, dy (O, OH, OW) -> dx (C, H, W).
