@@ -5,7 +5,8 @@
 // in place with the unbiased variance; evaluation normalises with the running statistics.
 // Kernels: tensor/cpu/norm.cpp, tensor/cuda/nn.cu; scalar spec: ref::batch_norm (tensor/ref.cpp).
 // batch_norm_sync is the same op with the statistics of every process's batch (data-parallel
-// training with synchronised BN, nn/distributed.h).
+// training with synchronised BN, nn/distributed.h). With a residual, the op is a ResNet block's
+// relu(bn(x) + shortcut) in one pass forward, and in the BN's two passes backward.
 #include <cmath>
 
 #include "autograd/autograd.h"
@@ -37,7 +38,8 @@ namespace {
 // running statistics and dx are those of every process's batch together; dw and db stay this
 // process's share (the trainer sums parameter gradients across processes).
 Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
-                       Tensor running_var, bool training, double momentum, double eps, bool sync, bool relu) {
+                       Tensor running_var, bool training, double momentum, double eps, bool sync, bool relu,
+                       const Tensor& residual) {
   AB_CHECK(x.dim() == 2 || x.dim() == 4, "batch_norm: expected x (N, C) or (N, C, H, W), got ",
            shape_str(x.shape()), " ", dtype_name(x.dtype()));
   AB_CHECK(is_floating(x.dtype()), "batch_norm: x must be float32 or float64, got ", x.str());
@@ -59,10 +61,17 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
            shape_str(x.shape()), sync ? " (on all processes together)" : "", "; use a batch larger than 1 or evaluation mode");
   AB_CHECK(!running_mean.defined() || (running_mean.is_contiguous() && running_var.is_contiguous()),
            "batch_norm: running statistics must be contiguous (they are updated in place)");
+  if (residual.defined()) {
+    check_same_device("batch_norm", x, residual);
+    check_same_dtype("batch_norm", x, residual);
+    AB_CHECK(residual.shape() == x.shape(), "batch_norm: the residual ", shape_str(residual.shape()),
+             " must have x's shape ", shape_str(x.shape()));
+  }
 
   Tensor xc = x.detach().contiguous();
   Tensor wc = weight.defined() ? weight.detach().contiguous() : Tensor();
   Tensor bc = bias.defined() ? bias.detach().contiguous() : Tensor();
+  Tensor rc = residual.defined() ? residual.detach().contiguous() : Tensor();
   const Device dev = x.device();
   Tensor y = Tensor::empty(x.shape(), x.dtype(), dev);
   Tensor mean, invstd;
@@ -70,7 +79,7 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
     mean = Tensor::empty({C}, x.dtype(), dev);
     invstd = Tensor::empty({C}, x.dtype(), dev);
     Tensor var = Tensor::empty({C}, x.dtype(), dev);
-    kernel::batch_norm_train_forward(xc, wc, bc, eps, relu, y, mean, var, invstd, sum_across);
+    kernel::batch_norm_train_forward(xc, wc, bc, eps, relu, y, mean, var, invstd, sum_across, rc);
     // running = (1 - momentum) running + momentum batch, the variance unbiased: var * M / (M - 1)
     if (running_mean.defined()) kernel::batch_norm_update_running(running_mean, running_var, mean, var, momentum, M);
   } else {
@@ -78,25 +87,37 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
     mean = running_mean.detach().clone();
     invstd = Tensor::empty({C}, x.dtype(), dev);
     kernel::batch_norm_invstd(running_var, eps, invstd);
-    kernel::batch_norm_apply(xc, wc, bc, mean, invstd, relu, y);
+    kernel::batch_norm_apply(xc, wc, bc, mean, invstd, relu, y, rc);
   }
   // training:   dX = (1/M) w invstd (M dY - sum dY - xhat sum(dY xhat)), xhat = (x - mean) invstd
   // evaluation: dX = dY w invstd
   // dW = sum dY xhat, db = sum dY (sums over n, h, w per channel)
   // with relu, dY first goes through the ReLU's backward: dY where y > 0, else 0
-  if (needs_grad({x, weight, bias})) {
+  // d residual = dY (through the ReLU's backward with relu)
+  if (needs_grad({x, weight, bias, residual})) {
     bool gw = weight.defined() && weight.requires_grad(), gb = bias.defined() && bias.requires_grad();
+    bool gr = residual.defined() && residual.requires_grad();
     // y's values without its history (the closure must not own the node that owns it)
     const Tensor relu_out = relu ? y.detach() : Tensor();
-    const char* name = relu ? (sync ? "batch_norm_sync_relu" : "batch_norm_relu")
-                            : (sync ? "batch_norm_sync" : "batch_norm");
-    record(name, y, {x, weight, bias}, [=](const Tensor& g) {
+    const char* name = residual.defined() ? (relu ? (sync ? "batch_norm_sync_add_relu" : "batch_norm_add_relu")
+                                                  : (sync ? "batch_norm_sync_add" : "batch_norm_add"))
+                       : relu ? (sync ? "batch_norm_sync_relu" : "batch_norm_relu")
+                              : (sync ? "batch_norm_sync" : "batch_norm");
+    record(name, y, {x, weight, bias, residual}, [=](const Tensor& g) {
+      Tensor gc = g.contiguous();
       Tensor dx = Tensor::empty(xc.shape(), xc.dtype(), xc.device());
       Tensor dw = gw ? Tensor::empty({C}, xc.dtype(), xc.device()) : Tensor();
       Tensor db = gb ? Tensor::empty({C}, xc.dtype(), xc.device()) : Tensor();
-      kernel::batch_norm_backward(xc, wc, mean, invstd, training, relu_out, g.contiguous(), dx, gw ? &dw : nullptr,
+      kernel::batch_norm_backward(xc, wc, mean, invstd, training, relu_out, gc, dx, gw ? &dw : nullptr,
                                   gb ? &db : nullptr, sync ? &across : nullptr);
-      return Grads{dx, dw, db};
+      Tensor dr;
+      if (gr && relu) {  // the relu op's backward
+        dr = Tensor::empty(gc.shape(), gc.dtype(), gc.device());
+        kernel::binary(BinaryOp::ReluGrad, gc, relu_out, dr);
+      } else if (gr) {
+        dr = gc;
+      }
+      return Grads{dx, dw, db, dr};
     });
   }
   return y;
@@ -105,13 +126,13 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
 }  // namespace
 
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
-                  Tensor running_var, bool training, double momentum, double eps, bool relu) {
-  return batch_norm_impl(x, weight, bias, running_mean, running_var, training, momentum, eps, false, relu);
+                  Tensor running_var, bool training, double momentum, double eps, bool relu, const Tensor& residual) {
+  return batch_norm_impl(x, weight, bias, running_mean, running_var, training, momentum, eps, false, relu, residual);
 }
 
 Tensor batch_norm_sync(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
-                       Tensor running_var, double momentum, double eps, bool relu) {
-  return batch_norm_impl(x, weight, bias, running_mean, running_var, true, momentum, eps, true, relu);
+                       Tensor running_var, double momentum, double eps, bool relu, const Tensor& residual) {
+  return batch_norm_impl(x, weight, bias, running_mean, running_var, true, momentum, eps, true, relu, residual);
 }
 
 }  // namespace anybit

@@ -69,14 +69,18 @@ class Linear : public Module {
 };
 
 // A module whose output can go through a ReLU inside its own kernels: batch norm, whose BN + ReLU
-// then costs no pass of its own, forward or backward (tensor/ops.h, batch_norm's `relu`).
+// then costs no pass of its own, forward or backward (tensor/ops.h, batch_norm's `relu`), nor
+// does the addition of a residual block's shortcut before that ReLU (batch_norm's `residual`).
 class FusesRelu {
  public:
   virtual ~FusesRelu() = default;
-  virtual Tensor forward_relu(const Tensor& x) = 0;  // relu(forward(x))
+  virtual Tensor forward_relu(const Tensor& x) = 0;                                // relu(forward(x))
+  virtual Tensor forward_add_relu(const Tensor& x, const Tensor& residual) = 0;  // relu(forward(x) + residual)
 };
 // relu(m.forward(x)): in one op where m is a FusesRelu, else forward, then relu.
 Tensor relu_after(Module& m, const Tensor& x);
+// relu(m.forward(x) + residual): in one op where m is a FusesRelu, else forward, add, relu.
+Tensor add_relu_after(Module& m, const Tensor& x, const Tensor& residual);
 
 // x: (N, C, H, W) or (N, C). Training normalises with the batch statistics and updates the
 // running ones (momentum 0.1, unbiased variance, as PyTorch); eval uses the running ones.
@@ -86,13 +90,15 @@ class BatchNorm2d : public Module, public FusesRelu {
   explicit BatchNorm2d(int64_t channels, double eps = 1e-5, double momentum = 0.1);
   Tensor forward(const Tensor& x) override { return forward(x, false); }
   Tensor forward_relu(const Tensor& x) override { return forward(x, true); }
-  Tensor forward(const Tensor& x, bool relu);  // relu: relu(forward(x)), fused
+  Tensor forward_add_relu(const Tensor& x, const Tensor& residual) override { return forward(x, true, residual); }
+  // relu: relu(forward(x)), fused; residual (optional): added before the ReLU, in the same pass
+  Tensor forward(const Tensor& x, bool relu, const Tensor& residual = Tensor());
   std::string type_name() const override { return "BatchNorm2d"; }
   std::string extra_repr() const override;
   int64_t channels() const { return channels_; }
   // Training-mode normalisation (batch statistics) that leaves the running statistics alone:
   // block swapping runs a block at another bit-width without moving that bit-width's statistics.
-  Tensor forward_frozen(const Tensor& x, bool relu = false);
+  Tensor forward_frozen(const Tensor& x, bool relu = false, const Tensor& residual = Tensor());
   // BN recalibration sets 1 / (k + 1) at batch k: a cumulative average of the batch statistics.
   void set_momentum(double m) { momentum_ = m; }
   double momentum() const { return momentum_; }

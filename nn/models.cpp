@@ -274,8 +274,9 @@ BasicBlock::BasicBlock(LayerFactory& f, int64_t in, int64_t planes, int64_t stri
 
 Tensor BasicBlock::forward(const Tensor& x) {
   Tensor y = relu_after(*bn1_, conv1_->forward(shift_in_time(x)));
-  y = bn2_->forward(conv2_->forward(y));
-  return relu(y + (shortcut_ ? shortcut_->forward(x) : x));
+  y = conv2_->forward(y);
+  Tensor shortcut = shortcut_ ? shortcut_->forward(x) : x;
+  return add_relu_after(*bn2_, y, shortcut);  // relu(bn2(y) + shortcut), one op
 }
 
 Bottleneck::Bottleneck(LayerFactory& f, int64_t in, int64_t planes, int64_t stride, const std::string& shortcut_name) {
@@ -296,8 +297,9 @@ Bottleneck::Bottleneck(LayerFactory& f, int64_t in, int64_t planes, int64_t stri
 Tensor Bottleneck::forward(const Tensor& x) {
   Tensor y = relu_after(*bn1_, conv1_->forward(shift_in_time(x)));
   y = relu_after(*bn2_, conv2_->forward(y));
-  y = bn3_->forward(conv3_->forward(y));
-  return relu(y + (shortcut_ ? shortcut_->forward(x) : x));
+  y = conv3_->forward(y);
+  Tensor shortcut = shortcut_ ? shortcut_->forward(x) : x;
+  return add_relu_after(*bn3_, y, shortcut);  // relu(bn3(y) + shortcut), one op
 }
 
 PreActBlock::PreActBlock(LayerFactory& f, int64_t in, int64_t planes, int64_t stride) {

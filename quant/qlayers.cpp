@@ -102,12 +102,12 @@ MultiBatchNorm2d::MultiBatchNorm2d(int64_t channels, std::shared_ptr<BlockBits> 
 
 nn::BatchNorm2d& MultiBatchNorm2d::set(int bits) { return *sets_[block_->model->index_of(bits)]; }
 
-Tensor MultiBatchNorm2d::forward(const Tensor& x, bool relu) {
+Tensor MultiBatchNorm2d::forward(const Tensor& x, bool relu, const Tensor& residual) {
   nn::BatchNorm2d& s = set(block_->bits());
   // A block swapped to the teacher's bit-width inside a student pass must not move the teacher's
   // running statistics (METHOD.md section 5).
-  if (is_training() && block_->freeze_bn_stats) return s.forward_frozen(x, relu);
-  return s.forward(x, relu);
+  if (is_training() && block_->freeze_bn_stats) return s.forward_frozen(x, relu, residual);
+  return s.forward(x, relu, residual);
 }
 
 // ---- factory -------------------------------------------------------------------------------------

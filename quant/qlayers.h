@@ -88,7 +88,9 @@ class MultiBatchNorm2d : public nn::Module, public nn::FusesRelu {
   MultiBatchNorm2d(int64_t channels, std::shared_ptr<BlockBits> block);
   Tensor forward(const Tensor& x) override { return forward(x, false); }  // x: (N, C, H, W) or (N, C)
   Tensor forward_relu(const Tensor& x) override { return forward(x, true); }
-  Tensor forward(const Tensor& x, bool relu);  // relu: relu(forward(x)), fused
+  Tensor forward_add_relu(const Tensor& x, const Tensor& residual) override { return forward(x, true, residual); }
+  // relu: relu(forward(x)), fused; residual (optional): added before the ReLU (nn::BatchNorm2d)
+  Tensor forward(const Tensor& x, bool relu, const Tensor& residual = Tensor());
   std::string type_name() const override { return "MultiBatchNorm2d"; }
   nn::BatchNorm2d& set(int bits);  // the BN set of bit-width `bits`
   // The full-precision BN this layer replaces has the state of one set: an FP checkpoint's

@@ -2,7 +2,10 @@
 //
 // Each quantizer is a small function composed from the primitives of tensor/ops.h (so its
 // gradient comes from autograd), except PACT, whose gradients the method fixes exactly and which
-// is therefore one fused op with its own backward. Every quantizer has a scalar reference
+// is therefore one fused op with its own backward, and DoReFa with the round store, the default,
+// which runs as one fused op too (kernel::dorefa_forward: the composition's values bit for bit,
+// its gradient written out; tests/test_quantizers.cpp holds the two together) because a dozen
+// small ops per layer and step cost the quantized step about 3% of its time. Every quantizer has a scalar reference
 // (namespace ref, at the end of quant/quantizers.cpp) that the tests compare it with.
 // The objects at the end (DoReFaWeights, PactActs) wrap the functions in the quantizer interface
 // of quant/quantizer.h, under the registry names "dorefa" and "pact".

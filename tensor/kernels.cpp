@@ -63,12 +63,13 @@ void avg_pool2d_backward(const Tensor& dy, int64_t k, int64_t s, int64_t p, Tens
 }
 
 void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b, double eps, bool relu, Tensor& y,
-                              Tensor& mean, Tensor& var, Tensor& invstd, const ChannelSum* across) {
-  ON_DEVICE_OF(x, batch_norm_train_forward(x, w, b, eps, relu, y, mean, var, invstd, across));
+                              Tensor& mean, Tensor& var, Tensor& invstd, const ChannelSum* across,
+                              const Tensor& residual) {
+  ON_DEVICE_OF(x, batch_norm_train_forward(x, w, b, eps, relu, y, mean, var, invstd, across, residual));
 }
 void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& invstd,
-                      bool relu, Tensor& y) {
-  ON_DEVICE_OF(x, batch_norm_apply(x, w, b, mean, invstd, relu, y));
+                      bool relu, Tensor& y, const Tensor& residual) {
+  ON_DEVICE_OF(x, batch_norm_apply(x, w, b, mean, invstd, relu, y, residual));
 }
 void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd, bool training,
                          const Tensor& relu_out, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db,

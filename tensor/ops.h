@@ -110,15 +110,19 @@ Tensor temporal_shift(const Tensor& x, int64_t frames, int64_t fold_div = 8);
 // in place (running = (1 - momentum) * running + momentum * batch, with the unbiased variance),
 // unless running_mean is undefined. Evaluation: normalise with the running statistics.
 // relu: return relu(batch_norm(...)), computed in the same passes (forward and backward) instead
-// of one more pass each, as the ResNets' BN + ReLU pairs do.
+// of one more pass each, as the ResNets' BN + ReLU pairs do. residual (x's shape, optional):
+// return relu(batch_norm(...) + residual) (without relu: batch_norm(...) + residual), a ResNet
+// block's output in one pass.
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
-                  Tensor running_var, bool training, double momentum = 0.1, double eps = 1e-5, bool relu = false);
+                  Tensor running_var, bool training, double momentum = 0.1, double eps = 1e-5, bool relu = false,
+                  const Tensor& residual = Tensor());
 // Synchronised batch norm (training only): batch_norm whose batch statistics are those of the
 // batches of every process of dist::world() together, as if one process held them all; the running
 // statistics (when defined) move with those. Every process must call it for the same layer in the
 // same order (tensor/process_group.h). On CUDA the per-channel sums go through the host.
 Tensor batch_norm_sync(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
-                       Tensor running_var, double momentum = 0.1, double eps = 1e-5, bool relu = false);
+                       Tensor running_var, double momentum = 0.1, double eps = 1e-5, bool relu = false,
+                       const Tensor& residual = Tensor());
 
 // ---- softmax, losses, dropout ------------------------------------------------------------------
 Tensor softmax(const Tensor& x, int64_t dim);

@@ -176,6 +176,57 @@ TEST_CASE("batch_norm with relu is relu(batch_norm), forward and backward, bit f
   REQUIRE(gradcheck(f, {x, w, b}) == x.numel() + 4);
 }
 
+TEST_CASE("batch_norm with a residual is relu(batch_norm + residual), forward and backward, bit for bit", "[norm]") {
+  // A ResNet block's output in one op (batch_norm's `residual`) against the three ops it
+  // replaces, bn, add, relu (and bn, add without relu): outputs, running statistics and the
+  // gradients of x, weight, bias and the residual must be identical. Then a gradient check.
+  for (DType dt : {DType::F32, DType::F64})
+    for (bool training : {true, false})
+      for (bool relu_after : {true, false}) {
+        INFO(dtype_name(dt) << (training ? " training" : " eval") << (relu_after ? " relu" : " no relu"));
+        const Shape s{4, 5, 3, 6};
+        Tensor v = add(randn(s, 1, dt), 0.3), r0 = randn(s, 11, dt);
+        Tensor grads[2][4], ys[2], stats[2][2];
+        for (int fused = 0; fused < 2; ++fused) {
+          Tensor x = v.clone().requires_grad_(), r = r0.clone().requires_grad_();
+          Tensor w = randn({5}, 2, dt).requires_grad_(), b = randn({5}, 3, dt).requires_grad_();
+          Tensor rm = randn({5}, 4, dt), rv = add(abs(randn({5}, 5, dt)), 0.5);
+          if (fused) {
+            ys[1] = batch_norm(x, w, b, rm, rv, training, 0.1, 1e-5, relu_after, r);
+          } else {
+            Tensor sum = add(batch_norm(x, w, b, rm, rv, training, 0.1, 1e-5), r);
+            ys[0] = relu_after ? relu(sum) : sum;
+          }
+          ys[fused].backward(randn(s, 6, dt));
+          grads[fused][0] = x.grad(), grads[fused][1] = w.grad(), grads[fused][2] = b.grad();
+          grads[fused][3] = r.grad();
+          stats[fused][0] = rm, stats[fused][1] = rv;
+        }
+        if (relu_after) {
+          Tensor y64 = ys[1].detach().to(DType::F64).contiguous();
+          const double* yv = y64.data<double>();
+          const int64_t zeros = std::count(yv, yv + y64.numel(), 0.0);
+          REQUIRE(zeros > 0);  // both sides of the ReLU are exercised
+          REQUIRE(zeros < y64.numel());
+        }
+        require_close(ys[1], ys[0], 0, 0, "y");
+        require_close(stats[1][0], stats[0][0], 0, 0, "running_mean");
+        require_close(stats[1][1], stats[0][1], 0, 0, "running_var");
+        require_close(grads[1][0], grads[0][0], 0, 0, "dx");
+        require_close(grads[1][1], grads[0][1], 0, 0, "dw");
+        require_close(grads[1][2], grads[0][2], 0, 0, "db");
+        require_close(grads[1][3], grads[0][3], 0, 0, "d residual");
+      }
+  Tensor x = add(randn({3, 2, 3, 3}, 7), 0.2).requires_grad_(), r = randn({3, 2, 3, 3}, 10).requires_grad_();
+  Tensor w = add(randn({2}, 8), 1.5).detach().requires_grad_(), b = randn({2}, 9).requires_grad_();
+  auto f = [](const std::vector<Tensor>& v) {
+    return batch_norm(v[0], v[1], v[2], Tensor(), Tensor(), true, 0.1, 1e-5, /*relu=*/true, v[3]);
+  };
+  REQUIRE(gradcheck(f, {x, w, b, r}) == 2 * x.numel() + 4);
+  REQUIRE_THROWS_WITH(batch_norm(x, w, b, Tensor(), Tensor(), true, 0.1, 1e-5, true, randn({3, 2, 3}, 1)),
+                      Catch::Contains("residual") && Catch::Contains("[3, 2, 3, 3]"));
+}
+
 TEST_CASE("batch_norm skips the running statistics when they are undefined", "[norm]") {
   Tensor x = randn({6, 2, 2, 2}, 1, DType::F32);
   Tensor y = batch_norm(x, Tensor(), Tensor(), Tensor(), Tensor(), true);

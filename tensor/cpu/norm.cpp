@@ -5,7 +5,8 @@
 // (which lets the compiler use vector lanes, i.e. reorder the additions) and the runs' sums are
 // added up in double.
 //   forward (training): mean = sum x / M, var = sum (x - mean)^2 / M (biased), invstd = 1/sqrt(var+eps)
-//   y = (x - mean) * invstd * w + b, or max(0, that) with `relu` (BN + ReLU in one pass)
+//   y = (x - mean) * invstd * w + b, or max(0, that) with `relu` (BN + ReLU in one pass), with
+//   `residual` added before the ReLU (a ResNet block's BN, shortcut and ReLU in one pass)
 //   backward (training), xhat = (x - mean) * invstd:
 //     dx = (1/M) * w * invstd * (M*dy - sum dy - xhat * sum(dy*xhat))
 //   backward (evaluation, fixed statistics): dx = dy * w * invstd
@@ -35,6 +36,20 @@ T relu_of(T v) {
   return formula::apply_unary(UnaryOp::Relu, v, T(0), T(0));
 }
 
+// One run of S values of a channel: y = x * scale + shift, plus the residual r (the add op's
+// formula: the BN's value, then + r, as when the two are separate ops), then the ReLU.
+template <typename T>
+void write_run(const T* x, const T* r, T* y, int64_t S, T scale, T shift, bool relu) {
+  if (r && relu)
+    for (int64_t s = 0; s < S; ++s) y[s] = relu_of(formula::apply_binary(BinaryOp::Add, x[s] * scale + shift, r[s], T(0), T(0)));
+  else if (r)
+    for (int64_t s = 0; s < S; ++s) y[s] = formula::apply_binary(BinaryOp::Add, x[s] * scale + shift, r[s], T(0), T(0));
+  else if (relu)
+    for (int64_t s = 0; s < S; ++s) y[s] = relu_of(x[s] * scale + shift);
+  else
+    for (int64_t s = 0; s < S; ++s) y[s] = x[s] * scale + shift;
+}
+
 // Three passes over the channels, each one OpenMP loop: the sums for the mean, the sums for the
 // variance, then y. With `across` (synchronised BN) the per-channel sums of every process are added
 // up between the passes, and M counts every process's values; the arithmetic is otherwise the same,
@@ -42,11 +57,12 @@ T relu_of(T v) {
 // the double additions.
 template <typename T>
 void train_fwd(const Tensor& x, const Tensor& w, const Tensor& b, double eps, bool relu, Tensor& y, Tensor& mean,
-               Tensor& var, Tensor& invstd, const ChannelSum* across) {
+               Tensor& var, Tensor& invstd, const ChannelSum* across, const Tensor& residual) {
   const BnView v = bn_view(x);
   double M = double(v.N * v.S);
   if (across) (*across)(&M, 1);
   const T *X = x.data<T>(), *Wt = w.defined() ? w.data<T>() : nullptr, *B = b.defined() ? b.data<T>() : nullptr;
+  const T* Res = residual.defined() ? residual.data<T>() : nullptr;
   T *Y = y.data<T>(), *Mean = mean.data<T>(), *Var = var.data<T>(), *Inv = invstd.data<T>();
   std::vector<double> sum(v.C), sq(v.C);
 #pragma omp parallel for num_threads(num_threads()) schedule(static)
@@ -83,33 +99,25 @@ void train_fwd(const Tensor& x, const Tensor& w, const Tensor& b, double eps, bo
     // y = x * scale + shift, scale = w * invstd, shift = b - mean * scale
     const T scale = T((Wt ? Wt[c] : 1.0) * inv), shift = T((B ? B[c] : 0.0) - mu * (Wt ? Wt[c] : 1.0) * inv);
     for (int64_t n = 0; n < v.N; ++n) {
-      const T* xc = X + (n * v.C + c) * v.S;
-      T* yc = Y + (n * v.C + c) * v.S;
-      if (relu)
-        for (int64_t s = 0; s < v.S; ++s) yc[s] = relu_of(xc[s] * scale + shift);
-      else
-        for (int64_t s = 0; s < v.S; ++s) yc[s] = xc[s] * scale + shift;
+      const int64_t at = (n * v.C + c) * v.S;
+      write_run(X + at, Res ? Res + at : nullptr, Y + at, v.S, scale, shift, relu);
     }
   }
 }
 
 template <typename T>
 void apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& invstd, bool relu,
-           Tensor& y) {
+           Tensor& y, const Tensor& residual) {
   const BnView v = bn_view(x);
   const T *X = x.data<T>(), *Wt = w.defined() ? w.data<T>() : nullptr, *B = b.defined() ? b.data<T>() : nullptr;
   const T *Mean = mean.data<T>(), *Inv = invstd.data<T>();
+  const T* Res = residual.defined() ? residual.data<T>() : nullptr;
   T* Y = y.data<T>();
 #pragma omp parallel for num_threads(num_threads()) schedule(static)
   for (int64_t nc = 0; nc < v.N * v.C; ++nc) {
     const int64_t c = nc % v.C;
     const T scale = (Wt ? Wt[c] : T(1)) * Inv[c], shift = (B ? B[c] : T(0)) - Mean[c] * scale;
-    const T* xc = X + nc * v.S;
-    T* yc = Y + nc * v.S;
-    if (relu)
-      for (int64_t s = 0; s < v.S; ++s) yc[s] = relu_of(xc[s] * scale + shift);
-    else
-      for (int64_t s = 0; s < v.S; ++s) yc[s] = xc[s] * scale + shift;
+    write_run(X + nc * v.S, Res ? Res + nc * v.S : nullptr, Y + nc * v.S, v.S, scale, shift, relu);
   }
 }
 
@@ -174,13 +182,14 @@ void bwd(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& inv
 }  // namespace
 
 void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b, double eps, bool relu, Tensor& y,
-                              Tensor& mean, Tensor& var, Tensor& invstd, const ChannelSum* across) {
+                              Tensor& mean, Tensor& var, Tensor& invstd, const ChannelSum* across,
+                              const Tensor& residual) {
   AB_DISPATCH_FLOAT(x.dtype(), "batch_norm",
-                    [&] { train_fwd<scalar_t>(x, w, b, eps, relu, y, mean, var, invstd, across); });
+                    [&] { train_fwd<scalar_t>(x, w, b, eps, relu, y, mean, var, invstd, across, residual); });
 }
 void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean,
-                      const Tensor& invstd, bool relu, Tensor& y) {
-  AB_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] { apply<scalar_t>(x, w, b, mean, invstd, relu, y); });
+                      const Tensor& invstd, bool relu, Tensor& y, const Tensor& residual) {
+  AB_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] { apply<scalar_t>(x, w, b, mean, invstd, relu, y, residual); });
 }
 void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd,
                          bool training, const Tensor& relu_out, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db,

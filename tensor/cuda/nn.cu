@@ -180,12 +180,13 @@ __global__ void bn_affine_coef_k(const T* w, const T* b, const T* mean, const T*
 }
 
 template <typename T>
-__global__ void bn_affine_k(const T* x, const T* scale, const T* shift, bool relu, T* y, int64_t C, int64_t S,
-                            int64_t n) {
+__global__ void bn_affine_k(const T* x, const T* scale, const T* shift, const T* residual, bool relu, T* y,
+                            int64_t C, int64_t S, int64_t n) {
   GRID_STRIDE_LOOP(i, n) {
     const int64_t c = (i / S) % C;
-    const T v = x[i] * scale[c] + shift[c];
-    y[i] = relu ? apply_unary(UnaryOp::Relu, v, T(0), T(0)) : v;  // the relu op's formula
+    T v = x[i] * scale[c] + shift[c];
+    if (residual) v = apply_binary(BinaryOp::Add, v, residual[i], T(0), T(0));  // the add op's formula
+    y[i] = relu ? apply_unary(UnaryOp::Relu, v, T(0), T(0)) : v;              // the relu op's formula
   }
 }
 
@@ -460,7 +461,8 @@ void avg_pool2d_backward(const Tensor& dy, int64_t k, int64_t s, int64_t p, Tens
 }
 
 void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b, double eps, bool relu, Tensor& y,
-                              Tensor& mean, Tensor& var, Tensor& invstd, const cpu::ChannelSum* across) {
+                              Tensor& mean, Tensor& var, Tensor& invstd, const cpu::ChannelSum* across,
+                              const Tensor& residual) {
   check_cuda("batch_norm", "x", x);
   const BnDims d = bn_dims(x);
   double M = double(d.N * d.S);
@@ -482,14 +484,14 @@ void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b,
                                                         mean.data<scalar_t>(), var.data<scalar_t>(),
                                                         invstd.data<scalar_t>(), sc, sc + d.C, d.C);
     AB_CUDA_CHECK_LAUNCH();
-    bn_affine_k<scalar_t><<<blocks_for(x.numel()), kThreads>>>(px, sc, sc + d.C, relu, y.data<scalar_t>(), d.C,
-                                                               d.S, x.numel());
+    bn_affine_k<scalar_t><<<blocks_for(x.numel()), kThreads>>>(px, sc, sc + d.C, ptr<scalar_t>(residual), relu,
+                                                               y.data<scalar_t>(), d.C, d.S, x.numel());
     AB_CUDA_CHECK_LAUNCH();
   });
 }
 
 void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& invstd,
-                      bool relu, Tensor& y) {
+                      bool relu, Tensor& y, const Tensor& residual) {
   check_cuda("batch_norm", "x", x);
   const BnDims d = bn_dims(x);
   AB_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] {
@@ -498,8 +500,9 @@ void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const T
     bn_affine_coef_k<scalar_t><<<blocks_for(d.C), kThreads>>>(ptr<scalar_t>(w), ptr<scalar_t>(b), mean.data<scalar_t>(),
                                                               invstd.data<scalar_t>(), sc, sc + d.C, d.C);
     AB_CUDA_CHECK_LAUNCH();
-    bn_affine_k<scalar_t><<<blocks_for(x.numel()), kThreads>>>(x.data<scalar_t>(), sc, sc + d.C, relu,
-                                                               y.data<scalar_t>(), d.C, d.S, x.numel());
+    bn_affine_k<scalar_t><<<blocks_for(x.numel()), kThreads>>>(x.data<scalar_t>(), sc, sc + d.C,
+                                                               ptr<scalar_t>(residual), relu, y.data<scalar_t>(), d.C,
+                                                               d.S, x.numel());
     AB_CUDA_CHECK_LAUNCH();
   });
 }
