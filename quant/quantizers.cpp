@@ -69,7 +69,7 @@ Tensor quantize_weight(const Tensor& w, int bits, const WeightQuantOptions& opt)
            " is not in 1..16 or 32");
   Tensor wq;
   if (bits != 32 && !(opt.store == WeightStore::Truncate && bits < opt.store_bits)) {
-    wq = dorefa_round(w, bits);  // the composition below with the round store, fused
+    wq = dorefa_round(w, bits);  // 2 round(n u) / n - 1 with u as below, in one fused op
   } else {
     Tensor t = tanh(w);
     Tensor m = max(abs(t));  // max|tanh(w)|; its gradient goes to the arg-max element
