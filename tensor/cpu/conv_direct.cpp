@@ -783,9 +783,12 @@ DxS2Plan make_dx_s2_plan(const ConvShape& s, const float* w) {
           const ColumnShift row = split_shift(kh * s.opt.dil_h - s.opt.pad_h, 2), col = column_shift(s, kw);
           if (row.phase != py || col.phase != px) continue;
           taps.push_back({kh, kw});
-          // dx (2 i + py) reads dY row i - row.a: padded row (that + 1), column likewise
-          pl.pad_off.push_back((1 - row.a) * pl.Wp - col.a + kLead);
-          if (masked) pl.off.push_back(-row.a * s.OW - col.a);  // masked: dY pixel p - row.a OW - col.a
+          // dx (2 i + py) reads dY row i - row.a: padded row (that + 1), column likewise; masked,
+          // dY pixel p - row.a OW - col.a
+          if (masked)
+            pl.off.push_back(-row.a * s.OW - col.a);
+          else
+            pl.pad_off.push_back((1 - row.a) * pl.Wp - col.a + kLead);
         }
       if (masked) {  // the lanes whose dY pixel lies inside dY
         const int64_t T = (int64_t)taps.size();

@@ -40,10 +40,11 @@ T relu_of(T v) {
 // formula: the BN's value, then + r, as when the two are separate ops), then the ReLU.
 template <typename T>
 void write_run(const T* x, const T* r, T* y, int64_t S, T scale, T shift, bool relu) {
+  auto add = [](T a, T b) { return formula::apply_binary(BinaryOp::Add, a, b, T(0), T(0)); };
   if (r && relu)
-    for (int64_t s = 0; s < S; ++s) y[s] = relu_of(formula::apply_binary(BinaryOp::Add, x[s] * scale + shift, r[s], T(0), T(0)));
+    for (int64_t s = 0; s < S; ++s) y[s] = relu_of(add(x[s] * scale + shift, r[s]));
   else if (r)
-    for (int64_t s = 0; s < S; ++s) y[s] = formula::apply_binary(BinaryOp::Add, x[s] * scale + shift, r[s], T(0), T(0));
+    for (int64_t s = 0; s < S; ++s) y[s] = add(x[s] * scale + shift, r[s]);
   else if (relu)
     for (int64_t s = 0; s < S; ++s) y[s] = relu_of(x[s] * scale + shift);
   else
