@@ -108,15 +108,10 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
       Tensor dx = Tensor::empty(xc.shape(), xc.dtype(), xc.device());
       Tensor dw = gw ? Tensor::empty({C}, xc.dtype(), xc.device()) : Tensor();
       Tensor db = gb ? Tensor::empty({C}, xc.dtype(), xc.device()) : Tensor();
+      // the residual's gradient: dY, through the ReLU with relu (written by the first pass)
+      Tensor dr = gr && relu ? Tensor::empty(gc.shape(), gc.dtype(), gc.device()) : gr ? gc : Tensor();
       kernel::batch_norm_backward(xc, wc, mean, invstd, training, relu_out, gc, dx, gw ? &dw : nullptr,
-                                  gb ? &db : nullptr, sync ? &across : nullptr);
-      Tensor dr;
-      if (gr && relu) {  // the relu op's backward
-        dr = Tensor::empty(gc.shape(), gc.dtype(), gc.device());
-        kernel::binary(BinaryOp::ReluGrad, gc, relu_out, dr);
-      } else if (gr) {
-        dr = gc;
-      }
+                                  gb ? &db : nullptr, sync ? &across : nullptr, gr && relu ? &dr : nullptr);
       return Grads{dx, dw, db, dr};
     });
   }

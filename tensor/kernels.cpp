@@ -73,8 +73,8 @@ void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const T
 }
 void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd, bool training,
                          const Tensor& relu_out, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db,
-                         const ChannelSum* across) {
-  ON_DEVICE_OF(x, batch_norm_backward(x, w, mean, invstd, training, relu_out, dy, dx, dw, db, across));
+                         const ChannelSum* across, Tensor* dy_relu) {
+  ON_DEVICE_OF(x, batch_norm_backward(x, w, mean, invstd, training, relu_out, dy, dx, dw, db, across, dy_relu));
 }
 void batch_norm_update_running(Tensor& running_mean, Tensor& running_var, const Tensor& mean, const Tensor& var,
                                double momentum, double M) {

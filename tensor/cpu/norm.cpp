@@ -124,10 +124,12 @@ void apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean
 
 // Two passes: the sums (dw and db are this process's), then dx; with `across` the sums of every
 // process are added up between them (see train_fwd). R (relu_out given): dy counts only where the
-// forward's output is positive.
+// forward's output is positive; with dy_relu that masked dy is written in the first pass and
+// read back in the second.
 template <typename T, bool R>
 void bwd(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd, bool training,
-         const Tensor& relu_out, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db, const ChannelSum* across) {
+         const Tensor& relu_out, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db, const ChannelSum* across,
+         Tensor* dy_relu) {
   const BnView v = bn_view(x);
   double M = double(v.N * v.S);
   if (across) (*across)(&M, 1);
@@ -135,6 +137,7 @@ void bwd(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& inv
   const T* Out = R ? relu_out.data<T>() : nullptr;
   const T *Mean = mean.data<T>(), *Inv = invstd.data<T>();
   T *dX = dx.data<T>(), *dW = dw ? dw->data<T>() : nullptr, *dB = db ? db->data<T>() : nullptr;
+  T* GR = R && dy_relu ? dy_relu->data<T>() : nullptr;
   // dy at i, through the ReLU when there is one
   auto grad = [&](const T* gc, const T* oc, int64_t s) { return R ? (oc[s] > T(0) ? gc[s] : T(0)) : gc[s]; };
   std::vector<double> sums(2 * v.C);  // sum dy for every channel, then sum dy * xhat
@@ -147,11 +150,22 @@ void bwd(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& inv
       const int64_t at = (n * v.C + c) * v.S;
       const T *xc = X + at, *gc = G + at, *oc = R ? Out + at : nullptr;
       T run_g = 0, run_gx = 0;
+      if (GR) {
+        T* gr = GR + at;
 #pragma omp simd reduction(+ : run_g, run_gx)
-      for (int64_t s = 0; s < v.S; ++s) {
-        const T g = grad(gc, oc, s);
-        run_g += g;
-        run_gx += g * (xc[s] - mu_t);
+        for (int64_t s = 0; s < v.S; ++s) {
+          const T g = grad(gc, oc, s);
+          gr[s] = g;
+          run_g += g;
+          run_gx += g * (xc[s] - mu_t);
+        }
+      } else {
+#pragma omp simd reduction(+ : run_g, run_gx)
+        for (int64_t s = 0; s < v.S; ++s) {
+          const T g = grad(gc, oc, s);
+          run_g += g;
+          run_gx += g * (xc[s] - mu_t);
+        }
       }
       sum_g += run_g;
       sum_gx += run_gx;
@@ -175,7 +189,12 @@ void bwd(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& inv
       const int64_t at = (n * v.C + c) * v.S;
       const T *xc = X + at, *gc = G + at, *oc = R ? Out + at : nullptr;
       T* dc = dX + at;
-      for (int64_t s = 0; s < v.S; ++s) dc[s] = a * grad(gc, oc, s) + k * (xc[s] - mu_t) + d;
+      if (GR) {
+        const T* gr = GR + at;
+        for (int64_t s = 0; s < v.S; ++s) dc[s] = a * gr[s] + k * (xc[s] - mu_t) + d;
+      } else {
+        for (int64_t s = 0; s < v.S; ++s) dc[s] = a * grad(gc, oc, s) + k * (xc[s] - mu_t) + d;
+      }
     }
   }
 }
@@ -194,12 +213,12 @@ void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const T
 }
 void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd,
                          bool training, const Tensor& relu_out, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db,
-                         const ChannelSum* across) {
+                         const ChannelSum* across, Tensor* dy_relu) {
   AB_DISPATCH_FLOAT(x.dtype(), "batch_norm backward", [&] {
     if (relu_out.defined())
-      bwd<scalar_t, true>(x, w, mean, invstd, training, relu_out, dy, dx, dw, db, across);
+      bwd<scalar_t, true>(x, w, mean, invstd, training, relu_out, dy, dx, dw, db, across, dy_relu);
     else
-      bwd<scalar_t, false>(x, w, mean, invstd, training, relu_out, dy, dx, dw, db, across);
+      bwd<scalar_t, false>(x, w, mean, invstd, training, relu_out, dy, dx, dw, db, across, nullptr);
   });
 }
 

@@ -509,7 +509,7 @@ void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const T
 
 void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd, bool training,
                          const Tensor& relu_out, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db,
-                         const cpu::ChannelSum* across) {
+                         const cpu::ChannelSum* across, Tensor* dy_relu) {
   check_cuda("batch_norm backward", "x", x);
   check_cuda("batch_norm backward", "dy", dy);
   const BnDims d = bn_dims(x);
@@ -522,7 +522,7 @@ void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, c
     Tensor masked;  // with a ReLU after the BN: dy through it first (one more pass; the CPU fuses it)
     if (relu_out.defined()) {
       check_cuda("batch_norm backward", "relu_out", relu_out);
-      masked = Tensor::empty(dy.shape(), dy.dtype(), dy.device());
+      masked = dy_relu ? *dy_relu : Tensor::empty(dy.shape(), dy.dtype(), dy.device());
       bn_relu_grad_k<scalar_t><<<blocks_for(dy.numel()), kThreads>>>(pg, relu_out.data<scalar_t>(),
                                                                      masked.data<scalar_t>(), dy.numel());
       AB_CUDA_CHECK_LAUNCH();

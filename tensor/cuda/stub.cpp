@@ -65,7 +65,7 @@ void batch_norm_apply(const Tensor&, const Tensor&, const Tensor&, const Tensor&
   NO_CUDA;
 }
 void batch_norm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool, const Tensor&, const Tensor&,
-                         Tensor&, Tensor*, Tensor*, const ChannelSum*) {
+                         Tensor&, Tensor*, Tensor*, const ChannelSum*, Tensor*) {
   NO_CUDA;
 }
 void batch_norm_update_running(Tensor&, Tensor&, const Tensor&, const Tensor&, double, double) { NO_CUDA; }
