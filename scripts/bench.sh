@@ -102,12 +102,23 @@ done
 # The summary: the median over runs of each side's images/s, per workload (lines `name value`).
 say "load average after the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
 awk -v repeats="$REPEATS" '
-  function median(side, name,    n, i, j, t, v) {
-    n = count[side, name]
+  function median_of(v, n,    i, j, t) {
     if (n == 0) return -1
-    for (i = 1; i <= n; ++i) v[i] = val[side, name, i]
     for (i = 2; i <= n; ++i) for (j = i; j > 1 && v[j - 1] > v[j]; --j) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
     return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+  }
+  function median(side, name,    n, i, v) {
+    n = count[side, name]
+    for (i = 1; i <= n; ++i) v[i] = val[side, name, i]
+    return median_of(v, n)
+  }
+  # The median over rounds of side a / side b within each round: the two ran in the same minutes,
+  # so a drift of the machine speed between rounds cancels out (the ratio of the two medians can
+  # pair a slow round of one side with a fast round of the other).
+  function round_ratio(a, b, name,    n, i, v) {
+    n = count[a, name] < count[b, name] ? count[a, name] : count[b, name]
+    for (i = 1; i <= n; ++i) v[i] = val[a, name, i] / val[b, name, i]
+    return median_of(v, n)
   }
   FNR == 1 { side = FILENAME; sub(/.*\//, "", side); sub(/\..*/, "", side) }
   /^#/ || NF != 2 { next }
@@ -116,17 +127,21 @@ awk -v repeats="$REPEATS" '
     val[side, $1, ++count[side, $1]] = $2
   }
   END {
-    printf "\n%-16s %16s %16s %16s\n", "workload", "anybit img/s", "pytorch img/s", "anybit/pytorch"
+    printf "\n%-16s %16s %16s %16s %16s\n", "workload", "anybit img/s", "pytorch img/s", "anybit/pytorch",
+           "per-round ratio"
     for (k = 1; k <= names; ++k) {
       a = median("anybit", order[k]); p = median("pytorch", order[k])
-      printf "%-16s %16s %16s %16s\n", order[k], a < 0 ? "-" : sprintf("%.1f", a), p < 0 ? "-" : sprintf("%.1f", p),
-             (a < 0 || p < 0) ? "-" : sprintf("%.2fx", a / p)
+      printf "%-16s %16s %16s %16s %16s\n", order[k], a < 0 ? "-" : sprintf("%.1f", a), p < 0 ? "-" : sprintf("%.1f", p),
+             (a < 0 || p < 0) ? "-" : sprintf("%.2fx", a / p),
+             (a < 0 || p < 0) ? "-" : sprintf("%.2fx", round_ratio("anybit", "pytorch", order[k]))
     }
     for (k = 1; k <= names; ++k) {
       a = median("anybit", order[k]); b = median("baseline", order[k])
-      if (b > 0 && a > 0) printf "%-16s baseline %.1f img/s, this build %.2fx the baseline\n", order[k], b, a / b
+      if (b > 0 && a > 0)
+        printf "%-16s baseline %.1f img/s, this build %.2fx the baseline (per-round ratio %.2fx)\n", order[k], b, a / b,
+               round_ratio("anybit", "baseline", order[k])
     }
-    printf "(medians of %d alternating runs each; ratio > 1: anybit is faster)\n", repeats
+    printf "(medians of %d alternating runs each, and the median of each round'"'"'s own ratio; > 1: anybit is faster)\n", repeats
     # The integer engine against FP32 inference at the same batch (int4_infer: resnet20_infer,
     # int4_infer_1: resnet20_infer_1), anybit'"'"'s and PyTorch'"'"'s.
     for (k = 1; k <= names; ++k) {
