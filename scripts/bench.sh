@@ -11,8 +11,9 @@
 #   4. training throughput against PyTorch: build/bench_train and scripts/bench_pytorch.py, run
 #      ALTERNATELY (anybit, pytorch, anybit, pytorch, ...) REPEATS times each, because the noise of
 #      these shared 2-core machines drifts over minutes; prints each run, then per workload the
-#      median images/s of each side and the ratio anybit / pytorch. PyTorch's side is skipped,
-#      saying so, when /usr/bin/python3 cannot import torch.
+#      median images/s of each side, the ratio anybit / pytorch of the medians, and the median of
+#      each round's own ratio (the steadier of the two when the machine drifts). PyTorch's side is
+#      skipped, saying so, when /usr/bin/python3 cannot import torch.
 #
 # Environment: BASELINE (another build folder, e.g. one of an older commit: its bench_train joins
 # each alternation and the summary adds its medians and the speed-up of BUILD over it),
