@@ -15,6 +15,26 @@ Tensor layout_of(const Tensor& v, int layout) {
   if (v.dim() == 4) return v.permute({0, 2, 3, 1}).contiguous().permute({0, 3, 1, 2});
   return v.t().contiguous().t();
 }
+
+// A fused BN's results against those of the separate ops, to the last bit: [0] separate, [1] fused.
+// grads[k][i] is the gradient of input i (x, weight, bias, then the residual when there is one).
+void require_identical(const Tensor (&ys)[2], const Tensor (&stats)[2][2], const Tensor (&grads)[2][4],
+                       int inputs) {
+  const char* names[4] = {"dx", "dw", "db", "d residual"};
+  require_close(ys[1], ys[0], 0, 0, "y");
+  require_close(stats[1][0], stats[0][0], 0, 0, "running_mean");
+  require_close(stats[1][1], stats[0][1], 0, 0, "running_var");
+  for (int i = 0; i < inputs; ++i) require_close(grads[1][i], grads[0][i], 0, 0, names[i]);
+}
+
+// Some outputs of a ReLU are zero and some are not, so both sides of it are exercised.
+void require_both_relu_sides(const Tensor& y) {
+  Tensor y64 = y.detach().to(DType::F64).contiguous();
+  const double* yv = y64.data<double>();
+  const int64_t zeros = std::count(yv, yv + y64.numel(), 0.0);
+  REQUIRE(zeros > 0);
+  REQUIRE(zeros < y64.numel());
+}
 }  // namespace
 
 TEST_CASE("pooling gradcheck", "[pool]") {
@@ -145,7 +165,7 @@ TEST_CASE("batch_norm with relu is relu(batch_norm), forward and backward, bit f
       for (bool training : {true, false}) {
         INFO(dtype_name(dt) << " " << shape_str(s) << (training ? " training" : " eval"));
         Tensor v = add(randn(s, 1, dt), 0.3);  // a shifted mean: some channels mostly positive
-        Tensor grads[2][3], ys[2], stats[2][2];
+        Tensor grads[2][4], ys[2], stats[2][2];
         for (int fused = 0; fused < 2; ++fused) {
           Tensor x = v.clone().requires_grad_();
           Tensor w = randn({5}, 2, dt).requires_grad_(), b = randn({5}, 3, dt).requires_grad_();
@@ -156,17 +176,8 @@ TEST_CASE("batch_norm with relu is relu(batch_norm), forward and backward, bit f
           grads[fused][0] = x.grad(), grads[fused][1] = w.grad(), grads[fused][2] = b.grad();
           stats[fused][0] = rm, stats[fused][1] = rv;
         }
-        Tensor y64 = ys[1].detach().to(DType::F64).contiguous();
-        const double* yv = y64.data<double>();
-        const int64_t zeros = std::count(yv, yv + y64.numel(), 0.0);
-        REQUIRE(zeros > 0);  // both sides of the ReLU are exercised
-        REQUIRE(zeros < y64.numel());
-        require_close(ys[1], ys[0], 0, 0, "y");
-        require_close(stats[1][0], stats[0][0], 0, 0, "running_mean");
-        require_close(stats[1][1], stats[0][1], 0, 0, "running_var");
-        require_close(grads[1][0], grads[0][0], 0, 0, "dx");
-        require_close(grads[1][1], grads[0][1], 0, 0, "dw");
-        require_close(grads[1][2], grads[0][2], 0, 0, "db");
+        require_both_relu_sides(ys[1]);
+        require_identical(ys, stats, grads, 3);
       }
   Tensor x = add(randn({3, 2, 3, 3}, 7), 0.2).requires_grad_();
   Tensor w = add(randn({2}, 8), 1.5).detach().requires_grad_(), b = randn({2}, 9).requires_grad_();
@@ -202,20 +213,8 @@ TEST_CASE("batch_norm with a residual is relu(batch_norm + residual), forward an
           grads[fused][3] = r.grad();
           stats[fused][0] = rm, stats[fused][1] = rv;
         }
-        if (relu_after) {
-          Tensor y64 = ys[1].detach().to(DType::F64).contiguous();
-          const double* yv = y64.data<double>();
-          const int64_t zeros = std::count(yv, yv + y64.numel(), 0.0);
-          REQUIRE(zeros > 0);  // both sides of the ReLU are exercised
-          REQUIRE(zeros < y64.numel());
-        }
-        require_close(ys[1], ys[0], 0, 0, "y");
-        require_close(stats[1][0], stats[0][0], 0, 0, "running_mean");
-        require_close(stats[1][1], stats[0][1], 0, 0, "running_var");
-        require_close(grads[1][0], grads[0][0], 0, 0, "dx");
-        require_close(grads[1][1], grads[0][1], 0, 0, "dw");
-        require_close(grads[1][2], grads[0][2], 0, 0, "db");
-        require_close(grads[1][3], grads[0][3], 0, 0, "d residual");
+        if (relu_after) require_both_relu_sides(ys[1]);
+        require_identical(ys, stats, grads, 4);
       }
   Tensor x = add(randn({3, 2, 3, 3}, 7), 0.2).requires_grad_(), r = randn({3, 2, 3, 3}, 10).requires_grad_();
   Tensor w = add(randn({2}, 8), 1.5).detach().requires_grad_(), b = randn({2}, 9).requires_grad_();
