@@ -231,6 +231,17 @@ bool direct_conv_supported(const ConvShape& s, DType dt) {
          (s.same_stride1() || (s.opt.stride_w == 2 && padded_layout(s)) || parity_planes(s));
 }
 
+namespace {
+// The masks of tap t (of T) for an output plane of H x W pixels that reads the plane of the same
+// size at rows + dh, columns + dw: lane p is on where that pixel lies inside the plane.
+void mark_inside(DirectPlan& pl, int64_t t, int64_t T, int64_t H, int64_t W, int64_t dh, int64_t dw) {
+  for (int64_t p = 0; p < H * W; ++p) {
+    const int64_t i = p / W + dh, j = p % W + dw;
+    if (i >= 0 && i < H && j >= 0 && j < W) pl.mask[(p / kLanes) * T + t] |= uint16_t(1u << (p % kLanes));
+  }
+}
+}  // namespace
+
 DirectPlan make_direct_plan(const ConvShape& s, const float* w) {
   DirectPlan pl;
   const int64_t P = s.P(), T = s.KH * s.KW, Cg = s.Cg(), Og = s.Og();
@@ -267,10 +278,7 @@ DirectPlan make_direct_plan(const ConvShape& s, const float* w) {
         const ColumnShift row = split_shift(kh * s.opt.dil_h - s.opt.pad_h, 2);
         const ColumnShift col = split_shift(kw * s.opt.dil_w - s.opt.pad_w, 2);
         pl.off[t] = (row.phase * 2 + col.phase) * s.C * P + row.a * s.OW + col.a;
-        for (int64_t p = 0; p < P; ++p) {
-          const int64_t i = p / s.OW + row.a, j = p % s.OW + col.a;
-          if (i >= 0 && i < s.OH && j >= 0 && j < s.OW) pl.mask[(p / kLanes) * T + t] |= uint16_t(1u << (p % kLanes));
-        }
+        mark_inside(pl, t, T, s.OH, s.OW, row.a, col.a);
       }
   } else {  // masks and offsets in the image itself ("same" stride 1)
     for (int64_t kh = 0; kh < s.KH; ++kh)
@@ -278,10 +286,7 @@ DirectPlan make_direct_plan(const ConvShape& s, const float* w) {
         const int64_t t = kh * s.KW + kw;
         const int64_t dh = kh * s.opt.dil_h - s.opt.pad_h, dw = kw * s.opt.dil_w - s.opt.pad_w;
         pl.off[t] = dh * s.W + dw;
-        for (int64_t p = 0; p < P; ++p) {
-          const int64_t ih = p / s.W + dh, iw = p % s.W + dw;
-          if (ih >= 0 && ih < s.H && iw >= 0 && iw < s.W) pl.mask[(p / kLanes) * T + t] |= uint16_t(1u << (p % kLanes));
-        }
+        mark_inside(pl, t, T, s.H, s.W, dh, dw);
       }
   }
   if (!w) return pl;  // a plan for the weight gradient: no weights to pack
@@ -772,7 +777,6 @@ DxS2Plan make_dx_s2_plan(const ConvShape& s, const float* w) {
   sy.opt = Conv2dOptions::make(1, 1);
   const bool masked = parity_planes(s);
   const DirectPlan base = make_direct_plan(sy, nullptr);
-  const int64_t P = s.OH * s.OW;
   for (int64_t py = 0; py < 2; ++py)
     for (int64_t px = 0; px < 2; ++px) {
       DirectPlan& pl = plan.phase[py][px];
@@ -796,10 +800,7 @@ DxS2Plan make_dx_s2_plan(const ConvShape& s, const float* w) {
         for (int64_t t = 0; t < T; ++t) {
           const ColumnShift row = split_shift(taps[t].first * s.opt.dil_h - s.opt.pad_h, 2);
           const ColumnShift col = column_shift(s, taps[t].second);
-          for (int64_t p = 0; p < P; ++p) {
-            const int64_t i = p / s.OW - row.a, j = p % s.OW - col.a;
-            if (i >= 0 && i < s.OH && j >= 0 && j < s.OW) pl.mask[(p / kLanes) * T + t] |= uint16_t(1u << (p % kLanes));
-          }
+          mark_inside(pl, t, T, s.OH, s.OW, -row.a, -col.a);
         }
       }
       pl.taps = (int64_t)taps.size();
