@@ -74,12 +74,13 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
   Tensor rc = residual.defined() ? residual.detach().contiguous() : Tensor();
   const Device dev = x.device();
   Tensor y = Tensor::empty(x.shape(), x.dtype(), dev);
+  Tensor affine = Tensor::empty({2 * C}, x.dtype(), dev);  // y = x scale + shift: scale, then shift
   Tensor mean, invstd;
   if (training) {
     mean = Tensor::empty({C}, x.dtype(), dev);
     invstd = Tensor::empty({C}, x.dtype(), dev);
     Tensor var = Tensor::empty({C}, x.dtype(), dev);
-    kernel::batch_norm_train_forward(xc, wc, bc, eps, relu, y, mean, var, invstd, sum_across, rc);
+    kernel::batch_norm_train_forward(xc, wc, bc, eps, relu, y, mean, var, invstd, affine, sum_across, rc);
     // running = (1 - momentum) running + momentum batch, the variance unbiased: var * M / (M - 1)
     if (running_mean.defined()) kernel::batch_norm_update_running(running_mean, running_var, mean, var, momentum, M);
   } else {
@@ -87,18 +88,24 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
     mean = running_mean.detach().clone();
     invstd = Tensor::empty({C}, x.dtype(), dev);
     kernel::batch_norm_invstd(running_var, eps, invstd);
-    kernel::batch_norm_apply(xc, wc, bc, mean, invstd, relu, y, rc);
+    kernel::batch_norm_apply(xc, wc, bc, mean, invstd, relu, y, affine, rc);
   }
   // training:   dX = (1/M) w invstd (M dY - sum dY - xhat sum(dY xhat)), xhat = (x - mean) invstd
   // evaluation: dX = dY w invstd
   // dW = sum dY xhat, db = sum dY (sums over n, h, w per channel)
-  // with relu, dY first goes through the ReLU's backward: dY where y > 0, else 0
+  // with relu, dY first goes through the ReLU's backward: dY where y > 0, else 0 (without a
+  // residual y's sign is recomputed from x, scale and shift, so y itself is not kept for it)
   // d residual = dY (through the ReLU's backward with relu)
   if (needs_grad({x, weight, bias, residual})) {
     bool gw = weight.defined() && weight.requires_grad(), gb = bias.defined() && bias.requires_grad();
     bool gr = residual.defined() && residual.requires_grad();
-    // y's values without its history (the closure must not own the node that owns it)
-    const Tensor relu_out = relu ? y.detach() : Tensor();
+    // the ReLU's mask: y's values without its history (the closure must not own the node that
+    // owns it), or without a residual the forward's scale and shift
+    BnRelu mask;
+    if (relu && residual.defined())
+      mask.out = y.detach();
+    else if (relu)
+      mask.affine = affine;
     const char* name = residual.defined() ? (relu ? (sync ? "batch_norm_sync_add_relu" : "batch_norm_add_relu")
                                                   : (sync ? "batch_norm_sync_add" : "batch_norm_add"))
                        : relu ? (sync ? "batch_norm_sync_relu" : "batch_norm_relu")
@@ -110,7 +117,7 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
       Tensor db = gb ? Tensor::empty({C}, xc.dtype(), xc.device()) : Tensor();
       // the residual's gradient: dY, through the ReLU with relu (written by the first pass)
       Tensor dr = gr && relu ? Tensor::empty(gc.shape(), gc.dtype(), gc.device()) : gr ? gc : Tensor();
-      kernel::batch_norm_backward(xc, wc, mean, invstd, training, relu_out, gc, dx, gw ? &dw : nullptr,
+      kernel::batch_norm_backward(xc, wc, mean, invstd, training, mask, gc, dx, gw ? &dw : nullptr,
                                   gb ? &db : nullptr, sync ? &across : nullptr, gr && relu ? &dr : nullptr);
       return Grads{dx, dw, db, dr};
     });

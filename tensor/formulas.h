@@ -90,6 +90,14 @@ AB_HD inline T apply_binary(BinaryOp op, T a, T b, T p0, T p1) {
   return a;
 }
 
+// ---- batch norm (autograd/norm.cpp) ----------------------------------------------------------------
+// y = x scale + shift, with the per-channel scale = w invstd and shift = b - mean scale. Both the
+// forward's value and the backward's ReLU mask (y > 0, recomputed from x where the output itself is
+// not kept) come from this one expression, so the two round, and contract to a fused multiply-add,
+// alike.
+template <typename T>
+AB_HD inline T bn_value(T x, T scale, T shift) { return x * scale + shift; }
+
 // ---- PACT (quant/quantizers.h) ----------------------------------------------------------------------
 // y = round(clip(x, lo, a) * levels / a) * a / levels; levels = 0 means no rounding (32 bits).
 // scale = levels / a and inv = a / levels are computed once by the caller.

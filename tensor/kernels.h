@@ -21,6 +21,15 @@ namespace anybit {
 // place. Given to the batch-norm kernels, it makes their statistics those of every process's batch.
 using ChannelSum = std::function<void(double* sums, int64_t n)>;
 
+// A batch norm that ended in a ReLU, for its backward: where the ReLU's mask (y > 0) comes from.
+// `out`: the forward's output (needed with a residual, whose values y depends on too). `affine`:
+// or (without a residual) the forward's per-channel scale then shift, (2C), from which the
+// backward recomputes y's sign from x (bn_value, tensor/formulas.h), so y is neither kept nor read.
+// Both undefined: no ReLU.
+struct BnRelu {
+  Tensor out, affine;
+};
+
 namespace cpu {
 #include "tensor/kernels.inc"
 }  // namespace cpu

@@ -1,7 +1,9 @@
 // test_pool_norm.cpp - pooling and batch norm: gradient checks (float64), the fast kernels against
 // ref:: (float32, contiguous and non-contiguous), running statistics, and error messages.
 #include <algorithm>
+#include <cmath>
 
+#include "tensor/kernels.h"
 #include "tensor/ref.h"
 #include "tests/helpers.h"
 
@@ -185,6 +187,73 @@ TEST_CASE("batch_norm with relu is relu(batch_norm), forward and backward, bit f
     return batch_norm(v[0], v[1], v[2], Tensor(), Tensor(), true, 0.1, 1e-5, /*relu=*/true);
   };
   REQUIRE(gradcheck(f, {x, w, b}) == x.numel() + 4);
+}
+
+namespace {
+// The test below for float or double: x has C channels of N x S values, half of them spread around
+// the channel's centre and half within 32 ulps of it, where y = x scale + shift changes sign and
+// rounds differently with and without a fused multiply-add.
+template <typename T>
+void check_recomputed_relu_mask(DType dt) {
+  const int64_t N = 4, C = 8, S = 64;
+  const T centres[C] = {T(0.7), T(1.3), T(-2.1), T(0.05), T(3.7), T(-0.9), T(12.5), T(-0.3)};
+  std::vector<T> xs(N * C * S);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t i = 0; i < S; ++i) {
+        T v = centres[c];
+        if (i % 2) {  // spread: centre +- 0.1 .. 0.85, in pairs
+          v += T((i / 2 % 2 ? -1 : 1) * (0.1 + 0.05 * (i / 4)));
+        } else {  // near: centre + k ulp, k = -32 .. 31
+          const int steps = (int)((n * S + i) / 2 % 64) - 32;
+          for (int k = 0; k < std::abs(steps); ++k)
+            v = std::nextafter(v, steps > 0 ? T(10) : T(-10));
+        }
+        xs[(n * C + c) * S + i] = v;
+      }
+  const Tensor v = Tensor::from_vector<T>(xs, {N, C, 8, 8});
+  const Tensor w0 = Tensor::from_vector<T>({T(1.0), T(-0.6), T(2.3), T(0.8), T(1.7), T(-1.1), T(0.45), T(3.1)}, {C});
+  const Tensor b0 = Tensor::zeros({C}, dt);
+
+  // The data reach the boundary: x scale + shift, with the forward's own scale and shift, takes
+  // another sign (or zero) when the product is rounded first.
+  Tensor y = Tensor::empty(v.shape(), dt), mean = Tensor::empty({C}, dt), var = Tensor::empty({C}, dt);
+  Tensor invstd = Tensor::empty({C}, dt), affine = Tensor::empty({2 * C}, dt);
+  kernel::batch_norm_train_forward(v, w0, b0, 1e-5, true, y, mean, var, invstd, affine);
+  const T* sc = affine.data<T>();
+  int64_t boundary = 0;
+  for (int64_t i = 0; i < v.numel(); ++i) {
+    const int64_t c = i / S % C;
+    const T x = xs[i];
+    volatile T product = x * sc[c];  // rounded before the addition
+    const T separate = product + sc[C + c], fused = std::fma(x, sc[c], sc[C + c]);
+    boundary += (separate > 0) != (fused > 0);
+  }
+  INFO(dtype_name(dt) << ": " << boundary << " values whose sign depends on the rounding");
+  REQUIRE(boundary > 0);
+
+  Tensor grads[2][4], ys[2], stats[2][2];
+  for (int fused = 0; fused < 2; ++fused) {
+    Tensor x = v.clone().requires_grad_();
+    Tensor w = w0.clone().requires_grad_(), b = b0.clone().requires_grad_();
+    Tensor rm = Tensor::zeros({C}, dt), rv = Tensor::ones({C}, dt);
+    ys[fused] = fused ? batch_norm(x, w, b, rm, rv, true, 0.1, 1e-5, /*relu=*/true)
+                      : relu(batch_norm(x, w, b, rm, rv, true, 0.1, 1e-5));
+    ys[fused].backward(add(randn(v.shape(), 6, dt), 2.0));
+    grads[fused][0] = x.grad(), grads[fused][1] = w.grad(), grads[fused][2] = b.grad();
+    stats[fused][0] = rm, stats[fused][1] = rv;
+  }
+  require_both_relu_sides(ys[1]);
+  require_identical(ys, stats, grads, 3);
+}
+}  // namespace
+
+TEST_CASE("batch_norm with relu: the backward recomputes the forward's ReLU mask to the last bit", "[norm]") {
+  // Without a residual the fused BN + ReLU's backward does not read y: it recomputes y > 0 from x
+  // and the forward's scale and shift (tensor/formulas.h: bn_value). On values at the very edge of
+  // the ReLU its gradients must still be those of relu(batch_norm(x)), whose mask is y itself.
+  check_recomputed_relu_mask<float>(DType::F32);
+  check_recomputed_relu_mask<double>(DType::F64);
 }
 
 TEST_CASE("batch_norm with a residual is relu(batch_norm + residual), forward and backward, bit for bit", "[norm]") {

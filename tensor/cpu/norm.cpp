@@ -1,9 +1,9 @@
-// norm.cpp - fused batch-norm kernels on the CPU, one channel per OpenMP iteration.
+// norm.cpp - fused batch-norm kernels on the CPU: per-channel sums over runs read in memory order.
 //
 // x is viewed as (N, C, S), S = H*W (1 for 2-D input); channel c's elements are the N runs
-// x[n, c, 0:S]. M = N*S values per channel (over every process in synchronised BN). Each run of S values is summed in T with `omp simd`
-// (which lets the compiler use vector lanes, i.e. reorder the additions) and the runs' sums are
-// added up in double.
+// x[n, c, 0:S]. M = N*S values per channel (over every process in synchronised BN). Each run of S
+// values is summed in T with `omp simd` (which lets the compiler use vector lanes, i.e. reorder
+// the additions) and the runs' sums are added up in double (sum_runs below).
 //   forward (training): mean = sum x / M, var = sum (x - mean)^2 / M (biased), invstd = 1/sqrt(var+eps)
 //   y = (x - mean) * invstd * w + b, or max(0, that) with `relu` (BN + ReLU in one pass), with
 //   `residual` added before the ReLU (a ResNet block's BN, shortcut and ReLU in one pass)
@@ -12,7 +12,9 @@
 //   backward (evaluation, fixed statistics): dx = dy * w * invstd
 //   dw = sum dy*xhat, db = sum dy
 //   with a ReLU after the BN, dy is first replaced by dy where y > 0 and 0 elsewhere (the
-//   ReLU's backward), inside the same two passes
+//   ReLU's backward), inside the same two passes. Without a residual, y > 0 is recomputed from x
+//   and the forward's per-channel scale and shift (formula::bn_value, tensor/formulas.h), so
+//   neither pass reads y.
 // The scalar spec is ref::batch_norm / ref::batch_norm_backward (tensor/ref.cpp).
 #include <cmath>
 #include <vector>
@@ -42,159 +44,181 @@ template <typename T>
 void write_run(const T* x, const T* r, T* y, int64_t S, T scale, T shift, bool relu) {
   auto add = [](T a, T b) { return formula::apply_binary(BinaryOp::Add, a, b, T(0), T(0)); };
   if (r && relu)
-    for (int64_t s = 0; s < S; ++s) y[s] = relu_of(add(x[s] * scale + shift, r[s]));
+    for (int64_t s = 0; s < S; ++s) y[s] = relu_of(add(formula::bn_value(x[s], scale, shift), r[s]));
   else if (r)
-    for (int64_t s = 0; s < S; ++s) y[s] = add(x[s] * scale + shift, r[s]);
+    for (int64_t s = 0; s < S; ++s) y[s] = add(formula::bn_value(x[s], scale, shift), r[s]);
   else if (relu)
-    for (int64_t s = 0; s < S; ++s) y[s] = relu_of(x[s] * scale + shift);
+    for (int64_t s = 0; s < S; ++s) y[s] = relu_of(formula::bn_value(x[s], scale, shift));
   else
-    for (int64_t s = 0; s < S; ++s) y[s] = x[s] * scale + shift;
+    for (int64_t s = 0; s < S; ++s) y[s] = formula::bn_value(x[s], scale, shift);
 }
 
-// Three passes over the channels, each one OpenMP loop: the sums for the mean, the sums for the
-// variance, then y. With `across` (synchronised BN) the per-channel sums of every process are added
-// up between the passes, and M counts every process's values; the arithmetic is otherwise the same,
-// so a batch split across processes gives the statistics of the whole batch but for the order of
-// the double additions.
+// Every pass reads the runs in memory order: the threads take contiguous shares of the N*C runs
+// (n, c), which the hardware prefetchers follow from one run into the next. (A loop over one
+// channel's runs instead jumps C*S values from run to run; with S*4 bytes = 4 KiB, a page, the
+// prefetchers start afresh at each run, and the passes ran at well under the memory's speed.)
+// The sums of a pass are K per run, in T (`omp simd`: vector lanes), written to runs[nc * K + k];
+// then each channel adds its runs up in double in the order n = 0, 1, ..., so the result does not
+// depend on the number of threads. out[k * C + c]: sum k of channel c.
+template <typename T, int K, typename F>
+void sum_runs(const BnView& v, F run_sums, double* out) {
+  std::vector<T> runs(v.N * v.C * K);
+#pragma omp parallel for num_threads(num_threads()) schedule(static)
+  for (int64_t nc = 0; nc < v.N * v.C; ++nc) run_sums(nc, &runs[nc * K]);
+  for (int64_t c = 0; c < v.C; ++c)
+    for (int k = 0; k < K; ++k) {
+      double acc = 0;
+      for (int64_t n = 0; n < v.N; ++n) acc += runs[(n * v.C + c) * K + k];
+      out[k * v.C + c] = acc;
+    }
+}
+
+// Three passes: the sums for the mean, the sums for the variance, then y. With `across`
+// (synchronised BN) the per-channel sums of every process are added up between the passes, and M
+// counts every process's values; the arithmetic is otherwise the same, so a batch split across
+// processes gives the statistics of the whole batch but for the order of the double additions.
 template <typename T>
 void train_fwd(const Tensor& x, const Tensor& w, const Tensor& b, double eps, bool relu, Tensor& y, Tensor& mean,
-               Tensor& var, Tensor& invstd, const ChannelSum* across, const Tensor& residual) {
+               Tensor& var, Tensor& invstd, Tensor& affine, const ChannelSum* across, const Tensor& residual) {
   const BnView v = bn_view(x);
   double M = double(v.N * v.S);
   if (across) (*across)(&M, 1);
   const T *X = x.data<T>(), *Wt = w.defined() ? w.data<T>() : nullptr, *B = b.defined() ? b.data<T>() : nullptr;
   const T* Res = residual.defined() ? residual.data<T>() : nullptr;
   T *Y = y.data<T>(), *Mean = mean.data<T>(), *Var = var.data<T>(), *Inv = invstd.data<T>();
+  T *Scale = affine.data<T>(), *Shift = Scale + v.C;
   std::vector<double> sum(v.C), sq(v.C);
-#pragma omp parallel for num_threads(num_threads()) schedule(static)
-  for (int64_t c = 0; c < v.C; ++c) {
-    double acc = 0;
-    for (int64_t n = 0; n < v.N; ++n) {
-      const T* xc = X + (n * v.C + c) * v.S;
-      T run = 0;
+  std::vector<T> mu_t(v.C);
+  sum_runs<T, 1>(v, [&](int64_t nc, T* out) {
+    const T* xc = X + nc * v.S;
+    T run = 0;
 #pragma omp simd reduction(+ : run)
-      for (int64_t s = 0; s < v.S; ++s) run += xc[s];
-      acc += run;
-    }
-    sum[c] = acc;
-  }
+    for (int64_t s = 0; s < v.S; ++s) run += xc[s];
+    out[0] = run;
+  }, sum.data());
   if (across) (*across)(sum.data(), v.C);
-#pragma omp parallel for num_threads(num_threads()) schedule(static)
-  for (int64_t c = 0; c < v.C; ++c) {
-    const T mu_t = T(sum[c] / M);
-    double acc = 0;
-    for (int64_t n = 0; n < v.N; ++n) {
-      const T* xc = X + (n * v.C + c) * v.S;
-      T run = 0;
+  for (int64_t c = 0; c < v.C; ++c) mu_t[c] = T(sum[c] / M);
+  sum_runs<T, 1>(v, [&](int64_t nc, T* out) {
+    const T *xc = X + nc * v.S, mu = mu_t[nc % v.C];
+    T run = 0;
 #pragma omp simd reduction(+ : run)
-      for (int64_t s = 0; s < v.S; ++s) run += (xc[s] - mu_t) * (xc[s] - mu_t);
-      acc += run;
-    }
-    sq[c] = acc;
-  }
+    for (int64_t s = 0; s < v.S; ++s) run += (xc[s] - mu) * (xc[s] - mu);
+    out[0] = run;
+  }, sq.data());
   if (across) (*across)(sq.data(), v.C);
-#pragma omp parallel for num_threads(num_threads()) schedule(static)
   for (int64_t c = 0; c < v.C; ++c) {
     const double mu = sum[c] / M, var_c = sq[c] / M, inv = 1.0 / std::sqrt(var_c + eps);
     Mean[c] = T(mu), Var[c] = T(var_c), Inv[c] = T(inv);
     // y = x * scale + shift, scale = w * invstd, shift = b - mean * scale
-    const T scale = T((Wt ? Wt[c] : 1.0) * inv), shift = T((B ? B[c] : 0.0) - mu * (Wt ? Wt[c] : 1.0) * inv);
-    for (int64_t n = 0; n < v.N; ++n) {
-      const int64_t at = (n * v.C + c) * v.S;
-      write_run(X + at, Res ? Res + at : nullptr, Y + at, v.S, scale, shift, relu);
-    }
+    Scale[c] = T((Wt ? Wt[c] : 1.0) * inv), Shift[c] = T((B ? B[c] : 0.0) - mu * (Wt ? Wt[c] : 1.0) * inv);
+  }
+#pragma omp parallel for num_threads(num_threads()) schedule(static)
+  for (int64_t nc = 0; nc < v.N * v.C; ++nc) {
+    const int64_t c = nc % v.C;
+    write_run(X + nc * v.S, Res ? Res + nc * v.S : nullptr, Y + nc * v.S, v.S, Scale[c], Shift[c], relu);
   }
 }
 
 template <typename T>
 void apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& invstd, bool relu,
-           Tensor& y, const Tensor& residual) {
+           Tensor& y, Tensor& affine, const Tensor& residual) {
   const BnView v = bn_view(x);
   const T *X = x.data<T>(), *Wt = w.defined() ? w.data<T>() : nullptr, *B = b.defined() ? b.data<T>() : nullptr;
   const T *Mean = mean.data<T>(), *Inv = invstd.data<T>();
   const T* Res = residual.defined() ? residual.data<T>() : nullptr;
-  T* Y = y.data<T>();
+  T *Y = y.data<T>(), *Scale = affine.data<T>(), *Shift = Scale + v.C;
+  for (int64_t c = 0; c < v.C; ++c) {
+    Scale[c] = (Wt ? Wt[c] : T(1)) * Inv[c];
+    Shift[c] = (B ? B[c] : T(0)) - Mean[c] * Scale[c];
+  }
 #pragma omp parallel for num_threads(num_threads()) schedule(static)
   for (int64_t nc = 0; nc < v.N * v.C; ++nc) {
     const int64_t c = nc % v.C;
-    const T scale = (Wt ? Wt[c] : T(1)) * Inv[c], shift = (B ? B[c] : T(0)) - Mean[c] * scale;
-    write_run(X + nc * v.S, Res ? Res + nc * v.S : nullptr, Y + nc * v.S, v.S, scale, shift, relu);
+    write_run(X + nc * v.S, Res ? Res + nc * v.S : nullptr, Y + nc * v.S, v.S, Scale[c], Shift[c], relu);
   }
 }
 
+// Where the ReLU's mask comes from: no ReLU, the forward's output (y > 0), or x recomputed
+// through the forward's scale and shift (formula::bn_value(x, scale, shift) > 0, the same rounding).
+enum class Mask { None, Out, Affine };
+
 // Two passes: the sums (dw and db are this process's), then dx; with `across` the sums of every
-// process are added up between them (see train_fwd). R (relu_out given): dy counts only where the
-// forward's output is positive; with dy_relu that masked dy is written in the first pass and
-// read back in the second.
-template <typename T, bool R>
+// process are added up between them (see train_fwd). With a ReLU (R != None), dy counts only
+// where the forward's output is positive; with dy_relu (R == Out) that masked dy is written in the
+// first pass and read back in the second.
+template <typename T, Mask R>
 void bwd(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd, bool training,
-         const Tensor& relu_out, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db, const ChannelSum* across,
+         const BnRelu& relu, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db, const ChannelSum* across,
          Tensor* dy_relu) {
   const BnView v = bn_view(x);
   double M = double(v.N * v.S);
   if (across) (*across)(&M, 1);
   const T *X = x.data<T>(), *Wt = w.defined() ? w.data<T>() : nullptr, *G = dy.data<T>();
-  const T* Out = R ? relu_out.data<T>() : nullptr;
+  const T* Out = R == Mask::Out ? relu.out.data<T>() : nullptr;
+  const T* Scale = R == Mask::Affine ? relu.affine.data<T>() : nullptr;
   const T *Mean = mean.data<T>(), *Inv = invstd.data<T>();
   T *dX = dx.data<T>(), *dW = dw ? dw->data<T>() : nullptr, *dB = db ? db->data<T>() : nullptr;
-  T* GR = R && dy_relu ? dy_relu->data<T>() : nullptr;
-  // dy at i, through the ReLU when there is one
-  auto grad = [&](const T* gc, const T* oc, int64_t s) { return R ? (oc[s] > T(0) ? gc[s] : T(0)) : gc[s]; };
-  std::vector<double> sums(2 * v.C);  // sum dy for every channel, then sum dy * xhat
-#pragma omp parallel for num_threads(num_threads()) schedule(static)
-  for (int64_t c = 0; c < v.C; ++c) {
-    const double inv = Inv[c];
-    const T mu_t = Mean[c];
-    double sum_g = 0, sum_gx = 0;  // sum dy, sum dy * (x - mean)
-    for (int64_t n = 0; n < v.N; ++n) {
-      const int64_t at = (n * v.C + c) * v.S;
-      const T *xc = X + at, *gc = G + at, *oc = R ? Out + at : nullptr;
-      T run_g = 0, run_gx = 0;
-      if (GR) {
-        T* gr = GR + at;
+  T* GR = R == Mask::Out && dy_relu ? dy_relu->data<T>() : nullptr;
+  // dy at s of a run (gc: its dy, oc: its output, xc: its x; sc, sh: its channel's scale and
+  // shift), through the ReLU when there is one
+  auto grad = [](const T* gc, const T* oc, const T* xc, T sc, T sh, int64_t s) {
+    if constexpr (R == Mask::Out) return oc[s] > T(0) ? gc[s] : T(0);
+    if constexpr (R == Mask::Affine) return formula::bn_value(xc[s], sc, sh) > T(0) ? gc[s] : T(0);
+    return gc[s];
+  };
+  auto scale_of = [&](int64_t c) { return Scale ? Scale[c] : T(0); };
+  auto shift_of = [&](int64_t c) { return Scale ? Scale[v.C + c] : T(0); };
+  std::vector<double> sums(2 * v.C);  // sum dy for every channel, then sum dy * (x - mean)
+  sum_runs<T, 2>(v, [&](int64_t nc, T* out) {
+    const int64_t c = nc % v.C, at = nc * v.S;
+    const T *xc = X + at, *gc = G + at, *oc = Out ? Out + at : nullptr;
+    const T mu_t = Mean[c], sc = scale_of(c), sh = shift_of(c);
+    T run_g = 0, run_gx = 0;
+    if (GR) {
+      T* gr = GR + at;
 #pragma omp simd reduction(+ : run_g, run_gx)
-        for (int64_t s = 0; s < v.S; ++s) {
-          const T g = grad(gc, oc, s);
-          gr[s] = g;
-          run_g += g;
-          run_gx += g * (xc[s] - mu_t);
-        }
-      } else {
-#pragma omp simd reduction(+ : run_g, run_gx)
-        for (int64_t s = 0; s < v.S; ++s) {
-          const T g = grad(gc, oc, s);
-          run_g += g;
-          run_gx += g * (xc[s] - mu_t);
-        }
+      for (int64_t s = 0; s < v.S; ++s) {
+        const T g = grad(gc, oc, xc, sc, sh, s);
+        gr[s] = g;
+        run_g += g;
+        run_gx += g * (xc[s] - mu_t);
       }
-      sum_g += run_g;
-      sum_gx += run_gx;
+    } else {
+#pragma omp simd reduction(+ : run_g, run_gx)
+      for (int64_t s = 0; s < v.S; ++s) {
+        const T g = grad(gc, oc, xc, sc, sh, s);
+        run_g += g;
+        run_gx += g * (xc[s] - mu_t);
+      }
     }
-    sums[c] = sum_g;
-    sums[v.C + c] = sum_gx * inv;  // sum dy * xhat
+    out[0] = run_g, out[1] = run_gx;
+  }, sums.data());
+  for (int64_t c = 0; c < v.C; ++c) {
+    sums[v.C + c] *= Inv[c];  // sum dy * xhat
     if (dW) dW[c] = T(sums[v.C + c]);
-    if (dB) dB[c] = T(sum_g);
+    if (dB) dB[c] = T(sums[c]);
   }
   if (across && training) (*across)(sums.data(), 2 * v.C);
-#pragma omp parallel for num_threads(num_threads()) schedule(static)
+  // The training formula expanded: dx = a dy + k (x - mean) + d with a = w invstd,
+  // k = -a invstd sum(dy xhat) / M (xhat = (x - mean) invstd) and d = -a sum(dy) / M.
+  std::vector<T> a(v.C), k(v.C), d(v.C);
   for (int64_t c = 0; c < v.C; ++c) {
-    const double inv = Inv[c], wc = Wt ? Wt[c] : 1.0, sum_g = sums[c], sum_gxhat = sums[v.C + c];
-    const T mu_t = Mean[c];
-    // The training formula expanded: dx = a dy + k (x - mean) + d with a = w invstd,
-    // k = -a invstd sum(dy xhat) / M (xhat = (x - mean) invstd) and d = -a sum(dy) / M.
-    const T a = T(wc * inv);
-    const T k = training ? T(-wc * inv * inv * sum_gxhat / M) : T(0);
-    const T d = training ? T(-wc * inv * sum_g / M) : T(0);
-    for (int64_t n = 0; n < v.N; ++n) {
-      const int64_t at = (n * v.C + c) * v.S;
-      const T *xc = X + at, *gc = G + at, *oc = R ? Out + at : nullptr;
-      T* dc = dX + at;
-      if (GR) {
-        const T* gr = GR + at;
-        for (int64_t s = 0; s < v.S; ++s) dc[s] = a * gr[s] + k * (xc[s] - mu_t) + d;
-      } else {
-        for (int64_t s = 0; s < v.S; ++s) dc[s] = a * grad(gc, oc, s) + k * (xc[s] - mu_t) + d;
-      }
+    const double inv = Inv[c], wc = Wt ? Wt[c] : 1.0;
+    a[c] = T(wc * inv);
+    k[c] = training ? T(-wc * inv * inv * sums[v.C + c] / M) : T(0);
+    d[c] = training ? T(-wc * inv * sums[c] / M) : T(0);
+  }
+#pragma omp parallel for num_threads(num_threads()) schedule(static)
+  for (int64_t nc = 0; nc < v.N * v.C; ++nc) {
+    const int64_t c = nc % v.C, at = nc * v.S;
+    const T *xc = X + at, *gc = G + at, *oc = Out ? Out + at : nullptr;
+    const T mu_t = Mean[c], ac = a[c], kc = k[c], dc0 = d[c], sc = scale_of(c), sh = shift_of(c);
+    T* dc = dX + at;
+    if (GR) {
+      const T* gr = GR + at;
+      for (int64_t s = 0; s < v.S; ++s) dc[s] = ac * gr[s] + kc * (xc[s] - mu_t) + dc0;
+    } else {
+      for (int64_t s = 0; s < v.S; ++s) dc[s] = ac * grad(gc, oc, xc, sc, sh, s) + kc * (xc[s] - mu_t) + dc0;
     }
   }
 }
@@ -202,23 +226,27 @@ void bwd(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& inv
 }  // namespace
 
 void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b, double eps, bool relu, Tensor& y,
-                              Tensor& mean, Tensor& var, Tensor& invstd, const ChannelSum* across,
+                              Tensor& mean, Tensor& var, Tensor& invstd, Tensor& affine, const ChannelSum* across,
                               const Tensor& residual) {
   AB_DISPATCH_FLOAT(x.dtype(), "batch_norm",
-                    [&] { train_fwd<scalar_t>(x, w, b, eps, relu, y, mean, var, invstd, across, residual); });
+                    [&] { train_fwd<scalar_t>(x, w, b, eps, relu, y, mean, var, invstd, affine, across, residual); });
 }
 void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean,
-                      const Tensor& invstd, bool relu, Tensor& y, const Tensor& residual) {
-  AB_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] { apply<scalar_t>(x, w, b, mean, invstd, relu, y, residual); });
+                      const Tensor& invstd, bool relu, Tensor& y, Tensor& affine, const Tensor& residual) {
+  AB_DISPATCH_FLOAT(x.dtype(), "batch_norm",
+                    [&] { apply<scalar_t>(x, w, b, mean, invstd, relu, y, affine, residual); });
 }
 void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd,
-                         bool training, const Tensor& relu_out, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db,
+                         bool training, const BnRelu& relu, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db,
                          const ChannelSum* across, Tensor* dy_relu) {
+  AB_CHECK(!dy_relu || relu.out.defined(), "batch_norm backward: dy_relu needs relu.out (a ReLU after a residual)");
   AB_DISPATCH_FLOAT(x.dtype(), "batch_norm backward", [&] {
-    if (relu_out.defined())
-      bwd<scalar_t, true>(x, w, mean, invstd, training, relu_out, dy, dx, dw, db, across, dy_relu);
+    if (relu.out.defined())
+      bwd<scalar_t, Mask::Out>(x, w, mean, invstd, training, relu, dy, dx, dw, db, across, dy_relu);
+    else if (relu.affine.defined())
+      bwd<scalar_t, Mask::Affine>(x, w, mean, invstd, training, relu, dy, dx, dw, db, across, nullptr);
     else
-      bwd<scalar_t, false>(x, w, mean, invstd, training, relu_out, dy, dx, dw, db, across, nullptr);
+      bwd<scalar_t, Mask::None>(x, w, mean, invstd, training, relu, dy, dx, dw, db, across, nullptr);
   });
 }
 

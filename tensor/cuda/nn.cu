@@ -184,7 +184,7 @@ __global__ void bn_affine_k(const T* x, const T* scale, const T* shift, const T*
                             int64_t C, int64_t S, int64_t n) {
   GRID_STRIDE_LOOP(i, n) {
     const int64_t c = (i / S) % C;
-    T v = x[i] * scale[c] + shift[c];
+    T v = bn_value(x[i], scale[c], shift[c]);
     if (residual) v = apply_binary(BinaryOp::Add, v, residual[i], T(0), T(0));  // the add op's formula
     y[i] = relu ? apply_unary(UnaryOp::Relu, v, T(0), T(0)) : v;              // the relu op's formula
   }
@@ -194,6 +194,16 @@ __global__ void bn_affine_k(const T* x, const T* scale, const T* shift, const T*
 template <typename T>
 __global__ void bn_relu_grad_k(const T* dy, const T* out, T* g, int64_t n) {
   GRID_STRIDE_LOOP(i, n) g[i] = apply_binary(BinaryOp::ReluGrad, dy[i], out[i], T(0), T(0));
+}
+
+// The same with the output's sign recomputed from x and the forward's scale and shift (BnRelu::affine).
+template <typename T>
+__global__ void bn_relu_grad_affine_k(const T* dy, const T* x, const T* scale, const T* shift, T* g, int64_t C,
+                                      int64_t S, int64_t n) {
+  GRID_STRIDE_LOOP(i, n) {
+    const int64_t c = (i / S) % C;
+    g[i] = bn_value(x[i], scale[c], shift[c]) > T(0) ? dy[i] : T(0);
+  }
 }
 
 // Backward coefficients: dx = a dy + k (x - mean) + d (tensor/cpu/norm.cpp, bwd()).
@@ -461,8 +471,8 @@ void avg_pool2d_backward(const Tensor& dy, int64_t k, int64_t s, int64_t p, Tens
 }
 
 void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b, double eps, bool relu, Tensor& y,
-                              Tensor& mean, Tensor& var, Tensor& invstd, const cpu::ChannelSum* across,
-                              const Tensor& residual) {
+                              Tensor& mean, Tensor& var, Tensor& invstd, Tensor& affine,
+                              const cpu::ChannelSum* across, const Tensor& residual) {
   check_cuda("batch_norm", "x", x);
   const BnDims d = bn_dims(x);
   double M = double(d.N * d.S);
@@ -470,7 +480,6 @@ void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b,
   AB_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] {
     // Three passes as on the CPU: the sums for the mean, the sums of squared deviations, then y.
     Tensor sums = Tensor::empty({2 * d.C}, DType::F64, x.device());
-    Tensor affine = Tensor::empty({2 * d.C}, x.dtype(), x.device());  // scale, then shift
     double *sum = sums.data<double>(), *sq = sum + d.C;
     const scalar_t* px = x.data<scalar_t>();
     channel_sums<scalar_t>(ChanSum::Sum, px, nullptr, nullptr, d.N, d.C, d.S, sum);
@@ -491,11 +500,10 @@ void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b,
 }
 
 void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& invstd,
-                      bool relu, Tensor& y, const Tensor& residual) {
+                      bool relu, Tensor& y, Tensor& affine, const Tensor& residual) {
   check_cuda("batch_norm", "x", x);
   const BnDims d = bn_dims(x);
   AB_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] {
-    Tensor affine = Tensor::empty({2 * d.C}, x.dtype(), x.device());
     scalar_t* sc = affine.data<scalar_t>();
     bn_affine_coef_k<scalar_t><<<blocks_for(d.C), kThreads>>>(ptr<scalar_t>(w), ptr<scalar_t>(b), mean.data<scalar_t>(),
                                                               invstd.data<scalar_t>(), sc, sc + d.C, d.C);
@@ -508,10 +516,11 @@ void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const T
 }
 
 void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd, bool training,
-                         const Tensor& relu_out, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db,
+                         const BnRelu& relu, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db,
                          const cpu::ChannelSum* across, Tensor* dy_relu) {
   check_cuda("batch_norm backward", "x", x);
   check_cuda("batch_norm backward", "dy", dy);
+  AB_CHECK(!dy_relu || relu.out.defined(), "batch_norm backward: dy_relu needs relu.out (a ReLU after a residual)");
   const BnDims d = bn_dims(x);
   double M = double(d.N * d.S);
   if (across) (*across)(&M, 1);
@@ -520,11 +529,20 @@ void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, c
     Tensor coef = Tensor::empty({3 * d.C}, x.dtype(), x.device());   // a, k, d of dx = a dy + k (x - mean) + d
     const scalar_t *px = x.data<scalar_t>(), *pg = dy.data<scalar_t>(), *pm = mean.data<scalar_t>();
     Tensor masked;  // with a ReLU after the BN: dy through it first (one more pass; the CPU fuses it)
-    if (relu_out.defined()) {
-      check_cuda("batch_norm backward", "relu_out", relu_out);
+    if (relu.out.defined()) {
+      check_cuda("batch_norm backward", "relu.out", relu.out);
       masked = dy_relu ? *dy_relu : Tensor::empty(dy.shape(), dy.dtype(), dy.device());
-      bn_relu_grad_k<scalar_t><<<blocks_for(dy.numel()), kThreads>>>(pg, relu_out.data<scalar_t>(),
+      bn_relu_grad_k<scalar_t><<<blocks_for(dy.numel()), kThreads>>>(pg, relu.out.data<scalar_t>(),
                                                                      masked.data<scalar_t>(), dy.numel());
+      AB_CUDA_CHECK_LAUNCH();
+      pg = masked.data<scalar_t>();
+    } else if (relu.affine.defined()) {
+      check_cuda("batch_norm backward", "relu.affine", relu.affine);
+      masked = Tensor::empty(dy.shape(), dy.dtype(), dy.device());
+      const scalar_t* sc = relu.affine.data<scalar_t>();
+      bn_relu_grad_affine_k<scalar_t><<<blocks_for(dy.numel()), kThreads>>>(pg, px, sc, sc + d.C,
+                                                                            masked.data<scalar_t>(), d.C, d.S,
+                                                                            dy.numel());
       AB_CUDA_CHECK_LAUNCH();
       pg = masked.data<scalar_t>();
     }

@@ -57,14 +57,14 @@ void max_pool2d_backward(const Tensor&, const Tensor&, int64_t, int64_t, int64_t
 void avg_pool2d_forward(const Tensor&, int64_t, int64_t, int64_t, Tensor&) { NO_CUDA; }
 void avg_pool2d_backward(const Tensor&, int64_t, int64_t, int64_t, Tensor&) { NO_CUDA; }
 void batch_norm_train_forward(const Tensor&, const Tensor&, const Tensor&, double, bool, Tensor&, Tensor&, Tensor&,
-                              Tensor&, const ChannelSum*, const Tensor&) {
+                              Tensor&, Tensor&, const ChannelSum*, const Tensor&) {
   NO_CUDA;
 }
-void batch_norm_apply(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool, Tensor&,
+void batch_norm_apply(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool, Tensor&, Tensor&,
                       const Tensor&) {
   NO_CUDA;
 }
-void batch_norm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool, const Tensor&, const Tensor&,
+void batch_norm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool, const BnRelu&, const Tensor&,
                          Tensor&, Tensor*, Tensor*, const ChannelSum*, Tensor*) {
   NO_CUDA;
 }
