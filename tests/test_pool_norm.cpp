@@ -140,9 +140,10 @@ TEST_CASE("batch_norm matches ref, running statistics included, float32", "[norm
         }
 }
 
-TEST_CASE("batch_norm's one-pass statistics keep float32 precision far from zero", "[norm][ref]") {
+TEST_CASE("batch_norm's statistics keep float32 precision far from zero", "[norm][ref]") {
   // Values 1000 + N(0, 1): E[x^2] - E[x]^2 in float32 would lose the variance to cancellation
-  // (1e6 against 1, with 2^-24 relative rounding); the per-run deviations of the kernel do not.
+  // (1e6 against 1, with 2^-24 relative rounding); the kernel's second pass, which sums the
+  // squared deviations from the mean, does not.
   // Runs of 64 and of 1, and more images than one thread's share.
   for (Shape s : {Shape{32, 3, 8, 8}, Shape{256, 3}}) {
     INFO(shape_str(s));

@@ -195,8 +195,8 @@ inline float lane_sum(V v) {
 
 using isa::kLanes, isa::kLine, isa::kLead;
 
-// Software prefetching of data streamed from memory: one cache line is kLineFloats floats, and a
-// stream asks for the data one 4 KiB page ahead of where it reads.
+// Software prefetching (pad_input): one cache line is kLineFloats floats, and the copy asks for
+// the data one 4 KiB page ahead of where it reads.
 constexpr int64_t kLineFloats = 16, kPrefetchAhead = 1024;
 
 // An offset d = S a + phase split into whole strides a and a phase 0 <= phase < S.
@@ -418,10 +418,10 @@ void padded_chunks(const float* x, const float* w, float* y, const DirectPlan& p
 // Copies the image x (C planes of H x W) into the padded layout of DirectPlan: per input row
 // (pad_h zero rows above and below), one cache line per chunk of output pixels, holding the
 // input columns ow0 - kLead .. ow0 + kLanes + kLead - 1 of the chunk's first column ow0, zeros
-// outside the image. The image comes from memory, not cache: each row asks for the row one 4 KiB
-// page ahead (kPrefetchAhead), since the hardware prefetchers stop at page boundaries and the
-// planes of ResNet-20's first stage are a page each (pad_input's time in a training step fell
-// from 7.3% to 3.3%: perf, bench_train on the Zen 5).
+// outside the image. The image comes from memory, not cache, and the copy's short masked rows did
+// not keep the memory busy on their own: each row asks for the data one 4 KiB page ahead
+// (kPrefetchAhead), and pad_input's share of a training step fell from 7.3% to 3.3% (perf,
+// bench_train on the Zen 5).
 void pad_input(const float* x, float* xp, const ConvShape& s, const DirectPlan& pl) {
   const int64_t S = s.opt.stride_w, ph = s.opt.pad_h, row_chunks = s.OW / kLanes;
   const int64_t vectors = row_chunks * kLine / kLanes;  // of one phase of a padded row
