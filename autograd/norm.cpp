@@ -6,7 +6,9 @@
 // Kernels: tensor/cpu/norm.cpp, tensor/cuda/nn.cu; scalar spec: ref::batch_norm (tensor/ref.cpp).
 // batch_norm_sync is the same op with the statistics of every process's batch (data-parallel
 // training with synchronised BN, nn/distributed.h). With a residual, the op is a ResNet block's
-// relu(bn(x) + shortcut) in one pass forward, and in the BN's two passes backward.
+// relu(bn(x) + shortcut) in one pass forward, and in the BN's two passes backward. With `pact`,
+// it is pact_quantize(relu(bn(x))) the same way: a residual block's first BN, whose output only
+// the next quantized convolution reads.
 #include <cmath>
 
 #include "autograd/autograd.h"
@@ -39,7 +41,7 @@ namespace {
 // process's share (the trainer sums parameter gradients across processes).
 Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
                        Tensor running_var, bool training, double momentum, double eps, bool sync, bool relu,
-                       const Tensor& residual) {
+                       const Tensor& residual, const PactAfter& pact) {
   AB_CHECK(x.dim() == 2 || x.dim() == 4, "batch_norm: expected x (N, C) or (N, C, H, W), got ",
            shape_str(x.shape()), " ", dtype_name(x.dtype()));
   AB_CHECK(is_floating(x.dtype()), "batch_norm: x must be float32 or float64, got ", x.str());
@@ -67,6 +69,24 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
     AB_CHECK(residual.shape() == x.shape(), "batch_norm: the residual ", shape_str(residual.shape()),
              " must have x's shape ", shape_str(x.shape()));
   }
+  // PACT after the ReLU: pact_quantize's checks (quant/quantizers.cpp), and the clip's value
+  // copied (the backward uses the forward's value)
+  const bool has_pact = pact.clip.defined();
+  Tensor clip;
+  BnPact bn_pact;
+  if (has_pact) {
+    AB_CHECK(relu && !residual.defined(), "batch_norm: PACT after the BN needs relu and no residual");
+    AB_CHECK(pact.clip.numel() == 1, "batch_norm: PACT's clip value must have one element, got shape ",
+             shape_str(pact.clip.shape()));
+    AB_CHECK(pact.bits == 32 || (pact.bits >= 1 && pact.bits <= 16), "batch_norm: PACT's bit-width ", pact.bits,
+             " is not in 1..16 or 32");
+    check_same_dtype("batch_norm", x, pact.clip);
+    check_same_device("batch_norm", x, pact.clip);
+    clip = pact.clip.detach().clone();
+    if (clip.device().is_cpu())
+      AB_CHECK(clip.item<double>() > 0, "batch_norm: PACT's clip value must be positive, got ", clip.item<double>());
+    bn_pact = {clip, pact.bits == 32 ? 0.0 : std::pow(2.0, pact.bits) - 1};
+  }
 
   Tensor xc = x.detach().contiguous();
   Tensor wc = weight.defined() ? weight.detach().contiguous() : Tensor();
@@ -80,7 +100,8 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
     mean = Tensor::empty({C}, x.dtype(), dev);
     invstd = Tensor::empty({C}, x.dtype(), dev);
     Tensor var = Tensor::empty({C}, x.dtype(), dev);
-    kernel::batch_norm_train_forward(xc, wc, bc, eps, relu, y, mean, var, invstd, affine, sum_across, rc);
+    kernel::batch_norm_train_forward(xc, wc, bc, eps, relu, y, mean, var, invstd, affine, sum_across, rc,
+                                     has_pact ? &bn_pact : nullptr);
     // running = (1 - momentum) running + momentum batch, the variance unbiased: var * M / (M - 1)
     if (running_mean.defined()) kernel::batch_norm_update_running(running_mean, running_var, mean, var, momentum, M);
   } else {
@@ -88,7 +109,7 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
     mean = running_mean.detach().clone();
     invstd = Tensor::empty({C}, x.dtype(), dev);
     kernel::batch_norm_invstd(running_var, eps, invstd);
-    kernel::batch_norm_apply(xc, wc, bc, mean, invstd, relu, y, affine, rc);
+    kernel::batch_norm_apply(xc, wc, bc, mean, invstd, relu, y, affine, rc, has_pact ? &bn_pact : nullptr);
   }
   // training:   dX = (1/M) w invstd (M dY - sum dY - xhat sum(dY xhat)), xhat = (x - mean) invstd
   // evaluation: dX = dY w invstd
@@ -96,7 +117,9 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
   // with relu, dY first goes through the ReLU's backward: dY where y > 0, else 0 (without a
   // residual y's sign is recomputed from x, scale and shift, so y itself is not kept for it)
   // d residual = dY (through the ReLU's backward with relu)
-  if (needs_grad({x, weight, bias, residual})) {
+  // with PACT after the ReLU, dY first goes through PACT's backward (dY where the ReLU's output r
+  // is <= the clip), and d clip = sum of dY where r >= the clip
+  if (needs_grad({x, weight, bias, residual, pact.clip})) {
     bool gw = weight.defined() && weight.requires_grad(), gb = bias.defined() && bias.requires_grad();
     bool gr = residual.defined() && residual.requires_grad();
     // the ReLU's mask: y's values without its history (the closure must not own the node that
@@ -105,21 +128,25 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
     if (relu && residual.defined())
       mask.out = y.detach();
     else if (relu)
-      mask.affine = affine;
+      mask.affine = affine, mask.clip = clip;
     const char* name = residual.defined() ? (relu ? (sync ? "batch_norm_sync_add_relu" : "batch_norm_add_relu")
                                                   : (sync ? "batch_norm_sync_add" : "batch_norm_add"))
+                       : has_pact ? (sync ? "batch_norm_sync_relu_pact" : "batch_norm_relu_pact")
                        : relu ? (sync ? "batch_norm_sync_relu" : "batch_norm_relu")
                               : (sync ? "batch_norm_sync" : "batch_norm");
-    record(name, y, {x, weight, bias, residual}, [=](const Tensor& g) {
+    const Shape clip_shape = has_pact ? pact.clip.shape() : Shape{};
+    record(name, y, {x, weight, bias, residual, pact.clip}, [=](const Tensor& g) {
       Tensor gc = g.contiguous();
       Tensor dx = Tensor::empty(xc.shape(), xc.dtype(), xc.device());
       Tensor dw = gw ? Tensor::empty({C}, xc.dtype(), xc.device()) : Tensor();
       Tensor db = gb ? Tensor::empty({C}, xc.dtype(), xc.device()) : Tensor();
       // the residual's gradient: dY, through the ReLU with relu (written by the first pass)
       Tensor dr = gr && relu ? Tensor::empty(gc.shape(), gc.dtype(), gc.device()) : gr ? gc : Tensor();
+      Tensor dclip = has_pact ? Tensor::empty(clip_shape, xc.dtype(), xc.device()) : Tensor();
       kernel::batch_norm_backward(xc, wc, mean, invstd, training, mask, gc, dx, gw ? &dw : nullptr,
-                                  gb ? &db : nullptr, sync ? &across : nullptr, gr && relu ? &dr : nullptr);
-      return Grads{dx, dw, db, dr};
+                                  gb ? &db : nullptr, sync ? &across : nullptr, gr && relu ? &dr : nullptr,
+                                  has_pact ? &dclip : nullptr);
+      return Grads{dx, dw, db, dr, dclip};
     });
   }
   return y;
@@ -128,13 +155,16 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
 }  // namespace
 
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
-                  Tensor running_var, bool training, double momentum, double eps, bool relu, const Tensor& residual) {
-  return batch_norm_impl(x, weight, bias, running_mean, running_var, training, momentum, eps, false, relu, residual);
+                  Tensor running_var, bool training, double momentum, double eps, bool relu, const Tensor& residual,
+                  const PactAfter& pact) {
+  return batch_norm_impl(x, weight, bias, running_mean, running_var, training, momentum, eps, false, relu, residual,
+                         pact);
 }
 
 Tensor batch_norm_sync(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
-                       Tensor running_var, double momentum, double eps, bool relu, const Tensor& residual) {
-  return batch_norm_impl(x, weight, bias, running_mean, running_var, true, momentum, eps, true, relu, residual);
+                       Tensor running_var, double momentum, double eps, bool relu, const Tensor& residual,
+                       const PactAfter& pact) {
+  return batch_norm_impl(x, weight, bias, running_mean, running_var, true, momentum, eps, true, relu, residual, pact);
 }
 
 }  // namespace anybit

@@ -143,7 +143,7 @@ BatchNorm2d::BatchNorm2d(int64_t channels, double eps, double momentum)
   register_buffer("num_batches_tracked", &num_batches_tracked_);
 }
 
-Tensor BatchNorm2d::forward(const Tensor& x, bool relu, const Tensor& residual) {
+Tensor BatchNorm2d::forward(const Tensor& x, bool relu, const Tensor& residual, const PactAfter& pact) {
   AB_CHECK((x.dim() == 2 || x.dim() == 4) && x.size(1) == channels_, "BatchNorm2d(", channels_,
            "): expected x (N, ", channels_, ") or (N, ", channels_, ", H, W), got ", shape_str(x.shape()));
   if (is_training()) {
@@ -152,13 +152,14 @@ Tensor BatchNorm2d::forward(const Tensor& x, bool relu, const Tensor& residual) 
     kernel::increment(num_batches_tracked_);
   }
   if (sync && is_training())
-    return batch_norm_sync(x, weight_, bias_, running_mean_, running_var_, momentum_, eps_, relu, residual);
-  return batch_norm(x, weight_, bias_, running_mean_, running_var_, is_training(), momentum_, eps_, relu, residual);
+    return batch_norm_sync(x, weight_, bias_, running_mean_, running_var_, momentum_, eps_, relu, residual, pact);
+  return batch_norm(x, weight_, bias_, running_mean_, running_var_, is_training(), momentum_, eps_, relu, residual,
+                    pact);
 }
 
-Tensor BatchNorm2d::forward_frozen(const Tensor& x, bool relu, const Tensor& residual) {
-  if (sync) return batch_norm_sync(x, weight_, bias_, Tensor(), Tensor(), momentum_, eps_, relu, residual);
-  return batch_norm(x, weight_, bias_, Tensor(), Tensor(), true, momentum_, eps_, relu, residual);
+Tensor BatchNorm2d::forward_frozen(const Tensor& x, bool relu, const Tensor& residual, const PactAfter& pact) {
+  if (sync) return batch_norm_sync(x, weight_, bias_, Tensor(), Tensor(), momentum_, eps_, relu, residual, pact);
+  return batch_norm(x, weight_, bias_, Tensor(), Tensor(), true, momentum_, eps_, relu, residual, pact);
 }
 
 Tensor relu_after(Module& m, const Tensor& x) {
@@ -169,6 +170,14 @@ Tensor relu_after(Module& m, const Tensor& x) {
 Tensor add_relu_after(Module& m, const Tensor& x, const Tensor& residual) {
   if (auto* f = dynamic_cast<FusesRelu*>(&m)) return f->forward_add_relu(x, residual);
   return relu(add(m.forward(x), residual));
+}
+
+Tensor relu_into(Module& m, const Tensor& x, Module& next) {
+  auto* f = dynamic_cast<FusesRelu*>(&m);
+  auto* q = dynamic_cast<QuantizesInput*>(&next);
+  PactAfter pact;
+  if (f && q && q->input_pact(&pact)) return q->forward_quantized(f->forward_relu_pact(x, pact));
+  return next.forward(relu_after(m, x));
 }
 
 std::string BatchNorm2d::extra_repr() const {

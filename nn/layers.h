@@ -76,11 +76,28 @@ class FusesRelu {
   virtual ~FusesRelu() = default;
   virtual Tensor forward_relu(const Tensor& x) = 0;                                // relu(forward(x))
   virtual Tensor forward_add_relu(const Tensor& x, const Tensor& residual) = 0;  // relu(forward(x) + residual)
+  // pact_quantize(relu(forward(x)), pact.clip, pact.bits): the ReLU's output through the next
+  // layer's PACT, in the same passes (batch_norm's `pact`)
+  virtual Tensor forward_relu_pact(const Tensor& x, const PactAfter& pact) = 0;
 };
 // relu(m.forward(x)): in one op where m is a FusesRelu, else forward, then relu.
 Tensor relu_after(Module& m, const Tensor& x);
 // relu(m.forward(x) + residual): in one op where m is a FusesRelu, else forward, add, relu.
 Tensor add_relu_after(Module& m, const Tensor& x, const Tensor& residual);
+
+// A layer whose input quantizer can run inside the op before it (quant::QConv2d with PACT):
+// input_pact() says what that quantizer applies now (false: it cannot be handed over), and
+// forward_quantized(xq) is forward() for an input already quantized so.
+class QuantizesInput {
+ public:
+  virtual ~QuantizesInput() = default;
+  virtual bool input_pact(PactAfter* pact) = 0;
+  virtual Tensor forward_quantized(const Tensor& xq) = 0;
+};
+// next.forward(relu(m.forward(x))): where m is a FusesRelu and next a QuantizesInput that can
+// hand its PACT over, m's op writes the quantized input directly (a residual block's first BN and
+// second conv: one pass over the activations fewer each way), else relu_after, then next.forward.
+Tensor relu_into(Module& m, const Tensor& x, Module& next);
 
 // x: (N, C, H, W) or (N, C). Training normalises with the batch statistics and updates the
 // running ones (momentum 0.1, unbiased variance, as PyTorch); eval uses the running ones.
@@ -91,14 +108,17 @@ class BatchNorm2d : public Module, public FusesRelu {
   Tensor forward(const Tensor& x) override { return forward(x, false); }
   Tensor forward_relu(const Tensor& x) override { return forward(x, true); }
   Tensor forward_add_relu(const Tensor& x, const Tensor& residual) override { return forward(x, true, residual); }
-  // relu: relu(forward(x)), fused; residual (optional): added before the ReLU, in the same pass
-  Tensor forward(const Tensor& x, bool relu, const Tensor& residual = Tensor());
+  Tensor forward_relu_pact(const Tensor& x, const PactAfter& pact) override { return forward(x, true, {}, pact); }
+  // relu: relu(forward(x)), fused; residual (optional): added before the ReLU, in the same pass;
+  // pact (optional): PACT after the ReLU, in the same pass
+  Tensor forward(const Tensor& x, bool relu, const Tensor& residual = Tensor(), const PactAfter& pact = PactAfter());
   std::string type_name() const override { return "BatchNorm2d"; }
   std::string extra_repr() const override;
   int64_t channels() const { return channels_; }
   // Training-mode normalisation (batch statistics) that leaves the running statistics alone:
   // block swapping runs a block at another bit-width without moving that bit-width's statistics.
-  Tensor forward_frozen(const Tensor& x, bool relu = false, const Tensor& residual = Tensor());
+  Tensor forward_frozen(const Tensor& x, bool relu = false, const Tensor& residual = Tensor(),
+                        const PactAfter& pact = PactAfter());
   // BN recalibration sets 1 / (k + 1) at batch k: a cumulative average of the batch statistics.
   void set_momentum(double m) { momentum_ = m; }
   double momentum() const { return momentum_; }

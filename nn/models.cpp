@@ -273,8 +273,8 @@ BasicBlock::BasicBlock(LayerFactory& f, int64_t in, int64_t planes, int64_t stri
 }
 
 Tensor BasicBlock::forward(const Tensor& x) {
-  Tensor y = relu_after(*bn1_, conv1_->forward(shift_in_time(x)));
-  y = conv2_->forward(y);
+  // conv2(relu(bn1(conv1(x)))), bn1 writing conv2's quantized input where it can (relu_into)
+  Tensor y = relu_into(*bn1_, conv1_->forward(shift_in_time(x)), *conv2_);
   Tensor shortcut = shortcut_ ? shortcut_->forward(x) : x;
   return add_relu_after(*bn2_, y, shortcut);  // relu(bn2(y) + shortcut), one op
 }
@@ -295,9 +295,8 @@ Bottleneck::Bottleneck(LayerFactory& f, int64_t in, int64_t planes, int64_t stri
 }
 
 Tensor Bottleneck::forward(const Tensor& x) {
-  Tensor y = relu_after(*bn1_, conv1_->forward(shift_in_time(x)));
-  y = relu_after(*bn2_, conv2_->forward(y));
-  y = conv3_->forward(y);
+  Tensor y = relu_into(*bn1_, conv1_->forward(shift_in_time(x)), *conv2_);  // conv2(relu(bn1(conv1(x))))
+  y = relu_into(*bn2_, y, *conv3_);                                          // conv3(relu(bn2(y)))
   Tensor shortcut = shortcut_ ? shortcut_->forward(x) : x;
   return add_relu_after(*bn3_, y, shortcut);  // relu(bn3(y) + shortcut), one op
 }
@@ -318,7 +317,7 @@ Tensor PreActBlock::forward(const Tensor& x) {
   Tensor o = relu_after(*bn1_, x);
   Tensor s = shortcut_ ? shortcut_->forward(o) : x;
   Tensor y = conv1_->forward(shift_in_time(o));
-  y = conv2_->forward(relu_after(*bn2_, y));
+  y = relu_into(*bn2_, y, *conv2_);  // conv2(relu(bn2(y)))
   return y + s;
 }
 

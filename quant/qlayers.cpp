@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "autograd/autograd.h"
+#include "quant/quantizers.h"
 #include "tensor/random.h"
 
 namespace anybit::quant {
@@ -57,6 +58,19 @@ Tensor QConv2d::forward(const Tensor& x) {
   return forward_with(xq, wq);
 }
 
+bool QConv2d::input_pact(PactAfter* pact) {
+  auto* p = dynamic_cast<PactActs*>(aq_.get());
+  if (!p || p->is_signed()) return false;
+  const int b = block_->bits();
+  *pact = {p->clip(b), b};
+  return true;
+}
+
+Tensor QConv2d::forward_quantized(const Tensor& xq) {
+  Tensor wq = wq_->forward(weight_, block_->bits());
+  return forward_with(xq, wq);
+}
+
 std::string QConv2d::extra_repr() const { return nn::Conv2d::extra_repr() + ", " + bits_str_; }
 
 // ---- QLinear -------------------------------------------------------------------------------------
@@ -102,12 +116,12 @@ MultiBatchNorm2d::MultiBatchNorm2d(int64_t channels, std::shared_ptr<BlockBits> 
 
 nn::BatchNorm2d& MultiBatchNorm2d::set(int bits) { return *sets_[block_->model->index_of(bits)]; }
 
-Tensor MultiBatchNorm2d::forward(const Tensor& x, bool relu, const Tensor& residual) {
+Tensor MultiBatchNorm2d::forward(const Tensor& x, bool relu, const Tensor& residual, const PactAfter& pact) {
   nn::BatchNorm2d& s = set(block_->bits());
   // A block swapped to the teacher's bit-width inside a student pass must not move the teacher's
   // running statistics (METHOD.md section 5).
-  if (is_training() && block_->freeze_bn_stats) return s.forward_frozen(x, relu, residual);
-  return s.forward(x, relu, residual);
+  if (is_training() && block_->freeze_bn_stats) return s.forward_frozen(x, relu, residual, pact);
+  return s.forward(x, relu, residual, pact);
 }
 
 // ---- factory -------------------------------------------------------------------------------------

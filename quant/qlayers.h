@@ -56,10 +56,14 @@ class QuantizedLayer {
   std::unique_ptr<ActQuantizer> aq_;
 };
 
-class QConv2d : public nn::Conv2d, public QuantizedLayer {
+class QConv2d : public nn::Conv2d, public QuantizedLayer, public nn::QuantizesInput {
  public:
   QConv2d(const nn::ConvSpec& spec, std::shared_ptr<BlockBits> block, const QuantOptions& opt, Generator& gen);
   Tensor forward(const Tensor& x) override;  // x: (N, C, H, W)
+  // With unsigned PACT as its activation quantizer: the clip and bit-width it applies now (the
+  // layer before, a BN + ReLU, can then apply it in its own op: nn::relu_into)
+  bool input_pact(PactAfter* pact) override;
+  Tensor forward_quantized(const Tensor& xq) override;  // forward() of an input that input_pact's PACT made
   std::string type_name() const override { return "QConv2d"; }
   std::string extra_repr() const override;
   Tensor& float_weight() override { return weight_; }
@@ -89,8 +93,10 @@ class MultiBatchNorm2d : public nn::Module, public nn::FusesRelu {
   Tensor forward(const Tensor& x) override { return forward(x, false); }  // x: (N, C, H, W) or (N, C)
   Tensor forward_relu(const Tensor& x) override { return forward(x, true); }
   Tensor forward_add_relu(const Tensor& x, const Tensor& residual) override { return forward(x, true, residual); }
-  // relu: relu(forward(x)), fused; residual (optional): added before the ReLU (nn::BatchNorm2d)
-  Tensor forward(const Tensor& x, bool relu, const Tensor& residual = Tensor());
+  Tensor forward_relu_pact(const Tensor& x, const PactAfter& pact) override { return forward(x, true, {}, pact); }
+  // relu: relu(forward(x)), fused; residual (optional): added before the ReLU; pact (optional):
+  // PACT after the ReLU (nn::BatchNorm2d)
+  Tensor forward(const Tensor& x, bool relu, const Tensor& residual = Tensor(), const PactAfter& pact = PactAfter());
   std::string type_name() const override { return "MultiBatchNorm2d"; }
   nn::BatchNorm2d& set(int bits);  // the BN set of bit-width `bits`
   // The full-precision BN this layer replaces has the state of one set: an FP checkpoint's

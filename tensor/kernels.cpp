@@ -64,17 +64,17 @@ void avg_pool2d_backward(const Tensor& dy, int64_t k, int64_t s, int64_t p, Tens
 
 void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b, double eps, bool relu, Tensor& y,
                               Tensor& mean, Tensor& var, Tensor& invstd, Tensor& affine, const ChannelSum* across,
-                              const Tensor& residual) {
-  ON_DEVICE_OF(x, batch_norm_train_forward(x, w, b, eps, relu, y, mean, var, invstd, affine, across, residual));
+                              const Tensor& residual, const BnPact* pact) {
+  ON_DEVICE_OF(x, batch_norm_train_forward(x, w, b, eps, relu, y, mean, var, invstd, affine, across, residual, pact));
 }
 void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& invstd,
-                      bool relu, Tensor& y, Tensor& affine, const Tensor& residual) {
-  ON_DEVICE_OF(x, batch_norm_apply(x, w, b, mean, invstd, relu, y, affine, residual));
+                      bool relu, Tensor& y, Tensor& affine, const Tensor& residual, const BnPact* pact) {
+  ON_DEVICE_OF(x, batch_norm_apply(x, w, b, mean, invstd, relu, y, affine, residual, pact));
 }
 void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd, bool training,
                          const BnRelu& relu, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db,
-                         const ChannelSum* across, Tensor* dy_relu) {
-  ON_DEVICE_OF(x, batch_norm_backward(x, w, mean, invstd, training, relu, dy, dx, dw, db, across, dy_relu));
+                         const ChannelSum* across, Tensor* dy_relu, Tensor* dclip) {
+  ON_DEVICE_OF(x, batch_norm_backward(x, w, mean, invstd, training, relu, dy, dx, dw, db, across, dy_relu, dclip));
 }
 void batch_norm_update_running(Tensor& running_mean, Tensor& running_var, const Tensor& mean, const Tensor& var,
                                double momentum, double M) {

@@ -28,6 +28,16 @@ using ChannelSum = std::function<void(double* sums, int64_t n)>;
 // Both undefined: no ReLU.
 struct BnRelu {
   Tensor out, affine;
+  Tensor clip;  // with affine: PACT's clip value after the ReLU (BnPact); dy counts where 0 < y <= clip
+};
+
+// PACT after a batch norm's ReLU, in the same passes: y -> formula::pact_value(y, 0, a, levels)
+// with the clip value `a` (one element, on x's device) and `levels` rounding steps per a
+// (2^b - 1; 0: the clip alone, at 32 bits). Backward, the clip's gradient is the sum of dy where
+// y >= a (tensor/formulas.h: pact_grad_a).
+struct BnPact {
+  Tensor a;
+  double levels = 0;
 };
 
 namespace cpu {

@@ -112,17 +112,25 @@ Tensor temporal_shift(const Tensor& x, int64_t frames, int64_t fold_div = 8);
 // relu: return relu(batch_norm(...)), computed in the same passes (forward and backward) instead
 // of one more pass each, as the ResNets' BN + ReLU pairs do. residual (x's shape, optional):
 // return relu(batch_norm(...) + residual) (without relu: batch_norm(...) + residual), a ResNet
-// block's output in one pass.
+// block's output in one pass. pact (with relu, without a residual; ignored when pact.clip is
+// undefined): return pact_quantize(relu(batch_norm(...)), pact.clip, pact.bits) (unsigned PACT,
+// quant/quantizers.h) in the same passes, for a BN whose output only a quantized layer reads.
+// Its values are those of the three ops bit for bit; its gradients add the same terms in another
+// order, so they equal the three ops' within float rounding.
+struct PactAfter {
+  Tensor clip;    // PACT's clip value: one element, > 0, x's dtype and device
+  int bits = 32;  // 1..16, or 32: the clip alone
+};
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
                   Tensor running_var, bool training, double momentum = 0.1, double eps = 1e-5, bool relu = false,
-                  const Tensor& residual = Tensor());
+                  const Tensor& residual = Tensor(), const PactAfter& pact = PactAfter());
 // Synchronised batch norm (training only): batch_norm whose batch statistics are those of the
 // batches of every process of dist::world() together, as if one process held them all; the running
 // statistics (when defined) move with those. Every process must call it for the same layer in the
 // same order (tensor/process_group.h). On CUDA the per-channel sums go through the host.
 Tensor batch_norm_sync(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
                        Tensor running_var, double momentum = 0.1, double eps = 1e-5, bool relu = false,
-                       const Tensor& residual = Tensor());
+                       const Tensor& residual = Tensor(), const PactAfter& pact = PactAfter());
 
 // ---- softmax, losses, dropout ------------------------------------------------------------------
 Tensor softmax(const Tensor& x, int64_t dim);

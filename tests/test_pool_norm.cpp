@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "quant/quantizers.h"
 #include "tensor/kernels.h"
 #include "tensor/ref.h"
 #include "tests/helpers.h"
@@ -294,6 +295,67 @@ TEST_CASE("batch_norm with a residual is relu(batch_norm + residual), forward an
   REQUIRE(gradcheck(f, {x, w, b, r}) == 2 * x.numel() + 4);
   REQUIRE_THROWS_WITH(batch_norm(x, w, b, Tensor(), Tensor(), true, 0.1, 1e-5, true, randn({3, 2, 3}, 1)),
                       Catch::Contains("residual") && Catch::Contains("[3, 2, 3, 3]"));
+}
+
+TEST_CASE("batch_norm with PACT after the ReLU is pact_quantize(relu(batch_norm)), forward and backward", "[norm]") {
+  // batch_norm's `pact` against the three ops it replaces: the output and the running statistics
+  // must be identical; the gradients of x, weight, bias and the clip, whose sums the fused loop
+  // adds in another order than the BN + ReLU loop, equal within float rounding. Then a gradient
+  // check (the clip alone, at 32 bits: rounding has no gradient) and the argument checks.
+  for (DType dt : {DType::F32, DType::F64})
+    for (Shape s : {Shape{8, 5}, Shape{4, 5, 3, 6}})
+      for (bool training : {true, false})
+        for (int bits : {4, 2, 32}) {
+          INFO(dtype_name(dt) << " " << shape_str(s) << (training ? " training " : " eval ") << bits << " bits");
+          Tensor v = add(randn(s, 1, dt), 0.3);
+          Tensor grads[2][4], ys[2], stats[2][2], dclip[2];
+          for (int fused = 0; fused < 2; ++fused) {
+            Tensor x = v.clone().requires_grad_(), clip = Tensor::full({1}, 0.4, dt).requires_grad_();
+            Tensor w = add(abs(randn({5}, 2, dt)), 0.5).detach().requires_grad_();
+            Tensor b = mul(randn({5}, 3, dt), 0.3).detach().requires_grad_();
+            Tensor rm = randn({5}, 4, dt), rv = add(abs(randn({5}, 5, dt)), 0.5);
+            if (fused)
+              ys[1] = batch_norm(x, w, b, rm, rv, training, 0.1, 1e-5, true, Tensor(), {clip, bits});
+            else
+              ys[0] = quant::pact_quantize(relu(batch_norm(x, w, b, rm, rv, training, 0.1, 1e-5)), clip, bits);
+            ys[fused].backward(randn(s, 6, dt));
+            grads[fused][0] = x.grad(), grads[fused][1] = w.grad(), grads[fused][2] = b.grad();
+            stats[fused][0] = rm, stats[fused][1] = rv;
+            dclip[fused] = clip.grad();
+          }
+          // every side of PACT and the ReLU is exercised: 0, inside (0, clip), the clip itself
+          Tensor y64 = ys[1].detach().to(DType::F64).contiguous();
+          const double* yv = y64.data<double>();
+          const int64_t n = y64.numel(), zeros = std::count(yv, yv + n, 0.0);
+          const double top = quant::pact_quantize(Tensor::full({1}, 10.0, dt), Tensor::full({1}, 0.4, dt), bits)
+                                 .to(DType::F64).item<double>();  // what PACT makes of values above the clip
+          const int64_t at_clip = std::count(yv, yv + n, top);
+          REQUIRE(zeros > 0);
+          REQUIRE(at_clip > 0);
+          REQUIRE(zeros + at_clip < n);
+          require_close(ys[1], ys[0], 0, 0, "y");
+          require_close(stats[1][0], stats[0][0], 0, 0, "running_mean");
+          require_close(stats[1][1], stats[0][1], 0, 0, "running_var");
+          const double tol = dt == DType::F32 ? 1e-5 : 1e-12;
+          require_close(grads[1][0], grads[0][0], tol, tol, "dx");
+          require_close(grads[1][1], grads[0][1], tol, tol, "dw");
+          require_close(grads[1][2], grads[0][2], tol, tol, "db");
+          require_close(dclip[1], dclip[0], tol, tol, "d clip");
+        }
+  Tensor x = add(randn({3, 2, 3, 3}, 7), 0.2).requires_grad_();
+  Tensor w = add(randn({2}, 8), 1.5).detach().requires_grad_(), b = randn({2}, 9).requires_grad_();
+  Tensor clip = Tensor::full({1}, 1.1, DType::F64).requires_grad_();
+  auto f = [](const std::vector<Tensor>& v) {
+    return batch_norm(v[0], v[1], v[2], Tensor(), Tensor(), true, 0.1, 1e-5, true, Tensor(), {v[3], 32});
+  };
+  REQUIRE(gradcheck(f, {x, w, b, clip}) == x.numel() + 5);
+  REQUIRE_THROWS_WITH(batch_norm(x, w, b, Tensor(), Tensor(), true, 0.1, 1e-5, false, Tensor(), {clip, 4}),
+                      Catch::Contains("PACT") && Catch::Contains("relu"));
+  REQUIRE_THROWS_WITH(batch_norm(x, w, b, Tensor(), Tensor(), true, 0.1, 1e-5, true, Tensor(), {clip, 0}),
+                      Catch::Contains("bit-width 0"));
+  REQUIRE_THROWS_WITH(batch_norm(x, w, b, Tensor(), Tensor(), true, 0.1, 1e-5, true, Tensor(),
+                                 {Tensor::full({1}, -1.0, DType::F64), 4}),
+                      Catch::Contains("positive"));
 }
 
 TEST_CASE("batch_norm skips the running statistics when they are undefined", "[norm]") {

@@ -80,6 +80,82 @@ TEST_CASE("a quantized layer is the float op composed with its quantizers", "[qu
   }
 }
 
+TEST_CASE("relu_into: a BN applies the next QConv2d's PACT in its own op, as the two layers apart", "[quant]") {
+  // A residual block's first BN and second conv (nn::relu_into): the BN's op writes the conv's
+  // PACT-quantized input, and the conv takes it as it is. Against the same layers run apart
+  // (relu_after, then the conv's own forward): the same output, running statistics and conv
+  // weight gradient bit for bit; the gradients of x, the BN's weight and bias and the clip, whose
+  // sums the fused op adds in another order, within float rounding. At 8 and 4 bits and in the
+  // FP member (32: the clip alone).
+  auto state = std::make_shared<BitState>();
+  state->bit_set = {8, 4, 32};
+  auto block = std::make_shared<BlockBits>();
+  block->model = state;
+  const QuantOptions o = opts({8, 4, 32}, 1.2);
+  std::shared_ptr<MultiBatchNorm2d> bns[2];
+  std::shared_ptr<QConv2d> convs[2];
+  for (int k = 0; k < 2; ++k) {
+    Generator gen(7);  // the same weights in both
+    bns[k] = std::make_shared<MultiBatchNorm2d>(6, block);
+    convs[k] = std::make_shared<QConv2d>(nn::ConvSpec{6, 5, 3, 1, 1}, block, o, gen);
+    NoGradGuard ng;
+    for (auto& set : bns[k]->sets()) {
+      set->weight_.copy_(add(randn({6}, 11, DType::F32), 1.0));
+      set->bias_.copy_(mul(randn({6}, 12, DType::F32), 0.5));
+    }
+  }
+  PactAfter pact;
+  state->active = 8;
+  REQUIRE(convs[0]->input_pact(&pact));
+  for (bool training : {true, false})
+    for (int b : {8, 4, 32}) {
+      INFO((training ? "training, " : "eval, ") << b << " bits");
+      state->active = b;
+      Tensor ys[2], gx[2];
+      for (int k = 0; k < 2; ++k) {
+        bns[k]->train(training), convs[k]->train(training);
+        bns[k]->zero_grad(), convs[k]->zero_grad();
+        Tensor x = randn({4, 6, 5, 5}, 13, DType::F32).requires_grad_();
+        ys[k] = k ? relu_into(*bns[k], x, *convs[k]) : convs[k]->forward(nn::relu_after(*bns[k], x));
+        ys[k].backward(randn(ys[k].shape(), 14, DType::F32));
+        gx[k] = x.grad();
+      }
+      require_close(ys[1], ys[0], 0, 0, "output");
+      require_close(gx[1], gx[0], 1e-5, 1e-5, "dx");
+      nn::BatchNorm2d &s0 = bns[0]->set(b), &s1 = bns[1]->set(b);
+      require_close(s1.weight_.grad(), s0.weight_.grad(), 1e-5, 1e-5, "BN weight gradient");
+      require_close(s1.bias_.grad(), s0.bias_.grad(), 1e-5, 1e-5, "BN bias gradient");
+      require_close(s1.running_mean_, s0.running_mean_, 0, 0, "running_mean");
+      require_close(s1.running_var_, s0.running_var_, 0, 0, "running_var");
+      require_close(convs[1]->weight_.grad(), convs[0]->weight_.grad(), 0, 0, "conv weight gradient");
+      Tensor clips[2];
+      for (int k = 0; k < 2; ++k)
+        for (auto& p : convs[k]->quant_params())
+          if (p.bits == b && p.name.rfind("clip", 0) == 0) clips[k] = p.tensor->grad();
+      REQUIRE(clips[0].defined());
+      REQUIRE(std::abs(clips[0].item<double>()) > 1e-3);  // some inputs reach the clip
+      require_close(clips[1], clips[0], 1e-5, 1e-6, "clip gradient");
+    }
+}
+
+TEST_CASE("relu_into hands PACT over only when the next layer's quantizer is unsigned PACT", "[quant]") {
+  auto state = std::make_shared<BitState>();
+  state->bit_set = {4};
+  state->active = 4;
+  auto block = std::make_shared<BlockBits>();
+  block->model = state;
+  Generator gen(3);
+  PactAfter pact;
+  QuantOptions lsq = opts({4});
+  lsq.act_quant = "lsq";
+  REQUIRE_FALSE(QConv2d(nn::ConvSpec{4, 4, 3, 1, 1}, block, lsq, gen).input_pact(&pact));
+  nn::ConvSpec signed_in{4, 4, 3, 1, 1};
+  signed_in.signed_input = true;
+  REQUIRE_FALSE(QConv2d(signed_in, block, opts({4}), gen).input_pact(&pact));
+  REQUIRE(QConv2d(nn::ConvSpec{4, 4, 3, 1, 1}, block, opts({4}), gen).input_pact(&pact));
+  REQUIRE(pact.bits == 4);
+}
+
 TEST_CASE("switching the bit-width switches the BN set and the clip value", "[quant]") {
   QuantModel m("resnet20", 10, opts({8, 4}), 2);
   auto sd = m.net().state_dict();

@@ -15,6 +15,9 @@
 //   ReLU's backward), inside the same two passes. Without a residual, y > 0 is recomputed from x
 //   and the forward's per-channel scale and shift (formula::bn_value, tensor/formulas.h), so
 //   neither pass reads y.
+//   with PACT after the ReLU (BnPact), y is PACT's value of the ReLU's output, and backward dy
+//   counts where 0 < relu output <= a, the clip's gradient summing dy where it is >= a (PACT's
+//   formulas), in the same two passes.
 // The scalar spec is ref::batch_norm / ref::batch_norm_backward (tensor/ref.cpp).
 #include <cmath>
 #include <vector>
@@ -38,12 +41,28 @@ T relu_of(T v) {
   return formula::apply_unary(UnaryOp::Relu, v, T(0), T(0));
 }
 
-// One run of S values of a channel: y = x * scale + shift, plus the residual r (the add op's
-// formula: the BN's value, then + r, as when the two are separate ops), then the ReLU.
+// PACT after the ReLU: formula::pact_value's arguments, as the pact kernel (cpu/fused.cpp) forms them.
 template <typename T>
-void write_run(const T* x, const T* r, T* y, int64_t S, T scale, T shift, bool relu) {
+struct PactStep {
+  T a, levels, scale, inv;
+};
+template <typename T>
+PactStep<T> pact_step(const BnPact& p) {
+  const T a = *p.a.data<T>(), levels = T(p.levels);
+  return {a, levels, levels / a, a / levels};
+}
+
+// One run of S values of a channel: y = x * scale + shift, plus the residual r (the add op's
+// formula: the BN's value, then + r, as when the two are separate ops), then the ReLU, then
+// (q given) PACT.
+template <typename T>
+void write_run(const T* x, const T* r, T* y, int64_t S, T scale, T shift, bool relu, const PactStep<T>* q) {
   auto add = [](T a, T b) { return formula::apply_binary(BinaryOp::Add, a, b, T(0), T(0)); };
-  if (r && relu)
+  if (q)
+    for (int64_t s = 0; s < S; ++s)
+      y[s] = formula::pact_value(relu_of(formula::bn_value(x[s], scale, shift)), T(0), q->a, q->levels, q->scale,
+                                 q->inv);
+  else if (r && relu)
     for (int64_t s = 0; s < S; ++s) y[s] = relu_of(add(formula::bn_value(x[s], scale, shift), r[s]));
   else if (r)
     for (int64_t s = 0; s < S; ++s) y[s] = add(formula::bn_value(x[s], scale, shift), r[s]);
@@ -79,7 +98,8 @@ void sum_runs(const BnView& v, F run_sums, double* out) {
 // processes gives the statistics of the whole batch but for the order of the double additions.
 template <typename T>
 void train_fwd(const Tensor& x, const Tensor& w, const Tensor& b, double eps, bool relu, Tensor& y, Tensor& mean,
-               Tensor& var, Tensor& invstd, Tensor& affine, const ChannelSum* across, const Tensor& residual) {
+               Tensor& var, Tensor& invstd, Tensor& affine, const ChannelSum* across, const Tensor& residual,
+               const BnPact* pact) {
   const BnView v = bn_view(x);
   double M = double(v.N * v.S);
   if (across) (*across)(&M, 1);
@@ -87,6 +107,7 @@ void train_fwd(const Tensor& x, const Tensor& w, const Tensor& b, double eps, bo
   const T* Res = residual.defined() ? residual.data<T>() : nullptr;
   T *Y = y.data<T>(), *Mean = mean.data<T>(), *Var = var.data<T>(), *Inv = invstd.data<T>();
   T *Scale = affine.data<T>(), *Shift = Scale + v.C;
+  const PactStep<T> q = pact ? pact_step<T>(*pact) : PactStep<T>{};
   std::vector<double> sum(v.C), sq(v.C);
   std::vector<T> mu_t(v.C);
   sum_runs<T, 1>(v, [&](int64_t nc, T* out) {
@@ -115,18 +136,20 @@ void train_fwd(const Tensor& x, const Tensor& w, const Tensor& b, double eps, bo
 #pragma omp parallel for num_threads(num_threads()) schedule(static)
   for (int64_t nc = 0; nc < v.N * v.C; ++nc) {
     const int64_t c = nc % v.C;
-    write_run(X + nc * v.S, Res ? Res + nc * v.S : nullptr, Y + nc * v.S, v.S, Scale[c], Shift[c], relu);
+    write_run(X + nc * v.S, Res ? Res + nc * v.S : nullptr, Y + nc * v.S, v.S, Scale[c], Shift[c], relu,
+              pact ? &q : nullptr);
   }
 }
 
 template <typename T>
 void apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& invstd, bool relu,
-           Tensor& y, Tensor& affine, const Tensor& residual) {
+           Tensor& y, Tensor& affine, const Tensor& residual, const BnPact* pact) {
   const BnView v = bn_view(x);
   const T *X = x.data<T>(), *Wt = w.defined() ? w.data<T>() : nullptr, *B = b.defined() ? b.data<T>() : nullptr;
   const T *Mean = mean.data<T>(), *Inv = invstd.data<T>();
   const T* Res = residual.defined() ? residual.data<T>() : nullptr;
   T *Y = y.data<T>(), *Scale = affine.data<T>(), *Shift = Scale + v.C;
+  const PactStep<T> q = pact ? pact_step<T>(*pact) : PactStep<T>{};
   for (int64_t c = 0; c < v.C; ++c) {
     Scale[c] = (Wt ? Wt[c] : T(1)) * Inv[c];
     Shift[c] = (B ? B[c] : T(0)) - Mean[c] * Scale[c];
@@ -134,13 +157,15 @@ void apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean
 #pragma omp parallel for num_threads(num_threads()) schedule(static)
   for (int64_t nc = 0; nc < v.N * v.C; ++nc) {
     const int64_t c = nc % v.C;
-    write_run(X + nc * v.S, Res ? Res + nc * v.S : nullptr, Y + nc * v.S, v.S, Scale[c], Shift[c], relu);
+    write_run(X + nc * v.S, Res ? Res + nc * v.S : nullptr, Y + nc * v.S, v.S, Scale[c], Shift[c], relu,
+              pact ? &q : nullptr);
   }
 }
 
 // Where the ReLU's mask comes from: no ReLU, the forward's output (y > 0), or x recomputed
-// through the forward's scale and shift (formula::bn_value(x, scale, shift) > 0, the same rounding).
-enum class Mask { None, Out, Affine };
+// through the forward's scale and shift (formula::bn_value(x, scale, shift) > 0, the same
+// rounding); Pact: recomputed so, with PACT's clip after the ReLU.
+enum class Mask { None, Out, Affine, Pact };
 
 // Two passes: the sums (dw and db are this process's), then dx; with `across` the sums of every
 // process are added up between them (see train_fwd). With a ReLU (R != None), dy counts only
@@ -149,36 +174,57 @@ enum class Mask { None, Out, Affine };
 template <typename T, Mask R>
 void bwd(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd, bool training,
          const BnRelu& relu, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db, const ChannelSum* across,
-         Tensor* dy_relu) {
+         Tensor* dy_relu, Tensor* dclip) {
   const BnView v = bn_view(x);
   double M = double(v.N * v.S);
   if (across) (*across)(&M, 1);
   const T *X = x.data<T>(), *Wt = w.defined() ? w.data<T>() : nullptr, *G = dy.data<T>();
   const T* Out = R == Mask::Out ? relu.out.data<T>() : nullptr;
-  const T* Scale = R == Mask::Affine ? relu.affine.data<T>() : nullptr;
+  const T* Scale = R == Mask::Affine || R == Mask::Pact ? relu.affine.data<T>() : nullptr;
+  const T clip = R == Mask::Pact ? *relu.clip.data<T>() : T(0);
   const T *Mean = mean.data<T>(), *Inv = invstd.data<T>();
   T *dX = dx.data<T>(), *dW = dw ? dw->data<T>() : nullptr, *dB = db ? db->data<T>() : nullptr;
   T* GR = R == Mask::Out && dy_relu ? dy_relu->data<T>() : nullptr;
   // dy at s of a run (gc: its dy, oc: its output, xc: its x; sc, sh: its channel's scale and
-  // shift), through the ReLU when there is one
-  auto grad = [](const T* gc, const T* oc, const T* xc, T sc, T sh, int64_t s) {
-    if constexpr (R == Mask::Out) return oc[s] > T(0) ? gc[s] : T(0);
-    if constexpr (R == Mask::Affine) return formula::bn_value(xc[s], sc, sh) > T(0) ? gc[s] : T(0);
-    return gc[s];
+  // shift; a: PACT's clip), through the ReLU when there is one. (The lambdas capture nothing and
+  // load dy before any test: otherwise the loops below do not vectorize.)
+  auto grad = [](const T* gc, const T* oc, const T* xc, T sc, T sh, T a, int64_t s) {
+    const T g = gc[s];
+    if constexpr (R == Mask::Out) return oc[s] > T(0) ? g : T(0);
+    if constexpr (R == Mask::Affine) return formula::bn_value(xc[s], sc, sh) > T(0) ? g : T(0);
+    if constexpr (R == Mask::Pact) {  // PACT's backward, then the ReLU's
+      const T r = relu_of(formula::bn_value(xc[s], sc, sh));
+      return r > T(0) ? formula::pact_grad_x(r, g, T(0), a) : T(0);
+    }
+    return g;
   };
+  // the clip's share of dy at s (Pact): where the ReLU's output is >= the clip
+  auto grad_clip = [](const T* gc, const T* xc, T sc, T sh, T a, int64_t s) {
+    const T g = gc[s];
+    return formula::pact_grad_a(relu_of(formula::bn_value(xc[s], sc, sh)), g, T(0), a, false);
+  };
+  constexpr int K = R == Mask::Pact ? 3 : 2;  // sums per run: dy, dy (x - mean), and the clip's
   auto scale_of = [&](int64_t c) { return Scale ? Scale[c] : T(0); };
   auto shift_of = [&](int64_t c) { return Scale ? Scale[v.C + c] : T(0); };
-  std::vector<double> sums(2 * v.C);  // sum dy for every channel, then sum dy * (x - mean)
-  sum_runs<T, 2>(v, [&](int64_t nc, T* out) {
+  std::vector<double> sums(K * v.C);  // sum dy for every channel, then sum dy * (x - mean), then the clip's
+  sum_runs<T, K>(v, [&](int64_t nc, T* out) {
     const int64_t c = nc % v.C, at = nc * v.S;
     const T *xc = X + at, *gc = G + at, *oc = Out ? Out + at : nullptr;
-    const T mu_t = Mean[c], sc = scale_of(c), sh = shift_of(c);
-    T run_g = 0, run_gx = 0;
-    if (GR) {
+    const T mu_t = Mean[c], sc = scale_of(c), sh = shift_of(c), cl = clip;
+    T run_g = 0, run_gx = 0, run_clip = 0;
+    if constexpr (R == Mask::Pact) {
+#pragma omp simd reduction(+ : run_g, run_gx, run_clip)
+      for (int64_t s = 0; s < v.S; ++s) {
+        const T g = grad(gc, oc, xc, sc, sh, cl, s);
+        run_g += g;
+        run_gx += g * (xc[s] - mu_t);
+        run_clip += grad_clip(gc, xc, sc, sh, cl, s);
+      }
+    } else if (GR) {
       T* gr = GR + at;
 #pragma omp simd reduction(+ : run_g, run_gx)
       for (int64_t s = 0; s < v.S; ++s) {
-        const T g = grad(gc, oc, xc, sc, sh, s);
+        const T g = grad(gc, oc, xc, sc, sh, cl, s);
         gr[s] = g;
         run_g += g;
         run_gx += g * (xc[s] - mu_t);
@@ -186,13 +232,19 @@ void bwd(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& inv
     } else {
 #pragma omp simd reduction(+ : run_g, run_gx)
       for (int64_t s = 0; s < v.S; ++s) {
-        const T g = grad(gc, oc, xc, sc, sh, s);
+        const T g = grad(gc, oc, xc, sc, sh, cl, s);
         run_g += g;
         run_gx += g * (xc[s] - mu_t);
       }
     }
     out[0] = run_g, out[1] = run_gx;
+    if constexpr (K == 3) out[2] = run_clip;
   }, sums.data());
+  if constexpr (R == Mask::Pact) {
+    double total = 0;
+    for (int64_t c = 0; c < v.C; ++c) total += sums[2 * v.C + c];
+    *dclip->data<T>() = T(total);
+  }
   for (int64_t c = 0; c < v.C; ++c) {
     sums[v.C + c] *= Inv[c];  // sum dy * xhat
     if (dW) dW[c] = T(sums[v.C + c]);
@@ -212,41 +264,59 @@ void bwd(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& inv
   for (int64_t nc = 0; nc < v.N * v.C; ++nc) {
     const int64_t c = nc % v.C, at = nc * v.S;
     const T *xc = X + at, *gc = G + at, *oc = Out ? Out + at : nullptr;
-    const T mu_t = Mean[c], ac = a[c], kc = k[c], dc0 = d[c], sc = scale_of(c), sh = shift_of(c);
+    const T mu_t = Mean[c], ac = a[c], kc = k[c], dc0 = d[c], sc = scale_of(c), sh = shift_of(c), cl = clip;
     T* dc = dX + at;
     if (GR) {
       const T* gr = GR + at;
+#pragma omp simd
       for (int64_t s = 0; s < v.S; ++s) dc[s] = ac * gr[s] + kc * (xc[s] - mu_t) + dc0;
     } else {
-      for (int64_t s = 0; s < v.S; ++s) dc[s] = ac * grad(gc, oc, xc, sc, sh, s) + kc * (xc[s] - mu_t) + dc0;
+#pragma omp simd
+      for (int64_t s = 0; s < v.S; ++s) dc[s] = ac * grad(gc, oc, xc, sc, sh, cl, s) + kc * (xc[s] - mu_t) + dc0;
     }
   }
 }
 
 }  // namespace
 
+namespace {
+// The kernels' preconditions on a PACT after the BN (autograd/norm.cpp checks the user's arguments).
+void check_pact(const char* where, bool relu, const Tensor& residual, const Tensor& clip) {
+  AB_CHECK(relu && !residual.defined(), where, ": PACT after the BN needs its ReLU and no residual");
+  AB_CHECK(clip.numel() == 1 && clip.device().is_cpu(), where, ": PACT's clip must be one element on the CPU");
+}
+}  // namespace
+
 void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b, double eps, bool relu, Tensor& y,
                               Tensor& mean, Tensor& var, Tensor& invstd, Tensor& affine, const ChannelSum* across,
-                              const Tensor& residual) {
-  AB_DISPATCH_FLOAT(x.dtype(), "batch_norm",
-                    [&] { train_fwd<scalar_t>(x, w, b, eps, relu, y, mean, var, invstd, affine, across, residual); });
+                              const Tensor& residual, const BnPact* pact) {
+  if (pact) check_pact("batch_norm", relu, residual, pact->a);
+  AB_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] {
+    train_fwd<scalar_t>(x, w, b, eps, relu, y, mean, var, invstd, affine, across, residual, pact);
+  });
 }
 void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean,
-                      const Tensor& invstd, bool relu, Tensor& y, Tensor& affine, const Tensor& residual) {
+                      const Tensor& invstd, bool relu, Tensor& y, Tensor& affine, const Tensor& residual,
+                      const BnPact* pact) {
+  if (pact) check_pact("batch_norm", relu, residual, pact->a);
   AB_DISPATCH_FLOAT(x.dtype(), "batch_norm",
-                    [&] { apply<scalar_t>(x, w, b, mean, invstd, relu, y, affine, residual); });
+                    [&] { apply<scalar_t>(x, w, b, mean, invstd, relu, y, affine, residual, pact); });
 }
 void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd,
                          bool training, const BnRelu& relu, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db,
-                         const ChannelSum* across, Tensor* dy_relu) {
+                         const ChannelSum* across, Tensor* dy_relu, Tensor* dclip) {
   AB_CHECK(!dy_relu || relu.out.defined(), "batch_norm backward: dy_relu needs relu.out (a ReLU after a residual)");
+  AB_CHECK(!relu.clip.defined() || (relu.affine.defined() && dclip),
+           "batch_norm backward: PACT's clip needs relu.affine and dclip");
   AB_DISPATCH_FLOAT(x.dtype(), "batch_norm backward", [&] {
     if (relu.out.defined())
-      bwd<scalar_t, Mask::Out>(x, w, mean, invstd, training, relu, dy, dx, dw, db, across, dy_relu);
+      bwd<scalar_t, Mask::Out>(x, w, mean, invstd, training, relu, dy, dx, dw, db, across, dy_relu, nullptr);
+    else if (relu.clip.defined())
+      bwd<scalar_t, Mask::Pact>(x, w, mean, invstd, training, relu, dy, dx, dw, db, across, nullptr, dclip);
     else if (relu.affine.defined())
-      bwd<scalar_t, Mask::Affine>(x, w, mean, invstd, training, relu, dy, dx, dw, db, across, nullptr);
+      bwd<scalar_t, Mask::Affine>(x, w, mean, invstd, training, relu, dy, dx, dw, db, across, nullptr, nullptr);
     else
-      bwd<scalar_t, Mask::None>(x, w, mean, invstd, training, relu, dy, dx, dw, db, across, nullptr);
+      bwd<scalar_t, Mask::None>(x, w, mean, invstd, training, relu, dy, dx, dw, db, across, nullptr, nullptr);
   });
 }
 

@@ -472,7 +472,7 @@ void avg_pool2d_backward(const Tensor& dy, int64_t k, int64_t s, int64_t p, Tens
 
 void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b, double eps, bool relu, Tensor& y,
                               Tensor& mean, Tensor& var, Tensor& invstd, Tensor& affine,
-                              const cpu::ChannelSum* across, const Tensor& residual) {
+                              const cpu::ChannelSum* across, const Tensor& residual, const BnPact* pact) {
   check_cuda("batch_norm", "x", x);
   const BnDims d = bn_dims(x);
   double M = double(d.N * d.S);
@@ -497,10 +497,12 @@ void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b,
                                                                y.data<scalar_t>(), d.C, d.S, x.numel());
     AB_CUDA_CHECK_LAUNCH();
   });
+  // PACT after the ReLU: one more pass, in place (the CPU writes it in the same pass)
+  if (pact) pact_forward(y, pact->a, false, pact->levels, y);
 }
 
 void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& invstd,
-                      bool relu, Tensor& y, Tensor& affine, const Tensor& residual) {
+                      bool relu, Tensor& y, Tensor& affine, const Tensor& residual, const BnPact* pact) {
   check_cuda("batch_norm", "x", x);
   const BnDims d = bn_dims(x);
   AB_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] {
@@ -513,14 +515,17 @@ void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const T
                                                                d.S, x.numel());
     AB_CUDA_CHECK_LAUNCH();
   });
+  if (pact) pact_forward(y, pact->a, false, pact->levels, y);
 }
 
 void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd, bool training,
                          const BnRelu& relu, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db,
-                         const cpu::ChannelSum* across, Tensor* dy_relu) {
+                         const cpu::ChannelSum* across, Tensor* dy_relu, Tensor* dclip) {
   check_cuda("batch_norm backward", "x", x);
   check_cuda("batch_norm backward", "dy", dy);
   AB_CHECK(!dy_relu || relu.out.defined(), "batch_norm backward: dy_relu needs relu.out (a ReLU after a residual)");
+  AB_CHECK(!relu.clip.defined() || (relu.affine.defined() && dclip),
+           "batch_norm backward: PACT's clip needs relu.affine and dclip");
   const BnDims d = bn_dims(x);
   double M = double(d.N * d.S);
   if (across) (*across)(&M, 1);
@@ -533,6 +538,21 @@ void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, c
       check_cuda("batch_norm backward", "relu.out", relu.out);
       masked = dy_relu ? *dy_relu : Tensor::empty(dy.shape(), dy.dtype(), dy.device());
       bn_relu_grad_k<scalar_t><<<blocks_for(dy.numel()), kThreads>>>(pg, relu.out.data<scalar_t>(),
+                                                                     masked.data<scalar_t>(), dy.numel());
+      AB_CUDA_CHECK_LAUNCH();
+      pg = masked.data<scalar_t>();
+    } else if (relu.clip.defined()) {
+      // PACT after the ReLU, by its own kernels: the ReLU's output recomputed, PACT's backward
+      // (the clip's gradient included), then the ReLU's mask
+      const scalar_t* sc = relu.affine.data<scalar_t>();
+      Tensor r = Tensor::empty(x.shape(), x.dtype(), x.device());
+      Tensor through = Tensor::empty(dy.shape(), dy.dtype(), dy.device());
+      bn_affine_k<scalar_t><<<blocks_for(x.numel()), kThreads>>>(px, sc, sc + d.C, nullptr, true, r.data<scalar_t>(),
+                                                                 d.C, d.S, x.numel());
+      AB_CUDA_CHECK_LAUNCH();
+      pact_backward(r, relu.clip, false, dy, through, *dclip);
+      masked = Tensor::empty(dy.shape(), dy.dtype(), dy.device());
+      bn_relu_grad_k<scalar_t><<<blocks_for(dy.numel()), kThreads>>>(through.data<scalar_t>(), r.data<scalar_t>(),
                                                                      masked.data<scalar_t>(), dy.numel());
       AB_CUDA_CHECK_LAUNCH();
       pg = masked.data<scalar_t>();

@@ -57,15 +57,15 @@ void max_pool2d_backward(const Tensor&, const Tensor&, int64_t, int64_t, int64_t
 void avg_pool2d_forward(const Tensor&, int64_t, int64_t, int64_t, Tensor&) { NO_CUDA; }
 void avg_pool2d_backward(const Tensor&, int64_t, int64_t, int64_t, Tensor&) { NO_CUDA; }
 void batch_norm_train_forward(const Tensor&, const Tensor&, const Tensor&, double, bool, Tensor&, Tensor&, Tensor&,
-                              Tensor&, Tensor&, const ChannelSum*, const Tensor&) {
+                              Tensor&, Tensor&, const ChannelSum*, const Tensor&, const BnPact*) {
   NO_CUDA;
 }
 void batch_norm_apply(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool, Tensor&, Tensor&,
-                      const Tensor&) {
+                      const Tensor&, const BnPact*) {
   NO_CUDA;
 }
 void batch_norm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool, const BnRelu&, const Tensor&,
-                         Tensor&, Tensor*, Tensor*, const ChannelSum*, Tensor*) {
+                         Tensor&, Tensor*, Tensor*, const ChannelSum*, Tensor*, Tensor*) {
   NO_CUDA;
 }
 void batch_norm_update_running(Tensor&, Tensor&, const Tensor&, const Tensor&, double, double) { NO_CUDA; }
