@@ -12,6 +12,7 @@
 #include <cmath>
 
 #include "autograd/autograd.h"
+#include "tensor/formulas.h"
 #include "tensor/kernels.h"
 #include "tensor/ops.h"
 #include "tensor/process_group.h"
@@ -85,7 +86,7 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
     clip = pact.clip.detach().clone();
     if (clip.device().is_cpu())
       AB_CHECK(clip.item<double>() > 0, "batch_norm: PACT's clip value must be positive, got ", clip.item<double>());
-    bn_pact = {clip, pact.bits == 32 ? 0.0 : std::pow(2.0, pact.bits) - 1};
+    bn_pact = {clip, formula::pact_levels(pact.bits, false)};
   }
 
   Tensor xc = x.detach().contiguous();

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "autograd/autograd.h"
+#include "tensor/formulas.h"
 #include "tensor/kernels.h"
 
 namespace anybit::quant {
@@ -157,7 +158,7 @@ Tensor pact_quantize(const Tensor& x, const Tensor& a, int bits, bool is_signed)
   Tensor av = a.detach().clone();
   if (av.device().is_cpu())
     AB_CHECK(av.item<double>() > 0, "pact_quantize: the clip value must be positive, got ", av.item<double>());
-  const double levels = bits == 32 ? 0.0 : (is_signed ? std::pow(2.0, bits - 1) - 1 : std::pow(2.0, bits) - 1);
+  const double levels = formula::pact_levels(bits, is_signed);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   kernel::pact_forward(xc, av, is_signed, levels, y);
   if (needs_grad({x, a})) {

@@ -101,6 +101,11 @@ AB_HD inline T bn_value(T x, T scale, T shift) { return x * scale + shift; }
 // ---- PACT (quant/quantizers.h) ----------------------------------------------------------------------
 // y = round(clip(x, lo, a) * levels / a) * a / levels; levels = 0 means no rounding (32 bits).
 // scale = levels / a and inv = a / levels are computed once by the caller.
+// The rounding steps per a at b bits: 2^b - 1 unsigned, 2^(b-1) - 1 signed, 0 at 32 (no rounding).
+AB_HD inline double pact_levels(int bits, bool is_signed) {
+  if (bits == 32) return 0.0;
+  return is_signed ? double((int64_t(1) << (bits - 1)) - 1) : double((int64_t(1) << bits) - 1);
+}
 template <typename T>
 AB_HD inline T pact_value(T x, T lo, T a, T levels, T scale, T inv) {
   T v = x < lo ? lo : (x > a ? a : x);

@@ -277,14 +277,12 @@ void bwd(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& inv
   }
 }
 
-}  // namespace
-
-namespace {
 // The kernels' preconditions on a PACT after the BN (autograd/norm.cpp checks the user's arguments).
 void check_pact(const char* where, bool relu, const Tensor& residual, const Tensor& clip) {
   AB_CHECK(relu && !residual.defined(), where, ": PACT after the BN needs its ReLU and no residual");
   AB_CHECK(clip.numel() == 1 && clip.device().is_cpu(), where, ": PACT's clip must be one element on the CPU");
 }
+
 }  // namespace
 
 void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b, double eps, bool relu, Tensor& y,
