@@ -26,24 +26,36 @@ bool needs_grad(std::initializer_list<Tensor> inputs) {
   return needs_grad(std::vector<Tensor>(inputs));
 }
 
-void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn) {
+void record_outputs(const char* name, const std::vector<Tensor*>& outs, const std::vector<Tensor>& inputs,
+                    MultiBackwardFn fn) {
   auto node = std::make_shared<Node>();
   node->name = name;
+  node->outputs = (int)outs.size();
   node->backward = std::move(fn);
   for (const Tensor& t : inputs) {
     Edge e;
     if (t.defined() && t.requires_grad()) {
       e.shape = t.shape();
       e.dtype = t.dtype();
-      if (t.impl().grad_fn)
+      if (t.impl().grad_fn) {
         e.fn = t.impl().grad_fn;
-      else
+        e.output = t.impl().output_nr;
+      } else {
         e.leaf = t.impl_ptr();
+      }
     }
     node->next.push_back(std::move(e));
   }
-  out.impl().requires_grad = true;
-  out.impl().grad_fn = std::move(node);
+  for (size_t i = 0; i < outs.size(); ++i) {
+    outs[i]->impl().requires_grad = true;
+    outs[i]->impl().grad_fn = node;
+    outs[i]->impl().output_nr = (int)i;
+  }
+}
+
+void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn) {
+  record_outputs(name, {&out}, inputs,
+                 [fn = std::move(fn)](const std::vector<Tensor>& grads) { return fn(grads[0]); });
 }
 
 namespace {
@@ -109,12 +121,18 @@ void run_backward(const Tensor& root, const Tensor& grad_root, bool retain_graph
   }
   std::reverse(order.begin(), order.end());  // now every Node comes before the Nodes it feeds
 
-  std::unordered_map<Node*, Tensor> pending;
-  pending[start] = g0;
+  // pending[n][i]: the gradient summed so far for output i of Node n
+  std::unordered_map<Node*, std::vector<Tensor>> pending;
+  auto slot = [&](Node* n, int output) -> Tensor& {
+    std::vector<Tensor>& grads = pending[n];
+    grads.resize(n->outputs);
+    return grads[output];
+  };
+  slot(start, root.impl().output_nr) = g0;
   for (Node* n : order) {
     auto it = pending.find(n);
     if (it == pending.end()) continue;  // no gradient reached this node
-    Tensor g = it->second;
+    std::vector<Tensor> g = std::move(it->second);
     pending.erase(it);
     AB_CHECK(!n->released, "backward: trying to backward through ", n->name,
              " a second time, but its saved buffers were freed by the first backward; pass ",
@@ -131,7 +149,7 @@ void run_backward(const Tensor& root, const Tensor& grad_root, bool retain_graph
       if (!e.active() || !grads[i].defined()) continue;
       Tensor gi = reduce_to(grads[i], e, *n);
       if (e.fn) {
-        accumulate(pending[e.fn.get()], gi);
+        accumulate(slot(e.fn.get(), e.output), gi);
       } else {
         Tensor slot = e.leaf->grad ? Tensor(e.leaf->grad) : Tensor();
         // A leaf's first gradient is copied so later in-place updates of it touch no other tensor.

@@ -8,7 +8,10 @@
 // training with synchronised BN, nn/distributed.h). With a residual, the op is a ResNet block's
 // relu(bn(x) + shortcut) in one pass forward, and in the BN's two passes backward. With `pact`,
 // it is pact_quantize(relu(bn(x))) the same way: a residual block's first BN, whose output only
-// the next quantized convolution reads.
+// the next quantized convolution reads. With `pact` and `tapped`, the op has two outputs, y and
+// PACT of y (a block output that the next block's shortcut and first conv both read): one Node
+// with two outputs (autograd.h, record_outputs), whose backward adds the two gradients in the
+// BN's first pass.
 #include <cmath>
 
 #include "autograd/autograd.h"
@@ -42,7 +45,7 @@ namespace {
 // process's share (the trainer sums parameter gradients across processes).
 Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
                        Tensor running_var, bool training, double momentum, double eps, bool sync, bool relu,
-                       const Tensor& residual, const PactAfter& pact) {
+                       const Tensor& residual, const PactAfter& pact, Tensor* tapped) {
   AB_CHECK(x.dim() == 2 || x.dim() == 4, "batch_norm: expected x (N, C) or (N, C, H, W), got ",
            shape_str(x.shape()), " ", dtype_name(x.dtype()));
   AB_CHECK(is_floating(x.dtype()), "batch_norm: x must be float32 or float64, got ", x.str());
@@ -76,7 +79,8 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
   Tensor clip;
   BnPact bn_pact;
   if (has_pact) {
-    AB_CHECK(relu && !residual.defined(), "batch_norm: PACT after the BN needs relu and no residual");
+    AB_CHECK(relu && (tapped || !residual.defined()),
+             "batch_norm: PACT after the BN needs relu, and a tapped output where there is a residual");
     AB_CHECK(pact.clip.numel() == 1, "batch_norm: PACT's clip value must have one element, got shape ",
              shape_str(pact.clip.shape()));
     AB_CHECK(pact.bits == 32 || (pact.bits >= 1 && pact.bits <= 16), "batch_norm: PACT's bit-width ", pact.bits,
@@ -86,8 +90,10 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
     clip = pact.clip.detach().clone();
     if (clip.device().is_cpu())
       AB_CHECK(clip.item<double>() > 0, "batch_norm: PACT's clip value must be positive, got ", clip.item<double>());
-    bn_pact = {clip, formula::pact_levels(pact.bits, false)};
+    bn_pact.a = clip;
+    bn_pact.levels = formula::pact_levels(pact.bits, false);
   }
+  AB_CHECK(!tapped || has_pact, "batch_norm: a tapped output needs pact (its clip value and bit-width)");
 
   Tensor xc = x.detach().contiguous();
   Tensor wc = weight.defined() ? weight.detach().contiguous() : Tensor();
@@ -96,6 +102,8 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
   const Device dev = x.device();
   Tensor y = Tensor::empty(x.shape(), x.dtype(), dev);
   Tensor affine = Tensor::empty({2 * C}, x.dtype(), dev);  // y = x scale + shift: scale, then shift
+  Tensor q;  // the tap: PACT of y
+  if (tapped) bn_pact.q = q = Tensor::empty(x.shape(), x.dtype(), dev);
   Tensor mean, invstd;
   if (training) {
     mean = Tensor::empty({C}, x.dtype(), dev);
@@ -120,6 +128,8 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
   // d residual = dY (through the ReLU's backward with relu)
   // with PACT after the ReLU, dY first goes through PACT's backward (dY where the ReLU's output r
   // is <= the clip), and d clip = sum of dY where r >= the clip
+  // with a tap, dY = dY + PACT's backward of dQ (the tap's gradient), then the ReLU's, and d clip
+  // = sum of dQ where r >= the clip
   if (needs_grad({x, weight, bias, residual, pact.clip})) {
     bool gw = weight.defined() && weight.requires_grad(), gb = bias.defined() && bias.requires_grad();
     bool gr = residual.defined() && residual.requires_grad();
@@ -129,27 +139,38 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
     if (relu && residual.defined())
       mask.out = y.detach();
     else if (relu)
-      mask.affine = affine, mask.clip = clip;
-    const char* name = residual.defined() ? (relu ? (sync ? "batch_norm_sync_add_relu" : "batch_norm_add_relu")
+      mask.affine = affine;
+    if (has_pact) mask.clip = clip;
+    const char* name = tapped ? (residual.defined() ? (sync ? "batch_norm_sync_add_relu_tap" : "batch_norm_add_relu_tap")
+                                                    : (sync ? "batch_norm_sync_relu_tap" : "batch_norm_relu_tap"))
+                       : residual.defined() ? (relu ? (sync ? "batch_norm_sync_add_relu" : "batch_norm_add_relu")
                                                   : (sync ? "batch_norm_sync_add" : "batch_norm_add"))
                        : has_pact ? (sync ? "batch_norm_sync_relu_pact" : "batch_norm_relu_pact")
                        : relu ? (sync ? "batch_norm_sync_relu" : "batch_norm_relu")
                               : (sync ? "batch_norm_sync" : "batch_norm");
     const Shape clip_shape = has_pact ? pact.clip.shape() : Shape{};
-    record(name, y, {x, weight, bias, residual, pact.clip}, [=](const Tensor& g) {
-      Tensor gc = g.contiguous();
+    const bool tap = tapped != nullptr;
+    std::vector<Tensor*> outs = {&y};
+    if (tap) outs.push_back(&q);
+    record_outputs(name, outs, {x, weight, bias, residual, pact.clip}, [=](const Grads& grads) {
+      // y's gradient (zeros if none reached it) and, with a tap, the tap's (none: no PACT backward)
+      Tensor gc = grads[0].defined() ? grads[0].contiguous() : Tensor::zeros(xc.shape(), xc.dtype(), xc.device());
+      BnRelu m = mask;
+      if (tap && grads[1].defined()) m.dq = grads[1].contiguous();
+      if (tap && !m.dq.defined()) m.clip = Tensor();  // y alone: a ReLU (after the residual, or recomputed)
+      const bool pact_grad = m.clip.defined();
       Tensor dx = Tensor::empty(xc.shape(), xc.dtype(), xc.device());
       Tensor dw = gw ? Tensor::empty({C}, xc.dtype(), xc.device()) : Tensor();
       Tensor db = gb ? Tensor::empty({C}, xc.dtype(), xc.device()) : Tensor();
       // the residual's gradient: dY, through the ReLU with relu (written by the first pass)
       Tensor dr = gr && relu ? Tensor::empty(gc.shape(), gc.dtype(), gc.device()) : gr ? gc : Tensor();
-      Tensor dclip = has_pact ? Tensor::empty(clip_shape, xc.dtype(), xc.device()) : Tensor();
-      kernel::batch_norm_backward(xc, wc, mean, invstd, training, mask, gc, dx, gw ? &dw : nullptr,
-                                  gb ? &db : nullptr, sync ? &across : nullptr, gr && relu ? &dr : nullptr,
-                                  has_pact ? &dclip : nullptr);
+      Tensor dclip = pact_grad ? Tensor::empty(clip_shape, xc.dtype(), xc.device()) : Tensor();
+      kernel::batch_norm_backward(xc, wc, mean, invstd, training, m, gc, dx, gw ? &dw : nullptr, gb ? &db : nullptr,
+                                  sync ? &across : nullptr, gr && relu ? &dr : nullptr, pact_grad ? &dclip : nullptr);
       return Grads{dx, dw, db, dr, dclip};
     });
   }
+  if (tapped) *tapped = q;
   return y;
 }
 
@@ -157,15 +178,16 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
 
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
                   Tensor running_var, bool training, double momentum, double eps, bool relu, const Tensor& residual,
-                  const PactAfter& pact) {
+                  const PactAfter& pact, Tensor* tapped) {
   return batch_norm_impl(x, weight, bias, running_mean, running_var, training, momentum, eps, false, relu, residual,
-                         pact);
+                         pact, tapped);
 }
 
 Tensor batch_norm_sync(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
                        Tensor running_var, double momentum, double eps, bool relu, const Tensor& residual,
-                       const PactAfter& pact) {
-  return batch_norm_impl(x, weight, bias, running_mean, running_var, true, momentum, eps, true, relu, residual, pact);
+                       const PactAfter& pact, Tensor* tapped) {
+  return batch_norm_impl(x, weight, bias, running_mean, running_var, true, momentum, eps, true, relu, residual, pact,
+                         tapped);
 }
 
 }  // namespace anybit

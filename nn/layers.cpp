@@ -143,7 +143,8 @@ BatchNorm2d::BatchNorm2d(int64_t channels, double eps, double momentum)
   register_buffer("num_batches_tracked", &num_batches_tracked_);
 }
 
-Tensor BatchNorm2d::forward(const Tensor& x, bool relu, const Tensor& residual, const PactAfter& pact) {
+Tensor BatchNorm2d::forward(const Tensor& x, bool relu, const Tensor& residual, const PactAfter& pact,
+                            Tensor* tapped) {
   AB_CHECK((x.dim() == 2 || x.dim() == 4) && x.size(1) == channels_, "BatchNorm2d(", channels_,
            "): expected x (N, ", channels_, ") or (N, ", channels_, ", H, W), got ", shape_str(x.shape()));
   if (is_training()) {
@@ -152,14 +153,17 @@ Tensor BatchNorm2d::forward(const Tensor& x, bool relu, const Tensor& residual, 
     kernel::increment(num_batches_tracked_);
   }
   if (sync && is_training())
-    return batch_norm_sync(x, weight_, bias_, running_mean_, running_var_, momentum_, eps_, relu, residual, pact);
+    return batch_norm_sync(x, weight_, bias_, running_mean_, running_var_, momentum_, eps_, relu, residual, pact,
+                           tapped);
   return batch_norm(x, weight_, bias_, running_mean_, running_var_, is_training(), momentum_, eps_, relu, residual,
-                    pact);
+                    pact, tapped);
 }
 
-Tensor BatchNorm2d::forward_frozen(const Tensor& x, bool relu, const Tensor& residual, const PactAfter& pact) {
-  if (sync) return batch_norm_sync(x, weight_, bias_, Tensor(), Tensor(), momentum_, eps_, relu, residual, pact);
-  return batch_norm(x, weight_, bias_, Tensor(), Tensor(), true, momentum_, eps_, relu, residual, pact);
+Tensor BatchNorm2d::forward_frozen(const Tensor& x, bool relu, const Tensor& residual, const PactAfter& pact,
+                                   Tensor* tapped) {
+  if (sync)
+    return batch_norm_sync(x, weight_, bias_, Tensor(), Tensor(), momentum_, eps_, relu, residual, pact, tapped);
+  return batch_norm(x, weight_, bias_, Tensor(), Tensor(), true, momentum_, eps_, relu, residual, pact, tapped);
 }
 
 Tensor relu_after(Module& m, const Tensor& x) {
@@ -178,6 +182,27 @@ Tensor relu_into(Module& m, const Tensor& x, Module& next) {
   PactAfter pact;
   if (f && q && q->input_pact(&pact)) return q->forward_quantized(f->forward_relu_pact(x, pact));
   return next.forward(relu_after(m, x));
+}
+
+Tensor relu_tapped(Module& m, const Tensor& x, const Tensor& residual, SharesQuantizedInput* next, Tensor* next_xq) {
+  *next_xq = Tensor();
+  auto* f = dynamic_cast<FusesRelu*>(&m);
+  PactAfter pact;
+  if (f && next && next->input_pact(&pact)) return f->forward_relu_tapped(x, residual, pact, next_xq);
+  return residual.defined() ? add_relu_after(m, x, residual) : relu_after(m, x);
+}
+
+Tensor forward_chained(const std::vector<Module*>& blocks, Tensor x, Tensor xq) {
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    auto* block = dynamic_cast<SharesQuantizedInput*>(blocks[i]);
+    SharesQuantizedInput* next = i + 1 < blocks.size() ? dynamic_cast<SharesQuantizedInput*>(blocks[i + 1]) : nullptr;
+    AB_CHECK(block || !xq.defined(), "forward_chained: block ", i, " (", blocks[i]->type_name(),
+             ") was handed a quantized input it cannot take");
+    Tensor next_xq;
+    x = block ? block->forward_chained(x, xq, next, &next_xq) : blocks[i]->forward(x);
+    xq = next_xq;
+  }
+  return x;
 }
 
 std::string BatchNorm2d::extra_repr() const {

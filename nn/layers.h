@@ -79,6 +79,10 @@ class FusesRelu {
   // pact_quantize(relu(forward(x)), pact.clip, pact.bits): the ReLU's output through the next
   // layer's PACT, in the same passes (batch_norm's `pact`)
   virtual Tensor forward_relu_pact(const Tensor& x, const PactAfter& pact) = 0;
+  // relu(forward(x) [+ residual]), and pact_quantize of it into *tapped, in one op with two
+  // outputs (batch_norm's `tapped`); residual may be undefined
+  virtual Tensor forward_relu_tapped(const Tensor& x, const Tensor& residual, const PactAfter& pact,
+                                     Tensor* tapped) = 0;
 };
 // relu(m.forward(x)): in one op where m is a FusesRelu, else forward, then relu.
 Tensor relu_after(Module& m, const Tensor& x);
@@ -99,6 +103,30 @@ class QuantizesInput {
 // second conv: one pass over the activations fewer each way), else relu_after, then next.forward.
 Tensor relu_into(Module& m, const Tensor& x, Module& next);
 
+// A residual block whose input two layers read: its first convolution, through PACT, and its
+// shortcut, as it is. The op that makes that input (the stem's BN or the block before's last BN)
+// can write the convolution's quantized copy too, as a second output of the same pass (batch_norm's
+// `tapped`): one pass over the activations fewer each way, and backward the two branches'
+// gradients are added inside the BN's first pass instead of by an add of their own.
+//   input_pact(): the PACT the first convolution applies now (false: it cannot be handed over,
+//                 e.g. a float layer, LSQ, or a temporal shift before it).
+//   forward_chained(x, xq, next, next_xq): forward(x), given xq = x through input_pact's PACT
+//                 (undefined: the convolution quantizes x itself); when `next` (the block after,
+//                 or null) can take it, *next_xq receives the output's copy for it (else undefined).
+class SharesQuantizedInput {
+ public:
+  virtual ~SharesQuantizedInput() = default;
+  virtual bool input_pact(PactAfter* pact) = 0;
+  virtual Tensor forward_chained(const Tensor& x, const Tensor& xq, SharesQuantizedInput* next, Tensor* next_xq) = 0;
+};
+// relu(m.forward(x) [+ residual]) (residual may be undefined); where m is a FusesRelu and `next`
+// (may be null) can take its input quantized, next's copy goes to *next_xq in the same op, which
+// is left undefined otherwise.
+Tensor relu_tapped(Module& m, const Tensor& x, const Tensor& residual, SharesQuantizedInput* next, Tensor* next_xq);
+// The blocks in order, from x and its quantized copy xq for blocks[0] (may be undefined), each
+// block handing the next its input's copy where both can (SharesQuantizedInput).
+Tensor forward_chained(const std::vector<Module*>& blocks, Tensor x, Tensor xq);
+
 // x: (N, C, H, W) or (N, C). Training normalises with the batch statistics and updates the
 // running ones (momentum 0.1, unbiased variance, as PyTorch); eval uses the running ones.
 // State dict: weight, bias, running_mean, running_var, num_batches_tracked (int64, shape []).
@@ -109,16 +137,21 @@ class BatchNorm2d : public Module, public FusesRelu {
   Tensor forward_relu(const Tensor& x) override { return forward(x, true); }
   Tensor forward_add_relu(const Tensor& x, const Tensor& residual) override { return forward(x, true, residual); }
   Tensor forward_relu_pact(const Tensor& x, const PactAfter& pact) override { return forward(x, true, {}, pact); }
+  Tensor forward_relu_tapped(const Tensor& x, const Tensor& residual, const PactAfter& pact, Tensor* tapped) override {
+    return forward(x, true, residual, pact, tapped);
+  }
   // relu: relu(forward(x)), fused; residual (optional): added before the ReLU, in the same pass;
-  // pact (optional): PACT after the ReLU, in the same pass
-  Tensor forward(const Tensor& x, bool relu, const Tensor& residual = Tensor(), const PactAfter& pact = PactAfter());
+  // pact (optional): PACT after the ReLU, in the same pass, into the output or (tapped) into
+  // *tapped (batch_norm's arguments)
+  Tensor forward(const Tensor& x, bool relu, const Tensor& residual = Tensor(), const PactAfter& pact = PactAfter(),
+                 Tensor* tapped = nullptr);
   std::string type_name() const override { return "BatchNorm2d"; }
   std::string extra_repr() const override;
   int64_t channels() const { return channels_; }
   // Training-mode normalisation (batch statistics) that leaves the running statistics alone:
   // block swapping runs a block at another bit-width without moving that bit-width's statistics.
   Tensor forward_frozen(const Tensor& x, bool relu = false, const Tensor& residual = Tensor(),
-                        const PactAfter& pact = PactAfter());
+                        const PactAfter& pact = PactAfter(), Tensor* tapped = nullptr);
   // BN recalibration sets 1 / (k + 1) at batch k: a cumulative average of the batch statistics.
   void set_momentum(double m) { momentum_ = m; }
   double momentum() const { return momentum_; }

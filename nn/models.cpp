@@ -48,6 +48,25 @@ void init_torchvision(Module& m, Generator& gen, bool linear_normal) {
       if (name == b) p.zero_();
 }
 
+// The residual blocks of `stages` (Sequentials), in order.
+std::vector<Module*> blocks_of(const std::vector<ModulePtr>& stages) {
+  std::vector<Module*> blocks;
+  for (auto& stage : stages)
+    for (auto& child : stage->children()) blocks.push_back(child.second.get());
+  return blocks;
+}
+
+// The blocks of `stages` from relu(bn(stem)): that op also writes the first block's quantized
+// input where it can, and so does each block's last op for the next (SharesQuantizedInput,
+// nn/layers.h: the stem's BN and every block's last BN then hand over PACT's values too).
+Tensor forward_stages(Module& bn, const Tensor& stem, const std::vector<ModulePtr>& stages) {
+  const std::vector<Module*> blocks = blocks_of(stages);
+  Tensor xq;
+  Tensor x = relu_tapped(bn, stem, Tensor(), blocks.empty() ? nullptr : dynamic_cast<SharesQuantizedInput*>(blocks[0]),
+                         &xq);
+  return forward_chained(blocks, x, xq);
+}
+
 // ---- CIFAR ResNet-20 ---------------------------------------------------------------------------------
 
 class CifarResNet : public Module {
@@ -73,9 +92,7 @@ class CifarResNet : public Module {
   }
   // x: (N, 3, 32, 32) -> (N, num_classes)
   Tensor forward(const Tensor& x) override {
-    Tensor y = relu_after(*bn1_, conv1_->forward(x));
-    for (auto& l : layers_) y = l->forward(y);
-    return fc_->forward(global_avg_pool2d(y));
+    return fc_->forward(global_avg_pool2d(forward_stages(*bn1_, conv1_->forward(x), layers_)));
   }
   std::string type_name() const override { return "ResNet20"; }
 
@@ -160,9 +177,13 @@ class TorchvisionResNet : public Module {
   }
   // x: (N, 3, 224, 224) (or (N, 3, 32, 32) with small_input) -> (N, num_classes)
   Tensor forward(const Tensor& x) override {
-    Tensor y = relu_after(*bn1_, conv1_->forward(x));
-    if (!small_input_) y = max_pool2d(y, 3, 2, 1);
-    for (auto& l : layers_) y = l->forward(y);
+    Tensor y;
+    if (small_input_) {
+      y = forward_stages(*bn1_, conv1_->forward(x), layers_);
+    } else {  // the max pool between the stem and the first block: that block quantizes its input itself
+      y = max_pool2d(relu_after(*bn1_, conv1_->forward(x)), 3, 2, 1);
+      y = forward_chained(blocks_of(layers_), y, Tensor());
+    }
     return fc_->forward(global_avg_pool2d(y));
   }
   std::string type_name() const override { return name_; }
@@ -272,11 +293,34 @@ BasicBlock::BasicBlock(LayerFactory& f, int64_t in, int64_t planes, int64_t stri
   }
 }
 
-Tensor BasicBlock::forward(const Tensor& x) {
+Tensor BasicBlock::forward(const Tensor& x) { return forward_chained(x, Tensor(), nullptr, nullptr); }
+
+namespace {
+// A block's first conv, when it can take its input already quantized (not after a temporal shift).
+QuantizesInput* quantized_input_of(Module& conv, bool shifts) {
+  return shifts ? nullptr : dynamic_cast<QuantizesInput*>(&conv);
+}
+// conv(x) of a block's first conv, given x's quantized copy xq when the block before made one.
+Tensor first_conv(Module& conv, const Tensor& x, const Tensor& xq, bool shifts) {
+  if (!xq.defined()) return conv.forward(x);
+  QuantizesInput* q = quantized_input_of(conv, shifts);
+  AB_CHECK(q, "a residual block was handed its input quantized, but its first conv cannot take it");
+  return q->forward_quantized(xq);
+}
+}  // namespace
+
+bool BasicBlock::input_pact(PactAfter* pact) {
+  QuantizesInput* q = quantized_input_of(*conv1_, shifts());
+  return q && q->input_pact(pact);
+}
+
+Tensor BasicBlock::forward_chained(const Tensor& x, const Tensor& xq, SharesQuantizedInput* next, Tensor* next_xq) {
   // conv2(relu(bn1(conv1(x)))), bn1 writing conv2's quantized input where it can (relu_into)
-  Tensor y = relu_into(*bn1_, conv1_->forward(shift_in_time(x)), *conv2_);
+  Tensor y = relu_into(*bn1_, first_conv(*conv1_, shift_in_time(x), xq, shifts()), *conv2_);
   Tensor shortcut = shortcut_ ? shortcut_->forward(x) : x;
-  return add_relu_after(*bn2_, y, shortcut);  // relu(bn2(y) + shortcut), one op
+  // relu(bn2(y) + shortcut), one op, which also writes the next block's quantized input where it can
+  Tensor unused;
+  return relu_tapped(*bn2_, y, shortcut, next, next_xq ? next_xq : &unused);
 }
 
 Bottleneck::Bottleneck(LayerFactory& f, int64_t in, int64_t planes, int64_t stride, const std::string& shortcut_name) {
@@ -294,11 +338,20 @@ Bottleneck::Bottleneck(LayerFactory& f, int64_t in, int64_t planes, int64_t stri
   }
 }
 
-Tensor Bottleneck::forward(const Tensor& x) {
-  Tensor y = relu_into(*bn1_, conv1_->forward(shift_in_time(x)), *conv2_);  // conv2(relu(bn1(conv1(x))))
-  y = relu_into(*bn2_, y, *conv3_);                                          // conv3(relu(bn2(y)))
+Tensor Bottleneck::forward(const Tensor& x) { return forward_chained(x, Tensor(), nullptr, nullptr); }
+
+bool Bottleneck::input_pact(PactAfter* pact) {
+  QuantizesInput* q = quantized_input_of(*conv1_, shifts());
+  return q && q->input_pact(pact);
+}
+
+Tensor Bottleneck::forward_chained(const Tensor& x, const Tensor& xq, SharesQuantizedInput* next, Tensor* next_xq) {
+  // conv2(relu(bn1(conv1(x)))), then conv3(relu(bn2(y)))
+  Tensor y = relu_into(*bn1_, first_conv(*conv1_, shift_in_time(x), xq, shifts()), *conv2_);
+  y = relu_into(*bn2_, y, *conv3_);
   Tensor shortcut = shortcut_ ? shortcut_->forward(x) : x;
-  return add_relu_after(*bn3_, y, shortcut);  // relu(bn3(y) + shortcut), one op
+  Tensor unused;
+  return relu_tapped(*bn3_, y, shortcut, next, next_xq ? next_xq : &unused);  // relu(bn3(y) + shortcut), one op
 }
 
 PreActBlock::PreActBlock(LayerFactory& f, int64_t in, int64_t planes, int64_t stride) {

@@ -116,11 +116,13 @@ class LeNet5 : public Module {
 // conv3x3-BN-ReLU-conv3x3-BN plus the shortcut, then ReLU. The shortcut (1x1 conv stride s + BN)
 // exists where the stride or the channel count changes; it is registered as `shortcut_name`
 // ("shortcut" in the CIFAR ResNets, "downsample" in torchvision's).
-class BasicBlock : public Module, public TemporalShiftable {
+class BasicBlock : public Module, public TemporalShiftable, public SharesQuantizedInput {
  public:
   static constexpr int64_t expansion = 1;
   BasicBlock(LayerFactory& f, int64_t in, int64_t planes, int64_t stride, const std::string& shortcut_name);
   Tensor forward(const Tensor& x) override;  // x: (N, in, H, W) -> (N, planes, H / s, W / s)
+  bool input_pact(PactAfter* pact) override;
+  Tensor forward_chained(const Tensor& x, const Tensor& xq, SharesQuantizedInput* next, Tensor* next_xq) override;
   std::string type_name() const override { return "BasicBlock"; }
 
  private:
@@ -129,11 +131,13 @@ class BasicBlock : public Module, public TemporalShiftable {
 
 // 1x1 (in -> planes), 3x3 stride s, 1x1 (planes -> 4 planes), each followed by BN, plus the
 // downsample shortcut, then ReLU (torchvision's ResNet v1.5: the stride is on the 3x3 conv).
-class Bottleneck : public Module, public TemporalShiftable {
+class Bottleneck : public Module, public TemporalShiftable, public SharesQuantizedInput {
  public:
   static constexpr int64_t expansion = 4;
   Bottleneck(LayerFactory& f, int64_t in, int64_t planes, int64_t stride, const std::string& shortcut_name);
   Tensor forward(const Tensor& x) override;  // x: (N, in, H, W) -> (N, 4 planes, H / s, W / s)
+  bool input_pact(PactAfter* pact) override;
+  Tensor forward_chained(const Tensor& x, const Tensor& xq, SharesQuantizedInput* next, Tensor* next_xq) override;
   std::string type_name() const override { return "Bottleneck"; }
 
  private:

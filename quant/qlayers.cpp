@@ -116,12 +116,13 @@ MultiBatchNorm2d::MultiBatchNorm2d(int64_t channels, std::shared_ptr<BlockBits> 
 
 nn::BatchNorm2d& MultiBatchNorm2d::set(int bits) { return *sets_[block_->model->index_of(bits)]; }
 
-Tensor MultiBatchNorm2d::forward(const Tensor& x, bool relu, const Tensor& residual, const PactAfter& pact) {
+Tensor MultiBatchNorm2d::forward(const Tensor& x, bool relu, const Tensor& residual, const PactAfter& pact,
+                                 Tensor* tapped) {
   nn::BatchNorm2d& s = set(block_->bits());
   // A block swapped to the teacher's bit-width inside a student pass must not move the teacher's
   // running statistics (METHOD.md section 5).
-  if (is_training() && block_->freeze_bn_stats) return s.forward_frozen(x, relu, residual, pact);
-  return s.forward(x, relu, residual, pact);
+  if (is_training() && block_->freeze_bn_stats) return s.forward_frozen(x, relu, residual, pact, tapped);
+  return s.forward(x, relu, residual, pact, tapped);
 }
 
 // ---- factory -------------------------------------------------------------------------------------

@@ -94,9 +94,13 @@ class MultiBatchNorm2d : public nn::Module, public nn::FusesRelu {
   Tensor forward_relu(const Tensor& x) override { return forward(x, true); }
   Tensor forward_add_relu(const Tensor& x, const Tensor& residual) override { return forward(x, true, residual); }
   Tensor forward_relu_pact(const Tensor& x, const PactAfter& pact) override { return forward(x, true, {}, pact); }
+  Tensor forward_relu_tapped(const Tensor& x, const Tensor& residual, const PactAfter& pact, Tensor* tapped) override {
+    return forward(x, true, residual, pact, tapped);
+  }
   // relu: relu(forward(x)), fused; residual (optional): added before the ReLU; pact (optional):
-  // PACT after the ReLU (nn::BatchNorm2d)
-  Tensor forward(const Tensor& x, bool relu, const Tensor& residual = Tensor(), const PactAfter& pact = PactAfter());
+  // PACT after the ReLU, into the output or *tapped (nn::BatchNorm2d)
+  Tensor forward(const Tensor& x, bool relu, const Tensor& residual = Tensor(), const PactAfter& pact = PactAfter(),
+                 Tensor* tapped = nullptr);
   std::string type_name() const override { return "MultiBatchNorm2d"; }
   nn::BatchNorm2d& set(int bits);  // the BN set of bit-width `bits`
   // The full-precision BN this layer replaces has the state of one set: an FP checkpoint's

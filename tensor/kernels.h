@@ -29,15 +29,21 @@ using ChannelSum = std::function<void(double* sums, int64_t n)>;
 struct BnRelu {
   Tensor out, affine;
   Tensor clip;  // with affine: PACT's clip value after the ReLU (BnPact); dy counts where 0 < y <= clip
+  // with clip and (out or affine): the gradient of the tapped output q = PACT(y) (BnPact::q); dy
+  // becomes dy + (dq where 0 <= y <= clip) before the ReLU's mask, and the clip's gradient sums
+  // dq where y >= clip
+  Tensor dq;
 };
 
 // PACT after a batch norm's ReLU, in the same passes: y -> formula::pact_value(y, 0, a, levels)
 // with the clip value `a` (one element, on x's device) and `levels` rounding steps per a
 // (2^b - 1; 0: the clip alone, at 32 bits). Backward, the clip's gradient is the sum of dy where
 // y >= a (tensor/formulas.h: pact_grad_a).
+// With q defined (the tap), y stays the ReLU's output and PACT's values go to q, a second output.
 struct BnPact {
   Tensor a;
   double levels = 0;
+  Tensor q;
 };
 
 namespace cpu {

@@ -117,20 +117,30 @@ Tensor temporal_shift(const Tensor& x, int64_t frames, int64_t fold_div = 8);
 // quant/quantizers.h) in the same passes, for a BN whose output only a quantized layer reads.
 // Its values are those of the three ops bit for bit; its gradients add the same terms in another
 // order, so they equal the three ops' within float rounding.
+// tapped (with relu and pact; a residual allowed): return relu(batch_norm(...) [+ residual]) as
+// usual, and write pact_quantize of it to *tapped, in the same passes: a block output that the
+// next block's shortcut reads as it is and its first quantized convolution reads through PACT.
+// The op then has two outputs (one autograd node): backward adds the gradient that reached
+// *tapped, through PACT's backward, to the output's own in the BN's first pass (the same one
+// addition per element the engine makes when the branches are separate ops, so the residual's
+// gradient is the same bit for bit), and sums the clip's gradient there too. Values are the
+// separate ops' bit for bit; the other gradients equal theirs within float rounding (the sums are
+// vectorised in another order).
 struct PactAfter {
   Tensor clip;    // PACT's clip value: one element, > 0, x's dtype and device
   int bits = 32;  // 1..16, or 32: the clip alone
 };
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
                   Tensor running_var, bool training, double momentum = 0.1, double eps = 1e-5, bool relu = false,
-                  const Tensor& residual = Tensor(), const PactAfter& pact = PactAfter());
+                  const Tensor& residual = Tensor(), const PactAfter& pact = PactAfter(), Tensor* tapped = nullptr);
 // Synchronised batch norm (training only): batch_norm whose batch statistics are those of the
 // batches of every process of dist::world() together, as if one process held them all; the running
 // statistics (when defined) move with those. Every process must call it for the same layer in the
 // same order (tensor/process_group.h). On CUDA the per-channel sums go through the host.
 Tensor batch_norm_sync(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
                        Tensor running_var, double momentum = 0.1, double eps = 1e-5, bool relu = false,
-                       const Tensor& residual = Tensor(), const PactAfter& pact = PactAfter());
+                       const Tensor& residual = Tensor(), const PactAfter& pact = PactAfter(),
+                       Tensor* tapped = nullptr);
 
 // ---- softmax, losses, dropout ------------------------------------------------------------------
 Tensor softmax(const Tensor& x, int64_t dim);

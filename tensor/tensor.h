@@ -33,6 +33,7 @@ struct TensorImpl {
   bool requires_grad = false;
   std::shared_ptr<TensorImpl> grad;  // accumulated by the engine for leaves
   std::shared_ptr<Node> grad_fn;     // the op that made this tensor (null for leaves)
+  int output_nr = 0;                 // which of grad_fn's outputs this tensor is (0 but for multi-output ops)
 };
 
 class Tensor {

@@ -1,4 +1,6 @@
-// test_autograd.cpp - the engine: accumulation, reuse of a tensor, no-grad, detach, misuse errors.
+// test_autograd.cpp - the engine: accumulation, reuse of a tensor, no-grad, detach, misuse errors,
+// ops with two outputs.
+#include "autograd/autograd.h"
 #include "tests/helpers.h"
 
 using namespace anybit;
@@ -59,4 +61,45 @@ TEST_CASE("a deep chain does not overflow the stack", "[autograd]") {
   for (int i = 0; i < 20000; ++i) y = add(y, 0.0);
   sum(y).backward();
   REQUIRE(x.grad().item<double>() == 1.0);
+}
+
+namespace {
+// A two-output op for the engine's test: (2 x, 3 x), one Node. Its backward records which
+// gradients reached it (undefined: none reached that output) and returns 2 g0 + 3 g1.
+std::pair<Tensor, Tensor> twice_and_thrice(const Tensor& x, std::vector<bool>* seen) {
+  Tensor a, b;
+  {
+    NoGradGuard ng;
+    a = mul(x, 2.0), b = mul(x, 3.0);
+  }
+  if (needs_grad({x}))
+    record_outputs("twice_and_thrice", {&a, &b}, {x}, [seen](const std::vector<Tensor>& g) {
+      REQUIRE(g.size() == 2);
+      *seen = {g[0].defined(), g[1].defined()};
+      Tensor dx = g[0].defined() ? mul(g[0], 2.0) : Tensor();
+      if (g[1].defined()) dx = dx.defined() ? add(dx, mul(g[1], 3.0)) : mul(g[1], 3.0);
+      return std::vector<Tensor>{dx};
+    });
+  return {a, b};
+}
+}  // namespace
+
+TEST_CASE("an op with two outputs gets both gradients in one backward call", "[autograd]") {
+  // Each output's gradient is summed over its readers first (b is read twice here); the Node runs
+  // once; an output no gradient reached comes as undefined; either output can be the root.
+  Tensor x = Tensor::from_vector<double>({1, 2}, {2}).requires_grad_();
+  std::vector<bool> seen;
+  auto [a, b] = twice_and_thrice(x, &seen);
+  REQUIRE(a.impl().grad_fn == b.impl().grad_fn);  // one Node
+  REQUIRE(b.impl().output_nr == 1);
+  sum(add(add(mul(a, 5.0), b), mul(b, b))).backward();  // d/da = 5, d/db = 1 + 2 b = 1 + 6 x
+  REQUIRE(seen == std::vector<bool>{true, true});
+  REQUIRE(x.grad().to_vector<double>() == std::vector<double>{2 * 5 + 3 * 7, 2 * 5 + 3 * 13});
+  for (int only : {0, 1}) {
+    x.zero_grad();
+    auto [a2, b2] = twice_and_thrice(x, &seen);
+    sum(only == 0 ? a2 : b2).backward();  // the other output is not read at all
+    REQUIRE(seen == std::vector<bool>{only == 0, only == 1});
+    REQUIRE(x.grad().to_vector<double>() == std::vector<double>(2, only == 0 ? 2.0 : 3.0));
+  }
 }

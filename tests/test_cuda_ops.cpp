@@ -428,6 +428,27 @@ std::vector<OpCase> op_table() {
          return batch_norm(x[0], x[1], x[2], rm, rv, false, 0.1, 1e-5, true, Tensor(), {x[3], 32});
        },
        {normal(), normal(), normal(), constant(0.8)}},
+      // A tapped output (y and PACT of y, two outputs of one op): both reach the result, so the
+      // backward gets a gradient for each
+      {"batch_norm + residual + relu, tapped by pact, training, clip 0.8, 32 bits",
+       {{3, 4, 5, 5}, {4}, {4}, {3, 4, 5, 5}, {1}},
+       [](const Xs& x, Xs& side) {
+         Tensor rm = channel_values(4, -0.2, 0.1, x[0]), rv = channel_values(4, 0.5, 0.25, x[0]);
+         Tensor q;
+         Tensor y = batch_norm(x[0], x[1], x[2], rm, rv, true, 0.1, 1e-5, true, x[3], {x[4], 32}, &q);
+         side.push_back(rm);
+         side.push_back(rv);
+         return add(y, mul(q, 2.0));
+       },
+       {normal(), normal(), normal(), normal(), constant(0.8)}},
+      {"batch_norm + relu, tapped by pact, evaluation, clip 0.8, 32 bits", {{2, 3, 4, 4}, {3}, {3}, {1}},
+       [](const Xs& x, Xs&) {
+         Tensor rm = channel_values(3, -0.5, 0.4, x[0]), rv = channel_values(3, 0.3, 0.6, x[0]);
+         Tensor q;
+         Tensor y = batch_norm(x[0], x[1], x[2], rm, rv, false, 0.1, 1e-5, true, Tensor(), {x[3], 32}, &q);
+         return add(y, mul(q, 2.0));
+       },
+       {normal(), normal(), normal(), constant(0.8)}},
       {"batch_norm training, no affine, no running statistics", {{4, 3, 3, 2}},
        [](const Xs& x, Xs&) { return batch_norm(x[0], Tensor(), Tensor(), Tensor(), Tensor(), true); }},
       {"batch_norm evaluation (N, C, H, W), affine", {{2, 3, 4, 4}, {3}, {3}},

@@ -358,6 +358,89 @@ TEST_CASE("batch_norm with PACT after the ReLU is pact_quantize(relu(batch_norm)
                       Catch::Contains("positive"));
 }
 
+TEST_CASE("batch_norm with a tapped output: y and PACT of y, one op, as the two branches apart", "[norm]") {
+  // batch_norm's `tapped` (a block output whose next block reads it as it is, through its
+  // shortcut, and through PACT, in its first conv) against the ops it replaces: y = relu(bn(x)
+  // [+ r]) read by two branches, one of them through pact_quantize. y, the tap, the running
+  // statistics and the residual's gradient (the two branches' gradients added with the one
+  // addition the engine makes, then the ReLU's mask) are equal bit for bit; the gradients of x,
+  // weight and bias and the clip, whose per-channel sums the fused loop (three sums instead of
+  // two) vectorises in another order, within float rounding. Also where a gradient reaches only
+  // one of the two outputs.
+  for (DType dt : {DType::F32, DType::F64})
+    for (bool residual : {true, false})
+      for (bool training : {true, false})
+        for (int bits : {4, 2, 32})
+          for (int reach : {3, 1, 2}) {  // which outputs a gradient reaches: 1 y, 2 the tap, 3 both
+            INFO(dtype_name(dt) << (residual ? " residual" : "") << (training ? " training " : " eval ") << bits
+                                << " bits, reach " << reach);
+            const Shape s{4, 5, 3, 6};
+            Tensor v = add(randn(s, 1, dt), 0.3);
+            Tensor grads[2][4], ys[2], qs[2], stats[2][2], dclip[2];
+            for (int fused = 0; fused < 2; ++fused) {
+              Tensor x = v.clone().requires_grad_(), clip = Tensor::full({1}, 0.4, dt).requires_grad_();
+              Tensor r = residual ? mul(randn(s, 7, dt), 0.5).detach().requires_grad_() : Tensor();
+              Tensor w = add(abs(randn({5}, 2, dt)), 0.5).detach().requires_grad_();
+              Tensor b = mul(randn({5}, 3, dt), 0.3).detach().requires_grad_();
+              Tensor rm = randn({5}, 4, dt), rv = add(abs(randn({5}, 5, dt)), 0.5);
+              if (fused) {
+                ys[1] = batch_norm(x, w, b, rm, rv, training, 0.1, 1e-5, true, r, {clip, bits}, &qs[1]);
+              } else {
+                ys[0] = batch_norm(x, w, b, rm, rv, training, 0.1, 1e-5, true, r);
+                qs[0] = quant::pact_quantize(ys[0], clip, bits);
+              }
+              // the shortcut's branch reads y, the conv's the tap
+              Tensor loss;
+              if (reach & 1) loss = sum(mul(ys[fused], randn(s, 6, dt)));
+              if (reach & 2) {
+                Tensor lq = sum(mul(qs[fused], randn(s, 8, dt)));
+                loss = loss.defined() ? add(loss, lq) : lq;
+              }
+              loss.backward();
+              grads[fused][0] = x.grad(), grads[fused][1] = w.grad(), grads[fused][2] = b.grad();
+              grads[fused][3] = residual ? r.grad() : Tensor();
+              stats[fused][0] = rm, stats[fused][1] = rv;
+              dclip[fused] = clip.grad();
+            }
+            // every side of PACT and the ReLU is exercised: 0, inside (0, clip), above the clip
+            const std::vector<double> yv = ys[1].to_vector<double>();
+            const int64_t zeros = std::count(yv.begin(), yv.end(), 0.0);
+            const int64_t above = std::count_if(yv.begin(), yv.end(), [](double e) { return e >= 0.4; });
+            REQUIRE(zeros > 0);
+            REQUIRE(above > 0);
+            REQUIRE(zeros + above < (int64_t)yv.size());
+            require_close(ys[1], ys[0], 0, 0, "y");
+            require_close(qs[1], qs[0], 0, 0, "tap");
+            require_close(stats[1][0], stats[0][0], 0, 0, "running_mean");
+            require_close(stats[1][1], stats[0][1], 0, 0, "running_var");
+            const double tol = dt == DType::F32 ? 1e-5 : 1e-12;
+            require_close(grads[1][0], grads[0][0], tol, tol, "dx");
+            require_close(grads[1][1], grads[0][1], tol, tol, "dw");
+            require_close(grads[1][2], grads[0][2], tol, tol, "db");
+            if (residual) require_close(grads[1][3], grads[0][3], 0, 0, "d residual");
+            REQUIRE(dclip[1].defined() == dclip[0].defined());
+            if (reach & 2) {
+              REQUIRE(std::abs(dclip[0].item<double>()) > 1e-3);
+              require_close(dclip[1], dclip[0], tol, tol, "d clip");
+            }
+          }
+  // a gradient check of both outputs (the clip alone, at 32 bits: rounding has no gradient)
+  Tensor x = add(randn({3, 2, 3, 3}, 7), 0.2).requires_grad_(), r = randn({3, 2, 3, 3}, 10).requires_grad_();
+  Tensor w = add(randn({2}, 8), 1.5).detach().requires_grad_(), b = randn({2}, 9).requires_grad_();
+  Tensor clip = Tensor::full({1}, 0.9, DType::F64).requires_grad_();
+  auto f = [](const std::vector<Tensor>& v) {
+    Tensor q;
+    Tensor y = batch_norm(v[0], v[1], v[2], Tensor(), Tensor(), true, 0.1, 1e-5, true, v[3], {v[4], 32}, &q);
+    return add(y, mul(q, 2.0));
+  };
+  REQUIRE(gradcheck(f, {x, w, b, r, clip}) == 2 * x.numel() + 5);
+  Tensor q;
+  REQUIRE_THROWS_WITH(batch_norm(x, w, b, Tensor(), Tensor(), true, 0.1, 1e-5, true, r, {}, &q),
+                      Catch::Contains("tapped") && Catch::Contains("pact"));
+  REQUIRE_THROWS_WITH(batch_norm(x, w, b, Tensor(), Tensor(), true, 0.1, 1e-5, true, r, {clip, 4}),
+                      Catch::Contains("PACT") && Catch::Contains("residual"));
+}
+
 TEST_CASE("batch_norm skips the running statistics when they are undefined", "[norm]") {
   Tensor x = randn({6, 2, 2, 2}, 1, DType::F32);
   Tensor y = batch_norm(x, Tensor(), Tensor(), Tensor(), Tensor(), true);

@@ -1,6 +1,7 @@
 // test_qmodel.cpp - quantized layers inside models, switching, checkpoints, and the joint
 // trainer's rules (METHOD.md sections 2-5).
 #include <cstdio>
+#include <map>
 #include <set>
 #include <unistd.h>
 
@@ -154,6 +155,72 @@ TEST_CASE("relu_into hands PACT over only when the next layer's quantizer is uns
   REQUIRE_FALSE(QConv2d(signed_in, block, opts({4}), gen).input_pact(&pact));
   REQUIRE(QConv2d(nn::ConvSpec{4, 4, 3, 1, 1}, block, opts({4}), gen).input_pact(&pact));
   REQUIRE(pact.bits == 4);
+}
+
+TEST_CASE("ResNet-20's blocks hand their outputs over quantized, as the layers run apart", "[quant]") {
+  // The model's forward chains its blocks (nn::SharesQuantizedInput): the stem's BN and every
+  // block's last BN also write the next block's first conv's PACT input, and the backward adds the
+  // shortcut's and the conv's gradients inside that BN. Against the same modules run one by one
+  // (the stem, then each stage's own forward, which hands nothing over): the logits and the
+  // running statistics equal bit for bit; the gradients, whose per-channel sums in those BNs are
+  // vectorised in another order (test_pool_norm.cpp), within float rounding. At 4 bits, in the FP
+  // member (32) and in evaluation.
+  QuantModel m("resnet20", 10, opts({4, 32}, 1.0), 5);
+  nn::Module& net = m.net();
+  std::map<std::string, nn::ModulePtr> child;
+  for (auto& [name, c] : net.children()) child[name] = c;
+  REQUIRE(child.count("layer3"));
+  auto apart = [&](const Tensor& x) {
+    Tensor y = nn::relu_after(*child["bn1"], child["conv1"]->forward(x));
+    for (const char* stage : {"layer1", "layer2", "layer3"}) y = child[stage]->forward(y);
+    return child["fc"]->forward(global_avg_pool2d(y));
+  };
+  for (bool training : {true, false})
+    for (int b : {4, 32}) {
+      INFO((training ? "training, " : "eval, ") << b << " bits");
+      m.set_bits(b);
+      net.train(training);
+      Tensor logits[2];
+      std::map<std::string, Tensor> grads[2], stats[2];
+      nn::NamedTensors sd0;  // a copy: state_dict's tensors are the model's own
+      for (auto& [name, t] : net.state_dict()) sd0.emplace_back(name, t.clone());
+      for (int chained = 0; chained < 2; ++chained) {
+        net.load_state_dict(sd0, true);  // the same running statistics to start from
+        net.zero_grad();
+        Tensor x = images(4, 3, 8, 9).requires_grad_();
+        logits[chained] = chained ? m.forward(x) : apart(x);
+        cross_entropy(logits[chained], labels(4, 10, 3)).backward();
+        for (auto& [name, p] : net.named_parameters())
+          if (p.grad().defined()) grads[chained][name] = p.grad().clone();
+        grads[chained]["input"] = x.grad();
+        for (auto& [name, t] : net.state_dict()) stats[chained][name] = t.clone();
+      }
+      require_close(logits[1], logits[0], 0, 0, "logits");
+      REQUIRE(grads[1].size() == grads[0].size());
+      int clips = 0;
+      for (auto& [name, g] : grads[0]) {
+        INFO(name);
+        REQUIRE(grads[1].count(name));
+        clips += name.find("clip") != std::string::npos;
+        const std::vector<double> v = g.to_vector<double>();
+        double top = 0;
+        for (double e : v) top = std::max(top, std::abs(e));
+        require_close(grads[1][name], g, 1e-5, 1e-5 * top, "gradient");  // sums with cancellation: against the largest
+      }
+      REQUIRE(clips > 0);
+      for (auto& [name, t] : stats[0]) {
+        INFO(name);
+        require_close(stats[1][name], t, 0, 0, "state");
+      }
+    }
+  // A temporal shift before the first conv: that block quantizes its input itself.
+  PactAfter pact;
+  auto* block = dynamic_cast<nn::BasicBlock*>(&(*std::dynamic_pointer_cast<nn::Sequential>(child["layer1"]))[1]);
+  REQUIRE(block);
+  m.set_bits(4);
+  REQUIRE(block->input_pact(&pact));
+  block->enable_temporal_shift(2, 8);
+  REQUIRE_FALSE(block->input_pact(&pact));
 }
 
 TEST_CASE("switching the bit-width switches the BN set and the clip value", "[quant]") {

@@ -18,6 +18,11 @@
 //   with PACT after the ReLU (BnPact), y is PACT's value of the ReLU's output, and backward dy
 //   counts where 0 < relu output <= a, the clip's gradient summing dy where it is >= a (PACT's
 //   formulas), in the same two passes.
+//   with a tap (BnPact::q), y stays the ReLU's output and PACT's value of it goes to q as well
+//   (a block output read by the next block's shortcut and, quantized, by its first conv); backward
+//   the tap's gradient dq goes through PACT's backward and is added to dy before the ReLU's mask
+//   (the addition the autograd engine makes when the two are separate ops), and the clip's
+//   gradient sums dq where y >= a, all in the same two passes.
 // The scalar spec is ref::batch_norm / ref::batch_norm_backward (tensor/ref.cpp).
 #include <cmath>
 #include <vector>
@@ -52,13 +57,30 @@ PactStep<T> pact_step(const BnPact& p) {
   return {a, levels, levels / a, a / levels};
 }
 
+// a + b by the add op's formula (tensor/formulas.h)
+template <typename T>
+T add(T a, T b) {
+  return formula::apply_binary(BinaryOp::Add, a, b, T(0), T(0));
+}
+
 // One run of S values of a channel: y = x * scale + shift, plus the residual r (the add op's
 // formula: the BN's value, then + r, as when the two are separate ops), then the ReLU, then
-// (q given) PACT.
+// (q given) PACT: into y, or with `tap` into tap and y keeping the ReLU's output.
 template <typename T>
-void write_run(const T* x, const T* r, T* y, int64_t S, T scale, T shift, bool relu, const PactStep<T>* q) {
-  auto add = [](T a, T b) { return formula::apply_binary(BinaryOp::Add, a, b, T(0), T(0)); };
-  if (q)
+void write_run(const T* x, const T* r, T* y, T* tap, int64_t S, T scale, T shift, bool relu, const PactStep<T>* q) {
+  if (q && tap && r)
+    for (int64_t s = 0; s < S; ++s) {
+      const T v = relu_of(add(formula::bn_value(x[s], scale, shift), r[s]));
+      y[s] = v;
+      tap[s] = formula::pact_value(v, T(0), q->a, q->levels, q->scale, q->inv);
+    }
+  else if (q && tap)
+    for (int64_t s = 0; s < S; ++s) {
+      const T v = relu_of(formula::bn_value(x[s], scale, shift));
+      y[s] = v;
+      tap[s] = formula::pact_value(v, T(0), q->a, q->levels, q->scale, q->inv);
+    }
+  else if (q)
     for (int64_t s = 0; s < S; ++s)
       y[s] = formula::pact_value(relu_of(formula::bn_value(x[s], scale, shift)), T(0), q->a, q->levels, q->scale,
                                  q->inv);
@@ -108,6 +130,7 @@ void train_fwd(const Tensor& x, const Tensor& w, const Tensor& b, double eps, bo
   T *Y = y.data<T>(), *Mean = mean.data<T>(), *Var = var.data<T>(), *Inv = invstd.data<T>();
   T *Scale = affine.data<T>(), *Shift = Scale + v.C;
   const PactStep<T> q = pact ? pact_step<T>(*pact) : PactStep<T>{};
+  T* Tap = pact && pact->q.defined() ? pact->q.data<T>() : nullptr;
   std::vector<double> sum(v.C), sq(v.C);
   std::vector<T> mu_t(v.C);
   sum_runs<T, 1>(v, [&](int64_t nc, T* out) {
@@ -136,8 +159,8 @@ void train_fwd(const Tensor& x, const Tensor& w, const Tensor& b, double eps, bo
 #pragma omp parallel for num_threads(num_threads()) schedule(static)
   for (int64_t nc = 0; nc < v.N * v.C; ++nc) {
     const int64_t c = nc % v.C;
-    write_run(X + nc * v.S, Res ? Res + nc * v.S : nullptr, Y + nc * v.S, v.S, Scale[c], Shift[c], relu,
-              pact ? &q : nullptr);
+    write_run(X + nc * v.S, Res ? Res + nc * v.S : nullptr, Y + nc * v.S, Tap ? Tap + nc * v.S : nullptr, v.S,
+              Scale[c], Shift[c], relu, pact ? &q : nullptr);
   }
 }
 
@@ -150,6 +173,7 @@ void apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean
   const T* Res = residual.defined() ? residual.data<T>() : nullptr;
   T *Y = y.data<T>(), *Scale = affine.data<T>(), *Shift = Scale + v.C;
   const PactStep<T> q = pact ? pact_step<T>(*pact) : PactStep<T>{};
+  T* Tap = pact && pact->q.defined() ? pact->q.data<T>() : nullptr;
   for (int64_t c = 0; c < v.C; ++c) {
     Scale[c] = (Wt ? Wt[c] : T(1)) * Inv[c];
     Shift[c] = (B ? B[c] : T(0)) - Mean[c] * Scale[c];
@@ -157,8 +181,8 @@ void apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean
 #pragma omp parallel for num_threads(num_threads()) schedule(static)
   for (int64_t nc = 0; nc < v.N * v.C; ++nc) {
     const int64_t c = nc % v.C;
-    write_run(X + nc * v.S, Res ? Res + nc * v.S : nullptr, Y + nc * v.S, v.S, Scale[c], Shift[c], relu,
-              pact ? &q : nullptr);
+    write_run(X + nc * v.S, Res ? Res + nc * v.S : nullptr, Y + nc * v.S, Tap ? Tap + nc * v.S : nullptr, v.S,
+              Scale[c], Shift[c], relu, pact ? &q : nullptr);
   }
 }
 
@@ -167,11 +191,20 @@ void apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean
 // rounding); Pact: recomputed so, with PACT's clip after the ReLU.
 enum class Mask { None, Out, Affine, Pact };
 
+// The ReLU's output at s: the forward's (Out: oc) or recomputed from x (xc) with its channel's
+// scale and shift.
+template <typename T, Mask R>
+T relu_output(const T* oc, const T* xc, T sc, T sh, int64_t s) {
+  if constexpr (R == Mask::Out) return oc[s];
+  return relu_of(formula::bn_value(xc[s], sc, sh));
+}
+
 // Two passes: the sums (dw and db are this process's), then dx; with `across` the sums of every
 // process are added up between them (see train_fwd). With a ReLU (R != None), dy counts only
 // where the forward's output is positive; with dy_relu (R == Out) that masked dy is written in the
-// first pass and read back in the second.
-template <typename T, Mask R>
+// first pass and read back in the second. With Tap (R == Out or Affine), dy is first dy plus
+// PACT's backward of the tap's gradient relu.dq.
+template <typename T, Mask R, bool Tap>
 void bwd(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd, bool training,
          const BnRelu& relu, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db, const ChannelSum* across,
          Tensor* dy_relu, Tensor* dclip) {
@@ -181,15 +214,21 @@ void bwd(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& inv
   const T *X = x.data<T>(), *Wt = w.defined() ? w.data<T>() : nullptr, *G = dy.data<T>();
   const T* Out = R == Mask::Out ? relu.out.data<T>() : nullptr;
   const T* Scale = R == Mask::Affine || R == Mask::Pact ? relu.affine.data<T>() : nullptr;
-  const T clip = R == Mask::Pact ? *relu.clip.data<T>() : T(0);
+  const T clip = R == Mask::Pact || Tap ? *relu.clip.data<T>() : T(0);
+  const T* DQ = Tap ? relu.dq.data<T>() : nullptr;
   const T *Mean = mean.data<T>(), *Inv = invstd.data<T>();
   T *dX = dx.data<T>(), *dW = dw ? dw->data<T>() : nullptr, *dB = db ? db->data<T>() : nullptr;
   T* GR = R == Mask::Out && dy_relu ? dy_relu->data<T>() : nullptr;
-  // dy at s of a run (gc: its dy, oc: its output, xc: its x; sc, sh: its channel's scale and
-  // shift; a: PACT's clip), through the ReLU when there is one. (The lambdas capture nothing and
-  // load dy before any test: otherwise the loops below do not vectorize.)
-  auto grad = [](const T* gc, const T* oc, const T* xc, T sc, T sh, T a, int64_t s) {
+  // dy at s of a run (gc: its dy, qc: the tap's dy, oc: its output, xc: its x; sc, sh: its
+  // channel's scale and shift; a: PACT's clip), through the ReLU when there is one. (The lambdas
+  // capture nothing and load dy before any test: otherwise the loops below do not vectorize.)
+  auto grad = [](const T* gc, const T* qc, const T* oc, const T* xc, T sc, T sh, T a, int64_t s) {
     const T g = gc[s];
+    if constexpr (Tap) {  // the output's dy plus the tap's through PACT, then the ReLU's mask
+      const T dq = qc[s], r = relu_output<T, R>(oc, xc, sc, sh, s);
+      const T sum = add(g, formula::pact_grad_x(r, dq, T(0), a));
+      return r > T(0) ? sum : T(0);
+    }
     if constexpr (R == Mask::Out) return oc[s] > T(0) ? g : T(0);
     if constexpr (R == Mask::Affine) return formula::bn_value(xc[s], sc, sh) > T(0) ? g : T(0);
     if constexpr (R == Mask::Pact) {  // PACT's backward, then the ReLU's
@@ -198,33 +237,45 @@ void bwd(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& inv
     }
     return g;
   };
-  // the clip's share of dy at s (Pact): where the ReLU's output is >= the clip
-  auto grad_clip = [](const T* gc, const T* xc, T sc, T sh, T a, int64_t s) {
-    const T g = gc[s];
-    return formula::pact_grad_a(relu_of(formula::bn_value(xc[s], sc, sh)), g, T(0), a, false);
+  // the clip's share at s (Pact: of dy; Tap: of the tap's dy): where the ReLU's output is >= the clip
+  auto grad_clip = [](const T* gc, const T* qc, const T* oc, const T* xc, T sc, T sh, T a, int64_t s) {
+    const T g = Tap ? qc[s] : gc[s];
+    return formula::pact_grad_a(relu_output<T, R>(oc, xc, sc, sh, s), g, T(0), a, false);
   };
-  constexpr int K = R == Mask::Pact ? 3 : 2;  // sums per run: dy, dy (x - mean), and the clip's
+  constexpr int K = R == Mask::Pact || Tap ? 3 : 2;  // sums per run: dy, dy (x - mean), and the clip's
   auto scale_of = [&](int64_t c) { return Scale ? Scale[c] : T(0); };
   auto shift_of = [&](int64_t c) { return Scale ? Scale[v.C + c] : T(0); };
   std::vector<double> sums(K * v.C);  // sum dy for every channel, then sum dy * (x - mean), then the clip's
   sum_runs<T, K>(v, [&](int64_t nc, T* out) {
     const int64_t c = nc % v.C, at = nc * v.S;
-    const T *xc = X + at, *gc = G + at, *oc = Out ? Out + at : nullptr;
+    const T *xc = X + at, *gc = G + at, *qc = DQ ? DQ + at : nullptr, *oc = Out ? Out + at : nullptr;
     const T mu_t = Mean[c], sc = scale_of(c), sh = shift_of(c), cl = clip;
     T run_g = 0, run_gx = 0, run_clip = 0;
-    if constexpr (R == Mask::Pact) {
+    // (the loops are written out: a test inside one changes how it vectorises)
+    T* gr = GR ? GR + at : nullptr;
+    if constexpr (K == 3) {
+      if (gr) {  // a tap after a residual: the masked sum is the residual's gradient too
 #pragma omp simd reduction(+ : run_g, run_gx, run_clip)
-      for (int64_t s = 0; s < v.S; ++s) {
-        const T g = grad(gc, oc, xc, sc, sh, cl, s);
-        run_g += g;
-        run_gx += g * (xc[s] - mu_t);
-        run_clip += grad_clip(gc, xc, sc, sh, cl, s);
+        for (int64_t s = 0; s < v.S; ++s) {
+          const T g = grad(gc, qc, oc, xc, sc, sh, cl, s);
+          gr[s] = g;
+          run_g += g;
+          run_gx += g * (xc[s] - mu_t);
+          run_clip += grad_clip(gc, qc, oc, xc, sc, sh, cl, s);
+        }
+      } else {
+#pragma omp simd reduction(+ : run_g, run_gx, run_clip)
+        for (int64_t s = 0; s < v.S; ++s) {
+          const T g = grad(gc, qc, oc, xc, sc, sh, cl, s);
+          run_g += g;
+          run_gx += g * (xc[s] - mu_t);
+          run_clip += grad_clip(gc, qc, oc, xc, sc, sh, cl, s);
+        }
       }
-    } else if (GR) {
-      T* gr = GR + at;
+    } else if (gr) {
 #pragma omp simd reduction(+ : run_g, run_gx)
       for (int64_t s = 0; s < v.S; ++s) {
-        const T g = grad(gc, oc, xc, sc, sh, cl, s);
+        const T g = grad(gc, qc, oc, xc, sc, sh, cl, s);
         gr[s] = g;
         run_g += g;
         run_gx += g * (xc[s] - mu_t);
@@ -232,7 +283,7 @@ void bwd(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& inv
     } else {
 #pragma omp simd reduction(+ : run_g, run_gx)
       for (int64_t s = 0; s < v.S; ++s) {
-        const T g = grad(gc, oc, xc, sc, sh, cl, s);
+        const T g = grad(gc, qc, oc, xc, sc, sh, cl, s);
         run_g += g;
         run_gx += g * (xc[s] - mu_t);
       }
@@ -240,7 +291,7 @@ void bwd(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& inv
     out[0] = run_g, out[1] = run_gx;
     if constexpr (K == 3) out[2] = run_clip;
   }, sums.data());
-  if constexpr (R == Mask::Pact) {
+  if constexpr (K == 3) {
     double total = 0;
     for (int64_t c = 0; c < v.C; ++c) total += sums[2 * v.C + c];
     *dclip->data<T>() = T(total);
@@ -263,7 +314,7 @@ void bwd(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& inv
 #pragma omp parallel for num_threads(num_threads()) schedule(static)
   for (int64_t nc = 0; nc < v.N * v.C; ++nc) {
     const int64_t c = nc % v.C, at = nc * v.S;
-    const T *xc = X + at, *gc = G + at, *oc = Out ? Out + at : nullptr;
+    const T *xc = X + at, *gc = G + at, *qc = DQ ? DQ + at : nullptr, *oc = Out ? Out + at : nullptr;
     const T mu_t = Mean[c], ac = a[c], kc = k[c], dc0 = d[c], sc = scale_of(c), sh = shift_of(c), cl = clip;
     T* dc = dX + at;
     if (GR) {
@@ -272,15 +323,16 @@ void bwd(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& inv
       for (int64_t s = 0; s < v.S; ++s) dc[s] = ac * gr[s] + kc * (xc[s] - mu_t) + dc0;
     } else {
 #pragma omp simd
-      for (int64_t s = 0; s < v.S; ++s) dc[s] = ac * grad(gc, oc, xc, sc, sh, cl, s) + kc * (xc[s] - mu_t) + dc0;
+      for (int64_t s = 0; s < v.S; ++s) dc[s] = ac * grad(gc, qc, oc, xc, sc, sh, cl, s) + kc * (xc[s] - mu_t) + dc0;
     }
   }
 }
 
 // The kernels' preconditions on a PACT after the BN (autograd/norm.cpp checks the user's arguments).
-void check_pact(const char* where, bool relu, const Tensor& residual, const Tensor& clip) {
-  AB_CHECK(relu && !residual.defined(), where, ": PACT after the BN needs its ReLU and no residual");
-  AB_CHECK(clip.numel() == 1 && clip.device().is_cpu(), where, ": PACT's clip must be one element on the CPU");
+void check_pact(const char* where, bool relu, const Tensor& residual, const BnPact& pact) {
+  AB_CHECK(relu && (pact.q.defined() || !residual.defined()), where,
+           ": PACT after the BN needs its ReLU, and a tap (q) to follow a residual");
+  AB_CHECK(pact.a.numel() == 1 && pact.a.device().is_cpu(), where, ": PACT's clip must be one element on the CPU");
 }
 
 }  // namespace
@@ -288,7 +340,7 @@ void check_pact(const char* where, bool relu, const Tensor& residual, const Tens
 void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b, double eps, bool relu, Tensor& y,
                               Tensor& mean, Tensor& var, Tensor& invstd, Tensor& affine, const ChannelSum* across,
                               const Tensor& residual, const BnPact* pact) {
-  if (pact) check_pact("batch_norm", relu, residual, pact->a);
+  if (pact) check_pact("batch_norm", relu, residual, *pact);
   AB_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] {
     train_fwd<scalar_t>(x, w, b, eps, relu, y, mean, var, invstd, affine, across, residual, pact);
   });
@@ -296,7 +348,7 @@ void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b,
 void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean,
                       const Tensor& invstd, bool relu, Tensor& y, Tensor& affine, const Tensor& residual,
                       const BnPact* pact) {
-  if (pact) check_pact("batch_norm", relu, residual, pact->a);
+  if (pact) check_pact("batch_norm", relu, residual, *pact);
   AB_DISPATCH_FLOAT(x.dtype(), "batch_norm",
                     [&] { apply<scalar_t>(x, w, b, mean, invstd, relu, y, affine, residual, pact); });
 }
@@ -304,17 +356,26 @@ void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, c
                          bool training, const BnRelu& relu, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db,
                          const ChannelSum* across, Tensor* dy_relu, Tensor* dclip) {
   AB_CHECK(!dy_relu || relu.out.defined(), "batch_norm backward: dy_relu needs relu.out (a ReLU after a residual)");
-  AB_CHECK(!relu.clip.defined() || (relu.affine.defined() && dclip),
-           "batch_norm backward: PACT's clip needs relu.affine and dclip");
+  AB_CHECK(!relu.clip.defined() || ((relu.affine.defined() || relu.dq.defined()) && dclip),
+           "batch_norm backward: PACT's clip needs relu.affine (or a tap's dq) and dclip");
+  AB_CHECK(!relu.dq.defined() || (relu.clip.defined() && (relu.out.defined() || relu.affine.defined()) &&
+                                  relu.dq.shape() == dy.shape() && relu.dq.is_contiguous()),
+           "batch_norm backward: the tap's dq needs the clip, relu.out or relu.affine, and dy's shape, contiguous");
   AB_DISPATCH_FLOAT(x.dtype(), "batch_norm backward", [&] {
-    if (relu.out.defined())
-      bwd<scalar_t, Mask::Out>(x, w, mean, invstd, training, relu, dy, dx, dw, db, across, dy_relu, nullptr);
+    const bool tap = relu.dq.defined();
+    if (relu.out.defined() && tap)
+      bwd<scalar_t, Mask::Out, true>(x, w, mean, invstd, training, relu, dy, dx, dw, db, across, dy_relu, dclip);
+    else if (relu.out.defined())
+      bwd<scalar_t, Mask::Out, false>(x, w, mean, invstd, training, relu, dy, dx, dw, db, across, dy_relu, nullptr);
+    else if (tap)
+      bwd<scalar_t, Mask::Affine, true>(x, w, mean, invstd, training, relu, dy, dx, dw, db, across, nullptr, dclip);
     else if (relu.clip.defined())
-      bwd<scalar_t, Mask::Pact>(x, w, mean, invstd, training, relu, dy, dx, dw, db, across, nullptr, dclip);
+      bwd<scalar_t, Mask::Pact, false>(x, w, mean, invstd, training, relu, dy, dx, dw, db, across, nullptr, dclip);
     else if (relu.affine.defined())
-      bwd<scalar_t, Mask::Affine>(x, w, mean, invstd, training, relu, dy, dx, dw, db, across, nullptr, nullptr);
+      bwd<scalar_t, Mask::Affine, false>(x, w, mean, invstd, training, relu, dy, dx, dw, db, across, nullptr,
+                                         nullptr);
     else
-      bwd<scalar_t, Mask::None>(x, w, mean, invstd, training, relu, dy, dx, dw, db, across, nullptr, nullptr);
+      bwd<scalar_t, Mask::None, false>(x, w, mean, invstd, training, relu, dy, dx, dw, db, across, nullptr, nullptr);
   });
 }
 

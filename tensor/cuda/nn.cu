@@ -497,8 +497,11 @@ void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b,
                                                                y.data<scalar_t>(), d.C, d.S, x.numel());
     AB_CUDA_CHECK_LAUNCH();
   });
-  // PACT after the ReLU: one more pass, in place (the CPU writes it in the same pass)
-  if (pact) pact_forward(y, pact->a, false, pact->levels, y);
+  // PACT after the ReLU: one more pass, in place or (a tap) into q (the CPU writes it in the same pass)
+  if (pact) {
+    Tensor q = pact->q.defined() ? pact->q : y;
+    pact_forward(y, pact->a, false, pact->levels, q);
+  }
 }
 
 void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& invstd,
@@ -515,7 +518,10 @@ void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const T
                                                                d.S, x.numel());
     AB_CUDA_CHECK_LAUNCH();
   });
-  if (pact) pact_forward(y, pact->a, false, pact->levels, y);
+  if (pact) {
+    Tensor q = pact->q.defined() ? pact->q : y;
+    pact_forward(y, pact->a, false, pact->levels, q);
+  }
 }
 
 void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd, bool training,
@@ -524,8 +530,10 @@ void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, c
   check_cuda("batch_norm backward", "x", x);
   check_cuda("batch_norm backward", "dy", dy);
   AB_CHECK(!dy_relu || relu.out.defined(), "batch_norm backward: dy_relu needs relu.out (a ReLU after a residual)");
-  AB_CHECK(!relu.clip.defined() || (relu.affine.defined() && dclip),
-           "batch_norm backward: PACT's clip needs relu.affine and dclip");
+  AB_CHECK(!relu.clip.defined() || ((relu.affine.defined() || relu.dq.defined()) && dclip),
+           "batch_norm backward: PACT's clip needs relu.affine (or a tap's dq) and dclip");
+  AB_CHECK(!relu.dq.defined() || (relu.clip.defined() && (relu.out.defined() || relu.affine.defined())),
+           "batch_norm backward: the tap's dq needs the clip and relu.out or relu.affine");
   const BnDims d = bn_dims(x);
   double M = double(d.N * d.S);
   if (across) (*across)(&M, 1);
@@ -534,6 +542,22 @@ void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, c
     Tensor coef = Tensor::empty({3 * d.C}, x.dtype(), x.device());   // a, k, d of dx = a dy + k (x - mean) + d
     const scalar_t *px = x.data<scalar_t>(), *pg = dy.data<scalar_t>(), *pm = mean.data<scalar_t>();
     Tensor masked;  // with a ReLU after the BN: dy through it first (one more pass; the CPU fuses it)
+    Tensor dy_sum;  // with a tap: dy + PACT's backward of the tap's dq, by their own kernels, before the mask
+    if (relu.dq.defined()) {
+      Tensor r = relu.out;  // the ReLU's output: kept after a residual, else recomputed
+      if (!r.defined()) {
+        const scalar_t* sc = relu.affine.data<scalar_t>();
+        r = Tensor::empty(x.shape(), x.dtype(), x.device());
+        bn_affine_k<scalar_t><<<blocks_for(x.numel()), kThreads>>>(px, sc, sc + d.C, nullptr, true,
+                                                                   r.data<scalar_t>(), d.C, d.S, x.numel());
+        AB_CUDA_CHECK_LAUNCH();
+      }
+      Tensor through = Tensor::empty(dy.shape(), dy.dtype(), dy.device());
+      pact_backward(r, relu.clip, false, relu.dq, through, *dclip);
+      dy_sum = Tensor::empty(dy.shape(), dy.dtype(), dy.device());
+      binary(BinaryOp::Add, dy, through, dy_sum);
+      pg = dy_sum.data<scalar_t>();
+    }
     if (relu.out.defined()) {
       check_cuda("batch_norm backward", "relu.out", relu.out);
       masked = dy_relu ? *dy_relu : Tensor::empty(dy.shape(), dy.dtype(), dy.device());
@@ -541,7 +565,7 @@ void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, c
                                                                      masked.data<scalar_t>(), dy.numel());
       AB_CUDA_CHECK_LAUNCH();
       pg = masked.data<scalar_t>();
-    } else if (relu.clip.defined()) {
+    } else if (relu.clip.defined() && !relu.dq.defined()) {
       // PACT after the ReLU, by its own kernels: the ReLU's output recomputed, PACT's backward
       // (the clip's gradient included), then the ReLU's mask
       const scalar_t* sc = relu.affine.data<scalar_t>();
