@@ -8,9 +8,10 @@
 // Tensor::backward() (engine.cpp) orders the Nodes topologically and runs each backward once,
 // after all gradients for its outputs have been summed. Most ops have one output; an op with
 // several (a batch norm that also writes the next layer's quantized input, say) records them
-// together with record_outputs(), and its backward gets one gradient per output. The engine owns accumulation: it reduces a
-// gradient over broadcast dimensions to the input's shape, checks shape and dtype, sums gradients
-// that reach the same Node or leaf, and stores leaf gradients in Tensor::grad().
+// together with record_outputs(), and its backward gets one gradient per output. The engine owns
+// accumulation: it reduces a gradient over broadcast dimensions to the input's shape, checks
+// shape and dtype, sums gradients that reach the same output of a Node or the same leaf, and
+// stores leaf gradients in Tensor::grad().
 //
 // Rule for op authors: a backward lambda may capture inputs and outputs it needs, but an output
 // must be captured as out.detach() (capturing the output itself would make a reference cycle
