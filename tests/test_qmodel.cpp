@@ -5,6 +5,7 @@
 #include <set>
 #include <unistd.h>
 
+#include "autograd/autograd.h"
 #include "nn/checkpoint.h"
 #include "nn/models.h"
 #include "nn/optim.h"
@@ -37,6 +38,21 @@ Tensor labels(int64_t n, int64_t k, uint64_t seed) {
   std::vector<int64_t> v(n);
   for (auto& x : v) x = (int64_t)g.below(k);
   return Tensor::from_vector(v, {n});
+}
+
+// The Nodes of y's graph whose op name contains `part`.
+int count_nodes(const Tensor& y, const std::string& part) {
+  std::set<Node*> seen;
+  std::vector<Node*> todo = {y.impl().grad_fn.get()};
+  int count = 0;
+  while (!todo.empty()) {
+    Node* n = todo.back();
+    todo.pop_back();
+    if (!n || !seen.insert(n).second) continue;
+    count += n->name.find(part) != std::string::npos;
+    for (const Edge& e : n->next) todo.push_back(e.fn.get());
+  }
+  return count;
 }
 
 std::string temp_path(const std::string& name) {
@@ -189,6 +205,9 @@ TEST_CASE("ResNet-20's blocks hand their outputs over quantized, as the layers r
         net.zero_grad();
         Tensor x = images(4, 3, 8, 9).requires_grad_();
         logits[chained] = chained ? m.forward(x) : apart(x);
+        // the chained forward really hands over: the stem's BN and the 8 block outputs that feed
+        // a next block are two-output ops ("..._tap"); run apart, none is
+        REQUIRE(count_nodes(logits[chained], "_tap") == (chained ? 9 : 0));
         cross_entropy(logits[chained], labels(4, 10, 3)).backward();
         for (auto& [name, p] : net.named_parameters())
           if (p.grad().defined()) grads[chained][name] = p.grad().clone();
