@@ -192,11 +192,11 @@ Tensor relu_tapped(Module& m, const Tensor& x, const Tensor& residual, SharesQua
   return residual.defined() ? add_relu_after(m, x, residual) : relu_after(m, x);
 }
 
-Tensor forward_chained(const std::vector<Module*>& blocks, Tensor x, Tensor xq) {
+Tensor forward_blocks(const std::vector<Module*>& blocks, Tensor x, Tensor xq) {
   for (size_t i = 0; i < blocks.size(); ++i) {
     auto* block = dynamic_cast<SharesQuantizedInput*>(blocks[i]);
     SharesQuantizedInput* next = i + 1 < blocks.size() ? dynamic_cast<SharesQuantizedInput*>(blocks[i + 1]) : nullptr;
-    AB_CHECK(block || !xq.defined(), "forward_chained: block ", i, " (", blocks[i]->type_name(),
+    AB_CHECK(block || !xq.defined(), "forward_blocks: block ", i, " (", blocks[i]->type_name(),
              ") was handed a quantized input it cannot take");
     Tensor next_xq;
     x = block ? block->forward_chained(x, xq, next, &next_xq) : blocks[i]->forward(x);

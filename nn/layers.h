@@ -125,7 +125,7 @@ class SharesQuantizedInput {
 Tensor relu_tapped(Module& m, const Tensor& x, const Tensor& residual, SharesQuantizedInput* next, Tensor* next_xq);
 // The blocks in order, from x and its quantized copy xq for blocks[0] (may be undefined), each
 // block handing the next its input's copy where both can (SharesQuantizedInput).
-Tensor forward_chained(const std::vector<Module*>& blocks, Tensor x, Tensor xq);
+Tensor forward_blocks(const std::vector<Module*>& blocks, Tensor x, Tensor xq);
 
 // x: (N, C, H, W) or (N, C). Training normalises with the batch statistics and updates the
 // running ones (momentum 0.1, unbiased variance, as PyTorch); eval uses the running ones.

@@ -64,7 +64,7 @@ Tensor forward_stages(Module& bn, const Tensor& stem, const std::vector<ModulePt
   Tensor xq;
   Tensor x = relu_tapped(bn, stem, Tensor(), blocks.empty() ? nullptr : dynamic_cast<SharesQuantizedInput*>(blocks[0]),
                          &xq);
-  return forward_chained(blocks, x, xq);
+  return forward_blocks(blocks, x, xq);
 }
 
 // ---- CIFAR ResNet-20 ---------------------------------------------------------------------------------
@@ -182,7 +182,7 @@ class TorchvisionResNet : public Module {
       y = forward_stages(*bn1_, conv1_->forward(x), layers_);
     } else {  // the max pool between the stem and the first block: that block quantizes its input itself
       y = max_pool2d(relu_after(*bn1_, conv1_->forward(x)), 3, 2, 1);
-      y = forward_chained(blocks_of(layers_), y, Tensor());
+      y = forward_blocks(blocks_of(layers_), y, Tensor());
     }
     return fc_->forward(global_avg_pool2d(y));
   }
