@@ -307,9 +307,29 @@ std::vector<int64_t> int_matmul_reference(const std::vector<uint8_t>& x, const s
 // With AVX2, 32 values at a time: the same division or product, clamp and rounding (vcvtps2dq
 // rounds to nearest even, as nearbyint in the default rounding mode), then the int32 codes, all in
 // 0..255, packed to bytes. The packs interleave the 128-bit lanes, which one permutation undoes.
+// With AVX-512, 16 at a time, narrowed to bytes by one vpmovusdb.
 void ActCodes::codes(const float* x, int64_t n, uint8_t* out) const {
   int64_t i = 0;
-#if defined(__AVX2__)
+#if defined(__AVX512F__)
+  // (GCC 12 warns that the intrinsics' own "undefined" pass-through operands may be used
+  // uninitialized here; they are not: every lane is written.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+  {
+    const __m512 zero = _mm512_setzero_ps(), div = _mm512_set1_ps(step), top = _mm512_set1_ps(levels);
+    const __m512 a = _mm512_set1_ps(clip), scale = _mm512_set1_ps(levels / clip);
+    auto store16 = [&](int64_t at, __m512 v) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + at), _mm512_cvtusepi32_epi8(_mm512_cvtps_epi32(v)));
+    };
+    if (lsq)
+      for (; i + 16 <= n; i += 16)
+        store16(i, _mm512_min_ps(_mm512_max_ps(_mm512_div_ps(_mm512_loadu_ps(x + i), div), zero), top));
+    else
+      for (; i + 16 <= n; i += 16)
+        store16(i, _mm512_mul_ps(_mm512_min_ps(_mm512_max_ps(_mm512_loadu_ps(x + i), zero), a), scale));
+  }
+#pragma GCC diagnostic pop
+#elif defined(__AVX2__)
   {
     const __m256 zero = _mm256_setzero_ps(), div = _mm256_set1_ps(step), top = _mm256_set1_ps(levels);
     const __m256 a = _mm256_set1_ps(clip), scale = _mm256_set1_ps(levels / clip);
@@ -660,14 +680,27 @@ void run_conv(const IntConv& c, const uint8_t* in, const Geometry& g, const Epil
       c.matmul.run_rows(row_at.data(), goff.data(), np, acc.data());
       // The epilogue over the whole tile: its np pixels' M values lie one after the other in every
       // float map, so each step below is one long loop.
+      // With a residual, relu(v + residual) in the same loop (v rounded to float first, as when
+      // the two steps were loops of their own).
       float* v = e.codes_next ? vtile.data() : e.out_float + p0 * M;
       for (int64_t r = 0; r < np; ++r) {
         const int32_t* a = acc.data() + r * M;
         float* vr = v + r * M;
-        if (need_sums) {
-          const float s = float(sums[r]);
+        const float* res = e.residual ? e.residual + (p0 + r) * M : nullptr;
+        const float s = need_sums ? float(sums[r]) : 0.0f;
+        if (need_sums && res) {
+          for (int64_t m = 0; m < M; ++m) {
+            const float t = alpha[m] * float(a[m]) + beta[m] * s + gamma[m];
+            vr[m] = std::max(0.0f, t + res[m]);
+          }
+        } else if (need_sums) {
           for (int64_t m = 0; m < M; ++m) vr[m] = alpha[m] * float(a[m]) + beta[m] * s + gamma[m];
-        } else {  // beta = 0: the same value without the term
+        } else if (res) {  // beta = 0: the same values without the term
+          for (int64_t m = 0; m < M; ++m) {
+            const float t = alpha[m] * float(a[m]) + gamma[m];
+            vr[m] = std::max(0.0f, t + res[m]);
+          }
+        } else {
           for (int64_t m = 0; m < M; ++m) vr[m] = alpha[m] * float(a[m]) + gamma[m];
         }
       }
@@ -687,8 +720,6 @@ void run_conv(const IntConv& c, const uint8_t* in, const Geometry& g, const Epil
       if (e.codes_next) {
         write_codes(*e.codes_next, e.out_codes, e.out_border);
       } else if (e.residual) {
-        const float* res = e.residual + p0 * M;
-        for (int64_t i = 0; i < np * M; ++i) v[i] = std::max(0.0f, v[i] + res[i]);
         for (int i = 0; i < 2; ++i)
           if (e.next[i]) write_codes(*e.next[i], e.next_out[i], e.next_border[i]);
       }
@@ -732,13 +763,18 @@ Tensor IntegerResNet::forward(const Tensor& images) {
   auto& [x, sc, out, u1, us, u2, next1, nexts] = maps_;
   hold(x, g.pixels() * g.c);
   {
+    // NCHW to NHWC in blocks of 64 pixels, so that the channel-strided writes stay in one 64-pixel
+    // stretch of x (a few KiB, in L1) while each plane is read in order
     const float* src = y.data<float>();
-    const int64_t hw = g.h * g.w;
+    const int64_t hw = g.h * g.w, kBlock = 64;
 #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < g.n; ++n)
-      for (int64_t c = 0; c < g.c; ++c)
-        for (int64_t i = 0; i < hw; ++i)
-          x[(n * hw + i) * g.c + c] = std::max(0.0f, src[(n * g.c + c) * hw + i] * stem_scale_[c] + stem_shift_[c]);
+      for (int64_t i0 = 0; i0 < hw; i0 += kBlock) {
+        const int64_t i1 = std::min(hw, i0 + kBlock);
+        for (int64_t c = 0; c < g.c; ++c)
+          for (int64_t i = i0; i < i1; ++i)
+            x[(n * hw + i) * g.c + c] = std::max(0.0f, src[(n * g.c + c) * hw + i] * stem_scale_[c] + stem_shift_[c]);
+      }
   }
   // The block input in the codes of its conv1 and (if it has one) its projection shortcut: from
   // the stem here, then from each block's conv2 epilogue for the next block. Each code map has a
