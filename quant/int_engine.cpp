@@ -727,14 +727,6 @@ void run_conv(const IntConv& c, const uint8_t* in, const Geometry& g, const Epil
   }
 }
 
-// The codes of float map x (geometry g without border) into code map out of geometry go (g with
-// a border), row by row.
-void quantize_map(const float* x, const Geometry& go, const ActCodes& q, uint8_t* out) {
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < go.n * go.h; ++r)
-    q.codes(x + r * go.w * go.c, go.w * go.c, out + go.at(r / go.h, r % go.h, 0));
-}
-
 }  // namespace
 
 std::vector<float> int_conv_bn(const IntConv& c, const uint8_t* codes, int64_t n, int64_t h, int64_t w,
@@ -762,20 +754,6 @@ Tensor IntegerResNet::forward(const Tensor& images) {
   // The maps are members reused call after call (int_engine.h), sized by hold().
   auto& [x, sc, out, u1, us, u2, next1, nexts] = maps_;
   hold(x, g.pixels() * g.c);
-  {
-    // NCHW to NHWC in blocks of 64 pixels, so that the channel-strided writes stay in one 64-pixel
-    // stretch of x (a few KiB, in L1) while each plane is read in order
-    const float* src = y.data<float>();
-    const int64_t hw = g.h * g.w, kBlock = 64;
-#pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < g.n; ++n)
-      for (int64_t i0 = 0; i0 < hw; i0 += kBlock) {
-        const int64_t i1 = std::min(hw, i0 + kBlock);
-        for (int64_t c = 0; c < g.c; ++c)
-          for (int64_t i = i0; i < i1; ++i)
-            x[(n * hw + i) * g.c + c] = std::max(0.0f, src[(n * g.c + c) * hw + i] * stem_scale_[c] + stem_shift_[c]);
-      }
-  }
   // The block input in the codes of its conv1 and (if it has one) its projection shortcut: from
   // the stem here, then from each block's conv2 epilogue for the next block. Each code map has a
   // border as wide as the padding of the conv that reads it, so that conv reads its windows in
@@ -784,10 +762,30 @@ Tensor IntegerResNet::forward(const Tensor& images) {
   g1c.b = blocks_[0].conv1.pad;
   gsc.b = blocks_[0].shortcut.pad;
   prepare(u1, g1c);
-  quantize_map(x.data(), g1c, blocks_[0].conv1.act, u1.data());
-  if (blocks_[0].has_shortcut) {
-    prepare(us, gsc);
-    quantize_map(x.data(), gsc, blocks_[0].shortcut.act, us.data());
+  if (blocks_[0].has_shortcut) prepare(us, gsc);
+  {
+    // NCHW to NHWC in blocks of 64 pixels, so that the channel-strided writes stay in one 64-pixel
+    // stretch of x (a few KiB, in L1) while each plane is read in order; each block's codes are
+    // written while it is in L1, one call per stretch of an image row (the maps have borders).
+    const float* src = y.data<float>();
+    const int64_t hw = g.h * g.w, kBlock = 64;
+    auto write_codes = [&](const ActCodes& q, uint8_t* map, const Geometry& gm, int64_t n, int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1;) {
+        const int64_t row = i / g.w, col = i % g.w, len = std::min(i1 - i, g.w - col);
+        q.codes(x.data() + (n * hw + i) * g.c, len * g.c, map + gm.at(n, row, col));
+        i += len;
+      }
+    };
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < g.n; ++n)
+      for (int64_t i0 = 0; i0 < hw; i0 += kBlock) {
+        const int64_t i1 = std::min(hw, i0 + kBlock);
+        for (int64_t c = 0; c < g.c; ++c)
+          for (int64_t i = i0; i < i1; ++i)
+            x[(n * hw + i) * g.c + c] = std::max(0.0f, src[(n * g.c + c) * hw + i] * stem_scale_[c] + stem_shift_[c]);
+        write_codes(blocks_[0].conv1.act, u1.data(), g1c, n, i0, i1);
+        if (blocks_[0].has_shortcut) write_codes(blocks_[0].shortcut.act, us.data(), gsc, n, i0, i1);
+      }
   }
   for (size_t i = 0; i < blocks_.size(); ++i) {
     const IntBlock& b = blocks_[i];
@@ -840,16 +838,21 @@ Tensor IntegerResNet::forward(const Tensor& images) {
     g = g2;
     g1c = next1c, gsc = nextsc;
   }
-  // Global average pool and the FP classifier.
+  // Global average pool and the FP classifier. Each channel's sum runs over the pixels in order;
+  // the channels side by side (x is NHWC), so the loop over them vectorises.
   Tensor pooled = Tensor::empty({g.n, g.c});
   float* pd = pooled.data<float>();
   const int64_t hw = g.h * g.w;
-  for (int64_t n = 0; n < g.n; ++n)
-    for (int64_t c = 0; c < g.c; ++c) {
-      float s = 0;
-      for (int64_t i = 0; i < hw; ++i) s += x[(n * hw + i) * g.c + c];
-      pd[n * g.c + c] = s / float(hw);
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < g.n; ++n) {
+    float* s = pd + n * g.c;
+    std::fill(s, s + g.c, 0.0f);
+    for (int64_t i = 0; i < hw; ++i) {
+      const float* px = x.data() + (n * hw + i) * g.c;
+      for (int64_t c = 0; c < g.c; ++c) s[c] += px[c];
     }
+    for (int64_t c = 0; c < g.c; ++c) s[c] /= float(hw);
+  }
   return linear(pooled, fc_w_, fc_b_);
 }
 
