@@ -622,7 +622,7 @@ void run_conv(const IntConv& c, const uint8_t* in, const Geometry& g, const Epil
   const int64_t per_thread = P / (2 * std::max(1, omp_get_max_threads()));
   const int64_t kTile = std::max<int64_t>(8, std::min<int64_t>(64, per_thread / 4 * 4));
   const int64_t tiles = (P + kTile - 1) / kTile;
-#pragma omp parallel
+#pragma omp parallel if (!omp_in_parallel())
   {
     std::vector<uint8_t> rows(in_place ? 0 : kTile * Kp);
     std::vector<const uint8_t*> row_at(kTile);
@@ -748,11 +748,34 @@ Tensor IntegerResNet::forward(const Tensor& images) {
   AB_CHECK(images.dim() == 4 && images.size(1) == stem_w_.size(1), "integer engine: expected images (N, ",
            stem_w_.size(1), ", H, W), got ", shape_str(images.shape()));
   AB_CHECK(images.dtype() == DType::F32 && images.device().is_cpu(), "integer engine: images must be float32 on the CPU");
-  // The FP stem: conv, then its folded BN and ReLU, to the NHWC residual stream.
+  // The FP stem's conv, for the whole batch.
   Tensor y = conv2d(images.contiguous(), stem_w_, stem_b_, Conv2dOptions::make(1, stem_w_.size(2) / 2)).contiguous();
-  Geometry g{y.size(0), y.size(2), y.size(3), y.size(1)};
-  // The maps are members reused call after call (int_engine.h), sized by hold().
-  auto& [x, sc, out, u1, us, u2, next1, nexts] = maps_;
+  const int64_t N = y.size(0), image = y.size(1) * y.size(2) * y.size(3), pooled_c = fc_w_.size(1);
+  Tensor pooled = Tensor::empty({N, pooled_c});
+  // A large batch goes through the network kGroup images at a time, each thread taking the next
+  // group (the images do not depend on each other, so the results are the same whatever thread
+  // takes which): a group's maps fit in the thread's own caches, and the threads meet once, at
+  // the end, not at every conv. A small batch (latency) goes through whole, each conv shared out
+  // among the threads (run_conv).
+  constexpr int64_t kGroup = 4;
+  const int threads = std::max(1, omp_get_max_threads());
+  if (maps_.size() < (size_t)threads) maps_.resize(threads);
+  if (grouping_ && N >= 4 * kGroup * threads) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int64_t g0 = 0; g0 < N; g0 += kGroup)
+      forward_images(y.data<float>() + g0 * image, std::min(kGroup, N - g0), y.size(1), y.size(2), y.size(3),
+                     maps_[omp_get_thread_num()], pooled.data<float>() + g0 * pooled_c);
+  } else {
+    forward_images(y.data<float>(), N, y.size(1), y.size(2), y.size(3), maps_[0], pooled.data<float>());
+  }
+  return linear(pooled, fc_w_, fc_b_);
+}
+
+void IntegerResNet::forward_images(const float* stem, int64_t count, int64_t channels, int64_t height, int64_t width,
+                                   Maps& maps, float* pooled) const {
+  Geometry g{count, height, width, channels};
+  // The maps are reused call after call (int_engine.h), sized by hold().
+  auto& [x, sc, out, u1, us, u2, next1, nexts] = maps;
   hold(x, g.pixels() * g.c);
   // The block input in the codes of its conv1 and (if it has one) its projection shortcut: from
   // the stem here, then from each block's conv2 epilogue for the next block. Each code map has a
@@ -767,7 +790,7 @@ Tensor IntegerResNet::forward(const Tensor& images) {
     // NCHW to NHWC in blocks of 64 pixels, so that the channel-strided writes stay in one 64-pixel
     // stretch of x (a few KiB, in L1) while each plane is read in order; each block's codes are
     // written while it is in L1, one call per stretch of an image row (the maps have borders).
-    const float* src = y.data<float>();
+    const float* src = stem;
     const int64_t hw = g.h * g.w, kBlock = 64;
     auto write_codes = [&](const ActCodes& q, uint8_t* map, const Geometry& gm, int64_t n, int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1;) {
@@ -776,7 +799,7 @@ Tensor IntegerResNet::forward(const Tensor& images) {
         i += len;
       }
     };
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (!omp_in_parallel())
     for (int64_t n = 0; n < g.n; ++n)
       for (int64_t i0 = 0; i0 < hw; i0 += kBlock) {
         const int64_t i1 = std::min(hw, i0 + kBlock);
@@ -838,14 +861,14 @@ Tensor IntegerResNet::forward(const Tensor& images) {
     g = g2;
     g1c = next1c, gsc = nextsc;
   }
-  // Global average pool and the FP classifier. Each channel's sum runs over the pixels in order;
-  // the channels side by side (x is NHWC), so the loop over them vectorises.
-  Tensor pooled = Tensor::empty({g.n, g.c});
-  float* pd = pooled.data<float>();
+  // Global average pool (the FP classifier follows in forward). Each channel's sum runs over the
+  // pixels in order; the channels side by side (x is NHWC), so the loop over them vectorises.
+  AB_CHECK(g.c == fc_w_.size(1), "integer engine: the last block gives ", g.c, " channels, the classifier takes ",
+           fc_w_.size(1));
   const int64_t hw = g.h * g.w;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (!omp_in_parallel())
   for (int64_t n = 0; n < g.n; ++n) {
-    float* s = pd + n * g.c;
+    float* s = pooled + n * g.c;
     std::fill(s, s + g.c, 0.0f);
     for (int64_t i = 0; i < hw; ++i) {
       const float* px = x.data() + (n * hw + i) * g.c;
@@ -853,7 +876,6 @@ Tensor IntegerResNet::forward(const Tensor& images) {
     }
     for (int64_t c = 0; c < g.c; ++c) s[c] /= float(hw);
   }
-  return linear(pooled, fc_w_, fc_b_);
 }
 
 }  // namespace anybit::quant

@@ -149,6 +149,10 @@ class IntegerResNet {
   // images: (N, 3, H, W) float32, normalised as in training -> logits (N, classes), float32.
   // Not for two threads at once on one engine: the activation maps are reused (maps_ below).
   Tensor forward(const Tensor& images);
+  // A large batch goes through forward() in groups of a few images, a thread to a group (true,
+  // the default), or whole, each conv shared out among the threads (false; what a small batch
+  // always does). The results are the same either way.
+  void set_grouping(bool on) { grouping_ = on; }
   int bits() const { return bits_; }
   int64_t num_classes() const { return fc_w_.size(0); }
   const std::vector<IntBlock>& blocks() const { return blocks_; }
@@ -165,12 +169,18 @@ class IntegerResNet {
   Tensor stem_w_, stem_b_, fc_w_, fc_b_;
   std::vector<float> stem_scale_, stem_shift_;  // the stem's folded BN at bits_
   std::vector<IntBlock> blocks_;
-  // The activation maps of forward(), kept from one call to the next: a batch of 128 needs several
-  // MiB per map, and fresh memory costs a page fault per 4 KiB every call (tensor/storage.h).
+  // The activation maps of forward(), one set per thread, kept from one call to the next: fresh
+  // memory costs a page fault per 4 KiB every call (tensor/storage.h).
   struct Maps {
     std::vector<float> x, sc, out;
     std::vector<uint8_t> u1, us, u2, next1, nexts;
-  } maps_;
+  };
+  std::vector<Maps> maps_;
+  bool grouping_ = true;
+  // The network after the stem's conv for `count` images (stem: their conv output, NCHW), with
+  // the maps `maps`, to their average-pooled features (pooled: `count` rows).
+  void forward_images(const float* stem, int64_t count, int64_t channels, int64_t height, int64_t width, Maps& maps,
+                      float* pooled) const;
 };
 
 }  // namespace anybit::quant

@@ -122,7 +122,7 @@ TEST_CASE("IntegerResNet: every conv, and the whole network, against the fake-qu
     nn::SafeTensors f = nn::read_safetensors(path);
     std::map<std::string, nn::Module*> mods;
     for (auto& [name, mod] : m->net().named_modules()) mods[name] = mod.get();
-    Tensor x = randn({6, 3, 32, 32}, 21, DType::F32);
+    Tensor x = randn({6, 3, 32, 32}, 21, DType::F32), big = randn({42, 3, 32, 32}, 22, DType::F32);
     NoGradGuard ng;
     for (int b : opt.bit_set) {
       m->set_bits(b);
@@ -178,6 +178,15 @@ TEST_CASE("IntegerResNet: every conv, and the whole network, against the fake-qu
         INFO("largest logit difference " << diff << " in logits up to " << mag);
         REQUIRE(diff <= (c.wq == "lsq" ? 1e-2 : 0.05) * mag);
         REQUIRE(quant::predicted_classes(got) == quant::predicted_classes(want));
+
+        // A batch large enough to go through in groups of images, a thread to a group (42: the
+        // last group short), equals the same batch run whole, each conv shared out among the
+        // threads: bit for bit. (The FP stem runs on the whole batch either way; its conv and the
+        // classifier may round otherwise for another batch size.)
+        net.set_grouping(false);
+        Tensor whole = net.forward(big);
+        net.set_grouping(true);
+        test::require_close(net.forward(big), whole, 0, 0, "a batch in groups of images");
       }
     }
   }
