@@ -185,10 +185,10 @@ Tensor relu_into(Module& m, const Tensor& x, Module& next) {
 }
 
 Tensor relu_tapped(Module& m, const Tensor& x, const Tensor& residual, SharesQuantizedInput* next, Tensor* next_xq) {
-  *next_xq = Tensor();
+  if (next_xq) *next_xq = Tensor();
   auto* f = dynamic_cast<FusesRelu*>(&m);
   PactAfter pact;
-  if (f && next && next->input_pact(&pact)) return f->forward_relu_tapped(x, residual, pact, next_xq);
+  if (f && next && next_xq && next->input_pact(&pact)) return f->forward_relu_tapped(x, residual, pact, next_xq);
   return residual.defined() ? add_relu_after(m, x, residual) : relu_after(m, x);
 }
 

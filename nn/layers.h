@@ -112,7 +112,8 @@ Tensor relu_into(Module& m, const Tensor& x, Module& next);
 //                 e.g. a float layer, LSQ, or a temporal shift before it).
 //   forward_chained(x, xq, next, next_xq): forward(x), given xq = x through input_pact's PACT
 //                 (undefined: the convolution quantizes x itself); when `next` (the block after,
-//                 or null) can take it, *next_xq receives the output's copy for it (else undefined).
+//                 or null) can take it, *next_xq receives the output's copy for it (else undefined;
+//                 next_xq may be null: no copy).
 class SharesQuantizedInput {
  public:
   virtual ~SharesQuantizedInput() = default;
@@ -120,8 +121,8 @@ class SharesQuantizedInput {
   virtual Tensor forward_chained(const Tensor& x, const Tensor& xq, SharesQuantizedInput* next, Tensor* next_xq) = 0;
 };
 // relu(m.forward(x) [+ residual]) (residual may be undefined); where m is a FusesRelu and `next`
-// (may be null) can take its input quantized, next's copy goes to *next_xq in the same op, which
-// is left undefined otherwise.
+// can take its input quantized, next's copy goes to *next_xq in the same op, which is left
+// undefined otherwise (next and next_xq may be null: no copy).
 Tensor relu_tapped(Module& m, const Tensor& x, const Tensor& residual, SharesQuantizedInput* next, Tensor* next_xq);
 // The blocks in order, from x and its quantized copy xq for blocks[0] (may be undefined), each
 // block handing the next its input's copy where both can (SharesQuantizedInput).

@@ -319,8 +319,7 @@ Tensor BasicBlock::forward_chained(const Tensor& x, const Tensor& xq, SharesQuan
   Tensor y = relu_into(*bn1_, first_conv(*conv1_, shift_in_time(x), xq, shifts()), *conv2_);
   Tensor shortcut = shortcut_ ? shortcut_->forward(x) : x;
   // relu(bn2(y) + shortcut), one op, which also writes the next block's quantized input where it can
-  Tensor unused;
-  return relu_tapped(*bn2_, y, shortcut, next, next_xq ? next_xq : &unused);
+  return relu_tapped(*bn2_, y, shortcut, next, next_xq);
 }
 
 Bottleneck::Bottleneck(LayerFactory& f, int64_t in, int64_t planes, int64_t stride, const std::string& shortcut_name) {
@@ -350,8 +349,7 @@ Tensor Bottleneck::forward_chained(const Tensor& x, const Tensor& xq, SharesQuan
   Tensor y = relu_into(*bn1_, first_conv(*conv1_, shift_in_time(x), xq, shifts()), *conv2_);
   y = relu_into(*bn2_, y, *conv3_);
   Tensor shortcut = shortcut_ ? shortcut_->forward(x) : x;
-  Tensor unused;
-  return relu_tapped(*bn3_, y, shortcut, next, next_xq ? next_xq : &unused);  // relu(bn3(y) + shortcut), one op
+  return relu_tapped(*bn3_, y, shortcut, next, next_xq);  // relu(bn3(y) + shortcut), one op
 }
 
 PreActBlock::PreActBlock(LayerFactory& f, int64_t in, int64_t planes, int64_t stride) {
