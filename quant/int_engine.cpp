@@ -198,6 +198,14 @@ void rows_avx2(const uint8_t* const* x, const int32_t* goff, int64_t Kp, const s
 // of group g (broadcast to the 16 lanes) by each channel's 4 weight bytes and adds the four
 // products to that channel's int32 lane, exactly (no int16 step, no saturation, no split of
 // 8-bit weights). w: block mb's [Kp / 4][16][4] bytes, the next blocks following it.
+// acc += the four products of each lane, as vpdpbusd. Written in asm because GCC 12 gives
+// _mm512_dpbusd_epi32 a fresh output register and copies it back to the accumulator: two
+// register moves per product in the loop below.
+inline __m512i dpbusd(__m512i acc, __m512i x, __m512i w) {
+  __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(x), "v"(w));
+  return acc;
+}
+
 template <int PB, int MB>
 void rows_blocks_vnni(const uint8_t* const* x, const int32_t* goff, int64_t Kp, const int8_t* w, int64_t mb,
                       int64_t M, int32_t* acc) {
@@ -214,7 +222,7 @@ void rows_blocks_vnni(const uint8_t* const* x, const int32_t* goff, int64_t Kp, 
       int32_t four;
       std::memcpy(&four, x[i] + at, 4);
       const __m512i xv = _mm512_set1_epi32(four);
-      for (int j = 0; j < MB; ++j) s[j][i] = _mm512_dpbusd_epi32(s[j][i], xv, wv[j]);
+      for (int j = 0; j < MB; ++j) s[j][i] = dpbusd(s[j][i], xv, wv[j]);
     }
   }
   for (int j = 0; j < MB; ++j) {
