@@ -25,6 +25,10 @@
 //                     a quantized ResNet-20 {8,6,4,2} with LSQ weights and activations (the
 //                     quantizers of the CIFAR `ours` checkpoint), random weights, exported to a
 //                     temporary file and read back; int<b>_infer_1 the same at batch 1
+//   pact<b>_infer     the same with DoReFa weights and PACT activations, the method's default
+//                     quantizers: their weights are not symmetric about 0, so each conv's
+//                     epilogue also adds its windows' code sums (int_engine.h); pact<b>_infer_1
+//                     at batch 1
 // Timing: `warmup` untimed steps, then `repeats` timed runs of `steps` steps each; the figure is
 // batch * steps / time of the median run. With --interleave every workload is built and warmed
 // first, and the timed runs take turns (run 1 of each workload, then run 2 of each, ...), so that
@@ -169,14 +173,15 @@ Workload quant_train(std::vector<int> bit_set, const quant::MethodConfig& cfg, i
           }};
 }
 
-// The integer engine at `bits`, on an exported quantized ResNet-20 (see the list above).
-Workload int_infer(int bits, int64_t batch) {
+// The integer engine at `bits`, on an exported quantized ResNet-20 with the given weight and
+// activation quantizers (see the list above).
+Workload int_infer(int bits, int64_t batch, const std::string& weight_quant, const std::string& act_quant) {
   AB_CHECK(g_device.is_cpu(), "bench_train: the integer engine runs on the CPU only (drop --device cuda)");
   Generator g(7);
   quant::QuantOptions qo;
   qo.bit_set = {8, 6, 4, 2};
-  qo.weight_quant = "lsq";
-  qo.act_quant = "lsq";
+  qo.weight_quant = weight_quant;
+  qo.act_quant = act_quant;
   quant::QuantModel model("resnet20", 10, qo, 1);
   Tensor x = random_images(batch, {3, 32, 32}, g);
   {
@@ -215,7 +220,9 @@ const std::vector<std::string>& workload_names() {
 const std::vector<std::string>& extra_workload_names() {
   static const std::vector<std::string> names{"resnet18_train", "resnet50_train", "resnet20_infer_1", "int8_infer",
                                               "int6_infer",     "int4_infer",     "int2_infer",       "int8_infer_1",
-                                              "int6_infer_1",   "int4_infer_1",   "int2_infer_1"};
+                                              "int6_infer_1",   "int4_infer_1",   "int2_infer_1",     "pact8_infer",
+                                              "pact6_infer",    "pact4_infer",    "pact2_infer",      "pact8_infer_1",
+                                              "pact6_infer_1",  "pact4_infer_1",  "pact2_infer_1"};
   return names;
 }
 
@@ -224,8 +231,10 @@ Workload make_workload(const std::string& name) {
   if (name == "resnet20_infer") return fp_infer("resnet20", 128);
   if (name == "resnet20_infer_1") return fp_infer("resnet20", 1);
   for (int b : {8, 6, 4, 2}) {
-    if (name == "int" + std::to_string(b) + "_infer") return int_infer(b, 128);
-    if (name == "int" + std::to_string(b) + "_infer_1") return int_infer(b, 1);
+    if (name == "int" + std::to_string(b) + "_infer") return int_infer(b, 128, "lsq", "lsq");
+    if (name == "int" + std::to_string(b) + "_infer_1") return int_infer(b, 1, "lsq", "lsq");
+    if (name == "pact" + std::to_string(b) + "_infer") return int_infer(b, 128, "dorefa", "pact");
+    if (name == "pact" + std::to_string(b) + "_infer_1") return int_infer(b, 1, "dorefa", "pact");
   }
   if (name == "resnet18_train") return fp_train("resnet18", 32);
   if (name == "resnet50_train") return fp_train("resnet50", 32);

@@ -242,6 +242,30 @@ void rows_vnni(const uint8_t* const* x, const int32_t* goff, int64_t Kp, const i
 }
 #endif
 
+#if defined(__AVX512BW__)
+// The sum of the bytes of `rows` runs of n bytes, `pitch` bytes apart (a window's rows): vpsadbw
+// adds 8 bytes at a time into 64-bit lanes, 64 bytes a step, the last n % 64 of a run through a
+// masked load (the bytes beyond it are neither read nor counted); the lanes are added once, at
+// the end. (GCC 12 warns that the extracts' own "undefined" pass-through operands may be used
+// uninitialized; they are not: no lane is masked.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+inline uint32_t window_sum(const uint8_t* p, int64_t rows, int64_t n, int64_t pitch) {
+  const __m512i zero = _mm512_setzero_si512();
+  const __mmask64 tail = n % 64 ? (1ull << (n % 64)) - 1 : 0;
+  __m512i s = zero;
+  for (int64_t r = 0; r < rows; ++r, p += pitch) {
+    int64_t k = 0;
+    for (; k + 64 <= n; k += 64) s = _mm512_add_epi64(s, _mm512_sad_epu8(_mm512_loadu_si512(p + k), zero));
+    if (tail) s = _mm512_add_epi64(s, _mm512_sad_epu8(_mm512_maskz_loadu_epi8(tail, p + k), zero));
+  }
+  const __m256i half = _mm256_add_epi64(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
+  const __m128i quarter = _mm_add_epi64(_mm256_castsi256_si128(half), _mm256_extracti128_si256(half, 1));
+  return uint32_t(_mm_cvtsi128_si64(quarter) + _mm_extract_epi64(quarter, 1));
+}
+#pragma GCC diagnostic pop
+inline uint32_t byte_sum(const uint8_t* p, int64_t n) { return window_sum(p, 1, n, 0); }
+#else
 // The sum of n bytes: vpsadbw adds 8 bytes at a time into 64-bit lanes, 32 bytes a step.
 inline uint32_t byte_sum(const uint8_t* p, int64_t n) {
   __m256i s = _mm256_setzero_si256();
@@ -254,10 +278,18 @@ inline uint32_t byte_sum(const uint8_t* p, int64_t n) {
   for (; k < n; ++k) total += p[k];
   return total;
 }
+#endif
 #else
 inline uint32_t byte_sum(const uint8_t* p, int64_t n) {
   uint32_t s = 0;
   for (int64_t k = 0; k < n; ++k) s += p[k];
+  return s;
+}
+#endif
+#if !defined(__AVX512BW__)
+inline uint32_t window_sum(const uint8_t* p, int64_t rows, int64_t n, int64_t pitch) {
+  uint32_t s = 0;
+  for (int64_t r = 0; r < rows; ++r) s += byte_sum(p + r * pitch, n);
   return s;
 }
 #endif
@@ -653,9 +685,7 @@ void run_conv(const IntConv& c, const uint8_t* in, const Geometry& g, const Epil
         if (in_place) {
           row_at[r] = in + g.at(n, oy * c.stride - c.pad, ox * c.stride - c.pad);
           if (need_sums) {  // the window's code sum, < 2^31
-            uint32_t sum = 0;
-            for (int64_t k = 0; k < taps; ++k) sum += byte_sum(row_at[r] + tap_at[k], C);
-            sums[r] = (int32_t)sum;
+            sums[r] = (int32_t)window_sum(row_at[r], c.kernel, c.kernel * C, wp * C);
           }
           continue;
         }

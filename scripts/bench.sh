@@ -143,12 +143,12 @@ awk -v repeats="$REPEATS" '
                round_ratio("anybit", "baseline", order[k])
     }
     printf "(medians of %d alternating runs each, and the median of each round'"'"'s own ratio; > 1: anybit is faster)\n", repeats
-    # The integer engine against FP32 inference at the same batch (int4_infer: resnet20_infer,
-    # int4_infer_1: resnet20_infer_1), anybit'"'"'s and PyTorch'"'"'s.
+    # The integer engine against FP32 inference at the same batch (int4_infer and pact4_infer:
+    # resnet20_infer, int4_infer_1: resnet20_infer_1), anybit'"'"'s and PyTorch'"'"'s.
     for (k = 1; k <= names; ++k) {
       q = order[k]
-      if (q !~ /^int[0-9]_infer/) continue
-      ref = q; sub(/^int[0-9]_infer/, "resnet20_infer", ref)
+      if (q !~ /^(int|pact)[0-9]_infer/) continue
+      ref = q; sub(/^(int|pact)[0-9]_infer/, "resnet20_infer", ref)
       a = median("anybit", q); fa = median("anybit", ref); fp = median("pytorch", ref)
       printf "%s speed / FP32 %s: anybit %s, pytorch %s\n", q, ref,
              (a > 0 && fa > 0) ? sprintf("%.2fx", a / fa) : "-", (a > 0 && fp > 0) ? sprintf("%.2fx", a / fp) : "-"

@@ -60,7 +60,7 @@ WORKLOADS = ["resnet20_train", "resnet20_infer", "lenet5_train", "lenet5_infer",
 EXTRA = ["resnet20_infer_1"]  # only with --only
 # bench_train's workloads with no PyTorch counterpart: named in --only, they are skipped, saying so
 # (scripts/bench.sh passes one --only to both programs).
-ANYBIT_ONLY = ["joint_ours"] + [f"int{b}_infer{s}" for b in (8, 6, 4, 2) for s in ("", "_1")]
+ANYBIT_ONLY = ["joint_ours"] + [f"{k}{b}_infer{s}" for k in ("int", "pact") for b in (8, 6, 4, 2) for s in ("", "_1")]
 
 
 # ---- fake quantization (quant/quantizers.h) -------------------------------------------------------
