@@ -525,7 +525,13 @@ inline void direct_dw_block(const float* x, const float* dy, float* dw, const Di
 // which taps fall outside it. OV x 3 CB accumulators (AVX2: 2 x 6, and 2 dY vectors and a
 // broadcast: 15 of its 16 registers; AVX-512: 24 of 32) sum over every pixel of the nimg images,
 // with no horizontal sum: lane l of acc[i][j] is dw[o0 + kLanes i + l][c0 + j / 3][kh][j % 3].
+// Without GCC's predictive commoning: it saw that a pixel pair's last two broadcasts of each input
+// channel are the next pair's first two and kept those 16 values from one pair to the next, which
+// left no registers for 8 of the 24 accumulators (loaded and stored every pair). Without it the
+// loop is 48 FMAs, 32 broadcasts and 2 loads, every accumulator in a register (objdump), and the
+// training step 1.02x as fast (docs/BENCHMARKS.md).
 template <int OV, int CB>
+__attribute__((optimize("no-predictive-commoning")))
 inline void lanes_dw_block(const float* x, int64_t x_image, const float* dyT, float* dw, const ConvShape& s,
                            int64_t nimg, int64_t o0, int64_t c0, int64_t kh) {
   constexpr int J = 3 * CB;
