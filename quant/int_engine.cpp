@@ -128,6 +128,14 @@ void matmul_portable(const uint8_t* const* rows, const int32_t* goff, int64_t P,
 // += row i's dot products over all Kp; row i's group g is at x[i] + goff[g]. w: the first block's
 // [Kp / 4][8][4] bytes, the next blocks following it. Each 4 bytes of a row are broadcast once
 // and used for MB blocks.
+// acc + v in int16 lanes, as _mm256_add_epi16, in asm so that the sum stays in acc's register:
+// GCC 12 writes _mm256_add_epi16's sum to the other operand's register and copies it back, one
+// register move per sum in the loop below (the same story as dpbusd's, further down).
+inline __m256i add_epi16_in_place(__m256i acc, __m256i v) {
+  __asm__("vpaddw %1, %0, %0" : "+x"(acc) : "x"(v));
+  return acc;
+}
+
 template <int PB, int MB>
 inline void rows_times_blocks(const uint8_t* const* x, const int32_t* goff, int64_t Kp, const int8_t* w, int flush,
                               __m256i (*acc)[PB]) {
@@ -146,7 +154,7 @@ inline void rows_times_blocks(const uint8_t* const* x, const int32_t* goff, int6
         int32_t four;  // row i's 4 bytes of group g, copied to all 8 lanes
         std::memcpy(&four, x[i] + at, 4);
         const __m256i xv = _mm256_set1_epi32(four);
-        for (int j = 0; j < MB; ++j) s[j][i] = _mm256_add_epi16(s[j][i], _mm256_maddubs_epi16(xv, wv[j]));
+        for (int j = 0; j < MB; ++j) s[j][i] = add_epi16_in_place(s[j][i], _mm256_maddubs_epi16(xv, wv[j]));
       }
     }
     for (int j = 0; j < MB; ++j)
