@@ -124,18 +124,18 @@ void matmul_portable(const uint8_t* const* rows, const int32_t* goff, int64_t P,
 }
 
 #if defined(__AVX2__)
-// PB rows against MB blocks of 8 channels: acc[j][i] (8 int32 lanes, one per channel of block j)
-// += row i's dot products over all Kp; row i's group g is at x[i] + goff[g]. w: the first block's
-// [Kp / 4][8][4] bytes, the next blocks following it. Each 4 bytes of a row are broadcast once
-// and used for MB blocks.
 // acc + v in int16 lanes, as _mm256_add_epi16, in asm so that the sum stays in acc's register:
 // GCC 12 writes _mm256_add_epi16's sum to the other operand's register and copies it back, one
-// register move per sum in the loop below (the same story as dpbusd's, further down).
+// register move per sum in rows_times_blocks' loop (the same story as dpbusd's, further down).
 inline __m256i add_epi16_in_place(__m256i acc, __m256i v) {
   __asm__("vpaddw %1, %0, %0" : "+x"(acc) : "x"(v));
   return acc;
 }
 
+// PB rows against MB blocks of 8 channels: acc[j][i] (8 int32 lanes, one per channel of block j)
+// += row i's dot products over all Kp; row i's group g is at x[i] + goff[g]. w: the first block's
+// [Kp / 4][8][4] bytes, the next blocks following it. Each 4 bytes of a row are broadcast once
+// and used for MB blocks.
 template <int PB, int MB>
 inline void rows_times_blocks(const uint8_t* const* x, const int32_t* goff, int64_t Kp, const int8_t* w, int flush,
                               __m256i (*acc)[PB]) {
@@ -202,18 +202,18 @@ void rows_avx2(const uint8_t* const* x, const int32_t* goff, int64_t Kp, const s
 }
 
 #if defined(ANYBIT_INT_VNNI)
-// PB rows against MB blocks of 16 channels with AVX-512 VNNI: vpdpbusd multiplies row i's 4 bytes
-// of group g (broadcast to the 16 lanes) by each channel's 4 weight bytes and adds the four
-// products to that channel's int32 lane, exactly (no int16 step, no saturation, no split of
-// 8-bit weights). w: block mb's [Kp / 4][16][4] bytes, the next blocks following it.
 // acc += the four products of each lane, as vpdpbusd. Written in asm because GCC 12 gives
 // _mm512_dpbusd_epi32 a fresh output register and copies it back to the accumulator: two
-// register moves per product in the loop below.
+// register moves per product in rows_blocks_vnni's loop.
 inline __m512i dpbusd(__m512i acc, __m512i x, __m512i w) {
   __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(x), "v"(w));
   return acc;
 }
 
+// PB rows against MB blocks of 16 channels with AVX-512 VNNI: vpdpbusd multiplies row i's 4 bytes
+// of group g (broadcast to the 16 lanes) by each channel's 4 weight bytes and adds the four
+// products to that channel's int32 lane, exactly (no int16 step, no saturation, no split of
+// 8-bit weights). w: block mb's [Kp / 4][16][4] bytes, the next blocks following it.
 template <int PB, int MB>
 void rows_blocks_vnni(const uint8_t* const* x, const int32_t* goff, int64_t Kp, const int8_t* w, int64_t mb,
                       int64_t M, int32_t* acc) {
@@ -314,7 +314,7 @@ void IntMatmul::run(const uint8_t* x, int64_t P, int32_t* acc) const {
 }
 
 void IntMatmul::run_rows(const uint8_t* const* rows, const int32_t* goff, int64_t P, int32_t* acc) const {
-  const IntKernel kernel = g_kernel;
+  [[maybe_unused]] const IntKernel kernel = g_kernel;  // unused in a build with neither SIMD kernel
 #if defined(ANYBIT_INT_VNNI)
   if (kernel == IntKernel::Vnni512) {
     constexpr int PB = 8;
