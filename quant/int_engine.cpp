@@ -251,28 +251,23 @@ void rows_vnni(const uint8_t* const* x, const int32_t* goff, int64_t Kp, const i
 #endif
 
 #if defined(__AVX512BW__)
-// The sum of the bytes of `rows` runs of n bytes, `pitch` bytes apart (a window's rows): vpsadbw
-// adds 8 bytes at a time into 64-bit lanes, 64 bytes a step, the last n % 64 of a run through a
-// masked load (the bytes beyond it are neither read nor counted); the lanes are added once, at
-// the end. (GCC 12 warns that the extracts' own "undefined" pass-through operands may be used
-// uninitialized; they are not: no lane is masked.)
+// The sum of n bytes: vpsadbw adds 8 bytes at a time into 64-bit lanes, 64 bytes a step, the
+// last n % 64 through a masked load (the bytes beyond n are neither read nor counted); the lanes
+// are added once, at the end. (GCC 12 warns that the extracts' own "undefined" pass-through
+// operands may be used uninitialized; they are not: no lane is masked.)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-inline uint32_t window_sum(const uint8_t* p, int64_t rows, int64_t n, int64_t pitch) {
+inline uint32_t byte_sum(const uint8_t* p, int64_t n) {
   const __m512i zero = _mm512_setzero_si512();
-  const __mmask64 tail = n % 64 ? (1ull << (n % 64)) - 1 : 0;
   __m512i s = zero;
-  for (int64_t r = 0; r < rows; ++r, p += pitch) {
-    int64_t k = 0;
-    for (; k + 64 <= n; k += 64) s = _mm512_add_epi64(s, _mm512_sad_epu8(_mm512_loadu_si512(p + k), zero));
-    if (tail) s = _mm512_add_epi64(s, _mm512_sad_epu8(_mm512_maskz_loadu_epi8(tail, p + k), zero));
-  }
+  int64_t k = 0;
+  for (; k + 64 <= n; k += 64) s = _mm512_add_epi64(s, _mm512_sad_epu8(_mm512_loadu_si512(p + k), zero));
+  if (k < n) s = _mm512_add_epi64(s, _mm512_sad_epu8(_mm512_maskz_loadu_epi8((1ull << (n - k)) - 1, p + k), zero));
   const __m256i half = _mm256_add_epi64(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
   const __m128i quarter = _mm_add_epi64(_mm256_castsi256_si128(half), _mm256_extracti128_si256(half, 1));
   return uint32_t(_mm_cvtsi128_si64(quarter) + _mm_extract_epi64(quarter, 1));
 }
 #pragma GCC diagnostic pop
-inline uint32_t byte_sum(const uint8_t* p, int64_t n) { return window_sum(p, 1, n, 0); }
 #else
 // The sum of n bytes: vpsadbw adds 8 bytes at a time into 64-bit lanes, 32 bytes a step.
 inline uint32_t byte_sum(const uint8_t* p, int64_t n) {
@@ -291,13 +286,6 @@ inline uint32_t byte_sum(const uint8_t* p, int64_t n) {
 inline uint32_t byte_sum(const uint8_t* p, int64_t n) {
   uint32_t s = 0;
   for (int64_t k = 0; k < n; ++k) s += p[k];
-  return s;
-}
-#endif
-#if !defined(__AVX512BW__)
-inline uint32_t window_sum(const uint8_t* p, int64_t rows, int64_t n, int64_t pitch) {
-  uint32_t s = 0;
-  for (int64_t r = 0; r < rows; ++r) s += byte_sum(p + r * pitch, n);
   return s;
 }
 #endif
@@ -644,13 +632,76 @@ inline void zero_bytes(uint8_t* dst, int64_t n) {
 }
 #undef AB_KEEP_LOOP
 
+// Every pixel's code sum, for `pixels` pixels of C codes one after the other. With C a multiple
+// of 16 and AVX-512, the sums of 16-byte chunks come 4 at a time (vpsadbw gives each chunk's two
+// 8-byte halves, added and packed into 4 int32), then a pixel adds its C / 16 chunks. (GCC 12
+// warns that vpmovqd's own "undefined" pass-through operand may be used uninitialized; it is not:
+// no lane is masked.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+void pixel_sums(const uint8_t* p, int64_t pixels, int64_t C, int32_t* out) {
+#if defined(__AVX512BW__)
+  if (C % 16 == 0) {
+    const int64_t chunks = pixels * C / 16, per_pixel = C / 16;
+    std::vector<int32_t> one(per_pixel == 1 ? 0 : chunks);
+    int32_t* t = per_pixel == 1 ? out : one.data();
+    const __m512i zero = _mm512_setzero_si512();
+    const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0);
+    int64_t j = 0;
+    for (; j + 4 <= chunks; j += 4) {
+      __m512i q = _mm512_sad_epu8(_mm512_loadu_si512(p + j * 16), zero);  // chunk i's halves: qwords 2i, 2i + 1
+      q = _mm512_add_epi64(q, _mm512_bsrli_epi128(q, 8));                 // qword 2i: chunk i's sum
+      const __m256i d = _mm256_permutevar8x32_epi32(_mm512_cvtepi64_epi32(q), even);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(t + j), _mm256_castsi256_si128(d));
+    }
+    for (; j < chunks; ++j) t[j] = (int32_t)byte_sum(p + j * 16, 16);
+    if (per_pixel > 1)
+      for (int64_t i = 0; i < pixels; ++i) {
+        int32_t sum = 0;
+        for (int64_t u = 0; u < per_pixel; ++u) sum += t[i * per_pixel + u];
+        out[i] = sum;
+      }
+    return;
+  }
+#endif
+  for (int64_t i = 0; i < pixels; ++i) out[i] = (int32_t)byte_sum(p + i * C, C);
+}
+#pragma GCC diagnostic pop
+
+// The code sum of every output pixel's window (in place: the map's border covers the conv's
+// padding), the term O's correction needs: each pixel's C codes are summed once (S, over the map
+// with its border, whose pixels sum to 0), then k neighbours along each row (H), then k rows;
+// the last two are loops over int32 that the compiler vectorises. out: the P output pixels'.
+void window_sums(const IntConv& c, const uint8_t* in, const Geometry& g, int64_t oh, int64_t ow, int32_t* out) {
+  const int64_t hp = g.h + 2 * g.b, wp = g.w + 2 * g.b, k = c.kernel, st = c.stride, off = g.b - c.pad;
+  std::vector<int32_t> S(hp * wp), H(hp * ow);
+  for (int64_t n = 0; n < g.n; ++n) {
+    pixel_sums(in + g.at(n, -g.b, -g.b), hp * wp, g.c, S.data());
+    for (int64_t y = 0; y < hp; ++y) {
+      const int32_t* sr = S.data() + y * wp + off;
+      int32_t* hr = H.data() + y * ow;
+      for (int64_t x = 0; x < ow; ++x) hr[x] = sr[x * st];
+      for (int64_t kx = 1; kx < k; ++kx)
+        for (int64_t x = 0; x < ow; ++x) hr[x] += sr[x * st + kx];
+    }
+    int32_t* o = out + n * oh * ow;
+    for (int64_t oy = 0; oy < oh; ++oy) {
+      const int32_t* hr = H.data() + (oy * st + off) * ow;
+      for (int64_t x = 0; x < ow; ++x) o[oy * ow + x] = hr[x];
+      for (int64_t ky = 1; ky < k; ++ky)
+        for (int64_t x = 0; x < ow; ++x) o[oy * ow + x] += hr[ky * ow + x];
+    }
+  }
+}
+
 // One conv over a whole batch, a tile of output pixels per step of a thread: the tile's windows
 // (with their code sums where the epilogue needs them), their product with the weights, then the
 // epilogue, so a tile's rows and sums stay in that thread's cache. Where the input map's border
 // covers the conv's padding and each tap's C bytes are whole 4-byte groups (C % 4 == 0), the
 // product reads every window where it lies in the map (IntMatmul::run_rows): a row pointer per
-// pixel and one table of group offsets. Otherwise each window is first copied out (im2col of
-// bytes, zeros for the padding).
+// pixel and one table of group offsets, the windows' code sums computed for the whole map first
+// (window_sums, by the calling thread, before the tiles). Otherwise each window is first copied
+// out (im2col of bytes, zeros for the padding) and summed there.
 void run_conv(const IntConv& c, const uint8_t* in, const Geometry& g, const Epilogue& e, Geometry* out_geom) {
   const int64_t oh = (g.h + 2 * c.pad - c.kernel) / c.stride + 1, ow = (g.w + 2 * c.pad - c.kernel) / c.stride + 1;
   *out_geom = {g.n, oh, ow, c.cout};
@@ -670,6 +721,10 @@ void run_conv(const IntConv& c, const uint8_t* in, const Geometry& g, const Epil
   const int64_t per_thread = P / (2 * std::max(1, omp_get_max_threads()));
   const int64_t kTile = std::max<int64_t>(8, std::min<int64_t>(64, per_thread / 4 * 4));
   const int64_t tiles = (P + kTile - 1) / kTile;
+  // O = 0 (LSQ's symmetric weights): beta is 0 and the code sums are not needed.
+  const bool need_sums = std::any_of(c.beta.begin(), c.beta.end(), [](float b) { return b != 0.0f; });
+  std::vector<int32_t> in_place_sums(in_place && need_sums ? P : 0);
+  if (in_place && need_sums) window_sums(c, in, g, oh, ow, in_place_sums.data());
 #pragma omp parallel if (!omp_in_parallel())
   {
     std::vector<uint8_t> rows(in_place ? 0 : kTile * Kp);
@@ -677,25 +732,25 @@ void run_conv(const IntConv& c, const uint8_t* in, const Geometry& g, const Epil
     std::vector<int32_t> sums(kTile), acc(kTile * M);
     std::vector<float> vtile(kTile * M);
     const float *alpha = c.alpha.data(), *beta = c.beta.data(), *gamma = c.gamma.data();
-    // O = 0 (LSQ's symmetric weights): beta is 0 and the code sums are not needed.
-    const bool need_sums = std::any_of(c.beta.begin(), c.beta.end(), [](float b) { return b != 0.0f; });
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t p0 = t * kTile, np = std::min(kTile, P - p0);
       // The tile's first pixel (n, oy, ox); the next ones follow by counting (no division per pixel).
       const int64_t n0 = p0 / (oh * ow), oy0 = (p0 / ow) % oh, ox0 = p0 % ow;
+      const int32_t* tile_sums = in_place ? in_place_sums.data() + p0 : sums.data();  // read if need_sums
+      // In place: a stretch of an output row at a time, whose windows start stride * C bytes apart.
+      for (int64_t r = 0, n = n0, oy = oy0, ox = ox0; in_place && r < np;) {
+        const int64_t len = std::min(np - r, ow - ox);
+        const uint8_t* at = in + g.at(n, oy * c.stride - c.pad, ox * c.stride - c.pad);
+        for (int64_t i = 0; i < len; ++i) row_at[r + i] = at + i * c.stride * C;
+        r += len, ox = 0;
+        if (++oy == oh) oy = 0, ++n;
+      }
       int64_t n = n0, oy = oy0, ox = ox0;
-      for (int64_t r = 0; r < np; ++r, ++ox) {
+      for (int64_t r = 0; !in_place && r < np; ++r, ++ox) {
         if (ox == ow) {
           ox = 0;
           if (++oy == oh) oy = 0, ++n;
-        }
-        if (in_place) {
-          row_at[r] = in + g.at(n, oy * c.stride - c.pad, ox * c.stride - c.pad);
-          if (need_sums) {  // the window's code sum, < 2^31
-            sums[r] = (int32_t)window_sum(row_at[r], c.kernel, c.kernel * C, wp * C);
-          }
-          continue;
         }
         uint8_t* row = rows.data() + r * Kp;
         row_at[r] = row;
@@ -733,7 +788,7 @@ void run_conv(const IntConv& c, const uint8_t* in, const Geometry& g, const Epil
         const int32_t* a = acc.data() + r * M;
         float* vr = v + r * M;
         const float* res = e.residual ? e.residual + (p0 + r) * M : nullptr;
-        const float s = need_sums ? float(sums[r]) : 0.0f;
+        const float s = need_sums ? float(tile_sums[r]) : 0.0f;
         if (need_sums && res) {
           for (int64_t m = 0; m < M; ++m) {
             const float t = alpha[m] * float(a[m]) + beta[m] * s + gamma[m];
