@@ -694,6 +694,26 @@ void window_sums(const IntConv& c, const uint8_t* in, const Geometry& g, int64_t
   }
 }
 
+// The epilogue's arithmetic for np pixels of M channels: v = alpha a + beta s + gamma from the
+// int32 sums a (Sums: with the pixel's window code sum s; without, beta is 0 and the term is
+// left out), then with a residual relu(v + res) (v rounded to float first, as when the two steps
+// were loops of their own). The pointers do not overlap (__restrict), so the compiler keeps no
+// check between the loads of one pixel and the stores of the last.
+template <bool Sums, bool Res>
+void epilogue(const int32_t* __restrict acc, int64_t np, int64_t M, const float* __restrict alpha,
+              const float* __restrict beta, const float* __restrict gamma, const int32_t* __restrict sums,
+              const float* __restrict res, float* __restrict v) {
+  for (int64_t r = 0; r < np; ++r) {
+    const int32_t* a = acc + r * M;
+    float* vr = v + r * M;
+    const float s = Sums ? float(sums[r]) : 0.0f;
+    for (int64_t m = 0; m < M; ++m) {
+      const float t = Sums ? alpha[m] * float(a[m]) + beta[m] * s + gamma[m] : alpha[m] * float(a[m]) + gamma[m];
+      vr[m] = Res ? std::max(0.0f, t + res[r * M + m]) : t;
+    }
+  }
+}
+
 // One conv over a whole batch, a tile of output pixels per step of a thread: the tile's windows
 // (with their code sums where the epilogue needs them), their product with the weights, then the
 // epilogue, so a tile's rows and sums stay in that thread's cache. Where the input map's border
@@ -779,32 +799,18 @@ void run_conv(const IntConv& c, const uint8_t* in, const Geometry& g, const Epil
         sums[r] = need_sums ? (int32_t)byte_sum(row, Kp) : 0;  // the window's code sum, < 2^31
       }
       c.matmul.run_rows(row_at.data(), goff.data(), np, acc.data());
-      // The epilogue over the whole tile: its np pixels' M values lie one after the other in every
-      // float map, so each step below is one long loop.
-      // With a residual, relu(v + residual) in the same loop (v rounded to float first, as when
-      // the two steps were loops of their own).
+      // The epilogue over the whole tile (its np pixels' M values lie one after the other in
+      // every float map): the values, then the next convs' codes from them.
       float* v = e.codes_next ? vtile.data() : e.out_float + p0 * M;
-      for (int64_t r = 0; r < np; ++r) {
-        const int32_t* a = acc.data() + r * M;
-        float* vr = v + r * M;
-        const float* res = e.residual ? e.residual + (p0 + r) * M : nullptr;
-        const float s = need_sums ? float(tile_sums[r]) : 0.0f;
-        if (need_sums && res) {
-          for (int64_t m = 0; m < M; ++m) {
-            const float t = alpha[m] * float(a[m]) + beta[m] * s + gamma[m];
-            vr[m] = std::max(0.0f, t + res[m]);
-          }
-        } else if (need_sums) {
-          for (int64_t m = 0; m < M; ++m) vr[m] = alpha[m] * float(a[m]) + beta[m] * s + gamma[m];
-        } else if (res) {  // beta = 0: the same values without the term
-          for (int64_t m = 0; m < M; ++m) {
-            const float t = alpha[m] * float(a[m]) + gamma[m];
-            vr[m] = std::max(0.0f, t + res[m]);
-          }
-        } else {
-          for (int64_t m = 0; m < M; ++m) vr[m] = alpha[m] * float(a[m]) + gamma[m];
-        }
-      }
+      const float* res = e.residual ? e.residual + p0 * M : nullptr;
+      if (need_sums && res)
+        epilogue<true, true>(acc.data(), np, M, alpha, beta, gamma, tile_sums, res, v);
+      else if (need_sums)
+        epilogue<true, false>(acc.data(), np, M, alpha, beta, gamma, tile_sums, nullptr, v);
+      else if (res)  // beta = 0: the same values without the term
+        epilogue<false, true>(acc.data(), np, M, alpha, beta, gamma, nullptr, res, v);
+      else
+        epilogue<false, false>(acc.data(), np, M, alpha, beta, gamma, nullptr, nullptr, v);
       // The codes go to maps with a border: one call per run of pixels within an output row (the
       // whole tile at once without a border).
       auto write_codes = [&](const ActCodes& q, uint8_t* map, int64_t border) {
