@@ -674,11 +674,11 @@ void pixel_sums(const uint8_t* p, int64_t pixels, int64_t C, int32_t* out) {
 // the last two are loops over int32 that the compiler vectorises. out: the P output pixels'.
 void window_sums(const IntConv& c, const uint8_t* in, const Geometry& g, int64_t oh, int64_t ow, int32_t* out) {
   const int64_t hp = g.h + 2 * g.b, wp = g.w + 2 * g.b, k = c.kernel, st = c.stride, off = g.b - c.pad;
-  std::vector<int32_t> S(hp * wp), H(hp * ow);
+  std::vector<int32_t> S(g.n * hp * wp), H(hp * ow);
+  pixel_sums(in, g.n * hp * wp, g.c, S.data());  // the images' maps, borders included, one after the other
   for (int64_t n = 0; n < g.n; ++n) {
-    pixel_sums(in + g.at(n, -g.b, -g.b), hp * wp, g.c, S.data());
     for (int64_t y = 0; y < hp; ++y) {
-      const int32_t* sr = S.data() + y * wp + off;
+      const int32_t* sr = S.data() + (n * hp + y) * wp + off;
       int32_t* hr = H.data() + y * ow;
       for (int64_t x = 0; x < ow; ++x) hr[x] = sr[x * st];
       for (int64_t kx = 1; kx < k; ++kx)
