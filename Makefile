@@ -2,7 +2,8 @@
 #
 #   make          build everything (Release, tuned for this CPU; CUDA too when nvcc is found)
 #   make run      install what is missing, fetch MNIST, run the main job (see README.md)
-#   make test     install what is missing, build, run the test suite
+#   make test     install what is missing, build, run the test suite, then its CUDA cases on the
+#                 emulated device (anybit_tests_emu: tensor/cuda/emu/emulator.cpp)
 #   make bench    build and run the benchmarks (docs/BENCHMARKS.md)
 #   make sanitize build the tests with AddressSanitizer + UBSan in build-sanitize/ and run them
 #   make clean    remove the build folder
@@ -42,6 +43,7 @@ test: deps
 	$(MAKE) build
 	scripts/install-check-tools.sh
 	$(BUILD)/anybit_tests
+	if [ -x $(BUILD)/anybit_tests_emu ]; then $(BUILD)/anybit_tests_emu "[cuda],[cuda-runtime]"; fi
 
 bench: build
 	scripts/bench.sh $(BUILD)

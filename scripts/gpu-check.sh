@@ -44,7 +44,7 @@ export LD_LIBRARY_PATH="$DEPS/usr/lib/x86_64-linux-gnu/openblas-openmp:$DEPS/usr
 cat "$OUT/env.log"
 
 say "configure ($BUILD, CUDA architectures $ARCHS)"
-cmake -S . -B "$BUILD" -DANYBIT_DEPS_ROOT="$DEPS" -DANYBIT_CUDA=ON -DANYBIT_CUDA_ARCHS="$ARCHS" \
+cmake -S . -B "$BUILD" -DANYBIT_DEPS_ROOT="$DEPS" -DANYBIT_CUDA=ON -DANYBIT_CUDA_ARCHS="$ARCHS" -DANYBIT_CUDA_EMULATOR=OFF \
   > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; fail "cmake configure (configure.log)"; }
 grep "anybit:" "$OUT/configure.log"
 

@@ -322,30 +322,11 @@ Tensor Tensor::to(DType t) const {
 
 Tensor& Tensor::copy_(const Tensor& src) {
   Tensor s = src.shape() == shape() ? src : src.expand(shape());
-  s = s.detach();
-  if (is_contiguous()) {
-    Tensor tmp = copy_raw(s, dtype(), device());
-    if (device().is_cpu())
-      std::memcpy(raw_data(), tmp.raw_data(), numel() * dtype_size(dtype()));
-    else
-      cuda::memcpy_d2d(raw_data(), tmp.raw_data(), numel() * dtype_size(dtype()));
-    return *this;
-  }
-  AB_CHECK(device().is_cpu(), "copy_: into a non-contiguous CUDA tensor is not supported");
-  // Non-contiguous destination: write element by element through its strides.
-  Tensor tmp = copy_raw(s, dtype(), device());
-  size_t es = dtype_size(dtype());
-  const char* from = static_cast<const char*>(tmp.raw_data());
-  char* base = static_cast<char*>(raw_data());
-  for (int64_t i = 0; i < numel(); ++i) {
-    int64_t off = 0;
-    int64_t rem = i;
-    for (int64_t d = dim() - 1; d >= 0; --d) {
-      off += (rem % shape()[d]) * strides()[d];
-      rem /= shape()[d];
-    }
-    std::memcpy(base + off * es, from + i * es, es);
-  }
+  // Through a contiguous copy on this tensor's device first: src may live on the other device, or
+  // overlap this tensor's elements (x.copy_(x.t())). Then one kernel writes through this tensor's
+  // strides, whatever they are.
+  Tensor tmp = copy_raw(s.detach(), dtype(), device());
+  kernel::strided_copy(tmp, *this);
   return *this;
 }
 

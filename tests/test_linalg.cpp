@@ -68,7 +68,7 @@ TEST_CASE("matmul and linear errors name the op and the shapes", "[linalg][error
                       Catch::Contains("linear") && Catch::Contains("[2, 3, 5]") && Catch::Contains("flatten"));
 }
 
-TEST_CASE("matmul and linear on CUDA match the CPU (float32, cuBLAS)", "[linalg][cuda]") {
+TEST_CASE("matmul and linear on CUDA match the CPU (float32 and float64, cuBLAS)", "[linalg][cuda]") {
   SKIP_WITHOUT_GPU();
   Device gpu(Device::CUDA);
   Tensor x = randn({6, 9}, 1, DType::F32), w = randn({4, 9}, 2, DType::F32), b = randn({4}, 3, DType::F32);
@@ -85,6 +85,7 @@ TEST_CASE("matmul and linear on CUDA match the CPU (float32, cuBLAS)", "[linalg]
   require_close(bg.grad(), db, 1e-4, 1e-5, "linear db on CUDA");
   Tensor a = randn({9, 5}, 5, DType::F32);
   require_close(matmul(x.to(gpu), a.to(gpu)), ref::matmul(x, a), 1e-4, 1e-5, "matmul on CUDA");
-  REQUIRE_THROWS_WITH(matmul(x.to(DType::F64).to(gpu), a.to(DType::F64).to(gpu)),
-                      Catch::Contains("matmul") && Catch::Contains("float64"));
+  // float64 goes through cublasDgemm
+  Tensor x64 = x.to(DType::F64), a64 = a.to(DType::F64);
+  require_close(matmul(x64.to(gpu), a64.to(gpu)), ref::matmul(x64, a64), 1e-12, 1e-12, "float64 matmul on CUDA");
 }

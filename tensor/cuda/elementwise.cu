@@ -72,8 +72,8 @@ __global__ void binary_contig_k(BinaryOp op, const T* __restrict__ a, const T* _
 }
 
 template <typename S, typename D>
-__global__ void copy_k(const S* src, View vs, D* dst, int64_t n) {
-  GRID_STRIDE_LOOP(i, n) dst[i] = static_cast<D>(src[vs.offset(i)]);
+__global__ void copy_k(const S* src, View vs, D* dst, View vd, int64_t n) {
+  GRID_STRIDE_LOOP(i, n) dst[vd.offset(i)] = static_cast<D>(src[vs.offset(i)]);
 }
 
 template <typename T>
@@ -228,16 +228,16 @@ void check_reduce(const char* op, const Tensor& x, int64_t outer, int64_t R, int
 template <typename S>
 void copy_from(const Tensor& src, Tensor& dst) {
   const S* s = src.data<S>();
-  View vs = make_view(src, "strided_copy");
+  View vs = make_view(src, "strided_copy"), vd = make_view(dst, "strided_copy");
   int64_t n = src.numel();
   void* d = dst.raw_data();
   switch (dst.dtype()) {
-    case DType::F32: copy_k<S, float><<<blocks_for(n), kThreads>>>(s, vs, (float*)d, n); break;
-    case DType::F64: copy_k<S, double><<<blocks_for(n), kThreads>>>(s, vs, (double*)d, n); break;
-    case DType::I32: copy_k<S, int32_t><<<blocks_for(n), kThreads>>>(s, vs, (int32_t*)d, n); break;
-    case DType::I64: copy_k<S, int64_t><<<blocks_for(n), kThreads>>>(s, vs, (int64_t*)d, n); break;
-    case DType::U8: copy_k<S, uint8_t><<<blocks_for(n), kThreads>>>(s, vs, (uint8_t*)d, n); break;
-    case DType::I8: copy_k<S, int8_t><<<blocks_for(n), kThreads>>>(s, vs, (int8_t*)d, n); break;
+    case DType::F32: copy_k<S, float><<<blocks_for(n), kThreads>>>(s, vs, (float*)d, vd, n); break;
+    case DType::F64: copy_k<S, double><<<blocks_for(n), kThreads>>>(s, vs, (double*)d, vd, n); break;
+    case DType::I32: copy_k<S, int32_t><<<blocks_for(n), kThreads>>>(s, vs, (int32_t*)d, vd, n); break;
+    case DType::I64: copy_k<S, int64_t><<<blocks_for(n), kThreads>>>(s, vs, (int64_t*)d, vd, n); break;
+    case DType::U8: copy_k<S, uint8_t><<<blocks_for(n), kThreads>>>(s, vs, (uint8_t*)d, vd, n); break;
+    case DType::I8: copy_k<S, int8_t><<<blocks_for(n), kThreads>>>(s, vs, (int8_t*)d, vd, n); break;
   }
   AB_CUDA_CHECK_LAUNCH();
 }
@@ -333,11 +333,11 @@ void reduce_max(const Tensor& x, int64_t outer, int64_t R, int64_t inner, Tensor
 void strided_copy(const Tensor& src, Tensor& dst) {
   check_cuda("strided_copy", "src", src);
   check_cuda("strided_copy", "dst", dst);
-  AB_CHECK(dst.is_contiguous() && dst.shape() == src.shape(), "strided_copy: dst must be contiguous ",
-           "with the shape of src ", shape_str(src.shape()), ", got ", shape_str(dst.shape()));
+  AB_CHECK(dst.shape() == src.shape(), "strided_copy: dst must have the shape of src ", shape_str(src.shape()),
+           ", got ", shape_str(dst.shape()));
   int64_t n = src.numel();
-  if (n == 0) return;
-  if (src.is_contiguous() && src.dtype() == dst.dtype()) {
+  if (n == 0) return;  // (a launch of 0 blocks would fail)
+  if (src.is_contiguous() && dst.is_contiguous() && src.dtype() == dst.dtype()) {
     memcpy_d2d(dst.raw_data(), src.raw_data(), n * dtype_size(src.dtype()));
     return;
   }

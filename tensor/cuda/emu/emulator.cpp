@@ -1,0 +1,631 @@
+// emulator.cpp - a CUDA device made of the CPU, so that anybit's CUDA backend (tensor/cuda/*.cu,
+// kernels and runtime code as written) runs, and is tested against the CPU, on a machine with no
+// GPU: the program anybit_tests_emu (CMakeLists.txt, `make test`).
+//
+// Why: the [cuda] tests compare every CUDA kernel with the CPU, but GPUs are rare here, and a
+// kernel whose index arithmetic, block reduction or graph capture is wrong should fail on the
+// first CPU machine, not on the first GPU. The emulator is a checking tool, never a backend that
+// users run: its numbers are no GPU figure, and its speed is no GPU speed.
+//
+// How a launch runs. kernel<<<grid, block>>>(args) is rewritten at build time into
+// launch(kernel, "kernel", grid, block)(args) (include/cuda_runtime.h, rewrite_launches.cmake).
+// The blocks run one after another on the launching host thread. The threads of a block are
+// fibers: each runs until it returns or reaches __syncthreads(); once every thread of the block
+// has done so, those at the barrier are resumed, in thread order, and so on. So a block's threads
+// see each other's shared-memory writes exactly at the barriers, and a reduction that reads a
+// value before the barrier that publishes it reads a stale one and fails its test.
+//
+// What it checks, beyond the kernels' results:
+//   - Host and device memory are apart. Device memory is one shared-memory file mapped twice:
+//     at the addresses cudaMalloc hands out, with no access at all, and at a second place that
+//     only device work uses (kernels get their pointer arguments moved there at launch; copies,
+//     memsets and GEMMs move theirs). Host code that reads or writes a device pointer, anywhere in
+//     anybit, dies with SIGSEGV at that access, as it would on a GPU; a kernel handed a host
+//     pointer (other than pinned memory) fails its launch.
+//   - Copies and memsets stay inside one allocation and go the way their kind says
+//     (host to device, ...); cuBLAS operands lie inside their allocations.
+//   - Launch configurations: a grid of 0 blocks or a block of more than 1024 threads fails with
+//     cudaErrorInvalidConfiguration, as on a GPU (a launch for an empty tensor must be skipped).
+//   - Graph capture: while the calling thread's stream is captured, device work is recorded and
+//     not run, and replay runs the recording; a synchronous call (cudaMemcpy, cudaDeviceSynchronize,
+//     cudaFree) or a copy from pageable host memory during the capture fails and invalidates it,
+//     as CUDA does. So host code that reads a GPU value inside a captured step is caught.
+// What it cannot check: races between threads of a warp or between blocks (blocks run one at a
+// time, and a block's threads in turn), timing and overlap (every call completes before it
+// returns; streams and events are ordered trivially), nvcc's own compilation (`make` with nvcc
+// compiles the same files; CI does), --use_fast_math's precision, and anything about memory size
+// or speed.
+// Read next: include/cuda_runtime.h, tests/test_cuda_ops.cpp.
+#include <cblas.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "cublas_v2.h"
+#include "cuda_runtime.h"
+#include "tensor/error.h"
+
+thread_local uint3 threadIdx;
+thread_local uint3 blockIdx;
+thread_local dim3 blockDim;
+thread_local dim3 gridDim;
+
+namespace anybit::cuda_emu {
+
+struct Stream {
+  Graph* capture = nullptr;  // the graph being recorded from this stream, if any
+};
+struct Event {};
+struct Graph {
+  std::vector<std::function<void()>> work;  // in stream order
+  bool invalidated = false;
+};
+struct Blas {};
+
+namespace {
+
+// ---- errors -------------------------------------------------------------------------------------------
+thread_local cudaError_t last_error = cudaSuccess;  // per host thread, as in CUDA
+
+cudaError_t fail(cudaError_t e) {
+  last_error = e;
+  return e;
+}
+
+// ---- device memory: one file, mapped where the host cannot touch it and where device work does ------
+constexpr size_t kReserved = size_t(64) << 30;  // address space only: pages exist once written
+constexpr size_t kAlign = 256;                   // cudaMalloc's alignment
+
+struct Block {
+  size_t size;       // bytes reserved for it
+  size_t requested;  // bytes asked for: copies and memsets must stay inside these
+};
+
+struct Device {
+  std::recursive_mutex mu;  // device work runs one call at a time, whatever the host thread
+  char* base = nullptr;     // the device addresses: mapped with no access
+  char* open = nullptr;     // the same bytes, readable and writable, for device work only
+  size_t top = 0;                               // bytes of the region handed out so far
+  std::map<const char*, Block> live;            // allocations by address
+  std::multimap<size_t, char*> free_by_size;    // freed blocks, to be handed out again
+  std::map<const char*, size_t> pinned;         // cudaHostAlloc's blocks, by address
+};
+
+Device& device() {
+  static Device* d = [] {
+    auto* made = new Device();  // never destroyed: tensors may be freed after main returns
+    int fd = memfd_create("anybit-cuda-emulator", 0);
+    AB_CHECK(fd >= 0, "CUDA emulator: memfd_create failed: ", std::strerror(errno));
+    AB_CHECK(ftruncate(fd, (off_t)kReserved) == 0, "CUDA emulator: ftruncate failed: ", std::strerror(errno));
+    void* a = mmap(nullptr, kReserved, PROT_NONE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+    void* b = mmap(nullptr, kReserved, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+    AB_CHECK(a != MAP_FAILED && b != MAP_FAILED, "CUDA emulator: cannot map ", kReserved >> 30,
+             " GiB of address space: ", std::strerror(errno));
+    close(fd);  // the mappings keep the file
+    made->base = static_cast<char*>(a);
+    made->open = static_cast<char*>(b);
+    return made;
+  }();
+  return *d;
+}
+
+// Device work (a kernel, a copy, a GEMM) runs holding this: one at a time, whatever the host thread.
+using DeviceWork = std::lock_guard<std::recursive_mutex>;
+
+bool on_device(const void* p) {
+  const Device& d = device();
+  auto c = static_cast<const char*>(p);
+  return c >= d.base && c < d.base + kReserved;
+}
+
+// Where device work reads and writes the device address p (host addresses are left alone).
+template <typename T>
+T* opened(T* p) {
+  if (!on_device(p)) return p;
+  const Device& d = device();
+  return reinterpret_cast<T*>(d.open + (reinterpret_cast<const char*>(p) - d.base));
+}
+
+// [p, p + n) lies inside one live allocation.
+bool inside_allocation(const void* p, size_t n) {
+  Device& d = device();
+  std::lock_guard<std::recursive_mutex> lock(d.mu);
+  auto c = static_cast<const char*>(p);
+  auto it = d.live.upper_bound(c);
+  if (it == d.live.begin()) return false;
+  --it;
+  return c >= it->first && c + n <= it->first + it->second.requested;
+}
+
+bool pinned(const void* p, size_t n) {
+  Device& d = device();
+  std::lock_guard<std::recursive_mutex> lock(d.mu);
+  auto c = static_cast<const char*>(p);
+  auto it = d.pinned.upper_bound(c);
+  if (it == d.pinned.begin()) return false;
+  --it;
+  return c >= it->first && c + n <= it->first + it->second;
+}
+
+// ---- streams and capture --------------------------------------------------------------------------------
+thread_local Stream per_thread_stream;
+
+Stream* resolve(cudaStream_t s) { return (s == nullptr || s == cudaStreamPerThread) ? &per_thread_stream : s; }
+
+// A synchronous call while this thread's stream is being captured: CUDA refuses it and
+// invalidates the capture.
+bool refused_during_capture() {
+  if (!per_thread_stream.capture) return false;
+  per_thread_stream.capture->invalidated = true;
+  fail(cudaErrorStreamCaptureUnsupported);
+  return true;
+}
+
+// Device work in stream order: recorded into the graph when the stream is being captured, run now
+// otherwise.
+void submit(cudaStream_t stream, std::function<void()> work) {
+  Stream* s = resolve(stream);
+  if (s->capture) {
+    s->capture->work.push_back(std::move(work));
+    return;
+  }
+  DeviceWork busy(device().mu);
+  work();
+}
+
+// ---- fibers: the threads of a block -----------------------------------------------------------------------
+// A fiber is a stack and a saved stack pointer. switch_stack(from, to) pushes the callee-saved
+// registers, saves the stack pointer in *from, loads `to` and pops that fiber's registers: a
+// plain function call as far as the compiler can tell, so only those registers need saving.
+constexpr size_t kFiberStack = 256 << 10;
+
+struct Fiber {
+  void* sp = nullptr;
+  char* stack = nullptr;  // kFiberStack bytes above a guard page
+  unsigned thread = 0;    // linear index of its CUDA thread in the block
+  bool done = false;
+};
+
+#if defined(__x86_64__)
+extern "C" void anybit_emu_switch(void** save_sp, void* load_sp);
+asm(R"(
+    .text
+    .p2align 4
+    .globl anybit_emu_switch
+    .type anybit_emu_switch, @function
+anybit_emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size anybit_emu_switch, .-anybit_emu_switch
+)");
+#else
+#error "the CUDA emulator switches stacks with x86-64 assembly; build with -DANYBIT_CUDA_EMULATOR=OFF here"
+#endif
+
+struct Scheduler {
+  void* sp = nullptr;                       // the launching thread's own stack, while a fiber runs
+  Fiber* current = nullptr;                 // the fiber running now
+  const std::function<void()>* thread_body = nullptr;
+  std::vector<Fiber*> idle;                 // fibers whose thread has returned: stacks to reuse
+};
+thread_local Scheduler sched;
+
+void set_thread_index(unsigned linear) {
+  threadIdx.x = linear % blockDim.x;
+  threadIdx.y = linear / blockDim.x % blockDim.y;
+  threadIdx.z = linear / (blockDim.x * blockDim.y);
+}
+
+[[noreturn]] void fiber_main() {
+  Fiber* f = sched.current;
+  (*sched.thread_body)();
+  f->done = true;
+  anybit_emu_switch(&f->sp, sched.sp);
+  __builtin_unreachable();  // a finished fiber is never resumed, only started again
+}
+
+Fiber* new_fiber() {
+  if (!sched.idle.empty()) {
+    Fiber* f = sched.idle.back();
+    sched.idle.pop_back();
+    return f;
+  }
+  const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  void* p = mmap(nullptr, kFiberStack + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  AB_CHECK(p != MAP_FAILED, "CUDA emulator: cannot allocate a fiber stack: ", std::strerror(errno));
+  AB_CHECK(mprotect(p, page, PROT_NONE) == 0, "CUDA emulator: mprotect failed: ", std::strerror(errno));
+  auto* f = new Fiber();  // kept for reuse for the life of the thread
+  f->stack = static_cast<char*>(p) + page;
+  return f;
+}
+
+// Runs (or resumes) f until its thread returns or reaches a barrier.
+void run_fiber(Fiber* f) {
+  set_thread_index(f->thread);
+  sched.current = f;
+  anybit_emu_switch(&sched.sp, f->sp);
+  sched.current = nullptr;
+}
+
+void start_fiber(Fiber* f, unsigned thread) {
+  f->thread = thread;
+  f->done = false;
+  // The first switch pops six registers, then returns into fiber_main with the stack as a call
+  // leaves it (16-byte aligned plus the 8 bytes of a return address, which is never used).
+  void** sp = reinterpret_cast<void**>(f->stack + kFiberStack);
+  *--sp = nullptr;
+  *--sp = reinterpret_cast<void*>(&fiber_main);
+  for (int r = 0; r < 6; ++r) *--sp = nullptr;
+  f->sp = sp;
+  run_fiber(f);
+}
+
+// A barrier is complete when every thread of the block has reached one or returned: as on GPUs
+// since Volta, any __syncthreads() call counts (the compiler may copy one call to several places,
+// so the place is not compared).
+void run_block(const std::function<void()>& body) {
+  const unsigned n = blockDim.x * blockDim.y * blockDim.z;
+  sched.thread_body = &body;
+  std::vector<Fiber*> waiting, next;
+  for (unsigned t = 0; t < n; ++t) {
+    Fiber* f = new_fiber();
+    start_fiber(f, t);
+    (f->done ? sched.idle : waiting).push_back(f);
+  }
+  while (!waiting.empty()) {
+    next.clear();
+    for (Fiber* f : waiting) {
+      run_fiber(f);
+      (f->done ? sched.idle : next).push_back(f);
+    }
+    waiting.swap(next);
+  }
+}
+
+}  // namespace
+
+void launch_grid(const char* name, dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
+                 std::function<void()> thread) {
+  const uint64_t threads = uint64_t(block.x) * block.y * block.z;
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || threads == 0 || threads > 1024 || block.z > 64 ||
+      grid.y > 65535 || grid.z > 65535) {
+    fail(cudaErrorInvalidConfiguration);
+    return;
+  }
+  if (shared_bytes > 0) {
+    fail(cudaErrorInvalidValue);
+    return;
+  }
+  submit(stream, [name, grid, block, body = std::move(thread)] {
+    AB_CHECK(sched.current == nullptr, "CUDA emulator: kernel ", name, " launched from inside a kernel");
+    gridDim = grid;
+    blockDim = block;
+    for (unsigned z = 0; z < grid.z; ++z)
+      for (unsigned y = 0; y < grid.y; ++y)
+        for (unsigned x = 0; x < grid.x; ++x) {
+          blockIdx.x = x;
+          blockIdx.y = y;
+          blockIdx.z = z;
+          run_block(body);
+        }
+  });
+}
+
+void* device_access(const void* p, const char* kernel) {
+  AB_CHECK(on_device(p) || pinned(p, 1), "CUDA emulator: kernel ", kernel, " was handed the host pointer ", p,
+           ", which is neither device memory nor pinned memory (on a GPU the kernel would fault)");
+  return const_cast<void*>(static_cast<const void*>(opened(p)));
+}
+
+}  // namespace anybit::cuda_emu
+
+using namespace anybit::cuda_emu;
+
+void __syncthreads() {
+  Fiber* f = sched.current;
+  AB_CHECK(f != nullptr, "CUDA emulator: __syncthreads() called outside a kernel");
+  anybit_emu_switch(&f->sp, sched.sp);
+}
+
+// ---- the runtime API --------------------------------------------------------------------------------------
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  static const bool said = [] {
+    std::fprintf(stderr,
+                 "anybit CUDA emulator: the CUDA kernels run on the CPU (tensor/cuda/emu/emulator.cpp); "
+                 "this checks their logic, not a GPU\n");
+    return true;
+  }();
+  (void)said;
+  *count = 1;
+  return cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int dev) { return dev == 0 ? cudaSuccess : fail(cudaErrorInvalidDevice); }
+
+cudaError_t cudaGetLastError() {
+  cudaError_t e = last_error;
+  last_error = cudaSuccess;
+  return e;
+}
+
+const char* cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorStreamCaptureWrongThread: return "cudaErrorStreamCaptureWrongThread";
+  }
+  return "cudaErrorUnknown";
+}
+
+const char* cudaGetErrorString(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureWrongThread: return "attempt to terminate a thread-local capture sequence from another thread";
+  }
+  return "unknown error";
+}
+
+cudaError_t cudaMalloc(void** ptr, size_t size) {
+  Device& d = device();
+  std::lock_guard<std::recursive_mutex> lock(d.mu);
+  const size_t need = (std::max<size_t>(size, 1) + kAlign - 1) / kAlign * kAlign;
+  char* p = nullptr;
+  size_t got = need;
+  auto it = d.free_by_size.lower_bound(need);
+  if (it != d.free_by_size.end()) {
+    got = it->first;
+    p = it->second;
+    d.free_by_size.erase(it);
+  } else {
+    if (need > kReserved - d.top) return fail(cudaErrorMemoryAllocation);
+    p = d.base + d.top;
+    d.top += need;
+  }
+  d.live[p] = Block{got, size};
+  *ptr = p;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFree(void* ptr) {
+  if (!ptr) return cudaSuccess;
+  if (refused_during_capture()) return cudaErrorStreamCaptureUnsupported;  // cudaFree synchronises
+  Device& d = device();
+  std::lock_guard<std::recursive_mutex> lock(d.mu);
+  auto it = d.live.find(static_cast<const char*>(ptr));
+  if (it == d.live.end()) return fail(cudaErrorInvalidValue);
+  d.free_by_size.emplace(it->second.size, static_cast<char*>(ptr));
+  d.live.erase(it);
+  return cudaSuccess;
+}
+
+cudaError_t cudaHostAlloc(void** ptr, size_t size, unsigned) {
+  void* p = std::malloc(std::max<size_t>(size, 1));
+  if (!p) return fail(cudaErrorMemoryAllocation);
+  Device& d = device();
+  std::lock_guard<std::recursive_mutex> lock(d.mu);
+  d.pinned[static_cast<const char*>(p)] = size;
+  *ptr = p;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFreeHost(void* ptr) {
+  if (!ptr) return cudaSuccess;
+  Device& d = device();
+  std::lock_guard<std::recursive_mutex> lock(d.mu);
+  if (d.pinned.erase(static_cast<const char*>(ptr)) == 0) return fail(cudaErrorInvalidValue);
+  std::free(ptr);
+  return cudaSuccess;
+}
+
+namespace {
+
+// The copy's kind must match where its pointers lie, and device ranges must lie inside allocations.
+bool valid_copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
+  const bool dst_dev = on_device(dst), src_dev = on_device(src);
+  switch (kind) {
+    case cudaMemcpyHostToHost: if (dst_dev || src_dev) return false; break;
+    case cudaMemcpyHostToDevice: if (!dst_dev || src_dev) return false; break;
+    case cudaMemcpyDeviceToHost: if (dst_dev || !src_dev) return false; break;
+    case cudaMemcpyDeviceToDevice: if (!dst_dev || !src_dev) return false; break;
+    case cudaMemcpyDefault: break;
+  }
+  return (!dst_dev || inside_allocation(dst, n)) && (!src_dev || inside_allocation(src, n));
+}
+
+}  // namespace
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
+  if (refused_during_capture()) return cudaErrorStreamCaptureUnsupported;
+  if (!valid_copy(dst, src, n, kind)) return fail(cudaErrorInvalidValue);
+  DeviceWork busy(device().mu);
+  std::memcpy(opened(dst), opened(src), n);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t stream) {
+  if (!valid_copy(dst, src, n, kind)) return fail(cudaErrorInvalidValue);
+  Stream* s = resolve(stream);
+  if (s->capture) {
+    // A captured copy from or to host memory must use pinned memory (its bytes are read at replay).
+    const bool host_side_ok = (on_device(dst) || pinned(dst, n)) && (on_device(src) || pinned(src, n));
+    if (!host_side_ok) {
+      s->capture->invalidated = true;
+      return fail(cudaErrorStreamCaptureUnsupported);
+    }
+  }
+  submit(stream, [dst = opened(dst), src = opened(src), n] { std::memcpy(dst, src, n); });
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t n, cudaStream_t stream) {
+  if (!on_device(ptr) || !inside_allocation(ptr, n)) return fail(cudaErrorInvalidValue);
+  submit(stream, [ptr = opened(ptr), value, n] { std::memset(ptr, value, n); });
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceSynchronize() {
+  if (refused_during_capture()) return cudaErrorStreamCaptureUnsupported;
+  return cudaSuccess;  // every call has completed before it returned
+}
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned) {
+  *stream = new Stream();
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned) {
+  *event = new Event();
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) { return event ? cudaSuccess : fail(cudaErrorInvalidResourceHandle); }
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  return event ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
+}
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  if (!event) return fail(cudaErrorInvalidResourceHandle);
+  delete event;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t event, unsigned) {
+  return event ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
+}
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
+  Stream* s = resolve(stream);
+  if (s->capture) return fail(cudaErrorInvalidValue);  // already being captured
+  s->capture = new Graph();
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
+  Stream* s = resolve(stream);
+  if (!s->capture) return fail(cudaErrorInvalidValue);
+  Graph* g = s->capture;
+  s->capture = nullptr;
+  if (g->invalidated) {
+    delete g;
+    *graph = nullptr;
+    return fail(cudaErrorStreamCaptureInvalidated);
+  }
+  *graph = g;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
+  if (!graph) return fail(cudaErrorInvalidValue);
+  *exec = new Graph(*graph);
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+  if (!exec) return fail(cudaErrorInvalidValue);
+  submit(stream, [exec] {
+    for (const auto& work : exec->work) work();  // (each takes the device again: the mutex is recursive)
+  });
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  delete graph;
+  return cudaSuccess;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  delete exec;
+  return cudaSuccess;
+}
+
+// ---- cuBLAS --------------------------------------------------------------------------------------------
+
+cublasStatus_t cublasCreate(cublasHandle_t* handle) {
+  *handle = new Blas();
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetStream(cublasHandle_t, cudaStream_t) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasSetWorkspace(cublasHandle_t, void* workspace, size_t bytes) {
+  return on_device(workspace) && inside_allocation(workspace, bytes) ? CUBLAS_STATUS_SUCCESS
+                                                                     : CUBLAS_STATUS_INVALID_VALUE;
+}
+const char* cublasGetStatusString(cublasStatus_t s) {
+  switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+  }
+  return "CUBLAS_STATUS_UNKNOWN";
+}
+
+namespace {
+
+// A column-major matrix of `rows` x `cols` with leading dimension ld lies inside one allocation.
+template <typename T>
+bool matrix_inside(const T* p, int rows, int cols, int ld) {
+  if (rows == 0 || cols == 0) return true;
+  if (ld < rows) return false;
+  return on_device(p) && inside_allocation(p, (size_t(cols - 1) * ld + rows) * sizeof(T));
+}
+
+template <typename T, typename Gemm>
+cublasStatus_t gemm(cudaStream_t stream, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, T alpha,
+                    const T* A, int lda, const T* B, int ldb, T beta, T* C, int ldc, Gemm blas) {
+  const bool a_t = ta == CUBLAS_OP_T, b_t = tb == CUBLAS_OP_T;
+  if (m < 0 || n < 0 || k < 0 || !matrix_inside(A, a_t ? k : m, a_t ? m : k, lda) ||
+      !matrix_inside(B, b_t ? n : k, b_t ? k : n, ldb) || !matrix_inside(C, m, n, ldc))
+    return CUBLAS_STATUS_INVALID_VALUE;
+  if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
+  submit(stream, [=, A = opened(A), B = opened(B), C = opened(C)] {
+    blas(CblasColMajor, a_t ? CblasTrans : CblasNoTrans, b_t ? CblasTrans : CblasNoTrans, m, n, k, alpha, A,
+         std::max(lda, 1), B, std::max(ldb, 1), beta, C, std::max(ldc, 1));
+  });
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+}  // namespace
+
+cublasStatus_t cublasSgemm(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                           const float* alpha, const float* A, int lda, const float* B, int ldb, const float* beta,
+                           float* C, int ldc) {
+  return gemm<float>(cudaStreamPerThread, ta, tb, m, n, k, *alpha, A, lda, B, ldb, *beta, C, ldc, cblas_sgemm);
+}
+cublasStatus_t cublasDgemm(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                           const double* alpha, const double* A, int lda, const double* B, int ldb,
+                           const double* beta, double* C, int ldc) {
+  return gemm<double>(cudaStreamPerThread, ta, tb, m, n, k, *alpha, A, lda, B, ldb, *beta, C, ldc, cblas_dgemm);
+}
