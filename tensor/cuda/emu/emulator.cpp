@@ -183,9 +183,11 @@ void submit(cudaStream_t stream, std::function<void()> work) {
 }
 
 // ---- fibers: the threads of a block -----------------------------------------------------------------------
-// A fiber is a stack and a saved stack pointer. switch_stack(from, to) pushes the callee-saved
-// registers, saves the stack pointer in *from, loads `to` and pops that fiber's registers: a
-// plain function call as far as the compiler can tell, so only those registers need saving.
+// A fiber is a stack and a saved stack pointer. anybit_emu_switch(save_sp, load_sp) pushes the
+// callee-saved registers, saves the stack pointer in *save_sp, loads load_sp and pops the other
+// fiber's registers: a plain function call as far as the compiler can tell, so only those
+// registers need saving. Kernels must not throw (CUDA code cannot): an exception cannot leave a
+// fiber's stack.
 constexpr size_t kFiberStack = 256 << 10;
 
 struct Fiber {
