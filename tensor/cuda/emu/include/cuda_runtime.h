@@ -2,11 +2,11 @@
 // runtime.cu use, for compiling tensor/cuda/*.cu with g++ and running them on the CPU
 // (tensor/cuda/emu/emulator.cpp says how, and what the emulator checks and what it cannot).
 //
-// Only the anybit_tests_emu program is built from this header, never the library that users run:
-// that one has the real CUDA backend (nvcc) or the stub (no nvcc). The build copies each .cu file,
-// rewrites its launches `kernel<<<grid, block>>>(args)` into
-// `::anybit::cuda_emu::launch(kernel, "kernel", grid, block)(args)` (rewrite_launches.cmake), and puts this
-// folder before any other on the include path.
+// Only the checking programs anybit_tests_emu and anybit_emu are built from this header, never
+// the library that users run: that one has the real CUDA backend (nvcc) or the stub (no nvcc).
+// The build copies each .cu file, rewrites its launches `kernel<<<grid, block>>>(args)` into
+// `::anybit::cuda_emu::launch(kernel, "kernel", grid, block)(args)` (rewrite_launches.cmake), and
+// puts this folder before any other on the include path.
 // Read next: tensor/cuda/emu/emulator.cpp.
 #pragma once
 #include <cstddef>
