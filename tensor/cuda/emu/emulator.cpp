@@ -45,6 +45,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <string>
@@ -135,25 +136,29 @@ T* opened(T* p) {
   return reinterpret_cast<T*>(d.open + (reinterpret_cast<const char*>(p) - d.base));
 }
 
+// The entry of `blocks` (start address -> its size) whose block starts at or before c, if any.
+template <typename Size>
+const std::pair<const char* const, Size>* block_at(const std::map<const char*, Size>& blocks, const char* c) {
+  auto it = blocks.upper_bound(c);
+  return it == blocks.begin() ? nullptr : &*std::prev(it);
+}
+
 // [p, p + n) lies inside one live allocation.
 bool inside_allocation(const void* p, size_t n) {
   Device& d = device();
   std::lock_guard<std::recursive_mutex> lock(d.mu);
   auto c = static_cast<const char*>(p);
-  auto it = d.live.upper_bound(c);
-  if (it == d.live.begin()) return false;
-  --it;
-  return c >= it->first && c + n <= it->first + it->second.requested;
+  auto b = block_at(d.live, c);
+  return b && c + n <= b->first + b->second.requested;
 }
 
+// [p, p + n) lies inside one block of cudaHostAlloc's.
 bool pinned(const void* p, size_t n) {
   Device& d = device();
   std::lock_guard<std::recursive_mutex> lock(d.mu);
   auto c = static_cast<const char*>(p);
-  auto it = d.pinned.upper_bound(c);
-  if (it == d.pinned.begin()) return false;
-  --it;
-  return c >= it->first && c + n <= it->first + it->second;
+  auto b = block_at(d.pinned, c);
+  return b && c + n <= b->first + b->second;
 }
 
 // ---- streams and capture --------------------------------------------------------------------------------
