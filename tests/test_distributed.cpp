@@ -7,8 +7,6 @@
 // program run as 2 processes against 1 process with the same global batch, for a few steps of the
 // joint trainer on ResNet-20; resuming with another number of processes; a rank that cannot read
 // its data stops the whole job with one message naming it.
-#include <stb_image_write.h>
-
 #include <condition_variable>
 #include <fstream>
 #include <iterator>
@@ -21,6 +19,7 @@
 #include "nn/json.h"
 #include "nn/layers.h"
 #include "tests/helpers.h"
+#include "tests/run_helpers.h"
 
 using namespace anybit;
 using anybit::test::randn;
@@ -238,90 +237,14 @@ TEST_CASE("sum_gradients packs buckets and sums every gradient across two proces
 
 namespace {
 
-const std::string kAnybit = std::string(ANYBIT_BINARY_DIR) + "/anybit";
+using namespace anybit::test;
 
-// Why the MPI runs cannot happen here, or "" when they can.
-std::string why_no_mpi() {
-  if (!nn::built_with_mpi()) return "anybit was built without MPI (scripts/install-deps.sh installs libopenmpi-dev)";
-  if (run_command("command -v mpirun", nullptr) != 0) return "no mpirun on PATH (apt-get install openmpi-bin)";
-  return "";
-}
+const std::string kAnybit = anybit_program();
 
-// True when the MPI runs can happen here; otherwise says why the case is skipped.
-bool mpi_runs_here() {
-  const std::string why = why_no_mpi();
-  if (!why.empty()) WARN("skipped: " << why);
-  return why.empty();
-}
-
-// mpirun for n processes, allowed as root (containers, CI) and on a machine with fewer cores.
-std::string mpirun(int n) {
-  return "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none "
-         "timeout 300 mpirun --oversubscribe -np " +
-         std::to_string(n) + " ";
-}
-
-// A 4-class image folder of 32x32 PNGs: class c is a bright square in quadrant c, plus noise.
-void write_image_folder(const std::string& root, int per_class_train, int per_class_test) {
-  Generator g(11);
-  for (const char* split : {"train", "test"})
-    for (int c = 0; c < 4; ++c) {
-      std::string dir = root + "/" + split + "/class" + std::to_string(c);
-      REQUIRE(run_command("mkdir -p " + dir, nullptr) == 0);
-      const int n = std::string(split) == "train" ? per_class_train : per_class_test;
-      for (int i = 0; i < n; ++i) {
-        std::vector<unsigned char> px(32 * 32 * 3);
-        for (int y = 0; y < 32; ++y)
-          for (int x = 0; x < 32; ++x)
-            for (int ch = 0; ch < 3; ++ch) {
-              bool in = (y / 16) * 2 + (x / 16) == c && y % 16 > 3 && x % 16 > 3;
-              px[(y * 32 + x) * 3 + ch] = (unsigned char)((in ? 150 : 20) + g.below(80));
-            }
-        REQUIRE(stbi_write_png((dir + "/" + std::to_string(i) + ".png").c_str(), 32, 32, 3, px.data(), 32 * 3));
-      }
-    }
-}
-
-// The last line of a run's metrics.jsonl.
-nn::Json last_metrics(const std::string& run) {
-  std::ifstream f(run + "/metrics.jsonl");
-  std::string line, last;
-  while (std::getline(f, line))
-    if (!line.empty()) last = line;
-  REQUIRE(!last.empty());
-  return nn::Json::parse(last);
-}
-
-// The per-bit-width training losses of a run's last metrics line.
-std::map<std::string, double> train_losses(const std::string& run) {
-  nn::Json j = last_metrics(run);
-  std::map<std::string, double> out;
-  const nn::Json* train = j.find("train");
-  REQUIRE(train);
-  for (auto& [bits, v] : train->members()) out[bits] = v.find("loss")->as_double();
-  return out;
-}
-
-// Every tensor of two model files within rtol of the larger magnitude of its tensor:
-// max |a - b| <= rtol * max |a|.
+// Every tensor of two model files within rtol (require_same_tensors), ResNet-20's weights, three BN
+// sets and the clip values.
 void require_same_models(const std::string& a, const std::string& b, double rtol) {
-  nn::SafeTensors ta = nn::read_safetensors(a), tb = nn::read_safetensors(b);
-  REQUIRE(ta.tensors.size() == tb.tensors.size());
-  int64_t compared = 0;
-  for (size_t i = 0; i < ta.tensors.size(); ++i) {
-    auto& [name, x] = ta.tensors[i];
-    REQUIRE(tb.tensors[i].first == name);
-    auto va = x.to_vector<double>(), vb = tb.tensors[i].second.to_vector<double>();
-    double diff = 0, mag = 0;
-    for (size_t k = 0; k < va.size(); ++k) {
-      diff = std::max(diff, std::abs(va[k] - vb[k]));
-      mag = std::max(mag, std::abs(va[k]));
-    }
-    INFO(name << ": max |a - b| " << diff << ", max |a| " << mag);
-    REQUIRE(diff <= rtol * mag);
-    compared += (int64_t)va.size();
-  }
-  REQUIRE(compared > 200000);  // ResNet-20's weights, three BN sets and the clip values
+  REQUIRE(require_same_tensors(a, b, rtol) > 200000);
 }
 
 }  // namespace
