@@ -11,6 +11,8 @@
 // Read next: tests/main.cpp, tests/test_cuda_ops.cpp.
 #pragma once
 #include <catch2/catch.hpp>
+#include <filesystem>
+#include <string>
 
 #include "tensor/cuda/cuda.h"
 
@@ -21,6 +23,13 @@ namespace anybit::test {
 inline int& cuda_skipped_test_cases() {
   static int n = 0;
   return n;
+}
+
+// True in anybit_tests_emu, the tests on the CUDA emulator (tensor/cuda/emu/): its "GPU" is the
+// CPU, one thread at a time, so a case may leave out work that only a real GPU does in reasonable time.
+inline bool on_cuda_emulator() {
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe").filename().string();
+  return self.size() > 4 && self.compare(self.size() - 4, 4, "_emu") == 0;
 }
 
 }  // namespace anybit::test

@@ -17,15 +17,14 @@
 #include "nn/distributed.h"
 #include "nn/json.h"
 #include "tensor/random.h"
+#include "tests/cuda_skip.h"
 #include "tests/helpers.h"
 
 namespace anybit::test {
 
 // The anybit program beside this test binary, with the same CUDA backend (see above).
 inline std::string anybit_program() {
-  const std::string self = std::filesystem::read_symlink("/proc/self/exe").filename().string();
-  const bool emulated = self.size() > 4 && self.compare(self.size() - 4, 4, "_emu") == 0;
-  return std::string(ANYBIT_BINARY_DIR) + (emulated ? "/anybit_emu" : "/anybit");
+  return std::string(ANYBIT_BINARY_DIR) + (on_cuda_emulator() ? "/anybit_emu" : "/anybit");
 }
 
 // Why the MPI runs cannot happen here, or "" when they can.
