@@ -1,7 +1,8 @@
 // test_cuda_train.cpp - training on the GPU as a whole: batches reach the device through the
 // prefetching copy (data/device_batches.h), a few steps of the FP and the joint trainer repeat
-// bit for bit run to run on one GPU, the FP steps match the CPU's, and a step replayed as a CUDA
-// graph (nn/captured_step.h) gives the eager step's numbers bit for bit.
+// bit for bit run to run on one GPU, the FP steps match the CPU's, a step replayed as a CUDA
+// graph (nn/captured_step.h) gives the eager step's numbers bit for bit, and a joint step of every
+// model of the zoo matches the CPU's in float64.
 //
 // The [cuda] cases skip, saying so, without a usable GPU (tests/cuda_skip.h); the CPU half of the
 // DeviceBatches test runs everywhere.
@@ -163,14 +164,19 @@ std::vector<std::vector<double>> zoo_joint_step(const ZooModel& m, Device dev) {
   qo.weight_quant = m.weight_quant;
   qo.act_quant = m.act_quant;
   quant::QuantModel model(m.arch, 4, qo, 7, m.options);
-  // Every BN's scale and shift drawn away from their initial 1 and 0 (see the test case below).
+  // Every BN's scale and shift drawn away from their initial 1 and 0 (see the test case below):
+  // scales from [0.5, 1.5], shifts from [-0.5, 0.5]. A BN set's parameters are "<layer>.bn.<i>.weight"
+  // and ".bias" (quant/qlayers.h); LeNet-5 has none.
   Generator bn_gen(3);
-  for (auto& [name, p] : model.net().named_parameters())
-    if (name.find(".bn.") != std::string::npos || name.rfind("bn.", 0) == 0) {
-      NoGradGuard ng;
-      p.copy_(Tensor::rand(p.shape(), bn_gen, name.size() > 5 && name.substr(name.size() - 5) == ".bias" ? -0.5 : 0.5,
-                           name.size() > 5 && name.substr(name.size() - 5) == ".bias" ? 0.5 : 1.5));
-    }
+  int64_t drawn = 0;
+  for (auto& [name, p] : model.net().named_parameters()) {
+    if (name.find(".bn.") == std::string::npos) continue;
+    const bool shift = name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
+    NoGradGuard ng;
+    p.copy_(Tensor::rand(p.shape(), bn_gen, shift ? -0.5 : 0.5, shift ? 0.5 : 1.5));
+    ++drawn;
+  }
+  REQUIRE((drawn > 0) == (m.arch != "lenet5"));
   model.net().to(DType::F64);
   model.net().to(dev);
   model.net().train();

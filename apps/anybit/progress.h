@@ -36,6 +36,14 @@ class Progress {
     std::fflush(stderr);
   }
 
+  // A line between updates; on a terminal it takes the bar's line, and the next update draws the
+  // bar again below it.
+  void note(const std::string& line) {
+    std::fprintf(stderr, tty_ ? "\r%s\033[K\n" : "%s\n", line.c_str());
+    last_draw_ = -1;
+    std::fflush(stderr);
+  }
+
   double seconds() const {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   }

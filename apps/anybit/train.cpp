@@ -556,6 +556,7 @@ Report train_one(Config cfg, const std::string& out) {
   // --cuda_graph: the FP step's forward and backward as a CUDA graph (nn/captured_step.h). Its
   // batches are whole (drop_last), so the loss scale is 1 in every replayed step.
   std::unique_ptr<nn::CapturedStep> captured;
+  bool graph_announced = false;  // said once, when the capture has happened
   if (cfg.flag("cuda_graph")) {
     AB_CHECK(dev.is_cuda() && !joint && group.size() == 1, "--cuda-graph 1 needs --device cuda, an FP model (not ",
              "the joint trainer: its teacher choice reads the GPU on the host) and one process");
@@ -590,6 +591,10 @@ Report train_one(Config cfg, const std::string& out) {
                                  seen, fp, double(y.size(0)) / lo.batch_size);
       } catch (const Error& e) {
         AB_FAIL("epoch ", epoch + 1, ", step ", step + 1, ": ", e.what());  // name the batch that failed
+      }
+      if (captured && captured->replaying() && !graph_announced) {
+        bar.note("anybit: step " + std::to_string(iteration + 1) + " captured as a CUDA graph, replayed from the next on");
+        graph_announced = true;
       }
       comm_seconds += nn::sum_gradients(trained, group).seconds;
       optimizer->step();
