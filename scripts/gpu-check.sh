@@ -10,7 +10,7 @@
 # then on the GPU machine (device tool: carry .deps):
 #   run(command="bash scripts/gpu-check.sh", carry=[".deps", "datasets/mnist"], timeout_s=540)
 # (.deps 42 MiB + MNIST 11 MiB + the repository 4 MiB: under the 64 MiB that travels.)
-# Checked on a machine without a GPU (2 cores): it builds (147 s), the suite passes, and every GPU
+# Checked on a machine without a GPU (2 cores, 1 Dec 2026): it builds (206 s), the suite passes, and every GPU
 # step reports "no usable CUDA GPU" and the script exits 1.
 #
 # The [cuda] run sets CUDA_LAUNCH_BLOCKING=1 so that a failing kernel is reported at its own launch.
@@ -48,17 +48,20 @@ cmake -S . -B "$BUILD" -DANYBIT_DEPS_ROOT="$DEPS" -DANYBIT_CUDA=ON -DANYBIT_CUDA
   > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; fail "cmake configure (configure.log)"; }
 grep "anybit:" "$OUT/configure.log"
 
-# The test program first (the library and the tests), the other programs after the tests.
-say "build anybit_tests"
+# The test program and the program it runs (the [app] and [cuda][app] cases run build/anybit)
+# first, the other programs after the tests.
+say "build anybit_tests and anybit"
 start=$(date +%s)
-cmake --build "$BUILD" -j"$(nproc)" --target anybit_tests > "$OUT/build.log" 2>&1 ||
+cmake --build "$BUILD" -j"$(nproc)" --target anybit_tests anybit > "$OUT/build.log" 2>&1 ||
   { grep -E "error|Error" -A3 "$OUT/build.log" | head -60; fail "build (build.log)"; }
 say "built in $(( $(date +%s) - start )) s"
 
 status=0
 say "[cuda] tests"
-# [cuda]: every op on the GPU against the CPU; [cuda-runtime]: the queries; [formulas]: the CUDA
-# kernels' index arithmetic on the host.
+# [cuda]: every op on the GPU against the CPU, a joint step of every model against the CPU in
+# float64, the program with --device cuda (checkpoints between GPU and CPU, CUDA graphs; mpirun
+# where there is one); [cuda-runtime]: the queries; [formulas]: the CUDA kernels' index
+# arithmetic on the host.
 CUDA_LAUNCH_BLOCKING=1 timeout 300 "$BUILD/anybit_tests" "[cuda],[cuda-runtime],[formulas]" > "$OUT/cuda-tests.log" 2>&1 || status=1
 tail -60 "$OUT/cuda-tests.log"
 if grep -q "skipping:" "$OUT/cuda-tests.log"; then
