@@ -7,6 +7,7 @@
 // program run as 2 processes against 1 process with the same global batch, for a few steps of the
 // joint trainer on ResNet-20; resuming with another number of processes; a rank that cannot read
 // its data stops the whole job with one message naming it.
+#include <algorithm>
 #include <condition_variable>
 #include <fstream>
 #include <iterator>
@@ -18,6 +19,8 @@
 #include "nn/distributed.h"
 #include "nn/json.h"
 #include "nn/layers.h"
+#include "tensor/cuda/cuda.h"
+#include "tests/cuda_skip.h"
 #include "tests/helpers.h"
 #include "tests/run_helpers.h"
 
@@ -231,6 +234,82 @@ TEST_CASE("sum_gradients packs buckets and sums every gradient across two proces
       auto v = grads[r][k].to_vector<float>();
       REQUIRE(v == std::vector<float>(v.size(), 3.0f * (k + 1)));
     }
+}
+
+namespace {
+
+// A group of two whose other process holds the same data as this one: sum() doubles it. With
+// `device_pointers` it says it is CUDA-aware: sum(float*) then takes GPU memory too, as such an MPI
+// library does. It knows which pointers are GPU memory from `on_gpu` (an MPI library asks the CUDA
+// driver), reads and writes those through cuda::memcpy (a host pointer there fails the copy's
+// check) and counts them. Host data it reads on the host (a GPU pointer there crashes, on a GPU
+// and on the emulator).
+class MirroredPair : public dist::ProcessGroup {
+ public:
+  MirroredPair(bool device_pointers, std::vector<const void*> on_gpu)
+      : device_pointers_(device_pointers), on_gpu_(std::move(on_gpu)) {}
+  int rank() const override { return 0; }
+  int size() const override { return 2; }
+  void sum(double* d, int64_t n) override { double_up(d, n); }
+  void sum(int64_t* d, int64_t n) override { double_up(d, n); }
+  void sum(float* d, int64_t n) override {
+    if (std::find(on_gpu_.begin(), on_gpu_.end(), d) == on_gpu_.end()) return double_up(d, n);
+    REQUIRE(device_pointers_);
+    std::vector<float> host(n);
+    cuda::memcpy_d2h(host.data(), d, n * sizeof(float));
+    double_up(host.data(), n);
+    cuda::memcpy_h2d(d, host.data(), n * sizeof(float));
+    ++device_sums;
+  }
+  void broadcast(void*, int64_t, int) override { FAIL("not used"); }
+  bool accepts_device_pointers() const override { return device_pointers_; }
+  std::string describe() const override { return "a mirrored pair"; }
+  int device_sums = 0;  // sum(float*) calls on GPU memory
+
+ private:
+  template <typename T>
+  void double_up(T* d, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) d[i] += d[i];
+  }
+  bool device_pointers_;
+  std::vector<const void*> on_gpu_;
+};
+
+}  // namespace
+
+TEST_CASE("sum_gradients on the GPU: staged through host memory, or in place for a CUDA-aware MPI", "[dist][cuda]") {
+  SKIP_WITHOUT_GPU();
+  const Device gpu(Device::CUDA);
+  for (bool aware : {false, true}) {
+    INFO((aware ? "CUDA-aware" : "staged through the host"));
+    // Parameters of 5, 6 (its gradient a transposed 2x3 view: not contiguous) and 3 floats on the
+    // GPU; parameter k's gradient is k + 1 everywhere, and its sum over the pair 2 (k + 1).
+    std::vector<Tensor> params;
+    for (int k = 0; k < 3; ++k) {
+      Tensor p = Tensor::zeros(k == 1 ? std::vector<int64_t>{2, 3} : std::vector<int64_t>{k == 0 ? 5 : 3})
+                     .to(gpu)
+                     .requires_grad_();
+      Tensor g = Tensor::full(k == 1 ? std::vector<int64_t>{3, 2} : p.shape(), k + 1.0).to(gpu);
+      p.set_grad(k == 1 ? g.transpose(0, 1) : g);
+      params.push_back(p);
+    }
+    REQUIRE(!params[1].grad().is_contiguous());
+    std::vector<const void*> on_gpu;
+    for (auto& p : params) on_gpu.push_back(p.grad().raw_data());
+    MirroredPair pair(aware, on_gpu);
+    nn::GradientSync s = nn::sum_gradients(params, pair, /*bucket_bytes=*/8 * 4);  // 8 floats a bucket
+    // CUDA-aware: the contiguous gradients in place, one call each, and the strided one through a
+    // bucket; staged: the three through buckets of at most 8 floats, 5 | 6 | 3.
+    CHECK(pair.device_sums == (aware ? 2 : 0));
+    CHECK(s.buckets == 3);
+    CHECK(s.bytes == 14 * 4);
+    for (int k = 0; k < 3; ++k) {
+      INFO("parameter " << k);
+      REQUIRE(params[k].grad().device() == gpu);
+      auto v = params[k].grad().to(Device()).to_vector<float>();
+      REQUIRE(v == std::vector<float>(v.size(), 2.0f * (k + 1)));
+    }
+  }
 }
 
 // ---- the program under mpirun ----------------------------------------------------------------------
