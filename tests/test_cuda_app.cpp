@@ -32,6 +32,19 @@ void require_same_losses(const std::string& a, const std::string& b, double rtol
   }
 }
 
+// The two runs' last epochs drew alike: for every bit-width, the same block swaps out of the same
+// number of draws, and the same teachers.
+void require_same_draws(const std::string& a, const std::string& b) {
+  nn::Json ma = last_metrics(a), mb = last_metrics(b);
+  for (auto& [bits, ta] : ma.find("train")->members()) {
+    const nn::Json& tb = *mb.find("train")->find(bits);
+    INFO(bits);
+    REQUIRE(ta.find("swapped_blocks")->as_double() == tb.find("swapped_blocks")->as_double());
+    REQUIRE(ta.find("block_draws")->as_double() == tb.find("block_draws")->as_double());
+    REQUIRE(ta.find("teachers")->dump() == tb.find("teachers")->dump());
+  }
+}
+
 // The per-bit-width top-1 of a run's report.json, as "W8A8 43.75 W4A4 37.5" (or "fp32 ...").
 std::string report_top1(const std::string& report_json) {
   std::ifstream f(report_json);
@@ -126,15 +139,9 @@ TEST_CASE("cuda app: the joint trainer's run moves between the GPU and the CPU w
   // The block swaps of epoch 2 come from the generator's state in the GPU's checkpoint: the same on
   // both devices. The losses agree to a quantization step's effect, not to float rounding (see the
   // data-parallel case below).
-  nn::Json ma = last_metrics(a), mb = last_metrics(b);
-  REQUIRE((int64_t)ma.find("epoch")->as_double() == 2);
-  REQUIRE((int64_t)mb.find("epoch")->as_double() == 2);
-  for (auto& [bits, ta] : ma.find("train")->members()) {
-    const nn::Json& tb = *mb.find("train")->find(bits);
-    INFO(bits);
-    REQUIRE(ta.find("swapped_blocks")->as_double() == tb.find("swapped_blocks")->as_double());
-    REQUIRE(ta.find("block_draws")->as_double() == tb.find("block_draws")->as_double());
-  }
+  REQUIRE((int64_t)last_metrics(a).find("epoch")->as_double() == 2);
+  REQUIRE((int64_t)last_metrics(b).find("epoch")->as_double() == 2);
+  require_same_draws(a, b);
   require_same_losses(a, b, 1e-2);
 }
 
@@ -172,13 +179,7 @@ TEST_CASE("cuda app: mpirun -np 2 --device cuda trains as one GPU process does w
     INFO(out);
     REQUIRE(run_command(mpirun(2) + anybit + joint + " --threads 1 --out " + (tmp / "two"), &out) == 0);
     INFO(out);
-    nn::Json m1 = last_metrics(tmp / "one"), m2 = last_metrics(tmp / "two");
-    for (auto& [bits, t1] : m1.find("train")->members()) {
-      const nn::Json& t2 = *m2.find("train")->find(bits);
-      INFO(bits);
-      REQUIRE(t1.find("swapped_blocks")->as_double() == t2.find("swapped_blocks")->as_double());
-      REQUIRE(t1.find("teachers")->dump() == t2.find("teachers")->dump());
-    }
+    require_same_draws(tmp / "one", tmp / "two");
     require_same_losses(tmp / "one", tmp / "two", 1e-2);
   }
 }
