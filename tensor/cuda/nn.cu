@@ -87,7 +87,8 @@ enum class ChanSum { Sum, SqDev, GradPair };
 template <typename T>
 __global__ void chan_partial_k(ChanSum mode, const T* x, const T* g, const T* mean, int64_t N, int64_t C, int64_t S,
                                int64_t chunks, double* partial) {
-  __shared__ double part0[kThreads], part1[kThreads];
+  __shared__ double part0[kThreads];
+  __shared__ double part1[kThreads];
   const int64_t c = blockIdx.x / chunks, k = blockIdx.x % chunks, M = N * S;
   const int64_t per = (M + chunks - 1) / chunks, m0 = k * per, m1 = m0 + per < M ? m0 + per : M;
   const T mu = mean ? mean[c] : T(0);

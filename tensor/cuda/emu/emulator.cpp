@@ -45,6 +45,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <iterator>
 #include <map>
 #include <mutex>
@@ -199,7 +200,9 @@ struct Fiber {
   void* sp = nullptr;
   char* stack = nullptr;  // kFiberStack bytes above a guard page
   unsigned thread = 0;    // linear index of its CUDA thread in the block
+  unsigned barriers = 0;  // __syncthreads() calls it has reached so far
   bool done = false;
+  void* race_context = nullptr;  // its own thread as ThreadSanitizer sees it (race-check builds)
 };
 
 #if defined(__x86_64__)
@@ -235,9 +238,164 @@ struct Scheduler {
   void* sp = nullptr;                       // the launching thread's own stack, while a fiber runs
   Fiber* current = nullptr;                 // the fiber running now
   const std::function<void()>* thread_body = nullptr;
+  const char* kernel = nullptr;             // the running launch's kernel, for messages
   std::vector<Fiber*> idle;                 // fibers whose thread has returned: stacks to reuse
 };
 thread_local Scheduler sched;
+
+// ---- the race check (anybit_tests_race_emu) ---------------------------------------------------------------
+// In the race-check build (ANYBIT_EMU_RACECHECK: `make racecheck`), the kernels are compiled with
+// -fsanitize=thread, and each CUDA thread of each block is a thread of its own to
+// ThreadSanitizer, ordered after another thread's memory accesses only where CUDA orders it:
+//   - a launch's threads see what the host did before the launch, and the host sees what they
+//     did once the launch is over (kernels of one stream run in order);
+//   - a block's threads see each other's accesses from before a __syncthreads() they have all
+//     passed, and nothing else of each other;
+//   - nothing orders one block after another.
+// So two accesses to one address, by two CUDA threads of one launch (the same block or not), at
+// least one of them a write, with no barrier between them, are a data race, reported with the
+// kernel, block and thread of each: on a GPU they could happen in either order, or at once. That
+// is what the rest of the emulator cannot see, since it runs blocks one after another and a block's
+// threads in turn. Switching between fibers tells ThreadSanitizer nothing by itself
+// (__tsan_switch_to_fiber_no_sync); the hooks below say what CUDA guarantees, with acquire and
+// release on sync addresses. The emulator's own bookkeeping is not instrumented; it runs on the host
+// thread or, briefly, under a fiber's context with accesses ignored.
+#if defined(ANYBIT_EMU_RACECHECK)
+}  // namespace
+}  // namespace anybit::cuda_emu
+extern "C" {  // ThreadSanitizer's interface (sanitizer/tsan_interface.h), in libtsan
+void* __tsan_get_current_fiber();
+void* __tsan_create_fiber(unsigned flags);
+void __tsan_destroy_fiber(void* fiber);
+void __tsan_switch_to_fiber(void* fiber, unsigned flags);
+void __tsan_set_fiber_name(void* fiber, const char* name);
+void __tsan_acquire(void* addr);
+void __tsan_release(void* addr);
+void AnnotateIgnoreWritesBegin(const char* file, int line);  // ignores reads too
+void AnnotateIgnoreWritesEnd(const char* file, int line);
+}
+namespace anybit::cuda_emu {
+namespace {
+constexpr unsigned kNoSync = 1;  // __tsan_switch_to_fiber_no_sync
+
+struct RaceLaunch {
+  void* host = nullptr;            // the launching thread's context
+  uint64_t start = 0, end = 0;     // sync addresses: host -> threads, threads -> host
+  std::deque<uint64_t> barriers;   // one sync address per __syncthreads() of the running block
+  std::vector<char*> shared;       // each block's shared memory, freed when the launch is over
+};
+thread_local RaceLaunch* race = nullptr;
+
+struct IgnoredAccesses {  // the emulator's bookkeeping while a fiber's context is current
+  IgnoredAccesses() { AnnotateIgnoreWritesBegin(__FILE__, __LINE__); }
+  ~IgnoredAccesses() { AnnotateIgnoreWritesEnd(__FILE__, __LINE__); }
+};
+
+void race_launch_begins() {
+  race = new RaceLaunch();
+  race->host = __tsan_get_current_fiber();
+  __tsan_release(&race->start);
+}
+
+void race_launch_ends() {
+  __tsan_acquire(&race->end);
+  {
+    IgnoredAccesses quiet;
+    for (char* p : race->shared) delete[] p;
+  }
+  delete race;  // frees its sync addresses: the next launch starts from none
+  race = nullptr;
+}
+
+void race_block_begins() { race->barriers.clear(); }
+
+// Before the threads of a block run from their `round`-th barrier (0: from their start) to the next.
+void race_round_begins(unsigned round) {
+  while (race->barriers.size() <= round) race->barriers.push_back(0);
+}
+
+void race_thread_begins(Fiber* f) {
+  f->race_context = __tsan_create_fiber(0);
+  char name[160];
+  std::snprintf(name, sizeof name, "CUDA thread (%u,%u,%u) of block (%u,%u,%u) of %s", threadIdx.x, threadIdx.y,
+                threadIdx.z, blockIdx.x, blockIdx.y, blockIdx.z, sched.kernel);
+  __tsan_set_fiber_name(f->race_context, name);
+}
+
+// Switching to fiber f: it sees the host's work before the launch, or its block's work before the
+// barrier it is leaving.
+void race_enter(Fiber* f) {
+  __tsan_switch_to_fiber(f->race_context, kNoSync);
+  __tsan_acquire(f->barriers == 0 ? &race->start : &race->barriers[f->barriers - 1]);
+}
+
+// Back from fiber f, which has reached a barrier (its work so far goes to the block's threads that
+// pass it) or returned (its work goes to the host, at the end of the launch).
+void race_leave(Fiber* f) {
+  __tsan_release(f->done ? &race->end : &race->barriers[f->barriers - 1]);
+  __tsan_switch_to_fiber(race->host, kNoSync);
+  if (f->done) {
+    __tsan_destroy_fiber(f->race_context);
+    f->race_context = nullptr;
+  }
+}
+
+char* race_new_shared_memory(size_t bytes) {
+  IgnoredAccesses quiet;  // a fresh allocation has no history: no thread has touched it yet
+  char* p = new char[bytes];
+  race->shared.push_back(p);
+  return p;
+}
+#else
+struct IgnoredAccesses {
+  IgnoredAccesses() {}  // nothing to ignore: no race check
+};
+void race_launch_begins() {}
+void race_launch_ends() {}
+void race_block_begins() {}
+void race_round_begins(unsigned) {}
+void race_thread_begins(Fiber*) {}
+void race_enter(Fiber*) {}
+void race_leave(Fiber*) {}
+#endif
+
+// ---- a block's shared memory ----------------------------------------------------------------------------
+// Laid out once per launch, in the order the declarations are first reached (the same for every
+// block), and given to each block afresh, filled with bytes 0xff.
+constexpr size_t kSharedLimit = 48 << 10;  // CUDA's limit on a block's static shared memory
+constexpr unsigned char kGarbage = 0xff;
+
+struct SharedMemory {
+  std::vector<std::pair<const void*, size_t>> sites;  // declaration -> offset
+  size_t used = 0;                                      // bytes laid out so far
+  char* block = nullptr;                                // the running block's, or null until it asks
+  std::vector<char> reused;                             // kSharedLimit bytes for every block (no race check)
+};
+thread_local SharedMemory shared_now;
+
+void shared_launch_begins() {
+  shared_now.sites.clear();
+  shared_now.used = 0;
+}
+
+void shared_block_begins() { shared_now.block = nullptr; }
+
+// The running block's shared memory, made on its first use: fresh memory in the race check (so
+// that its accesses are not mistaken for the previous block's), the same bytes otherwise.
+char* block_shared_memory() {
+  SharedMemory& m = shared_now;
+  if (!m.block) {
+#if defined(ANYBIT_EMU_RACECHECK)
+    m.block = race_new_shared_memory(kSharedLimit);
+#else
+    if (m.reused.empty()) m.reused.resize(kSharedLimit);
+    m.block = m.reused.data();
+#endif
+    IgnoredAccesses quiet;
+    std::memset(m.block, kGarbage, m.used);
+  }
+  return m.block;
+}
 
 void set_thread_index(unsigned linear) {
   threadIdx.x = linear % blockDim.x;
@@ -272,13 +430,18 @@ Fiber* new_fiber() {
 void run_fiber(Fiber* f) {
   set_thread_index(f->thread);
   sched.current = f;
+  race_enter(f);
   anybit_emu_switch(&sched.sp, f->sp);
+  race_leave(f);
   sched.current = nullptr;
 }
 
 void start_fiber(Fiber* f, unsigned thread) {
   f->thread = thread;
+  f->barriers = 0;
   f->done = false;
+  set_thread_index(thread);
+  race_thread_begins(f);
   // The first switch pops six registers, then returns into fiber_main with the stack as a call
   // leaves it (16-byte aligned plus the 8 bytes of a return address, which is never used).
   void** sp = reinterpret_cast<void**>(f->stack + kFiberStack);
@@ -295,13 +458,17 @@ void start_fiber(Fiber* f, unsigned thread) {
 void run_block(const std::function<void()>& body) {
   const unsigned n = blockDim.x * blockDim.y * blockDim.z;
   sched.thread_body = &body;
+  shared_block_begins();
+  race_block_begins();
+  race_round_begins(0);
   std::vector<Fiber*> waiting, next;
   for (unsigned t = 0; t < n; ++t) {
     Fiber* f = new_fiber();
     start_fiber(f, t);
     (f->done ? sched.idle : waiting).push_back(f);
   }
-  while (!waiting.empty()) {
+  for (unsigned round = 1; !waiting.empty(); ++round) {
+    race_round_begins(round);
     next.clear();
     for (Fiber* f : waiting) {
       run_fiber(f);
@@ -329,6 +496,9 @@ void launch_grid(const char* name, dim3 grid, dim3 block, size_t shared_bytes, c
     AB_CHECK(sched.current == nullptr, "CUDA emulator: kernel ", name, " launched from inside a kernel");
     gridDim = grid;
     blockDim = block;
+    sched.kernel = name;
+    shared_launch_begins();
+    race_launch_begins();
     for (unsigned z = 0; z < grid.z; ++z)
       for (unsigned y = 0; y < grid.y; ++y)
         for (unsigned x = 0; x < grid.x; ++x) {
@@ -337,7 +507,24 @@ void launch_grid(const char* name, dim3 grid, dim3 block, size_t shared_bytes, c
           blockIdx.z = z;
           run_block(body);
         }
+    race_launch_ends();
   });
+}
+
+void* shared_memory(const void* site, size_t bytes, size_t align) {
+  AB_CHECK(sched.current != nullptr, "CUDA emulator: a __shared__ variable declared outside a kernel");
+  SharedMemory& m = shared_now;
+  for (const auto& [where, offset] : m.sites)
+    if (where == site) return block_shared_memory() + offset;
+  const size_t offset = (m.used + align - 1) / align * align;
+  AB_CHECK(offset + bytes <= kSharedLimit, "CUDA emulator: kernel ", sched.kernel, " declares ", offset + bytes,
+           " bytes of shared memory, more than CUDA's limit of ", kSharedLimit, " for a block");
+  char* memory = block_shared_memory();  // filled up to the old m.used
+  IgnoredAccesses quiet;
+  m.sites.emplace_back(site, offset);
+  m.used = offset + bytes;
+  std::memset(memory + offset, kGarbage, bytes);
+  return memory + offset;
 }
 
 void* device_access(const void* p, const char* kernel) {
@@ -353,6 +540,7 @@ using namespace anybit::cuda_emu;
 void __syncthreads() {
   Fiber* f = sched.current;
   AB_CHECK(f != nullptr, "CUDA emulator: __syncthreads() called outside a kernel");
+  ++f->barriers;
   anybit_emu_switch(&f->sp, sched.sp);
 }
 

@@ -22,10 +22,9 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
-// A block's shared memory: one copy per host thread. The emulator runs one block at a time on the
-// launching host thread (its CUDA threads are fibers of that host thread), so the block's threads
-// share it, as on a GPU.
-#define __shared__ static thread_local
+// `__shared__ T name[n];` is rewritten at build time (rewrite_launches.cmake) into a reference
+// into the running block's shared memory: `T (&name)[n] = anybit::cuda_emu::shared<T[n]>([] {});`
+// (below), so __shared__ itself is left undefined.
 
 struct uint3 {
   unsigned x = 0, y = 0, z = 0;
@@ -136,6 +135,20 @@ namespace anybit::cuda_emu {
 // a launch that does fails with cudaErrorInvalidValue.
 void launch_grid(const char* name, dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
                  std::function<void()> thread);
+
+// A block's shared memory, as on a GPU: every block gets its own, its threads share it, and it
+// starts out holding garbage (bytes 0xff: NaN as a float or double, -1 as an integer), so a kernel
+// that reads a slot no thread of the block wrote reads a wrong value instead of the previous
+// block's. `site` identifies the declaration (its address is the same for every thread and block,
+// and different for each declaration); the block gets at most 48 KiB in all, CUDA's limit for
+// static shared memory.
+void* shared_memory(const void* site, size_t bytes, size_t align);
+
+template <typename Array, typename Declaration>
+Array& shared(Declaration) {
+  static const char site = 0;  // one per declaration: each has its own lambda type
+  return *static_cast<Array*>(shared_memory(&site, sizeof(Array), alignof(Array)));
+}
 
 // The emulated device's memory is mapped twice (emulator.cpp): at the addresses that cudaMalloc
 // hands out, where the host can neither read nor write it, and at a second, readable place that
