@@ -3,8 +3,9 @@
 //
 // The ops are those of tensor/ops.h (elementwise, reductions, matmul, linear, conv2d, pooling,
 // temporal_shift, batch_norm, softmax and the losses, dropout, cat, split), quant/quantizers.h
-// (quantize_weight and its integer codes, pact_quantize), quant/lsq.h (lsq_quantize); a second,
-// smaller table runs the optimizers of nn/optim.h. tests/test_cuda.cpp tests the kernels and the
+// (quantize_weight and its integer codes, pact_quantize), quant/lsq.h (lsq_quantize); a second
+// table runs some of them again on inputs that span many blocks, and a third the optimizers of
+// nn/optim.h. tests/test_cuda.cpp tests the kernels and the
 // runtime underneath, one by one.
 //
 // For each row of the table, in float32 and float64, and with its inputs in three layouts:
@@ -251,23 +252,23 @@ OpFn dorefa(int bits, quant::WeightQuantOptions opt) {
 
 // pact_quantize(x, a = 2, bits): x on the grid of the rounding step a / levels (any grid at 32 bits),
 // from 3 steps below the clip range to 3 steps above it.
-OpCase pact_case(int bits, bool is_signed) {
+OpCase pact_case(int bits, bool is_signed, Shape shape = {3, 4, 5}) {
   const double a = 2;
   const int64_t levels = bits == 32 ? 8 : is_signed ? (int64_t(1) << (bits - 1)) - 1 : (int64_t(1) << bits) - 1;
   const double step = a / levels;
   std::string name = std::string("pact_quantize ") + (is_signed ? "signed" : "unsigned") + " b" + std::to_string(bits);
-  return {name, {{3, 4, 5}, {1}},
+  return {name, {shape, {1}},
           [bits, is_signed](const Xs& x, Xs&) { return quant::pact_quantize(x[0], x[1], bits, is_signed); },
           {grid(step, is_signed ? -levels - 3 : -3, levels + 3), constant(a)}};
 }
 
 // lsq_quantize(v, s = 0.25, Qn, Qp, N): v on the grid of s, from 3 steps below -Qn to 3 above Qp.
-OpCase lsq_case(int bits, bool is_signed) {
+OpCase lsq_case(int bits, bool is_signed, Shape shape = {4, 5, 3}) {
   const double s = 0.25;
   quant::LsqRange r = quant::lsq_range(bits, is_signed);
   std::string name = std::string("lsq_quantize ") + (is_signed ? "signed" : "unsigned") + " b" + std::to_string(bits);
   const int64_t qn = r.qn, qp = r.qp;
-  return {name, {{4, 5, 3}, {1}},
+  return {name, {shape, {1}},
           [qn, qp](const Xs& x, Xs&) { return quant::lsq_quantize(x[0], x[1], qn, qp, 60); },
           {grid(s, -qn - 3, qp + 3), constant(s)}};
 }
@@ -539,6 +540,45 @@ std::vector<OpCase> op_table() {
   return t;
 }
 
+// The table above keeps its inputs small, so most of its kernels run as one block. These rows give
+// the kernels that share work between blocks (an output per thread over a grid of blocks, per-block
+// partial sums of BN's statistics and of PACT's and LSQ's clip and step gradients, col2im's
+// gather) inputs that span tens of blocks of 256 threads, so that the race check
+// (anybit_tests_race_emu, tensor/cuda/emu/emulator.cpp) sees blocks work beside each other.
+std::vector<OpCase> many_blocks_table() {
+  const quant::WeightQuantOptions sat_scale{quant::WeightStore::Round, quant::WeightScale::Sat, 8};
+  std::vector<OpCase> t = {
+      {"conv2d 3x3 pad 1, bias, (4, 16, 12, 12) -> 9216 outputs", {{4, 16, 12, 12}, {16, 16, 3, 3}, {16}},
+       [](const Xs& x, Xs&) { return conv2d(x[0], x[1], x[2], Conv2dOptions::make(1, 1)); }},
+      {"conv2d depthwise 3x3 stride 2 pad 1, (4, 32, 12, 12)", {{4, 32, 12, 12}, {32, 1, 3, 3}},
+       [](const Xs& x, Xs&) { return conv2d(x[0], x[1], Tensor(), Conv2dOptions::make(2, 1, 1, 32)); }},
+      // 16384 values per channel: BN's channel sums are cut into 4 chunks, each a block
+      {"batch_norm + residual + relu training (fused), (16, 3, 32, 32)", {{16, 3, 32, 32}, {3}, {3}, {16, 3, 32, 32}},
+       [](const Xs& x, Xs& side) {
+         Tensor rm = channel_values(3, -0.2, 0.1, x[0]), rv = channel_values(3, 0.5, 0.25, x[0]);
+         Tensor y = batch_norm(x[0], x[1], x[2], rm, rv, true, 0.1, 1e-5, /*relu=*/true, x[3]);
+         side.push_back(rm);
+         side.push_back(rv);
+         return y;
+       }},
+      {"max_pool2d 3 stride 2 pad 1, (4, 16, 16, 16)", {{4, 16, 16, 16}},
+       [](const Xs& x, Xs&) { return max_pool2d(x[0], 3, 2, 1); }},
+      {"global_avg_pool2d, (8, 32, 8, 8)", {{8, 32, 8, 8}}, [](const Xs& x, Xs&) { return global_avg_pool2d(x[0]); }},
+      {"cross_entropy (700, 10), label_smoothing 0.1", {{700, 10}},
+       [](const Xs& x, Xs&) {
+         std::vector<int64_t> labels(700);
+         for (int64_t n = 0; n < 700; ++n) labels[n] = (n * 7) % 10;
+         return cross_entropy(x[0], labels_for(x[0], labels), 0.1);
+       },
+       {normal(2)}},
+      {"quantize_weight b4 scale sat, (64, 32, 3, 3)", {{64, 32, 3, 3}},
+       dorefa(4, sat_scale), {dorefa_weights()}},
+  };
+  t.push_back(pact_case(4, false, {4, 16, 16, 16}));
+  t.push_back(lsq_case(4, true, {4, 16, 16, 16}));
+  return t;
+}
+
 // One row, one dtype, one layout: forward, side outputs and gradients, CUDA against the CPU.
 void run_op(const OpCase& c, DType dt, Layout layout) {
   const uint64_t seed = seed_of(c.name);
@@ -676,6 +716,17 @@ TEST_CASE("cuda ops: every op of the public API matches the CPU, forward and bac
   for (const OpCase& c : op_table())
     for (DType dt : kFloatTypes)
       for (Layout layout : {Layout::Contiguous, Layout::Transposed, Layout::EveryOther})
+        DYNAMIC_SECTION(c.name << " / " << dtype_name(dt) << " / " << layout_name(layout)) {
+          run_op(c, dt, layout);
+        }
+}
+
+TEST_CASE("cuda ops: the kernels that share work between blocks match the CPU on inputs that span many blocks",
+          "[cuda]") {
+  SKIP_WITHOUT_GPU();
+  for (const OpCase& c : many_blocks_table())
+    for (DType dt : kFloatTypes)
+      for (Layout layout : {Layout::Contiguous, Layout::EveryOther})
         DYNAMIC_SECTION(c.name << " / " << dtype_name(dt) << " / " << layout_name(layout)) {
           run_op(c, dt, layout);
         }

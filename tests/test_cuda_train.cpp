@@ -5,7 +5,9 @@
 // model of the zoo matches the CPU's in float64.
 //
 // The [cuda] cases skip, saying so, without a usable GPU (tests/cuda_skip.h); the CPU half of the
-// DeviceBatches test runs everywhere.
+// DeviceBatches test runs everywhere. [steps] marks the cases that run whole training steps of
+// models: `make test` leaves them out of the race check, which is 8 times slower than the plain
+// emulated run (`make racecheck` runs them).
 #include "data/device_batches.h"
 #include "nn/captured_step.h"
 #include "nn/models.h"
@@ -203,7 +205,7 @@ TEST_CASE("DeviceBatches: batches reach the GPU through the prefetching copy, un
   check_device_batches(kCuda);
 }
 
-TEST_CASE("cuda: FP training steps repeat bit for bit on one GPU and match the CPU", "[cuda]") {
+TEST_CASE("cuda: FP training steps repeat bit for bit on one GPU and match the CPU", "[cuda][steps]") {
   SKIP_WITHOUT_GPU();
   auto a = fp_steps(kCuda, 3), b = fp_steps(kCuda, 3);
   REQUIRE(a == b);  // deterministic: no atomics, fixed-order sums, cuBLAS on one stream
@@ -222,7 +224,7 @@ TEST_CASE("cuda: FP training steps repeat bit for bit on one GPU and match the C
   }
 }
 
-TEST_CASE("cuda: joint steps of the method repeat bit for bit on one GPU", "[cuda]") {
+TEST_CASE("cuda: joint steps of the method repeat bit for bit on one GPU", "[cuda][steps]") {
   SKIP_WITHOUT_GPU();
   REQUIRE(joint_steps(3) == joint_steps(3));
 }
@@ -231,7 +233,7 @@ TEST_CASE("CapturedStep on the CPU is the plain step", "[nn]") {
   REQUIRE(fp_steps(Device(), 3, true) == fp_steps(Device(), 3, false));
 }
 
-TEST_CASE("cuda: a training step replayed as a CUDA graph gives the eager steps' numbers bit for bit", "[cuda]") {
+TEST_CASE("cuda: a training step replayed as a CUDA graph gives the eager steps' numbers bit for bit", "[cuda][steps]") {
   SKIP_WITHOUT_GPU();
   // 6 steps: 2 eager, the capture (run by its first replay), 3 replays; then with a smaller
   // batch as step 4, run eagerly between replays.
@@ -258,7 +260,7 @@ TEST_CASE("cuda: inference replayed as a CUDA graph gives the eager logits", "[c
   REQUIRE(logits.to_vector<float>() == model->forward(x).to_vector<float>());
 }
 
-TEST_CASE("cuda: a joint step of every model of the zoo matches the CPU in float64", "[cuda]") {
+TEST_CASE("cuda: a joint step of every model of the zoo matches the CPU in float64", "[cuda][steps]") {
   SKIP_WITHOUT_GPU();
   // Every architecture and both quantizer families, so that each op a model uses (depthwise and
   // 1x1 convs, bottlenecks, pre-activation, max-pool, the temporal shift and the clip averaging of

@@ -30,11 +30,16 @@
 //     not run, and replay runs the recording; a synchronous call (cudaMemcpy, cudaDeviceSynchronize,
 //     cudaFree) or a copy from pageable host memory during the capture fails and invalidates it,
 //     as CUDA does. So host code that reads a GPU value inside a captured step is caught.
-// What it cannot check: races between threads of a warp or between blocks (blocks run one at a
-// time, and a block's threads in turn), timing and overlap (every call completes before it
-// returns; streams and events are ordered trivially), nvcc's own compilation (`make` with nvcc
-// compiles the same files; CI does), --use_fast_math's precision, and anything about memory size
-// or speed.
+//   - Shared memory: each block gets its own, filled with garbage (bytes 0xff) so that a read of a
+//     slot no thread of the block wrote gives a wrong value, not the previous block's; a block
+//     declaring more than 48 KiB fails, as nvcc would refuse it.
+//   - Data races, in the race-check build (anybit_tests_race_emu; "the race check" below): two
+//     accesses to one address by two warps of one launch, in the same block or not, at least one
+//     a write, with no __syncthreads() between them, are reported by ThreadSanitizer.
+// What it cannot check: races between the lanes of one warp (a warp is one context to the race
+// check), timing and overlap (every call completes before it returns; streams and events are
+// ordered trivially), nvcc's own compilation (`make` with nvcc compiles the same files; CI does),
+// --use_fast_math's precision, and anything about memory size or speed.
 // Read next: include/cuda_runtime.h, tests/test_cuda_ops.cpp.
 #include <cblas.h>
 #include <sys/mman.h>
@@ -244,22 +249,22 @@ struct Scheduler {
 thread_local Scheduler sched;
 
 // ---- the race check (anybit_tests_race_emu) ---------------------------------------------------------------
-// In the race-check build (ANYBIT_EMU_RACECHECK: `make racecheck`), the kernels are compiled with
-// -fsanitize=thread, and each CUDA thread of each block is a thread of its own to
-// ThreadSanitizer, ordered after another thread's memory accesses only where CUDA orders it:
+// In the race-check build (ANYBIT_EMU_RACECHECK: anybit_tests_race_emu, `make racecheck`), the
+// .cu files are compiled with -fsanitize=thread, and each warp of each block is a thread of its
+// own to ThreadSanitizer, ordered after another's memory accesses only where CUDA orders them:
 //   - a launch's threads see what the host did before the launch, and the host sees what they
 //     did once the launch is over (kernels of one stream run in order);
 //   - a block's threads see each other's accesses from before a __syncthreads() they have all
 //     passed, and nothing else of each other;
 //   - nothing orders one block after another.
-// So two accesses to one address, by two CUDA threads of one launch (the same block or not), at
-// least one of them a write, with no barrier between them, are a data race, reported with the
-// kernel, block and thread of each: on a GPU they could happen in either order, or at once. That
-// is what the rest of the emulator cannot see, since it runs blocks one after another and a block's
-// threads in turn. Switching between fibers tells ThreadSanitizer nothing by itself
+// So two accesses to one address by two warps of one launch (of the same block or not), at least
+// one of them a write, with no barrier between them, are a data race, reported with the kernel,
+// block and warp of each and the .cu lines: on a GPU they could happen in either order, or at
+// once. The rest of the emulator cannot see those, since it runs blocks one after another and a
+// block's threads in turn. Switching between fibers tells ThreadSanitizer nothing by itself
 // (__tsan_switch_to_fiber_no_sync); the hooks below say what CUDA guarantees, with acquire and
-// release on sync addresses. The emulator's own bookkeeping is not instrumented; it runs on the host
-// thread or, briefly, under a fiber's context with accesses ignored.
+// release on sync addresses. The emulator's own bookkeeping is not instrumented: it runs on the
+// host thread's context or, briefly, under a warp's with accesses ignored.
 #if defined(ANYBIT_EMU_RACECHECK)
 }  // namespace
 }  // namespace anybit::cuda_emu
