@@ -80,9 +80,9 @@ sanitize:
 # race check"): ThreadSanitizer reports two accesses to one address by two warps of one launch,
 # at least one a write, with no __syncthreads() between them; any report fails the run. By default
 # every [cuda] case but the [app] ones (which run the program, not these kernels). On the 2-core
-# development machine, 2 Dec 2026, with the environment below: 15 min 33 s for the 23 cases of
-# that day, no report (`time build/anybit_tests_race_emu "[cuda]~[app]"`), 7 times the plain
-# emulated run. `make test` runs it without the [steps] cases.
+# development machine, 2 Dec 2026: 13 min 20 s for the 24 cases of that day, no report
+# (`time make racecheck`), about 6 times the plain emulated run. `make test` runs it without the
+# [steps] cases (23 s).
 # One OpenMP and one OpenBLAS thread: then the only threads ThreadSanitizer sees at work are the
 # host thread and the emulated GPU's warps (the CPU libraries' own synchronisation is not
 # instrumented, so it could not follow it).
