@@ -70,8 +70,12 @@ namespace anybit::cuda_emu {
 
 struct Stream {
   Graph* capture = nullptr;  // the graph being recorded from this stream, if any
+  void* race_context = nullptr;  // the stream as ThreadSanitizer sees it (race-check builds)
+  uint64_t race_submitted = 0;   // sync address: the host's work before each submission
 };
-struct Event {};
+struct Event {
+  uint64_t race_recorded = 0;  // sync address: the recording stream's work before the record
+};
 struct Graph {
   std::vector<std::function<void()>> work;  // in stream order
   bool invalidated = false;
@@ -181,6 +185,12 @@ bool refused_during_capture() {
   return true;
 }
 
+// Runs device work on stream s now, and frees it (the race check runs both in the stream's context,
+// so that freeing a kernel's arguments comes after the kernel; defined below).
+void run_on_stream(Stream* s, std::function<void()> work);
+// The host waits for all device work so far (the race check: it sees that work's accesses).
+void host_waits_for_device();
+
 // Device work in stream order: recorded into the graph when the stream is being captured, run now
 // otherwise.
 void submit(cudaStream_t stream, std::function<void()> work) {
@@ -190,7 +200,7 @@ void submit(cudaStream_t stream, std::function<void()> work) {
     return;
   }
   DeviceWork busy(device().mu);
-  work();
+  run_on_stream(s, std::move(work));
 }
 
 // ---- fibers: the threads of a block -----------------------------------------------------------------------
@@ -350,7 +360,8 @@ void race_thread_begins(Fiber* f) {
   if (c.launch != race_launches || c.block != block) {  // a new use: say which in its name
     c.launch = race_launches;
     c.block = block;
-    char name[160];  // ThreadSanitizer keeps 63 characters
+    IgnoredAccesses quiet;  // snprintf writes the launching thread's stack, which the host's context uses too
+    char name[160];         // ThreadSanitizer keeps 63 characters
     std::snprintf(name, sizeof name, "warp %u of block (%u,%u,%u) of %s", f->thread / kWarp, blockIdx.x, blockIdx.y,
                   blockIdx.z, sched.kernel);
     __tsan_set_fiber_name(c.tsan, name);
@@ -371,6 +382,28 @@ void race_leave(Fiber* f) {
   __tsan_switch_to_fiber(race->host, kNoSync);
 }
 
+// Streams: each is a context of its own, so its work comes after the host's submissions and its
+// own earlier work, and after another stream's only through an event it waits for
+// (cudaStreamWaitEvent); the host sees device work only at a synchronising call (cudaMemcpy,
+// cudaEventSynchronize, cudaDeviceSynchronize, cudaFree, cudaFreeHost).
+uint64_t race_device_done = 0;  // sync address: every stream's work so far
+
+void race_on_stream(Stream* s, std::function<void()> work) {
+  if (!s->race_context) {
+    s->race_context = __tsan_create_fiber(0);
+    __tsan_set_fiber_name(s->race_context, s == &per_thread_stream ? "the per-thread default stream"
+                                                                   : "a stream of cudaStreamCreateWithFlags");
+  }
+  void* host = __tsan_get_current_fiber();
+  __tsan_release(&s->race_submitted);
+  __tsan_switch_to_fiber(s->race_context, kNoSync);
+  __tsan_acquire(&s->race_submitted);
+  work();
+  work = nullptr;
+  __tsan_release(&race_device_done);
+  __tsan_switch_to_fiber(host, kNoSync);
+}
+
 char* race_new_shared_memory(size_t bytes) {
   IgnoredAccesses quiet;  // a fresh allocation has no history: no thread has touched it yet
   char* p = new char[bytes];
@@ -381,6 +414,7 @@ char* race_new_shared_memory(size_t bytes) {
 struct IgnoredAccesses {
   IgnoredAccesses() {}  // nothing to ignore: no race check
 };
+void race_on_stream(Stream*, std::function<void()> work) { work(); }
 void race_launch_begins() {}
 void race_launch_ends() {}
 void race_block_begins() {}
@@ -389,6 +423,14 @@ void race_thread_begins(Fiber*) {}
 void race_enter(Fiber*) {}
 void race_leave(Fiber*) {}
 #endif
+
+void run_on_stream(Stream* s, std::function<void()> work) { race_on_stream(s, std::move(work)); }
+
+void host_waits_for_device() {
+#if defined(ANYBIT_EMU_RACECHECK)
+  __tsan_acquire(&race_device_done);
+#endif
+}
 
 // ---- a block's shared memory ----------------------------------------------------------------------------
 // Laid out once per launch, in the order the declarations are first reached (the same for every
@@ -661,6 +703,7 @@ cudaError_t cudaFree(void* ptr) {
   std::lock_guard<std::recursive_mutex> lock(d.mu);
   auto it = d.live.find(static_cast<const char*>(ptr));
   if (it == d.live.end()) return fail(cudaErrorInvalidValue);
+  host_waits_for_device();
   d.free_by_size.emplace(it->second.size, static_cast<char*>(ptr));
   d.live.erase(it);
   return cudaSuccess;
@@ -681,6 +724,7 @@ cudaError_t cudaFreeHost(void* ptr) {
   Device& d = device();
   std::lock_guard<std::recursive_mutex> lock(d.mu);
   if (d.pinned.erase(static_cast<const char*>(ptr)) == 0) return fail(cudaErrorInvalidValue);
+  host_waits_for_device();  // cudaFreeHost synchronises, as cudaFree does
   std::free(ptr);
   return cudaSuccess;
 }
@@ -706,7 +750,8 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind
   if (refused_during_capture()) return cudaErrorStreamCaptureUnsupported;
   if (!valid_copy(dst, src, n, kind)) return fail(cudaErrorInvalidValue);
   DeviceWork busy(device().mu);
-  std::memcpy(opened(dst), opened(src), n);
+  run_on_stream(&per_thread_stream, [dst = opened(dst), src = opened(src), n] { std::memcpy(dst, src, n); });
+  host_waits_for_device();
   return cudaSuccess;
 }
 
@@ -733,7 +778,8 @@ cudaError_t cudaMemsetAsync(void* ptr, int value, size_t n, cudaStream_t stream)
 
 cudaError_t cudaDeviceSynchronize() {
   if (refused_during_capture()) return cudaErrorStreamCaptureUnsupported;
-  return cudaSuccess;  // every call has completed before it returned
+  host_waits_for_device();  // every call has completed before it returned
+  return cudaSuccess;
 }
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned) {
@@ -745,17 +791,39 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned) {
   *event = new Event();
   return cudaSuccess;
 }
-cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) { return event ? cudaSuccess : fail(cudaErrorInvalidResourceHandle); }
+// Events order work only in the race check (everything else has completed already). During a
+// capture they order nothing there.
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  if (!event) return fail(cudaErrorInvalidResourceHandle);
+  Stream* s = resolve(stream);
+  if (s->capture) return cudaSuccess;
+  DeviceWork busy(device().mu);
+#if defined(ANYBIT_EMU_RACECHECK)
+  run_on_stream(s, [event] { __tsan_release(&event->race_recorded); });
+#endif
+  return cudaSuccess;
+}
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
-  return event ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
+  if (!event) return fail(cudaErrorInvalidResourceHandle);
+#if defined(ANYBIT_EMU_RACECHECK)
+  __tsan_acquire(&event->race_recorded);
+#endif
+  return cudaSuccess;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
   if (!event) return fail(cudaErrorInvalidResourceHandle);
   delete event;
   return cudaSuccess;
 }
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t event, unsigned) {
-  return event ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned) {
+  if (!event) return fail(cudaErrorInvalidResourceHandle);
+  Stream* s = resolve(stream);
+  if (s->capture) return cudaSuccess;
+  DeviceWork busy(device().mu);
+#if defined(ANYBIT_EMU_RACECHECK)
+  run_on_stream(s, [event] { __tsan_acquire(&event->race_recorded); });
+#endif
+  return cudaSuccess;
 }
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
@@ -794,10 +862,12 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
 }
 
 cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  IgnoredAccesses quiet;  // its recorded kernels' arguments, freed with no ordering after the replays
   delete graph;
   return cudaSuccess;
 }
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  IgnoredAccesses quiet;  // as in cudaGraphDestroy
   delete exec;
   return cudaSuccess;
 }

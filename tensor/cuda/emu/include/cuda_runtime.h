@@ -185,7 +185,8 @@ struct Launch {
     auto params = std::make_shared<std::tuple<Params...>>(
         for_kernel(converted<Params>(std::forward<Args>(args)), name)...);
     auto k = kernel;
-    launch_grid(name, grid, block, shared_bytes, stream, [k, params] { std::apply(k, *params); });
+    // The launch owns the arguments from here on (the race check frees them with the launch).
+    launch_grid(name, grid, block, shared_bytes, stream, [k, params = std::move(params)] { std::apply(k, *params); });
   }
 };
 
