@@ -35,11 +35,12 @@
 //     declaring more than 48 KiB fails, as nvcc would refuse it.
 //   - Data races, in the race-check build (anybit_tests_race_emu; "the race check" below): two
 //     accesses to one address by two warps of one launch, in the same block or not, at least one
-//     a write, with no __syncthreads() between them, are reported by ThreadSanitizer.
+//     a write, with no __syncthreads() between them, are reported by ThreadSanitizer; so is work
+//     on two streams that touches one address with no event ordering one after the other.
 // What it cannot check: races between the lanes of one warp (a warp is one context to the race
-// check), timing and overlap (every call completes before it returns; streams and events are
-// ordered trivially), nvcc's own compilation (`make` with nvcc compiles the same files; CI does),
-// --use_fast_math's precision, and anything about memory size or speed.
+// check), timing and overlap (every call completes before it returns), nvcc's own compilation
+// (`make` with nvcc compiles the same files; CI does), --use_fast_math's precision, and anything
+// about memory size or speed.
 // Read next: include/cuda_runtime.h, tests/test_cuda_ops.cpp.
 #include <cblas.h>
 #include <sys/mman.h>
@@ -267,6 +268,9 @@ thread_local Scheduler sched;
 //   - a block's threads see each other's accesses from before a __syncthreads() they have all
 //     passed, and nothing else of each other;
 //   - nothing orders one block after another.
+// Each stream is a context too (see race_on_stream): its work comes after what the host did
+// before submitting it and after the stream's earlier work, and after another stream's work only
+// through an event it waits for.
 // So two accesses to one address by two warps of one launch (of the same block or not), at least
 // one of them a write, with no barrier between them, are a data race, reported with the kernel,
 // block and warp of each and the .cu lines: on a GPU they could happen in either order, or at
