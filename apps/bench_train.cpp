@@ -46,6 +46,8 @@
 //                                           closed by a device synchronisation; the int engine is CPU only)
 //                    [--cuda-graph 0|1]    (with cuda: the FP steps' forward and backward, and the
 //                                           inference, recorded once as a CUDA graph and replayed)
+//                    [--cuda-tf32 0|1]     (with cuda: float32 GEMMs, so convolutions, in TF32 on the
+//                                           tensor cores; default 0, plain float32: tensor/cuda/cuda.h)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -319,6 +321,7 @@ std::string int_kernel_flags() {
 int main(int argc, char** argv) {
   try {
     Settings s;
+    bool tf32 = false;  // --cuda-tf32
     for (int i = 1; i < argc; ++i) {
       std::string a = argv[i];
       bool has_value = i + 1 < argc;
@@ -332,6 +335,10 @@ int main(int argc, char** argv) {
         std::string v = argv[++i];
         AB_CHECK(v == "0" || v == "1", "--cuda-graph needs 0 or 1, got '", v, "'");
         g_cuda_graph = v == "1";
+      } else if (a == "--cuda-tf32" && has_value) {
+        std::string v = argv[++i];
+        AB_CHECK(v == "0" || v == "1", "bench_train: --cuda-tf32 needs 0 or 1, got '", v, "'");
+        tf32 = v == "1";
       } else if (a == "--device" && has_value) {
         g_device = Device::parse(argv[++i]);
         AB_CHECK(!g_device.is_cuda() || cuda::available(), "--device ", argv[i], ": ",
@@ -349,9 +356,11 @@ int main(int argc, char** argv) {
         AB_CHECK(found, "bench_train: --int-kernel '", v, "' is not one of this build's: ", int_kernel_flags());
       } else
         AB_FAIL("bench_train: unknown argument '", a,
-                "' (usage: bench_train [--only NAME[,NAME...]] [--steps N] [--repeats N] [--warmup N] [--threads N] [--interleave] [--conv-direct 0|1] [--int-kernel K] [--device cpu|cuda] [--cuda-graph 0|1])");
+                "' (usage: bench_train [--only NAME[,NAME...]] [--steps N] [--repeats N] [--warmup N] [--threads N] [--interleave] [--conv-direct 0|1] [--int-kernel K] [--device cpu|cuda] [--cuda-graph 0|1] [--cuda-tf32 0|1])");
     }
     cpu::set_num_threads(s.threads);
+    AB_CHECK(!tf32 || g_device.is_cuda(), "bench_train: --cuda-tf32 1 needs --device cuda");
+    if (g_device.is_cuda()) cuda::set_tf32(tf32);
     std::vector<std::string> run = s.only.empty() ? workload_names() : s.only;
     for (auto& n : run)  // check every name before spending minutes on the first workloads
       if (std::find(workload_names().begin(), workload_names().end(), n) == workload_names().end() &&
@@ -359,9 +368,11 @@ int main(int argc, char** argv) {
         make_workload(n);
     const char* coretype = std::getenv("OPENBLAS_CORETYPE");
     std::printf("# bench_train: %d threads, warm-up %d steps, median of %d runs of %d steps; OPENBLAS_CORETYPE=%s; "
-                "direct convolution %s; integer kernel %s\n",
+                "direct convolution %s; integer kernel %s%s\n",
                 s.threads, s.warmup, s.repeats, s.steps, coretype ? coretype : "(unset)",
-                cpu::conv_direct() ? "on" : "off", quant::IntMatmul::kernel_name(quant::IntMatmul::kernel()));
+                cpu::conv_direct() ? "on" : "off", quant::IntMatmul::kernel_name(quant::IntMatmul::kernel()),
+                g_device.is_cuda() ? (tf32 ? "; device cuda, GEMMs in TF32" : "; device cuda, GEMMs in float32")
+                                   : "");
     std::fflush(stdout);
 
     std::map<std::string, double> ips;

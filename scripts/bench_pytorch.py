@@ -22,6 +22,7 @@ Timing: `warmup` untimed steps, then `repeats` runs of `steps` steps; images/s o
 Output: `name images_per_s` lines, and a human table whose lines start with '#'.
 
     /usr/bin/python3 scripts/bench_pytorch.py [--only NAME[,NAME]] [--steps 3] [--repeats 3]
+                                              [--device cpu|cuda] [--tf32 default|0|1]
 
 Threads: torch.set_num_threads(2) (Debian's torch defaults to 1 here). glibc malloc is tuned as
 docs/PERF-NOTES.md says (MALLOC_MMAP_THRESHOLD_ and friends); they must be set before the process
@@ -232,9 +233,16 @@ def main():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuDNN, default settings)")
+    p.add_argument("--tf32", default="default", choices=["default", "0", "1"],
+                   help="with cuda: TF32 for convolutions and matmuls: 0 off for both (plain float32, as anybit's "
+                        "default), 1 on for both (as anybit's --cuda-tf32 1), default PyTorch's own (on for cuDNN "
+                        "convolutions, off for matmul)")
     a = p.parse_args()
     global DEV
     DEV = torch.device(a.device)
+    if a.tf32 != "default":
+        torch.backends.cudnn.allow_tf32 = a.tf32 == "1"
+        torch.backends.cuda.matmul.allow_tf32 = a.tf32 == "1"
     names = [n for n in a.only.split(",") if n] or WORKLOADS
     for n in names:
         if n not in WORKLOADS + EXTRA + ANYBIT_ONLY:
@@ -246,7 +254,10 @@ def main():
     torch.set_num_threads(a.threads)
     print(f"# bench_pytorch: torch {torch.__version__}, {torch.get_num_threads()} threads, warm-up {a.warmup} "
           f"steps, median of {a.repeats} runs of {a.steps} steps; OPENBLAS_CORETYPE="
-          f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}", flush=True)
+          f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}" +
+          (f"; device cuda, TF32 for cuDNN convolutions {'on' if torch.backends.cudnn.allow_tf32 else 'off'}, "
+           f"for matmul {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}" if DEV.type == "cuda" else ""),
+          flush=True)
     ips = {}
     for n in names:
         batch, step = make(n)

@@ -86,16 +86,25 @@ if [ -x "$BUILD/bench_cuda" ]; then
 fi
 
 # Whole networks on the GPU, anybit then PyTorch eager (cuDNN) in the same script: ResNet-20 at
-# batch 128, FP training step, inference, the joint {8,6,4,2} step and the 4-bit step.
+# batch 128, FP training step, inference, the joint {8,6,4,2} step and the 4-bit step. Twice, at
+# equal precision each time: plain float32 (anybit's default; PyTorch --tf32 0), then TF32
+# (anybit --cuda-tf32 1; PyTorch's own default, TF32 for cuDNN's convolutions).
 NETS=resnet20_train,resnet20_infer,joint_ce,quant4_train
 if [ -x "$BUILD/bench_train" ]; then
   say "networks on the GPU (bench-train.log)"
-  { timeout 120 "$BUILD/bench_train" --device cuda --only $NETS --steps 10 --repeats 5 --warmup 3; echo;
-    echo "# the FP step and inference replayed as CUDA graphs:";
-    timeout 60 "$BUILD/bench_train" --device cuda --cuda-graph 1 --only resnet20_train,resnet20_infer --steps 10 \
-      --repeats 5 --warmup 3; echo;
-    timeout 120 python3 scripts/bench_pytorch.py --device cuda --only $NETS --steps 10 --repeats 5 --warmup 3; } \
-    > "$OUT/bench-train.log" 2>&1 || say "a network benchmark failed (bench-train.log)"
+  {
+    for tf32 in 0 1; do
+      echo "## GEMMs and convolutions in $([ $tf32 = 1 ] && echo TF32 || echo float32)"
+      timeout 120 "$BUILD/bench_train" --device cuda --cuda-tf32 $tf32 --only $NETS --steps 10 --repeats 5 --warmup 3
+      echo; echo "# the FP step and inference replayed as CUDA graphs:"
+      timeout 60 "$BUILD/bench_train" --device cuda --cuda-tf32 $tf32 --cuda-graph 1 --only resnet20_train,resnet20_infer \
+        --steps 10 --repeats 5 --warmup 3
+      echo
+      timeout 120 python3 scripts/bench_pytorch.py --device cuda --tf32 $([ $tf32 = 1 ] && echo default || echo 0) \
+        --only $NETS --steps 10 --repeats 5 --warmup 3
+      echo
+    done
+  } > "$OUT/bench-train.log" 2>&1 || say "a network benchmark failed (bench-train.log)"
   cat "$OUT/bench-train.log"
 fi
 

@@ -333,6 +333,60 @@ TEST_CASE("cuda: gemm matches a CPU loop for every transpose and padded leading 
                       Catch::Contains("lda=2"));
 }
 
+// TF32 (cuda.h): a float32 GEMM's inputs keep 10 of their 23 mantissa bits, so each product is off
+// by up to 2^-9 of itself (2^-10 per input if the GPU truncates, 2^-11 if it rounds) and the sums
+// stay float32. Against the exact product, its error is then hundreds of times float32's, and
+// within that bound. Measured on all of C as max |C - exact| / sum_k |a_ik b_kj|.
+TEST_CASE("cuda: gemm in TF32 mode keeps 10 mantissa bits of each input; float64 and the default do not", "[cuda]") {
+  SKIP_WITHOUT_GPU();
+  struct Restore {
+    ~Restore() { cuda::set_tf32(false); }
+  } restore;
+  REQUIRE_FALSE(cuda::tf32());  // off unless asked for
+  const int64_t M = 256, N = 256, K = 256;
+  Tensor A = randn({M, K}, 91, DType::F32), B = randn({K, N}, 92, DType::F32);
+  auto va = A.to_vector<double>(), vb = B.to_vector<double>();
+  std::vector<double> exact(M * N, 0.0), magnitude(M * N, 0.0);
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t j = 0; j < N; ++j) {
+        exact[i * N + j] += va[i * K + k] * vb[k * N + j];
+        magnitude[i * N + j] += std::abs(va[i * K + k] * vb[k * N + j]);
+      }
+  auto relative_error = [&](DType dt) {
+    Tensor dA = A.to(dt).to(kCuda), dB = B.to(dt).to(kCuda), C = junk({M, N}, dt);
+    AB_DISPATCH_FLOAT(dt, "tf32 test", [&] {
+      cuda::gemm(false, false, M, N, K, scalar_t(1), dA.data<scalar_t>(), K, dB.data<scalar_t>(), N, scalar_t(0),
+                 C.data<scalar_t>(), N);
+    });
+    auto vc = C.to_vector<double>();
+    double worst = 0;
+    for (int64_t i = 0; i < M * N; ++i) worst = std::max(worst, std::abs(vc[i] - exact[i]) / magnitude[i]);
+    return worst;
+  };
+  const double f32 = relative_error(DType::F32);
+  cuda::set_tf32(true);
+  REQUIRE(cuda::tf32());
+  const double tf32 = relative_error(DType::F32), f64 = relative_error(DType::F64);
+  cuda::set_tf32(false);
+  const double f32_again = relative_error(DType::F32);
+  INFO("max relative error: float32 " << f32 << ", TF32 " << tf32 << ", float64 with TF32 on " << f64
+                                      << ", float32 after TF32 " << f32_again);
+  const double float32_bound = K * std::ldexp(1.0, -24);
+  CHECK(f32 <= float32_bound);
+  CHECK(tf32 <= std::ldexp(1.0, -9) + float32_bound);
+  CHECK(tf32 > 20 * f32);     // the mode took effect
+  CHECK(f64 <= 1e-13);        // float64 GEMMs never use it
+  CHECK(f32_again <= float32_bound);
+
+  // Convolutions are GEMMs: in TF32 they agree with the CPU to TF32's precision.
+  Tensor x = randn({2, 8, 9, 9}, 93, DType::F32), w = randn({6, 8, 3, 3}, 94, DType::F32);
+  const Conv2dOptions opt = Conv2dOptions::make(1, 1);
+  cuda::set_tf32(true);
+  Tensor y = conv2d(x.to(kCuda), w.to(kCuda), Tensor(), opt);
+  require_close(y, conv2d(x, w, Tensor(), opt), 1e-2, 1e-2, "conv2d in TF32");
+}
+
 TEST_CASE("cuda: matmul and linear through ops.h, forward and backward, match the CPU", "[cuda]") {
   SKIP_WITHOUT_GPU();
   const double rt = 1e-4, at = 1e-4;

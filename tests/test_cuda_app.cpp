@@ -3,7 +3,8 @@
 //   - a run moves between the GPU and the CPU through its checkpoints (weights, BN statistics,
 //     optimizer state and random generators carry no device) and goes on as if it had not moved;
 //   - `anybit eval` on the CPU gives the figures the GPU run reported;
-//   - `--cuda-graph 1` gives the eager run's numbers bit for bit;
+//   - `--cuda-graph 1` gives the eager run's numbers bit for bit; `--cuda-tf32 1` gives them to TF32's
+//     precision, and its checkpoint evaluates on the CPU;
 //   - under mpirun, one process per GPU, data-parallel training equals one GPU process with the
 //     same global batch (gradients staged through host memory, or summed in place by a CUDA-aware
 //     MPI library).
@@ -86,6 +87,23 @@ TEST_CASE("cuda app: a run moves between the GPU and the CPU through its checkpo
   REQUIRE_THAT(out, Catch::Contains("step 3 captured as a CUDA graph"));
   require_same_losses(tmp / "eager", tmp / "graph", 0);
   require_same_tensors(tmp / "eager/model.safetensors", tmp / "graph/model.safetensors", 0);
+
+  // --cuda-tf32 1, the GEMMs in TF32 (tensor/cuda/cuda.h): the last loss stays within 5% of the
+  // float32 run's (1.9% measured on the emulator: TF32 rounds each input by up to 2^-11, 8000
+  // times float32's 2^-24, and 4 steps at this learning rate amplify it), and its checkpoint
+  // evaluates on the CPU, which has no TF32 (the run's config says cuda_tf32 = 1; eval takes that
+  // setting from its own command line only). tests/test_cuda.cpp checks TF32's precision itself.
+  REQUIRE(run_command(anybit + four + " --cuda-tf32 1 --out " + (tmp / "tf32"), &out) == 0);
+  INFO(out);
+  REQUIRE_THAT(out, Catch::Contains("GEMMs (convolutions, linear layers) in TF32"));
+  require_same_losses(tmp / "eager", tmp / "tf32", 5e-2);
+  REQUIRE(run_command(anybit + " eval --run " + (tmp / "tf32") + " --data " + (tmp / "data") +
+                          " --workers 1 --device cpu --out " + (tmp / "eval_tf32"),
+                      &out) == 0);
+  INFO(out);
+  REQUIRE(run_command(anybit + base + " --max-steps 4 --epochs 1 --device cpu --cuda-tf32 1 --out " + (tmp / "cpu_tf32"),
+                      &out) != 0);
+  REQUIRE_THAT(out, Catch::Contains("--cuda-tf32 1 needs --device cuda"));
 
   // Epoch 1 on the GPU.
   REQUIRE(run_command(anybit + args + epochs(1) + " --device cuda --out " + a, &out) == 0);

@@ -22,6 +22,9 @@ Device config_device(const Config& cfg) {
   const Device dev = Device::parse(cfg.str("device"));
   AB_CHECK(!dev.is_cuda() || cuda::available(), "--device ", cfg.str("device"), ": ", cuda::unavailable_reason(),
            "; run on the CPU with --device cpu");
+  const bool tf32 = cfg.flag("cuda_tf32");
+  AB_CHECK(!tf32 || dev.is_cuda(), "--cuda-tf32 1 needs --device cuda (TF32 is a mode of the GPU's tensor cores)");
+  if (dev.is_cuda()) cuda::set_tf32(tf32);
   return dev;
 }
 
@@ -42,7 +45,8 @@ bool exists(const std::string& p) {
 }
 
 // Evaluates one trained run folder (model.safetensors + config.txt), with the command line's
-// --data/--threads/--workers/--device/--eval-batches taking precedence over the run's config.
+// --data/--threads/--workers/--device/--eval-batches taking precedence over the run's config
+// (and --cuda-tf32 only from the command line: a run trained in TF32 is evaluated anywhere).
 Report eval_run(const std::string& dir, const Config& cli) {
   AB_CHECK(exists(dir), "--run: folder '", dir, "' does not exist");
   Config cfg(train_options());
@@ -50,6 +54,7 @@ Report eval_run(const std::string& dir, const Config& cli) {
   cfg.load_file(dir + "/config.txt");
   for (const char* k : {"data", "threads", "workers", "device", "eval_batches", "batch_size", "name"})
     if (cli.given(k)) cfg.set(k, cli.str(k));
+  cfg.set("cuda_tf32", cli.str("cuda_tf32"));  // the evaluation's own choice, not the training's
   Report r;
   r.name = report_name(cfg);
   r.run_dir = dir;

@@ -50,8 +50,8 @@ const std::vector<Command>& commands() {
                "  evaluate trained runs at every bit-width: table, report and plot (each run's config.txt\n"
                "  gives the model; these options override it); --engine int: the export file on the integer\n"
                "  engine, beside the fake-quantized network, prediction for prediction",
-       {"run", "out", "data", "name", "batch_size", "eval_batches", "threads", "workers", "device", "test_clips", "engine",
-        "export_file"}},
+       {"run", "out", "data", "name", "batch_size", "eval_batches", "threads", "workers", "device", "cuda_tf32",
+        "test_clips", "engine", "export_file"}},
       {"info", "anybit info [--model NAME] [--bits B,B,...] [--option value ...]\n"
                "  print a model's layers, parameters, MACs per sample, and BitOPs per bit-width (with --data\n"
                "  a video data set: the TSN/TSM of --frames frames, costs per clip)",

@@ -87,6 +87,7 @@ std::vector<OptionInfo> train_options() {
       {"threads", "2", "CPU threads"},
       {"workers", "2", "data loader threads"},
       {"device", "cpu", "cpu or cuda"},
+      {"cuda_tf32", "0", "with --device cuda: float32 GEMMs (convolutions, linear layers) on the tensor cores in TF32, inputs rounded to a 10-bit mantissa (faster, less precise; PyTorch's default for convolutions)"},
       {"cuda_graph", "0", "with --device cuda: record the FP trainer's forward and backward once as a CUDA graph and replay it every step (one process, not the joint trainer)"},
       {"sync_bn", "0", "under mpirun: batch norm with the statistics of the whole global batch (default: each process's part, as PyTorch DDP)"},
       {"resume", "0", "continue from the checkpoint in --out"},

@@ -39,6 +39,7 @@
 #include "nn/optim.h"
 #include "quant/joint_trainer.h"
 #include "tensor/cpu/kernels.h"
+#include "tensor/cuda/cuda.h"
 
 namespace anybit::app {
 
@@ -451,6 +452,8 @@ Report train_one(Config cfg, const std::string& out) {
   const bool writer = group.rank() == 0;  // the one process that writes files
   if (dev.is_cuda() && group.size() > 1)  // one process per GPU of its node
     std::fprintf(stderr, "anybit: rank 0 trains on GPU %d of its node\n", nn::use_gpu_of_this_process());
+  if (dev.is_cuda() && cuda::tf32())
+    std::fprintf(stderr, "anybit: float32 GEMMs (convolutions, linear layers) in TF32 on the GPU (--cuda-tf32 1)\n");
   DataSetup d = open_data(cfg);
   std::fprintf(stderr, "anybit: train %s\n        test  %s\n", d.train->describe().c_str(), d.test->describe().c_str());
   const int64_t classes = d.train->num_classes();

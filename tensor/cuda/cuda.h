@@ -61,6 +61,16 @@ class Graph {
 };
 bool capturing();  // a capture is running on this process's stream
 
+// TF32: float32 GEMMs (and so the convolutions and linear layers built on them) on the tensor
+// cores of an Ampere or newer GPU, their inputs rounded to TF32's 10-bit mantissa (float32 has 23),
+// products summed in float32. Several times the float32 speed, at about 3 decimal digits per input.
+// Off by default: float32 GEMMs are then plain float32, as on the CPU. (PyTorch's default is on
+// for cuDNN's convolutions, torch.backends.cudnn.allow_tf32, and off for matmul.) float64 GEMMs
+// never use it. Per process; it applies from the next GEMM queued, so a CUDA graph keeps the mode
+// it was captured with. `anybit train --cuda-tf32 1`, `bench_train --cuda-tf32 1`.
+void set_tf32(bool on);
+bool tf32();
+
 // Row-major GEMM through cuBLAS (float32 and float64), with the same meaning as cpu::gemm:
 // C (M, N) = alpha * op(A) * op(B) + beta * C, op(X) = X^T when trans_x. Pointers are on the GPU.
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,

@@ -7,8 +7,10 @@
 //   C^T (N, M) = op(B)^T (N, K) * op(A)^T (K, M),
 // which is cublasSgemm (cublasDgemm) with the operands swapped, m = N, n = M, and each operand's transpose
 // flag unchanged. The result lands in C's memory already in row-major order.
+// With set_tf32(true), float32 GEMMs run in cuBLAS's TF32 math mode (cuda.h).
 // Read next: tests/test_cuda.cpp (compared with a plain CPU loop).
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <mutex>
 
@@ -38,9 +40,13 @@ cublasHandle_t handle() {
   return h;
 }
 
-// cublasSgemm or cublasDgemm, by the element type.
+std::atomic<bool> use_tf32{false};  // set_tf32
+
+// cublasSgemm or cublasDgemm, by the element type. The math mode is a setting of the handle, read
+// when a GEMM is queued: set before each float32 one (a host-side store, no GPU work).
 cublasStatus_t gemm_call(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float* alpha,
                          const float* A, int lda, const float* B, int ldb, const float* beta, float* C, int ldc) {
+  AB_CUBLAS_CHECK(cublasSetMathMode(handle(), use_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
   return cublasSgemm(handle(), ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 cublasStatus_t gemm_call(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const double* alpha,
@@ -68,6 +74,9 @@ void gemm_t(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha
 }
 
 }  // namespace
+
+void set_tf32(bool on) { use_tf32 = on; }
+bool tf32() { return use_tf32; }
 
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {

@@ -27,6 +27,10 @@ Graph::~Graph() {}
 void Graph::capture(const std::function<void()>&) { NO_CUDA; }
 void Graph::replay() { NO_CUDA; }
 bool capturing() { return false; }
+void set_tf32(bool on) {
+  if (on) NO_CUDA;
+}
+bool tf32() { return false; }
 void gemm(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float, float*,
           int64_t) {
   NO_CUDA;

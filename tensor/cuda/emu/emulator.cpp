@@ -48,6 +48,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -56,6 +57,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cublas_v2.h"
@@ -81,7 +83,9 @@ struct Graph {
   std::vector<std::function<void()>> work;  // in stream order
   bool invalidated = false;
 };
-struct Blas {};
+struct Blas {
+  bool tf32 = false;  // cublasSetMathMode(CUBLAS_TF32_TENSOR_OP_MATH)
+};
 
 namespace {
 
@@ -192,14 +196,74 @@ void run_on_stream(Stream* s, std::function<void()> work);
 // The host waits for all device work so far (the race check: it sees that work's accesses).
 void host_waits_for_device();
 
+// ---- the work profile (ANYBIT_EMU_PROFILE) ----------------------------------------------------------------
+// With ANYBIT_EMU_PROFILE=<file>, the emulator counts what the program asks of the device and
+// writes the counts to <file> when the program exits, one tab-separated line per row:
+//   device  <what>  <name>  <times run>  <amount>   what: kernel (amount: threads launched),
+//                                                     gemm (floating-point operations),
+//                                                     copy or memset (bytes)
+//   host    calls   <name>  <calls>                 the host's calls that put work on a stream,
+//                                                     outside a capture (a graph replay is one)
+// Device work is counted when it runs, so each replay of a graph counts its kernels again. The
+// counts are the same on a GPU: the host code that decides them is the same code. What the work
+// costs there is not (scripts/profile_emu_step.py turns the counts into launches per step).
+struct ProfileRow {
+  uint64_t times = 0;
+  double amount = 0;
+};
+struct Profile {
+  std::mutex mu;
+  std::string path;
+  std::map<std::pair<std::string, std::string>, ProfileRow> device, host;  // (what, name) -> row
+};
+
+Profile* profile() {  // nullptr unless ANYBIT_EMU_PROFILE is set
+  static Profile* p = []() -> Profile* {
+    const char* path = std::getenv("ANYBIT_EMU_PROFILE");
+    if (!path || !*path) return nullptr;
+    auto* made = new Profile();  // never destroyed: written at exit
+    made->path = path;
+    std::atexit([] {
+      Profile& q = *profile();
+      std::lock_guard<std::mutex> lock(q.mu);
+      FILE* f = std::fopen(q.path.c_str(), "w");
+      if (!f) {
+        std::fprintf(stderr, "CUDA emulator: cannot write the profile to %s: %s\n", q.path.c_str(), std::strerror(errno));
+        return;
+      }
+      for (const auto& [key, row] : q.device)
+        std::fprintf(f, "device\t%s\t%s\t%llu\t%.17g\n", key.first.c_str(), key.second.c_str(),
+                     (unsigned long long)row.times, row.amount);
+      for (const auto& [key, row] : q.host)
+        std::fprintf(f, "host\t%s\t%s\t%llu\n", key.first.c_str(), key.second.c_str(), (unsigned long long)row.times);
+      std::fclose(f);
+    });
+    return made;
+  }();
+  return p;
+}
+
+void count(bool on_device_side, const char* what, const char* name, double amount) {
+  Profile* p = profile();
+  if (!p) return;
+  std::lock_guard<std::mutex> lock(p->mu);
+  ProfileRow& row = (on_device_side ? p->device : p->host)[{what, name}];
+  ++row.times;
+  row.amount += amount;
+}
+
+// Device work that runs: counted in the profile as `what` `name`, with its amount.
+void device_did(const char* what, const char* name, double amount) { count(true, what, name, amount); }
+
 // Device work in stream order: recorded into the graph when the stream is being captured, run now
-// otherwise.
-void submit(cudaStream_t stream, std::function<void()> work) {
+// otherwise. `call` names the host's call in the profile.
+void submit(cudaStream_t stream, std::function<void()> work, const char* call) {
   Stream* s = resolve(stream);
   if (s->capture) {
     s->capture->work.push_back(std::move(work));
     return;
   }
+  count(false, "calls", call, 0);
   DeviceWork busy(device().mu);
   run_on_stream(s, std::move(work));
 }
@@ -571,6 +635,7 @@ void launch_grid(const char* name, dim3 grid, dim3 block, size_t shared_bytes, c
   }
   submit(stream, [name, grid, block, body = std::move(thread)] {
     AB_CHECK(sched.current == nullptr, "CUDA emulator: kernel ", name, " launched from inside a kernel");
+    device_did("kernel", name, double(grid.x) * grid.y * grid.z * block.x * block.y * block.z);
     gridDim = grid;
     blockDim = block;
     sched.kernel = name;
@@ -585,7 +650,7 @@ void launch_grid(const char* name, dim3 grid, dim3 block, size_t shared_bytes, c
           run_block(body);
         }
     race_launch_ends();
-  });
+  }, "kernel launch");
 }
 
 // Called by a kernel's thread, on its fiber's stack, which an exception cannot leave: a kernel that
@@ -735,6 +800,17 @@ cudaError_t cudaFreeHost(void* ptr) {
 
 namespace {
 
+const char* copy_name(cudaMemcpyKind kind) {
+  switch (kind) {
+    case cudaMemcpyHostToHost: return "host to host";
+    case cudaMemcpyHostToDevice: return "host to device";
+    case cudaMemcpyDeviceToHost: return "device to host";
+    case cudaMemcpyDeviceToDevice: return "device to device";
+    case cudaMemcpyDefault: return "default";
+  }
+  return "?";
+}
+
 // The copy's kind must match where its pointers lie, and device ranges must lie inside allocations.
 bool valid_copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
   const bool dst_dev = on_device(dst), src_dev = on_device(src);
@@ -754,7 +830,11 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind
   if (refused_during_capture()) return cudaErrorStreamCaptureUnsupported;
   if (!valid_copy(dst, src, n, kind)) return fail(cudaErrorInvalidValue);
   DeviceWork busy(device().mu);
-  run_on_stream(&per_thread_stream, [dst = opened(dst), src = opened(src), n] { std::memcpy(dst, src, n); });
+  count(false, "calls", "cudaMemcpy", 0);
+  run_on_stream(&per_thread_stream, [dst = opened(dst), src = opened(src), n, kind] {
+    device_did("copy", copy_name(kind), double(n));
+    std::memcpy(dst, src, n);
+  });
   host_waits_for_device();
   return cudaSuccess;
 }
@@ -770,13 +850,19 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind
       return fail(cudaErrorStreamCaptureUnsupported);
     }
   }
-  submit(stream, [dst = opened(dst), src = opened(src), n] { std::memcpy(dst, src, n); });
+  submit(stream, [dst = opened(dst), src = opened(src), n, kind] {
+    device_did("copy", copy_name(kind), double(n));
+    std::memcpy(dst, src, n);
+  }, "cudaMemcpyAsync");
   return cudaSuccess;
 }
 
 cudaError_t cudaMemsetAsync(void* ptr, int value, size_t n, cudaStream_t stream) {
   if (!on_device(ptr) || !inside_allocation(ptr, n)) return fail(cudaErrorInvalidValue);
-  submit(stream, [ptr = opened(ptr), value, n] { std::memset(ptr, value, n); });
+  submit(stream, [ptr = opened(ptr), value, n] {
+    device_did("memset", "cudaMemsetAsync", double(n));
+    std::memset(ptr, value, n);
+  }, "cudaMemsetAsync");
   return cudaSuccess;
 }
 
@@ -861,7 +947,7 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
   if (!exec) return fail(cudaErrorInvalidValue);
   submit(stream, [exec] {
     for (const auto& work : exec->work) work();  // (each takes the device again: the mutex is recursive)
-  });
+  }, "cudaGraphLaunch");
   return cudaSuccess;
 }
 
@@ -887,6 +973,11 @@ cublasStatus_t cublasSetWorkspace(cublasHandle_t, void* workspace, size_t bytes)
   return on_device(workspace) && inside_allocation(workspace, bytes) ? CUBLAS_STATUS_SUCCESS
                                                                      : CUBLAS_STATUS_INVALID_VALUE;
 }
+cublasStatus_t cublasSetMathMode(cublasHandle_t handle, cublasMath_t mode) {
+  if (!handle || (mode != CUBLAS_DEFAULT_MATH && mode != CUBLAS_TF32_TENSOR_OP_MATH)) return CUBLAS_STATUS_INVALID_VALUE;
+  handle->tf32 = mode == CUBLAS_TF32_TENSOR_OP_MATH;
+  return CUBLAS_STATUS_SUCCESS;
+}
 const char* cublasGetStatusString(cublasStatus_t s) {
   switch (s) {
     case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
@@ -906,27 +997,60 @@ bool matrix_inside(const T* p, int rows, int cols, int ld) {
   return on_device(p) && inside_allocation(p, (size_t(cols - 1) * ld + rows) * sizeof(T));
 }
 
+// x rounded to TF32 (8-bit exponent, 10-bit mantissa): to nearest, ties away from zero, as PTX's
+// cvt.rna.tf32.f32. Adding half of the last kept bit to the magnitude's bits carries into it.
+float round_tf32(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  if ((bits & 0x7f800000u) != 0x7f800000u) bits = (bits + 0x1000u) & ~0x1fffu;  // inf and NaN stay
+  std::memcpy(&x, &bits, 4);
+  return x;
+}
+
+// The column-major matrix at p (rows x cols, leading dimension ld), every element rounded to TF32.
+std::vector<float> tf32_copy(const float* p, int rows, int cols, int ld) {
+  std::vector<float> out(rows == 0 || cols == 0 ? 0 : size_t(cols - 1) * ld + rows);
+  for (size_t i = 0; i < out.size(); ++i) out[i] = round_tf32(p[i]);
+  return out;
+}
+
 template <typename T, typename Gemm>
 cublasStatus_t gemm(cudaStream_t stream, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, T alpha,
-                    const T* A, int lda, const T* B, int ldb, T beta, T* C, int ldc, Gemm blas) {
+                    const T* A, int lda, const T* B, int ldb, T beta, T* C, int ldc, Gemm blas, bool tf32 = false) {
   const bool a_t = ta == CUBLAS_OP_T, b_t = tb == CUBLAS_OP_T;
   if (m < 0 || n < 0 || k < 0 || !matrix_inside(A, a_t ? k : m, a_t ? m : k, lda) ||
       !matrix_inside(B, b_t ? n : k, b_t ? k : n, ldb) || !matrix_inside(C, m, n, ldc))
     return CUBLAS_STATUS_INVALID_VALUE;
   if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
   submit(stream, [=, A = opened(A), B = opened(B), C = opened(C)] {
-    blas(CblasColMajor, a_t ? CblasTrans : CblasNoTrans, b_t ? CblasTrans : CblasNoTrans, m, n, k, alpha, A,
-         std::max(lda, 1), B, std::max(ldb, 1), beta, C, std::max(ldc, 1));
-  });
+    if (profile()) {
+      const std::string shape = std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k);
+      device_did("gemm", ((sizeof(T) == 4 ? (tf32 ? "cublasSgemm TF32 " : "cublasSgemm ") : "cublasDgemm ") + shape).c_str(),
+                 2.0 * m * n * k);
+    }
+    const T *a = A, *b = B;
+    std::vector<T> a_tf32, b_tf32;  // read when the GEMM runs, as a GPU would (so graph replays too)
+    if constexpr (std::is_same_v<T, float>) {
+      if (tf32) {
+        a_tf32 = tf32_copy(A, a_t ? k : m, a_t ? m : k, lda);
+        b_tf32 = tf32_copy(B, b_t ? n : k, b_t ? k : n, ldb);
+        a = a_tf32.data();
+        b = b_tf32.data();
+      }
+    }
+    blas(CblasColMajor, a_t ? CblasTrans : CblasNoTrans, b_t ? CblasTrans : CblasNoTrans, m, n, k, alpha, a,
+         std::max(lda, 1), b, std::max(ldb, 1), beta, C, std::max(ldc, 1));
+  }, "cuBLAS gemm");
   return CUBLAS_STATUS_SUCCESS;
 }
 
 }  // namespace
 
-cublasStatus_t cublasSgemm(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                            const float* alpha, const float* A, int lda, const float* B, int ldb, const float* beta,
                            float* C, int ldc) {
-  return gemm<float>(cudaStreamPerThread, ta, tb, m, n, k, *alpha, A, lda, B, ldb, *beta, C, ldc, cblas_sgemm);
+  return gemm<float>(cudaStreamPerThread, ta, tb, m, n, k, *alpha, A, lda, B, ldb, *beta, C, ldc, cblas_sgemm,
+                     handle && handle->tf32);
 }
 cublasStatus_t cublasDgemm(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                            const double* alpha, const double* A, int lda, const double* B, int ldb,
