@@ -130,6 +130,7 @@ SGD::SGD(const NamedTensors& params, double lr, double momentum, double weight_d
 
 void SGD::step() {
   NoGradGuard ng;
+  std::vector<SgdItem> items;
   for (auto& s : slots_) {
     Tensor g = grad_of(s.name, s.param);
     if (!g.defined()) continue;
@@ -137,10 +138,10 @@ void SGD::step() {
     bool first = !s.buf[0].defined();
     if (opt_.momentum > 0 && first) s.buf[0] = Tensor::empty(s.param.shape(), s.param.dtype(), s.param.device());
     ++s.step;
-    // The fused update (tensor/kernels.inc: sgd_step; the formula: formula::sgd_update).
-    kernel::sgd_step(s.param, g, opt_.momentum > 0 ? &s.buf[0] : nullptr, grp.lr, grp.weight_decay, opt_.momentum,
-                     opt_.nesterov, first);
+    items.push_back({s.param, g, opt_.momentum > 0 ? s.buf[0] : Tensor(), grp.lr, grp.weight_decay, first});
   }
+  // The fused update of every parameter (tensor/kernels.inc: sgd_steps; the formula: formula::sgd_update).
+  kernel::sgd_steps(items, opt_.momentum, opt_.nesterov);
 }
 
 // ---- Adam, AdamW ------------------------------------------------------------------------------------
@@ -156,6 +157,7 @@ Adam::Adam(const NamedTensors& params, double lr, double weight_decay, AdamOptio
 
 void Adam::step() {
   NoGradGuard ng;
+  std::vector<AdamItem> items;
   for (auto& s : slots_) {
     Tensor g = grad_of(s.name, s.param);
     if (!g.defined()) continue;
@@ -170,9 +172,11 @@ void Adam::step() {
     double step_size = grp.lr / bc1, bc2_sqrt = std::sqrt(bc2);
     // Adam: decay = 1, the weight decay added to the gradient; AdamW: decay = 1 - lr wd (decoupled).
     const bool dec = opt_.decoupled_weight_decay;
-    kernel::adam_step(s.param, g, s.buf[0], s.buf[1], dec ? 1 - grp.lr * grp.weight_decay : 1.0,
-                      dec ? 0.0 : grp.weight_decay, opt_.beta1, opt_.beta2, opt_.eps, step_size, bc2_sqrt);
+    items.push_back({s.param, g, s.buf[0], s.buf[1], dec ? 1 - grp.lr * grp.weight_decay : 1.0,
+                     dec ? 0.0 : grp.weight_decay, step_size, bc2_sqrt});
   }
+  // The fused update of every parameter (tensor/kernels.inc: adam_steps; formula::adam_update).
+  kernel::adam_steps(items, opt_.beta1, opt_.beta2, opt_.eps);
 }
 
 AdamW::AdamW(std::vector<ParamGroup> groups, AdamOptions opt)

@@ -122,13 +122,23 @@ void lsq_backward(const Tensor& v, const Tensor& s, double qn, double qp, double
                   Tensor& gs) {
   ON_DEVICE_OF(v, lsq_backward(v, s, qn, qp, gscale, g, gv, gs));
 }
-void sgd_step(Tensor& p, const Tensor& g, Tensor* buf, double lr, double wd, double momentum, bool nesterov,
-              bool first) {
-  ON_DEVICE_OF(p, sgd_step(p, g, buf, lr, wd, momentum, nesterov, first));
+// A list of parameters: each item goes to the twin of its parameter's device, in one call per device.
+template <typename Item, typename Cpu, typename Cuda>
+void on_devices_of(const std::vector<Item>& items, Cpu on_cpu, Cuda on_cuda) {
+  std::vector<Item> cpu_items, cuda_items;
+  for (const Item& it : items) (it.p.device().is_cuda() ? cuda_items : cpu_items).push_back(it);
+  if (!cpu_items.empty()) on_cpu(cpu_items);
+  if (!cuda_items.empty()) on_cuda(cuda_items);
 }
-void adam_step(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, double decay, double wd_grad, double b1, double b2,
-               double eps, double step_size, double bc2_sqrt) {
-  ON_DEVICE_OF(p, adam_step(p, g, m, v, decay, wd_grad, b1, b2, eps, step_size, bc2_sqrt));
+void sgd_steps(const std::vector<SgdItem>& items, double momentum, bool nesterov) {
+  on_devices_of(
+      items, [&](const std::vector<SgdItem>& some) { cpu::sgd_steps(some, momentum, nesterov); },
+      [&](const std::vector<SgdItem>& some) { cuda::sgd_steps(some, momentum, nesterov); });
+}
+void adam_steps(const std::vector<AdamItem>& items, double b1, double b2, double eps) {
+  on_devices_of(
+      items, [&](const std::vector<AdamItem>& some) { cpu::adam_steps(some, b1, b2, eps); },
+      [&](const std::vector<AdamItem>& some) { cuda::adam_steps(some, b1, b2, eps); });
 }
 
 #undef ON_DEVICE_OF

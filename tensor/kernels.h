@@ -46,6 +46,21 @@ struct BnPact {
   Tensor q;
 };
 
+// One parameter's share of an optimizer step (kernel::sgd_steps, adam_steps): the tensors, all
+// contiguous, of one shape and dtype, and its group's hyper-parameters. The update of each element
+// is formula::sgd_update (adam_update).
+struct SgdItem {
+  Tensor p;       // the parameter, updated in place
+  Tensor g;       // its gradient
+  Tensor buf;     // the momentum buffer, or undefined without momentum
+  double lr = 0, wd = 0;
+  bool first = false;  // the buffer's first step: buf = d, whatever it held
+};
+struct AdamItem {
+  Tensor p, g, m, v;  // the parameter (updated in place), its gradient, the two moments
+  double decay = 1, wd_grad = 0, step_size = 0, bc2_sqrt = 1;  // Adam: decay 1; AdamW: wd_grad 0
+};
+
 namespace cpu {
 #include "tensor/kernels.inc"
 }  // namespace cpu

@@ -218,21 +218,23 @@ void lsq_backward(const Tensor& v, const Tensor& s, double qn, double qp, double
   });
 }
 
-void sgd_step(Tensor& p, const Tensor& g, Tensor* buf, double lr, double wd, double momentum, bool nesterov,
-              bool first) {
-  AB_DISPATCH_FLOAT(p.dtype(), "SGD.step", [&] {
-    sgd<scalar_t>(p.data<scalar_t>(), g.data<scalar_t>(), buf ? buf->data<scalar_t>() : nullptr, p.numel(),
-                  (scalar_t)lr, (scalar_t)wd, (scalar_t)momentum, nesterov, first);
-  });
+void sgd_steps(const std::vector<SgdItem>& items, double momentum, bool nesterov) {
+  for (const SgdItem& it : items) {
+    AB_DISPATCH_FLOAT(it.p.dtype(), "SGD.step", [&] {
+      sgd<scalar_t>(it.p.data<scalar_t>(), it.g.data<scalar_t>(), it.buf.defined() ? it.buf.data<scalar_t>() : nullptr,
+                    it.p.numel(), (scalar_t)it.lr, (scalar_t)it.wd, (scalar_t)momentum, nesterov, it.first);
+    });
+  }
 }
 
-void adam_step(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, double decay, double wd_grad, double b1, double b2,
-               double eps, double step_size, double bc2_sqrt) {
-  AB_DISPATCH_FLOAT(p.dtype(), "Adam.step", [&] {
-    adam<scalar_t>(p.data<scalar_t>(), g.data<scalar_t>(), m.data<scalar_t>(), v.data<scalar_t>(), p.numel(),
-                   (scalar_t)decay, (scalar_t)wd_grad, (scalar_t)b1, (scalar_t)b2, (scalar_t)eps, (scalar_t)step_size,
-                   (scalar_t)bc2_sqrt);
-  });
+void adam_steps(const std::vector<AdamItem>& items, double b1, double b2, double eps) {
+  for (const AdamItem& it : items) {
+    AB_DISPATCH_FLOAT(it.p.dtype(), "Adam.step", [&] {
+      adam<scalar_t>(it.p.data<scalar_t>(), it.g.data<scalar_t>(), it.m.data<scalar_t>(), it.v.data<scalar_t>(),
+                     it.p.numel(), (scalar_t)it.decay, (scalar_t)it.wd_grad, (scalar_t)b1, (scalar_t)b2, (scalar_t)eps,
+                     (scalar_t)it.step_size, (scalar_t)it.bc2_sqrt);
+    });
+  }
 }
 
 }  // namespace anybit::cpu

@@ -136,15 +136,91 @@ __global__ void lsq_grad_k(const T* v, const T* g, T* gv, int64_t n, const T* st
   block_sum(acc, partial);
 }
 
+// ---- the optimizers: many tensors in one launch -------------------------------------------------------
+// A launch updates up to kTensors tensors, handed to it in a table passed by value (kernel
+// arguments may take 4 KiB; these take under 2.5). The tensors' elements are numbered one after
+// another: tensor j holds elements [start[j], start[j + 1]), and a grid-stride loop runs over all
+// of them, each thread finding its element's tensor by binary search in start[].
+constexpr int kTensors = 32;
+
 template <typename T>
-__global__ void sgd_k(T* p, const T* g, T* buf, int64_t n, T lr, T wd, T momentum, bool nesterov, bool first) {
-  GRID_STRIDE_LOOP(i, n) sgd_update(p[i], g[i], buf ? buf + i : nullptr, lr, wd, momentum, nesterov, first);
+struct SgdTable {
+  int count = 0;
+  int64_t start[kTensors + 1] = {};
+  T* p[kTensors];
+  const T* g[kTensors];
+  T* buf[kTensors];  // null: no momentum
+  T lr[kTensors], wd[kTensors];
+  bool first[kTensors];
+  // The device pointers the table carries. A GPU needs nothing of this; the CUDA emulator moves
+  // them, as it moves a kernel's pointer arguments (tensor/cuda/emu/include/cuda_runtime.h).
+  template <typename F>
+  void for_each_pointer(F&& f) {
+    for (int j = 0; j < count; ++j) f(p[j]), f(g[j]), f(buf[j]);
+  }
+};
+
+template <typename T>
+struct AdamTable {
+  int count = 0;
+  int64_t start[kTensors + 1] = {};
+  T* p[kTensors];
+  const T* g[kTensors];
+  T* m[kTensors];
+  T* v[kTensors];
+  T decay[kTensors], wd_grad[kTensors], step_size[kTensors], bc2_sqrt[kTensors];
+  template <typename F>
+  void for_each_pointer(F&& f) {
+    for (int j = 0; j < count; ++j) f(p[j]), f(g[j]), f(m[j]), f(v[j]);
+  }
+};
+
+// The tensor that element i (0 <= i < start[count]) belongs to: the last j with start[j] <= i.
+__device__ inline int tensor_of(const int64_t* start, int count, int64_t i) {
+  int lo = 0, hi = count - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (start[mid] <= i) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
 }
 
 template <typename T>
-__global__ void adam_k(T* p, const T* g, T* m, T* v, int64_t n, T decay, T wd_grad, T b1, T b2, T eps, T step_size,
-                       T bc2_sqrt) {
-  GRID_STRIDE_LOOP(i, n) adam_update(p[i], g[i], m[i], v[i], decay, wd_grad, b1, b2, eps, step_size, bc2_sqrt);
+__global__ void sgd_k(SgdTable<T> t, T momentum, bool nesterov) {
+  GRID_STRIDE_LOOP(i, t.start[t.count]) {
+    const int j = tensor_of(t.start, t.count, i);
+    const int64_t e = i - t.start[j];
+    sgd_update(t.p[j][e], t.g[j][e], t.buf[j] ? t.buf[j] + e : nullptr, t.lr[j], t.wd[j], momentum, nesterov,
+               t.first[j]);
+  }
+}
+
+template <typename T>
+__global__ void adam_k(AdamTable<T> t, T b1, T b2, T eps) {
+  GRID_STRIDE_LOOP(i, t.start[t.count]) {
+    const int j = tensor_of(t.start, t.count, i);
+    const int64_t e = i - t.start[j];
+    adam_update(t.p[j][e], t.g[j][e], t.m[j][e], t.v[j][e], t.decay[j], t.wd_grad[j], b1, b2, eps, t.step_size[j],
+                t.bc2_sqrt[j]);
+  }
+}
+
+// Fills tables from the items of dtype T, kTensors at a time, and launches each full one (and the
+// last) with launch(table). add(table, slot, item) writes one item's pointers and hyper-parameters.
+template <typename T, typename Table, typename Item, typename Add, typename Launch>
+void in_tables(const std::vector<Item>& items, Add add, Launch launch) {
+  Table t;
+  for (const Item& it : items) {
+    if (it.p.dtype() != dtype_of<T>::value || it.p.numel() == 0) continue;
+    add(t, t.count, it);
+    t.start[t.count + 1] = t.start[t.count] + it.p.numel();
+    if (++t.count == kTensors) {
+      launch(t);
+      t = Table();
+    }
+  }
+  if (t.count > 0) launch(t);
 }
 
 int sum_blocks(int64_t n) { return std::max(1, std::min(blocks_for(n), kMaxSumBlocks)); }
@@ -251,31 +327,57 @@ void lsq_backward(const Tensor& v, const Tensor& s, double qn, double qp, double
   });
 }
 
-void sgd_step(Tensor& p, const Tensor& g, Tensor* buf, double lr, double wd, double momentum, bool nesterov,
-              bool first) {
-  check_pair("SGD.step", g, p);
-  const int64_t n = p.numel();
-  if (n == 0) return;
-  AB_DISPATCH_FLOAT(p.dtype(), "SGD.step", [&] {
-    sgd_k<scalar_t><<<blocks_for(n), kThreads>>>(p.data<scalar_t>(), g.data<scalar_t>(),
-                                                 buf ? buf->data<scalar_t>() : nullptr, n, (scalar_t)lr, (scalar_t)wd,
-                                                 (scalar_t)momentum, nesterov, first);
-    AB_CUDA_CHECK_LAUNCH();
-  });
+void sgd_steps(const std::vector<SgdItem>& items, double momentum, bool nesterov) {
+  for (const SgdItem& it : items) {
+    check_pair("SGD.step", it.g, it.p);
+    if (it.buf.defined()) check_pair("SGD.step", it.buf, it.p);
+  }
+  for (DType dt : {DType::F32, DType::F64})
+    AB_DISPATCH_FLOAT(dt, "SGD.step", [&] {
+      using Table = SgdTable<scalar_t>;
+      in_tables<scalar_t, Table>(
+          items,
+          [](Table& t, int j, const SgdItem& it) {
+            t.p[j] = it.p.data<scalar_t>();
+            t.g[j] = it.g.data<scalar_t>();
+            t.buf[j] = it.buf.defined() ? it.buf.data<scalar_t>() : nullptr;
+            t.lr[j] = (scalar_t)it.lr;
+            t.wd[j] = (scalar_t)it.wd;
+            t.first[j] = it.first;
+          },
+          [&](const Table& t) {
+            sgd_k<scalar_t><<<blocks_for(t.start[t.count]), kThreads>>>(t, (scalar_t)momentum, nesterov);
+            AB_CUDA_CHECK_LAUNCH();
+          });
+    });
 }
 
-void adam_step(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, double decay, double wd_grad, double b1, double b2,
-               double eps, double step_size, double bc2_sqrt) {
-  check_pair("Adam.step", g, p);
-  const int64_t n = p.numel();
-  if (n == 0) return;
-  AB_DISPATCH_FLOAT(p.dtype(), "Adam.step", [&] {
-    adam_k<scalar_t><<<blocks_for(n), kThreads>>>(p.data<scalar_t>(), g.data<scalar_t>(), m.data<scalar_t>(),
-                                                  v.data<scalar_t>(), n, (scalar_t)decay, (scalar_t)wd_grad,
-                                                  (scalar_t)b1, (scalar_t)b2, (scalar_t)eps, (scalar_t)step_size,
-                                                  (scalar_t)bc2_sqrt);
-    AB_CUDA_CHECK_LAUNCH();
-  });
+void adam_steps(const std::vector<AdamItem>& items, double b1, double b2, double eps) {
+  for (const AdamItem& it : items) {
+    check_pair("Adam.step", it.g, it.p);
+    check_pair("Adam.step", it.m, it.p);
+    check_pair("Adam.step", it.v, it.p);
+  }
+  for (DType dt : {DType::F32, DType::F64})
+    AB_DISPATCH_FLOAT(dt, "Adam.step", [&] {
+      using Table = AdamTable<scalar_t>;
+      in_tables<scalar_t, Table>(
+          items,
+          [](Table& t, int j, const AdamItem& it) {
+            t.p[j] = it.p.data<scalar_t>();
+            t.g[j] = it.g.data<scalar_t>();
+            t.m[j] = it.m.data<scalar_t>();
+            t.v[j] = it.v.data<scalar_t>();
+            t.decay[j] = (scalar_t)it.decay;
+            t.wd_grad[j] = (scalar_t)it.wd_grad;
+            t.step_size[j] = (scalar_t)it.step_size;
+            t.bc2_sqrt[j] = (scalar_t)it.bc2_sqrt;
+          },
+          [&](const Table& t) {
+            adam_k<scalar_t><<<blocks_for(t.start[t.count]), kThreads>>>(t, (scalar_t)b1, (scalar_t)b2, (scalar_t)eps);
+            AB_CUDA_CHECK_LAUNCH();
+          });
+    });
 }
 
 }  // namespace anybit::cuda

@@ -87,10 +87,8 @@ void lsq_forward(const Tensor&, const Tensor&, double, double, Tensor&) { NO_CUD
 void lsq_backward(const Tensor&, const Tensor&, double, double, double, const Tensor&, Tensor&, Tensor&) {
   NO_CUDA;
 }
-void sgd_step(Tensor&, const Tensor&, Tensor*, double, double, double, bool, bool) { NO_CUDA; }
-void adam_step(Tensor&, const Tensor&, Tensor&, Tensor&, double, double, double, double, double, double, double) {
-  NO_CUDA;
-}
+void sgd_steps(const std::vector<SgdItem>&, double, bool) { NO_CUDA; }
+void adam_steps(const std::vector<AdamItem>&, double, double, double) { NO_CUDA; }
 }  // namespace cuda
 
 }  // namespace anybit

@@ -152,16 +152,35 @@ Array& shared(Declaration) {
 
 // The emulated device's memory is mapped twice (emulator.cpp): at the addresses that cudaMalloc
 // hands out, where the host can neither read nor write it, and at a second, readable place that
-// only device work uses. A kernel's pointer arguments are moved to the second place at its launch.
-// A pointer argument that is neither device memory nor pinned host memory fails the launch.
+// only device work uses. A kernel's pointer arguments are moved to the second place at its launch,
+// and so are the pointers inside an argument that lists them with a member
+//   template <typename F> void for_each_pointer(F&& f)   (f(pointer) for each, as an lvalue)
+// (a table of tensors passed by value, as the optimizers' in tensor/cuda/fused.cu).
+// A pointer that is neither device memory nor pinned host memory fails the launch.
 void* device_access(const void* p, const char* kernel);
+
+struct AnyPointer {  // a callable that takes any pointer, for lists_pointers
+  template <typename P>
+  void operator()(P*&) const {}
+};
+template <typename T, typename = void>
+struct lists_pointers : std::false_type {};
+template <typename T>
+struct lists_pointers<T, std::void_t<decltype(std::declval<T&>().for_each_pointer(AnyPointer()))>> : std::true_type {};
 
 template <typename T>
 T for_kernel(T arg, const char* kernel) {
-  if constexpr (std::is_pointer_v<T>)
+  if constexpr (std::is_pointer_v<T>) {
     return arg ? static_cast<T>(device_access(arg, kernel)) : arg;
-  else
+  } else if constexpr (lists_pointers<T>::value) {
+    arg.for_each_pointer([kernel](auto*& p) {
+      using Pointer = std::remove_reference_t<decltype(p)>;
+      if (p) p = static_cast<Pointer>(device_access(p, kernel));
+    });
     return arg;
+  } else {
+    return arg;
+  }
 }
 
 template <typename Param, typename Arg>
