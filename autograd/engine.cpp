@@ -70,14 +70,21 @@ void accumulate(Tensor& slot, const Tensor& g) {
 
 // Reduces g to `shape` by summing over the dimensions that broadcasting expanded; checks that
 // what is left matches exactly.
-Tensor reduce_to(const Tensor& g, const Edge& e, const Node& node) {
-  Tensor r = g;
+Tensor reduce_to(Tensor g, const Edge& e, const Node& node) {
+  Tensor r = std::move(g);
   if (r.shape() != e.shape) r = sum_to(r, e.shape);
   AB_CHECK(r.shape() == e.shape, "autograd: backward of ", node.name, " produced a gradient of shape ",
            shape_str(g.shape()), " for an input of shape ", shape_str(e.shape));
   AB_CHECK(r.dtype() == e.dtype, "autograd: backward of ", node.name, " produced a ",
            dtype_name(r.dtype()), " gradient for a ", dtype_name(e.dtype), " input");
   return r;
+}
+
+// g is the only handle to its values (no other tensor shares its element storage: a view of it,
+// or a view it is of, would) and contiguous, as a copy would be: a leaf can take it as its gradient.
+bool sole_owner(const Tensor& g) {
+  return g.impl_ptr().use_count() == 1 && g.impl().storage.use_count() == 1 && !g.impl().grad_fn &&
+         g.is_contiguous();
 }
 
 }  // namespace
@@ -147,14 +154,16 @@ void run_backward(const Tensor& root, const Tensor& grad_root, bool retain_graph
     for (size_t i = 0; i < grads.size(); ++i) {
       const Edge& e = n->next[i];
       if (!e.active() || !grads[i].defined()) continue;
-      Tensor gi = reduce_to(grads[i], e, *n);
+      Tensor gi = reduce_to(std::move(grads[i]), e, *n);  // (moved: so that gi may be its values' only handle)
       if (e.fn) {
         accumulate(slot(e.fn.get(), e.output), gi);
       } else {
         Tensor slot = e.leaf->grad ? Tensor(e.leaf->grad) : Tensor();
-        // A leaf's first gradient is copied so later in-place updates of it touch no other tensor.
+        // A leaf's first gradient is its own tensor, so that later in-place updates of it (zero_grad,
+        // the all-reduce of data-parallel training) touch no other: the one the backward made,
+        // when nothing else holds it (the usual case: a kernel's fresh output), else a copy.
         if (!slot.defined())
-          slot = gi.clone();
+          slot = sole_owner(gi) ? std::move(gi) : gi.clone();
         else
           slot = add(slot, gi);
         e.leaf->grad = slot.impl_ptr();

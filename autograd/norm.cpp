@@ -73,6 +73,9 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
     AB_CHECK(residual.shape() == x.shape(), "batch_norm: the residual ", shape_str(residual.shape()),
              " must have x's shape ", shape_str(x.shape()));
   }
+  // A backward will run: the values it needs that an optimizer or a later training step changes in
+  // place (the clip value, the running mean) are copied. Without one (inference) they are not.
+  const bool backward = needs_grad({x, weight, bias, residual, pact.clip});
   // PACT after the ReLU: pact_quantize's checks (quant/quantizers.cpp), and the clip's value
   // copied (the backward uses the forward's value)
   const bool has_pact = pact.clip.defined();
@@ -87,7 +90,7 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
              " is not in 1..16 or 32");
     check_same_dtype("batch_norm", x, pact.clip);
     check_same_device("batch_norm", x, pact.clip);
-    clip = pact.clip.detach().clone();
+    clip = backward ? pact.clip.detach().clone() : pact.clip.detach();
     if (clip.device().is_cpu())
       AB_CHECK(clip.item<double>() > 0, "batch_norm: PACT's clip value must be positive, got ", clip.item<double>());
     bn_pact.a = clip;
@@ -114,8 +117,9 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
     // running = (1 - momentum) running + momentum batch, the variance unbiased: var * M / (M - 1)
     if (running_mean.defined()) kernel::batch_norm_update_running(running_mean, running_var, mean, var, momentum, M);
   } else {
-    // Evaluation: the running statistics, copied (a later training step updates them in place).
-    mean = running_mean.detach().clone();
+    // Evaluation: the running statistics (copied for a backward: a later training step updates them
+    // in place).
+    mean = backward ? running_mean.detach().clone() : running_mean.detach();
     invstd = Tensor::empty({C}, x.dtype(), dev);
     kernel::batch_norm_invstd(running_var, eps, invstd);
     kernel::batch_norm_apply(xc, wc, bc, mean, invstd, relu, y, affine, rc, has_pact ? &bn_pact : nullptr);
@@ -130,7 +134,7 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
   // is <= the clip), and d clip = sum of dY where r >= the clip
   // with a tap, dY = dY + PACT's backward of dQ (the tap's gradient), then the ReLU's, and d clip
   // = sum of dQ where r >= the clip
-  if (needs_grad({x, weight, bias, residual, pact.clip})) {
+  if (backward) {
     bool gw = weight.defined() && weight.requires_grad(), gb = bias.defined() && bias.requires_grad();
     bool gr = residual.defined() && residual.requires_grad();
     // the ReLU's mask: y's values without its history (the closure must not own the node that
