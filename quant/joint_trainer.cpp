@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "autograd/autograd.h"
+#include "tensor/kernels.h"
 #include "tensor/process_group.h"
 
 namespace anybit::quant {
@@ -208,11 +209,22 @@ void JointTrainer::accumulate_gradients(const Tensor& x, const Tensor& y, double
     }
     (loss_scale_ == 1.0 ? loss : mul(loss, loss_scale_)).backward();
     logits[s] = out.detach();
-    st.loss_sum += loss.item<double>() * y.size(0);
-    count_correct(out, y, &st.correct, nullptr);
+    Tensor& acc = pending_[s];
+    if (!acc.defined()) acc = Tensor::zeros({2}, DType::F64, out.device());
+    kernel::add_step_stats(logits[s].contiguous(), y, loss.detach(), acc);
     st.count += y.size(0);
   }
   model_.set_bits(bits.front());
+}
+
+const std::map<int, BitStats>& JointTrainer::stats() const {
+  for (auto& [bits, acc] : pending_) {
+    const std::vector<double> v = acc.to_vector<double>();  // (waits for the device's work)
+    stats_[bits].loss_sum += v[0];
+    stats_[bits].correct += (int64_t)v[1];
+  }
+  pending_.clear();
+  return stats_;
 }
 
 }  // namespace anybit::quant

@@ -59,10 +59,15 @@ class JointTrainer {
   // accumulates gradients; the caller takes the optimizer step. progress: fraction of training
   // done, for the swap schedule. fp_logits (N, K), optional: the logits of a frozen FP model on x;
   // the highest bit-width then also distils from them (its teacher is counted as bit-width 0).
-  // Statistics accumulate into stats() until reset_stats().
+  // Statistics accumulate into stats() until reset_stats(). The losses and correct counts are added
+  // up on the model's device (kernel::add_step_stats) and read back only when stats() is called: a
+  // step on the GPU then never waits for it (but for the collab rule's teacher choice).
   void accumulate_gradients(const Tensor& x, const Tensor& y, double progress, const Tensor& fp_logits = Tensor());
-  const std::map<int, BitStats>& stats() const { return stats_; }
-  void reset_stats() { stats_.clear(); }
+  const std::map<int, BitStats>& stats() const;
+  void reset_stats() {
+    stats_.clear();
+    pending_.clear();
+  }
   double last_swap_p() const { return last_p_; }
   // Data-parallel training: each process backpropagates its losses times `scale` (its share n_p / n
   // of the global batch), so that the sum of the processes' gradients is the global batch's
@@ -79,7 +84,9 @@ class JointTrainer {
   QuantModel& model_;
   MethodConfig cfg_;
   Generator gen_;
-  std::map<int, BitStats> stats_;
+  mutable std::map<int, BitStats> stats_;
+  // Per bit-width, on the device: [loss sum, correct count] (float64) not yet in stats_.
+  mutable std::map<int, Tensor> pending_;
   double last_p_ = 0;
   double loss_scale_ = 1.0;
 };

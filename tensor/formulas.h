@@ -49,6 +49,14 @@ template <typename T> inline T m_round(T x) { return std::nearbyint(x); }
 template <typename T> inline T m_pow(T x, T y) { return std::pow(x, y); }
 #endif
 
+// ---- argmax's order (top-1 accuracy) ---------------------------------------------------------------
+// a ranks above b: a greater number, or a NaN above any number (torch.argmax returns a NaN). The
+// first index that nothing ranks above is the row's prediction. (x != x: x is NaN.)
+template <typename T>
+AB_HD inline bool ranks_above(T a, T b) {
+  return a > b || (a != a && b == b);
+}
+
 // ---- elementwise ops (tensor/elementwise.h) -------------------------------------------------------
 template <typename T>
 AB_HD inline T apply_unary(UnaryOp op, T x, T p0, T p1) {

@@ -84,6 +84,9 @@ void batch_norm_invstd(const Tensor& running_var, double eps, Tensor& invstd) {
   ON_DEVICE_OF(running_var, batch_norm_invstd(running_var, eps, invstd));
 }
 
+void add_step_stats(const Tensor& logits, const Tensor& labels, const Tensor& loss, Tensor& acc) {
+  ON_DEVICE_OF(acc, add_step_stats(logits, labels, loss, acc));
+}
 void softmax(const Tensor& x, int64_t outer, int64_t K, int64_t inner, bool log, Tensor& y) {
   ON_DEVICE_OF(x, softmax(x, outer, K, inner, log, y));
 }

@@ -795,3 +795,31 @@ TEST_CASE("cuda ops: an optimizer step over 75 parameters of both dtypes, a few 
       }
     }
 }
+
+// The trainers' statistics on the GPU (kernel::add_step_stats: one block, rows shared out by
+// thread): the CPU's sums exactly, on rows with ties and NaN and on 300 random rows (more rows
+// than the block has threads).
+TEST_CASE("cuda ops: add_step_stats gives the CPU's loss sum and top-1 hits", "[cuda]") {
+  SKIP_WITHOUT_GPU();
+  const float nan = std::nanf("");
+  std::vector<float> v{0, 1, 5, 2, 0, 4, 4, 1, 0, 3, 3, 1, 0, 1, 2, nan, nan, 9, 1, 1, nan, nan, nan, nan};
+  std::vector<int64_t> lab{2, 2, 1, 3, 1, 0};
+  Generator g(5);
+  for (int i = 0; i < 300; ++i) {
+    for (int k = 0; k < 4; ++k) v.push_back((float)g.below(3));  // many ties
+    lab.push_back((int64_t)g.below(4));
+  }
+  const int64_t N = (int64_t)lab.size();
+  for (DType dt : kFloatTypes) {
+    INFO(dtype_name(dt));
+    Tensor logits = Tensor::from_vector(v, {N, 4}).to(dt), labels = Tensor::from_vector(lab, {N});
+    Tensor loss = Tensor::full({}, 0.75, dt);
+    Tensor on_cpu = Tensor::from_vector(std::vector<double>{3, 7}, {2}), on_gpu = on_cpu.to(kCuda);
+    kernel::add_step_stats(logits, labels, loss, on_cpu);
+    kernel::add_step_stats(logits.to(kCuda), labels.to(kCuda), loss.to(kCuda), on_gpu);
+    kernel::add_step_stats(logits.to(kCuda), labels.to(kCuda), loss.to(kCuda), on_gpu);  // adds again
+    kernel::add_step_stats(logits, labels, loss, on_cpu);
+    REQUIRE(on_gpu.to_vector<double>() == on_cpu.to_vector<double>());
+    REQUIRE(on_cpu.to_vector<double>()[0] == 3 + 2 * 0.75 * N);
+  }
+}

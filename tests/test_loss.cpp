@@ -3,6 +3,8 @@
 // inputs, gradient checks, and error messages.
 #include <cmath>
 
+#include "quant/joint_trainer.h"
+#include "tensor/kernels.h"
 #include "tensor/ref_loss.h"
 #include "tests/helpers.h"
 
@@ -234,4 +236,30 @@ TEST_CASE("split returns views whose gradients flow back; cat undoes it", "[loss
               {xg}) == 21);
   REQUIRE_THROWS_WITH(split(x, {2, 4}, 1), Catch::Contains("split") && Catch::Contains("[3, 7]") &&
                                                Catch::Contains("6"));
+}
+
+// The training statistics that the trainers add up on the device (tensor/kernels.inc): the same
+// top-1 hits as quant::count_correct, ties and NaN included, and loss * N.
+TEST_CASE("add_step_stats counts count_correct's top-1 hits, ties and NaN included, and adds loss * N", "[loss]") {
+  const float nan = std::nanf("");
+  // label 2 a clear maximum (hit); label 2 tied with index 1 (miss: the first maximum wins); label
+  // 1 tied with index 2 (hit); NaN at label 3 (hit: NaN ranks above numbers); NaN at index 0,
+  // label 1 (miss); every entry NaN, label 0 (hit: the first NaN).
+  Tensor logits = Tensor::from_vector(std::vector<float>{0, 1, 5, 2,    0, 4, 4, 1,  0, 3, 3, 1,
+                                                         0, 1, 2, nan,  nan, 9, 1, 1, nan, nan, nan, nan},
+                                      {6, 4});
+  Tensor labels = Tensor::from_vector(std::vector<int64_t>{2, 2, 1, 3, 1, 0}, {6});
+  int64_t top1 = 0;
+  quant::count_correct(logits, labels, &top1, nullptr);
+  REQUIRE(top1 == 4);
+  Tensor acc = Tensor::from_vector(std::vector<double>{1, 2}, {2});
+  kernel::add_step_stats(logits, labels, Tensor::full({}, 0.25, DType::F32), acc);
+  REQUIRE(acc.to_vector<double>() == std::vector<double>{1 + 0.25 * 6, 2 + 4});
+  // Labels read through a stride, float64 logits.
+  Tensor wide = Tensor::from_vector(std::vector<int64_t>{2, -1, 2, -1, 1, -1, 3, -1, 1, -1, 0, -1}, {6, 2});
+  Tensor acc64 = Tensor::zeros({2}, DType::F64);
+  kernel::add_step_stats(logits.to(DType::F64), wide.select(1, 0), Tensor::full({}, 0.5, DType::F64), acc64);
+  REQUIRE(acc64.to_vector<double>() == std::vector<double>{3, 4});
+  REQUIRE_THROWS_WITH(kernel::add_step_stats(logits, labels, Tensor::full({}, 0.5, DType::F64), acc),
+                      Catch::Contains("add_step_stats: expects"));
 }

@@ -40,6 +40,7 @@
 #include "quant/joint_trainer.h"
 #include "tensor/cpu/kernels.h"
 #include "tensor/cuda/cuda.h"
+#include "tensor/kernels.h"
 
 namespace anybit::app {
 
@@ -250,9 +251,19 @@ std::shared_ptr<nn::Module> load_fp_teacher(const Config& cfg, const Network& ne
 // ---- one training step ---------------------------------------------------------------------------
 
 // The running loss and accuracy of an FP epoch (the joint trainer keeps its own, per bit-width).
+// Each step adds to `acc` on the model's device (kernel::add_step_stats); settle() reads it back.
 struct FpStats {
   double loss_sum = 0;
   int64_t correct = 0;
+  Tensor acc;  // [loss sum, correct count] not yet in the two above
+
+  void settle() {
+    if (!acc.defined()) return;
+    const std::vector<double> v = acc.to_vector<double>();  // (waits for the device's work)
+    loss_sum += v[0];
+    correct += (int64_t)v[1];
+    acc = Tensor();
+  }
 };
 
 // The gradients of one batch x (N, C, H, W), y (N): every bit-width through the joint trainer
@@ -287,8 +298,9 @@ std::string compute_gradients(Network& net, quant::JointTrainer* joint, nn::Modu
     loss = cross_entropy(logits, y, label_smoothing);
     (loss_scale == 1.0 ? loss : mul(loss, loss_scale)).backward();
   }
-  fp.loss_sum += loss.item<double>() * y.size(0);
-  quant::count_correct(logits, y, &fp.correct, nullptr);
+  if (!fp.acc.defined()) fp.acc = Tensor::zeros({2}, DType::F64, logits.device());
+  kernel::add_step_stats(logits.detach().contiguous(), y, loss.detach(), fp.acc);
+  fp.settle();  // for the progress bar: one copy from the device per step
   return "loss " + json_num(fp.loss_sum / (seen + y.size(0))) + " acc " +
          json_num(100.0 * fp.correct / (seen + y.size(0)));
 }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "tensor/cpu/kernels.h"
+#include "tensor/formulas.h"
 
 namespace anybit::cpu {
 
@@ -125,6 +126,31 @@ void cross_entropy_loss(const Tensor& logp, const Tensor& labels, double eps, Te
       total += -(1 - eps) * row[lab[n * ls]] - eps / K * row_sum;
     }
     *loss.data<scalar_t>() = scalar_t(N ? total / N : 0.0);
+  });
+}
+
+void add_step_stats(const Tensor& logits, const Tensor& labels, const Tensor& loss, Tensor& acc) {
+  AB_CHECK(logits.dim() == 2 && logits.is_contiguous() && labels.dim() == 1 && labels.size(0) == logits.size(0) &&
+               labels.dtype() == DType::I64 && loss.numel() == 1 && loss.dtype() == logits.dtype() &&
+               acc.numel() == 2 && acc.dtype() == DType::F64 && acc.is_contiguous(),
+           "add_step_stats: expects contiguous logits (N, K), int64 labels (N), a loss of one element of the "
+           "logits' dtype and float64 acc (2), got ",
+           logits.str(), ", ", labels.str(), ", ", loss.str(), ", ", acc.str());
+  const int64_t N = logits.size(0), K = logits.size(1), ls = labels.strides()[0];
+  const int64_t* lab = labels.data<int64_t>();
+  AB_DISPATCH_FLOAT(logits.dtype(), "add_step_stats", [&] {
+    const scalar_t* p = logits.data<scalar_t>();
+    int64_t hits = 0;
+    for (int64_t i = 0; i < N; ++i) {
+      const scalar_t* row = p + i * K;
+      int64_t best = 0;
+      for (int64_t k = 1; k < K; ++k)
+        if (formula::ranks_above(row[k], row[best])) best = k;
+      hits += K > 0 && best == lab[i * ls];
+    }
+    double* a = acc.data<double>();
+    a[0] += double(*loss.data<scalar_t>()) * double(N);
+    a[1] += double(hits);
   });
 }
 

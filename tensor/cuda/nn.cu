@@ -331,6 +331,31 @@ __global__ void ce_grad_k(const T* logp, const int64_t* labels, int64_t N, int64
   GRID_STRIDE_LOOP(n, N) cross_entropy_row_backward(logp + n * K, d + n * K, K, labels[n], eps, scale);
 }
 
+// add_step_stats, in one block: each thread finds the predictions of rows i, i + blockDim.x, ...
+// and counts the hits; a tree sum adds the counts up (exact: whole numbers in double).
+template <typename T>
+__global__ void step_stats_k(const T* logits, const int64_t* labels, const T* loss, int64_t N, int64_t K, double* acc) {
+  __shared__ double part[kThreads];
+  double hits = 0;
+  for (int64_t i = threadIdx.x; i < N; i += blockDim.x) {
+    const T* row = logits + i * K;
+    int64_t best = 0;
+    for (int64_t k = 1; k < K; ++k)
+      if (ranks_above(row[k], row[best])) best = k;
+    hits += K > 0 && best == labels[i];
+  }
+  part[threadIdx.x] = hits;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    acc[0] += double(*loss) * double(N);
+    acc[1] += part[0];
+  }
+}
+
 __global__ void increment_k(int64_t* counter) {
   if (blockIdx.x == 0 && threadIdx.x == 0) counter[0] += 1;
 }
@@ -662,6 +687,25 @@ void cross_entropy_loss(const Tensor& logp, const Tensor& labels, double eps, Te
     }
     // The N row losses are added in order, in double, on the GPU: the loss never visits the host.
     ce_mean_k<scalar_t><<<1, 1>>>(rows.data<double>(), N, loss.data<scalar_t>());
+    AB_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void add_step_stats(const Tensor& logits, const Tensor& labels, const Tensor& loss, Tensor& acc) {
+  check_cuda("add_step_stats", "logits", logits);
+  check_cuda("add_step_stats", "labels", labels);
+  check_cuda("add_step_stats", "loss", loss);
+  check_cuda("add_step_stats", "acc", acc);
+  AB_CHECK(logits.dim() == 2 && logits.is_contiguous() && labels.dim() == 1 && labels.size(0) == logits.size(0) &&
+               labels.dtype() == DType::I64 && loss.numel() == 1 && loss.dtype() == logits.dtype() &&
+               acc.numel() == 2 && acc.dtype() == DType::F64 && acc.is_contiguous(),
+           "add_step_stats: expects contiguous logits (N, K), int64 labels (N), a loss of one element of the "
+           "logits' dtype and float64 acc (2), got ",
+           logits.str(), ", ", labels.str(), ", ", loss.str(), ", ", acc.str());
+  Tensor lab = labels.contiguous();
+  AB_DISPATCH_FLOAT(logits.dtype(), "add_step_stats", [&] {
+    step_stats_k<scalar_t><<<1, kThreads>>>(logits.data<scalar_t>(), lab.data<int64_t>(), loss.data<scalar_t>(),
+                                            logits.size(0), logits.size(1), acc.data<double>());
     AB_CUDA_CHECK_LAUNCH();
   });
 }
