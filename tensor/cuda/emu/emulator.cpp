@@ -283,6 +283,7 @@ struct Fiber {
   unsigned barriers = 0;  // __syncthreads() calls it has reached so far
   bool done = false;
   void* race_context = nullptr;  // its own thread as ThreadSanitizer sees it (race-check builds)
+  unsigned pool = 0;             // the pool its stack returns to (stack_pool)
 };
 
 #if defined(__x86_64__)
@@ -319,7 +320,7 @@ struct Scheduler {
   Fiber* current = nullptr;                 // the fiber running now
   const std::function<void()>* thread_body = nullptr;
   const char* kernel = nullptr;             // the running launch's kernel, for messages
-  std::vector<Fiber*> idle;                 // fibers whose thread has returned: stacks to reuse
+  std::vector<std::vector<Fiber*>> idle;    // per pool, fibers whose thread has returned: stacks to reuse
 };
 thread_local Scheduler sched;
 
@@ -552,10 +553,27 @@ void set_thread_index(unsigned linear) {
   __builtin_unreachable();  // a finished fiber is never resumed, only started again
 }
 
-Fiber* new_fiber() {
-  if (!sched.idle.empty()) {
-    Fiber* f = sched.idle.back();
-    sched.idle.pop_back();
+// Which pool of stacks the running block's thread `thread` takes its stack from. A finished
+// thread's stack goes to a later thread of its pool, whose kernel arguments are copied onto it (a
+// large one, such as the optimizers' tables, with memcpy). One pool for all threads, but in the
+// race check: there each warp context has its own, since a stack that passed from one warp to
+// another would look like two warps writing one address.
+unsigned stack_pool(unsigned thread) {
+#if defined(ANYBIT_EMU_RACECHECK)
+  const unsigned block = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+  return (block % kBlockSlots) * kWarpsPerBlock + thread / kWarp;  // race_thread_begins' context slot
+#else
+  (void)thread;
+  return 0;
+#endif
+}
+
+Fiber* new_fiber(unsigned thread) {
+  const unsigned pool = stack_pool(thread);
+  if (sched.idle.size() <= pool) sched.idle.resize(pool + 1);
+  if (!sched.idle[pool].empty()) {
+    Fiber* f = sched.idle[pool].back();
+    sched.idle[pool].pop_back();
     return f;
   }
   const size_t page = (size_t)sysconf(_SC_PAGESIZE);
@@ -564,6 +582,7 @@ Fiber* new_fiber() {
   AB_CHECK(mprotect(p, page, PROT_NONE) == 0, "CUDA emulator: mprotect failed: ", std::strerror(errno));
   auto* f = new Fiber();  // kept for reuse for the life of the thread
   f->stack = static_cast<char*>(p) + page;
+  f->pool = pool;
   return f;
 }
 
@@ -604,16 +623,16 @@ void run_block(const std::function<void()>& body) {
   race_round_begins(0);
   std::vector<Fiber*> waiting, next;
   for (unsigned t = 0; t < n; ++t) {
-    Fiber* f = new_fiber();
+    Fiber* f = new_fiber(t);
     start_fiber(f, t);
-    (f->done ? sched.idle : waiting).push_back(f);
+    (f->done ? sched.idle[f->pool] : waiting).push_back(f);
   }
   for (unsigned round = 1; !waiting.empty(); ++round) {
     race_round_begins(round);
     next.clear();
     for (Fiber* f : waiting) {
       run_fiber(f);
-      (f->done ? sched.idle : next).push_back(f);
+      (f->done ? sched.idle[f->pool] : next).push_back(f);
     }
     waiting.swap(next);
   }
