@@ -1,5 +1,6 @@
 // engine.cpp - grad mode, graph recording, and the backward pass. See autograd.h.
 #include <algorithm>
+#include <exception>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -71,10 +72,18 @@ void accumulate(Tensor& slot, const Tensor& g) {
 // Reduces g to `shape` by summing over the dimensions that broadcasting expanded; checks that
 // what is left matches exactly.
 Tensor reduce_to(Tensor g, const Edge& e, const Node& node) {
+  const Shape made = g.shape();
   Tensor r = std::move(g);
-  if (r.shape() != e.shape) r = sum_to(r, e.shape);
+  if (r.shape() != e.shape) {
+    try {
+      r = sum_to(r, e.shape);
+    } catch (const std::exception& why) {
+      AB_FAIL("autograd: backward of ", node.name, " produced a gradient of shape ", shape_str(made),
+              " for an input of shape ", shape_str(e.shape), " (", why.what(), ")");
+    }
+  }
   AB_CHECK(r.shape() == e.shape, "autograd: backward of ", node.name, " produced a gradient of shape ",
-           shape_str(g.shape()), " for an input of shape ", shape_str(e.shape));
+           shape_str(made), " for an input of shape ", shape_str(e.shape));
   AB_CHECK(r.dtype() == e.dtype, "autograd: backward of ", node.name, " produced a ",
            dtype_name(r.dtype()), " gradient for a ", dtype_name(e.dtype), " input");
   return r;

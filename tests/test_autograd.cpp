@@ -103,3 +103,23 @@ TEST_CASE("an op with two outputs gets both gradients in one backward call", "[a
     REQUIRE(x.grad().to_vector<double>() == std::vector<double>(2, only == 0 ? 2.0 : 3.0));
   }
 }
+
+// The engine's checks name the op and the shapes (autograd/engine.cpp: reduce_to). The leaf x
+// receives the backward's own tensor when nothing else holds it, and a copy when something does.
+TEST_CASE("backward names an op whose gradient has the wrong shape; a leaf's gradient is its own tensor",
+          "[autograd]") {
+  Tensor x = Tensor::ones({2, 3}).requires_grad_();
+  Tensor bad = x.detach().clone();
+  record("bad_op", bad, {x}, [](const Tensor&) { return std::vector<Tensor>{Tensor::ones({1, 3})}; });
+  REQUIRE_THROWS_WITH(sum(bad).backward(), Catch::Contains("backward of bad_op produced a gradient of shape") &&
+                                               Catch::Contains("[1, 3]") && Catch::Contains("[2, 3]"));
+
+  // A backward that hands out a tensor it keeps: x's gradient must not share its storage.
+  Tensor kept = Tensor::full({2, 3}, 5.0);
+  Tensor y = x.detach().clone();
+  record("keeps_its_gradient", y, {x}, [kept](const Tensor&) { return std::vector<Tensor>{kept}; });
+  sum(y).backward(Tensor(), true);
+  REQUIRE(x.grad().to_vector<double>() == std::vector<double>(6, 5.0));
+  kept.fill_(7.0);
+  REQUIRE(x.grad().to_vector<double>() == std::vector<double>(6, 5.0));
+}
