@@ -82,7 +82,7 @@ sanitize:
 # every [cuda] case but the [app] ones (which run the program, not these kernels). On the 2-core
 # development machine, 2 Dec 2026: 13 min 20 s for the 24 cases of that day, no report
 # (`time make racecheck`), about 6 times the plain emulated run. `make test` runs it without the
-# [steps] cases (23 s).
+# [steps] cases (42 s for the 23 cases of 2 Dec 2026, after the optimizer and step-statistics cases).
 # One OpenMP and one OpenBLAS thread: then the only threads ThreadSanitizer sees at work are the
 # host thread and the emulated GPU's warps (the CPU libraries' own synchronisation is not
 # instrumented, so it could not follow it).
