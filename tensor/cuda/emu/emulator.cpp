@@ -206,7 +206,8 @@ void host_waits_for_device();
 //                                                     outside a capture (a graph replay is one)
 // Device work is counted when it runs, so each replay of a graph counts its kernels again. The
 // counts are the same on a GPU: the host code that decides them is the same code. What the work
-// costs there is not (scripts/profile_emu_step.py turns the counts into launches per step).
+// costs there is not (scripts/profile_emu_step.py turns the counts into launches per step). Not for
+// the race check: the profile's lock, taken from every stream, would order what CUDA does not.
 struct ProfileRow {
   uint64_t times = 0;
   double amount = 0;
