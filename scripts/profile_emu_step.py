@@ -71,6 +71,8 @@ def summary(step):
     for (side, what, name), (times, amount) in step.items():
         if side == "host":
             s["host calls"] += times
+            if name == "cudaMemcpy":  # synchronous: the host waits for the GPU
+                s["waits"] += times
         else:
             s[what + " times"] += times
             s[what + " amount"] += amount
@@ -92,8 +94,9 @@ def main():
                  "it needs -DANYBIT_CUDA_EMULATOR=ON)" % (program, args.build))
 
     print("# one step in steady state, batch 128, counted on the CUDA emulator (%s)" % program)
-    print("| workload | host calls | kernels | GEMMs | GEMM GFLOP | copies | copied MB | memsets | memset MB |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| workload | host calls | kernels | GEMMs | GEMM GFLOP | copies | copied MB | memsets | memset MB | "
+          "waits for the GPU |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     details = []
     for item in args.only.split(","):
         workload, _, mode = item.partition(":")
@@ -102,9 +105,9 @@ def main():
         t0 = time.time()
         step = one_step(program, workload, mode == "graph", args.steps)
         s = summary(step)
-        print("| %s | %g | %g | %g | %.2f | %g | %.2f | %g | %.2f |" % (
+        print("| %s | %g | %g | %g | %.2f | %g | %.2f | %g | %.2f | %g |" % (
             item, s["host calls"], s["kernel times"], s["gemm times"], s["gemm amount"] / 1e9, s["copy times"],
-            s["copy amount"] / 1e6, s["memset times"], s["memset amount"] / 1e6), flush=True)
+            s["copy amount"] / 1e6, s["memset times"], s["memset amount"] / 1e6, s["waits"]), flush=True)
         print("  (%s: %.0f s)" % (item, time.time() - t0), file=sys.stderr, flush=True)
         details.append((item, step))
 
