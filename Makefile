@@ -80,7 +80,8 @@ sanitize:
 # race check"): ThreadSanitizer reports two accesses to one address by two warps of one launch,
 # at least one a write, with no __syncthreads() between them; any report fails the run. By default
 # every [cuda] case but the [app] ones (which run the program, not these kernels). On the 2-core
-# development machine, 2 Dec 2026: 13 min 20 s for the 24 cases of that day, no report
+# development machine, 2 Dec 2026: 13 min 20 s for the 24 cases of that day, no report; 15 min 53 s
+# for 27 cases later that day, beside another build
 # (`time make racecheck`), about 6 times the plain emulated run. `make test` runs it without the
 # [steps] cases (42 s for the 23 cases of 2 Dec 2026, after the optimizer and step-statistics cases).
 # One OpenMP and one OpenBLAS thread: then the only threads ThreadSanitizer sees at work are the
