@@ -209,21 +209,27 @@ void JointTrainer::accumulate_gradients(const Tensor& x, const Tensor& y, double
     }
     (loss_scale_ == 1.0 ? loss : mul(loss, loss_scale_)).backward();
     logits[s] = out.detach();
-    Tensor& acc = pending_[s];
-    if (!acc.defined()) acc = Tensor::zeros({2}, DType::F64, out.device());
-    kernel::add_step_stats(logits[s].contiguous(), y, loss.detach(), acc);
+    if (!pending_.defined() || pending_bits_ != bits) {
+      stats();  // (settles what an earlier bit set left)
+      pending_ = Tensor::zeros({(int64_t)bits.size(), 2}, DType::F64, out.device());
+      pending_bits_ = bits;
+    }
+    Tensor row = pending_.select(0, (int64_t)k);
+    kernel::add_step_stats(logits[s].contiguous(), y, loss.detach(), row);
     st.count += y.size(0);
   }
   model_.set_bits(bits.front());
 }
 
 const std::map<int, BitStats>& JointTrainer::stats() const {
-  for (auto& [bits, acc] : pending_) {
-    const std::vector<double> v = acc.to_vector<double>();  // (waits for the device's work)
-    stats_[bits].loss_sum += v[0];
-    stats_[bits].correct += (int64_t)v[1];
+  if (pending_.defined()) {
+    const std::vector<double> v = pending_.to_vector<double>();  // one copy (waits for the device's work)
+    for (size_t k = 0; k < pending_bits_.size(); ++k) {
+      stats_[pending_bits_[k]].loss_sum += v[2 * k];
+      stats_[pending_bits_[k]].correct += (int64_t)v[2 * k + 1];
+    }
+    pending_ = Tensor();
   }
-  pending_.clear();
   return stats_;
 }
 

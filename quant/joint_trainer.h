@@ -66,7 +66,7 @@ class JointTrainer {
   const std::map<int, BitStats>& stats() const;
   void reset_stats() {
     stats_.clear();
-    pending_.clear();
+    pending_ = Tensor();
   }
   double last_swap_p() const { return last_p_; }
   // Data-parallel training: each process backpropagates its losses times `scale` (its share n_p / n
@@ -85,8 +85,10 @@ class JointTrainer {
   MethodConfig cfg_;
   Generator gen_;
   mutable std::map<int, BitStats> stats_;
-  // Per bit-width, on the device: [loss sum, correct count] (float64) not yet in stats_.
-  mutable std::map<int, Tensor> pending_;
+  // On the device, row k for the k-th bit-width of bits_descending(): [loss sum, correct count]
+  // (float64) not yet in stats_. One tensor, so that stats() reads them all in one copy.
+  mutable Tensor pending_;
+  mutable std::vector<int> pending_bits_;  // the bit-width of each row
   double last_p_ = 0;
   double loss_scale_ = 1.0;
 };
