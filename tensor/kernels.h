@@ -61,6 +61,16 @@ struct AdamItem {
   double decay = 1, wd_grad = 0, step_size = 0, bc2_sqrt = 1;  // Adam: decay 1; AdamW: wd_grad 0
 };
 
+// add_step_stats' arguments (tensor/kernels.inc), checked by both twins.
+inline void check_step_stats(const Tensor& logits, const Tensor& labels, const Tensor& loss, const Tensor& acc) {
+  AB_CHECK(logits.dim() == 2 && logits.is_contiguous() && labels.dim() == 1 && labels.size(0) == logits.size(0) &&
+               labels.dtype() == DType::I64 && loss.numel() == 1 && loss.dtype() == logits.dtype() &&
+               acc.numel() == 2 && acc.dtype() == DType::F64 && acc.is_contiguous(),
+           "add_step_stats: expects contiguous logits (N, K), int64 labels (N), a loss of one element of the "
+           "logits' dtype and float64 acc (2), got ",
+           logits.str(), ", ", labels.str(), ", ", loss.str(), ", ", acc.str());
+}
+
 namespace cpu {
 #include "tensor/kernels.inc"
 }  // namespace cpu

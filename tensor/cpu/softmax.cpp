@@ -130,12 +130,7 @@ void cross_entropy_loss(const Tensor& logp, const Tensor& labels, double eps, Te
 }
 
 void add_step_stats(const Tensor& logits, const Tensor& labels, const Tensor& loss, Tensor& acc) {
-  AB_CHECK(logits.dim() == 2 && logits.is_contiguous() && labels.dim() == 1 && labels.size(0) == logits.size(0) &&
-               labels.dtype() == DType::I64 && loss.numel() == 1 && loss.dtype() == logits.dtype() &&
-               acc.numel() == 2 && acc.dtype() == DType::F64 && acc.is_contiguous(),
-           "add_step_stats: expects contiguous logits (N, K), int64 labels (N), a loss of one element of the "
-           "logits' dtype and float64 acc (2), got ",
-           logits.str(), ", ", labels.str(), ", ", loss.str(), ", ", acc.str());
+  check_step_stats(logits, labels, loss, acc);
   const int64_t N = logits.size(0), K = logits.size(1), ls = labels.strides()[0];
   const int64_t* lab = labels.data<int64_t>();
   AB_DISPATCH_FLOAT(logits.dtype(), "add_step_stats", [&] {

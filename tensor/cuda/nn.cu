@@ -696,12 +696,7 @@ void add_step_stats(const Tensor& logits, const Tensor& labels, const Tensor& lo
   check_cuda("add_step_stats", "labels", labels);
   check_cuda("add_step_stats", "loss", loss);
   check_cuda("add_step_stats", "acc", acc);
-  AB_CHECK(logits.dim() == 2 && logits.is_contiguous() && labels.dim() == 1 && labels.size(0) == logits.size(0) &&
-               labels.dtype() == DType::I64 && loss.numel() == 1 && loss.dtype() == logits.dtype() &&
-               acc.numel() == 2 && acc.dtype() == DType::F64 && acc.is_contiguous(),
-           "add_step_stats: expects contiguous logits (N, K), int64 labels (N), a loss of one element of the "
-           "logits' dtype and float64 acc (2), got ",
-           logits.str(), ", ", labels.str(), ", ", loss.str(), ", ", acc.str());
+  check_step_stats(logits, labels, loss, acc);
   Tensor lab = labels.contiguous();
   AB_DISPATCH_FLOAT(logits.dtype(), "add_step_stats", [&] {
     step_stats_k<scalar_t><<<1, kThreads>>>(logits.data<scalar_t>(), lab.data<int64_t>(), loss.data<scalar_t>(),
