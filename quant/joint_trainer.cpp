@@ -99,39 +99,29 @@ Tensor JointTrainer::choose_teachers(int s, const std::vector<int>& higher, cons
     case TeacherRule::Random: t = higher[gen_.below(higher.size())]; break;
     case TeacherRule::Collab: {
       // Per sample: the higher bit-width whose softmax gives the true label the highest
-      // probability; ties go to the lower (closer) bit-width, so scan from the lowest up and
-      // replace only on a strictly higher probability.
-      // The probabilities are compared in double (float64 logits keep their precision; rounding
-      // them to float would turn near-ties into ties and move the choice).
-      std::vector<std::vector<double>> probs;
-      for (int b : higher) probs.push_back(softmax(logits.at(b), 1).to_vector<double>());
-      auto lab = y.to_vector<int64_t>();
-      const int64_t K = logits.at(higher.front()).size(1);
-      std::vector<int> choice(N);
-      std::vector<int64_t> votes(higher.size(), 0);  // per teacher, in the order of `higher`
-      for (int64_t i = 0; i < N; ++i) {
-        int best = -1;
-        double bp = -1;
-        for (int j = (int)higher.size() - 1; j >= 0; --j) {
-          double p = probs[j][i * K + lab[i]];
-          if (p > bp) {
-            bp = p;
-            best = j;
-          }
-        }
-        // Every probability compares above -1 except NaN: no choice means that every teacher's
-        // logits are non-finite for this sample (the training has diverged).
-        if (best < 0) {
-          std::string at;
-          for (int b : higher) at += (at.empty() ? "" : ", ") + std::to_string(b);
-          AB_FAIL("collab teacher rule: non-finite logits at bit-width", higher.size() > 1 ? "s " : " ", at,
-                  " (the teacher", higher.size() > 1 ? "s" : "", " of the W", s, "A", s, " student), sample ", i,
-                  ": the training has diverged (try a lower --lr, or --resume from an earlier checkpoint)");
-        }
-        choice[i] = higher[best];
-        votes[best]++;
-        st.teacher_counts[choice[i]]++;
+      // probability; ties go to the lower (closer) bit-width (kernel::collab_teachers, the rule
+      // in formula::collab_choice). The probabilities are compared in double (float64 logits keep
+      // their precision; rounding them to float would turn near-ties into ties and move the
+      // choice). The choice and the gathered teacher rows stay on the logits' device; the host
+      // reads only the votes, in one copy, since the batch's teacher steers the block swaps.
+      const Tensor& first = logits.at(higher.front());
+      std::vector<Tensor> probs, rows;
+      for (int b : higher) probs.push_back(softmax(logits.at(b), 1)), rows.push_back(logits.at(b).contiguous());
+      Tensor out = Tensor::empty(first.shape(), first.dtype(), first.device());
+      Tensor counts = Tensor::empty({(int64_t)higher.size() + 1}, DType::I64, first.device());
+      kernel::collab_teachers(probs, rows, y.device() == first.device() ? y : y.to(first.device()), out, counts);
+      std::vector<int64_t> votes = counts.to_vector<int64_t>();  // per teacher, in the order of `higher`
+      // Every probability compares above -1 except NaN: no choice means that every teacher's
+      // logits are non-finite for this sample (the training has diverged).
+      if (const int64_t no_choice = votes.back(); no_choice > 0) {
+        std::string at;
+        for (int b : higher) at += (at.empty() ? "" : ", ") + std::to_string(b);
+        AB_FAIL("collab teacher rule: non-finite logits at bit-width", higher.size() > 1 ? "s " : " ", at,
+                " (the teacher", higher.size() > 1 ? "s" : "", " of the W", s, "A", s, " student), sample ",
+                no_choice - 1, ": the training has diverged (try a lower --lr, or --resume from an earlier checkpoint)");
       }
+      votes.pop_back();
+      for (size_t j = 0; j < higher.size(); ++j) st.teacher_counts[higher[j]] += votes[j];
       // Batch-level teacher (for block swapping): the most chosen over the whole batch, the votes
       // of every process counted together (so that every process swaps the same blocks); ties
       // to the lower bit-width.
@@ -140,15 +130,7 @@ Tensor JointTrainer::choose_teachers(int s, const std::vector<int>& higher, cons
       for (int j = (int)higher.size() - 1; j >= 0; --j)  // lowest bit-width first: ties stay with it
         if (votes[j] > most) most = votes[j], t = higher[j];
       *batch_teacher = t;
-      // Gather each sample's teacher row, in the logits' dtype (float64 logits stay float64:
-      // soft_cross_entropy requires the student's and the teacher's dtypes to match).
-      const Tensor& first = logits.at(higher.front());
-      Tensor out = Tensor::empty({N, K}, DType::F64);
-      double* po = out.data<double>();
-      std::map<int, std::vector<double>> host;
-      for (int b : higher) host[b] = logits.at(b).to_vector<double>();
-      for (int64_t i = 0; i < N; ++i) std::copy_n(host[choice[i]].data() + i * K, K, po + i * K);
-      return out.to(first.dtype()).to(first.device());
+      return out;
     }
   }
   *batch_teacher = t;

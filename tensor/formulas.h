@@ -57,6 +57,23 @@ AB_HD inline bool ranks_above(T a, T b) {
   return a > b || (a != a && b == b);
 }
 
+// The collaborative teacher of sample i (kernel::collab_teachers): of J teachers' probabilities
+// probs[j] (N, K), the one that gives the label the highest probability, read in double. The scan
+// runs from the last teacher (the lowest bit-width) to the first and moves only on a strictly
+// higher probability, so a tie keeps the lower bit-width; NaN compares above nothing. -1 when
+// every probability is NaN (or, never after cross_entropy's check, the label is out of range).
+template <typename T>
+AB_HD inline int collab_choice(const T* const* probs, int J, int64_t i, int64_t K, int64_t label) {
+  if (label < 0 || label >= K) return -1;
+  int best = -1;
+  double best_p = -1;
+  for (int j = J - 1; j >= 0; --j) {
+    const double p = (double)probs[j][i * K + label];
+    if (p > best_p) best_p = p, best = j;
+  }
+  return best;
+}
+
 // ---- elementwise ops (tensor/elementwise.h) -------------------------------------------------------
 template <typename T>
 AB_HD inline T apply_unary(UnaryOp op, T x, T p0, T p1) {

@@ -87,6 +87,10 @@ void batch_norm_invstd(const Tensor& running_var, double eps, Tensor& invstd) {
 void add_step_stats(const Tensor& logits, const Tensor& labels, const Tensor& loss, Tensor& acc) {
   ON_DEVICE_OF(acc, add_step_stats(logits, labels, loss, acc));
 }
+void collab_teachers(const std::vector<Tensor>& probs, const std::vector<Tensor>& logits, const Tensor& labels,
+                     Tensor& out, Tensor& counts) {
+  ON_DEVICE_OF(out, collab_teachers(probs, logits, labels, out, counts));
+}
 void softmax(const Tensor& x, int64_t outer, int64_t K, int64_t inner, bool log, Tensor& y) {
   ON_DEVICE_OF(x, softmax(x, outer, K, inner, log, y));
 }

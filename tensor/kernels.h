@@ -10,6 +10,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 #include "tensor/conv_shape.h"
 #include "tensor/elementwise.h"
@@ -69,6 +70,26 @@ inline void check_step_stats(const Tensor& logits, const Tensor& labels, const T
            "add_step_stats: expects contiguous logits (N, K), int64 labels (N), a loss of one element of the "
            "logits' dtype and float64 acc (2), got ",
            logits.str(), ", ", labels.str(), ", ", loss.str(), ", ", acc.str());
+}
+
+// collab_teachers' arguments (tensor/kernels.inc), checked by both twins. At most 16 teachers
+// (a CUDA launch carries their pointers in a table of that size; bit-widths run from 1 to 16).
+inline void check_collab_teachers(const std::vector<Tensor>& probs, const std::vector<Tensor>& logits,
+                                  const Tensor& labels, const Tensor& out, const Tensor& counts) {
+  const char* op = "collab_teachers";
+  const int64_t J = (int64_t)probs.size();
+  AB_CHECK(J >= 1 && J <= 16 && logits.size() == probs.size(), op, ": expects 1 to 16 teachers, as many logits as ",
+           "probabilities, got ", probs.size(), " and ", logits.size());
+  AB_CHECK(out.dim() == 2 && out.is_contiguous(), op, ": out must be contiguous (N, K), got ", out.str());
+  AB_CHECK(labels.dim() == 1 && labels.size(0) == out.size(0) && labels.dtype() == DType::I64, op,
+           ": labels must be int64 (N) for out ", out.str(), ", got ", labels.str());
+  AB_CHECK(counts.dim() == 1 && counts.numel() == J + 1 && counts.dtype() == DType::I64 && counts.is_contiguous(),
+           op, ": counts must be contiguous int64 (", J + 1, "), got ", counts.str());
+  for (const std::vector<Tensor>* list : {&probs, &logits})
+    for (const Tensor& t : *list)
+      AB_CHECK(t.shape() == out.shape() && t.dtype() == out.dtype() && t.is_contiguous(), op,
+               ": each teacher's probabilities and logits must be contiguous and of out's shape and dtype ",
+               out.str(), ", got ", t.str());
 }
 
 namespace cpu {

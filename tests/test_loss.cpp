@@ -263,3 +263,53 @@ TEST_CASE("add_step_stats counts count_correct's top-1 hits, ties and NaN includ
   REQUIRE_THROWS_WITH(kernel::add_step_stats(logits, labels, Tensor::full({}, 0.5, DType::F64), acc),
                       Catch::Contains("add_step_stats: expects"));
 }
+
+// The collaborative teacher choice (kernel::collab_teachers, METHOD.md): per sample the teacher
+// whose probability of the label is highest, a tie to the later teacher (the lower bit-width),
+// NaN never chosen, and the chosen teacher's logits row copied.
+TEST_CASE("collab_teachers chooses per sample, ties to the lower bit-width, and reports a sample without a choice",
+          "[loss]") {
+  const float nan = std::nanf("");
+  // Three teachers (highest bit-width first), K = 3, four samples with labels 0, 2, 1, 0:
+  //   sample 0: probabilities of label 0 are 0.5, 0.7, 0.6   -> teacher 1
+  //   sample 1: of label 2: 0.4, 0.4, 0.2 (a tie of 0 and 1)  -> teacher 1 (the later)
+  //   sample 2: of label 1: 0.9, NaN, NaN                      -> teacher 0
+  //   sample 3: of label 0: 0.3, 0.3, 0.3 (a three-way tie)    -> teacher 2
+  std::vector<std::vector<float>> p = {{0.5f, 0.3f, 0.2f, 0.3f, 0.3f, 0.4f, 0.05f, 0.9f, 0.05f, 0.3f, 0.4f, 0.3f},
+                                       {0.7f, 0.1f, 0.2f, 0.5f, 0.1f, 0.4f, nan, nan, nan, 0.3f, 0.3f, 0.4f},
+                                       {0.6f, 0.2f, 0.2f, 0.7f, 0.1f, 0.2f, nan, nan, nan, 0.3f, 0.6f, 0.1f}};
+  std::vector<Tensor> probs, logits;
+  for (int j = 0; j < 3; ++j) {
+    probs.push_back(Tensor::from_vector(p[j], {4, 3}));
+    std::vector<float> z(12);
+    for (int e = 0; e < 12; ++e) z[e] = float(100 * j + e);  // teacher j's row i: 100 j + 3 i + k
+    logits.push_back(Tensor::from_vector(z, {4, 3}));
+  }
+  Tensor labels = Tensor::from_vector(std::vector<int64_t>{0, 2, 1, 0}, {4});
+  Tensor out = Tensor::full({4, 3}, -1.0, DType::F32), counts = Tensor::full({4}, 7.0, DType::I64);
+  kernel::collab_teachers(probs, logits, labels, out, counts);
+  REQUIRE(counts.to_vector<int64_t>() == std::vector<int64_t>{1, 2, 1, 0});  // votes, then no sample without one
+  REQUIRE(out.to_vector<float>() == std::vector<float>{100, 101, 102, 103, 104, 105, 6, 7, 8, 209, 210, 211});
+
+  // Every probability of sample 2's label NaN: counts ends with 1 + its index, its row is left alone.
+  probs[0] = Tensor::from_vector(std::vector<float>{0.5f, 0.3f, 0.2f, 0.3f, 0.3f, 0.4f, 0.1f, nan, 0.1f, 0.3f, 0.4f,
+                                                    0.3f},
+                                 {4, 3});
+  out = Tensor::full({4, 3}, -1.0, DType::F32);
+  kernel::collab_teachers(probs, logits, labels, out, counts);
+  REQUIRE(counts.to_vector<int64_t>() == std::vector<int64_t>{0, 2, 1, 3});
+  REQUIRE(out.to_vector<float>() == std::vector<float>{100, 101, 102, 103, 104, 105, -1, -1, -1, 209, 210, 211});
+
+  // float64: probabilities that differ only below float's precision still decide.
+  std::vector<Tensor> p64 = {Tensor::full({1, 2}, 0.5, DType::F64), Tensor::full({1, 2}, 0.5 - 1e-12, DType::F64)};
+  std::vector<Tensor> z64 = {Tensor::full({1, 2}, 1.0, DType::F64), Tensor::full({1, 2}, 2.0, DType::F64)};
+  Tensor out64 = Tensor::empty({1, 2}, DType::F64), counts2 = Tensor::empty({3}, DType::I64);
+  kernel::collab_teachers(p64, z64, Tensor::from_vector(std::vector<int64_t>{1}, {1}), out64, counts2);
+  REQUIRE(counts2.to_vector<int64_t>() == std::vector<int64_t>{1, 0, 0});
+  REQUIRE(out64.to_vector<double>() == std::vector<double>{1, 1});
+
+  REQUIRE_THROWS_WITH(kernel::collab_teachers(probs, {logits[0]}, labels, out, counts),
+                      Catch::Contains("collab_teachers: expects 1 to 16 teachers"));
+  REQUIRE_THROWS_WITH(kernel::collab_teachers(probs, logits, labels, out64, counts),
+                      Catch::Contains("collab_teachers: labels must be int64 (N)"));
+}

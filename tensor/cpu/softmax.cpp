@@ -149,6 +149,30 @@ void add_step_stats(const Tensor& logits, const Tensor& labels, const Tensor& lo
   });
 }
 
+void collab_teachers(const std::vector<Tensor>& probs, const std::vector<Tensor>& logits, const Tensor& labels,
+                     Tensor& out, Tensor& counts) {
+  check_collab_teachers(probs, logits, labels, out, counts);
+  const int J = (int)probs.size();
+  const int64_t N = out.size(0), K = out.size(1), ls = labels.strides()[0];
+  const int64_t* lab = labels.data<int64_t>();
+  int64_t* cnt = counts.data<int64_t>();
+  std::fill_n(cnt, J + 1, 0);
+  AB_DISPATCH_FLOAT(out.dtype(), "collab_teachers", [&] {
+    std::vector<const scalar_t*> p, z;
+    for (int j = 0; j < J; ++j) p.push_back(probs[j].data<scalar_t>()), z.push_back(logits[j].data<scalar_t>());
+    scalar_t* o = out.data<scalar_t>();
+    for (int64_t i = 0; i < N; ++i) {
+      const int j = formula::collab_choice(p.data(), J, i, K, lab[i * ls]);
+      if (j < 0) {
+        if (cnt[J] == 0) cnt[J] = i + 1;
+        continue;
+      }
+      cnt[j]++;
+      std::copy_n(z[j] + i * K, K, o + i * K);
+    }
+  });
+}
+
 void cross_entropy_backward(const Tensor& logp, const Tensor& labels, double eps, const Tensor& dloss,
                             Tensor& dlogits) {
   AB_DISPATCH_FLOAT(logp.dtype(), "cross_entropy", [&] {

@@ -356,6 +356,52 @@ __global__ void step_stats_k(const T* logits, const int64_t* labels, const T* lo
   }
 }
 
+// ---- the collaborative teacher choice (quant/joint_trainer.cpp) ----------------------------------
+// The teachers' tensors, handed to the kernels in a table passed by value, as the optimizers' are
+// (tensor/cuda/fused.cu). 16 teachers at most: check_collab_teachers (tensor/kernels.h).
+constexpr int kTeachers = 16;
+
+template <typename T>
+struct TeacherTable {
+  int count = 0;
+  const T* probs[kTeachers];
+  const T* logits[kTeachers];
+  template <typename F>
+  void for_each_pointer(F&& f) {  // for the CUDA emulator (tensor/cuda/emu/include/cuda_runtime.h)
+    for (int j = 0; j < count; ++j) f(probs[j]), f(logits[j]);
+  }
+};
+
+// One block: each sample's choice (formula::collab_choice) into choice[i], then thread j < J counts
+// the samples that chose teacher j, and thread J finds the first sample without a choice. The
+// counts are exact integers, the same in any order; the host reads them in one copy.
+template <typename T>
+__global__ void collab_choose_k(TeacherTable<T> t, const int64_t* labels, int64_t N, int64_t K, int32_t* choice,
+                                int64_t* counts) {
+  for (int64_t i = threadIdx.x; i < N; i += blockDim.x) choice[i] = collab_choice(t.probs, t.count, i, K, labels[i]);
+  __syncthreads();
+  const int j = threadIdx.x;
+  if (j < t.count) {
+    int64_t n = 0;
+    for (int64_t i = 0; i < N; ++i) n += choice[i] == j;
+    counts[j] = n;
+  } else if (j == t.count) {
+    int64_t first = 0;
+    for (int64_t i = 0; i < N && first == 0; ++i)
+      if (choice[i] < 0) first = i + 1;
+    counts[j] = first;
+  }
+}
+
+// out (N, K): row i of the chosen teacher's logits (left as it was without a choice).
+template <typename T>
+__global__ void collab_gather_k(TeacherTable<T> t, const int32_t* choice, int64_t K, T* out, int64_t n) {
+  GRID_STRIDE_LOOP(e, n) {
+    const int j = choice[e / K];
+    if (j >= 0) out[e] = t.logits[j][e];
+  }
+}
+
 __global__ void increment_k(int64_t* counter) {
   if (blockIdx.x == 0 && threadIdx.x == 0) counter[0] += 1;
 }
@@ -701,6 +747,33 @@ void add_step_stats(const Tensor& logits, const Tensor& labels, const Tensor& lo
   AB_DISPATCH_FLOAT(logits.dtype(), "add_step_stats", [&] {
     step_stats_k<scalar_t><<<1, kThreads>>>(logits.data<scalar_t>(), lab.data<int64_t>(), loss.data<scalar_t>(),
                                             logits.size(0), logits.size(1), acc.data<double>());
+    AB_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void collab_teachers(const std::vector<Tensor>& probs, const std::vector<Tensor>& logits, const Tensor& labels,
+                     Tensor& out, Tensor& counts) {
+  const char* op = "collab_teachers";
+  for (const std::vector<Tensor>* list : {&probs, &logits})
+    for (const Tensor& t : *list) check_cuda(op, "a teacher's tensor", t);
+  check_cuda(op, "labels", labels);
+  check_cuda(op, "out", out);
+  check_cuda(op, "counts", counts);
+  check_collab_teachers(probs, logits, labels, out, counts);
+  static_assert(kTeachers < kThreads, "collab_choose_k counts with one thread per teacher, plus one");
+  const int64_t N = out.size(0), K = out.size(1);
+  Tensor lab = labels.contiguous();
+  Tensor choice = Tensor::empty({std::max<int64_t>(N, 1)}, DType::I32, out.device());
+  AB_DISPATCH_FLOAT(out.dtype(), op, [&] {
+    TeacherTable<scalar_t> t;
+    t.count = (int)probs.size();
+    for (int j = 0; j < t.count; ++j) t.probs[j] = probs[j].data<scalar_t>(), t.logits[j] = logits[j].data<scalar_t>();
+    collab_choose_k<scalar_t><<<1, kThreads>>>(t, lab.data<int64_t>(), N, K, choice.data<int32_t>(),
+                                               counts.data<int64_t>());
+    AB_CUDA_CHECK_LAUNCH();
+    if (N * K == 0) return;
+    collab_gather_k<scalar_t><<<blocks_for(N * K), kThreads>>>(t, choice.data<int32_t>(), K, out.data<scalar_t>(),
+                                                               N * K);
     AB_CUDA_CHECK_LAUNCH();
   });
 }
