@@ -13,7 +13,6 @@
 #include "autograd/autograd.h"
 #include "tensor/ops.h"
 #include "tensor/random.h"
-#include "tensor/cuda/cuda.h"
 #include "tensor/kernels.h"
 
 namespace anybit {
@@ -80,14 +79,14 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, double label_sm
   AB_CHECK(N > 0 && K > 0, op, ": empty logits ", shape_str(logits.shape()));
   AB_CHECK(label_smoothing >= 0 && label_smoothing <= 1, op, ": label_smoothing must be in [0, 1], got ",
            label_smoothing);
-  // The labels are checked on the host (a copy when they live on the GPU) and used on the logits'
-  // device; not while a CUDA graph is being captured, which cannot read the GPU on the host (the
-  // graph's eager warm-up steps checked their labels: nn/captured_step.h).
-  if (!(labels.device().is_cuda() && cuda::capturing())) {
-    const Tensor host_labels = labels.device().is_cpu() ? labels : labels.to(Device());
-    const int64_t* lab = host_labels.data<int64_t>();
+  // The labels are checked where they live: on the host here, before anything runs; on a GPU by
+  // the loss kernel, which reports a label out of range at the host's next wait for the GPU
+  // (tensor/cuda/launch.h, KernelError), so that an eager step does not wait for the GPU to copy
+  // them back, and a CUDA graph's replay checks each batch's labels too.
+  if (labels.device().is_cpu()) {
+    const int64_t* lab = labels.data<int64_t>();
     for (int64_t n = 0; n < N; ++n) {
-      int64_t c = lab[n * host_labels.strides()[0]];
+      int64_t c = lab[n * labels.strides()[0]];
       AB_CHECK(c >= 0 && c < K, op, ": label ", c, " (at index ", n, ") is out of range [0, K = ", K,
                ") for logits ", shape_str(logits.shape()), " ", dtype_name(logits.dtype()),
                "; hint: labels are class indices 0..K-1");

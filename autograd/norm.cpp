@@ -121,8 +121,8 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
     // in place).
     mean = backward ? running_mean.detach().clone() : running_mean.detach();
     invstd = Tensor::empty({C}, x.dtype(), dev);
-    kernel::batch_norm_invstd(running_var, eps, invstd);
-    kernel::batch_norm_apply(xc, wc, bc, mean, invstd, relu, y, affine, rc, has_pact ? &bn_pact : nullptr);
+    kernel::batch_norm_eval_forward(xc, wc, bc, mean, running_var, eps, relu, y, invstd, affine, rc,
+                                    has_pact ? &bn_pact : nullptr);
   }
   // training:   dX = (1/M) w invstd (M dY - sum dY - xhat sum(dY xhat)), xhat = (x - mean) invstd
   // evaluation: dX = dY w invstd

@@ -3,8 +3,9 @@
 // whose launch overhead dominates its step on a large GPU (issue "GPU training end to end").
 //
 // For steps whose inputs keep their shape and whose forward and backward never read a GPU value
-// on the host: the FP trainer's step (the joint trainer reads the teachers' logits on the host to
-// choose them, so it runs eagerly). The first `warmup` steps run eagerly (they create the
+// on the host: the FP trainer's step (the joint trainer reads the teachers' votes on the host to
+// draw its block swaps, so it runs eagerly). Each replay checks its labels on the GPU (a label out
+// of range is reported at the next wait for the GPU: tensor/cuda/launch.h, KernelError). The first `warmup` steps run eagerly (they create the
 // optimizer's state and fill the allocator's cache); the next one is captured (cuda::Graph) and
 // replayed; after that each step copies its batch into the graph's input tensors, gives the
 // parameters back the gradient tensors the graph writes, and replays. A batch of another shape

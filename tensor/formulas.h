@@ -123,6 +123,16 @@ AB_HD inline T apply_binary(BinaryOp op, T a, T b, T p0, T p1) {
 template <typename T>
 AB_HD inline T bn_value(T x, T scale, T shift) { return x * scale + shift; }
 
+// Evaluation mode's per-channel coefficients, from the running variance and mean (var, mean) and
+// the affine parameters (w, b; 1 and 0 without them): invstd = 1 / sqrt(var + eps) in double, then
+// y = x scale + shift with scale = w invstd and shift = b - mean scale, in T.
+template <typename T>
+AB_HD inline void bn_eval_coefficients(T var, double eps, T w, T b, T mean, T& invstd, T& scale, T& shift) {
+  invstd = T(1.0 / m_sqrt((double)var + eps));
+  scale = w * invstd;
+  shift = b - mean * scale;
+}
+
 // ---- PACT (quant/quantizers.h) ----------------------------------------------------------------------
 // y = round(clip(x, lo, a) * levels / a) * a / levels; levels = 0 means no rounding (32 bits).
 // scale = levels / a and inv = a / levels are computed once by the caller.
@@ -339,8 +349,10 @@ AB_HD inline void softmax_row_backward(const T* y, const T* dy, T* dx, int64_t K
 
 // Cross-entropy of one row of log-probabilities logp (K) with label c and smoothing eps:
 //   -(1 - eps) logp[c] - (eps / K) sum_k logp[k]
+// NaN for a label outside [0, K), which is never read (the GPU's kernels report it: KernelError).
 template <typename T>
 AB_HD inline double cross_entropy_row(const T* logp, int64_t K, int64_t c, double eps) {
+  if (c < 0 || c >= K) return NAN;
   double all = 0;
   for (int64_t k = 0; k < K; ++k) all += (double)logp[k];
   return -(1 - eps) * (double)logp[c] - eps / (double)K * all;

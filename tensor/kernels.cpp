@@ -67,9 +67,10 @@ void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b,
                               const Tensor& residual, const BnPact* pact) {
   ON_DEVICE_OF(x, batch_norm_train_forward(x, w, b, eps, relu, y, mean, var, invstd, affine, across, residual, pact));
 }
-void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& invstd,
-                      bool relu, Tensor& y, Tensor& affine, const Tensor& residual, const BnPact* pact) {
-  ON_DEVICE_OF(x, batch_norm_apply(x, w, b, mean, invstd, relu, y, affine, residual, pact));
+void batch_norm_eval_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& var,
+                             double eps, bool relu, Tensor& y, Tensor& invstd, Tensor& affine, const Tensor& residual,
+                             const BnPact* pact) {
+  ON_DEVICE_OF(x, batch_norm_eval_forward(x, w, b, mean, var, eps, relu, y, invstd, affine, residual, pact));
 }
 void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd, bool training,
                          const BnRelu& relu, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db,
@@ -79,9 +80,6 @@ void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, c
 void batch_norm_update_running(Tensor& running_mean, Tensor& running_var, const Tensor& mean, const Tensor& var,
                                double momentum, double M) {
   ON_DEVICE_OF(running_mean, batch_norm_update_running(running_mean, running_var, mean, var, momentum, M));
-}
-void batch_norm_invstd(const Tensor& running_var, double eps, Tensor& invstd) {
-  ON_DEVICE_OF(running_var, batch_norm_invstd(running_var, eps, invstd));
 }
 
 void add_step_stats(const Tensor& logits, const Tensor& labels, const Tensor& loss, Tensor& acc) {

@@ -797,6 +797,44 @@ TEST_CASE("cuda ops: an optimizer step over 75 parameters of both dtypes, a few 
     }
 }
 
+// Labels on the GPU are checked by the loss kernel, not copied back to the host: a label out of
+// range is reported at the host's next wait for the GPU (tensor/cuda/launch.h, KernelError), in
+// an eager step and in a CUDA graph's replay alike, the first one found standing until then.
+TEST_CASE("cuda ops: cross_entropy reports a GPU label out of range at the next wait, replays included", "[cuda]") {
+  SKIP_WITHOUT_GPU();
+  Generator g(3);
+  Tensor logits = Tensor::randn({4, 5}, g).to(kCuda);
+  auto labels = [](std::vector<int64_t> v) { return Tensor::from_vector(v, {(int64_t)v.size()}).to(kCuda); };
+  Tensor good = cross_entropy(logits, labels({0, 1, 2, 3}));
+  const double want = good.item<double>();
+  REQUIRE(cross_entropy(logits.to(kCpu), labels({0, 1, 2, 3}).to(kCpu)).item<double>() == Approx(want));
+
+  // Eager: queued without a wait; the first finding (label 7 at index 2) is what the wait reports.
+  Tensor bad = cross_entropy(logits, labels({0, 1, 7, -1}));
+  Tensor worse = cross_entropy(logits, labels({-3, 1, 2, 3}));
+  REQUIRE_THROWS_WITH(bad.item<double>(), Catch::Contains("cross_entropy: label 7 (at index 2) is out of range "
+                                                          "[0, K = 5)") &&
+                                              Catch::Contains("found on the GPU"));
+  REQUIRE(std::isnan(bad.item<double>()));  // reported once; the loss itself is NaN
+  REQUIRE(std::isnan(worse.item<double>()));
+  REQUIRE(cross_entropy(logits, labels({0, 1, 2, 3})).item<double>() == want);  // nothing left to report
+  cross_entropy(logits, labels({0, 5, 2, 3}));
+  REQUIRE_THROWS_WITH(cuda::synchronize(), Catch::Contains("label 5 (at index 1)"));
+
+  // A CUDA graph: captured with good labels, replayed with bad ones copied into its input.
+  Tensor y = labels({0, 1, 2, 3}), loss;
+  cuda::Graph graph;
+  graph.capture([&] { loss = cross_entropy(logits, y); });
+  graph.replay();
+  REQUIRE(loss.item<double>() == want);
+  y.copy_(labels({0, 1, 2, 9}));
+  graph.replay();
+  REQUIRE_THROWS_WITH(loss.item<double>(), Catch::Contains("label 9 (at index 3)"));
+  y.copy_(labels({0, 1, 2, 3}));
+  graph.replay();
+  REQUIRE(loss.item<double>() == want);
+}
+
 // The collaborative teacher choice on the GPU (kernel::collab_teachers: one block chooses and
 // counts, a second kernel gathers the rows): the CPU's choices, counts and rows exactly, for 1 to
 // 16 teachers, on 700 samples (more than the block has threads) with ties and NaN.

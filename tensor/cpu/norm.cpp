@@ -7,6 +7,8 @@
 //   forward (training): mean = sum x / M, var = sum (x - mean)^2 / M (biased), invstd = 1/sqrt(var+eps)
 //   y = (x - mean) * invstd * w + b, or max(0, that) with `relu` (BN + ReLU in one pass), with
 //   `residual` added before the ReLU (a ResNet block's BN, shortcut and ReLU in one pass)
+//   forward (evaluation): the same y from the running mean and variance, its per-channel scale and
+//   shift from formula::bn_eval_coefficients
 //   backward (training), xhat = (x - mean) * invstd:
 //     dx = (1/M) * w * invstd * (M*dy - sum dy - xhat * sum(dy*xhat))
 //   backward (evaluation, fixed statistics): dx = dy * w * invstd
@@ -165,19 +167,18 @@ void train_fwd(const Tensor& x, const Tensor& w, const Tensor& b, double eps, bo
 }
 
 template <typename T>
-void apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& invstd, bool relu,
-           Tensor& y, Tensor& affine, const Tensor& residual, const BnPact* pact) {
+void eval_fwd(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& var, double eps,
+              bool relu, Tensor& y, Tensor& invstd, Tensor& affine, const Tensor& residual, const BnPact* pact) {
   const BnView v = bn_view(x);
   const T *X = x.data<T>(), *Wt = w.defined() ? w.data<T>() : nullptr, *B = b.defined() ? b.data<T>() : nullptr;
-  const T *Mean = mean.data<T>(), *Inv = invstd.data<T>();
+  const T *Mean = mean.data<T>(), *Var = var.data<T>();
   const T* Res = residual.defined() ? residual.data<T>() : nullptr;
-  T *Y = y.data<T>(), *Scale = affine.data<T>(), *Shift = Scale + v.C;
+  T *Y = y.data<T>(), *Inv = invstd.data<T>(), *Scale = affine.data<T>(), *Shift = Scale + v.C;
   const PactStep<T> q = pact ? pact_step<T>(*pact) : PactStep<T>{};
   T* Tap = pact && pact->q.defined() ? pact->q.data<T>() : nullptr;
-  for (int64_t c = 0; c < v.C; ++c) {
-    Scale[c] = (Wt ? Wt[c] : T(1)) * Inv[c];
-    Shift[c] = (B ? B[c] : T(0)) - Mean[c] * Scale[c];
-  }
+  for (int64_t c = 0; c < v.C; ++c)
+    formula::bn_eval_coefficients(Var[c], eps, Wt ? Wt[c] : T(1), B ? B[c] : T(0), Mean[c], Inv[c], Scale[c],
+                                  Shift[c]);
 #pragma omp parallel for num_threads(num_threads()) schedule(static)
   for (int64_t nc = 0; nc < v.N * v.C; ++nc) {
     const int64_t c = nc % v.C;
@@ -345,12 +346,12 @@ void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b,
     train_fwd<scalar_t>(x, w, b, eps, relu, y, mean, var, invstd, affine, across, residual, pact);
   });
 }
-void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean,
-                      const Tensor& invstd, bool relu, Tensor& y, Tensor& affine, const Tensor& residual,
-                      const BnPact* pact) {
+void batch_norm_eval_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& var,
+                             double eps, bool relu, Tensor& y, Tensor& invstd, Tensor& affine, const Tensor& residual,
+                             const BnPact* pact) {
   if (pact) check_pact("batch_norm", relu, residual, *pact);
   AB_DISPATCH_FLOAT(x.dtype(), "batch_norm",
-                    [&] { apply<scalar_t>(x, w, b, mean, invstd, relu, y, affine, residual, pact); });
+                    [&] { eval_fwd<scalar_t>(x, w, b, mean, var, eps, relu, y, invstd, affine, residual, pact); });
 }
 void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd,
                          bool training, const BnRelu& relu, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db,
@@ -388,14 +389,6 @@ void batch_norm_update_running(Tensor& running_mean, Tensor& running_var, const 
       rm[c] = scalar_t((1 - momentum) * rm[c] + momentum * bm[c]);
       rv[c] = scalar_t((1 - momentum) * rv[c] + momentum * bv[c] * M / (M - 1));
     }
-  });
-}
-
-void batch_norm_invstd(const Tensor& running_var, double eps, Tensor& invstd) {
-  AB_DISPATCH_FLOAT(running_var.dtype(), "batch_norm", [&] {
-    const scalar_t* rv = running_var.data<scalar_t>();
-    scalar_t* inv = invstd.data<scalar_t>();
-    for (int64_t c = 0; c < running_var.numel(); ++c) inv[c] = scalar_t(1.0 / std::sqrt(double(rv[c]) + eps));
   });
 }
 

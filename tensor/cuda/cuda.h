@@ -42,8 +42,8 @@ void wait_for_copy(CopyTicket ticket);
 // again, as one launch, by each replay(). The blocks the capture allocates belong to the graph
 // for good (tensor/cuda/runtime.cu), so the tensors made during the capture keep their addresses
 // and are rewritten by each replay. `work` must not read GPU values on the host or copy from
-// pageable host memory; ops that would check for capturing() (cross_entropy skips its label
-// check then: the caller checks the labels before copying them in).
+// pageable host memory (the ops check their GPU inputs on the GPU instead: KernelError,
+// tensor/cuda/launch.h).
 class Graph {
  public:
   Graph() = default;

@@ -68,6 +68,21 @@ inline void check_cuda(const char* op, const char* arg, const Tensor& t) {
   AB_CHECK(t.device().is_cuda(), op, ": ", arg, " must be a CUDA tensor, got ", t.str());
 }
 
+// ---- bad input that a kernel finds --------------------------------------------------------------
+// A kernel cannot throw. One that finds bad input (cross-entropy's label out of range) writes its
+// first finding to this record, in pinned host memory that the GPU writes directly, and the host
+// reports it (throws, naming the op and the value) at its next wait for the GPU: synchronize()
+// and every copy to the host (tensor/cuda/runtime.cu). So an eager step does not wait for the GPU
+// to check its labels, and a replayed CUDA graph checks every batch's; the report comes after the
+// fact, as PyTorch's device-side asserts do. A kernel writes the record from one thread, in
+// stream order, and only while code is 0 (the first finding stands until it is reported).
+struct KernelError {
+  int64_t code;                 // 0: none; KernelError::kLabel: a label out of range
+  int64_t value, index, limit;  // kLabel: the label, its index in the batch, K
+  static constexpr int64_t kLabel = 1;
+};
+KernelError* kernel_error();  // the record, handed to the kernels that check their input
+
 #define GRID_STRIDE_LOOP(i, n) \
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
 

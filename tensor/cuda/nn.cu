@@ -170,13 +170,12 @@ __global__ void bn_mean_k(const double* sum, double M, T* mean, int64_t C) {
   GRID_STRIDE_LOOP(c, C) mean[c] = T(sum[c] / M);
 }
 
-// Evaluation: scale = w invstd, shift = b - mean scale, in T (as the CPU's apply()).
+// Evaluation: invstd, scale and shift from the running statistics, in one launch.
 template <typename T>
-__global__ void bn_affine_coef_k(const T* w, const T* b, const T* mean, const T* invstd, T* scale, T* shift, int64_t C) {
+__global__ void bn_eval_coef_k(const T* w, const T* b, const T* mean, const T* var, double eps, T* invstd, T* scale,
+                               T* shift, int64_t C) {
   GRID_STRIDE_LOOP(c, C) {
-    const T sc = (w ? w[c] : T(1)) * invstd[c];
-    scale[c] = sc;
-    shift[c] = (b ? b[c] : T(0)) - mean[c] * sc;
+    bn_eval_coefficients(var[c], eps, w ? w[c] : T(1), b ? b[c] : T(0), mean[c], invstd[c], scale[c], shift[c]);
   }
 }
 
@@ -245,11 +244,6 @@ __global__ void bn_running_k(T* rm, T* rv, const T* mean, const T* var, double m
   }
 }
 
-template <typename T>
-__global__ void bn_invstd_k(const T* rv, double eps, T* invstd, int64_t C) {
-  GRID_STRIDE_LOOP(c, C) invstd[c] = T(1.0 / ::sqrt((double)rv[c] + eps));
-}
-
 struct BnDims {
   int64_t N, C, S;
 };
@@ -316,13 +310,16 @@ __global__ void ce_rows_k(const T* logp, const int64_t* labels, int64_t N, int64
   GRID_STRIDE_LOOP(n, N) rows[n] = cross_entropy_row(logp + n * K, K, labels[n], eps);
 }
 
-// loss[0] = the mean of the N row losses, added in order by one thread.
+// loss[0] = the mean of the N row losses, added in order by one thread, which also checks the
+// labels: the first one outside [0, K) goes to the error record (launch.h), unless one is there.
 template <typename T>
-__global__ void ce_mean_k(const double* rows, int64_t N, T* loss) {
+__global__ void ce_mean_k(const double* rows, const int64_t* labels, int64_t N, int64_t K, T* loss, KernelError* err) {
   if (blockIdx.x != 0 || threadIdx.x != 0) return;
   double total = 0;
   for (int64_t n = 0; n < N; ++n) total += rows[n];
   loss[0] = T(N ? total / N : 0.0);
+  for (int64_t n = 0; n < N && err->code == 0; ++n)
+    if (labels[n] < 0 || labels[n] >= K) *err = KernelError{KernelError::kLabel, labels[n], n, K};
 }
 
 template <typename T>
@@ -576,14 +573,18 @@ void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b,
   }
 }
 
-void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& invstd,
-                      bool relu, Tensor& y, Tensor& affine, const Tensor& residual, const BnPact* pact) {
+void batch_norm_eval_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& var,
+                             double eps, bool relu, Tensor& y, Tensor& invstd, Tensor& affine, const Tensor& residual,
+                             const BnPact* pact) {
   check_cuda("batch_norm", "x", x);
+  check_cuda("batch_norm", "running_mean", mean);
+  check_cuda("batch_norm", "running_var", var);
   const BnDims d = bn_dims(x);
   AB_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] {
     scalar_t* sc = affine.data<scalar_t>();
-    bn_affine_coef_k<scalar_t><<<blocks_for(d.C), kThreads>>>(ptr<scalar_t>(w), ptr<scalar_t>(b), mean.data<scalar_t>(),
-                                                              invstd.data<scalar_t>(), sc, sc + d.C, d.C);
+    bn_eval_coef_k<scalar_t><<<blocks_for(d.C), kThreads>>>(ptr<scalar_t>(w), ptr<scalar_t>(b), mean.data<scalar_t>(),
+                                                            var.data<scalar_t>(), eps, invstd.data<scalar_t>(), sc,
+                                                            sc + d.C, d.C);
     AB_CUDA_CHECK_LAUNCH();
     bn_affine_k<scalar_t><<<blocks_for(x.numel()), kThreads>>>(x.data<scalar_t>(), sc, sc + d.C,
                                                                ptr<scalar_t>(residual), relu, y.data<scalar_t>(), d.C,
@@ -688,15 +689,6 @@ void batch_norm_update_running(Tensor& running_mean, Tensor& running_var, const 
   });
 }
 
-void batch_norm_invstd(const Tensor& running_var, double eps, Tensor& invstd) {
-  check_cuda("batch_norm", "running_var", running_var);
-  const int64_t C = running_var.numel();
-  AB_DISPATCH_FLOAT(running_var.dtype(), "batch_norm", [&] {
-    bn_invstd_k<scalar_t><<<blocks_for(C), kThreads>>>(running_var.data<scalar_t>(), eps, invstd.data<scalar_t>(), C);
-    AB_CUDA_CHECK_LAUNCH();
-  });
-}
-
 void softmax(const Tensor& x, int64_t outer, int64_t K, int64_t inner, bool log, Tensor& y) {
   check_cuda("softmax", "x", x);
   if (outer * inner == 0 || K == 0) return;
@@ -732,7 +724,8 @@ void cross_entropy_loss(const Tensor& logp, const Tensor& labels, double eps, Te
       AB_CUDA_CHECK_LAUNCH();
     }
     // The N row losses are added in order, in double, on the GPU: the loss never visits the host.
-    ce_mean_k<scalar_t><<<1, 1>>>(rows.data<double>(), N, loss.data<scalar_t>());
+    ce_mean_k<scalar_t><<<1, 1>>>(rows.data<double>(), lab.data<int64_t>(), N, K, loss.data<scalar_t>(),
+                                  kernel_error());
     AB_CUDA_CHECK_LAUNCH();
   });
 }

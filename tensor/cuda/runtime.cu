@@ -15,6 +15,7 @@
 
 #include "tensor/cuda/check.h"
 #include "tensor/cuda/cuda.h"
+#include "tensor/cuda/launch.h"
 #include "tensor/storage.h"
 
 namespace anybit {
@@ -65,18 +66,49 @@ void free(void* p) {
   if (p) AB_CUDA_CHECK(cudaFree(p));
 }
 
+// ---- bad input that a kernel found (launch.h) ------------------------------------------------------
+KernelError* kernel_error() {
+  static KernelError* record = [] {
+    void* p = nullptr;  // mapped: the GPU writes it directly (with unified addressing, at this address)
+    AB_CUDA_CHECK(cudaHostAlloc(&p, sizeof(KernelError), cudaHostAllocMapped | cudaHostAllocPortable));
+    auto* r = static_cast<KernelError*>(p);
+    *r = KernelError{};
+    return r;  // never freed: kernels queued until the process ends may write it
+  }();
+  return record;
+}
+
+namespace {
+// After a wait for the GPU, every kernel queued before it has finished: what they wrote to the
+// record is visible here. Reported once (the record is cleared first).
+void report_kernel_error() {
+  KernelError* r = kernel_error();
+  const KernelError e = *r;
+  if (e.code == 0) return;
+  *r = KernelError{};
+  AB_CHECK(e.code == KernelError::kLabel, "cuda: a kernel reported an unknown error code ", e.code);
+  AB_FAIL("cross_entropy: label ", e.value, " (at index ", e.index, ") is out of range [0, K = ", e.limit,
+          "); hint: labels are class indices 0..K-1 (found on the GPU by the cross-entropy kernel, reported at the "
+          "host's next wait for the GPU)");
+}
+}  // namespace
+
 void memcpy_h2d(void* dst, const void* src, size_t nbytes) {
   if (nbytes) AB_CUDA_CHECK(cudaMemcpy(dst, src, nbytes, cudaMemcpyHostToDevice));
 }
 void memcpy_d2h(void* dst, const void* src, size_t nbytes) {
   if (nbytes) AB_CUDA_CHECK(cudaMemcpy(dst, src, nbytes, cudaMemcpyDeviceToHost));
+  report_kernel_error();
 }
 // In stream order with the kernels: the host does not wait for it.
 void memcpy_d2d(void* dst, const void* src, size_t nbytes) {
   if (nbytes) AB_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToDevice, cudaStreamPerThread));
 }
 
-void synchronize() { AB_CUDA_CHECK(cudaDeviceSynchronize()); }
+void synchronize() {
+  AB_CUDA_CHECK(cudaDeviceSynchronize());
+  report_kernel_error();
+}
 
 int device_count() {
   int n = 0;

@@ -64,8 +64,8 @@ void batch_norm_train_forward(const Tensor&, const Tensor&, const Tensor&, doubl
                               Tensor&, Tensor&, const ChannelSum*, const Tensor&, const BnPact*) {
   NO_CUDA;
 }
-void batch_norm_apply(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool, Tensor&, Tensor&,
-                      const Tensor&, const BnPact*) {
+void batch_norm_eval_forward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, double, bool,
+                             Tensor&, Tensor&, Tensor&, const Tensor&, const BnPact*) {
   NO_CUDA;
 }
 void batch_norm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool, const BnRelu&, const Tensor&,
@@ -73,7 +73,6 @@ void batch_norm_backward(const Tensor&, const Tensor&, const Tensor&, const Tens
   NO_CUDA;
 }
 void batch_norm_update_running(Tensor&, Tensor&, const Tensor&, const Tensor&, double, double) { NO_CUDA; }
-void batch_norm_invstd(const Tensor&, double, Tensor&) { NO_CUDA; }
 void softmax(const Tensor&, int64_t, int64_t, int64_t, bool, Tensor&) { NO_CUDA; }
 void softmax_backward(const Tensor&, const Tensor&, int64_t, int64_t, int64_t, bool, Tensor&) { NO_CUDA; }
 void cross_entropy_loss(const Tensor&, const Tensor&, double, Tensor&) { NO_CUDA; }

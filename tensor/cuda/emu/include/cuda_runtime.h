@@ -91,6 +91,8 @@ using cudaGraphExec_t = anybit::cuda_emu::Graph*;
 constexpr unsigned cudaStreamNonBlocking = 0x01;
 constexpr unsigned cudaEventDisableTiming = 0x02;
 constexpr unsigned cudaHostAllocDefault = 0x00;
+constexpr unsigned cudaHostAllocPortable = 0x01;
+constexpr unsigned cudaHostAllocMapped = 0x02;  // the emulator's pinned memory is always mapped
 
 cudaError_t cudaGetDeviceCount(int* count);
 cudaError_t cudaSetDevice(int device);
