@@ -79,10 +79,34 @@ void check_conv_args(const char* op, const Tensor& x, const Tensor& w) {
 
 // ---- per-channel sums in double (batch norm, conv bias) ------------------------------------------
 // x (N, C, S) is cut per channel into `chunks` pieces of its N S values; block (c, k) sums piece k of
-// channel c into partial[c chunks + k], and chan_finish_k adds each channel's pieces in order.
-// What is summed depends on the mode: Sum: x; SqDev: (x - mean[c])^2; GradPair: g and g (x - mean[c])
-// (two sums per channel: partial holds the g sums, then the g (x - mean) sums).
+// channel c into partial[c chunks + k]. The kernel that first reads a channel's sum adds its pieces
+// up, in order (chan_total), and keeps the total in sums[c] for the kernels after it: no launch of
+// its own for that. What is summed depends on the mode: Sum: x; SqDev: (x - mean[c])^2; GradPair: g
+// and g (x - mean[c]) (two sums per channel, rows c and C + c: the g sums, then the g (x - mean)).
 enum class ChanSum { Sum, SqDev, GradPair };
+
+// The sums as a kernel takes them: partial (rows, chunks) still to be added up by the kernel, which
+// writes each total to sums; or partial null, and sums holds the totals.
+struct ChanSums {
+  const double* partial = nullptr;
+  int64_t chunks = 0;
+  double* sums = nullptr;
+  template <typename F>
+  void for_each_pointer(F&& f) {  // for the CUDA emulator (tensor/cuda/emu/include/cuda_runtime.h)
+    f(partial), f(sums);
+  }
+  ChanSums totals() const { return {nullptr, 0, sums}; }  // for the kernels after the first reader
+};
+
+// Row r's total: its pieces added in order (and kept in sums[r]), or the total already there. Each
+// row is read by one thread of the first reader.
+__device__ inline double chan_total(const ChanSums& s, int64_t r) {
+  if (!s.partial) return s.sums[r];
+  double acc = 0;
+  for (int64_t k = 0; k < s.chunks; ++k) acc += s.partial[r * s.chunks + k];
+  s.sums[r] = acc;
+  return acc;
+}
 
 template <typename T>
 __global__ void chan_partial_k(ChanSum mode, const T* x, const T* g, const T* mean, int64_t N, int64_t C, int64_t S,
@@ -121,43 +145,65 @@ __global__ void chan_partial_k(ChanSum mode, const T* x, const T* g, const T* me
   }
 }
 
-__global__ void chan_finish_k(const double* partial, int64_t rows, int64_t chunks, double* sums) {
-  GRID_STRIDE_LOOP(r, rows) {
-    double acc = 0;
-    for (int64_t k = 0; k < chunks; ++k) acc += partial[r * chunks + k];
-    sums[r] = acc;
-  }
+// out[r] = row r's total, in T (a conv's bias gradient).
+template <typename T>
+__global__ void chan_total_k(ChanSums s, int64_t rows, T* out) {
+  GRID_STRIDE_LOOP(r, rows) out[r] = T(chan_total(s, r));
 }
 
-// sums: (C) doubles on the GPU, or (2 C) for GradPair.
+// The pieces of a channel_sums() call, kept alive (the caller holds this) until the kernels that
+// read them have been queued.
+struct ChanPieces {
+  Tensor partial;  // (rows, chunks)
+  ChanSums sums;
+};
+
+// Queues the partial sums; `sums` (rows = C, or 2 C for GradPair, doubles on the GPU) receives the
+// totals from the first kernel that reads them.
 template <typename T>
-void channel_sums(ChanSum mode, const T* x, const T* g, const T* mean, int64_t N, int64_t C, int64_t S, double* sums) {
+ChanPieces channel_sums(ChanSum mode, const T* x, const T* g, const T* mean, int64_t N, int64_t C, int64_t S,
+                        double* sums) {
   const int64_t M = N * S;
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(64, M / 4096));
   const int64_t rows = mode == ChanSum::GradPair ? 2 * C : C;
-  Tensor partial = Tensor::empty({rows * chunks}, DType::F64, Device(Device::CUDA));
-  chan_partial_k<T><<<(int)(C * chunks), kThreads>>>(mode, x, g, mean, N, C, S, chunks, partial.data<double>());
+  ChanPieces p;
+  p.partial = Tensor::empty({rows * chunks}, DType::F64, Device(Device::CUDA));
+  p.sums = {p.partial.data<double>(), chunks, sums};
+  chan_partial_k<T><<<(int)(C * chunks), kThreads>>>(mode, x, g, mean, N, C, S, chunks, p.partial.data<double>());
   AB_CUDA_CHECK_LAUNCH();
-  chan_finish_k<<<blocks_for(rows), kThreads>>>(partial.data<double>(), rows, chunks, sums);
-  AB_CUDA_CHECK_LAUNCH();
+  return p;
 }
 
-// Synchronised BN: the per-channel sums go to the host, are added up across processes, and come back.
-void sum_across(double* dev_sums, int64_t n, const cpu::ChannelSum* across) {
-  if (!across) return;
-  std::vector<double> host(n);
-  memcpy_d2h(host.data(), dev_sums, n * sizeof(double));
-  (*across)(host.data(), n);
-  memcpy_h2d(dev_sums, host.data(), n * sizeof(double));
+// Synchronised BN: the per-channel totals go to the host, are added up across processes, and come
+// back into `sums`. From pieces not yet added up, the host adds them first, in the GPU's order
+// (chan_total), so that a total is the same number whichever side adds it.
+ChanSums sum_across(const ChanSums& s, int64_t rows, const cpu::ChannelSum* across) {
+  if (!across) return s;
+  std::vector<double> host(rows);
+  if (s.partial) {
+    std::vector<double> pieces(rows * s.chunks);
+    memcpy_d2h(pieces.data(), s.partial, pieces.size() * sizeof(double));
+    for (int64_t r = 0; r < rows; ++r) {
+      double acc = 0;
+      for (int64_t k = 0; k < s.chunks; ++k) acc += pieces[r * s.chunks + k];
+      host[r] = acc;
+    }
+  } else {
+    memcpy_d2h(host.data(), s.sums, rows * sizeof(double));
+  }
+  (*across)(host.data(), rows);
+  memcpy_h2d(s.sums, host.data(), rows * sizeof(double));
+  return s.totals();
 }
 
 // ---- batch norm ------------------------------------------------------------------------------------
-// mean, var, invstd (T) and the affine form of y = x scale + shift, as tensor/cpu/norm.cpp computes them.
+// mean, var, invstd (T) and the affine form of y = x scale + shift, as tensor/cpu/norm.cpp computes them,
+// from the totals of x (sum) and the squared deviations' sums (sq, the first reader of its pieces).
 template <typename T>
-__global__ void bn_stats_k(const double* sum, const double* sq, double M, double eps, const T* w, const T* b,
-                           T* mean, T* var, T* invstd, T* scale, T* shift, int64_t C) {
+__global__ void bn_stats_k(const double* sum, ChanSums sq, double M, double eps, const T* w, const T* b, T* mean,
+                           T* var, T* invstd, T* scale, T* shift, int64_t C) {
   GRID_STRIDE_LOOP(c, C) {
-    const double mu = sum[c] / M, var_c = sq[c] / M, inv = 1.0 / ::sqrt(var_c + eps);
+    const double mu = sum[c] / M, var_c = chan_total(sq, c) / M, inv = 1.0 / ::sqrt(var_c + eps);
     mean[c] = T(mu), var[c] = T(var_c), invstd[c] = T(inv);
     const double wc = w ? (double)w[c] : 1.0;
     scale[c] = T(wc * inv);
@@ -166,8 +212,8 @@ __global__ void bn_stats_k(const double* sum, const double* sq, double M, double
 }
 
 template <typename T>
-__global__ void bn_mean_k(const double* sum, double M, T* mean, int64_t C) {
-  GRID_STRIDE_LOOP(c, C) mean[c] = T(sum[c] / M);
+__global__ void bn_mean_k(ChanSums sum, double M, T* mean, int64_t C) {
+  GRID_STRIDE_LOOP(c, C) mean[c] = T(chan_total(sum, c) / M);
 }
 
 // Evaluation: invstd, scale and shift from the running statistics, in one launch.
@@ -218,12 +264,15 @@ __global__ void bn_grad_coef_k(const double* sums, const T* w, const T* invstd, 
   }
 }
 
+// The first reader of the GradPair sums: their totals, sum dy and sum dy (x - mean) turned into
+// sum dy xhat, kept in s.sums for bn_grad_coef_k; dw and db (this process's share) from them.
 template <typename T>
-__global__ void bn_scale_sums_k(double* sums, const T* invstd, T* dw, T* db, int64_t C) {
+__global__ void bn_scale_sums_k(ChanSums s, const T* invstd, T* dw, T* db, int64_t C) {
   GRID_STRIDE_LOOP(c, C) {
-    sums[C + c] *= (double)invstd[c];  // sum dy (x - mean) -> sum dy xhat
-    if (dw) dw[c] = T(sums[C + c]);
-    if (db) db[c] = T(sums[c]);
+    const double sum_g = chan_total(s, c), sum_gxhat = chan_total(s, C + c) * (double)invstd[c];
+    s.sums[C + c] = sum_gxhat;
+    if (dw) dw[c] = T(sum_gxhat);
+    if (db) db[c] = T(sum_g);
   }
 }
 
@@ -485,8 +534,10 @@ void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const C
     }
     if (db) {  // db[o] = sum over n, p of dy[n, o, p]
       Tensor sums = Tensor::empty({s.O}, DType::F64, x.device());
-      channel_sums<scalar_t>(ChanSum::Sum, pdy, nullptr, nullptr, s.N, s.O, P, sums.data<double>());
-      strided_copy(sums, *db);
+      const ChanPieces p =
+          channel_sums<scalar_t>(ChanSum::Sum, pdy, nullptr, nullptr, s.N, s.O, P, sums.data<double>());
+      chan_total_k<scalar_t><<<blocks_for(s.O), kThreads>>>(p.sums, s.O, db->data<scalar_t>());
+      AB_CUDA_CHECK_LAUNCH();
     }
   });
 }
@@ -551,14 +602,15 @@ void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b,
     Tensor sums = Tensor::empty({2 * d.C}, DType::F64, x.device());
     double *sum = sums.data<double>(), *sq = sum + d.C;
     const scalar_t* px = x.data<scalar_t>();
-    channel_sums<scalar_t>(ChanSum::Sum, px, nullptr, nullptr, d.N, d.C, d.S, sum);
-    sum_across(sum, d.C, across);
-    bn_mean_k<scalar_t><<<blocks_for(d.C), kThreads>>>(sum, M, mean.data<scalar_t>(), d.C);
+    const ChanPieces sum_p = channel_sums<scalar_t>(ChanSum::Sum, px, nullptr, nullptr, d.N, d.C, d.S, sum);
+    bn_mean_k<scalar_t><<<blocks_for(d.C), kThreads>>>(sum_across(sum_p.sums, d.C, across), M, mean.data<scalar_t>(),
+                                                       d.C);
     AB_CUDA_CHECK_LAUNCH();
-    channel_sums<scalar_t>(ChanSum::SqDev, px, nullptr, mean.data<scalar_t>(), d.N, d.C, d.S, sq);
-    sum_across(sq, d.C, across);
+    const ChanPieces sq_p =
+        channel_sums<scalar_t>(ChanSum::SqDev, px, nullptr, mean.data<scalar_t>(), d.N, d.C, d.S, sq);
     scalar_t* sc = affine.data<scalar_t>();
-    bn_stats_k<scalar_t><<<blocks_for(d.C), kThreads>>>(sum, sq, M, eps, ptr<scalar_t>(w), ptr<scalar_t>(b),
+    bn_stats_k<scalar_t><<<blocks_for(d.C), kThreads>>>(sum, sum_across(sq_p.sums, d.C, across), M, eps,
+                                                        ptr<scalar_t>(w), ptr<scalar_t>(b),
                                                         mean.data<scalar_t>(), var.data<scalar_t>(),
                                                         invstd.data<scalar_t>(), sc, sc + d.C, d.C);
     AB_CUDA_CHECK_LAUNCH();
@@ -663,12 +715,12 @@ void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, c
       AB_CUDA_CHECK_LAUNCH();
       pg = masked.data<scalar_t>();
     }
-    channel_sums<scalar_t>(ChanSum::GradPair, px, pg, pm, d.N, d.C, d.S, sums.data<double>());
-    bn_scale_sums_k<scalar_t><<<blocks_for(d.C), kThreads>>>(sums.data<double>(), invstd.data<scalar_t>(),
+    const ChanPieces p = channel_sums<scalar_t>(ChanSum::GradPair, px, pg, pm, d.N, d.C, d.S, sums.data<double>());
+    bn_scale_sums_k<scalar_t><<<blocks_for(d.C), kThreads>>>(p.sums, invstd.data<scalar_t>(),
                                                              dw ? dw->data<scalar_t>() : nullptr,
                                                              db ? db->data<scalar_t>() : nullptr, d.C);
     AB_CUDA_CHECK_LAUNCH();
-    if (training) sum_across(sums.data<double>(), 2 * d.C, across);
+    if (training) sum_across(p.sums.totals(), 2 * d.C, across);
     bn_grad_coef_k<scalar_t><<<blocks_for(d.C), kThreads>>>(sums.data<double>(), ptr<scalar_t>(w),
                                                             invstd.data<scalar_t>(), M, training, coef.data<scalar_t>(), d.C);
     AB_CUDA_CHECK_LAUNCH();
