@@ -112,10 +112,10 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias
     mean = Tensor::empty({C}, x.dtype(), dev);
     invstd = Tensor::empty({C}, x.dtype(), dev);
     Tensor var = Tensor::empty({C}, x.dtype(), dev);
-    kernel::batch_norm_train_forward(xc, wc, bc, eps, relu, y, mean, var, invstd, affine, sum_across, rc,
-                                     has_pact ? &bn_pact : nullptr);
     // running = (1 - momentum) running + momentum batch, the variance unbiased: var * M / (M - 1)
-    if (running_mean.defined()) kernel::batch_norm_update_running(running_mean, running_var, mean, var, momentum, M);
+    const BnRunning running{running_mean, running_var, momentum};
+    kernel::batch_norm_train_forward(xc, wc, bc, eps, relu, y, mean, var, invstd, affine, sum_across, rc,
+                                     has_pact ? &bn_pact : nullptr, running_mean.defined() ? &running : nullptr);
   } else {
     // Evaluation: the running statistics (copied for a backward: a later training step updates them
     // in place).

@@ -123,6 +123,15 @@ AB_HD inline T apply_binary(BinaryOp op, T a, T b, T p0, T p1) {
 template <typename T>
 AB_HD inline T bn_value(T x, T scale, T shift) { return x * scale + shift; }
 
+// The running statistics after a training batch whose mean and (biased) variance are mean and
+// var, M values per channel: running = (1 - momentum) running + momentum batch, the variance made
+// unbiased (var M / (M - 1)).
+template <typename T>
+AB_HD inline void bn_running_update(T& running_mean, T& running_var, T mean, T var, double momentum, double M) {
+  running_mean = T((1 - momentum) * running_mean + momentum * mean);
+  running_var = T((1 - momentum) * running_var + momentum * var * M / (M - 1));
+}
+
 // Evaluation mode's per-channel coefficients, from the running variance and mean (var, mean) and
 // the affine parameters (w, b; 1 and 0 without them): invstd = 1 / sqrt(var + eps) in double, then
 // y = x scale + shift with scale = w invstd and shift = b - mean scale, in T.

@@ -64,8 +64,9 @@ void avg_pool2d_backward(const Tensor& dy, int64_t k, int64_t s, int64_t p, Tens
 
 void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b, double eps, bool relu, Tensor& y,
                               Tensor& mean, Tensor& var, Tensor& invstd, Tensor& affine, const ChannelSum* across,
-                              const Tensor& residual, const BnPact* pact) {
-  ON_DEVICE_OF(x, batch_norm_train_forward(x, w, b, eps, relu, y, mean, var, invstd, affine, across, residual, pact));
+                              const Tensor& residual, const BnPact* pact, const BnRunning* running) {
+  ON_DEVICE_OF(x, batch_norm_train_forward(x, w, b, eps, relu, y, mean, var, invstd, affine, across, residual, pact,
+                                           running));
 }
 void batch_norm_eval_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& var,
                              double eps, bool relu, Tensor& y, Tensor& invstd, Tensor& affine, const Tensor& residual,
@@ -76,10 +77,6 @@ void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, c
                          const BnRelu& relu, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db,
                          const ChannelSum* across, Tensor* dy_relu, Tensor* dclip) {
   ON_DEVICE_OF(x, batch_norm_backward(x, w, mean, invstd, training, relu, dy, dx, dw, db, across, dy_relu, dclip));
-}
-void batch_norm_update_running(Tensor& running_mean, Tensor& running_var, const Tensor& mean, const Tensor& var,
-                               double momentum, double M) {
-  ON_DEVICE_OF(running_mean, batch_norm_update_running(running_mean, running_var, mean, var, momentum, M));
 }
 
 void add_step_stats(const Tensor& logits, const Tensor& labels, const Tensor& loss, Tensor& acc) {

@@ -36,6 +36,13 @@ struct BnRelu {
   Tensor dq;
 };
 
+// A training batch norm's running statistics, (C) each, updated in place with the batch's
+// (formula::bn_running_update) by the kernel that computes them.
+struct BnRunning {
+  Tensor mean, var;
+  double momentum = 0.1;
+};
+
 // PACT after a batch norm's ReLU, in the same passes: y -> formula::pact_value(y, 0, a, levels)
 // with the clip value `a` (one element, on x's device) and `levels` rounding steps per a
 // (2^b - 1; 0: the clip alone, at 32 bits). Backward, the clip's gradient is the sum of dy where

@@ -123,7 +123,7 @@ void sum_runs(const BnView& v, F run_sums, double* out) {
 template <typename T>
 void train_fwd(const Tensor& x, const Tensor& w, const Tensor& b, double eps, bool relu, Tensor& y, Tensor& mean,
                Tensor& var, Tensor& invstd, Tensor& affine, const ChannelSum* across, const Tensor& residual,
-               const BnPact* pact) {
+               const BnPact* pact, const BnRunning* running) {
   const BnView v = bn_view(x);
   double M = double(v.N * v.S);
   if (across) (*across)(&M, 1);
@@ -157,6 +157,11 @@ void train_fwd(const Tensor& x, const Tensor& w, const Tensor& b, double eps, bo
     Mean[c] = T(mu), Var[c] = T(var_c), Inv[c] = T(inv);
     // y = x * scale + shift, scale = w * invstd, shift = b - mean * scale
     Scale[c] = T((Wt ? Wt[c] : 1.0) * inv), Shift[c] = T((B ? B[c] : 0.0) - mu * (Wt ? Wt[c] : 1.0) * inv);
+  }
+  if (running) {
+    T *RunMean = running->mean.data<T>(), *RunVar = running->var.data<T>();
+    for (int64_t c = 0; c < v.C; ++c)
+      formula::bn_running_update(RunMean[c], RunVar[c], Mean[c], Var[c], running->momentum, M);
   }
 #pragma omp parallel for num_threads(num_threads()) schedule(static)
   for (int64_t nc = 0; nc < v.N * v.C; ++nc) {
@@ -340,10 +345,10 @@ void check_pact(const char* where, bool relu, const Tensor& residual, const BnPa
 
 void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b, double eps, bool relu, Tensor& y,
                               Tensor& mean, Tensor& var, Tensor& invstd, Tensor& affine, const ChannelSum* across,
-                              const Tensor& residual, const BnPact* pact) {
+                              const Tensor& residual, const BnPact* pact, const BnRunning* running) {
   if (pact) check_pact("batch_norm", relu, residual, *pact);
   AB_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] {
-    train_fwd<scalar_t>(x, w, b, eps, relu, y, mean, var, invstd, affine, across, residual, pact);
+    train_fwd<scalar_t>(x, w, b, eps, relu, y, mean, var, invstd, affine, across, residual, pact, running);
   });
 }
 void batch_norm_eval_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& var,
@@ -377,18 +382,6 @@ void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, c
                                          nullptr);
     else
       bwd<scalar_t, Mask::None, false>(x, w, mean, invstd, training, relu, dy, dx, dw, db, across, nullptr, nullptr);
-  });
-}
-
-void batch_norm_update_running(Tensor& running_mean, Tensor& running_var, const Tensor& mean, const Tensor& var,
-                               double momentum, double M) {
-  AB_DISPATCH_FLOAT(running_mean.dtype(), "batch_norm", [&] {
-    scalar_t *rm = running_mean.data<scalar_t>(), *rv = running_var.data<scalar_t>();
-    const scalar_t *bm = mean.data<scalar_t>(), *bv = var.data<scalar_t>();
-    for (int64_t c = 0; c < running_mean.numel(); ++c) {
-      rm[c] = scalar_t((1 - momentum) * rm[c] + momentum * bm[c]);
-      rv[c] = scalar_t((1 - momentum) * rv[c] + momentum * bv[c] * M / (M - 1));
-    }
   });
 }
 

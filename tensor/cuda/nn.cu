@@ -198,16 +198,18 @@ ChanSums sum_across(const ChanSums& s, int64_t rows, const cpu::ChannelSum* acro
 
 // ---- batch norm ------------------------------------------------------------------------------------
 // mean, var, invstd (T) and the affine form of y = x scale + shift, as tensor/cpu/norm.cpp computes them,
-// from the totals of x (sum) and the squared deviations' sums (sq, the first reader of its pieces).
+// from the totals of x (sum) and the squared deviations' sums (sq, the first reader of its pieces);
+// with rm and rv (not null) the running statistics are updated too.
 template <typename T>
 __global__ void bn_stats_k(const double* sum, ChanSums sq, double M, double eps, const T* w, const T* b, T* mean,
-                           T* var, T* invstd, T* scale, T* shift, int64_t C) {
+                           T* var, T* invstd, T* scale, T* shift, T* rm, T* rv, double momentum, int64_t C) {
   GRID_STRIDE_LOOP(c, C) {
     const double mu = sum[c] / M, var_c = chan_total(sq, c) / M, inv = 1.0 / ::sqrt(var_c + eps);
     mean[c] = T(mu), var[c] = T(var_c), invstd[c] = T(inv);
     const double wc = w ? (double)w[c] : 1.0;
     scale[c] = T(wc * inv);
     shift[c] = T((b ? (double)b[c] : 0.0) - mu * wc * inv);
+    if (rm) bn_running_update(rm[c], rv[c], mean[c], var[c], momentum, M);
   }
 }
 
@@ -281,15 +283,6 @@ __global__ void bn_dx_k(const T* x, const T* g, const T* mean, const T* coef, T*
   GRID_STRIDE_LOOP(i, n) {
     const int64_t c = (i / S) % C;
     dx[i] = coef[c] * g[i] + coef[C + c] * (x[i] - mean[c]) + coef[2 * C + c];
-  }
-}
-
-// running = (1 - momentum) running + momentum batch, the variance unbiased: var M / (M - 1)
-template <typename T>
-__global__ void bn_running_k(T* rm, T* rv, const T* mean, const T* var, double momentum, double M, int64_t C) {
-  GRID_STRIDE_LOOP(c, C) {
-    rm[c] = T((1 - momentum) * rm[c] + momentum * mean[c]);
-    rv[c] = T((1 - momentum) * rv[c] + momentum * var[c] * M / (M - 1));
   }
 }
 
@@ -592,8 +585,13 @@ void avg_pool2d_backward(const Tensor& dy, int64_t k, int64_t s, int64_t p, Tens
 
 void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b, double eps, bool relu, Tensor& y,
                               Tensor& mean, Tensor& var, Tensor& invstd, Tensor& affine,
-                              const cpu::ChannelSum* across, const Tensor& residual, const BnPact* pact) {
+                              const cpu::ChannelSum* across, const Tensor& residual, const BnPact* pact,
+                              const BnRunning* running) {
   check_cuda("batch_norm", "x", x);
+  if (running) {
+    check_cuda("batch_norm", "running_mean", running->mean);
+    check_cuda("batch_norm", "running_var", running->var);
+  }
   const BnDims d = bn_dims(x);
   double M = double(d.N * d.S);
   if (across) (*across)(&M, 1);
@@ -612,7 +610,10 @@ void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b,
     bn_stats_k<scalar_t><<<blocks_for(d.C), kThreads>>>(sum, sum_across(sq_p.sums, d.C, across), M, eps,
                                                         ptr<scalar_t>(w), ptr<scalar_t>(b),
                                                         mean.data<scalar_t>(), var.data<scalar_t>(),
-                                                        invstd.data<scalar_t>(), sc, sc + d.C, d.C);
+                                                        invstd.data<scalar_t>(), sc, sc + d.C,
+                                                        running ? running->mean.data<scalar_t>() : nullptr,
+                                                        running ? running->var.data<scalar_t>() : nullptr,
+                                                        running ? running->momentum : 0.0, d.C);
     AB_CUDA_CHECK_LAUNCH();
     bn_affine_k<scalar_t><<<blocks_for(x.numel()), kThreads>>>(px, sc, sc + d.C, ptr<scalar_t>(residual), relu,
                                                                y.data<scalar_t>(), d.C, d.S, x.numel());
@@ -726,17 +727,6 @@ void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, c
     AB_CUDA_CHECK_LAUNCH();
     bn_dx_k<scalar_t><<<blocks_for(x.numel()), kThreads>>>(px, pg, pm, coef.data<scalar_t>(), dx.data<scalar_t>(), d.C,
                                                            d.S, x.numel());
-    AB_CUDA_CHECK_LAUNCH();
-  });
-}
-
-void batch_norm_update_running(Tensor& running_mean, Tensor& running_var, const Tensor& mean, const Tensor& var,
-                               double momentum, double M) {
-  check_cuda("batch_norm", "running_mean", running_mean);
-  const int64_t C = running_mean.numel();
-  AB_DISPATCH_FLOAT(running_mean.dtype(), "batch_norm", [&] {
-    bn_running_k<scalar_t><<<blocks_for(C), kThreads>>>(running_mean.data<scalar_t>(), running_var.data<scalar_t>(),
-                                                        mean.data<scalar_t>(), var.data<scalar_t>(), momentum, M, C);
     AB_CUDA_CHECK_LAUNCH();
   });
 }

@@ -61,7 +61,7 @@ void max_pool2d_backward(const Tensor&, const Tensor&, int64_t, int64_t, int64_t
 void avg_pool2d_forward(const Tensor&, int64_t, int64_t, int64_t, Tensor&) { NO_CUDA; }
 void avg_pool2d_backward(const Tensor&, int64_t, int64_t, int64_t, Tensor&) { NO_CUDA; }
 void batch_norm_train_forward(const Tensor&, const Tensor&, const Tensor&, double, bool, Tensor&, Tensor&, Tensor&,
-                              Tensor&, Tensor&, const ChannelSum*, const Tensor&, const BnPact*) {
+                              Tensor&, Tensor&, const ChannelSum*, const Tensor&, const BnPact*, const BnRunning*) {
   NO_CUDA;
 }
 void batch_norm_eval_forward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, double, bool,
@@ -72,7 +72,6 @@ void batch_norm_backward(const Tensor&, const Tensor&, const Tensor&, const Tens
                          Tensor&, Tensor*, Tensor*, const ChannelSum*, Tensor*, Tensor*) {
   NO_CUDA;
 }
-void batch_norm_update_running(Tensor&, Tensor&, const Tensor&, const Tensor&, double, double) { NO_CUDA; }
 void softmax(const Tensor&, int64_t, int64_t, int64_t, bool, Tensor&) { NO_CUDA; }
 void softmax_backward(const Tensor&, const Tensor&, int64_t, int64_t, int64_t, bool, Tensor&) { NO_CUDA; }
 void cross_entropy_loss(const Tensor&, const Tensor&, double, Tensor&) { NO_CUDA; }
