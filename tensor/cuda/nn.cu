@@ -254,27 +254,29 @@ __global__ void bn_relu_grad_affine_k(const T* dy, const T* x, const T* scale, c
   }
 }
 
-// Backward coefficients: dx = a dy + k (x - mean) + d (tensor/cpu/norm.cpp, bwd()).
+// From the GradPair sums, two jobs, in one launch unless the sums must be added up across
+// processes in between:
+// first (the sums' first reader): their totals, sum dy and sum dy (x - mean) turned into
+//   sum dy xhat and kept in s.sums; dw and db (this process's share) from them;
+// coef (not null): the backward's coefficients, dx = a dy + k (x - mean) + d (tensor/cpu/norm.cpp,
+//   bwd()), from the totals (of every process, in synchronised BN).
 template <typename T>
-__global__ void bn_grad_coef_k(const double* sums, const T* w, const T* invstd, double M, bool training, T* coef,
-                               int64_t C) {
+__global__ void bn_grad_k(ChanSums s, bool first, const T* w, const T* invstd, double M, bool training, T* dw, T* db,
+                          T* coef, int64_t C) {
   GRID_STRIDE_LOOP(c, C) {
-    const double inv = invstd[c], wc = w ? (double)w[c] : 1.0, sum_g = sums[c], sum_gxhat = sums[C + c];
-    coef[c] = T(wc * inv);
-    coef[C + c] = training ? T(-wc * inv * inv * sum_gxhat / M) : T(0);
-    coef[2 * C + c] = training ? T(-wc * inv * sum_g / M) : T(0);
-  }
-}
-
-// The first reader of the GradPair sums: their totals, sum dy and sum dy (x - mean) turned into
-// sum dy xhat, kept in s.sums for bn_grad_coef_k; dw and db (this process's share) from them.
-template <typename T>
-__global__ void bn_scale_sums_k(ChanSums s, const T* invstd, T* dw, T* db, int64_t C) {
-  GRID_STRIDE_LOOP(c, C) {
-    const double sum_g = chan_total(s, c), sum_gxhat = chan_total(s, C + c) * (double)invstd[c];
-    s.sums[C + c] = sum_gxhat;
-    if (dw) dw[c] = T(sum_gxhat);
-    if (db) db[c] = T(sum_g);
+    const double inv = invstd[c], wc = w ? (double)w[c] : 1.0;
+    double sum_g = chan_total(s, c), sum_gxhat = chan_total(s, C + c);
+    if (first) {
+      sum_gxhat *= inv;  // sum dy (x - mean) -> sum dy xhat
+      s.sums[C + c] = sum_gxhat;
+      if (dw) dw[c] = T(sum_gxhat);
+      if (db) db[c] = T(sum_g);
+    }
+    if (coef) {
+      coef[c] = T(wc * inv);
+      coef[C + c] = training ? T(-wc * inv * inv * sum_gxhat / M) : T(0);
+      coef[2 * C + c] = training ? T(-wc * inv * sum_g / M) : T(0);
+    }
   }
 }
 
@@ -717,14 +719,18 @@ void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, c
       pg = masked.data<scalar_t>();
     }
     const ChanPieces p = channel_sums<scalar_t>(ChanSum::GradPair, px, pg, pm, d.N, d.C, d.S, sums.data<double>());
-    bn_scale_sums_k<scalar_t><<<blocks_for(d.C), kThreads>>>(p.sums, invstd.data<scalar_t>(),
-                                                             dw ? dw->data<scalar_t>() : nullptr,
-                                                             db ? db->data<scalar_t>() : nullptr, d.C);
+    const bool across_first = training && across;  // the coefficients wait for the sums of every process
+    bn_grad_k<scalar_t><<<blocks_for(d.C), kThreads>>>(p.sums, true, ptr<scalar_t>(w), invstd.data<scalar_t>(), M,
+                                                       training, dw ? dw->data<scalar_t>() : nullptr,
+                                                       db ? db->data<scalar_t>() : nullptr,
+                                                       across_first ? nullptr : coef.data<scalar_t>(), d.C);
     AB_CUDA_CHECK_LAUNCH();
-    if (training) sum_across(p.sums.totals(), 2 * d.C, across);
-    bn_grad_coef_k<scalar_t><<<blocks_for(d.C), kThreads>>>(sums.data<double>(), ptr<scalar_t>(w),
-                                                            invstd.data<scalar_t>(), M, training, coef.data<scalar_t>(), d.C);
-    AB_CUDA_CHECK_LAUNCH();
+    if (across_first) {
+      bn_grad_k<scalar_t><<<blocks_for(d.C), kThreads>>>(sum_across(p.sums.totals(), 2 * d.C, across), false,
+                                                         ptr<scalar_t>(w), invstd.data<scalar_t>(), M, training,
+                                                         nullptr, nullptr, coef.data<scalar_t>(), d.C);
+      AB_CUDA_CHECK_LAUNCH();
+    }
     bn_dx_k<scalar_t><<<blocks_for(x.numel()), kThreads>>>(px, pg, pm, coef.data<scalar_t>(), dx.data<scalar_t>(), d.C,
                                                            d.S, x.numel());
     AB_CUDA_CHECK_LAUNCH();
