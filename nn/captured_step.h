@@ -4,12 +4,12 @@
 //
 // For steps whose inputs keep their shape and whose forward and backward never read a GPU value
 // on the host: the FP trainer's step (the joint trainer reads the teachers' votes on the host to
-// draw its block swaps, so it runs eagerly). Each replay checks its labels on the GPU (a label out
-// of range is reported at the next wait for the GPU: tensor/cuda/launch.h, KernelError). The first `warmup` steps run eagerly (they create the
+// draw its block swaps, so it runs eagerly). The first `warmup` steps run eagerly (they create the
 // optimizer's state and fill the allocator's cache); the next one is captured (cuda::Graph) and
 // replayed; after that each step copies its batch into the graph's input tensors, gives the
-// parameters back the gradient tensors the graph writes, and replays. A batch of another shape
-// runs eagerly. The optimizer step stays outside the graph: the learning rate changes every step.
+// parameters back the gradient tensors the graph writes, and replays. Each replay checks its
+// labels on the GPU (a label out of range is reported at the next wait for the GPU:
+// tensor/cuda/launch.h, KernelError). A batch of another shape runs eagerly. The optimizer step stays outside the graph: the learning rate changes every step.
 // On the CPU, or when switched off, run() just calls the step.
 #pragma once
 #include <functional>

@@ -118,7 +118,8 @@ Tensor JointTrainer::choose_teachers(int s, const std::vector<int>& higher, cons
         for (int b : higher) at += (at.empty() ? "" : ", ") + std::to_string(b);
         AB_FAIL("collab teacher rule: non-finite logits at bit-width", higher.size() > 1 ? "s " : " ", at,
                 " (the teacher", higher.size() > 1 ? "s" : "", " of the W", s, "A", s, " student), sample ",
-                no_choice - 1, ": the training has diverged (try a lower --lr, or --resume from an earlier checkpoint)");
+                no_choice - 1,
+                ": the training has diverged (try a lower --lr, or --resume from an earlier checkpoint)");
       }
       votes.pop_back();
       for (size_t j = 0; j < higher.size(); ++j) st.teacher_counts[higher[j]] += votes[j];

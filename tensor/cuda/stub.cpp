@@ -87,7 +87,9 @@ void lsq_backward(const Tensor&, const Tensor&, double, double, double, const Te
 }
 void sgd_steps(const std::vector<SgdItem>&, double, bool) { NO_CUDA; }
 void add_step_stats(const Tensor&, const Tensor&, const Tensor&, Tensor&) { NO_CUDA; }
-void collab_teachers(const std::vector<Tensor>&, const std::vector<Tensor>&, const Tensor&, Tensor&, Tensor&) { NO_CUDA; }
+void collab_teachers(const std::vector<Tensor>&, const std::vector<Tensor>&, const Tensor&, Tensor&, Tensor&) {
+  NO_CUDA;
+}
 void adam_steps(const std::vector<AdamItem>&, double, double, double) { NO_CUDA; }
 }  // namespace cuda
 
