@@ -86,7 +86,8 @@ if [ -x "$BUILD/bench_cuda" ]; then
 fi
 
 # Whole networks on the GPU, anybit then PyTorch eager (cuDNN) in the same script: ResNet-20 at
-# batch 128, FP training step, inference, the joint {8,6,4,2} step and the 4-bit step. Twice, at
+# batch 128, FP training step, inference, the joint {8,6,4,2} step and the 4-bit step (and anybit
+# alone: the joint step of the method, joint_ours, which PyTorch has no reference for). Twice, at
 # equal precision each time: plain float32 (anybit's default; PyTorch --tf32 0), then TF32
 # (anybit --cuda-tf32 1; PyTorch's own default, TF32 for cuDNN's convolutions).
 NETS=resnet20_train,resnet20_infer,joint_ce,quant4_train
@@ -95,7 +96,8 @@ if [ -x "$BUILD/bench_train" ]; then
   {
     for tf32 in 0 1; do
       echo "## GEMMs and convolutions in $([ $tf32 = 1 ] && echo TF32 || echo float32)"
-      timeout 120 "$BUILD/bench_train" --device cuda --cuda-tf32 $tf32 --only $NETS --steps 10 --repeats 5 --warmup 3
+      timeout 120 "$BUILD/bench_train" --device cuda --cuda-tf32 $tf32 --only $NETS,joint_ours --steps 10 --repeats 5 \
+        --warmup 3
       echo; echo "# the FP step and inference replayed as CUDA graphs:"
       timeout 60 "$BUILD/bench_train" --device cuda --cuda-tf32 $tf32 --cuda-graph 1 --only resnet20_train,resnet20_infer \
         --steps 10 --repeats 5 --warmup 3
