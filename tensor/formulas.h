@@ -61,7 +61,8 @@ AB_HD inline bool ranks_above(T a, T b) {
 // probs[j] (N, K), the one that gives the label the highest probability, read in double. The scan
 // runs from the last teacher (the lowest bit-width) to the first and moves only on a strictly
 // higher probability, so a tie keeps the lower bit-width; NaN compares above nothing. -1 when
-// every probability is NaN (or, never after cross_entropy's check, the label is out of range).
+// every probability is NaN, or when the label is out of range (which the trainer's cross_entropy
+// on the same labels reports first: on a GPU, at the wait that reads the votes).
 template <typename T>
 AB_HD inline int collab_choice(const T* const* probs, int J, int64_t i, int64_t K, int64_t label) {
   if (label < 0 || label >= K) return -1;
