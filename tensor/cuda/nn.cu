@@ -362,8 +362,12 @@ __global__ void ce_mean_k(const double* rows, const int64_t* labels, int64_t N, 
   double total = 0;
   for (int64_t n = 0; n < N; ++n) total += rows[n];
   loss[0] = T(N ? total / N : 0.0);
-  for (int64_t n = 0; n < N && err->code == 0; ++n)
-    if (labels[n] < 0 || labels[n] >= K) *err = KernelError{KernelError::kLabel, labels[n], n, K};
+  // The record lives in host memory (each access crosses the bus): touched only for a bad label.
+  for (int64_t n = 0; n < N; ++n)
+    if (labels[n] < 0 || labels[n] >= K) {
+      if (err->code == 0) *err = KernelError{KernelError::kLabel, labels[n], n, K};
+      return;
+    }
 }
 
 template <typename T>
