@@ -229,6 +229,29 @@ TEST_CASE("cuda: joint steps of the method repeat bit for bit on one GPU", "[cud
   REQUIRE(joint_steps(3) == joint_steps(3));
 }
 
+// A label out of range stops a joint step with cross_entropy's message on either device: on the
+// CPU at once, on a GPU at the first wait after the loss kernel found it (the teachers' votes),
+// before the teacher choice could call the sample's logits non-finite. The next good step runs.
+TEST_CASE("cuda: a label out of range stops the joint step with cross_entropy's message", "[cuda]") {
+  SKIP_WITHOUT_GPU();
+  for (const Device& dev : {Device(), kCuda}) {
+    INFO(dev.str());
+    quant::QuantOptions qo;
+    qo.bit_set = {4, 2};
+    quant::QuantModel model("lenet5", 10, qo, 1);
+    model.net().to(dev);
+    model.net().train();
+    quant::JointTrainer trainer(model, quant::MethodConfig{}, 5);  // collaborative teachers
+    Generator g(3);
+    Tensor x = Tensor::randn({4, 1, 28, 28}, g).to(dev);
+    auto labels = [&](std::vector<int64_t> v) { return Tensor::from_vector(v, {4}).to(dev); };
+    REQUIRE_THROWS_WITH(trainer.accumulate_gradients(x, labels({0, 1, 12, 3}), 0.5),
+                        Catch::Contains("cross_entropy: label 12 (at index 2) is out of range [0, K = 10)"));
+    REQUIRE_NOTHROW(trainer.accumulate_gradients(x, labels({0, 1, 2, 3}), 0.5));
+    REQUIRE(std::isfinite(trainer.stats().at(2).loss_sum));
+  }
+}
+
 TEST_CASE("CapturedStep on the CPU is the plain step", "[nn]") {
   REQUIRE(fp_steps(Device(), 3, true) == fp_steps(Device(), 3, false));
 }
