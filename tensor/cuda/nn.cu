@@ -98,14 +98,19 @@ struct ChanSums {
   ChanSums totals() const { return {nullptr, 0, sums}; }  // for the kernels after the first reader
 };
 
-// Row r's total: its pieces added in order (and kept in sums[r]), or the total already there. Each
-// row is read by one thread of the first reader.
+// Row r's pieces added up in order: on the GPU (chan_total) or on the host (sum_across), the same
+// number either way.
+__host__ __device__ inline double add_pieces(const double* partial, int64_t chunks, int64_t r) {
+  double acc = 0;
+  for (int64_t k = 0; k < chunks; ++k) acc += partial[r * chunks + k];
+  return acc;
+}
+
+// Row r's total: its pieces added up (and kept in sums[r]), or the total already there. Each row is
+// read by one thread of the first reader.
 __device__ inline double chan_total(const ChanSums& s, int64_t r) {
   if (!s.partial) return s.sums[r];
-  double acc = 0;
-  for (int64_t k = 0; k < s.chunks; ++k) acc += s.partial[r * s.chunks + k];
-  s.sums[r] = acc;
-  return acc;
+  return s.sums[r] = add_pieces(s.partial, s.chunks, r);
 }
 
 template <typename T>
@@ -175,19 +180,14 @@ ChanPieces channel_sums(ChanSum mode, const T* x, const T* g, const T* mean, int
 }
 
 // Synchronised BN: the per-channel totals go to the host, are added up across processes, and come
-// back into `sums`. From pieces not yet added up, the host adds them first, in the GPU's order
-// (chan_total), so that a total is the same number whichever side adds it.
+// back into `sums`. From pieces not yet added up, the host adds them first (add_pieces).
 ChanSums sum_across(const ChanSums& s, int64_t rows, const cpu::ChannelSum* across) {
   if (!across) return s;
   std::vector<double> host(rows);
   if (s.partial) {
     std::vector<double> pieces(rows * s.chunks);
     memcpy_d2h(pieces.data(), s.partial, pieces.size() * sizeof(double));
-    for (int64_t r = 0; r < rows; ++r) {
-      double acc = 0;
-      for (int64_t k = 0; k < s.chunks; ++k) acc += pieces[r * s.chunks + k];
-      host[r] = acc;
-    }
+    for (int64_t r = 0; r < rows; ++r) host[r] = add_pieces(pieces.data(), s.chunks, r);
   } else {
     memcpy_d2h(host.data(), s.sums, rows * sizeof(double));
   }
