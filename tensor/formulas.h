@@ -14,6 +14,7 @@
 
 #include "tensor/conv_shape.h"
 #include "tensor/elementwise.h"
+#include "tensor/fast_div.h"
 
 #ifdef __CUDACC__
 #define AB_HD __host__ __device__
@@ -239,35 +240,76 @@ AB_HD inline int64_t shift_source(int64_t t, int64_t c, int64_t fold, int dir) {
 // so these functions are checked on the host against the scalar references (tests/test_cuda.cpp,
 // "index arithmetic"), which runs with or without a GPU.
 
-// im2col of nb images: col (C KH KW, nb P), row r = (c KH + kh) KW + kw, column j = n P + oh OW + ow
-// (n counted from the first of the nb images, x pointing at it). Zero where the tap is padding.
+// A convolution's divisors for the launches over a chunk of nb images (tensor/fast_div.h): made
+// once per launch by the host, they split a thread's index into its parts without dividing.
+struct ConvIndex {
+  DivMod cols, P, OW;  // im2col: thread t = c cols + j, column j = n P + oh OW + ow (cols = nb P)
+  DivMod W, H, C;      // col2im: thread i = ((n C + c) H + h) W + w
+  DivMod stride_h, stride_w;
+  ConvIndex(const ConvShape& s, int64_t nb) {
+    auto d = [](int64_t v, int64_t limit) { return DivMod(std::max<int64_t>(v, 1), limit); };  // v = 0: no threads
+    const int64_t P_ = s.OH * s.OW, im2col_threads = s.C * nb * P_, col2im_threads = nb * s.C * s.H * s.W;
+    cols = d(nb * P_, im2col_threads), P = d(P_, im2col_threads), OW = d(s.OW, im2col_threads);
+    W = d(s.W, col2im_threads), H = d(s.H, col2im_threads), C = d(s.C, col2im_threads);
+    const int64_t reach = s.H + s.W + s.opt.pad_h + s.opt.pad_w;  // above what col2im divides by the strides
+    stride_h = d(s.opt.stride_h, reach), stride_w = d(s.opt.stride_w, reach);
+  }
+};
+
+// The layouts around a convolution's GEMM: element i = (n O + o) P + p of y (nb, O, P) is element
+// (o nb + n) P + p of t (O, nb P). P and O split i.
+struct NopIndex {
+  DivMod P, O;
+  int64_t nb = 1;
+  NopIndex(int64_t O_, int64_t P_, int64_t nb_)
+      : P(std::max<int64_t>(P_, 1), nb_ * O_ * P_), O(std::max<int64_t>(O_, 1), nb_ * O_ * P_), nb(nb_) {}
+  AB_HD int64_t op_offset(int64_t i, int64_t& o) const {  // and o, the channel
+    const int64_t q = P.div(i), p = i - q * P.d, n = O.div(q);
+    o = q - n * O.d;
+    return (o * nb + n) * P.d + p;
+  }
+};
+
+// im2col of nb images (x pointing at the first): col (C KH KW, cols = nb P), row (c KH + kh) KW +
+// kw, column j = n P + oh OW + ow; zero where the tap is padding. Thread t = c cols + j writes the
+// KH KW entries of input channel c in column j: its index is split once for all of them, threads
+// side by side write side by side (coalesced) and read neighbouring pixels of x.
 template <typename T>
-AB_HD inline T im2col_value(const T* x, const ConvShape& s, int64_t r, int64_t j) {
-  const int64_t P = s.OH * s.OW;
-  const int64_t kw = r % s.KW, kh = (r / s.KW) % s.KH, c = r / (s.KW * s.KH);
-  const int64_t n = j / P, p = j % P, oh = p / s.OW, ow = p % s.OW;
-  const int64_t h = oh * s.opt.stride_h - s.opt.pad_h + kh * s.opt.dil_h;
-  const int64_t w = ow * s.opt.stride_w - s.opt.pad_w + kw * s.opt.dil_w;
-  if (h < 0 || h >= s.H || w < 0 || w >= s.W) return T(0);
-  return x[((n * s.C + c) * s.H + h) * s.W + w];
+AB_HD inline void im2col_entries(const T* x, const ConvShape& s, const ConvIndex& ix, int64_t t, T* col) {
+  const int64_t c = ix.cols.div(t), j = t - c * ix.cols.d;
+  const int64_t n = ix.P.div(j), p = j - n * ix.P.d;
+  const int64_t oh = ix.OW.div(p), ow = p - oh * ix.OW.d;
+  const T* xc = x + (n * s.C + c) * s.H * s.W;
+  T* out = col + c * s.KH * s.KW * ix.cols.d + j;
+  for (int64_t kh = 0; kh < s.KH; ++kh) {
+    const int64_t h = oh * s.opt.stride_h - s.opt.pad_h + kh * s.opt.dil_h;
+    for (int64_t kw = 0; kw < s.KW; ++kw) {
+      const int64_t w = ow * s.opt.stride_w - s.opt.pad_w + kw * s.opt.dil_w;
+      out[(kh * s.KW + kw) * ix.cols.d] = (h < 0 || h >= s.H || w < 0 || w >= s.W) ? T(0) : xc[h * s.W + w];
+    }
+  }
 }
 
 // col2im as a gather: element i = ((n C + c) H + h) W + w of dx takes the sum of every entry of
-// dcol (C KH KW, nb P) that im2col read from it. Each thread writes one dx element: no atomics,
+// dcol (C KH KW, cols) that im2col read from it. Each thread writes one dx element: no atomics,
 // and the sum's order is fixed (deterministic).
 template <typename T>
-AB_HD inline T col2im_value(const T* dcol, const ConvShape& s, int64_t nb, int64_t i) {
-  const int64_t w = i % s.W, h = (i / s.W) % s.H, c = (i / (s.W * s.H)) % s.C, n = i / (s.W * s.H * s.C);
-  const int64_t P = s.OH * s.OW, cols = nb * P;
+AB_HD inline T col2im_value(const T* dcol, const ConvShape& s, const ConvIndex& ix, int64_t i) {
+  const int64_t q1 = ix.W.div(i), w = i - q1 * ix.W.d;
+  const int64_t q2 = ix.H.div(q1), h = q1 - q2 * ix.H.d;
+  const int64_t n = ix.C.div(q2), c = q2 - n * ix.C.d;
+  const int64_t P = s.OH * s.OW, cols = ix.cols.d;
   T acc = T(0);
   for (int64_t kh = 0; kh < s.KH; ++kh) {
     const int64_t th = h + s.opt.pad_h - kh * s.opt.dil_h;  // = oh stride_h for the output row that reads h
-    if (th < 0 || th % s.opt.stride_h != 0 || th / s.opt.stride_h >= s.OH) continue;
-    const int64_t oh = th / s.opt.stride_h;
+    if (th < 0) continue;
+    const int64_t oh = ix.stride_h.div(th);
+    if (oh * s.opt.stride_h != th || oh >= s.OH) continue;
     for (int64_t kw = 0; kw < s.KW; ++kw) {
       const int64_t tw = w + s.opt.pad_w - kw * s.opt.dil_w;
-      if (tw < 0 || tw % s.opt.stride_w != 0 || tw / s.opt.stride_w >= s.OW) continue;
-      const int64_t ow = tw / s.opt.stride_w;
+      if (tw < 0) continue;
+      const int64_t ow = ix.stride_w.div(tw);
+      if (ow * s.opt.stride_w != tw || ow >= s.OW) continue;
       acc += dcol[((c * s.KH + kh) * s.KW + kw) * cols + n * P + oh * s.OW + ow];
     }
   }

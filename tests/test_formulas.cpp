@@ -43,18 +43,22 @@ void emulate_conv(const Tensor& x, const Tensor& w, const Tensor& b, const Tenso
   for (int64_t n0 = 0; n0 < s.N; n0 += chunk) {
     const int64_t nb = std::min(chunk, s.N - n0), cols = nb * P;
     const double* xb = px + n0 * s.C * s.H * s.W;
-    for (int64_t i = 0; i < rows * cols; ++i) col[i] = im2col_value(xb, s, i / cols, i % cols);
+    const ConvIndex ix(s, nb);
+    std::fill(col.begin(), col.end(), std::numeric_limits<double>::quiet_NaN());  // every entry must be written
+    for (int64_t t = 0; t < s.C * cols; ++t) im2col_entries(xb, s, ix, t, col.data());
     for (int64_t g = 0; g < s.G; ++g)
       host_gemm(false, false, Og, cols, Kg, pw + g * Og * Kg, Kg, col.data() + g * Kg * cols, cols, 0,
                 t.data() + g * Og * cols, cols);
+    const NopIndex nix(s.O, P, nb);
     for (int64_t i = 0; i < nb * s.O * P; ++i) {  // op_to_nop_k
-      const int64_t p = i % P, o = (i / P) % s.O, n = i / (s.O * P);
-      py[n0 * s.O * P + i] = t[o * cols + n * P + p] + b.data<double>()[o];
+      int64_t o;
+      const int64_t from = nix.op_offset(i, o);
+      py[n0 * s.O * P + i] = t[from] + b.data<double>()[o];
     }
     // backward: dYt, dW += dYt col^T, dcol = W^T dYt, dx = col2im(dcol)
     for (int64_t i = 0; i < nb * s.O * P; ++i) {  // nop_to_op_k
-      const int64_t p = i % P, o = (i / P) % s.O, n = i / (s.O * P);
-      t[o * cols + n * P + p] = pdy[n0 * s.O * P + i];
+      int64_t o;
+      t[nix.op_offset(i, o)] = pdy[n0 * s.O * P + i];
     }
     for (int64_t g = 0; g < s.G; ++g)
       host_gemm(false, true, Og, Kg, cols, t.data() + g * Og * cols, cols, col.data() + g * Kg * cols, cols,
@@ -62,7 +66,7 @@ void emulate_conv(const Tensor& x, const Tensor& w, const Tensor& b, const Tenso
     for (int64_t g = 0; g < s.G; ++g)
       host_gemm(true, false, Kg, cols, Og, pw + g * Og * Kg, Kg, t.data() + g * Og * cols, cols, 0,
                 col.data() + g * Kg * cols, cols);
-    for (int64_t i = 0; i < nb * s.C * s.H * s.W; ++i) pdx[n0 * s.C * s.H * s.W + i] = col2im_value(col.data(), s, nb, i);
+    for (int64_t i = 0; i < nb * s.C * s.H * s.W; ++i) pdx[n0 * s.C * s.H * s.W + i] = col2im_value(col.data(), s, ix, i);
   }
   for (int64_t o = 0; o < s.O; ++o) {
     double acc = 0;
@@ -177,4 +181,67 @@ TEST_CASE("formulas: the CUDA softmax and cross-entropy rows match ref:: and the
     cpu::cross_entropy_backward(logp, labels, eps, Tensor::scalar(3.0, DType::F64), d_cpu);  // dloss / N = 0.5
     require_close(d, d_cpu, 1e-12, 1e-12, "dlogits");
   }
+}
+
+TEST_CASE("formulas: FastDiv and DivMod divide as / and % do, in 32 bits and in 64", "[formulas][fastdiv]") {
+  // Divisors: every one up to 300, the powers of two and their neighbours, 2^31 - 1, and a spread
+  // of others; numerators: the small ones, each divisor's multiples and their neighbours, the top of
+  // the range, and a spread of others.
+  std::vector<int64_t> divisors;
+  for (int64_t d = 1; d <= 300; ++d) divisors.push_back(d);
+  for (int k = 9; k <= 30; ++k)
+    for (int64_t e : {-1, 0, 1}) divisors.push_back((int64_t(1) << k) + e);
+  divisors.push_back((int64_t(1) << 31) - 1);
+  uint64_t state = 12345;
+  auto next = [&state](int64_t below) {  // a fixed pseudo-random sequence (64-bit LCG)
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return int64_t((state >> 33) % uint64_t(below));
+  };
+  for (int i = 0; i < 100; ++i) divisors.push_back(1 + next((int64_t(1) << 31) - 1));
+  const int64_t top = (int64_t(1) << 31) - 1;
+  int64_t checked = 0, wrong = 0;
+  std::string first_wrong;
+  for (int64_t d : divisors) {
+    const FastDiv f(d);
+    std::vector<int64_t> ns;
+    for (int64_t n = 0; n < 600; ++n) ns.push_back(n);
+    for (int64_t k : {int64_t(1), int64_t(2), int64_t(3), top / d - 1, top / d})
+      for (int64_t e : {-1, 0, 1})
+        if (k * d + e >= 0 && k * d + e <= top) ns.push_back(k * d + e);
+    for (int64_t n = top - 600; n <= top; ++n) ns.push_back(n);
+    for (int i = 0; i < 2000; ++i) ns.push_back(next(top + 1));
+    for (int64_t n : ns) {
+      ++checked;
+      if (f.div(uint32_t(n)) != uint32_t(n / d) || f.mod(uint32_t(n)) != uint32_t(n % d)) {
+        if (!wrong++) first_wrong = std::to_string(n) + " / " + std::to_string(d);
+      }
+    }
+  }
+  INFO("first wrong: " << first_wrong);
+  CHECK(checked > 1000000);
+  REQUIRE(wrong == 0);
+
+  // DivMod: FastDiv below 2^31, 64-bit division at and above it; ChannelIndex likewise.
+  const int64_t big = int64_t(3) << 31;
+  const DivMod small(1000, 1 << 20), large(1000, big), huge_divisor(int64_t(5) << 31, big + 7);
+  CHECK(small.fits);
+  CHECK_FALSE(large.fits);
+  CHECK_FALSE(huge_divisor.fits);
+  for (int64_t n : {int64_t(0), int64_t(999), int64_t(1000), int64_t(1) << 19, big - 1}) {
+    if (n < (1 << 20)) {
+      CHECK(small.div(n) == n / 1000);
+      CHECK(small.mod(n) == n % 1000);
+    }
+    CHECK(large.div(n) == n / 1000);
+    CHECK(large.mod(n) == n % 1000);
+    CHECK(huge_divisor.div(n) == 0);
+  }
+  for (int64_t n : {int64_t(1) << 20, big}) {  // an (N, 3, 7) tensor of n elements
+    const ChannelIndex chan(7, 3, n);
+    CHECK(chan.S.fits == (n < (int64_t(1) << 31)));
+    for (int64_t i : {int64_t(0), int64_t(6), int64_t(7), int64_t(20), int64_t(21), int64_t(22), n - 1})
+      CHECK(chan(i) == (i / 7) % 3);
+  }
+  REQUIRE_THROWS_WITH(FastDiv(0), Catch::Contains("divisor must be in [1, 2^31)"));
+  REQUIRE_THROWS_WITH(FastDiv(int64_t(1) << 31), Catch::Contains("got 2147483648"));
 }

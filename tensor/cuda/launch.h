@@ -4,10 +4,12 @@
 // Every loop is a grid-stride loop with 64-bit indices, so any size fits any grid. A strided
 // operand reaches a kernel as a View passed by value: up to 8 dimensions after merging the ones
 // that are laid out as one; element i of the output (row-major) reads element offset(i) of it.
+// Indices are split into their parts without dividing (tensor/fast_div.h).
 #pragma once
 #include <algorithm>
 #include <vector>
 
+#include "tensor/fast_div.h"
 #include "tensor/tensor.h"
 
 namespace anybit::cuda {
@@ -19,12 +21,23 @@ constexpr int64_t kMaxBlocks = 1 << 16;
 // A strided operand as a kernel sees it. nd == 0 means contiguous: offset(i) = i.
 struct View {
   int nd = 0;
+  bool fits = false;  // fewer than 2^31 elements: the indices are split with FastDiv (tensor/fast_div.h)
   int64_t shape[kMaxDims] = {};
   int64_t stride[kMaxDims] = {};  // in elements
+  FastDiv by[kMaxDims];           // by[d] divides by shape[d] (when fits)
 
   __device__ int64_t offset(int64_t i) const {
     if (nd == 0) return i;
     int64_t off = 0;
+    if (fits) {
+      uint32_t j = uint32_t(i);
+      for (int d = nd - 1; d > 0; --d) {
+        const uint32_t q = by[d].div(j);
+        off += int64_t(j - q * by[d].d) * stride[d];
+        j = q;
+      }
+      return off + int64_t(j) * stride[0];
+    }
     for (int d = nd - 1; d >= 0; --d) {
       int64_t s = shape[d];
       off += (i % s) * stride[d];
@@ -55,9 +68,11 @@ inline View make_view(const Tensor& t, const char* op) {
            shape_str(t.strides()), " has more than ", kMaxDims,
            " dimensions on CUDA even after merging (hint: call contiguous() first)");
   v.nd = (int)shape.size();
+  v.fits = t.numel() < (int64_t(1) << 31);
   for (int j = 0; j < v.nd; ++j) {
     v.shape[j] = shape[v.nd - 1 - j];
     v.stride[j] = stride[v.nd - 1 - j];
+    if (v.fits) v.by[j] = FastDiv(v.shape[j]);
   }
   return v;
 }

@@ -36,31 +36,33 @@ T* ptr(const Tensor& t) {
 //   backward: dYt = dy as (O, nb P);  dW_g += dYt_g col_g^T;  dcol_g = W_g^T dYt_g;  dx = col2im(dcol)
 //             db[o] = sum over n, p of dy[n, o, p]
 
+// n = C cols threads, each writing KH KW entries of col (formulas.h: im2col_entries).
 template <typename T>
-__global__ void im2col_k(const T* x, ConvShape s, T* col, int64_t cols, int64_t n) {
-  GRID_STRIDE_LOOP(i, n) col[i] = im2col_value(x, s, i / cols, i % cols);
+__global__ void im2col_k(const T* x, ConvShape s, ConvIndex ix, T* col, int64_t n) {
+  GRID_STRIDE_LOOP(t, n) im2col_entries(x, s, ix, t, col);
 }
 
 template <typename T>
-__global__ void col2im_k(const T* dcol, ConvShape s, int64_t nb, T* dx, int64_t n) {
-  GRID_STRIDE_LOOP(i, n) dx[i] = col2im_value(dcol, s, nb, i);
+__global__ void col2im_k(const T* dcol, ConvShape s, ConvIndex ix, T* dx, int64_t n) {
+  GRID_STRIDE_LOOP(i, n) dx[i] = col2im_value(dcol, s, ix, i);
 }
 
 // (O, nb P) -> (nb, O, P), adding the bias b (may be null).
 template <typename T>
-__global__ void op_to_nop_k(const T* t, const T* b, T* y, int64_t O, int64_t P, int64_t nb) {
-  GRID_STRIDE_LOOP(i, nb * O * P) {
-    const int64_t p = i % P, o = (i / P) % O, n = i / (O * P);
-    y[i] = t[o * nb * P + n * P + p] + (b ? b[o] : T(0));
+__global__ void op_to_nop_k(const T* t, const T* b, T* y, NopIndex ix, int64_t n) {
+  GRID_STRIDE_LOOP(i, n) {
+    int64_t o;
+    const int64_t from = ix.op_offset(i, o);
+    y[i] = t[from] + (b ? b[o] : T(0));
   }
 }
 
 // (nb, O, P) -> (O, nb P)
 template <typename T>
-__global__ void nop_to_op_k(const T* y, T* t, int64_t O, int64_t P, int64_t nb) {
-  GRID_STRIDE_LOOP(i, nb * O * P) {
-    const int64_t p = i % P, o = (i / P) % O, n = i / (O * P);
-    t[o * nb * P + n * P + p] = y[i];
+__global__ void nop_to_op_k(const T* y, T* t, NopIndex ix, int64_t n) {
+  GRID_STRIDE_LOOP(i, n) {
+    int64_t o;
+    t[ix.op_offset(i, o)] = y[i];
   }
 }
 
@@ -115,7 +117,7 @@ __device__ inline double chan_total(const ChanSums& s, int64_t r) {
 
 template <typename T>
 __global__ void chan_partial_k(ChanSum mode, const T* x, const T* g, const T* mean, int64_t N, int64_t C, int64_t S,
-                               int64_t chunks, double* partial) {
+                               DivMod by_s, int64_t chunks, double* partial) {
   __shared__ double part0[kThreads];
   __shared__ double part1[kThreads];
   const int64_t c = blockIdx.x / chunks, k = blockIdx.x % chunks, M = N * S;
@@ -123,7 +125,7 @@ __global__ void chan_partial_k(ChanSum mode, const T* x, const T* g, const T* me
   const T mu = mean ? mean[c] : T(0);
   double a0 = 0, a1 = 0;
   for (int64_t m = m0 + threadIdx.x; m < m1; m += blockDim.x) {
-    const int64_t idx = ((m / S) * C + c) * S + m % S;
+    const int64_t n = by_s.div(m), idx = (n * C + c) * S + (m - n * S);
     if (mode == ChanSum::Sum) {
       a0 += (double)x[idx];
     } else if (mode == ChanSum::SqDev) {
@@ -174,7 +176,8 @@ ChanPieces channel_sums(ChanSum mode, const T* x, const T* g, const T* mean, int
   ChanPieces p;
   p.partial = Tensor::empty({rows * chunks}, DType::F64, Device(Device::CUDA));
   p.sums = {p.partial.data<double>(), chunks, sums};
-  chan_partial_k<T><<<(int)(C * chunks), kThreads>>>(mode, x, g, mean, N, C, S, chunks, p.partial.data<double>());
+  const DivMod by_s(std::max<int64_t>(S, 1), M);  // m = n S + s (tensor/fast_div.h)
+  chan_partial_k<T><<<(int)(C * chunks), kThreads>>>(mode, x, g, mean, N, C, S, by_s, chunks, p.partial.data<double>());
   AB_CUDA_CHECK_LAUNCH();
   return p;
 }
@@ -229,9 +232,9 @@ __global__ void bn_eval_coef_k(const T* w, const T* b, const T* mean, const T* v
 
 template <typename T>
 __global__ void bn_affine_k(const T* x, const T* scale, const T* shift, const T* residual, bool relu, T* y,
-                            int64_t C, int64_t S, int64_t n) {
+                            ChannelIndex chan, int64_t n) {
   GRID_STRIDE_LOOP(i, n) {
-    const int64_t c = (i / S) % C;
+    const int64_t c = chan(i);
     T v = bn_value(x[i], scale[c], shift[c]);
     if (residual) v = apply_binary(BinaryOp::Add, v, residual[i], T(0), T(0));  // the add op's formula
     y[i] = relu ? apply_unary(UnaryOp::Relu, v, T(0), T(0)) : v;              // the relu op's formula
@@ -246,10 +249,10 @@ __global__ void bn_relu_grad_k(const T* dy, const T* out, T* g, int64_t n) {
 
 // The same with the output's sign recomputed from x and the forward's scale and shift (BnRelu::affine).
 template <typename T>
-__global__ void bn_relu_grad_affine_k(const T* dy, const T* x, const T* scale, const T* shift, T* g, int64_t C,
-                                      int64_t S, int64_t n) {
+__global__ void bn_relu_grad_affine_k(const T* dy, const T* x, const T* scale, const T* shift, T* g,
+                                      ChannelIndex chan, int64_t n) {
   GRID_STRIDE_LOOP(i, n) {
-    const int64_t c = (i / S) % C;
+    const int64_t c = chan(i);
     g[i] = bn_value(x[i], scale[c], shift[c]) > T(0) ? dy[i] : T(0);
   }
 }
@@ -281,23 +284,26 @@ __global__ void bn_grad_k(ChanSums s, bool first, const T* w, const T* invstd, d
 }
 
 template <typename T>
-__global__ void bn_dx_k(const T* x, const T* g, const T* mean, const T* coef, T* dx, int64_t C, int64_t S, int64_t n) {
+__global__ void bn_dx_k(const T* x, const T* g, const T* mean, const T* coef, T* dx, ChannelIndex chan, int64_t C,
+                        int64_t n) {
   GRID_STRIDE_LOOP(i, n) {
-    const int64_t c = (i / S) % C;
+    const int64_t c = chan(i);
     dx[i] = coef[c] * g[i] + coef[C + c] * (x[i] - mean[c]) + coef[2 * C + c];
   }
 }
 
 struct BnDims {
   int64_t N, C, S;
+  ChannelIndex chan() const { return ChannelIndex(S, C, N * C * S); }  // element i's channel
 };
 BnDims bn_dims(const Tensor& x) { return {x.size(0), x.size(1), x.dim() == 4 ? x.size(2) * x.size(3) : 1}; }
 
 // ---- pooling ---------------------------------------------------------------------------------------
 template <typename T>
-__global__ void max_pool_k(const T* x, PoolShape q, T neg_inf, T* y, int32_t* arg, int64_t n) {
+__global__ void max_pool_k(const T* x, PoolShape q, Split3 at, T neg_inf, T* y, int32_t* arg, int64_t n) {
   GRID_STRIDE_LOOP(i, n) {
-    const int64_t ow = i % q.OW, oh = (i / q.OW) % q.OH, plane = i / (q.OW * q.OH);
+    int64_t plane, oh, ow;
+    at(i, plane, oh, ow);
     int32_t a;
     y[i] = max_pool_value(x + plane * q.H * q.W, q, oh, ow, neg_inf, a);
     arg[i] = a;
@@ -305,25 +311,28 @@ __global__ void max_pool_k(const T* x, PoolShape q, T neg_inf, T* y, int32_t* ar
 }
 
 template <typename T>
-__global__ void max_pool_grad_k(const T* dy, const int32_t* arg, PoolShape q, T* dx, int64_t n) {
+__global__ void max_pool_grad_k(const T* dy, const int32_t* arg, PoolShape q, Split3 at, T* dx, int64_t n) {
   GRID_STRIDE_LOOP(i, n) {
-    const int64_t w = i % q.W, h = (i / q.W) % q.H, plane = i / (q.W * q.H);
+    int64_t plane, h, w;
+    at(i, plane, h, w);
     dx[i] = max_pool_grad(dy + plane * q.OH * q.OW, arg + plane * q.OH * q.OW, q, h, w);
   }
 }
 
 template <typename T>
-__global__ void avg_pool_k(const T* x, PoolShape q, T scale, T* y, int64_t n) {
+__global__ void avg_pool_k(const T* x, PoolShape q, Split3 at, T scale, T* y, int64_t n) {
   GRID_STRIDE_LOOP(i, n) {
-    const int64_t ow = i % q.OW, oh = (i / q.OW) % q.OH, plane = i / (q.OW * q.OH);
+    int64_t plane, oh, ow;
+    at(i, plane, oh, ow);
     y[i] = avg_pool_value(x + plane * q.H * q.W, q, oh, ow, scale);
   }
 }
 
 template <typename T>
-__global__ void avg_pool_grad_k(const T* dy, PoolShape q, T scale, T* dx, int64_t n) {
+__global__ void avg_pool_grad_k(const T* dy, PoolShape q, Split3 at, T scale, T* dx, int64_t n) {
   GRID_STRIDE_LOOP(i, n) {
-    const int64_t w = i % q.W, h = (i / q.W) % q.H, plane = i / (q.W * q.H);
+    int64_t plane, h, w;
+    at(i, plane, h, w);
     dx[i] = avg_pool_grad(dy + plane * q.OH * q.OW, q, h, w, scale);
   }
 }
@@ -453,19 +462,23 @@ __global__ void increment_k(int64_t* counter) {
 
 // ---- temporal shift and max's backward -------------------------------------------------------------
 template <typename T>
-__global__ void shift_k(const T* x, T* y, int64_t frames, int64_t C, int64_t HW, int64_t fold, int dir, int64_t n) {
+__global__ void shift_k(const T* x, T* y, Split3 at, DivMod frames, int64_t C, int64_t HW, int64_t fold, int dir,
+                        int64_t n) {
   GRID_STRIDE_LOOP(i, n) {
-    const int64_t c = (i / HW) % C, row = i / (C * HW), t = row % frames;
+    int64_t row, c, hw;
+    at(i, row, c, hw);
+    const int64_t t = frames.mod(row);
     const int64_t from = shift_source(t, c, fold, dir);
-    y[i] = (from < 0 || from >= frames) ? T(0) : x[i + (from - t) * C * HW];
+    y[i] = (from < 0 || from >= frames.d) ? T(0) : x[i + (from - t) * C * HW];
   }
 }
 
 // gx (outer, R, inner) = 0 except gx[o, idx[o, i], i] = g[o, i]: one thread per gx element.
 template <typename T>
-__global__ void max_grad_k(const T* g, const int64_t* idx, T* gx, int64_t R, int64_t inner, int64_t n) {
+__global__ void max_grad_k(const T* g, const int64_t* idx, T* gx, Split3 at, int64_t inner, int64_t n) {
   GRID_STRIDE_LOOP(j, n) {
-    const int64_t i = j % inner, r = (j / inner) % R, o = j / (inner * R);
+    int64_t o, r, i;
+    at(j, o, r, i);
     gx[j] = idx[o * inner + i] == r ? g[o * inner + i] : T(0);
   }
 }
@@ -483,14 +496,15 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Con
     const scalar_t* px = x.data<scalar_t>();
     const scalar_t* pw = w.data<scalar_t>();
     for (int64_t n0 = 0; n0 < s.N; n0 += chunk) {
-      const int64_t nb = std::min(chunk, s.N - n0), cols = nb * P, ncol = s.C * s.KH * s.KW * cols;
-      im2col_k<scalar_t><<<blocks_for(ncol), kThreads>>>(px + n0 * s.C * s.H * s.W, s, col.data<scalar_t>(), cols, ncol);
+      const int64_t nb = std::min(chunk, s.N - n0), cols = nb * P, threads = s.C * cols, ny = nb * s.O * P;
+      im2col_k<scalar_t><<<blocks_for(threads), kThreads>>>(px + n0 * s.C * s.H * s.W, s, ConvIndex(s, nb),
+                                                            col.data<scalar_t>(), threads);
       AB_CUDA_CHECK_LAUNCH();
       for (int64_t g = 0; g < s.G; ++g)  // Yt_g (Og, cols) = W_g (Og, Kg) col_g (Kg, cols)
         gemm(false, false, Og, cols, Kg, scalar_t(1), pw + g * Og * Kg, Kg, col.data<scalar_t>() + g * Kg * cols, cols,
              scalar_t(0), t.data<scalar_t>() + g * Og * cols, cols);
-      op_to_nop_k<scalar_t><<<blocks_for(nb * s.O * P), kThreads>>>(t.data<scalar_t>(), ptr<scalar_t>(b),
-                                                                    y.data<scalar_t>() + n0 * s.O * P, s.O, P, nb);
+      op_to_nop_k<scalar_t><<<blocks_for(ny), kThreads>>>(t.data<scalar_t>(), ptr<scalar_t>(b),
+                                                          y.data<scalar_t>() + n0 * s.O * P, NopIndex(s.O, P, nb), ny);
       AB_CUDA_CHECK_LAUNCH();
     }
   });
@@ -509,12 +523,14 @@ void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const C
     const scalar_t* pw = w.data<scalar_t>();
     const scalar_t* pdy = dy.data<scalar_t>();
     for (int64_t n0 = 0; n0 < s.N; n0 += chunk) {
-      const int64_t nb = std::min(chunk, s.N - n0), cols = nb * P;
-      nop_to_op_k<scalar_t><<<blocks_for(nb * s.O * P), kThreads>>>(pdy + n0 * s.O * P, dyt.data<scalar_t>(), s.O, P, nb);
+      const int64_t nb = std::min(chunk, s.N - n0), cols = nb * P, ny = nb * s.O * P;
+      const ConvIndex ix(s, nb);
+      nop_to_op_k<scalar_t><<<blocks_for(ny), kThreads>>>(pdy + n0 * s.O * P, dyt.data<scalar_t>(), NopIndex(s.O, P, nb),
+                                                          ny);
       AB_CUDA_CHECK_LAUNCH();
       if (dw) {  // dW_g (Og, Kg) (+)= dYt_g (Og, cols) col_g^T (cols, Kg)
-        im2col_k<scalar_t><<<blocks_for(rows * cols), kThreads>>>(px + n0 * s.C * s.H * s.W, s, col.data<scalar_t>(),
-                                                                  cols, rows * cols);
+        im2col_k<scalar_t><<<blocks_for(s.C * cols), kThreads>>>(px + n0 * s.C * s.H * s.W, s, ix, col.data<scalar_t>(),
+                                                                 s.C * cols);
         AB_CUDA_CHECK_LAUNCH();
         for (int64_t g = 0; g < s.G; ++g)
           gemm(false, true, Og, Kg, cols, scalar_t(1), dyt.data<scalar_t>() + g * Og * cols, cols,
@@ -526,7 +542,7 @@ void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const C
           gemm(true, false, Kg, cols, Og, scalar_t(1), pw + g * Og * Kg, Kg, dyt.data<scalar_t>() + g * Og * cols, cols,
                scalar_t(0), col.data<scalar_t>() + g * Kg * cols, cols);
         const int64_t n = nb * s.C * s.H * s.W;
-        col2im_k<scalar_t><<<blocks_for(n), kThreads>>>(col.data<scalar_t>(), s, nb,
+        col2im_k<scalar_t><<<blocks_for(n), kThreads>>>(col.data<scalar_t>(), s, ix,
                                                         dx->data<scalar_t>() + n0 * s.C * s.H * s.W, n);
         AB_CUDA_CHECK_LAUNCH();
       }
@@ -547,7 +563,8 @@ void max_pool2d_forward(const Tensor& x, int64_t k, int64_t s, int64_t p, Tensor
   const int64_t n = y.numel();
   if (n == 0) return;
   AB_DISPATCH_FLOAT(x.dtype(), "max_pool2d", [&] {
-    max_pool_k<scalar_t><<<blocks_for(n), kThreads>>>(x.data<scalar_t>(), q, -std::numeric_limits<scalar_t>::infinity(),
+    max_pool_k<scalar_t><<<blocks_for(n), kThreads>>>(x.data<scalar_t>(), q, Split3(q.OH, q.OW, n),
+                                                      -std::numeric_limits<scalar_t>::infinity(),
                                                       y.data<scalar_t>(), argmax.data<int32_t>(), n);
     AB_CUDA_CHECK_LAUNCH();
   });
@@ -560,6 +577,7 @@ void max_pool2d_backward(const Tensor& dy, const Tensor& argmax, int64_t k, int6
   if (n == 0) return;
   AB_DISPATCH_FLOAT(dy.dtype(), "max_pool2d backward", [&] {
     max_pool_grad_k<scalar_t><<<blocks_for(n), kThreads>>>(dy.data<scalar_t>(), argmax.data<int32_t>(), q,
+                                                           Split3(q.H, q.W, n),
                                                            dx.data<scalar_t>(), n);
     AB_CUDA_CHECK_LAUNCH();
   });
@@ -571,7 +589,8 @@ void avg_pool2d_forward(const Tensor& x, int64_t k, int64_t s, int64_t p, Tensor
   const int64_t n = y.numel();
   if (n == 0) return;
   AB_DISPATCH_FLOAT(x.dtype(), "avg_pool2d", [&] {
-    avg_pool_k<scalar_t><<<blocks_for(n), kThreads>>>(x.data<scalar_t>(), q, scalar_t(1) / scalar_t(k * k),
+    avg_pool_k<scalar_t><<<blocks_for(n), kThreads>>>(x.data<scalar_t>(), q, Split3(q.OH, q.OW, n),
+                                                      scalar_t(1) / scalar_t(k * k),
                                                       y.data<scalar_t>(), n);
     AB_CUDA_CHECK_LAUNCH();
   });
@@ -583,7 +602,8 @@ void avg_pool2d_backward(const Tensor& dy, int64_t k, int64_t s, int64_t p, Tens
   const int64_t n = dx.numel();
   if (n == 0) return;
   AB_DISPATCH_FLOAT(dy.dtype(), "avg_pool2d backward", [&] {
-    avg_pool_grad_k<scalar_t><<<blocks_for(n), kThreads>>>(dy.data<scalar_t>(), q, scalar_t(1) / scalar_t(k * k),
+    avg_pool_grad_k<scalar_t><<<blocks_for(n), kThreads>>>(dy.data<scalar_t>(), q, Split3(q.H, q.W, n),
+                                                           scalar_t(1) / scalar_t(k * k),
                                                            dx.data<scalar_t>(), n);
     AB_CUDA_CHECK_LAUNCH();
   });
@@ -622,7 +642,7 @@ void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b,
                                                         running ? running->momentum : 0.0, d.C);
     AB_CUDA_CHECK_LAUNCH();
     bn_affine_k<scalar_t><<<blocks_for(x.numel()), kThreads>>>(px, sc, sc + d.C, ptr<scalar_t>(residual), relu,
-                                                               y.data<scalar_t>(), d.C, d.S, x.numel());
+                                                               y.data<scalar_t>(), d.chan(), x.numel());
     AB_CUDA_CHECK_LAUNCH();
   });
   // PACT after the ReLU: one more pass, in place or (a tap) into q (the CPU writes it in the same pass)
@@ -646,8 +666,8 @@ void batch_norm_eval_forward(const Tensor& x, const Tensor& w, const Tensor& b, 
                                                             sc + d.C, d.C);
     AB_CUDA_CHECK_LAUNCH();
     bn_affine_k<scalar_t><<<blocks_for(x.numel()), kThreads>>>(x.data<scalar_t>(), sc, sc + d.C,
-                                                               ptr<scalar_t>(residual), relu, y.data<scalar_t>(), d.C,
-                                                               d.S, x.numel());
+                                                               ptr<scalar_t>(residual), relu, y.data<scalar_t>(), d.chan(),
+                                                               x.numel());
     AB_CUDA_CHECK_LAUNCH();
   });
   if (pact) {
@@ -681,7 +701,7 @@ void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, c
         const scalar_t* sc = relu.affine.data<scalar_t>();
         r = Tensor::empty(x.shape(), x.dtype(), x.device());
         bn_affine_k<scalar_t><<<blocks_for(x.numel()), kThreads>>>(px, sc, sc + d.C, nullptr, true,
-                                                                   r.data<scalar_t>(), d.C, d.S, x.numel());
+                                                                   r.data<scalar_t>(), d.chan(), x.numel());
         AB_CUDA_CHECK_LAUNCH();
       }
       Tensor through = Tensor::empty(dy.shape(), dy.dtype(), dy.device());
@@ -704,7 +724,7 @@ void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, c
       Tensor r = Tensor::empty(x.shape(), x.dtype(), x.device());
       Tensor through = Tensor::empty(dy.shape(), dy.dtype(), dy.device());
       bn_affine_k<scalar_t><<<blocks_for(x.numel()), kThreads>>>(px, sc, sc + d.C, nullptr, true, r.data<scalar_t>(),
-                                                                 d.C, d.S, x.numel());
+                                                                 d.chan(), x.numel());
       AB_CUDA_CHECK_LAUNCH();
       pact_backward(r, relu.clip, false, dy, through, *dclip);
       masked = Tensor::empty(dy.shape(), dy.dtype(), dy.device());
@@ -717,7 +737,7 @@ void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, c
       masked = Tensor::empty(dy.shape(), dy.dtype(), dy.device());
       const scalar_t* sc = relu.affine.data<scalar_t>();
       bn_relu_grad_affine_k<scalar_t><<<blocks_for(dy.numel()), kThreads>>>(pg, px, sc, sc + d.C,
-                                                                            masked.data<scalar_t>(), d.C, d.S,
+                                                                            masked.data<scalar_t>(), d.chan(),
                                                                             dy.numel());
       AB_CUDA_CHECK_LAUNCH();
       pg = masked.data<scalar_t>();
@@ -735,8 +755,8 @@ void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, c
                                                          nullptr, nullptr, coef.data<scalar_t>(), d.C);
       AB_CUDA_CHECK_LAUNCH();
     }
-    bn_dx_k<scalar_t><<<blocks_for(x.numel()), kThreads>>>(px, pg, pm, coef.data<scalar_t>(), dx.data<scalar_t>(), d.C,
-                                                           d.S, x.numel());
+    bn_dx_k<scalar_t><<<blocks_for(x.numel()), kThreads>>>(px, pg, pm, coef.data<scalar_t>(), dx.data<scalar_t>(), d.chan(),
+                                                           d.C, x.numel());
     AB_CUDA_CHECK_LAUNCH();
   });
 }
@@ -850,7 +870,8 @@ void temporal_shift(const Tensor& x, Tensor& y, int64_t frames, int64_t fold, in
   const int64_t rows = x.size(0), C = x.size(1), HW = x.numel() / std::max<int64_t>(rows * C, 1), n = x.numel();
   if (n == 0) return;
   AB_DISPATCH_FLOAT(x.dtype(), "temporal_shift", [&] {
-    shift_k<scalar_t><<<blocks_for(n), kThreads>>>(x.data<scalar_t>(), y.data<scalar_t>(), frames, C, HW, fold, dir, n);
+    shift_k<scalar_t><<<blocks_for(n), kThreads>>>(x.data<scalar_t>(), y.data<scalar_t>(), Split3(C, HW, n),
+                                                   DivMod(frames, n), C, HW, fold, dir, n);
     AB_CUDA_CHECK_LAUNCH();
   });
 }
@@ -860,8 +881,8 @@ void max_backward(const Tensor& g, const Tensor& idx, int64_t outer, int64_t R, 
   const int64_t n = outer * R * inner;
   if (n == 0) return;
   AB_DISPATCH_FLOAT(g.dtype(), "max backward", [&] {
-    max_grad_k<scalar_t><<<blocks_for(n), kThreads>>>(g.data<scalar_t>(), idx.data<int64_t>(), gx.data<scalar_t>(), R,
-                                                      inner, n);
+    max_grad_k<scalar_t><<<blocks_for(n), kThreads>>>(g.data<scalar_t>(), idx.data<int64_t>(), gx.data<scalar_t>(),
+                                                      Split3(R, inner, n), inner, n);
     AB_CUDA_CHECK_LAUNCH();
   });
 }
