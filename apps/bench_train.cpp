@@ -48,10 +48,16 @@
 //                                           inference, recorded once as a CUDA graph and replayed)
 //                    [--cuda-tf32 0|1]     (with cuda: float32 GEMMs, so convolutions, in TF32 on the
 //                                           tensor cores; default 0, plain float32: tensor/cuda/cuda.h)
+//                    [--gpu-profile DIR]   (with cuda: after each workload's timed runs, one more step
+//                                           with the GPU time of each kernel, GEMM and copy
+//                                           (cuda::profile_begin, tensor/cuda/cuda.h), written to
+//                                           DIR/<workload>.csv and summed up in the table:
+//                                           scripts/gpu_profile.py names the kernels)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
@@ -84,6 +90,7 @@ double now() {
 
 Device g_device;         // --device: where the workloads' models and batches live
 bool g_cuda_graph = false;  // --cuda-graph: FP steps and inference replayed as CUDA graphs
+std::string g_profile_dir;  // --gpu-profile
 
 struct Settings {
   int steps = 3, repeats = 3, warmup = 2, threads = 2;
@@ -285,6 +292,51 @@ double measure(Workload& w, const Settings& s, size_t* system_allocs) {
   return (double)w.batch * s.steps / median(times);
 }
 
+// ---- --gpu-profile ------------------------------------------------------------------------------------
+// One step of w under cuda::profile_begin/end, written to DIR/<name>.csv (one line per kernel, GEMM,
+// copy or graph replay, in queue order) and summed up in '#' lines: how much of the eager step
+// (step_ms, from the timed runs) the GPU was busy, and how that time divides between the GEMMs,
+// the other kernels and the copies. A step that waits for the GPU (a copy to the host) cannot be
+// queued ahead; the entries after such a wait are marked, and their times include the host's.
+void profile_step(const std::string& name, Workload& w, double step_ms) {
+  cuda::Profile p;
+  double hold_ms = 100;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    cuda::profile_begin(hold_ms);
+    w.step();
+    p = cuda::profile_end();
+    if (p.queue_ms < 0.8 * p.hold_ms) break;
+    hold_ms = std::min(2 * p.queue_ms + 50, 2000.0);  // the host took longer than the hold: once more, longer
+  }
+  const std::string path = g_profile_dir + "/" + name + ".csv";
+  std::FILE* f = std::fopen(path.c_str(), "w");
+  AB_CHECK(f, "bench_train: --gpu-profile: cannot write ", path);
+  std::fprintf(f, "index,site,detail,gpu_us,flops,bytes,in_time\n");
+  double total = 0, gemm_ms = 0, gemm_flops = 0, copy_ms = 0, kernel_ms = 0;
+  int gemms = 0, copies = 0, kernels = 0, in_time = 0;
+  for (size_t i = 0; i < p.entries.size(); ++i) {
+    const cuda::ProfileEntry& e = p.entries[i];
+    std::fprintf(f, "%zu,%s,%s,%.3f,%.0f,%.0f,%d\n", i, e.site.c_str(), e.detail.c_str(), 1e3 * e.gpu_ms, e.flops,
+                 e.bytes, e.in_time ? 1 : 0);
+    total += e.gpu_ms;
+    in_time += e.in_time;
+    if (e.flops > 0) gemms++, gemm_ms += e.gpu_ms, gemm_flops += e.flops;
+    else if (e.bytes > 0) copies++, copy_ms += e.gpu_ms;
+    else kernels++, kernel_ms += e.gpu_ms;
+  }
+  std::fclose(f);
+  std::printf("# gpu profile of %s (%s): %zu entries, %d queued in time%s; the host queued them in %.2f ms while "
+              "the GPU was held %.2f ms\n",
+              name.c_str(), path.c_str(), p.entries.size(), in_time, p.truncated ? " (truncated)" : "", p.queue_ms,
+              p.hold_ms);
+  std::printf("#   GPU time %.3f ms of the eager step's %.3f ms (the GPU busy %.0f%% of it)\n", total, step_ms,
+              100 * total / step_ms);
+  std::printf("#   %d GEMMs %.3f ms (%.1f TFLOP/s), %d other kernels %.3f ms (%.1f us each), %d copies %.3f ms\n",
+              gemms, gemm_ms, gemm_ms > 0 ? gemm_flops / gemm_ms * 1e-9 : 0.0, kernels, kernel_ms,
+              kernels ? 1e3 * kernel_ms / kernels : 0.0, copies, copy_ms);
+  std::fflush(stdout);
+}
+
 std::vector<std::string> split_commas(const std::string& s) {
   std::vector<std::string> out;
   std::stringstream ss(s);
@@ -339,6 +391,11 @@ int main(int argc, char** argv) {
         std::string v = argv[++i];
         AB_CHECK(v == "0" || v == "1", "bench_train: --cuda-tf32 needs 0 or 1, got '", v, "'");
         tf32 = v == "1";
+      } else if (a == "--gpu-profile" && has_value) {
+        g_profile_dir = argv[++i];
+        std::error_code ec;
+        std::filesystem::create_directories(g_profile_dir, ec);
+        AB_CHECK(!ec, "bench_train: --gpu-profile: cannot create the folder ", g_profile_dir, ": ", ec.message());
       } else if (a == "--device" && has_value) {
         g_device = Device::parse(argv[++i]);
         AB_CHECK(!g_device.is_cuda() || cuda::available(), "--device ", argv[i], ": ",
@@ -356,11 +413,13 @@ int main(int argc, char** argv) {
         AB_CHECK(found, "bench_train: --int-kernel '", v, "' is not one of this build's: ", int_kernel_flags());
       } else
         AB_FAIL("bench_train: unknown argument '", a,
-                "' (usage: bench_train [--only NAME[,NAME...]] [--steps N] [--repeats N] [--warmup N] [--threads N] [--interleave] [--conv-direct 0|1] [--int-kernel K] [--device cpu|cuda] [--cuda-graph 0|1] [--cuda-tf32 0|1])");
+                "' (usage: bench_train [--only NAME[,NAME...]] [--steps N] [--repeats N] [--warmup N] [--threads N] [--interleave] [--conv-direct 0|1] [--int-kernel K] [--device cpu|cuda] [--cuda-graph 0|1] [--cuda-tf32 0|1] [--gpu-profile DIR])");
     }
     cpu::set_num_threads(s.threads);
     AB_CHECK(!tf32 || g_device.is_cuda(), "bench_train: --cuda-tf32 1 needs --device cuda");
     if (g_device.is_cuda()) cuda::set_tf32(tf32);
+    AB_CHECK(g_profile_dir.empty() || g_device.is_cuda(), "bench_train: --gpu-profile needs --device cuda");
+    AB_CHECK(g_profile_dir.empty() || !s.interleave, "bench_train: --gpu-profile does not go with --interleave");
     std::vector<std::string> run = s.only.empty() ? workload_names() : s.only;
     for (auto& n : run)  // check every name before spending minutes on the first workloads
       if (std::find(workload_names().begin(), workload_names().end(), n) == workload_names().end() &&
@@ -386,6 +445,7 @@ int main(int argc, char** argv) {
         ips[name] = measure(w, s, &allocs[name]);
         std::printf("%s %.1f\n", name.c_str(), ips[name]);
         std::fflush(stdout);
+        if (!g_profile_dir.empty()) profile_step(name, w, 1e3 * w.batch / ips[name]);
       }
     } else {
       std::map<std::string, Workload> work;

@@ -2,8 +2,9 @@
 # gpu-check.sh - the one prepared check for a machine with an NVIDIA GPU: builds anybit with the
 # CUDA backend for sm_90 (H100/H200) against the Debian packages unpacked in .deps/root, runs the
 # [cuda] tests, then the whole suite, the GPU benchmarks against PyTorch (ResNet-20: FP step,
-# inference, joint step, 4-bit step; eager and as CUDA graphs) and one epoch of mnist_ours on
-# the GPU (compare with docs/RESULTS.md, "Training on a GPU"), and leaves the logs in $OUT.
+# inference, joint step, 4-bit step; eager and as CUDA graphs), the GPU time of one step of each,
+# kernel by kernel (bench_train --gpu-profile), and one epoch of mnist_ours on the GPU (compare
+# with docs/RESULTS.md, "Training on a GPU"), and leaves the logs in $OUT.
 #
 # That machine has nvcc, CMake and g++ but no Debian -dev packages and no network, so first, here:
 #   scripts/fetch-gpu-deps.sh          # fills .deps/root (about 42 MiB; .deps/ is git-ignored)
@@ -108,6 +109,22 @@ if [ -x "$BUILD/bench_train" ]; then
     done
   } > "$OUT/bench-train.log" 2>&1 || say "a network benchmark failed (bench-train.log)"
   cat "$OUT/bench-train.log"
+fi
+
+# Where each step's GPU time goes: one profiled step per workload (bench_train --gpu-profile: the
+# GPU time of every kernel, GEMM and copy, queued behind a hold so that they run back to back),
+# named and summed up by scripts/gpu_profile.py. With the eager step times above it says what
+# limits each figure: the GPU busy for a small share of the eager step is launch-bound; the GEMMs'
+# TFLOP/s and the other kernels' GB/s against bench_cuda's peaks say compute- or memory-bound.
+if [ -x "$BUILD/bench_train" ]; then
+  say "the GPU time of one step, kernel by kernel (gpu-profile.log, profile/*.csv)"
+  {
+    timeout 120 "$BUILD/bench_train" --device cuda --only $NETS,joint_ours --steps 5 --repeats 3 --warmup 3 \
+      --gpu-profile "$OUT/profile"
+    echo
+    python3 scripts/gpu_profile.py "$OUT/profile" --top 20
+  } > "$OUT/gpu-profile.log" 2>&1 || say "the GPU profile failed (gpu-profile.log)"
+  cat "$OUT/gpu-profile.log"
 fi
 
 # A short training run on the GPU: one epoch of `ours` on MNIST (when the data is here).

@@ -465,3 +465,52 @@ TEST_CASE("cuda: the caching allocator hands a freed block out again", "[cuda]")
   REQUIRE(u.raw_data() == first);
   cuda::synchronize();
 }
+
+// The GPU time profile (cuda::profile_begin, bench_train --gpu-profile): one entry per kernel, GEMM,
+// copy and graph replay queued meanwhile, named by the line of anybit that queued it, with a GEMM's
+// operations and shape and a copy's bytes. (On the emulator the times are the host's: it does the
+// device's work when it is queued.)
+TEST_CASE("cuda: the GPU time profile names each kernel, GEMM, copy and replay by the line that queued it", "[cuda]") {
+  SKIP_WITHOUT_GPU();
+  Generator g(3);
+  Tensor a = Tensor::randn({8, 16}, g).to(kCuda), b = Tensor::randn({16, 4}, g).to(kCuda);
+  REQUIRE_THROWS_WITH(cuda::profile_end(), Catch::Contains("no profile is running"));
+  cuda::profile_begin(1);
+  REQUIRE_THROWS_WITH(cuda::profile_begin(1), Catch::Contains("already running"));
+  Tensor c = relu(matmul(a, b));
+  const std::vector<float> host = c.to_vector<float>();
+  const cuda::Profile p = cuda::profile_end();
+  REQUIRE_FALSE(p.truncated);
+  CHECK(p.hold_ms >= 0);
+  CHECK(p.queue_ms >= 0);
+  int gemms = 0, kernels = 0, copies_back = 0;
+  for (const cuda::ProfileEntry& e : p.entries) {
+    INFO(e.site << " " << e.detail);
+    CHECK(e.gpu_ms >= 0);
+    if (e.site.rfind("tensor/cuda/gemm.cu:", 0) == 0) {
+      ++gemms;
+      CHECK(e.flops == 2.0 * 8 * 4 * 16);
+      CHECK(e.detail == "8x4x16 A B");
+    } else if (e.site.rfind("tensor/cuda/elementwise.cu:", 0) == 0) {
+      ++kernels;
+      CHECK(e.flops == 0);
+    } else if (e.site.rfind("tensor/cuda/runtime.cu:", 0) == 0 && e.bytes == 8 * 4 * sizeof(float)) {
+      ++copies_back;
+    }
+  }
+  CHECK(gemms == 1);
+  CHECK(kernels == 1);  // the ReLU
+  CHECK(copies_back == 1);
+  REQUIRE(!cuda::profiling());
+
+  // Nothing is listed outside a profile, and a replayed graph is one entry.
+  Tensor d;
+  cuda::Graph graph;
+  graph.capture([&] { d = relu(matmul(a, b)); });
+  cuda::profile_begin(1);
+  graph.replay();
+  const cuda::Profile q = cuda::profile_end();
+  REQUIRE(q.entries.size() == 1);
+  CHECK(q.entries[0].site.rfind("tensor/cuda/runtime.cu:", 0) == 0);
+  REQUIRE(d.to_vector<float>() == host);
+}

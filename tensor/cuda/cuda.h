@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "tensor/kernels.h"
 #include "tensor/tensor.h"
@@ -60,6 +61,32 @@ class Graph {
   int pool_ = 0;
 };
 bool capturing();  // a capture is running on this process's stream
+
+// ---- where the GPU's time goes (bench_train --gpu-profile) -------------------------------------
+// Between profile_begin() and profile_end(), every kernel launch, GEMM, copy and graph replay on
+// this thread's stream is followed by a CUDA event and named by the line that queued it
+// (AB_CUDA_CHECK_LAUNCH, tensor/cuda/check.h); the time between two events is the GPU's time for
+// the work between them. That is the work's own time only if the GPU had it queued when it got
+// there, not if it sat idle waiting for the host to queue it: so profile_begin() first queues a
+// kernel that keeps the GPU busy for hold_ms, and the work queued meanwhile runs back to back.
+// Each entry says whether it was queued in time. Not during a capture (a replay is one entry).
+struct ProfileEntry {
+  std::string site;     // the line that queued it: "tensor/cuda/nn.cu:487"
+  double gpu_ms = 0;    // GPU time from the end of the entry before to this one's end
+  double flops = 0;     // a GEMM's floating-point operations (2 M N K), else 0
+  double bytes = 0;     // a copy's or a memset's bytes, else 0
+  std::string detail;   // a GEMM's shape: "MxNxK A B^T" (C = op(A) op(B), row-major)
+  bool in_time = true;  // queued before the GPU was done with the entry before: gpu_ms is the GPU's alone
+};
+struct Profile {
+  std::vector<ProfileEntry> entries;  // in queue order
+  double hold_ms = 0;                 // how long the GPU was held
+  double queue_ms = 0;                // the host's time from profile_begin to the last entry queued
+  bool truncated = false;             // more entries than events (the later ones are not listed)
+};
+void profile_begin(double hold_ms = 100);
+Profile profile_end();  // waits for the GPU
+bool profiling();       // a profile is running (and no capture)
 
 // TF32: float32 GEMMs (and so the convolutions and linear layers built on them) on the tensor
 // cores of an Ampere or newer GPU, their inputs rounded to TF32's 10-bit mantissa (float32 has 23),

@@ -7,6 +7,7 @@
 // kernel still reading it was launched before any kernel that will write it. Copies of batches go
 // on a stream of their own (copy_to_device_async), and CUDA graphs get allocator pools of their own.
 // Read next: elementwise.cu (the kernels), gemm.cu.
+#include <chrono>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -95,14 +96,17 @@ void report_kernel_error() {
 
 void memcpy_h2d(void* dst, const void* src, size_t nbytes) {
   if (nbytes) AB_CUDA_CHECK(cudaMemcpy(dst, src, nbytes, cudaMemcpyHostToDevice));
+  profile_mark(__FILE__, __LINE__, 0, double(nbytes));
 }
 void memcpy_d2h(void* dst, const void* src, size_t nbytes) {
   if (nbytes) AB_CUDA_CHECK(cudaMemcpy(dst, src, nbytes, cudaMemcpyDeviceToHost));
+  profile_mark(__FILE__, __LINE__, 0, double(nbytes));
   report_kernel_error();
 }
 // In stream order with the kernels: the host does not wait for it.
 void memcpy_d2d(void* dst, const void* src, size_t nbytes) {
   if (nbytes) AB_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToDevice, cudaStreamPerThread));
+  profile_mark(__FILE__, __LINE__, 0, double(nbytes));
 }
 
 void synchronize() {
@@ -230,7 +234,10 @@ class CudaCachingAllocator final : public Allocator {
   // the CPU allocator does (storage.h), so a kernel that leaves part of its output unwritten fails.
   void* allocate(size_t nbytes) override {
     void* p = take(nbytes);
-    if (fill_new_allocations_with_nan()) AB_CUDA_CHECK(cudaMemsetAsync(p, 0xFF, round_size(nbytes), cudaStreamPerThread));
+    if (fill_new_allocations_with_nan()) {
+      AB_CUDA_CHECK(cudaMemsetAsync(p, 0xFF, round_size(nbytes), cudaStreamPerThread));
+      cuda::profile_mark(__FILE__, __LINE__, 0, double(round_size(nbytes)));
+    }
     return p;
   }
 
@@ -354,6 +361,107 @@ void Graph::capture(const std::function<void()>& work) {
 void Graph::replay() {
   AB_CHECK(exec_, "cuda::Graph: replay before capture");
   AB_CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec_), cudaStreamPerThread));
+  profile_mark(__FILE__, __LINE__);
+}
+
+// ---- the GPU time profile (cuda.h) ------------------------------------------------------------------
+// events[0] is recorded before the hold kernel and events[1] after it; entry i ends at events[i + 2].
+
+namespace {
+
+// Keeps one thread of the GPU busy for about `us` microseconds, so that the work queued behind it
+// piles up. (__nanosleep's wait is approximate; profile_end measures the hold it got.)
+__global__ void hold_k(int64_t us) {
+  for (int64_t i = 0; i < us; ++i) __nanosleep(1000);
+}
+
+using Clock = std::chrono::steady_clock;
+
+struct Profiler {
+  static constexpr size_t kEvents = 1 << 14;
+  bool on = false;
+  std::vector<cudaEvent_t> events;  // created at the first profile, kept for the next
+  std::vector<ProfileEntry> entries;
+  std::vector<double> queued_ms;  // the host's time, from profile_begin, when entry i had been queued
+  Clock::time_point start;
+  bool truncated = false;
+};
+Profiler& profiler() {
+  static Profiler p;
+  return p;
+}
+
+double ms_between(cudaEvent_t a, cudaEvent_t b) {
+  float ms = 0;
+  AB_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+  return ms;
+}
+
+}  // namespace
+
+bool profiling() { return profiler().on && !g_capturing; }
+
+void profile_mark(const char* file, int line, double flops, double bytes, const std::string& detail) {
+  Profiler& p = profiler();
+  if (!p.on || g_capturing) return;
+  if (p.entries.size() + 2 >= p.events.size()) {
+    p.truncated = true;
+    return;
+  }
+  AB_CUDA_CHECK(cudaEventRecord(p.events[p.entries.size() + 2], cudaStreamPerThread));
+  std::string site = file;  // from the repository's root: the build may name files by absolute paths
+  const size_t root = site.rfind("tensor/");
+  if (root != std::string::npos) site = site.substr(root);
+  ProfileEntry e;
+  e.site = site + ":" + std::to_string(line);
+  e.flops = flops;
+  e.bytes = bytes;
+  e.detail = detail;
+  p.entries.push_back(e);
+  p.queued_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - p.start).count());
+}
+
+void profile_begin(double hold_ms) {
+  Profiler& p = profiler();
+  AB_CHECK(!p.on, "cuda::profile_begin: a profile is already running");
+  AB_CHECK(!g_capturing, "cuda::profile_begin: not during a CUDA graph capture");
+  AB_CHECK(hold_ms >= 0, "cuda::profile_begin: hold_ms must be >= 0, got ", hold_ms);
+  while (p.events.size() < Profiler::kEvents) {
+    cudaEvent_t e = nullptr;
+    AB_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDefault));
+    p.events.push_back(e);
+  }
+  synchronize();  // the GPU is idle: the hold starts now
+  p.entries.clear();
+  p.queued_ms.clear();
+  p.truncated = false;
+  p.start = Clock::now();
+  AB_CUDA_CHECK(cudaEventRecord(p.events[0], cudaStreamPerThread));
+  hold_k<<<1, 1>>>(int64_t(hold_ms * 1000));
+  AB_CUDA_CHECK(cudaGetLastError());
+  AB_CUDA_CHECK(cudaEventRecord(p.events[1], cudaStreamPerThread));
+  p.on = true;
+}
+
+// Entry i was queued in time when the host had queued it before the GPU finished the entry before:
+// the GPU's clock starts at events[0], recorded after p.start, so "the GPU finished the entry before
+// at p.start + its event's time since events[0]" is early if anything, and the test errs on the
+// side of "not in time".
+Profile profile_end() {
+  Profiler& p = profiler();
+  AB_CHECK(p.on, "cuda::profile_end: no profile is running (call profile_begin first)");
+  p.on = false;
+  synchronize();
+  Profile r;
+  r.hold_ms = ms_between(p.events[0], p.events[1]);
+  r.queue_ms = p.queued_ms.empty() ? 0 : p.queued_ms.back();
+  r.truncated = p.truncated;
+  r.entries = p.entries;
+  for (size_t i = 0; i < r.entries.size(); ++i) {
+    r.entries[i].gpu_ms = ms_between(p.events[i + 1], p.events[i + 2]);
+    r.entries[i].in_time = p.queued_ms[i] <= ms_between(p.events[0], p.events[i + 1]);
+  }
+  return r;
 }
 
 }  // namespace cuda

@@ -27,6 +27,9 @@ Graph::~Graph() {}
 void Graph::capture(const std::function<void()>&) { NO_CUDA; }
 void Graph::replay() { NO_CUDA; }
 bool capturing() { return false; }
+void profile_begin(double) { NO_CUDA; }
+Profile profile_end() { NO_CUDA; }
+bool profiling() { return false; }
 void set_tf32(bool on) {
   if (on) NO_CUDA;
 }

@@ -48,6 +48,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -78,6 +79,9 @@ struct Stream {
 };
 struct Event {
   uint64_t race_recorded = 0;  // sync address: the recording stream's work before the record
+  bool recorded = false;       // outside a capture: the timing below is set
+  std::chrono::steady_clock::time_point at;  // when the work before it was done (the record itself: the
+                                             // emulated device does its work when it is queued)
 };
 struct Graph {
   std::vector<std::function<void()>> work;  // in stream order
@@ -911,6 +915,14 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
 #if defined(ANYBIT_EMU_RACECHECK)
   run_on_stream(s, [event] { __tsan_release(&event->race_recorded); });
 #endif
+  event->recorded = true;
+  event->at = std::chrono::steady_clock::now();
+  return cudaSuccess;
+}
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  if (!ms || !start || !end) return fail(cudaErrorInvalidValue);
+  if (!start->recorded || !end->recorded) return fail(cudaErrorInvalidResourceHandle);
+  *ms = std::chrono::duration<float, std::milli>(end->at - start->at).count();
   return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {

@@ -44,6 +44,10 @@ extern thread_local dim3 gridDim;
 // have reached a __syncthreads().
 void __syncthreads();
 
+// On a GPU the calling thread sleeps for between 0 and about 2 ns nanoseconds. The emulated device
+// does its work when it is queued, so no work piles up behind a sleeping kernel: it returns at once.
+inline void __nanosleep(unsigned) {}
+
 // ---- the runtime API --------------------------------------------------------------------------------
 // The real values of the enumerators, so that messages read as on a GPU.
 enum cudaError_t {
@@ -89,6 +93,7 @@ using cudaGraphExec_t = anybit::cuda_emu::Graph*;
 // same here, as in a .cu file compiled with nvcc --default-stream per-thread (CMakeLists.txt).
 #define cudaStreamPerThread ((cudaStream_t)0x2)
 constexpr unsigned cudaStreamNonBlocking = 0x01;
+constexpr unsigned cudaEventDefault = 0x00;
 constexpr unsigned cudaEventDisableTiming = 0x02;
 constexpr unsigned cudaHostAllocDefault = 0x00;
 constexpr unsigned cudaHostAllocPortable = 0x01;
@@ -118,6 +123,7 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags);
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags);
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream = nullptr);
 cudaError_t cudaEventSynchronize(cudaEvent_t event);
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
 cudaError_t cudaEventDestroy(cudaEvent_t event);
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned flags = 0);
 
