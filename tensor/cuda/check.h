@@ -11,8 +11,6 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
-#include <string>
-
 #include "tensor/error.h"
 
 #define AB_CUDA_CHECK(call)                                                                     \
@@ -27,7 +25,7 @@ namespace anybit::cuda {
 // The GPU work just queued at file:line (a kernel, a GEMM of `flops` operations, a copy of `bytes`;
 // `detail` says more, such as a GEMM's shape) ends here, for the GPU time profile
 // (tensor/cuda/runtime.cu).
-void profile_mark(const char* file, int line, double flops = 0, double bytes = 0, const std::string& detail = "");
+void profile_mark(const char* file, int line, double flops = 0, double bytes = 0, const char* detail = nullptr);
 }  // namespace anybit::cuda
 
 #define AB_CUDA_CHECK_LAUNCH()                         \

@@ -28,47 +28,40 @@ __device__ inline bool m_isnan(T x) { return x != x; }
 // The op is a kernel argument, not a template parameter: every thread of a launch takes the same
 // branch, which costs next to nothing, and the build stays small (STYLE.md rule 14).
 
+// Four independent loads in flight per thread, so that each thread keeps the memory system busy
+// (one at a time ran contiguous kernels at 0.58x memcpy's speed on an H200, four at 0.95x).
+// Contiguous operands have an empty View (offset(i) = i); strided ones split i without dividing.
 template <typename T>
-__global__ void unary_k(UnaryOp op, const T* x, View vx, T* y, int64_t n, T p0, T p1) {
-  GRID_STRIDE_LOOP(i, n) y[i] = apply_unary(op, x[vx.offset(i)], p0, p1);
-}
-
-template <typename T>
-__global__ void binary_k(BinaryOp op, const T* a, View va, const T* b, View vb, T* y, int64_t n, T p0,
-                         T p1) {
-  GRID_STRIDE_LOOP(i, n) y[i] = apply_binary(op, a[va.offset(i)], b[vb.offset(i)], p0, p1);
-}
-
-// Contiguous operands (the common case): no index arithmetic, and four independent loads in flight
-// per thread so that each thread keeps the memory system busy.
-template <typename T>
-__global__ void unary_contig_k(UnaryOp op, const T* __restrict__ x, T* __restrict__ y, int64_t n, T p0, T p1) {
+__global__ void unary_k(UnaryOp op, const T* __restrict__ x, View vx, T* __restrict__ y, int64_t n, T p0, T p1) {
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   for (; i + 3 * stride < n; i += 4 * stride) {
-    T v0 = x[i], v1 = x[i + stride], v2 = x[i + 2 * stride], v3 = x[i + 3 * stride];
+    T v0 = x[vx.offset(i)], v1 = x[vx.offset(i + stride)], v2 = x[vx.offset(i + 2 * stride)],
+      v3 = x[vx.offset(i + 3 * stride)];
     y[i] = apply_unary(op, v0, p0, p1);
     y[i + stride] = apply_unary(op, v1, p0, p1);
     y[i + 2 * stride] = apply_unary(op, v2, p0, p1);
     y[i + 3 * stride] = apply_unary(op, v3, p0, p1);
   }
-  for (; i < n; i += stride) y[i] = apply_unary(op, x[i], p0, p1);
+  for (; i < n; i += stride) y[i] = apply_unary(op, x[vx.offset(i)], p0, p1);
 }
 
 template <typename T>
-__global__ void binary_contig_k(BinaryOp op, const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ y,
-                                int64_t n, T p0, T p1) {
+__global__ void binary_k(BinaryOp op, const T* __restrict__ a, View va, const T* __restrict__ b, View vb,
+                         T* __restrict__ y, int64_t n, T p0, T p1) {
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   for (; i + 3 * stride < n; i += 4 * stride) {
-    T a0 = a[i], a1 = a[i + stride], a2 = a[i + 2 * stride], a3 = a[i + 3 * stride];
-    T b0 = b[i], b1 = b[i + stride], b2 = b[i + 2 * stride], b3 = b[i + 3 * stride];
+    T a0 = a[va.offset(i)], a1 = a[va.offset(i + stride)], a2 = a[va.offset(i + 2 * stride)],
+      a3 = a[va.offset(i + 3 * stride)];
+    T b0 = b[vb.offset(i)], b1 = b[vb.offset(i + stride)], b2 = b[vb.offset(i + 2 * stride)],
+      b3 = b[vb.offset(i + 3 * stride)];
     y[i] = apply_binary(op, a0, b0, p0, p1);
     y[i + stride] = apply_binary(op, a1, b1, p0, p1);
     y[i + 2 * stride] = apply_binary(op, a2, b2, p0, p1);
     y[i + 3 * stride] = apply_binary(op, a3, b3, p0, p1);
   }
-  for (; i < n; i += stride) y[i] = apply_binary(op, a[i], b[i], p0, p1);
+  for (; i < n; i += stride) y[i] = apply_binary(op, a[va.offset(i)], b[vb.offset(i)], p0, p1);
 }
 
 template <typename S, typename D>
@@ -254,14 +247,8 @@ void unary(UnaryOp op, const Tensor& x, Tensor& out, double p0, double p1) {
   int64_t n = x.numel();
   if (n == 0) return;
   AB_DISPATCH_FLOAT(x.dtype(), "unary kernel", [&] {
-    if (x.is_contiguous()) {
-      unary_contig_k<scalar_t><<<blocks_for((n + 3) / 4), kThreads>>>(op, x.data<scalar_t>(), out.data<scalar_t>(), n,
-                                                                      (scalar_t)p0, (scalar_t)p1);
-      AB_CUDA_CHECK_LAUNCH();
-      return;
-    }
-    unary_k<scalar_t><<<blocks_for(n), kThreads>>>(op, x.data<scalar_t>(), make_view(x, "unary kernel"),
-                                                   out.data<scalar_t>(), n, (scalar_t)p0, (scalar_t)p1);
+    unary_k<scalar_t><<<blocks_for((n + 3) / 4), kThreads>>>(op, x.data<scalar_t>(), make_view(x, "unary kernel"),
+                                                             out.data<scalar_t>(), n, (scalar_t)p0, (scalar_t)p1);
     AB_CUDA_CHECK_LAUNCH();
   });
 }
@@ -275,15 +262,9 @@ void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out, double p
   int64_t n = out.numel();
   if (n == 0) return;
   AB_DISPATCH_FLOAT(out.dtype(), "binary kernel", [&] {
-    if (a.is_contiguous() && b.is_contiguous()) {
-      binary_contig_k<scalar_t><<<blocks_for((n + 3) / 4), kThreads>>>(
-          op, a.data<scalar_t>(), b.data<scalar_t>(), out.data<scalar_t>(), n, (scalar_t)p0, (scalar_t)p1);
-      AB_CUDA_CHECK_LAUNCH();
-      return;
-    }
-    binary_k<scalar_t><<<blocks_for(n), kThreads>>>(op, a.data<scalar_t>(), make_view(a, "binary kernel"),
-                                                    b.data<scalar_t>(), make_view(b, "binary kernel"),
-                                                    out.data<scalar_t>(), n, (scalar_t)p0, (scalar_t)p1);
+    binary_k<scalar_t><<<blocks_for((n + 3) / 4), kThreads>>>(op, a.data<scalar_t>(), make_view(a, "binary kernel"),
+                                                              b.data<scalar_t>(), make_view(b, "binary kernel"),
+                                                              out.data<scalar_t>(), n, (scalar_t)p0, (scalar_t)p1);
     AB_CUDA_CHECK_LAUNCH();
   });
 }

@@ -95,18 +95,24 @@ void report_kernel_error() {
 }  // namespace
 
 void memcpy_h2d(void* dst, const void* src, size_t nbytes) {
-  if (nbytes) AB_CUDA_CHECK(cudaMemcpy(dst, src, nbytes, cudaMemcpyHostToDevice));
-  profile_mark(__FILE__, __LINE__, 0, double(nbytes));
+  if (nbytes) {
+    AB_CUDA_CHECK(cudaMemcpy(dst, src, nbytes, cudaMemcpyHostToDevice));
+    profile_mark(__FILE__, __LINE__, 0, double(nbytes));
+  }
 }
 void memcpy_d2h(void* dst, const void* src, size_t nbytes) {
-  if (nbytes) AB_CUDA_CHECK(cudaMemcpy(dst, src, nbytes, cudaMemcpyDeviceToHost));
-  profile_mark(__FILE__, __LINE__, 0, double(nbytes));
+  if (nbytes) {
+    AB_CUDA_CHECK(cudaMemcpy(dst, src, nbytes, cudaMemcpyDeviceToHost));
+    profile_mark(__FILE__, __LINE__, 0, double(nbytes));
+  }
   report_kernel_error();
 }
 // In stream order with the kernels: the host does not wait for it.
 void memcpy_d2d(void* dst, const void* src, size_t nbytes) {
-  if (nbytes) AB_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToDevice, cudaStreamPerThread));
-  profile_mark(__FILE__, __LINE__, 0, double(nbytes));
+  if (nbytes) {
+    AB_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToDevice, cudaStreamPerThread));
+    profile_mark(__FILE__, __LINE__, 0, double(nbytes));
+  }
 }
 
 void synchronize() {
@@ -401,7 +407,7 @@ double ms_between(cudaEvent_t a, cudaEvent_t b) {
 
 bool profiling() { return profiler().on && !g_capturing; }
 
-void profile_mark(const char* file, int line, double flops, double bytes, const std::string& detail) {
+void profile_mark(const char* file, int line, double flops, double bytes, const char* detail) {
   Profiler& p = profiler();
   if (!p.on || g_capturing) return;
   if (p.entries.size() + 2 >= p.events.size()) {
@@ -416,7 +422,7 @@ void profile_mark(const char* file, int line, double flops, double bytes, const 
   e.site = site + ":" + std::to_string(line);
   e.flops = flops;
   e.bytes = bytes;
-  e.detail = detail;
+  if (detail) e.detail = detail;
   p.entries.push_back(e);
   p.queued_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - p.start).count());
 }
