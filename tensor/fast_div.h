@@ -2,15 +2,16 @@
 // multiply and a shift: the CUDA kernels' index arithmetic (which channel, row or pixel element i
 // belongs to).
 //
-// A GPU has no integer divider. It divides in a software routine: about twenty instructions for
-// 32-bit integers and several times that for 64-bit ones, where a memory-bound kernel can spend
-// only a few dozen instructions per element on everything. So the host works out, once per launch,
+// A GPU has no integer divider. It divides in a software routine of many instructions (more for
+// 64-bit integers than for 32-bit ones), where a memory-bound kernel can spend only a few dozen
+// instructions per element on everything. So the host works out, once per launch,
 // a magic number m and a shift s for each divisor d, and a kernel computes n / d as
 //     (umulhi(n, m) + n) >> s        (umulhi: the high 32 bits of the 64-bit product)
 // a multiply, an add and a shift (Granlund and Montgomery, "Division by invariant integers using
 // multiplication", 1994; PyTorch's IntDivider does the same). With s the smallest shift such that
 // 2^s >= d, and m = floor(2^32 (2^s - d) / d) + 1, it is exact for every 0 <= n < 2^31 and
-// 1 <= d < 2^31 (tests/test_formulas.cpp checks it against `/` across that range). A launch
+// 1 <= d < 2^31 (tests/test_formulas.cpp checks it against `/` on 1.5 million numerators and
+// divisors spread over that range, its edges included). A launch
 // whose indices may reach 2^31 divides in 64 bits instead (DivMod, below).
 // Read next: tensor/cuda/launch.h (View), tensor/cuda/nn.cu (im2col_k, the batch norm kernels).
 #pragma once

@@ -236,9 +236,9 @@ AB_HD inline int64_t shift_source(int64_t t, int64_t c, int64_t fold, int dir) {
 }
 
 // ---- the CUDA kernels' index arithmetic -----------------------------------------------------------
-// One output element (or one row) per CUDA thread. The CPU has its own, faster loops for these ops,
-// so these functions are checked on the host against the scalar references (tests/test_cuda.cpp,
-// "index arithmetic"), which runs with or without a GPU.
+// One output element (or one row, or im2col's KH KW entries of one pixel) per CUDA thread. The CPU
+// has its own, faster loops for these ops, so these functions are checked on the host against the
+// scalar references (tests/test_formulas.cpp), which runs with or without a GPU.
 
 // A convolution's divisors for the launches over a chunk of nb images (tensor/fast_div.h): made
 // once per launch by the host, they split a thread's index into its parts without dividing.

@@ -562,6 +562,12 @@ std::vector<OpCase> many_blocks_table() {
          side.push_back(rv);
          return y;
        }},
+      // evaluation: 16320 values per channel, 64 blocks each, sharing the channel's coefficients
+      {"batch_norm + residual + relu evaluation (fused), (16, 3, 30, 34)", {{16, 3, 30, 34}, {3}, {3}, {16, 3, 30, 34}},
+       [](const Xs& x, Xs&) {
+         Tensor rm = channel_values(3, -0.2, 0.1, x[0]), rv = channel_values(3, 0.5, 0.25, x[0]);
+         return batch_norm(x[0], x[1], x[2], rm, rv, false, 0.1, 1e-5, /*relu=*/true, x[3]);
+       }},
       {"max_pool2d 3 stride 2 pad 1, (4, 16, 16, 16)", {{4, 16, 16, 16}},
        [](const Xs& x, Xs&) { return max_pool2d(x[0], 3, 2, 1); }},
       {"global_avg_pool2d, (8, 32, 8, 8)", {{8, 32, 8, 8}}, [](const Xs& x, Xs&) { return global_avg_pool2d(x[0]); }},

@@ -115,14 +115,42 @@ __device__ inline double chan_total(const ChanSums& s, int64_t r) {
   return s.sums[r] = add_pieces(s.partial, s.chunks, r);
 }
 
+// A SqDev pass whose mean is not computed yet: each block works it out from the Sum pass (the
+// pieces or their totals, `sum`) as mean = T(total / M), and block 0 of the channel keeps it in
+// `out` and the total in sum.sums (the first reader's job): one launch fewer per BN.
 template <typename T>
-__global__ void chan_partial_k(ChanSum mode, const T* x, const T* g, const T* mean, int64_t N, int64_t C, int64_t S,
-                               DivMod by_s, int64_t chunks, double* partial) {
+struct MeanOf {
+  ChanSums sum;
+  double M = 0;
+  T* out = nullptr;  // null: the mean is given
+  template <typename F>
+  void for_each_pointer(F&& f) {  // for the CUDA emulator
+    sum.for_each_pointer(f), f(out);
+  }
+};
+
+template <typename T>
+__global__ void chan_partial_k(ChanSum mode, const T* x, const T* g, const T* mean, MeanOf<T> mean_of, int64_t N,
+                               int64_t C, int64_t S, DivMod by_s, int64_t chunks, double* partial) {
   __shared__ double part0[kThreads];
   __shared__ double part1[kThreads];
   const int64_t c = blockIdx.x / chunks, k = blockIdx.x % chunks, M = N * S;
   const int64_t per = (M + chunks - 1) / chunks, m0 = k * per, m1 = m0 + per < M ? m0 + per : M;
-  const T mu = mean ? mean[c] : T(0);
+  T mu = mean ? mean[c] : T(0);
+  if (mean_of.out) {
+    if (threadIdx.x == 0) {
+      const double total = mean_of.sum.partial ? add_pieces(mean_of.sum.partial, mean_of.sum.chunks, c)
+                                               : mean_of.sum.sums[c];
+      part0[0] = total;
+      if (k == 0) {
+        mean_of.out[c] = T(total / mean_of.M);
+        if (mean_of.sum.partial) mean_of.sum.sums[c] = total;
+      }
+    }
+    __syncthreads();
+    mu = T(part0[0] / mean_of.M);
+    __syncthreads();  // part0 is the block's sums' from here on
+  }
   double a0 = 0, a1 = 0;
   for (int64_t m = m0 + threadIdx.x; m < m1; m += blockDim.x) {
     const int64_t n = by_s.div(m), idx = (n * C + c) * S + (m - n * S);
@@ -169,7 +197,7 @@ struct ChanPieces {
 // totals from the first kernel that reads them.
 template <typename T>
 ChanPieces channel_sums(ChanSum mode, const T* x, const T* g, const T* mean, int64_t N, int64_t C, int64_t S,
-                        double* sums) {
+                        double* sums, const MeanOf<T>& mean_of = MeanOf<T>()) {
   const int64_t M = N * S;
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(64, M / 4096));
   const int64_t rows = mode == ChanSum::GradPair ? 2 * C : C;
@@ -177,7 +205,8 @@ ChanPieces channel_sums(ChanSum mode, const T* x, const T* g, const T* mean, int
   p.partial = Tensor::empty({rows * chunks}, DType::F64, Device(Device::CUDA));
   p.sums = {p.partial.data<double>(), chunks, sums};
   const DivMod by_s(std::max<int64_t>(S, 1), M);  // m = n S + s (tensor/fast_div.h)
-  chan_partial_k<T><<<(int)(C * chunks), kThreads>>>(mode, x, g, mean, N, C, S, by_s, chunks, p.partial.data<double>());
+  chan_partial_k<T><<<(int)(C * chunks), kThreads>>>(mode, x, g, mean, mean_of, N, C, S, by_s, chunks,
+                                                      p.partial.data<double>());
   AB_CUDA_CHECK_LAUNCH();
   return p;
 }
@@ -216,17 +245,33 @@ __global__ void bn_stats_k(const double* sum, ChanSums sq, double M, double eps,
   }
 }
 
+// Evaluation, in one launch: block (bx, by) works on channel c = by (and on by + gridDim.y, ...
+// when C > 65535, the grid's limit). Its first thread turns the running statistics into the
+// channel's scale and shift (formula::bn_eval_coefficients), which the block's threads share; the
+// blocks with bx == 0 also keep them, and invstd, for a backward. The elements of channel c are
+// m = n S + s, n < N, s < S (M = N S of them), at ((n C + c) S + s) of x; by_s splits m. Then y
+// as in bn_affine_k (below).
 template <typename T>
-__global__ void bn_mean_k(ChanSums sum, double M, T* mean, int64_t C) {
-  GRID_STRIDE_LOOP(c, C) mean[c] = T(chan_total(sum, c) / M);
-}
-
-// Evaluation: invstd, scale and shift from the running statistics, in one launch.
-template <typename T>
-__global__ void bn_eval_coef_k(const T* w, const T* b, const T* mean, const T* var, double eps, T* invstd, T* scale,
-                               T* shift, int64_t C) {
-  GRID_STRIDE_LOOP(c, C) {
-    bn_eval_coefficients(var[c], eps, w ? w[c] : T(1), b ? b[c] : T(0), mean[c], invstd[c], scale[c], shift[c]);
+__global__ void bn_eval_k(const T* x, const T* w, const T* b, const T* mean, const T* var, double eps,
+                          const T* residual, bool relu, T* y, T* invstd, T* scale, T* shift, int64_t C, int64_t S,
+                          DivMod by_s, int64_t M) {
+  __shared__ T coef[2];
+  for (int64_t c = blockIdx.y; c < C; c += gridDim.y) {
+    if (threadIdx.x == 0) {
+      T inv, sc, sh;
+      bn_eval_coefficients(var[c], eps, w ? w[c] : T(1), b ? b[c] : T(0), mean[c], inv, sc, sh);
+      coef[0] = sc, coef[1] = sh;
+      if (blockIdx.x == 0) invstd[c] = inv, scale[c] = sc, shift[c] = sh;
+    }
+    __syncthreads();
+    const T sc = coef[0], sh = coef[1];
+    for (int64_t m = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; m < M; m += (int64_t)gridDim.x * blockDim.x) {
+      const int64_t n = by_s.div(m), i = (n * C + c) * S + (m - n * S);
+      T v = bn_value(x[i], sc, sh);
+      if (residual) v = apply_binary(BinaryOp::Add, v, residual[i], T(0), T(0));  // the add op's formula
+      y[i] = relu ? apply_unary(UnaryOp::Relu, v, T(0), T(0)) : v;              // the relu op's formula
+    }
+    __syncthreads();  // coef is rewritten for the next channel
   }
 }
 
@@ -627,11 +672,8 @@ void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b,
     double *sum = sums.data<double>(), *sq = sum + d.C;
     const scalar_t* px = x.data<scalar_t>();
     const ChanPieces sum_p = channel_sums<scalar_t>(ChanSum::Sum, px, nullptr, nullptr, d.N, d.C, d.S, sum);
-    bn_mean_k<scalar_t><<<blocks_for(d.C), kThreads>>>(sum_across(sum_p.sums, d.C, across), M, mean.data<scalar_t>(),
-                                                       d.C);
-    AB_CUDA_CHECK_LAUNCH();
-    const ChanPieces sq_p =
-        channel_sums<scalar_t>(ChanSum::SqDev, px, nullptr, mean.data<scalar_t>(), d.N, d.C, d.S, sq);
+    const MeanOf<scalar_t> mean_of{sum_across(sum_p.sums, d.C, across), M, mean.data<scalar_t>()};
+    const ChanPieces sq_p = channel_sums<scalar_t>(ChanSum::SqDev, px, nullptr, nullptr, d.N, d.C, d.S, sq, mean_of);
     scalar_t* sc = affine.data<scalar_t>();
     bn_stats_k<scalar_t><<<blocks_for(d.C), kThreads>>>(sum, sum_across(sq_p.sums, d.C, across), M, eps,
                                                         ptr<scalar_t>(w), ptr<scalar_t>(b),
@@ -659,15 +701,15 @@ void batch_norm_eval_forward(const Tensor& x, const Tensor& w, const Tensor& b, 
   check_cuda("batch_norm", "running_mean", mean);
   check_cuda("batch_norm", "running_var", var);
   const BnDims d = bn_dims(x);
+  if (d.C == 0) return;
   AB_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] {
     scalar_t* sc = affine.data<scalar_t>();
-    bn_eval_coef_k<scalar_t><<<blocks_for(d.C), kThreads>>>(ptr<scalar_t>(w), ptr<scalar_t>(b), mean.data<scalar_t>(),
-                                                            var.data<scalar_t>(), eps, invstd.data<scalar_t>(), sc,
-                                                            sc + d.C, d.C);
-    AB_CUDA_CHECK_LAUNCH();
-    bn_affine_k<scalar_t><<<blocks_for(x.numel()), kThreads>>>(x.data<scalar_t>(), sc, sc + d.C,
-                                                               ptr<scalar_t>(residual), relu, y.data<scalar_t>(), d.chan(),
-                                                               x.numel());
+    const int64_t M = d.N * d.S;  // one block at least: the coefficients are written even for an empty batch
+    const dim3 grid((unsigned)std::max(blocks_for(M), 1), (unsigned)std::min<int64_t>(d.C, 65535));
+    bn_eval_k<scalar_t><<<grid, kThreads>>>(x.data<scalar_t>(), ptr<scalar_t>(w), ptr<scalar_t>(b),
+                                            mean.data<scalar_t>(), var.data<scalar_t>(), eps, ptr<scalar_t>(residual),
+                                            relu, y.data<scalar_t>(), invstd.data<scalar_t>(), sc, sc + d.C, d.C, d.S,
+                                            DivMod(std::max<int64_t>(d.S, 1), M), M);
     AB_CUDA_CHECK_LAUNCH();
   });
   if (pact) {
