@@ -115,37 +115,32 @@ __device__ inline double chan_total(const ChanSums& s, int64_t r) {
   return s.sums[r] = add_pieces(s.partial, s.chunks, r);
 }
 
-// A SqDev pass whose mean is not computed yet: each block works it out from the Sum pass (the
-// pieces or their totals, `sum`) as mean = T(total / M), and block 0 of the channel keeps it in
-// `out` and the total in sum.sums (the first reader's job): one launch fewer per BN.
-template <typename T>
+// A SqDev pass whose mean is not computed yet (M > 0): each block works it out from the Sum pass
+// (its pieces, or their totals), mean = T(total / M), as bn_stats_k will; block 0 of the channel
+// keeps the total in sum.sums for bn_stats_k (the first reader's job). One launch fewer per BN.
 struct MeanOf {
   ChanSums sum;
-  double M = 0;
-  T* out = nullptr;  // null: the mean is given
+  double M = 0;  // 0: the mean is given
   template <typename F>
   void for_each_pointer(F&& f) {  // for the CUDA emulator
-    sum.for_each_pointer(f), f(out);
+    sum.for_each_pointer(f);
   }
 };
 
 template <typename T>
-__global__ void chan_partial_k(ChanSum mode, const T* x, const T* g, const T* mean, MeanOf<T> mean_of, int64_t N,
+__global__ void chan_partial_k(ChanSum mode, const T* x, const T* g, const T* mean, MeanOf mean_of, int64_t N,
                                int64_t C, int64_t S, DivMod by_s, int64_t chunks, double* partial) {
   __shared__ double part0[kThreads];
   __shared__ double part1[kThreads];
   const int64_t c = blockIdx.x / chunks, k = blockIdx.x % chunks, M = N * S;
   const int64_t per = (M + chunks - 1) / chunks, m0 = k * per, m1 = m0 + per < M ? m0 + per : M;
   T mu = mean ? mean[c] : T(0);
-  if (mean_of.out) {
+  if (mean_of.M > 0) {
     if (threadIdx.x == 0) {
       const double total = mean_of.sum.partial ? add_pieces(mean_of.sum.partial, mean_of.sum.chunks, c)
                                                : mean_of.sum.sums[c];
       part0[0] = total;
-      if (k == 0) {
-        mean_of.out[c] = T(total / mean_of.M);
-        if (mean_of.sum.partial) mean_of.sum.sums[c] = total;
-      }
+      if (k == 0 && mean_of.sum.partial) mean_of.sum.sums[c] = total;
     }
     __syncthreads();
     mu = T(part0[0] / mean_of.M);
@@ -197,7 +192,7 @@ struct ChanPieces {
 // totals from the first kernel that reads them.
 template <typename T>
 ChanPieces channel_sums(ChanSum mode, const T* x, const T* g, const T* mean, int64_t N, int64_t C, int64_t S,
-                        double* sums, const MeanOf<T>& mean_of = MeanOf<T>()) {
+                        double* sums, const MeanOf& mean_of = MeanOf()) {
   const int64_t M = N * S;
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(64, M / 4096));
   const int64_t rows = mode == ChanSum::GradPair ? 2 * C : C;
@@ -672,7 +667,7 @@ void batch_norm_train_forward(const Tensor& x, const Tensor& w, const Tensor& b,
     double *sum = sums.data<double>(), *sq = sum + d.C;
     const scalar_t* px = x.data<scalar_t>();
     const ChanPieces sum_p = channel_sums<scalar_t>(ChanSum::Sum, px, nullptr, nullptr, d.N, d.C, d.S, sum);
-    const MeanOf<scalar_t> mean_of{sum_across(sum_p.sums, d.C, across), M, mean.data<scalar_t>()};
+    const MeanOf mean_of{sum_across(sum_p.sums, d.C, across), M};  // bn_stats_k writes mean
     const ChanPieces sq_p = channel_sums<scalar_t>(ChanSum::SqDev, px, nullptr, nullptr, d.N, d.C, d.S, sq, mean_of);
     scalar_t* sc = affine.data<scalar_t>();
     bn_stats_k<scalar_t><<<blocks_for(d.C), kThreads>>>(sum, sum_across(sq_p.sums, d.C, across), M, eps,
