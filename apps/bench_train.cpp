@@ -294,8 +294,8 @@ double measure(Workload& w, const Settings& s, size_t* system_allocs) {
 
 // ---- --gpu-profile ------------------------------------------------------------------------------------
 // One step of w under cuda::profile_begin/end, written to DIR/<name>.csv (one line per kernel, GEMM,
-// copy or graph replay, in queue order) and summed up in '#' lines: how much of the eager step
-// (step_ms, from the timed runs) the GPU was busy, and how that time divides between the GEMMs,
+// copy or graph replay, in queue order) and summed up in '#' lines: how much of the timed step
+// (step_ms, the median of the timed runs) the GPU was busy, and how that time divides between the GEMMs,
 // the other kernels and the copies. A step that waits for the GPU (a copy to the host) cannot be
 // queued ahead; the entries after such a wait are marked, and their times include the host's.
 void profile_step(const std::string& name, Workload& w, double step_ms) {
@@ -329,7 +329,7 @@ void profile_step(const std::string& name, Workload& w, double step_ms) {
               "the GPU was held %.2f ms\n",
               name.c_str(), path.c_str(), p.entries.size(), in_time, p.truncated ? " (truncated)" : "", p.queue_ms,
               p.hold_ms);
-  std::printf("#   GPU time %.3f ms of the eager step's %.3f ms (the GPU busy %.0f%% of it)\n", total, step_ms,
+  std::printf("#   GPU time %.3f ms of the timed step's %.3f ms (the GPU busy %.0f%% of it)\n", total, step_ms,
               100 * total / step_ms);
   std::printf("#   %d GEMMs %.3f ms (%.1f TFLOP/s), %d other kernels %.3f ms (%.1f us each), %d copies %.3f ms\n",
               gemms, gemm_ms, gemm_ms > 0 ? gemm_flops / gemm_ms * 1e-9 : 0.0, kernels, kernel_ms,
@@ -393,9 +393,6 @@ int main(int argc, char** argv) {
         tf32 = v == "1";
       } else if (a == "--gpu-profile" && has_value) {
         g_profile_dir = argv[++i];
-        std::error_code ec;
-        std::filesystem::create_directories(g_profile_dir, ec);
-        AB_CHECK(!ec, "bench_train: --gpu-profile: cannot create the folder ", g_profile_dir, ": ", ec.message());
       } else if (a == "--device" && has_value) {
         g_device = Device::parse(argv[++i]);
         AB_CHECK(!g_device.is_cuda() || cuda::available(), "--device ", argv[i], ": ",
@@ -420,6 +417,11 @@ int main(int argc, char** argv) {
     if (g_device.is_cuda()) cuda::set_tf32(tf32);
     AB_CHECK(g_profile_dir.empty() || g_device.is_cuda(), "bench_train: --gpu-profile needs --device cuda");
     AB_CHECK(g_profile_dir.empty() || !s.interleave, "bench_train: --gpu-profile does not go with --interleave");
+    if (!g_profile_dir.empty()) {
+      std::error_code ec;
+      std::filesystem::create_directories(g_profile_dir, ec);
+      AB_CHECK(!ec, "bench_train: --gpu-profile: cannot create the folder ", g_profile_dir, ": ", ec.message());
+    }
     std::vector<std::string> run = s.only.empty() ? workload_names() : s.only;
     for (auto& n : run)  // check every name before spending minutes on the first workloads
       if (std::find(workload_names().begin(), workload_names().end(), n) == workload_names().end() &&
@@ -488,7 +490,8 @@ int main(int argc, char** argv) {
     }
     return 0;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_train: %s\n", e.what());
+    const std::string message = e.what();  // named once, whether or not the message names the program
+    std::fprintf(stderr, "%s%s\n", message.rfind("bench_train: ", 0) == 0 ? "" : "bench_train: ", message.c_str());
     return 1;
   }
 }

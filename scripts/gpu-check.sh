@@ -12,7 +12,8 @@
 #   run(command="bash scripts/gpu-check.sh", carry=[".deps", "datasets/mnist"], timeout_s=540)
 # (.deps 42 MiB + MNIST 11 MiB + the repository 4 MiB: under the 64 MiB that travels.)
 # Checked on a machine without a GPU (2 cores, 1 Dec 2026): it builds (206 s), the suite passes, and every GPU
-# step reports "no usable CUDA GPU" and the script exits 1.
+# step reports "no usable CUDA GPU" and the script exits 1. Again on 2 Dec 2026 with the profile step
+# (`OUT=/tmp/gpucheck bash scripts/gpu-check.sh`): the same.
 #
 # The [cuda] run sets CUDA_LAUNCH_BLOCKING=1 so that a failing kernel is reported at its own launch.
 # Environment: OUT (log folder; default build-gpu/gpu-check-logs), BUILD (build folder; default build-gpu),

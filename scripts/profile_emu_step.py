@@ -5,11 +5,12 @@ queue them. The counts are those of a real GPU, since the host code that decides
 code; what they cost there is not measured here (see docs/BENCHMARKS.md, "A step's work on the
 GPU, counted").
 
-How: build/bench_train_emu (bench_train on the emulated device) runs each workload with
-ANYBIT_EMU_PROFILE set, once with `--steps 1` and once with `--steps 1+K`, after the same warm-up
-(one step; three with a CUDA graph, which is captured at a step's third call). The difference of
-the two profiles, divided by K, is the work of one step in steady state. The emulator is slow
-(about 25 s for one FP step of ResNet-20 at batch 128 on one core), so this takes a while.
+How: build/bench_train_emu (bench_train on the emulated device, brought up to date first) runs
+each workload with ANYBIT_EMU_PROFILE set, once with `--steps 1` and once with `--steps 1+K`,
+after the same warm-up (one step; three with a CUDA graph, which is captured at a step's third
+call). The difference of the two profiles, divided by K, is the work of one step in steady state.
+The emulator is slow (about 25 s for one FP step of ResNet-20 at batch 128 on one core), so this
+takes a while.
 
   scripts/profile_emu_step.py [--build build] [--only NAME[,NAME...]] [--steps K] [--kernels N]
 
@@ -89,9 +90,12 @@ def main():
     if args.steps < 1:
         sys.exit("profile_emu_step: --steps needs a positive integer, got %d" % args.steps)
     program = os.path.join(args.build, "bench_train_emu")
-    if not os.access(program, os.X_OK):
-        sys.exit("profile_emu_step: %s is missing: build it first (cmake --build %s --target bench_train_emu; "
-                 "it needs -DANYBIT_CUDA_EMULATOR=ON)" % (program, args.build))
+    # bench_train_emu is not in the default build: bring it up to date first, so that the counts are
+    # those of the source as it is (a stale binary once gave a whole table of old counts).
+    if subprocess.run(["cmake", "--build", args.build, "--target", "bench_train_emu"],
+                      stdout=subprocess.DEVNULL).returncode != 0 or not os.access(program, os.X_OK):
+        sys.exit("profile_emu_step: cannot build %s (cmake --build %s --target bench_train_emu; it needs "
+                 "-DANYBIT_CUDA_EMULATOR=ON)" % (program, args.build))
 
     print("# one step in steady state, batch 128, counted on the CUDA emulator (%s)" % program)
     print("| workload | host calls | kernels | GEMMs | GEMM GFLOP | copies | copied MB | memsets | memset MB | "

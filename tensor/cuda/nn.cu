@@ -144,7 +144,7 @@ __global__ void chan_partial_k(ChanSum mode, const T* x, const T* g, const T* me
     }
     __syncthreads();
     mu = T(part0[0] / mean_of.M);
-    __syncthreads();  // part0 is the block's sums' from here on
+    __syncthreads();  // from here on part0 holds the block's partial sums
   }
   double a0 = 0, a1 = 0;
   for (int64_t m = m0 + threadIdx.x; m < m1; m += blockDim.x) {
