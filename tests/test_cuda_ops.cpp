@@ -562,7 +562,7 @@ std::vector<OpCase> many_blocks_table() {
          side.push_back(rv);
          return y;
        }},
-      // evaluation: 16320 values per channel, 64 blocks each, sharing the channel's coefficients
+      // evaluation: 16320 values per channel, 16 blocks of 256 threads each, sharing the channel's coefficients
       {"batch_norm + residual + relu evaluation (fused), (16, 3, 30, 34)", {{16, 3, 30, 34}, {3}, {3}, {16, 3, 30, 34}},
        [](const Xs& x, Xs&) {
          Tensor rm = channel_values(3, -0.2, 0.1, x[0]), rv = channel_values(3, 0.5, 0.25, x[0]);

@@ -699,8 +699,10 @@ void batch_norm_eval_forward(const Tensor& x, const Tensor& w, const Tensor& b, 
   if (d.C == 0) return;
   AB_DISPATCH_FLOAT(x.dtype(), "batch_norm", [&] {
     scalar_t* sc = affine.data<scalar_t>();
-    const int64_t M = d.N * d.S;  // one block at least: the coefficients are written even for an empty batch
-    const dim3 grid((unsigned)std::max(blocks_for(M), 1), (unsigned)std::min<int64_t>(d.C, 65535));
+    // About four elements per thread, so that a block's coefficient step is shared by 1024 of them;
+    // one block at least: the coefficients are written even for an empty batch.
+    const int64_t M = d.N * d.S;
+    const dim3 grid((unsigned)std::max(blocks_for((M + 3) / 4), 1), (unsigned)std::min<int64_t>(d.C, 65535));
     bn_eval_k<scalar_t><<<grid, kThreads>>>(x.data<scalar_t>(), ptr<scalar_t>(w), ptr<scalar_t>(b),
                                             mean.data<scalar_t>(), var.data<scalar_t>(), eps, ptr<scalar_t>(residual),
                                             relu, y.data<scalar_t>(), invstd.data<scalar_t>(), sc, sc + d.C, d.C, d.S,
