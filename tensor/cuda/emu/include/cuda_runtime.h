@@ -44,8 +44,9 @@ extern thread_local dim3 gridDim;
 // have reached a __syncthreads().
 void __syncthreads();
 
-// On a GPU the calling thread sleeps for between 0 and about 2 ns nanoseconds. The emulated device
-// does its work when it is queued, so no work piles up behind a sleeping kernel: it returns at once.
+// On a GPU the calling thread sleeps for between 0 and about twice the nanoseconds asked for. The
+// emulated device does its work when it is queued, so no work piles up behind a sleeping kernel:
+// here it returns at once.
 inline void __nanosleep(unsigned) {}
 
 // ---- the runtime API --------------------------------------------------------------------------------
