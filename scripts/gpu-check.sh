@@ -4,7 +4,7 @@
 # [cuda] tests, then the whole suite, the GPU benchmarks against PyTorch (ResNet-20: FP step,
 # inference, joint step, 4-bit step; eager and as CUDA graphs), the GPU time of one step of each,
 # kernel by kernel (bench_train --gpu-profile), and one epoch of mnist_ours on the GPU (compare
-# with docs/RESULTS.md, "Training on a GPU"), and leaves the logs in $OUT.
+# with docs/RESULTS.md, "Training on a GPU"), and leaves the logs in $OUT (below).
 #
 # That machine has nvcc, CMake and g++ but no Debian -dev packages and no network, so first, here:
 #   scripts/fetch-gpu-deps.sh          # fills .deps/root (about 42 MiB; .deps/ is git-ignored)
@@ -16,20 +16,31 @@
 # (`OUT=/tmp/gpucheck bash scripts/gpu-check.sh`): the same.
 #
 # The [cuda] run sets CUDA_LAUNCH_BLOCKING=1 so that a failing kernel is reported at its own launch.
-# Environment: OUT (log folder; default build-gpu/gpu-check-logs), BUILD (build folder; default build-gpu),
-# ARCHS (CUDA architectures; default 90). Exit status: 0 only when everything built, the [cuda]
-# tests really ran on a GPU (none skipped) and every test passed.
+# Environment: OUT (where the logs go; default build-gpu/gpu-check-logs), BUILD (build folder; default
+# build-gpu), ARCHS (CUDA architectures; default 90). Exit status: 0 only when everything built, the
+# [cuda] tests really ran on a GPU (none skipped) and every test passed.
+# The logs are written to $BUILD/gpu-check-logs. When OUT is elsewhere (the device tool's $OUT, of
+# which at most 8 files come back), they are bundled into $OUT/gpu-check-logs.tgz after every step,
+# beside a copy of summary.log, so that a run stopped at its time limit still returns what it did;
+# the output ends with a recap of the figures (the device tool returns the output's last 12,000
+# characters).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 BUILD=${BUILD:-build-gpu}
 case "$BUILD" in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
-OUT=${OUT:-$BUILD/gpu-check-logs}
+LOGS=$BUILD/gpu-check-logs
+OUT=${OUT:-$LOGS}
 ARCHS=${ARCHS:-90}
 DEPS=$ROOT/.deps/root
-mkdir -p "$OUT"
+mkdir -p "$LOGS" "$OUT"
 
-say() { echo "gpu-check: $*" | tee -a "$OUT/summary.log"; }
+bundle() {  # the logs so far into $OUT (when OUT is not the log folder itself)
+  [ "$(cd "$OUT" && pwd)" = "$(cd "$LOGS" && pwd)" ] && return
+  cp "$LOGS/summary.log" "$OUT/" 2>/dev/null
+  tar czf "$OUT/gpu-check-logs.tgz.part" -C "$LOGS" . 2>/dev/null && mv "$OUT/gpu-check-logs.tgz.part" "$OUT/gpu-check-logs.tgz"
+}
+say() { echo "gpu-check: $*" | tee -a "$LOGS/summary.log"; bundle; }
 fail() { say "FAILED: $*"; exit 1; }
 
 [ -d "$DEPS" ] || fail "$DEPS is missing: run scripts/fetch-gpu-deps.sh before, and carry .deps"
@@ -42,20 +53,20 @@ export LD_LIBRARY_PATH="$DEPS/usr/lib/x86_64-linux-gnu/openblas-openmp:$DEPS/usr
   echo "== cmake"; cmake --version | head -1
   echo "== g++"; g++ --version | head -1
   echo "== nproc"; nproc
-} > "$OUT/env.log" 2>&1
-cat "$OUT/env.log"
+} > "$LOGS/env.log" 2>&1
+cat "$LOGS/env.log"
 
 say "configure ($BUILD, CUDA architectures $ARCHS)"
 cmake -S . -B "$BUILD" -DANYBIT_DEPS_ROOT="$DEPS" -DANYBIT_CUDA=ON -DANYBIT_CUDA_ARCHS="$ARCHS" -DANYBIT_CUDA_EMULATOR=OFF \
-  > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; fail "cmake configure (configure.log)"; }
-grep "anybit:" "$OUT/configure.log"
+  > "$LOGS/configure.log" 2>&1 || { tail -30 "$LOGS/configure.log"; fail "cmake configure (configure.log)"; }
+grep "anybit:" "$LOGS/configure.log"
 
 # The test program and the program it runs (the [app] and [cuda][app] cases run build/anybit)
 # first, the other programs after the tests.
 say "build anybit_tests and anybit"
 start=$(date +%s)
-cmake --build "$BUILD" -j"$(nproc)" --target anybit_tests anybit > "$OUT/build.log" 2>&1 ||
-  { grep -E "error|Error" -A3 "$OUT/build.log" | head -60; fail "build (build.log)"; }
+cmake --build "$BUILD" -j"$(nproc)" --target anybit_tests anybit > "$LOGS/build.log" 2>&1 ||
+  { grep -E "error|Error" -A3 "$LOGS/build.log" | head -60; fail "build (build.log)"; }
 say "built in $(( $(date +%s) - start )) s"
 
 status=0
@@ -64,27 +75,27 @@ say "[cuda] tests"
 # float64, the program with --device cuda (checkpoints between GPU and CPU, CUDA graphs; mpirun
 # where there is one); [cuda-runtime]: the queries; [formulas]: the CUDA kernels' index
 # arithmetic on the host.
-CUDA_LAUNCH_BLOCKING=1 timeout 300 "$BUILD/anybit_tests" "[cuda],[cuda-runtime],[formulas]" > "$OUT/cuda-tests.log" 2>&1 || status=1
-tail -60 "$OUT/cuda-tests.log"
-if grep -q "skipping:" "$OUT/cuda-tests.log"; then
+CUDA_LAUNCH_BLOCKING=1 timeout 300 "$BUILD/anybit_tests" "[cuda],[cuda-runtime],[formulas]" > "$LOGS/cuda-tests.log" 2>&1 || status=1
+tail -60 "$LOGS/cuda-tests.log"
+if grep -q "skipping:" "$LOGS/cuda-tests.log"; then
   say "the [cuda] tests skipped: the GPU was not usable (see cuda-tests.log)"
   status=1
 fi
 
 say "whole suite"
-timeout 300 "$BUILD/anybit_tests" > "$OUT/all-tests.log" 2>&1 || status=1
-tail -5 "$OUT/all-tests.log"
+timeout 300 "$BUILD/anybit_tests" > "$LOGS/all-tests.log" 2>&1 || status=1
+tail -5 "$LOGS/all-tests.log"
 
 say "build everything else (programs, benchmarks)"
-cmake --build "$BUILD" -j"$(nproc)" >> "$OUT/build.log" 2>&1 ||
-  { grep -E "error|Error" -A3 "$OUT/build.log" | head -40; say "the full build failed (build.log)"; status=1; }
+cmake --build "$BUILD" -j"$(nproc)" >> "$LOGS/build.log" 2>&1 ||
+  { grep -E "error|Error" -A3 "$LOGS/build.log" | head -40; say "the full build failed (build.log)"; status=1; }
 
 # GPU benchmarks: anybit's CUDA kernels, then the same operations in PyTorch on the same GPU.
 if [ -x "$BUILD/bench_cuda" ]; then
   say "benchmarks (bench.log)"
-  { "$BUILD/bench_cuda" --reps 50; echo; python3 scripts/bench_cuda_torch.py --reps 50; } > "$OUT/bench.log" 2>&1 ||
+  { "$BUILD/bench_cuda" --reps 50; echo; python3 scripts/bench_cuda_torch.py --reps 50; } > "$LOGS/bench.log" 2>&1 ||
     say "a benchmark failed (bench.log)"
-  cat "$OUT/bench.log"
+  cat "$LOGS/bench.log"
 fi
 
 # Whole networks on the GPU, anybit then PyTorch eager (cuDNN) in the same script: ResNet-20 at
@@ -108,8 +119,8 @@ if [ -x "$BUILD/bench_train" ]; then
         --only $NETS --steps 10 --repeats 5 --warmup 3
       echo
     done
-  } > "$OUT/bench-train.log" 2>&1 || say "a network benchmark failed (bench-train.log)"
-  cat "$OUT/bench-train.log"
+  } > "$LOGS/bench-train.log" 2>&1 || say "a network benchmark failed (bench-train.log)"
+  cat "$LOGS/bench-train.log"
 fi
 
 # Where each step's GPU time goes: one profiled step per workload (bench_train --gpu-profile: the
@@ -120,21 +131,27 @@ fi
 if [ -x "$BUILD/bench_train" ]; then
   say "the GPU time of one step, kernel by kernel (gpu-profile.log, profile/*.csv)"
   {
-    timeout 120 "$BUILD/bench_train" --device cuda --only $NETS,joint_ours --steps 5 --repeats 3 --warmup 3 \
-      --gpu-profile "$OUT/profile"
+    timeout 120 "$BUILD/bench_train" --device cuda --only $NETS,joint_ours --steps 3 --repeats 1 --warmup 2 \
+      --gpu-profile "$LOGS/profile"
     echo
-    python3 scripts/gpu_profile.py "$OUT/profile" --top 20
-  } > "$OUT/gpu-profile.log" 2>&1 || say "the GPU profile failed (gpu-profile.log)"
-  cat "$OUT/gpu-profile.log"
+    python3 scripts/gpu_profile.py "$LOGS/profile" --top 12
+  } > "$LOGS/gpu-profile.log" 2>&1 || say "the GPU profile failed (gpu-profile.log)"
+  cat "$LOGS/gpu-profile.log"
 fi
 
 # A short training run on the GPU: one epoch of `ours` on MNIST (when the data is here).
 if [ -x "$BUILD/anybit" ] && [ -d datasets/mnist ]; then
   say "one epoch of mnist_ours on the GPU (train-gpu.log)"
   timeout 240 "$BUILD/anybit" train --config configs/mnist_ours.cfg --device cuda --epochs 1 \
-    --out "$OUT/run-mnist-gpu" > "$OUT/train-gpu.log" 2>&1 || { say "the GPU training run failed"; status=1; }
-  tail -15 "$OUT/train-gpu.log"
+    --out "$LOGS/run-mnist-gpu" > "$LOGS/train-gpu.log" 2>&1 || { say "the GPU training run failed"; status=1; }
+  tail -15 "$LOGS/train-gpu.log"
 fi
+
+# The figures once more, at the end of the output: the network benchmarks and the profiles' totals.
+echo "== recap"
+grep -hE "^[a-z0-9_]+ [0-9.]+$|^# (gpu profile|  GPU time|  [0-9]+ GEMMs|the FP step)|^## |^# bench" \
+  "$LOGS/bench-train.log" "$LOGS/gpu-profile.log" 2>/dev/null
+grep -h "test top-1" "$LOGS/train-gpu.log" 2>/dev/null | tail -1
 
 [ $status -eq 0 ] || fail "see summary.log, cuda-tests.log, all-tests.log, build.log"
 say "OK: built with CUDA, [cuda] tests ran on the GPU, whole suite passed"
