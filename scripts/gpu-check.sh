@@ -40,7 +40,8 @@ bundle() {  # the logs so far into $OUT (when OUT is not the log folder itself)
   cp "$LOGS/summary.log" "$OUT/" 2>/dev/null
   tar czf "$OUT/gpu-check-logs.tgz.part" -C "$LOGS" . 2>/dev/null && mv "$OUT/gpu-check-logs.tgz.part" "$OUT/gpu-check-logs.tgz"
 }
-say() { echo "gpu-check: $*" | tee -a "$LOGS/summary.log"; bundle; }
+T0=$(date +%s)
+say() { echo "gpu-check: [$(( $(date +%s) - T0 )) s] $*" | tee -a "$LOGS/summary.log"; bundle; }  # seconds since the start
 fail() { say "FAILED: $*"; exit 1; }
 
 [ -d "$DEPS" ] || fail "$DEPS is missing: run scripts/fetch-gpu-deps.sh before, and carry .deps"
