@@ -88,12 +88,16 @@ struct Split3 {
   }
 };
 
-// The channel of element i < n of a contiguous (N, C, S) tensor: (i / S) % C.
+// The channel of element i < n of a contiguous (N, C, S) tensor: (i / S) % C, Split3's middle index.
 struct ChannelIndex {
-  DivMod S, C;
+  Split3 at;
   ChannelIndex() = default;
-  ChannelIndex(int64_t s, int64_t c, int64_t n) : S(std::max<int64_t>(s, 1), n), C(std::max<int64_t>(c, 1), n) {}
-  AB_FD_HD int64_t operator()(int64_t i) const { return C.mod(S.div(i)); }
+  ChannelIndex(int64_t s, int64_t c, int64_t n) : at(c, s, n) {}
+  AB_FD_HD int64_t operator()(int64_t i) const {
+    int64_t n, c, s;
+    at(i, n, c, s);
+    return c;
+  }
 };
 
 }  // namespace anybit

@@ -257,16 +257,15 @@ struct ConvIndex {
 };
 
 // The layouts around a convolution's GEMM: element i = (n O + o) P + p of y (nb, O, P) is element
-// (o nb + n) P + p of t (O, nb P). P and O split i.
+// (o nb + n) P + p of t (O, nb P).
 struct NopIndex {
-  DivMod P, O;
-  int64_t nb = 1;
-  NopIndex(int64_t O_, int64_t P_, int64_t nb_)
-      : P(std::max<int64_t>(P_, 1), nb_ * O_ * P_), O(std::max<int64_t>(O_, 1), nb_ * O_ * P_), nb(nb_) {}
+  Split3 at;  // i -> (n, o, p)
+  int64_t nb = 1, P = 1;
+  NopIndex(int64_t O, int64_t P_, int64_t nb_) : at(O, P_, nb_ * O * P_), nb(nb_), P(P_) {}
   AB_HD int64_t op_offset(int64_t i, int64_t& o) const {  // and o, the channel
-    const int64_t q = P.div(i), p = i - q * P.d, n = O.div(q);
-    o = q - n * O.d;
-    return (o * nb + n) * P.d + p;
+    int64_t n, p;
+    at(i, n, o, p);
+    return (o * nb + n) * P + p;
   }
 };
 

@@ -238,7 +238,7 @@ TEST_CASE("formulas: FastDiv and DivMod divide as / and % do, in 32 bits and in 
   }
   for (int64_t n : {int64_t(1) << 20, big}) {  // an (N, 3, 7) tensor of n elements
     const ChannelIndex chan(7, 3, n);
-    CHECK(chan.S.fits == (n < (int64_t(1) << 31)));
+    CHECK(chan.at.inner.fits == (n < (int64_t(1) << 31)));
     for (int64_t i : {int64_t(0), int64_t(6), int64_t(7), int64_t(20), int64_t(21), int64_t(22), n - 1})
       CHECK(chan(i) == (i / 7) % 3);
   }
