@@ -31,11 +31,7 @@ __global__ void pact_k(const T* x, T* y, int64_t n, const T* clip, bool is_signe
 __device__ inline void block_sum(double v, double* partial) {
   __shared__ double part[kThreads];
   part[threadIdx.x] = v;
-  __syncthreads();
-  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
-    __syncthreads();
-  }
+  block_tree([&](int t, int u) { part[t] += part[u]; });
   if (threadIdx.x == 0) partial[blockIdx.x] = part[0];
 }
 
@@ -77,16 +73,9 @@ __global__ void abs_argmax_k(const T* t, int64_t n, T* m, int64_t* k) {
     if (m_abs(t[i]) > b) b = m_abs(t[i]), at = i;
   best[threadIdx.x] = b;
   where[threadIdx.x] = at;
-  __syncthreads();
-  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) {
-      const T o = best[threadIdx.x + s];
-      const int64_t oi = where[threadIdx.x + s];
-      if (o > best[threadIdx.x] || (o == best[threadIdx.x] && oi < where[threadIdx.x]))
-        best[threadIdx.x] = o, where[threadIdx.x] = oi;
-    }
-    __syncthreads();
-  }
+  block_tree([&](int t, int u) {
+    if (best[u] > best[t] || (best[u] == best[t] && where[u] < where[t])) best[t] = best[u], where[t] = where[u];
+  });
   if (threadIdx.x == 0) *m = best[0], *k = where[0];
 }
 

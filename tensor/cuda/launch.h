@@ -79,6 +79,21 @@ inline View make_view(const Tensor& t, const char* op) {
 
 inline int blocks_for(int64_t n) { return (int)std::min<int64_t>((n + kThreads - 1) / kThreads, kMaxBlocks); }
 
+// The tree that every block reduction climbs. Each thread has put its value in its own slot
+// (threadIdx.x) of the caller's __shared__ arrays; in log2(blockDim.x) rounds, thread t < s folds
+// slot t + s into slot t (fold(t, t + s)), so slot 0 ends with the whole block's result. The
+// order of the folds is fixed, so a block's sum comes out the same on every run. Every thread of
+// the block must call it; it waits for all slots to be written before the first round and for the
+// last round before it returns.
+template <typename Fold>
+__device__ inline void block_tree(Fold fold) {
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) fold(int(threadIdx.x), int(threadIdx.x) + s);
+    __syncthreads();
+  }
+}
+
 inline void check_cuda(const char* op, const char* arg, const Tensor& t) {
   AB_CHECK(t.device().is_cuda(), op, ": ", arg, " must be a CUDA tensor, got ", t.str());
 }

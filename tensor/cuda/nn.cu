@@ -161,14 +161,7 @@ __global__ void chan_partial_k(ChanSum mode, const T* x, const T* g, const T* me
   }
   part0[threadIdx.x] = a0;
   part1[threadIdx.x] = a1;
-  __syncthreads();
-  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) {
-      part0[threadIdx.x] += part0[threadIdx.x + s];
-      part1[threadIdx.x] += part1[threadIdx.x + s];
-    }
-    __syncthreads();
-  }
+  block_tree([&](int t, int u) { part0[t] += part0[u], part1[t] += part1[u]; });
   if (threadIdx.x == 0) {
     partial[blockIdx.x] = part0[0];
     if (mode == ChanSum::GradPair) partial[C * chunks + blockIdx.x] = part1[0];
@@ -439,11 +432,7 @@ __global__ void step_stats_k(const T* logits, const int64_t* labels, const T* lo
     hits += K > 0 && best == labels[i];
   }
   part[threadIdx.x] = hits;
-  __syncthreads();
-  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
-    __syncthreads();
-  }
+  block_tree([&](int t, int u) { part[t] += part[u]; });
   if (threadIdx.x == 0) {
     acc[0] += double(*loss) * double(N);
     acc[1] += part[0];
