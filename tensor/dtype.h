@@ -42,7 +42,10 @@ using Shape = std::vector<int64_t>;
 std::string shape_str(const Shape& s);  // "[2, 3, 4]"
 int64_t shape_numel(const Shape& s);
 
-// Calls f(T{}) with T the C++ type of a floating dtype; throws for other dtypes.
+// AB_DISPATCH_FLOAT(dtype, "op", [&] { ... scalar_t ... }) runs the lambda with scalar_t the C++
+// type of dtype, a floating one; other dtypes throw, naming the op. AB_DISPATCH_ALL does the same
+// for all six dtypes. To dispatch on two dtypes, name the outer type before the inner dispatch:
+// AB_DISPATCH_ALL(a, "op", [&] { using A = scalar_t; AB_DISPATCH_ALL(b, "op", [&] { f<A, scalar_t>(); }); }).
 #define AB_DISPATCH_FLOAT(dtype, opname, ...)                                   \
   [&] {                                                                          \
     switch (dtype) {                                                             \
@@ -51,6 +54,19 @@ int64_t shape_numel(const Shape& s);
       default:                                                                   \
         AB_FAIL(opname, ": expected float32 or float64, got ", ::anybit::dtype_name(dtype)); \
     }                                                                            \
+  }()
+
+#define AB_DISPATCH_ALL(dtype, opname, ...)                                       \
+  [&] {                                                                            \
+    switch (dtype) {                                                               \
+      case ::anybit::DType::F32: { using scalar_t = float; return __VA_ARGS__(); }    \
+      case ::anybit::DType::F64: { using scalar_t = double; return __VA_ARGS__(); }   \
+      case ::anybit::DType::I32: { using scalar_t = int32_t; return __VA_ARGS__(); }  \
+      case ::anybit::DType::I64: { using scalar_t = int64_t; return __VA_ARGS__(); }  \
+      case ::anybit::DType::U8: { using scalar_t = uint8_t; return __VA_ARGS__(); }   \
+      case ::anybit::DType::I8: { using scalar_t = int8_t; return __VA_ARGS__(); }    \
+    }                                                                              \
+    AB_FAIL(opname, ": unknown dtype ", int(dtype));                               \
   }()
 
 }  // namespace anybit

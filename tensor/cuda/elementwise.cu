@@ -97,11 +97,7 @@ __global__ void sum_block_k(const T* x, T* y, int64_t outer, int64_t R, int64_t 
     double acc = 0;
     for (int64_t r = threadIdx.x; r < R; r += blockDim.x) acc += p[r * inner];
     part[threadIdx.x] = acc;
-    __syncthreads();
-    for (int s = blockDim.x / 2; s > 0; s >>= 1) {  // tree sum of the block's partial sums
-      if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
-      __syncthreads();
-    }
+    block_tree([&](int t, int u) { part[t] += part[u]; });  // the block's partial sums, added up
     if (threadIdx.x == 0) y[j] = (T)part[0];
     __syncthreads();  // part[] is reused for the next j
   }
@@ -119,11 +115,7 @@ __global__ void sum_partial_k(const T* x, double* partial, int64_t R, int64_t in
   double acc = 0;
   for (int64_t r = r0 + threadIdx.x; r < r1; r += blockDim.x) acc += p[r * inner];
   part[threadIdx.x] = acc;
-  __syncthreads();
-  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
-    __syncthreads();
-  }
+  block_tree([&](int t, int u) { part[t] += part[u]; });
   if (threadIdx.x == 0) partial[blockIdx.x] = part[0];
 }
 
@@ -134,11 +126,7 @@ __global__ void sum_finish_k(const double* partial, T* y, int64_t chunks) {
   double acc = 0;
   for (int64_t c = threadIdx.x; c < chunks; c += blockDim.x) acc += p[c];
   part[threadIdx.x] = acc;
-  __syncthreads();
-  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
-    __syncthreads();
-  }
+  block_tree([&](int t, int u) { part[t] += part[u]; });
   if (threadIdx.x == 0) y[blockIdx.x] = (T)part[0];
 }
 
@@ -190,14 +178,9 @@ __global__ void max_block_k(const T* x, T* vals, int64_t* idx, int64_t outer, in
     }
     sv[threadIdx.x] = bv;
     si[threadIdx.x] = best;
-    __syncthreads();
-    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-      if (threadIdx.x < s && better(sv[threadIdx.x + s], si[threadIdx.x + s], sv[threadIdx.x], si[threadIdx.x])) {
-        sv[threadIdx.x] = sv[threadIdx.x + s];
-        si[threadIdx.x] = si[threadIdx.x + s];
-      }
-      __syncthreads();
-    }
+    block_tree([&](int t, int u) {
+      if (better(sv[u], si[u], sv[t], si[t])) sv[t] = sv[u], si[t] = si[u];
+    });
     if (threadIdx.x == 0) {
       vals[j] = sv[0];
       idx[j] = si[0];
@@ -216,23 +199,6 @@ void check_reduce(const char* op, const Tensor& x, int64_t outer, int64_t R, int
            " must be contiguous with outer * R * inner = ", outer, " * ", R, " * ", inner, " elements");
   AB_CHECK(out.is_contiguous() && out.numel() == outer * inner, op, ": output ", out.str(),
            " must be contiguous with outer * inner = ", outer, " * ", inner, " elements");
-}
-
-template <typename S>
-void copy_from(const Tensor& src, Tensor& dst) {
-  const S* s = src.data<S>();
-  View vs = make_view(src, "strided_copy"), vd = make_view(dst, "strided_copy");
-  int64_t n = src.numel();
-  void* d = dst.raw_data();
-  switch (dst.dtype()) {
-    case DType::F32: copy_k<S, float><<<blocks_for(n), kThreads>>>(s, vs, (float*)d, vd, n); break;
-    case DType::F64: copy_k<S, double><<<blocks_for(n), kThreads>>>(s, vs, (double*)d, vd, n); break;
-    case DType::I32: copy_k<S, int32_t><<<blocks_for(n), kThreads>>>(s, vs, (int32_t*)d, vd, n); break;
-    case DType::I64: copy_k<S, int64_t><<<blocks_for(n), kThreads>>>(s, vs, (int64_t*)d, vd, n); break;
-    case DType::U8: copy_k<S, uint8_t><<<blocks_for(n), kThreads>>>(s, vs, (uint8_t*)d, vd, n); break;
-    case DType::I8: copy_k<S, int8_t><<<blocks_for(n), kThreads>>>(s, vs, (int8_t*)d, vd, n); break;
-  }
-  AB_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
@@ -322,14 +288,14 @@ void strided_copy(const Tensor& src, Tensor& dst) {
     memcpy_d2d(dst.raw_data(), src.raw_data(), n * dtype_size(src.dtype()));
     return;
   }
-  switch (src.dtype()) {
-    case DType::F32: copy_from<float>(src, dst); break;
-    case DType::F64: copy_from<double>(src, dst); break;
-    case DType::I32: copy_from<int32_t>(src, dst); break;
-    case DType::I64: copy_from<int64_t>(src, dst); break;
-    case DType::U8: copy_from<uint8_t>(src, dst); break;
-    case DType::I8: copy_from<int8_t>(src, dst); break;
-  }
+  const View vs = make_view(src, "strided_copy"), vd = make_view(dst, "strided_copy");
+  AB_DISPATCH_ALL(src.dtype(), "strided_copy", [&] {
+    using S = scalar_t;
+    AB_DISPATCH_ALL(dst.dtype(), "strided_copy", [&] {
+      copy_k<S, scalar_t><<<blocks_for(n), kThreads>>>(src.data<S>(), vs, dst.data<scalar_t>(), vd, n);
+    });
+  });
+  AB_CUDA_CHECK_LAUNCH();
 }
 
 void fill(Tensor& dst, double value) {
@@ -337,16 +303,9 @@ void fill(Tensor& dst, double value) {
   AB_CHECK(dst.is_contiguous(), "fill: dst must be contiguous, got ", dst.str());
   int64_t n = dst.numel();
   if (n == 0) return;
-  void* d = dst.raw_data();
-  int blocks = blocks_for(n);
-  switch (dst.dtype()) {
-    case DType::F32: fill_k<float><<<blocks, kThreads>>>((float*)d, n, (float)value); break;
-    case DType::F64: fill_k<double><<<blocks, kThreads>>>((double*)d, n, value); break;
-    case DType::I32: fill_k<int32_t><<<blocks, kThreads>>>((int32_t*)d, n, (int32_t)value); break;
-    case DType::I64: fill_k<int64_t><<<blocks, kThreads>>>((int64_t*)d, n, (int64_t)value); break;
-    case DType::U8: fill_k<uint8_t><<<blocks, kThreads>>>((uint8_t*)d, n, (uint8_t)value); break;
-    case DType::I8: fill_k<int8_t><<<blocks, kThreads>>>((int8_t*)d, n, (int8_t)value); break;
-  }
+  AB_DISPATCH_ALL(dst.dtype(), "fill", [&] {
+    fill_k<scalar_t><<<blocks_for(n), kThreads>>>(dst.data<scalar_t>(), n, (scalar_t)value);
+  });
   AB_CUDA_CHECK_LAUNCH();
 }
 
