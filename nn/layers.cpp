@@ -167,12 +167,12 @@ Tensor BatchNorm2d::forward_frozen(const Tensor& x, bool relu, const Tensor& res
 }
 
 Tensor relu_after(Module& m, const Tensor& x) {
-  if (auto* f = dynamic_cast<FusesRelu*>(&m)) return f->forward_relu(x);
+  if (auto* f = dynamic_cast<FusesRelu*>(&m)) return f->forward_relu(x, Tensor(), PactAfter(), nullptr);
   return relu(m.forward(x));
 }
 
 Tensor add_relu_after(Module& m, const Tensor& x, const Tensor& residual) {
-  if (auto* f = dynamic_cast<FusesRelu*>(&m)) return f->forward_add_relu(x, residual);
+  if (auto* f = dynamic_cast<FusesRelu*>(&m)) return f->forward_relu(x, residual, PactAfter(), nullptr);
   return relu(add(m.forward(x), residual));
 }
 
@@ -180,7 +180,7 @@ Tensor relu_into(Module& m, const Tensor& x, Module& next) {
   auto* f = dynamic_cast<FusesRelu*>(&m);
   auto* q = dynamic_cast<QuantizesInput*>(&next);
   PactAfter pact;
-  if (f && q && q->input_pact(&pact)) return q->forward_quantized(f->forward_relu_pact(x, pact));
+  if (f && q && q->input_pact(&pact)) return q->forward_quantized(f->forward_relu(x, Tensor(), pact, nullptr));
   return next.forward(relu_after(m, x));
 }
 
@@ -188,7 +188,7 @@ Tensor relu_tapped(Module& m, const Tensor& x, const Tensor& residual, SharesQua
   if (next_xq) *next_xq = Tensor();
   auto* f = dynamic_cast<FusesRelu*>(&m);
   PactAfter pact;
-  if (f && next && next_xq && next->input_pact(&pact)) return f->forward_relu_tapped(x, residual, pact, next_xq);
+  if (f && next && next_xq && next->input_pact(&pact)) return f->forward_relu(x, residual, pact, next_xq);
   return residual.defined() ? add_relu_after(m, x, residual) : relu_after(m, x);
 }
 

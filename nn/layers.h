@@ -74,15 +74,11 @@ class Linear : public Module {
 class FusesRelu {
  public:
   virtual ~FusesRelu() = default;
-  virtual Tensor forward_relu(const Tensor& x) = 0;                                // relu(forward(x))
-  virtual Tensor forward_add_relu(const Tensor& x, const Tensor& residual) = 0;  // relu(forward(x) + residual)
-  // pact_quantize(relu(forward(x)), pact.clip, pact.bits): the ReLU's output through the next
-  // layer's PACT, in the same passes (batch_norm's `pact`)
-  virtual Tensor forward_relu_pact(const Tensor& x, const PactAfter& pact) = 0;
-  // relu(forward(x) [+ residual]), and pact_quantize of it into *tapped, in one op with two
-  // outputs (batch_norm's `tapped`); residual may be undefined
-  virtual Tensor forward_relu_tapped(const Tensor& x, const Tensor& residual, const PactAfter& pact,
-                                     Tensor* tapped) = 0;
+  // relu(forward(x) + residual) in one op; an undefined residual adds nothing. With pact.clip
+  // defined, the ReLU's output also goes through the next layer's PACT in the same passes
+  // (batch_norm's `pact`): into the output, or, given `tapped`, into *tapped beside the plain
+  // output (batch_norm's `tapped`: one op, two outputs).
+  virtual Tensor forward_relu(const Tensor& x, const Tensor& residual, const PactAfter& pact, Tensor* tapped) = 0;
 };
 // relu(m.forward(x)): in one op where m is a FusesRelu, else forward, then relu.
 Tensor relu_after(Module& m, const Tensor& x);
@@ -135,10 +131,7 @@ class BatchNorm2d : public Module, public FusesRelu {
  public:
   explicit BatchNorm2d(int64_t channels, double eps = 1e-5, double momentum = 0.1);
   Tensor forward(const Tensor& x) override { return forward(x, false); }
-  Tensor forward_relu(const Tensor& x) override { return forward(x, true); }
-  Tensor forward_add_relu(const Tensor& x, const Tensor& residual) override { return forward(x, true, residual); }
-  Tensor forward_relu_pact(const Tensor& x, const PactAfter& pact) override { return forward(x, true, {}, pact); }
-  Tensor forward_relu_tapped(const Tensor& x, const Tensor& residual, const PactAfter& pact, Tensor* tapped) override {
+  Tensor forward_relu(const Tensor& x, const Tensor& residual, const PactAfter& pact, Tensor* tapped) override {
     return forward(x, true, residual, pact, tapped);
   }
   // relu: relu(forward(x)), fused; residual (optional): added before the ReLU, in the same pass;

@@ -91,10 +91,7 @@ class MultiBatchNorm2d : public nn::Module, public nn::FusesRelu {
  public:
   MultiBatchNorm2d(int64_t channels, std::shared_ptr<BlockBits> block);
   Tensor forward(const Tensor& x) override { return forward(x, false); }  // x: (N, C, H, W) or (N, C)
-  Tensor forward_relu(const Tensor& x) override { return forward(x, true); }
-  Tensor forward_add_relu(const Tensor& x, const Tensor& residual) override { return forward(x, true, residual); }
-  Tensor forward_relu_pact(const Tensor& x, const PactAfter& pact) override { return forward(x, true, {}, pact); }
-  Tensor forward_relu_tapped(const Tensor& x, const Tensor& residual, const PactAfter& pact, Tensor* tapped) override {
+  Tensor forward_relu(const Tensor& x, const Tensor& residual, const PactAfter& pact, Tensor* tapped) override {
     return forward(x, true, residual, pact, tapped);
   }
   // relu: relu(forward(x)), fused; residual (optional): added before the ReLU; pact (optional):
