@@ -116,7 +116,7 @@ struct SyntheticDataset : Dataset {
   int64_t size() const override { return (int64_t)images.size(); }
   Example get(int64_t i) const override {
     if (i == fail_at) throw Error("SyntheticDataset: example " + std::to_string(i) + " is broken");
-    return {images.at(i), i % 3};
+    return {images.at(i), i % 3, {}};
   }
   const std::vector<std::string>& class_names() const override { return names; }
   std::string describe() const override { return "synthetic"; }
