@@ -96,6 +96,16 @@ TEST_CASE("anybit: a bad option value or input gives one clear line and a non-ze
   REQUIRE_THAT(out, Catch::Contains("--teacher") && Catch::Contains("best"));
   REQUIRE(run_command(kAnybit + " train --data /nonexistent/mnist", &out) != 0);
   REQUIRE_THAT(out, Catch::Contains("/nonexistent/mnist"));
+  // A value that needs no data to check is checked before the data is opened, and a bad value
+  // leaves no run folder behind, whenever it is found.
+  REQUIRE(run_command(kAnybit + " train --data /nonexistent/mnist --epochs 0", &out) != 0);
+  REQUIRE_THAT(out, Catch::Contains("--epochs must be at least 1") && !Catch::Contains("/nonexistent/mnist"));
+  const std::string run = make_dataset() + "/bad_run";
+  for (const char* bad : {"--lr abc", "--optimizer adagrad", "--clip-lr 8:x --bits 8,4"}) {
+    REQUIRE(run_command(kAnybit + " train --model lenet5 --data " + data + " --out " + run + " " + bad, &out) != 0);
+    INFO(bad << ": " << out);
+    CHECK(!exists(run));
+  }
   REQUIRE(run_command(kAnybit + " train --data " + data + " --epoch 3", &out) != 0);
   REQUIRE_THAT(out, Catch::Contains("unknown option 'epoch'") && Catch::Contains("epochs"));
   // The command line overrides the config file wherever --config stands.

@@ -458,7 +458,22 @@ std::string add_test_results(nn::Json& line, const std::vector<BitResult>& resul
 // ---- training ------------------------------------------------------------------------------------
 
 // Trains one network (one bit set) into `out`; returns its final report.
+// The options whose check needs neither the data nor the model, checked before either is opened,
+// so that a typo costs no dataset scan. The rest (the per-bit-width clip rates, the optimizer,
+// the schedule) are checked as the run is put together, still before its folder is made.
+void check_plain_options(const Config& cfg) {
+  AB_CHECK(cfg.integer("epochs") >= 1, "--epochs must be at least 1, got ", cfg.integer("epochs"));
+  AB_CHECK(cfg.integer("batch_size") >= 1, "--batch-size must be at least 1, got ", cfg.integer("batch_size"));
+  for (const char* key : {"lr", "weight_decay", "momentum", "bn_lr", "bn_wd", "warmup_epochs", "gamma"})
+    (void)cfg.number(key);  // a value that is not a number throws, naming the option
+  if (!cfg.str("bits").empty()) {
+    (void)quant::parse_bit_set(cfg.str("bits"));
+    (void)method_config(cfg);
+  }
+}
+
 Report train_one(Config cfg, const std::string& out) {
+  check_plain_options(cfg);
   Device dev = config_device(cfg);
   dist::ProcessGroup& group = dist::world();
   const bool writer = group.rank() == 0;  // the one process that writes files
@@ -503,11 +518,9 @@ Report train_one(Config cfg, const std::string& out) {
   if (group.size() > 1 && cfg.flag("sync_bn"))
     std::fprintf(stderr, "anybit: synchronised batch norm in %d BN layers\n", nn::set_sync_bn(net.module(), true));
   std::shared_ptr<nn::Module> fp_teacher = load_fp_teacher(cfg, net, classes, dev);
-  if (writer) make_dirs(out);  // only once the data and the model are known to be good
 
   data::LoaderOptions lo;
   lo.batch_size = cfg.integer("batch_size");
-  AB_CHECK(lo.batch_size >= 1, "--batch-size must be at least 1");
   lo.shuffle = true;
   lo.drop_last = true;
   lo.num_workers = (int)cfg.integer("workers");
@@ -521,7 +534,6 @@ Report train_one(Config cfg, const std::string& out) {
   int64_t steps_per_epoch = loader.num_batches();
   if (cfg.integer("max_steps") > 0) steps_per_epoch = std::min(steps_per_epoch, cfg.integer("max_steps"));
   const int64_t epochs = cfg.integer("epochs");
-  AB_CHECK(epochs >= 1, "--epochs must be at least 1");
 
   auto optimizer = make_optimizer(make_groups(net, cfg), cfg);
   auto schedule = make_schedule(*optimizer, cfg, steps_per_epoch);
@@ -531,6 +543,7 @@ Report train_one(Config cfg, const std::string& out) {
   std::vector<Tensor> trained;  // what the optimizer steps: the gradients summed across processes
   for (auto& g : optimizer->groups())
     for (auto& [name, p] : g.params) trained.push_back(p);
+  if (writer) make_dirs(out);  // only once the data, the model and the options are known to be good
 
   // ---- resume ----
   const CheckpointFiles files(out);
