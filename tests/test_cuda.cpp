@@ -333,6 +333,42 @@ TEST_CASE("cuda: gemm matches a CPU loop for every transpose and padded leading 
                       Catch::Contains("lda=2"));
 }
 
+// The convolution's batched forms (tensor/cuda/nn.cu): one A for every product (stride 0), the
+// B_i side by side in one wider matrix (stride N, as image i's columns of im2col), and the C_i
+// apart with a gap that must be left alone.
+TEST_CASE("cuda: gemm_batched matches a CPU loop per product: shared A, interleaved B, strided C", "[cuda]") {
+  SKIP_WITHOUT_GPU();
+  const int64_t M = 7, N = 5, K = 6, batch = 3;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      const int64_t lda = ta ? M : K;
+      // B_i: (K, N) rows of a (K, batch N) matrix, or (N, K) when tb, then stacked whole
+      const int64_t ldb = tb ? K : batch * N, stride_b = tb ? N * K : N, brows = tb ? batch * N : K;
+      const int64_t ldc = N + 2, stride_c = M * ldc + 4;
+      Tensor A = randn({(ta ? K : M) * lda}, 64, DType::F64), B = randn({brows * ldb}, 65, DType::F64);
+      Tensor C = randn({batch * stride_c}, 66, DType::F64);
+      auto va = A.to_vector<double>(), vb = B.to_vector<double>(), want = C.to_vector<double>();
+      for (int64_t b = 0; b < batch; ++b)
+        for (int64_t i = 0; i < M; ++i)
+          for (int64_t j = 0; j < N; ++j) {
+            double acc = 0;
+            for (int64_t k = 0; k < K; ++k)
+              acc += (ta ? va[k * lda + i] : va[i * lda + k]) *
+                     vb[b * stride_b + (tb ? j * ldb + k : k * ldb + j)];
+            double& c = want[b * stride_c + i * ldc + j];
+            c = 2.0 * acc - 0.5 * c;
+          }
+      Tensor dA = A.to(kCuda), dB = B.to(kCuda), dC = C.to(kCuda);
+      cuda::gemm_batched(ta, tb, M, N, K, 2.0, dA.data<double>(), lda, 0, dB.data<double>(), ldb, stride_b, -0.5,
+                         dC.data<double>(), ldc, stride_c, batch);
+      std::string what = std::string("gemm_batched ") + (ta ? "A^T " : "A ") + (tb ? "B^T" : "B");
+      require_close(dC, Tensor::from_vector(want, {batch * stride_c}), 1e-12, 1e-12, what);
+    }
+  REQUIRE_THROWS_WITH(cuda::gemm_batched(false, false, 4, 4, 4, 1.0, nullptr, 4, 0, nullptr, 4, 16, 0.0, nullptr, 4,
+                                         0, 2),
+                      Catch::Contains("c=0"));
+}
+
 // TF32 (cuda.h): a float32 GEMM's inputs keep 10 of their 23 mantissa bits, so each product is off
 // by up to 2^-9 of itself (2^-10 per input if the GPU truncates, 2^-11 if it rounds) and the sums
 // stay float32. Against the exact product, its error is then hundreds of times float32's, and

@@ -350,6 +350,8 @@ std::vector<OpCase> op_table() {
        [](const Xs& x, Xs&) { return conv2d(x[0], x[1], Tensor(), Conv2dOptions::make(2, 1, 1, 4)); }},
       {"conv2d 1x1, bias", {{2, 8, 5, 5}, {6, 8, 1, 1}, {6}},
        [](const Xs& x, Xs&) { return conv2d(x[0], x[1], x[2], Conv2dOptions::make(1, 0)); }},
+      {"conv2d 1x1 groups 2, bias (pointwise: no im2col)", {{3, 4, 5, 6}, {6, 2, 1, 1}, {6}},
+       [](const Xs& x, Xs&) { return conv2d(x[0], x[1], x[2], Conv2dOptions::make(1, 0, 1, 2)); }},
       {"conv2d 1x1 stride 2", {{2, 8, 5, 5}, {6, 8, 1, 1}},
        [](const Xs& x, Xs&) { return conv2d(x[0], x[1], Tensor(), Conv2dOptions::make(2, 0)); }},
       {"conv2d 3x2 kernel, stride (1, 2), pad (0, 1), dilation (1, 2)", {{2, 2, 6, 9}, {3, 2, 3, 2}, {3}},

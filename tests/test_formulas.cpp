@@ -46,16 +46,16 @@ void emulate_conv(const Tensor& x, const Tensor& w, const Tensor& b, const Tenso
     const ConvIndex ix(s, nb);
     std::fill(col.begin(), col.end(), std::numeric_limits<double>::quiet_NaN());  // every entry must be written
     for (int64_t t = 0; t < s.C * cols; ++t) im2col_entries(xb, s, ix, t, col.data());
-    for (int64_t g = 0; g < s.G; ++g)
-      host_gemm(false, false, Og, cols, Kg, pw + g * Og * Kg, Kg, col.data() + g * Kg * cols, cols, 0,
-                t.data() + g * Og * cols, cols);
+    // forward: y_n,g = W_g col_n,g for each image (the batched GEMM; col_n = x_n when direct), + b
+    for (int64_t n = 0; n < nb; ++n)
+      for (int64_t g = 0; g < s.G; ++g) {
+        const double* col_ng = s.direct() ? xb + n * s.C * P + g * Kg * P : col.data() + g * Kg * cols + n * P;
+        host_gemm(false, false, Og, P, Kg, pw + g * Og * Kg, Kg, col_ng, s.direct() ? P : cols, 0,
+                  py + (n0 + n) * s.O * P + g * Og * P, P);
+      }
+    for (int64_t i = 0; i < nb * s.O * P; ++i) py[n0 * s.O * P + i] += b.data<double>()[i / P % s.O];  // add_bias_k
+    // backward: dYt, dW += dYt col^T, dcol = W^T dYt, dx = col2im(dcol) (direct: dx_n,g = W_g^T dYt_n,g)
     const NopIndex nix(s.O, P, nb);
-    for (int64_t i = 0; i < nb * s.O * P; ++i) {  // op_to_nop_k
-      int64_t o;
-      const int64_t from = nix.op_offset(i, o);
-      py[n0 * s.O * P + i] = t[from] + b.data<double>()[o];
-    }
-    // backward: dYt, dW += dYt col^T, dcol = W^T dYt, dx = col2im(dcol)
     for (int64_t i = 0; i < nb * s.O * P; ++i) {  // nop_to_op_k
       int64_t o;
       t[nix.op_offset(i, o)] = pdy[n0 * s.O * P + i];
@@ -63,6 +63,13 @@ void emulate_conv(const Tensor& x, const Tensor& w, const Tensor& b, const Tenso
     for (int64_t g = 0; g < s.G; ++g)
       host_gemm(false, true, Og, Kg, cols, t.data() + g * Og * cols, cols, col.data() + g * Kg * cols, cols,
                 n0 == 0 ? 0.0 : 1.0, pdw + g * Og * Kg, Kg);
+    if (s.direct()) {
+      for (int64_t n = 0; n < nb; ++n)
+        for (int64_t g = 0; g < s.G; ++g)
+          host_gemm(true, false, Kg, P, Og, pw + g * Og * Kg, Kg, t.data() + g * Og * cols + n * P, cols, 0,
+                    pdx + (n0 + n) * s.C * P + g * Kg * P, P);
+      continue;
+    }
     for (int64_t g = 0; g < s.G; ++g)
       host_gemm(true, false, Kg, cols, Og, pw + g * Og * Kg, Kg, t.data() + g * Og * cols, cols, 0,
                 col.data() + g * Kg * cols, cols);
@@ -86,7 +93,8 @@ TEST_CASE("formulas: the CUDA conv2d's im2col, GEMMs and col2im, run on the host
   const Case cases[] = {
       {{3, 4, 7, 6}, {5, 4, 3, 3}, Conv2dOptions::make(1, 1)},        // "same" 3x3
       {{2, 4, 9, 8}, {6, 4, 3, 3}, Conv2dOptions::make(2, 1)},        // stride 2
-      {{2, 3, 8, 9}, {4, 3, 1, 1}, Conv2dOptions::make(1, 0)},        // 1x1
+      {{2, 3, 8, 9}, {4, 3, 1, 1}, Conv2dOptions::make(1, 0)},        // 1x1 (direct: no im2col, no col2im)
+      {{2, 4, 5, 6}, {6, 2, 1, 1}, Conv2dOptions::make(1, 0, 1, 2)},  // 1x1 in 2 groups (direct)
       {{2, 3, 8, 9}, {4, 3, 1, 1}, Conv2dOptions::make(2, 0)},        // 1x1 stride 2 (ResNet shortcut)
       {{2, 6, 7, 7}, {6, 1, 3, 3}, Conv2dOptions::make(1, 1, 1, 6)},  // depthwise
       {{2, 4, 9, 9}, {6, 2, 3, 3}, Conv2dOptions::make(2, 2, 2, 2)},  // groups 2, dilation 2

@@ -104,6 +104,15 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
           int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc);
+// `batch` such GEMMs in one cuBLAS call (strided-batched): C_i = alpha op(A_i) op(B_i) + beta C_i,
+// where X_i starts stride_x elements after X_(i-1); stride_a = 0 gives every product the same A.
+// The C_i must not overlap.
+void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                  int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float beta, float* C,
+                  int64_t ldc, int64_t stride_c, int64_t batch);
+void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
+                  int64_t lda, int64_t stride_a, const double* B, int64_t ldb, int64_t stride_b, double beta,
+                  double* C, int64_t ldc, int64_t stride_c, int64_t batch);
 
 // The CUDA twins of every kernel of tensor/kernels.inc are declared in tensor/kernels.h.
 

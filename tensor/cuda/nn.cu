@@ -29,12 +29,17 @@ T* ptr(const Tensor& t) {
   return t.defined() ? const_cast<T*>(t.data<T>()) : nullptr;
 }
 
-// ---- conv2d: im2col + cuBLAS GEMM over a chunk of images at a time -------------------------------
+// ---- conv2d: im2col + cuBLAS GEMMs over a chunk of images at a time ------------------------------
 // For images n0 .. n0 + nb - 1 with col = im2col (C KH KW, nb P), group g's rows are the block
-// [g Kg, (g + 1) Kg) of col and its weights the rows [g Og, (g + 1) Og) of w viewed as (O, Kg):
-//   forward:  Yt_g (Og, nb P) = W_g (Og, Kg) col_g (Kg, nb P);  y[n, o, p] = Yt[o, n P + p] + b[o]
-//   backward: dYt = dy as (O, nb P);  dW_g += dYt_g col_g^T;  dcol_g = W_g^T dYt_g;  dx = col2im(dcol)
-//             db[o] = sum over n, p of dy[n, o, p]
+// [g Kg, (g + 1) Kg) of col and its weights the rows [g Og, (g + 1) Og) of w viewed as (O, Kg).
+// col_n, image n's columns of col, is a (C KH KW, P) matrix with leading dimension nb P.
+//   forward:  y_n,g (Og, P) = W_g (Og, Kg) col_n,g (Kg, P), one strided-batched GEMM per group over
+//             the chunk's images, written straight into y (NCHW); then y[n, o, p] += b[o]. A
+//             pointwise conv (ConvShape::direct: 1x1, stride 1, no padding) has col_n = x_n
+//             (C, P), so it needs no im2col.
+//   backward: dYt = dy as (O, nb P);  dW_g += dYt_g col_g^T (one GEMM sums over the chunk's images);
+//             dcol_g = W_g^T dYt_g, dx = col2im(dcol) (pointwise: dx_n,g = W_g^T dYt_n,g, batched,
+//             straight into dx);  db[o] = sum over n, p of dy[n, o, p]
 
 // n = C cols threads, each writing KH KW entries of col (formulas.h: im2col_entries).
 template <typename T>
@@ -47,14 +52,10 @@ __global__ void col2im_k(const T* dcol, ConvShape s, ConvIndex ix, T* dx, int64_
   GRID_STRIDE_LOOP(i, n) dx[i] = col2im_value(dcol, s, ix, i);
 }
 
-// (O, nb P) -> (nb, O, P), adding the bias b (may be null).
+// y[n, o, p] += b[o]
 template <typename T>
-__global__ void op_to_nop_k(const T* t, const T* b, T* y, NopIndex ix, int64_t n) {
-  GRID_STRIDE_LOOP(i, n) {
-    int64_t o;
-    const int64_t from = ix.op_offset(i, o);
-    y[i] = t[from] + (b ? b[o] : T(0));
-  }
+__global__ void add_bias_k(T* y, const T* b, ChannelIndex channel, int64_t n) {
+  GRID_STRIDE_LOOP(i, n) y[i] += b[channel(i)];
 }
 
 // (nb, O, P) -> (O, nb P)
@@ -519,21 +520,31 @@ __global__ void max_grad_k(const T* g, const int64_t* idx, T* gx, Split3 at, int
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const ConvShape& s, Tensor& y) {
   check_conv_args("conv2d", x, w);
   AB_DISPATCH_FLOAT(x.dtype(), "conv2d", [&] {
-    const int64_t P = s.P(), Kg = s.Kg(), Og = s.Og(), chunk = images_per_chunk(s);
-    Tensor col = Tensor::empty({s.C * s.KH * s.KW * chunk * P}, x.dtype(), x.device());
-    Tensor t = Tensor::empty({s.O * chunk * P}, x.dtype(), x.device());
+    const int64_t P = s.P(), Kg = s.Kg(), Og = s.Og();
     const scalar_t* px = x.data<scalar_t>();
     const scalar_t* pw = w.data<scalar_t>();
-    for (int64_t n0 = 0; n0 < s.N; n0 += chunk) {
-      const int64_t nb = std::min(chunk, s.N - n0), cols = nb * P, threads = s.C * cols, ny = nb * s.O * P;
-      im2col_k<scalar_t><<<blocks_for(threads), kThreads>>>(px + n0 * s.C * s.H * s.W, s, ConvIndex(s, nb),
-                                                            col.data<scalar_t>(), threads);
-      AB_CUDA_CHECK_LAUNCH();
-      for (int64_t g = 0; g < s.G; ++g)  // Yt_g (Og, cols) = W_g (Og, Kg) col_g (Kg, cols)
-        gemm(false, false, Og, cols, Kg, scalar_t(1), pw + g * Og * Kg, Kg, col.data<scalar_t>() + g * Kg * cols, cols,
-             scalar_t(0), t.data<scalar_t>() + g * Og * cols, cols);
-      op_to_nop_k<scalar_t><<<blocks_for(ny), kThreads>>>(t.data<scalar_t>(), ptr<scalar_t>(b),
-                                                          y.data<scalar_t>() + n0 * s.O * P, NopIndex(s.O, P, nb), ny);
+    scalar_t* py = y.data<scalar_t>();
+    if (s.direct()) {  // col_n = x_n: every image in one batch, W_g shared (stride 0)
+      for (int64_t g = 0; g < s.G; ++g)
+        gemm_batched(false, false, Og, P, Kg, scalar_t(1), pw + g * Og * Kg, Kg, 0, px + g * Kg * P, P, s.C * P,
+                     scalar_t(0), py + g * Og * P, P, s.O * P, s.N);
+    } else {
+      const int64_t chunk = images_per_chunk(s);
+      Tensor col = Tensor::empty({s.C * s.KH * s.KW * chunk * P}, x.dtype(), x.device());
+      for (int64_t n0 = 0; n0 < s.N; n0 += chunk) {
+        const int64_t nb = std::min(chunk, s.N - n0), cols = nb * P, threads = s.C * cols;
+        im2col_k<scalar_t><<<blocks_for(threads), kThreads>>>(px + n0 * s.C * s.H * s.W, s, ConvIndex(s, nb),
+                                                              col.data<scalar_t>(), threads);
+        AB_CUDA_CHECK_LAUNCH();
+        for (int64_t g = 0; g < s.G; ++g)  // y_n,g (Og, P) = W_g (Og, Kg) col_n,g (Kg, P), n < nb
+          gemm_batched(false, false, Og, P, Kg, scalar_t(1), pw + g * Og * Kg, Kg, 0,
+                       col.data<scalar_t>() + g * Kg * cols, cols, P, scalar_t(0), py + n0 * s.O * P + g * Og * P, P,
+                       s.O * P, nb);
+      }
+    }
+    const int64_t n = y.numel();
+    if (b.defined() && n > 0) {
+      add_bias_k<scalar_t><<<blocks_for(n), kThreads>>>(py, b.data<scalar_t>(), ChannelIndex(P, s.O, n), n);
       AB_CUDA_CHECK_LAUNCH();
     }
   });
@@ -566,7 +577,12 @@ void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const C
                col.data<scalar_t>() + g * Kg * cols, cols, n0 == 0 ? scalar_t(0) : scalar_t(1),
                dw->data<scalar_t>() + g * Og * Kg, Kg);
       }
-      if (dx) {  // dcol_g (Kg, cols) = W_g^T (Kg, Og) dYt_g (Og, cols); dx = col2im(dcol)
+      if (dx && s.direct()) {  // dx_n,g (Kg, P) = W_g^T (Kg, Og) dYt_n,g (Og, P), n < nb: no col2im
+        for (int64_t g = 0; g < s.G; ++g)
+          gemm_batched(true, false, Kg, P, Og, scalar_t(1), pw + g * Og * Kg, Kg, 0,
+                       dyt.data<scalar_t>() + g * Og * cols, cols, P, scalar_t(0),
+                       dx->data<scalar_t>() + n0 * s.C * P + g * Kg * P, P, s.C * P, nb);
+      } else if (dx) {  // dcol_g (Kg, cols) = W_g^T (Kg, Og) dYt_g (Og, cols); dx = col2im(dcol)
         for (int64_t g = 0; g < s.G; ++g)
           gemm(true, false, Kg, cols, Og, scalar_t(1), pw + g * Og * Kg, Kg, dyt.data<scalar_t>() + g * Og * cols, cols,
                scalar_t(0), col.data<scalar_t>() + g * Kg * cols, cols);

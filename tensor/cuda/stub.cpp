@@ -42,6 +42,14 @@ void gemm(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,
           double*, int64_t) {
   NO_CUDA;
 }
+void gemm_batched(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, int64_t, const float*, int64_t,
+                  int64_t, float, float*, int64_t, int64_t, int64_t) {
+  NO_CUDA;
+}
+void gemm_batched(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t, int64_t, const double*,
+                  int64_t, int64_t, double, double*, int64_t, int64_t, int64_t) {
+  NO_CUDA;
+}
 
 // Every kernel of tensor/kernels.inc:
 void strided_copy(const Tensor&, Tensor&) { NO_CUDA; }

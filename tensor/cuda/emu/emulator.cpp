@@ -1046,32 +1046,40 @@ std::vector<float> tf32_copy(const float* p, int rows, int cols, int ld) {
   return out;
 }
 
+// `batch` GEMMs, X_i starting stride_x elements after X_(i-1) (a plain cublas<t>gemm is a batch
+// of 1), queued as one piece of work, as the GPU runs a batched call as one kernel.
 template <typename T, typename Gemm>
 cublasStatus_t gemm(cudaStream_t stream, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, T alpha,
-                    const T* A, int lda, const T* B, int ldb, T beta, T* C, int ldc, Gemm blas, bool tf32 = false) {
+                    const T* A, int lda, long long sa, const T* B, int ldb, long long sb, T beta, T* C, int ldc,
+                    long long sc, int batch, Gemm blas, bool tf32 = false) {
   const bool a_t = ta == CUBLAS_OP_T, b_t = tb == CUBLAS_OP_T;
-  if (m < 0 || n < 0 || k < 0 || !matrix_inside(A, a_t ? k : m, a_t ? m : k, lda) ||
-      !matrix_inside(B, b_t ? n : k, b_t ? k : n, ldb) || !matrix_inside(C, m, n, ldc))
-    return CUBLAS_STATUS_INVALID_VALUE;
-  if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
+  if (m < 0 || n < 0 || k < 0 || batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
+  for (int i = 0; i < batch; ++i)
+    if (!matrix_inside(A + i * sa, a_t ? k : m, a_t ? m : k, lda) || !matrix_inside(B + i * sb, b_t ? n : k, b_t ? k : n, ldb) ||
+        !matrix_inside(C + i * sc, m, n, ldc))
+      return CUBLAS_STATUS_INVALID_VALUE;
+  if (m == 0 || n == 0 || batch == 0) return CUBLAS_STATUS_SUCCESS;
   submit(stream, [=, A = opened(A), B = opened(B), C = opened(C)] {
     if (profile()) {
-      const std::string shape = std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k);
+      const std::string shape = (batch > 1 ? std::to_string(batch) + " x " : std::string()) + std::to_string(m) + "x" +
+                                std::to_string(n) + "x" + std::to_string(k);
       device_did("gemm", ((sizeof(T) == 4 ? (tf32 ? "cublasSgemm TF32 " : "cublasSgemm ") : "cublasDgemm ") + shape).c_str(),
-                 2.0 * m * n * k);
+                 2.0 * batch * m * n * k);
     }
-    const T *a = A, *b = B;
-    std::vector<T> a_tf32, b_tf32;  // read when the GEMM runs, as a GPU would (so graph replays too)
-    if constexpr (std::is_same_v<T, float>) {
-      if (tf32) {
-        a_tf32 = tf32_copy(A, a_t ? k : m, a_t ? m : k, lda);
-        b_tf32 = tf32_copy(B, b_t ? n : k, b_t ? k : n, ldb);
-        a = a_tf32.data();
-        b = b_tf32.data();
+    for (int i = 0; i < batch; ++i) {
+      const T *a = A + i * sa, *b = B + i * sb;
+      std::vector<T> a_tf32, b_tf32;  // read when the GEMM runs, as a GPU would (so graph replays too)
+      if constexpr (std::is_same_v<T, float>) {
+        if (tf32) {
+          a_tf32 = tf32_copy(a, a_t ? k : m, a_t ? m : k, lda);
+          b_tf32 = tf32_copy(b, b_t ? n : k, b_t ? k : n, ldb);
+          a = a_tf32.data();
+          b = b_tf32.data();
+        }
       }
+      blas(CblasColMajor, a_t ? CblasTrans : CblasNoTrans, b_t ? CblasTrans : CblasNoTrans, m, n, k, alpha, a,
+           std::max(lda, 1), b, std::max(ldb, 1), beta, C + i * sc, std::max(ldc, 1));
     }
-    blas(CblasColMajor, a_t ? CblasTrans : CblasNoTrans, b_t ? CblasTrans : CblasNoTrans, m, n, k, alpha, a,
-         std::max(lda, 1), b, std::max(ldb, 1), beta, C, std::max(ldc, 1));
   }, "cuBLAS gemm");
   return CUBLAS_STATUS_SUCCESS;
 }
@@ -1081,11 +1089,26 @@ cublasStatus_t gemm(cudaStream_t stream, cublasOperation_t ta, cublasOperation_t
 cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                            const float* alpha, const float* A, int lda, const float* B, int ldb, const float* beta,
                            float* C, int ldc) {
-  return gemm<float>(cudaStreamPerThread, ta, tb, m, n, k, *alpha, A, lda, B, ldb, *beta, C, ldc, cblas_sgemm,
-                     handle && handle->tf32);
+  return gemm<float>(cudaStreamPerThread, ta, tb, m, n, k, *alpha, A, lda, 0, B, ldb, 0, *beta, C, ldc, 0, 1,
+                     cblas_sgemm, handle && handle->tf32);
 }
 cublasStatus_t cublasDgemm(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                            const double* alpha, const double* A, int lda, const double* B, int ldb,
                            const double* beta, double* C, int ldc) {
-  return gemm<double>(cudaStreamPerThread, ta, tb, m, n, k, *alpha, A, lda, B, ldb, *beta, C, ldc, cblas_dgemm);
+  return gemm<double>(cudaStreamPerThread, ta, tb, m, n, k, *alpha, A, lda, 0, B, ldb, 0, *beta, C, ldc, 0, 1,
+                      cblas_dgemm);
+}
+cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t handle, cublasOperation_t ta, cublasOperation_t tb, int m,
+                                         int n, int k, const float* alpha, const float* A, int lda, long long sa,
+                                         const float* B, int ldb, long long sb, const float* beta, float* C, int ldc,
+                                         long long sc, int batch) {
+  return gemm<float>(cudaStreamPerThread, ta, tb, m, n, k, *alpha, A, lda, sa, B, ldb, sb, *beta, C, ldc, sc, batch,
+                     cblas_sgemm, handle && handle->tf32);
+}
+cublasStatus_t cublasDgemmStridedBatched(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                         int k, const double* alpha, const double* A, int lda, long long sa,
+                                         const double* B, int ldb, long long sb, const double* beta, double* C,
+                                         int ldc, long long sc, int batch) {
+  return gemm<double>(cudaStreamPerThread, ta, tb, m, n, k, *alpha, A, lda, sa, B, ldb, sb, *beta, C, ldc, sc, batch,
+                      cblas_dgemm);
 }
