@@ -1,6 +1,8 @@
 // bench_cuda.cpp - the CUDA kernels of anybit against the GPU's own limits, measured in one run:
 // elementwise kernels and the sum reduction in GB/s next to a device-to-device cudaMemcpy, and
-// cuda::gemm (cuBLAS) in GFLOP/s at a square size and at the GEMM shapes of ResNet-20's convs.
+// cuda::gemm (cuBLAS) in GFLOP/s at a square size and at the GEMM shapes of ResNet-20's convs, and
+// those products as conv2d's forward makes them (batched, one GEMM per image) against one GEMM and
+// a copy to NCHW (how it made them before).
 // Each result is first checked against the CPU. scripts/bench_cuda_torch.py measures the same
 // operations in PyTorch for comparison. Without a usable GPU it says why and exits 0 (nothing
 // to measure is not a failure).
@@ -116,6 +118,37 @@ int main(int argc, char** argv) {
       }
       double t = time_ms(reps, run);
       std::printf("%-40s %10.3f %10.1f\n", sh.name, t, 2.0 * sh.M * sh.N * sh.K / t / 1e6);
+    }
+
+    // conv2d's forward (tensor/cuda/nn.cu) makes the ResNet-20 products above as 128 GEMMs of
+    // (M, P, K), one per image, in one strided-batched call that writes NCHW, where it used to make
+    // one (M, 128 P, K) GEMM and then move its output to NCHW (a strided copy, here as then).
+    std::printf("\n%-40s %10s %10s %10s\n", "conv forward: 128 batched vs one + copy", "batched ms", "one+copy ms",
+                "ratio");
+    for (size_t i = 1; i < sizeof(shapes) / sizeof(shapes[0]); ++i) {
+      const Shape3& sh = shapes[i];
+      const int64_t images = 128, P = sh.N / images;
+      Tensor A = Tensor::randn({sh.M, sh.K}, g).to(gpu), B = Tensor::randn({sh.K, sh.N}, g).to(gpu);
+      Tensor C = Tensor::empty({sh.M, sh.N}, DType::F32, gpu), Y = Tensor::empty({images, sh.M, P}, DType::F32, gpu);
+      auto batched = [&] {
+        cuda::gemm_batched(false, false, sh.M, P, sh.K, 1.f, A.data<float>(), sh.K, 0, B.data<float>(), sh.N, P, 0.f,
+                           Y.data<float>(), P, sh.M * P, images);
+      };
+      auto one_and_copy = [&] {
+        cuda::gemm(false, false, sh.M, sh.N, sh.K, 1.f, A.data<float>(), sh.K, B.data<float>(), sh.N, 0.f,
+                   C.data<float>(), sh.N);
+        kernel::strided_copy(C.view({sh.M, images, P}).permute({1, 0, 2}), Y);
+      };
+      batched();
+      Tensor y_batched = Y.to(Device());
+      one_and_copy();
+      const double e = max_rel_err(y_batched, Y.to(Device()));
+      if (e > 1e-3) {
+        std::fprintf(stderr, "bench_cuda: batched gemm %s differs from one gemm (%.1e)\n", sh.name, e);
+        return 1;
+      }
+      const double tb = time_ms(reps, batched), to = time_ms(reps, one_and_copy);
+      std::printf("%-40s %10.3f %10.3f %10.2f\n", sh.name, tb, to, to / tb);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_cuda: error: %s\n", e.what());

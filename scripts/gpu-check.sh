@@ -153,6 +153,7 @@ echo "== recap"
 grep -hE "^[a-z0-9_]+ [0-9.]+$|^# (gpu profile|  GPU time|  [0-9]+ GEMMs|the FP step)|^## |^# bench" \
   "$LOGS/bench-train.log" "$LOGS/gpu-profile.log" 2>/dev/null
 grep -h "test top-1" "$LOGS/train-gpu.log" 2>/dev/null | tail -1
+grep -h -A3 "^conv forward: 128 batched" "$LOGS/bench.log" 2>/dev/null  # conv2d's batched GEMM, against before
 
 [ $status -eq 0 ] || fail "see summary.log, cuda-tests.log, all-tests.log, build.log"
 say "OK: built with CUDA, [cuda] tests ran on the GPU, whole suite passed"
