@@ -99,8 +99,7 @@ TEST_CASE("batch_norm gradcheck: training and evaluation, with and without affin
         Tensor w = affine ? add(randn({3}, 2), 1.5).detach().requires_grad_() : Tensor();
         Tensor b = affine ? randn({3}, 3).requires_grad_() : Tensor();
         Tensor rm = randn({3}, 4), rv = add(abs(randn({3}, 5)), 0.5);
-        std::vector<Tensor> in{x};
-        if (affine) in.push_back(w), in.push_back(b);
+        const std::vector<Tensor> in = affine ? std::vector<Tensor>{x, w, b} : std::vector<Tensor>{x};
         auto f = [&](const std::vector<Tensor>& v) {
           // running stats are passed in evaluation only, so repeated calls see the same ones
           return batch_norm(v[0], affine ? v[1] : Tensor(), affine ? v[2] : Tensor(),
