@@ -21,6 +21,8 @@ struct ConvShape {
     return KH == 1 && KW == 1 && opt.stride_h == 1 && opt.stride_w == 1 && opt.pad_h == 0 &&
            opt.pad_w == 0;
   }
+  // One input channel per group, more than one group (MobileNetV2's 3x3 convs).
+  bool depthwise() const { return G > 1 && C == G; }
   // Stride 1 and output size = input size (3x3 with padding 1, 5x5 with padding 2, ...).
   bool same_stride1() const { return opt.stride_h == 1 && opt.stride_w == 1 && OH == H && OW == W; }
   double flops() const { return 2.0 * N * O * P() * Kg(); }  // multiply-adds of the forward, x2

@@ -315,6 +315,91 @@ AB_HD inline T col2im_value(const T* dcol, const ConvShape& s, const ConvIndex& 
   return acc;
 }
 
+// ---- depthwise convolution: one input channel per group (ConvShape::depthwise) ----------------------
+// A grouped convolution's GEMMs are one per group, so a depthwise one (MobileNetV2's: a group per
+// channel, up to 960) would be hundreds of tiny GEMMs. On CUDA it runs as three direct loops
+// instead: a thread per element of y, a thread per element of dx, and a block per weight. Output
+// channel o reads input channel o / M, M = O / C (the channel multiplier: 1 in MobileNetV2).
+struct DepthwiseIndex {
+  Split3 y;          // element of y (N, O, P) -> (n, o, p)
+  Split3 x;          // element of x (N, C, H W) -> (n, c, h W + w)
+  DivMod OW, W, M;   // p -> (oh, ow); h W + w -> (h, w); o -> c
+  DivMod P;          // the weight gradient's j = n P + p -> (n, p)
+  DivMod stride_h, stride_w;
+  explicit DepthwiseIndex(const ConvShape& s) {
+    auto d = [](int64_t v, int64_t limit) { return DivMod(std::max<int64_t>(v, 1), limit); };  // v = 0: no threads
+    const int64_t P_ = s.OH * s.OW, ny = s.N * s.O * P_, nx = s.N * s.C * s.H * s.W;
+    y = Split3(s.O, P_, ny), x = Split3(s.C, s.H * s.W, nx);
+    OW = d(s.OW, P_), W = d(s.W, s.H * s.W), M = d(s.O / std::max<int64_t>(s.C, 1), s.O);
+    P = d(P_, s.N * P_);
+    const int64_t reach = s.H + s.W + s.opt.pad_h + s.opt.pad_w;  // as ConvIndex's
+    stride_h = d(s.opt.stride_h, reach), stride_w = d(s.opt.stride_w, reach);
+  }
+};
+
+// Element i = (n O + o) P + oh OW + ow of y, without the bias: the sum over the taps of o's
+// weights times the input pixels they cover (none where the tap is padding), in tap order.
+template <typename T>
+AB_HD inline T depthwise_value(const T* x, const T* w, const ConvShape& s, const DepthwiseIndex& ix, int64_t i) {
+  int64_t n, o, p;
+  ix.y(i, n, o, p);
+  const int64_t oh = ix.OW.div(p), ow = p - oh * ix.OW.d;
+  const T* xc = x + (n * s.C + ix.M.div(o)) * s.H * s.W;
+  const T* wo = w + o * s.KH * s.KW;
+  T acc = T(0);
+  for (int64_t kh = 0; kh < s.KH; ++kh) {
+    const int64_t h = oh * s.opt.stride_h - s.opt.pad_h + kh * s.opt.dil_h;
+    if (h < 0 || h >= s.H) continue;
+    for (int64_t kw = 0; kw < s.KW; ++kw) {
+      const int64_t v = ow * s.opt.stride_w - s.opt.pad_w + kw * s.opt.dil_w;
+      if (v >= 0 && v < s.W) acc += wo[kh * s.KW + kw] * xc[h * s.W + v];
+    }
+  }
+  return acc;
+}
+
+// Element i = (n C + c) H W + h W + w of dx: for each output channel o of c and each tap, the
+// output pixel whose tap lands on (h, w), if there is one (as col2im_value finds it).
+template <typename T>
+AB_HD inline T depthwise_dx_value(const T* dy, const T* w, const ConvShape& s, const DepthwiseIndex& ix, int64_t i) {
+  int64_t n, c, hw;
+  ix.x(i, n, c, hw);
+  const int64_t h = ix.W.div(hw), v = hw - h * ix.W.d;
+  const int64_t M = ix.M.d, P = s.OH * s.OW;
+  T acc = T(0);
+  for (int64_t o = c * M; o < (c + 1) * M; ++o) {
+    const T* dyo = dy + (n * s.O + o) * P;
+    const T* wo = w + o * s.KH * s.KW;
+    for (int64_t kh = 0; kh < s.KH; ++kh) {
+      const int64_t th = h + s.opt.pad_h - kh * s.opt.dil_h;  // = oh stride_h for the output row that reads h
+      if (th < 0) continue;
+      const int64_t oh = ix.stride_h.div(th);
+      if (oh * s.opt.stride_h != th || oh >= s.OH) continue;
+      for (int64_t kw = 0; kw < s.KW; ++kw) {
+        const int64_t tw = v + s.opt.pad_w - kw * s.opt.dil_w;
+        if (tw < 0) continue;
+        const int64_t ow = ix.stride_w.div(tw);
+        if (ow * s.opt.stride_w != tw || ow >= s.OW) continue;
+        acc += wo[kh * s.KW + kw] * dyo[oh * s.OW + ow];
+      }
+    }
+  }
+  return acc;
+}
+
+// Term j = n P + oh OW + ow of weight (o, kh, kw)'s gradient, the sum over j < N P of
+// dy[n, o, oh, ow] times the input pixel that tap read (0 where it read padding).
+template <typename T>
+AB_HD inline T depthwise_dw_term(const T* x, const T* dy, const ConvShape& s, const DepthwiseIndex& ix, int64_t o,
+                                 int64_t kh, int64_t kw, int64_t j) {
+  const int64_t n = ix.P.div(j), p = j - n * ix.P.d;
+  const int64_t oh = ix.OW.div(p), ow = p - oh * ix.OW.d;
+  const int64_t h = oh * s.opt.stride_h - s.opt.pad_h + kh * s.opt.dil_h;
+  const int64_t v = ow * s.opt.stride_w - s.opt.pad_w + kw * s.opt.dil_w;
+  if (h < 0 || h >= s.H || v < 0 || v >= s.W) return T(0);
+  return dy[(n * s.O + o) * ix.P.d + p] * x[((n * s.C + ix.M.div(o)) * s.H + h) * s.W + v];
+}
+
 // Pooling over one (H, W) plane; the window of output (oh, ow) is rows oh s - p .. oh s - p + k - 1
 // (columns likewise), clipped to the image.
 struct PoolShape {

@@ -346,6 +346,8 @@ std::vector<OpCase> op_table() {
        [](const Xs& x, Xs&) { return conv2d(x[0], x[1], x[2], Conv2dOptions::make(1, 2, 2)); }},
       {"conv2d groups 2, bias", {{2, 4, 6, 6}, {6, 2, 3, 3}, {6}},
        [](const Xs& x, Xs&) { return conv2d(x[0], x[1], x[2], Conv2dOptions::make(1, 1, 1, 2)); }},
+      {"conv2d depthwise, channel multiplier 2, dilation 2, bias", {{2, 3, 8, 8}, {6, 1, 3, 3}, {6}},
+       [](const Xs& x, Xs&) { return conv2d(x[0], x[1], x[2], Conv2dOptions::make(1, 2, 2, 3)); }},
       {"conv2d depthwise 3x3 stride 2 pad 1", {{2, 4, 7, 7}, {4, 1, 3, 3}},
        [](const Xs& x, Xs&) { return conv2d(x[0], x[1], Tensor(), Conv2dOptions::make(2, 1, 1, 4)); }},
       {"conv2d 1x1, bias", {{2, 8, 5, 5}, {6, 8, 1, 1}, {6}},
@@ -555,6 +557,9 @@ std::vector<OpCase> many_blocks_table() {
        [](const Xs& x, Xs&) { return conv2d(x[0], x[1], x[2], Conv2dOptions::make(1, 1)); }},
       {"conv2d depthwise 3x3 stride 2 pad 1, (4, 32, 12, 12)", {{4, 32, 12, 12}, {32, 1, 3, 3}},
        [](const Xs& x, Xs&) { return conv2d(x[0], x[1], Tensor(), Conv2dOptions::make(2, 1, 1, 32)); }},
+      // a weight's gradient sums 4 x 256 terms: each of a block's threads adds up four
+      {"conv2d depthwise 3x3 pad 1, (4, 8, 16, 16)", {{4, 8, 16, 16}, {8, 1, 3, 3}},
+       [](const Xs& x, Xs&) { return conv2d(x[0], x[1], Tensor(), Conv2dOptions::make(1, 1, 1, 8)); }},
       // 16384 values per channel: BN's channel sums are cut into 4 chunks, each a block
       {"batch_norm + residual + relu training (fused), (16, 3, 32, 32)", {{16, 3, 32, 32}, {3}, {3}, {16, 3, 32, 32}},
        [](const Xs& x, Xs& side) {

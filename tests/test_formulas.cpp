@@ -2,8 +2,8 @@
 //
 // Each CUDA kernel of tensor/cuda/nn.cu gives a thread one element (or one row) and calls one
 // function of tensor/formulas.h for it. These tests call the same functions in plain loops, in the
-// same arrangement as the kernels (im2col, one GEMM per group, col2im as a gather, chunks of
-// images), and compare with the scalar references of tensor/ref.h. So the index arithmetic of the
+// same arrangement as the kernels (im2col, batched GEMMs per group, col2im as a gather, chunks of
+// images; the depthwise conv's direct loops), and compare with the scalar references of tensor/ref.h. So the index arithmetic of the
 // GPU path is checked on every machine, GPU or not; what only a GPU can check (launches, cuBLAS,
 // the block reductions) is in tests/test_cuda_ops.cpp, tagged [cuda].
 #include <limits>
@@ -96,7 +96,6 @@ TEST_CASE("formulas: the CUDA conv2d's im2col, GEMMs and col2im, run on the host
       {{2, 3, 8, 9}, {4, 3, 1, 1}, Conv2dOptions::make(1, 0)},        // 1x1 (direct: no im2col, no col2im)
       {{2, 4, 5, 6}, {6, 2, 1, 1}, Conv2dOptions::make(1, 0, 1, 2)},  // 1x1 in 2 groups (direct)
       {{2, 3, 8, 9}, {4, 3, 1, 1}, Conv2dOptions::make(2, 0)},        // 1x1 stride 2 (ResNet shortcut)
-      {{2, 6, 7, 7}, {6, 1, 3, 3}, Conv2dOptions::make(1, 1, 1, 6)},  // depthwise
       {{2, 4, 9, 9}, {6, 2, 3, 3}, Conv2dOptions::make(2, 2, 2, 2)},  // groups 2, dilation 2
       {{1, 2, 5, 7}, {3, 2, 2, 3}, {1, 2, 0, 1, 1, 1, 1}},            // non-square kernel, stride (1, 2)
   };
@@ -118,6 +117,46 @@ TEST_CASE("formulas: the CUDA conv2d's im2col, GEMMs and col2im, run on the host
       require_close(dw, dw_want, 1e-12, 1e-12, "dw");
       require_close(db, db_want, 1e-12, 1e-12, "db");
     }
+  }
+}
+
+TEST_CASE("formulas: the CUDA depthwise conv's direct loops, run on the host, match ref::conv2d", "[formulas][conv]") {
+  struct Case {
+    Shape x, w;
+    Conv2dOptions opt;
+  };
+  const Case cases[] = {
+      {{2, 6, 7, 7}, {6, 1, 3, 3}, Conv2dOptions::make(1, 1, 1, 6)},      // MobileNetV2's stride 1
+      {{2, 5, 8, 9}, {5, 1, 3, 3}, Conv2dOptions::make(2, 1, 1, 5)},      // and stride 2
+      {{1, 3, 9, 9}, {3, 1, 3, 3}, Conv2dOptions::make(1, 2, 2, 3)},      // dilation 2
+      {{2, 3, 6, 5}, {6, 1, 3, 3}, Conv2dOptions::make(1, 1, 1, 3)},      // channel multiplier 2
+      {{2, 4, 6, 9}, {4, 1, 2, 3}, {1, 2, 0, 1, 1, 1, 4}},                // non-square kernel, stride (1, 2)
+  };
+  for (const Case& c : cases) {
+    INFO("x " << shape_str(c.x) << " w " << shape_str(c.w) << " stride " << c.opt.stride_h << "," << c.opt.stride_w
+              << " pad " << c.opt.pad_h << " dil " << c.opt.dil_h << " groups " << c.opt.groups);
+    Tensor x = randn(c.x, 1), w = randn(c.w, 2), b = randn({c.w[0]}, 3);
+    const ConvShape s = cpu::conv_shape(x.shape(), w.shape(), c.opt);
+    REQUIRE(s.depthwise());
+    Tensor dy = randn({s.N, s.O, s.OH, s.OW}, 4);
+    Tensor want = ref::conv2d(x, w, b, c.opt), dx_want, dw_want, db_want;
+    ref::conv2d_backward(x, w, b, dy, c.opt, dx_want, dw_want, db_want);
+    const DepthwiseIndex ix(s);
+    const double *px = x.data<double>(), *pw = w.data<double>(), *pdy = dy.data<double>();
+    Tensor y = Tensor::empty(want.shape(), DType::F64), dx = Tensor::empty(x.shape(), DType::F64);
+    Tensor dw = Tensor::empty(w.shape(), DType::F64);
+    for (int64_t i = 0; i < y.numel(); ++i)  // depthwise_k, then add_bias_k
+      y.data<double>()[i] = depthwise_value(px, pw, s, ix, i) + b.data<double>()[i / s.P() % s.O];
+    for (int64_t i = 0; i < dx.numel(); ++i) dx.data<double>()[i] = depthwise_dx_value(pdy, pw, s, ix, i);  // depthwise_dx_k
+    for (int64_t e = 0; e < dw.numel(); ++e) {  // depthwise_dw_k: a block per weight
+      const int64_t taps = s.KH * s.KW, o = e / taps, kh = e % taps / s.KW, kw = e % s.KW;
+      double acc = 0;
+      for (int64_t j = 0; j < s.N * s.P(); ++j) acc += depthwise_dw_term(px, pdy, s, ix, o, kh, kw, j);
+      dw.data<double>()[e] = acc;
+    }
+    require_close(y, want, 1e-12, 1e-12, "y");
+    require_close(dx, dx_want, 1e-12, 1e-12, "dx");
+    require_close(dw, dw_want, 1e-12, 1e-12, "dw");
   }
 }
 

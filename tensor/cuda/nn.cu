@@ -40,6 +40,7 @@ T* ptr(const Tensor& t) {
 //   backward: dYt = dy as (O, nb P);  dW_g += dYt_g col_g^T (one GEMM sums over the chunk's images);
 //             dcol_g = W_g^T dYt_g, dx = col2im(dcol) (pointwise: dx_n,g = W_g^T dYt_n,g, batched,
 //             straight into dx);  db[o] = sum over n, p of dy[n, o, p]
+// A depthwise conv (ConvShape::depthwise: a group per input channel) has no GEMMs: direct kernels.
 
 // n = C cols threads, each writing KH KW entries of col (formulas.h: im2col_entries).
 template <typename T>
@@ -50,6 +51,34 @@ __global__ void im2col_k(const T* x, ConvShape s, ConvIndex ix, T* col, int64_t 
 template <typename T>
 __global__ void col2im_k(const T* dcol, ConvShape s, ConvIndex ix, T* dx, int64_t n) {
   GRID_STRIDE_LOOP(i, n) dx[i] = col2im_value(dcol, s, ix, i);
+}
+
+// Depthwise convolutions (ConvShape::depthwise), direct (formulas.h: depthwise_value and the rest).
+template <typename T>
+__global__ void depthwise_k(const T* x, const T* w, ConvShape s, DepthwiseIndex ix, T* y, int64_t n) {
+  GRID_STRIDE_LOOP(i, n) y[i] = depthwise_value(x, w, s, ix, i);
+}
+
+template <typename T>
+__global__ void depthwise_dx_k(const T* dy, const T* w, ConvShape s, DepthwiseIndex ix, T* dx, int64_t n) {
+  GRID_STRIDE_LOOP(i, n) dx[i] = depthwise_dx_value(dy, w, s, ix, i);
+}
+
+// A block per weight e = (o KH + kh) KW + kw: its threads add up strided shares of the N P terms in
+// double, and the block's tree adds the shares (a fixed order: deterministic).
+template <typename T>
+__global__ void depthwise_dw_k(const T* x, const T* dy, ConvShape s, DepthwiseIndex ix, T* dw, int64_t weights) {
+  __shared__ double part[kThreads];
+  const int64_t terms = s.N * s.OH * s.OW, taps = s.KH * s.KW;
+  for (int64_t e = blockIdx.x; e < weights; e += gridDim.x) {  // the same e for the whole block
+    const int64_t o = e / taps, kh = (e - o * taps) / s.KW, kw = e - o * taps - kh * s.KW;
+    double acc = 0;
+    for (int64_t j = threadIdx.x; j < terms; j += blockDim.x) acc += (double)depthwise_dw_term(x, dy, s, ix, o, kh, kw, j);
+    part[threadIdx.x] = acc;
+    block_tree([&](int t, int u) { part[t] += part[u]; });
+    if (threadIdx.x == 0) dw[e] = (T)part[0];
+    __syncthreads();  // part[] is reused for the next e
+  }
 }
 
 // y[n, o, p] += b[o]
@@ -524,7 +553,13 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Con
     const scalar_t* px = x.data<scalar_t>();
     const scalar_t* pw = w.data<scalar_t>();
     scalar_t* py = y.data<scalar_t>();
-    if (s.direct()) {  // col_n = x_n: every image in one batch, W_g shared (stride 0)
+    if (s.depthwise()) {  // a thread per output, not a GEMM per channel
+      const int64_t n = y.numel();
+      if (n > 0) {
+        depthwise_k<scalar_t><<<blocks_for(n), kThreads>>>(px, pw, s, DepthwiseIndex(s), py, n);
+        AB_CUDA_CHECK_LAUNCH();
+      }
+    } else if (s.direct()) {  // col_n = x_n: every image in one batch, W_g shared (stride 0)
       for (int64_t g = 0; g < s.G; ++g)
         gemm_batched(false, false, Og, P, Kg, scalar_t(1), pw + g * Og * Kg, Kg, 0, px + g * Kg * P, P, s.C * P,
                      scalar_t(0), py + g * Og * P, P, s.O * P, s.N);
@@ -555,41 +590,55 @@ void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const C
   check_conv_args("conv2d backward", x, w);
   check_cuda("conv2d backward", "dy", dy);
   AB_DISPATCH_FLOAT(x.dtype(), "conv2d backward", [&] {
-    const int64_t P = s.P(), Kg = s.Kg(), Og = s.Og(), chunk = images_per_chunk(s);
-    const int64_t rows = s.C * s.KH * s.KW;
-    Tensor col = Tensor::empty({rows * chunk * P}, x.dtype(), x.device());
-    Tensor dyt = Tensor::empty({s.O * chunk * P}, x.dtype(), x.device());
+    const int64_t P = s.P(), Kg = s.Kg(), Og = s.Og();
     const scalar_t* px = x.data<scalar_t>();
     const scalar_t* pw = w.data<scalar_t>();
     const scalar_t* pdy = dy.data<scalar_t>();
-    for (int64_t n0 = 0; n0 < s.N; n0 += chunk) {
-      const int64_t nb = std::min(chunk, s.N - n0), cols = nb * P, ny = nb * s.O * P;
-      const ConvIndex ix(s, nb);
-      nop_to_op_k<scalar_t><<<blocks_for(ny), kThreads>>>(pdy + n0 * s.O * P, dyt.data<scalar_t>(), NopIndex(s.O, P, nb),
-                                                          ny);
-      AB_CUDA_CHECK_LAUNCH();
-      if (dw) {  // dW_g (Og, Kg) (+)= dYt_g (Og, cols) col_g^T (cols, Kg)
-        im2col_k<scalar_t><<<blocks_for(s.C * cols), kThreads>>>(px + n0 * s.C * s.H * s.W, s, ix, col.data<scalar_t>(),
-                                                                 s.C * cols);
+    if (s.depthwise()) {  // a thread per dx element, a block per weight
+      const DepthwiseIndex ix(s);
+      const int64_t n = dx ? dx->numel() : 0, weights = dw ? dw->numel() : 0;
+      if (n > 0) {
+        depthwise_dx_k<scalar_t><<<blocks_for(n), kThreads>>>(pdy, pw, s, ix, dx->data<scalar_t>(), n);
         AB_CUDA_CHECK_LAUNCH();
-        for (int64_t g = 0; g < s.G; ++g)
-          gemm(false, true, Og, Kg, cols, scalar_t(1), dyt.data<scalar_t>() + g * Og * cols, cols,
-               col.data<scalar_t>() + g * Kg * cols, cols, n0 == 0 ? scalar_t(0) : scalar_t(1),
-               dw->data<scalar_t>() + g * Og * Kg, Kg);
       }
-      if (dx && s.direct()) {  // dx_n,g (Kg, P) = W_g^T (Kg, Og) dYt_n,g (Og, P), n < nb: no col2im
-        for (int64_t g = 0; g < s.G; ++g)
-          gemm_batched(true, false, Kg, P, Og, scalar_t(1), pw + g * Og * Kg, Kg, 0,
-                       dyt.data<scalar_t>() + g * Og * cols, cols, P, scalar_t(0),
-                       dx->data<scalar_t>() + n0 * s.C * P + g * Kg * P, P, s.C * P, nb);
-      } else if (dx) {  // dcol_g (Kg, cols) = W_g^T (Kg, Og) dYt_g (Og, cols); dx = col2im(dcol)
-        for (int64_t g = 0; g < s.G; ++g)
-          gemm(true, false, Kg, cols, Og, scalar_t(1), pw + g * Og * Kg, Kg, dyt.data<scalar_t>() + g * Og * cols, cols,
-               scalar_t(0), col.data<scalar_t>() + g * Kg * cols, cols);
-        const int64_t n = nb * s.C * s.H * s.W;
-        col2im_k<scalar_t><<<blocks_for(n), kThreads>>>(col.data<scalar_t>(), s, ix,
-                                                        dx->data<scalar_t>() + n0 * s.C * s.H * s.W, n);
+      if (weights > 0) {
+        const int blocks = (int)std::min<int64_t>(weights, kMaxBlocks);
+        depthwise_dw_k<scalar_t><<<blocks, kThreads>>>(px, pdy, s, ix, dw->data<scalar_t>(), weights);
         AB_CUDA_CHECK_LAUNCH();
+      }
+    } else {
+      const int64_t chunk = images_per_chunk(s), rows = s.C * s.KH * s.KW;
+      Tensor col = Tensor::empty({rows * chunk * P}, x.dtype(), x.device());
+      Tensor dyt = Tensor::empty({s.O * chunk * P}, x.dtype(), x.device());
+      for (int64_t n0 = 0; n0 < s.N; n0 += chunk) {
+        const int64_t nb = std::min(chunk, s.N - n0), cols = nb * P, ny = nb * s.O * P;
+        const ConvIndex ix(s, nb);
+        nop_to_op_k<scalar_t><<<blocks_for(ny), kThreads>>>(pdy + n0 * s.O * P, dyt.data<scalar_t>(),
+                                                            NopIndex(s.O, P, nb), ny);
+        AB_CUDA_CHECK_LAUNCH();
+        if (dw) {  // dW_g (Og, Kg) (+)= dYt_g (Og, cols) col_g^T (cols, Kg)
+          im2col_k<scalar_t><<<blocks_for(s.C * cols), kThreads>>>(px + n0 * s.C * s.H * s.W, s, ix,
+                                                                   col.data<scalar_t>(), s.C * cols);
+          AB_CUDA_CHECK_LAUNCH();
+          for (int64_t g = 0; g < s.G; ++g)
+            gemm(false, true, Og, Kg, cols, scalar_t(1), dyt.data<scalar_t>() + g * Og * cols, cols,
+                 col.data<scalar_t>() + g * Kg * cols, cols, n0 == 0 ? scalar_t(0) : scalar_t(1),
+                 dw->data<scalar_t>() + g * Og * Kg, Kg);
+        }
+        if (dx && s.direct()) {  // dx_n,g (Kg, P) = W_g^T (Kg, Og) dYt_n,g (Og, P), n < nb: no col2im
+          for (int64_t g = 0; g < s.G; ++g)
+            gemm_batched(true, false, Kg, P, Og, scalar_t(1), pw + g * Og * Kg, Kg, 0,
+                         dyt.data<scalar_t>() + g * Og * cols, cols, P, scalar_t(0),
+                         dx->data<scalar_t>() + n0 * s.C * P + g * Kg * P, P, s.C * P, nb);
+        } else if (dx) {  // dcol_g (Kg, cols) = W_g^T (Kg, Og) dYt_g (Og, cols); dx = col2im(dcol)
+          for (int64_t g = 0; g < s.G; ++g)
+            gemm(true, false, Kg, cols, Og, scalar_t(1), pw + g * Og * Kg, Kg, dyt.data<scalar_t>() + g * Og * cols,
+                 cols, scalar_t(0), col.data<scalar_t>() + g * Kg * cols, cols);
+          const int64_t n = nb * s.C * s.H * s.W;
+          col2im_k<scalar_t><<<blocks_for(n), kThreads>>>(col.data<scalar_t>(), s, ix,
+                                                          dx->data<scalar_t>() + n0 * s.C * s.H * s.W, n);
+          AB_CUDA_CHECK_LAUNCH();
+        }
       }
     }
     if (db) {  // db[o] = sum over n, p of dy[n, o, p]
