@@ -20,6 +20,7 @@
 // runs with ONLY=...):
 //   resnet18_train    ImageNet ResNet-18, batch 32 of (3, 224, 224), the resnet20_train step
 //   resnet50_train    ImageNet ResNet-50, batch 32 of (3, 224, 224)
+//   mobilenetv2_train CIFAR MobileNetV2 (depthwise convs), batch 128 of (3, 32, 32)
 //   resnet20_infer_1  resnet20_infer at batch 1 (latency)
 //   int<b>_infer      the integer engine (quant/int_engine.h) at b bits (8, 6, 4 or 2), batch 128:
 //                     a quantized ResNet-20 {8,6,4,2} with LSQ weights and activations (the
@@ -227,11 +228,11 @@ const std::vector<std::string>& workload_names() {
   return names;
 }
 const std::vector<std::string>& extra_workload_names() {
-  static const std::vector<std::string> names{"resnet18_train", "resnet50_train", "resnet20_infer_1", "int8_infer",
-                                              "int6_infer",     "int4_infer",     "int2_infer",       "int8_infer_1",
-                                              "int6_infer_1",   "int4_infer_1",   "int2_infer_1",     "pact8_infer",
-                                              "pact6_infer",    "pact4_infer",    "pact2_infer",      "pact8_infer_1",
-                                              "pact6_infer_1",  "pact4_infer_1",  "pact2_infer_1"};
+  static const std::vector<std::string> names{
+      "resnet18_train", "resnet50_train", "mobilenetv2_train", "resnet20_infer_1", "int8_infer",   "int6_infer",
+      "int4_infer",     "int2_infer",     "int8_infer_1",      "int6_infer_1",     "int4_infer_1", "int2_infer_1",
+      "pact8_infer",    "pact6_infer",    "pact4_infer",       "pact2_infer",      "pact8_infer_1", "pact6_infer_1",
+      "pact4_infer_1",  "pact2_infer_1"};
   return names;
 }
 
@@ -247,6 +248,7 @@ Workload make_workload(const std::string& name) {
   }
   if (name == "resnet18_train") return fp_train("resnet18", 32);
   if (name == "resnet50_train") return fp_train("resnet50", 32);
+  if (name == "mobilenetv2_train") return fp_train("mobilenetv2", 128);
   if (name == "lenet5_train") return fp_train("lenet5", 256);
   if (name == "lenet5_infer") return fp_infer("lenet5", 256);
   if (name == "joint_ce") return quant_train({8, 6, 4, 2}, plain_joint_ce(), 128);
