@@ -3,9 +3,10 @@
 // Each CUDA kernel of tensor/cuda/nn.cu gives a thread one element (or one row) and calls one
 // function of tensor/formulas.h for it. These tests call the same functions in plain loops, in the
 // same arrangement as the kernels (im2col, batched GEMMs per group, col2im as a gather, chunks of
-// images; the depthwise conv's direct loops), and compare with the scalar references of tensor/ref.h. So the index arithmetic of the
-// GPU path is checked on every machine, GPU or not; what only a GPU can check (launches, cuBLAS,
-// the block reductions) is in tests/test_cuda_ops.cpp, tagged [cuda].
+// images; the depthwise conv's direct loops), and compare with the scalar references of
+// tensor/ref.h. So the index arithmetic of the GPU path is checked on every machine, GPU or not;
+// what only a GPU can check (launches, cuBLAS, the block reductions) is in
+// tests/test_cuda_ops.cpp, tagged [cuda].
 #include <limits>
 
 #include "tensor/cpu/kernels.h"
@@ -147,7 +148,8 @@ TEST_CASE("formulas: the CUDA depthwise conv's direct loops, run on the host, ma
     Tensor dw = Tensor::empty(w.shape(), DType::F64);
     for (int64_t i = 0; i < y.numel(); ++i)  // depthwise_k, then add_bias_k
       y.data<double>()[i] = depthwise_value(px, pw, s, ix, i) + b.data<double>()[i / s.P() % s.O];
-    for (int64_t i = 0; i < dx.numel(); ++i) dx.data<double>()[i] = depthwise_dx_value(pdy, pw, s, ix, i);  // depthwise_dx_k
+    for (int64_t i = 0; i < dx.numel(); ++i)  // depthwise_dx_k
+      dx.data<double>()[i] = depthwise_dx_value(pdy, pw, s, ix, i);
     for (int64_t e = 0; e < dw.numel(); ++e) {  // depthwise_dw_k: a block per weight
       const int64_t taps = s.KH * s.KW, o = e / taps, kh = e % taps / s.KW, kw = e % s.KW;
       double acc = 0;

@@ -457,7 +457,6 @@ std::string add_test_results(nn::Json& line, const std::vector<BitResult>& resul
 
 // ---- training ------------------------------------------------------------------------------------
 
-// Trains one network (one bit set) into `out`; returns its final report.
 // The options whose check needs neither the data nor the model, checked before either is opened,
 // so that a typo costs no dataset scan. The rest (the per-bit-width clip rates, the optimizer,
 // the schedule) are checked as the run is put together, still before its folder is made.
@@ -472,6 +471,7 @@ void check_plain_options(const Config& cfg) {
   }
 }
 
+// Trains one network (one bit set) into `out`; returns its final report.
 Report train_one(Config cfg, const std::string& out) {
   check_plain_options(cfg);
   Device dev = config_device(cfg);

@@ -77,8 +77,8 @@ void gemm_t(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha
            "cuda::gemm: leading dimensions lda=", lda, " ldb=", ldb, " ldc=", ldc, " too small for M=", M,
            " N=", N, " K=", K, (trans_a ? " A^T" : " A"), (trans_b ? " B^T" : " B"));
   AB_CHECK(batch == 1 || (stride_a >= 0 && stride_b >= 0 && stride_c > 0), "cuda::gemm: strides a=", stride_a,
-           " b=", stride_b, " c=", stride_c, " for a batch of ", batch, " (C's must be positive: the outputs may not "
-           "overlap)");
+           " b=", stride_b, " c=", stride_c, " for a batch of ", batch, " (C's stride must be positive: the outputs "
+           "may not overlap)");
   cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   // C^T = op(B)^T op(A)^T in column-major terms (see the top of the file).

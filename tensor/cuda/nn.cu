@@ -73,7 +73,8 @@ __global__ void depthwise_dw_k(const T* x, const T* dy, ConvShape s, DepthwiseIn
   for (int64_t e = blockIdx.x; e < weights; e += gridDim.x) {  // the same e for the whole block
     const int64_t o = e / taps, kh = (e - o * taps) / s.KW, kw = e - o * taps - kh * s.KW;
     double acc = 0;
-    for (int64_t j = threadIdx.x; j < terms; j += blockDim.x) acc += (double)depthwise_dw_term(x, dy, s, ix, o, kh, kw, j);
+    for (int64_t j = threadIdx.x; j < terms; j += blockDim.x)
+      acc += (double)depthwise_dw_term(x, dy, s, ix, o, kh, kw, j);
     part[threadIdx.x] = acc;
     block_tree([&](int t, int u) { part[t] += part[u]; });
     if (threadIdx.x == 0) dw[e] = (T)part[0];

@@ -1055,8 +1055,8 @@ cublasStatus_t gemm(cudaStream_t stream, cublasOperation_t ta, cublasOperation_t
   const bool a_t = ta == CUBLAS_OP_T, b_t = tb == CUBLAS_OP_T;
   if (m < 0 || n < 0 || k < 0 || batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
   for (int i = 0; i < batch; ++i)
-    if (!matrix_inside(A + i * sa, a_t ? k : m, a_t ? m : k, lda) || !matrix_inside(B + i * sb, b_t ? n : k, b_t ? k : n, ldb) ||
-        !matrix_inside(C + i * sc, m, n, ldc))
+    if (!matrix_inside(A + i * sa, a_t ? k : m, a_t ? m : k, lda) ||
+        !matrix_inside(B + i * sb, b_t ? n : k, b_t ? k : n, ldb) || !matrix_inside(C + i * sc, m, n, ldc))
       return CUBLAS_STATUS_INVALID_VALUE;
   if (m == 0 || n == 0 || batch == 0) return CUBLAS_STATUS_SUCCESS;
   submit(stream, [=, A = opened(A), B = opened(B), C = opened(C)] {
