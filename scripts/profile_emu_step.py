@@ -97,7 +97,7 @@ def main():
         sys.exit("profile_emu_step: cannot build %s (cmake --build %s --target bench_train_emu; it needs "
                  "-DANYBIT_CUDA_EMULATOR=ON)" % (program, args.build))
 
-    print("# one step in steady state, batch 128, counted on the CUDA emulator (%s)" % program)
+    print("# one step in steady state at the workload's batch (apps/bench_train.cpp lists them), counted on the CUDA emulator (%s)" % program)
     print("| workload | host calls | kernels | GEMMs | GEMM GFLOP | copies | copied MB | memsets | memset MB | "
           "waits for the GPU |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
