@@ -124,7 +124,7 @@ int main(int argc, char** argv) {
     // (M, P, K), one per image, in one strided-batched call that writes NCHW, where it used to make
     // one (M, 128 P, K) GEMM and then move its output to NCHW (a strided copy, here as then).
     std::printf("\n%-40s %10s %10s %10s\n", "conv forward: 128 batched vs one + copy", "batched ms", "one+copy ms",
-                "ratio");
+                "ratio");  // ratio: one + copy time / batched time (above 1: the batched call is faster)
     for (size_t i = 1; i < sizeof(shapes) / sizeof(shapes[0]); ++i) {
       const Shape3& sh = shapes[i];
       const int64_t images = 128, P = sh.N / images;
