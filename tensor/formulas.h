@@ -289,6 +289,27 @@ AB_HD inline void im2col_entries(const T* x, const ConvShape& s, const ConvIndex
   }
 }
 
+// The gather that col2im and the depthwise input gradient share: f(kh, kw, oh, ow) for each tap
+// (kh, kw), in tap order, and the output pixel (oh, ow) whose window puts that tap on input pixel
+// (h, w), where there is one. stride_h, stride_w divide by the strides (ConvIndex's, DepthwiseIndex's).
+template <typename F>
+AB_HD inline void for_each_tap_on(const ConvShape& s, const DivMod& stride_h, const DivMod& stride_w, int64_t h,
+                                  int64_t w, F f) {
+  for (int64_t kh = 0; kh < s.KH; ++kh) {
+    const int64_t th = h + s.opt.pad_h - kh * s.opt.dil_h;  // = oh stride_h for the output row that reads h
+    if (th < 0) continue;
+    const int64_t oh = stride_h.div(th);
+    if (oh * s.opt.stride_h != th || oh >= s.OH) continue;
+    for (int64_t kw = 0; kw < s.KW; ++kw) {
+      const int64_t tw = w + s.opt.pad_w - kw * s.opt.dil_w;
+      if (tw < 0) continue;
+      const int64_t ow = stride_w.div(tw);
+      if (ow * s.opt.stride_w != tw || ow >= s.OW) continue;
+      f(kh, kw, oh, ow);
+    }
+  }
+}
+
 // col2im as a gather: element i = ((n C + c) H + h) W + w of dx takes the sum of every entry of
 // dcol (C KH KW, cols) that im2col read from it. Each thread writes one dx element: no atomics,
 // and the sum's order is fixed (deterministic).
@@ -299,19 +320,9 @@ AB_HD inline T col2im_value(const T* dcol, const ConvShape& s, const ConvIndex& 
   const int64_t n = ix.C.div(q2), c = q2 - n * ix.C.d;
   const int64_t P = s.OH * s.OW, cols = ix.cols.d;
   T acc = T(0);
-  for (int64_t kh = 0; kh < s.KH; ++kh) {
-    const int64_t th = h + s.opt.pad_h - kh * s.opt.dil_h;  // = oh stride_h for the output row that reads h
-    if (th < 0) continue;
-    const int64_t oh = ix.stride_h.div(th);
-    if (oh * s.opt.stride_h != th || oh >= s.OH) continue;
-    for (int64_t kw = 0; kw < s.KW; ++kw) {
-      const int64_t tw = w + s.opt.pad_w - kw * s.opt.dil_w;
-      if (tw < 0) continue;
-      const int64_t ow = ix.stride_w.div(tw);
-      if (ow * s.opt.stride_w != tw || ow >= s.OW) continue;
-      acc += dcol[((c * s.KH + kh) * s.KW + kw) * cols + n * P + oh * s.OW + ow];
-    }
-  }
+  for_each_tap_on(s, ix.stride_h, ix.stride_w, h, w, [&](int64_t kh, int64_t kw, int64_t oh, int64_t ow) {
+    acc += dcol[((c * s.KH + kh) * s.KW + kw) * cols + n * P + oh * s.OW + ow];
+  });
   return acc;
 }
 
@@ -359,7 +370,7 @@ AB_HD inline T depthwise_value(const T* x, const T* w, const ConvShape& s, const
 }
 
 // Element i = (n C + c) H W + h W + w of dx: for each output channel o of c and each tap, the
-// output pixel whose tap lands on (h, w), if there is one (as col2im_value finds it).
+// output pixel whose tap lands on (h, w), if there is one (for_each_tap_on, as col2im_value).
 template <typename T>
 AB_HD inline T depthwise_dx_value(const T* dy, const T* w, const ConvShape& s, const DepthwiseIndex& ix, int64_t i) {
   int64_t n, c, hw;
@@ -370,19 +381,9 @@ AB_HD inline T depthwise_dx_value(const T* dy, const T* w, const ConvShape& s, c
   for (int64_t o = c * M; o < (c + 1) * M; ++o) {
     const T* dyo = dy + (n * s.O + o) * P;
     const T* wo = w + o * s.KH * s.KW;
-    for (int64_t kh = 0; kh < s.KH; ++kh) {
-      const int64_t th = h + s.opt.pad_h - kh * s.opt.dil_h;  // = oh stride_h for the output row that reads h
-      if (th < 0) continue;
-      const int64_t oh = ix.stride_h.div(th);
-      if (oh * s.opt.stride_h != th || oh >= s.OH) continue;
-      for (int64_t kw = 0; kw < s.KW; ++kw) {
-        const int64_t tw = v + s.opt.pad_w - kw * s.opt.dil_w;
-        if (tw < 0) continue;
-        const int64_t ow = ix.stride_w.div(tw);
-        if (ow * s.opt.stride_w != tw || ow >= s.OW) continue;
-        acc += wo[kh * s.KW + kw] * dyo[oh * s.OW + ow];
-      }
-    }
+    for_each_tap_on(s, ix.stride_h, ix.stride_w, h, v, [&](int64_t kh, int64_t kw, int64_t oh, int64_t ow) {
+      acc += wo[kh * s.KW + kw] * dyo[oh * s.OW + ow];
+    });
   }
   return acc;
 }

@@ -8,6 +8,8 @@
 // what only a GPU can check (launches, cuBLAS, the block reductions) is in
 // tests/test_cuda_ops.cpp, tagged [cuda].
 #include <limits>
+#include <sstream>
+#include <string>
 
 #include "tensor/cpu/kernels.h"
 #include "tensor/cpu/nn.h"
@@ -84,14 +86,22 @@ void emulate_conv(const Tensor& x, const Tensor& w, const Tensor& b, const Tenso
   }
 }
 
+// A convolution of the tables below: input and weight shapes and the options.
+struct ConvCase {
+  Shape x, w;
+  Conv2dOptions opt;
+  std::string describe() const {
+    std::ostringstream os;
+    os << "x " << shape_str(x) << " w " << shape_str(w) << " stride " << opt.stride_h << "," << opt.stride_w
+       << " pad " << opt.pad_h << " dil " << opt.dil_h << " groups " << opt.groups;
+    return os.str();
+  }
+};
+
 }  // namespace
 
 TEST_CASE("formulas: the CUDA conv2d's im2col, GEMMs and col2im, run on the host, match ref::conv2d", "[formulas][conv]") {
-  struct Case {
-    Shape x, w;
-    Conv2dOptions opt;
-  };
-  const Case cases[] = {
+  const ConvCase cases[] = {
       {{3, 4, 7, 6}, {5, 4, 3, 3}, Conv2dOptions::make(1, 1)},        // "same" 3x3
       {{2, 4, 9, 8}, {6, 4, 3, 3}, Conv2dOptions::make(2, 1)},        // stride 2
       {{2, 3, 8, 9}, {4, 3, 1, 1}, Conv2dOptions::make(1, 0)},        // 1x1 (direct: no im2col, no col2im)
@@ -100,9 +110,8 @@ TEST_CASE("formulas: the CUDA conv2d's im2col, GEMMs and col2im, run on the host
       {{2, 4, 9, 9}, {6, 2, 3, 3}, Conv2dOptions::make(2, 2, 2, 2)},  // groups 2, dilation 2
       {{1, 2, 5, 7}, {3, 2, 2, 3}, {1, 2, 0, 1, 1, 1, 1}},            // non-square kernel, stride (1, 2)
   };
-  for (const Case& c : cases) {
-    INFO("x " << shape_str(c.x) << " w " << shape_str(c.w) << " stride " << c.opt.stride_h << "," << c.opt.stride_w
-              << " pad " << c.opt.pad_h << " dil " << c.opt.dil_h << " groups " << c.opt.groups);
+  for (const ConvCase& c : cases) {
+    INFO(c.describe());
     Tensor x = randn(c.x, 1), w = randn(c.w, 2), b = randn({c.w[0]}, 3);
     const ConvShape s = cpu::conv_shape(x.shape(), w.shape(), c.opt);
     Tensor dy = randn({s.N, s.O, s.OH, s.OW}, 4);
@@ -122,20 +131,15 @@ TEST_CASE("formulas: the CUDA conv2d's im2col, GEMMs and col2im, run on the host
 }
 
 TEST_CASE("formulas: the CUDA depthwise conv's direct loops, run on the host, match ref::conv2d", "[formulas][conv]") {
-  struct Case {
-    Shape x, w;
-    Conv2dOptions opt;
-  };
-  const Case cases[] = {
+  const ConvCase cases[] = {
       {{2, 6, 7, 7}, {6, 1, 3, 3}, Conv2dOptions::make(1, 1, 1, 6)},      // MobileNetV2's stride 1
       {{2, 5, 8, 9}, {5, 1, 3, 3}, Conv2dOptions::make(2, 1, 1, 5)},      // and stride 2
       {{1, 3, 9, 9}, {3, 1, 3, 3}, Conv2dOptions::make(1, 2, 2, 3)},      // dilation 2
       {{2, 3, 6, 5}, {6, 1, 3, 3}, Conv2dOptions::make(1, 1, 1, 3)},      // channel multiplier 2
       {{2, 4, 6, 9}, {4, 1, 2, 3}, {1, 2, 0, 1, 1, 1, 4}},                // non-square kernel, stride (1, 2)
   };
-  for (const Case& c : cases) {
-    INFO("x " << shape_str(c.x) << " w " << shape_str(c.w) << " stride " << c.opt.stride_h << "," << c.opt.stride_w
-              << " pad " << c.opt.pad_h << " dil " << c.opt.dil_h << " groups " << c.opt.groups);
+  for (const ConvCase& c : cases) {
+    INFO(c.describe());
     Tensor x = randn(c.x, 1), w = randn(c.w, 2), b = randn({c.w[0]}, 3);
     const ConvShape s = cpu::conv_shape(x.shape(), w.shape(), c.opt);
     REQUIRE(s.depthwise());
