@@ -52,6 +52,9 @@ struct VideoReader::Impl {
   }
 };
 
+bool video_available() { return true; }
+std::string video_unavailable_reason() { return ""; }
+
 VideoReader::VideoReader(const std::string& path, int threads, std::shared_ptr<const VideoIndex> index)
     : impl_(std::make_unique<Impl>()), path_(path), index_(std::move(index)) {
   ffmpeg::quiet_log();

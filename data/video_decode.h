@@ -45,6 +45,12 @@
 
 namespace anybit::data {
 
+// Whether this build reads and writes video: false in a build without FFmpeg's libraries (CMake
+// -DANYBIT_VIDEO=OFF, as on a machine without their development packages), where VideoReader and
+// VideoWriter throw at construction, naming the file and video_unavailable_reason().
+bool video_available();
+std::string video_unavailable_reason();  // "" when video_available()
+
 // The packet index of a video stream, in presentation order. Built by VideoReader at open; it can
 // be kept and handed to the next VideoReader of the same file to skip the indexing pass.
 struct VideoIndex {

@@ -3,17 +3,23 @@
 # CUDA backend for sm_90 (H100/H200) against the Debian packages unpacked in .deps/root, runs the
 # [cuda] tests, then the whole suite, the GPU benchmarks against PyTorch (ResNet-20: FP step,
 # inference, joint step, 4-bit step; eager and as CUDA graphs), the GPU time of one step of each,
-# kernel by kernel (bench_train --gpu-profile), and one epoch of mnist_ours on the GPU (compare
-# with docs/RESULTS.md, "Training on a GPU"), and leaves the logs in $OUT (below).
+# kernel by kernel (bench_train --gpu-profile), one epoch of mnist_ours on the GPU, and a short
+# CIFAR-10 run: 5 epochs of the FP recipe, then one epoch of `ours` from that checkpoint (compare
+# both with docs/RESULTS.md, "Training on a GPU"), and leaves the logs in $OUT (below).
 #
 # That machine has nvcc, CMake and g++ but no Debian -dev packages and no network, so first, here:
-#   scripts/fetch-gpu-deps.sh          # fills .deps/root (about 42 MiB; .deps/ is git-ignored)
-# then on the GPU machine (device tool: carry .deps):
-#   run(command="bash scripts/gpu-check.sh", carry=[".deps", "datasets/mnist"], timeout_s=540)
-# (.deps 42 MiB + MNIST 11 MiB + the repository 4 MiB: under the 64 MiB that travels.)
-# Checked on a machine without a GPU (2 cores, 1 Dec 2026): it builds (206 s), the suite passes, and every GPU
-# step reports "no usable CUDA GPU" and the script exits 1. Again on 2 Dec 2026 with the profile step
-# (`OUT=/tmp/gpucheck bash scripts/gpu-check.sh`): the same.
+#   scripts/fetch-gpu-deps.sh   # .deps/root, and what travels: .deps/carry (32 MB), datasets/mnist
+# then on the GPU machine (device tool):
+#   run(command="bash scripts/gpu-check.sh", carry=[".deps/carry", "datasets/mnist"], timeout_s=540)
+# (.deps/carry 32 MB + MNIST 11 MB + the repository 5 MB: under the 64 MiB that travels.)
+# FFmpeg is not there: the build has no video (-DANYBIT_VIDEO=OFF; fetch-gpu-deps.sh says why).
+# Check it here before a GPU is at hand, as that machine would see it, with the Debian packages it
+# lacks hidden (scripts/as-gpu-machine.sh):
+#   OUT=/tmp/gc_out scripts/as-gpu-machine.sh bash scripts/gpu-check.sh
+# Without a GPU it builds, the suite passes, every GPU step reports "no usable CUDA GPU", and the
+# script exits 1. Done on 2 Dec 2026 (2 cores): built in 212 s, 195 cases passed (35 [cuda] and 10
+# [ffmpeg] left out). The earlier dry runs (1 and 2 Dec) ran with this machine's packages in
+# sight, and so missed that the build needed TurboJPEG and FFmpeg, which .deps did not hold.
 #
 # The [cuda] run sets CUDA_LAUNCH_BLOCKING=1 so that a failing kernel is reported at its own launch.
 # Environment: OUT (where the logs go; default build-gpu/gpu-check-logs), BUILD (build folder; default
@@ -44,9 +50,17 @@ T0=$(date +%s)
 say() { echo "gpu-check: [$(( $(date +%s) - T0 )) s] $*" | tee -a "$LOGS/summary.log"; bundle; }  # seconds since the start
 fail() { say "FAILED: $*"; exit 1; }
 
-[ -d "$DEPS" ] || fail "$DEPS is missing: run scripts/fetch-gpu-deps.sh before, and carry .deps"
-export PATH="/usr/local/cuda/bin:$PATH"
-export LD_LIBRARY_PATH="$DEPS/usr/lib/x86_64-linux-gnu/openblas-openmp:$DEPS/usr/lib/x86_64-linux-gnu:$DEPS/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+CARRIED=$ROOT/.deps/carry  # scripts/fetch-gpu-deps.sh packs what travels there
+if [ ! -d "$DEPS" ] && [ -f "$CARRIED/root.tar.gz" ]; then
+  tar xzf "$CARRIED/root.tar.gz" -C "$ROOT/.deps" || fail "unpacking $CARRIED/root.tar.gz"
+fi
+[ -d "$DEPS" ] || fail "$DEPS is missing: run scripts/fetch-gpu-deps.sh before, and carry .deps/carry"
+export PATH="/usr/local/cuda/bin:$DEPS/usr/bin:$PATH"  # .deps/root/usr/bin: Open MPI (mpirun, mpicxx)
+export LD_LIBRARY_PATH="$DEPS/usr/lib/x86_64-linux-gnu/openblas-openmp:$DEPS/usr/lib/x86_64-linux-gnu/openmpi/lib:$DEPS/usr/lib/x86_64-linux-gnu:$DEPS/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# Open MPI from .deps (scripts/fetch-gpu-deps.sh): its files are under OPAL_PREFIX instead of /usr,
+# and PMIx's plugins in .deps too. mpirun as root (the device tool runs commands as root).
+export OPAL_PREFIX="$DEPS/usr" PMIX_MCA_mca_base_component_path="$DEPS/usr/lib/x86_64-linux-gnu/pmix2/lib/pmix"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 {
   echo "== nvidia-smi -L"; nvidia-smi -L
@@ -58,7 +72,9 @@ export LD_LIBRARY_PATH="$DEPS/usr/lib/x86_64-linux-gnu/openblas-openmp:$DEPS/usr
 cat "$LOGS/env.log"
 
 say "configure ($BUILD, CUDA architectures $ARCHS)"
+# -DANYBIT_VIDEO=OFF: FFmpeg's libraries are not there (scripts/fetch-gpu-deps.sh says why).
 cmake -S . -B "$BUILD" -DANYBIT_DEPS_ROOT="$DEPS" -DANYBIT_CUDA=ON -DANYBIT_CUDA_ARCHS="$ARCHS" -DANYBIT_CUDA_EMULATOR=OFF \
+  -DANYBIT_VIDEO=OFF \
   > "$LOGS/configure.log" 2>&1 || { tail -30 "$LOGS/configure.log"; fail "cmake configure (configure.log)"; }
 grep "anybit:" "$LOGS/configure.log"
 
@@ -148,11 +164,28 @@ if [ -x "$BUILD/anybit" ] && [ -d datasets/mnist ]; then
   tail -15 "$LOGS/train-gpu.log"
 fi
 
+# A short CIFAR-10 run on the GPU (issue 11): 5 epochs of the FP recipe (configs/cifar10_fp.cfg),
+# then one epoch of `ours` (configs/cifar10_ours.cfg) from that checkpoint. The checkpoint comes
+# back in the logs, so that the same epoch of `ours` can be run on the CPU from the same weights.
+if [ -x "$BUILD/anybit" ] && [ -f "$CARRIED/cifar10-jpeg.tar.gz" ]; then
+  say "CIFAR-10 on the GPU: 5 FP epochs, then 1 epoch of ours (train-cifar-gpu.log)"
+  mkdir -p "$BUILD/cifar10"
+  {
+    tar xzf "$CARRIED/cifar10-jpeg.tar.gz" -C "$BUILD/cifar10" &&
+      timeout 200 "$BUILD/anybit" train --config configs/cifar10_fp.cfg --data "$BUILD/cifar10" --device cuda \
+        --epochs 5 --out "$LOGS/run-cifar-fp5" &&
+      timeout 200 "$BUILD/anybit" train --config configs/cifar10_ours.cfg --data "$BUILD/cifar10" --device cuda \
+        --epochs 1 --init "$LOGS/run-cifar-fp5/model.safetensors" --out "$LOGS/run-cifar-ours1"
+  } > "$LOGS/train-cifar-gpu.log" 2>&1 || { say "the CIFAR-10 run failed"; status=1; }
+  grep -E "test top-1|^\|" "$LOGS/train-cifar-gpu.log" | tail -12
+fi
+
 # The figures once more, at the end of the output: the network benchmarks and the profiles' totals.
 echo "== recap"
 grep -hE "^[a-z0-9_]+ [0-9.]+$|^# (gpu profile|  GPU time|  [0-9]+ GEMMs|the FP step)|^## |^# bench" \
   "$LOGS/bench-train.log" "$LOGS/gpu-profile.log" 2>/dev/null
 grep -h "test top-1" "$LOGS/train-gpu.log" 2>/dev/null | tail -1
+grep -h "test top-1" "$LOGS/train-cifar-gpu.log" 2>/dev/null | tail -2
 grep -h -A3 "^conv forward: 128 batched" "$LOGS/bench.log" 2>/dev/null  # conv2d's batched GEMM, against before
 
 [ $status -eq 0 ] || fail "see summary.log, cuda-tests.log, all-tests.log, build.log"

@@ -12,6 +12,9 @@
 //     ([cuda]) skipped, not run and not counted as passed: <reason>";
 //   - a run that selects some of them by name or tag runs them; each says "skipping: <reason>"
 //     and returns, and one line after the run says how many did ("they ran no check").
+// Test cases that read or write video through FFmpeg's libraries (tag [ffmpeg]) are left out the
+// same way, with their own line, in a build without FFmpeg (cmake -DANYBIT_VIDEO=OFF, as
+// scripts/gpu-check.sh builds): there they would only fail with "built without FFmpeg".
 // Catch's exit code is returned unchanged. Listing (--list-tests, --list-tags, ...) and --help
 // are left exactly as Catch does them.
 #define CATCH_CONFIG_RUNNER
@@ -22,6 +25,7 @@
 #include <iostream>
 #include <string>
 
+#include "data/video_decode.h"
 #include "tensor/cuda/cuda.h"
 #include "tensor/storage.h"
 #include "tests/cuda_skip.h"
@@ -50,17 +54,24 @@ int main(int argc, char* argv[]) {
     std::ostream& note =
         report_on_stdout && cfg.reporterName != "console" && cfg.reporterName != "compact" ? std::cerr : std::cout;
 
-    const bool gpu = anybit::cuda::available();
+    const bool gpu = anybit::cuda::available(), video = anybit::data::video_available();
     const std::string reason = gpu ? "" : anybit::cuda::unavailable_reason();
-    if (!gpu && !only_lists && cfg.testsOrTags.empty()) {
-      // "Everything but [cuda]". An exclusion alone would also select the hidden cases ([.]),
-      // which a plain run leaves out, so exclude those too.
-      cfg.testsOrTags.push_back("~[.]~[cuda]");
-      int n = 0;
-      for (const Catch::TestCase& tc : Catch::getAllTestCasesSorted(session.config()))
-        if (!tc.isHidden() && has_tag(tc, "cuda")) ++n;
-      note << "anybit_tests: " << n << " CUDA test cases ([cuda]) skipped, not run and not counted as passed: "
-           << reason << std::endl;
+    if ((!gpu || !video) && !only_lists && cfg.testsOrTags.empty()) {
+      // "Everything but [cuda]" (and but [ffmpeg]). An exclusion alone would also select the
+      // hidden cases ([.]), which a plain run leaves out, so exclude those too.
+      cfg.testsOrTags.push_back(std::string("~[.]") + (gpu ? "" : "~[cuda]") + (video ? "" : "~[ffmpeg]"));
+      int n_cuda = 0, n_video = 0;
+      for (const Catch::TestCase& tc : Catch::getAllTestCasesSorted(session.config())) {
+        if (tc.isHidden()) continue;
+        if (has_tag(tc, "cuda")) ++n_cuda;
+        else if (has_tag(tc, "ffmpeg")) ++n_video;
+      }
+      if (!gpu)
+        note << "anybit_tests: " << n_cuda << " CUDA test cases ([cuda]) skipped, not run and not counted as passed: "
+             << reason << std::endl;
+      if (!video)
+        note << "anybit_tests: " << n_video << " video test cases ([ffmpeg]) skipped, not run and not counted as passed: "
+             << anybit::data::video_unavailable_reason() << std::endl;
     }
 
     rc = session.run();

@@ -85,7 +85,7 @@ std::string egogestar_tar() {
 }  // namespace
 
 TEST_CASE("VideoReader: four codec/container pairs, B-frames and variable frame rate, equal the ffmpeg tool",
-          "[data][video]") {
+          "[data][video][ffmpeg]") {
   if (!have_ffmpeg()) {
     WARN("skipped: the ffmpeg tool is not installed (scripts/install-deps.sh installs it)");
     return;
@@ -142,7 +142,7 @@ TEST_CASE("VideoReader: four codec/container pairs, B-frames and variable frame 
   }
 }
 
-TEST_CASE("VideoReader: frames scaled in swscale match the ffmpeg tool's bilinear scale", "[data][video]") {
+TEST_CASE("VideoReader: frames scaled in swscale match the ffmpeg tool's bilinear scale", "[data][video][ffmpeg]") {
   if (!have_ffmpeg()) {
     WARN("skipped: the ffmpeg tool is not installed");
     return;
@@ -160,7 +160,7 @@ TEST_CASE("VideoReader: frames scaled in swscale match the ffmpeg tool's bilinea
 }
 
 TEST_CASE("VideoReader: missing, empty, non-video, truncated and bit-flipped files end in an error naming the file",
-          "[data][video]") {
+          "[data][video][ffmpeg]") {
   VideoTempDir dir;
   auto expect_error = [&](const std::string& path, const std::string& what) {
     try {
@@ -285,7 +285,7 @@ TEST_CASE("sample_clip: TSN segments and dense clips, training and evaluation, s
   REQUIRE_THROWS_AS(sample_clip(0, dense, nullptr), Error);
 }
 
-TEST_CASE("VideoDataset and DataLoader: list files, class folders, one crop per clip", "[data][video]") {
+TEST_CASE("VideoDataset and DataLoader: list files, class folders, one crop per clip", "[data][video][ffmpeg]") {
   if (!have_ffmpeg()) {
     WARN("skipped: the ffmpeg tool is not installed");
     return;
@@ -484,7 +484,7 @@ TEST_CASE("TSN and TSM models: clip logits, the backbone's parameter names, the 
 }
 
 TEST_CASE("anybit train/eval on a video set: TSM with bit set {32,4,2}, two test clips per video, confusion",
-          "[app][video]") {
+          "[app][video][ffmpeg]") {
   if (!have_ffmpeg()) {
     WARN("skipped: the ffmpeg tool is not installed");
     return;

@@ -161,7 +161,7 @@ std::pair<double, double> bright_centre(const Image& f) {
 
 }  // namespace
 
-TEST_CASE("VideoWriter round trip through VideoReader, per codec and container", "[data][video]") {
+TEST_CASE("VideoWriter round trip through VideoReader, per codec and container", "[data][video][ffmpeg]") {
   SynthTempDir tmp;
   const int64_t h = 32, w = 48, n = 12;
   std::vector<Image> frames;
@@ -211,7 +211,7 @@ TEST_CASE("VideoWriter round trip through VideoReader, per codec and container",
   }
 }
 
-TEST_CASE("VideoWriter errors name the file; an unfinished file is removed", "[data][video]") {
+TEST_CASE("VideoWriter errors name the file; an unfinished file is removed", "[data][video][ffmpeg]") {
   SynthTempDir tmp;
   VideoWriterOptions opt;
   opt.width = 32;
@@ -234,7 +234,7 @@ TEST_CASE("VideoWriter errors name the file; an unfinished file is removed", "[d
   REQUIRE_FALSE(fs::exists(tmp / "partial.mp4"));  // destroyed before finish(): deleted
 }
 
-TEST_CASE("synthetic motion set: layout, labels, same seed same bytes", "[data][video]") {
+TEST_CASE("synthetic motion set: layout, labels, same seed same bytes", "[data][video][ffmpeg]") {
   Sources src;
   SynthTempDir tmp;
   std::vector<int64_t> seen;
@@ -290,7 +290,7 @@ TEST_CASE("synthetic motion set: layout, labels, same seed same bytes", "[data][
 }
 
 TEST_CASE("synthetic motion set: pans move the image the named way; pan_left is pan_right reversed",
-          "[data][video]") {
+          "[data][video][ffmpeg]") {
   Sources src;
   SynthTempDir tmp;
   VideoSynthOptions opt = tiny_motion_options(tmp / "m", 7);
@@ -351,7 +351,7 @@ TEST_CASE("synthetic motion set: pans move the image the named way; pan_left is 
   REQUIRE(full[3].pixels != half[3].pixels);
 }
 
-TEST_CASE("anybit make-video-dataset: --help, and bad options fail naming the option", "[data][video]") {
+TEST_CASE("anybit make-video-dataset: --help, and bad options fail naming the option", "[data][video][ffmpeg]") {
   const std::string anybit = std::string(ANYBIT_BINARY_DIR) + "/anybit";
   if (!fs::exists(anybit)) {
     WARN("skipped: no " << anybit << " (build the anybit target)");
