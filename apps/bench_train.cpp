@@ -20,7 +20,9 @@
 // runs with ONLY=...):
 //   resnet18_train    ImageNet ResNet-18, batch 32 of (3, 224, 224), the resnet20_train step
 //   resnet50_train    ImageNet ResNet-50, batch 32 of (3, 224, 224)
-//   mobilenetv2_train CIFAR MobileNetV2 (depthwise convs), batch 128 of (3, 32, 32)
+//   mobilenetv2_train ImageNet MobileNetV2 (depthwise convs), batch 128 of (3, 224, 224)
+//   mobilenetv2_cifar_train  MobileNetV2 with small_input (stem and first stage at stride 1),
+//                     batch 128 of (3, 32, 32): small images, so per-call overheads weigh more
 //   resnet20_infer_1  resnet20_infer at batch 1 (latency)
 //   int<b>_infer      the integer engine (quant/int_engine.h) at b bits (8, 6, 4 or 2), batch 128:
 //                     a quantized ResNet-20 {8,6,4,2} with LSQ weights and activations (the
@@ -118,12 +120,12 @@ Tensor random_labels(int64_t n, int64_t classes, Generator& g) {
 }
 
 // Full-precision training step: zero_grad, forward, CE, backward, SGD momentum step.
-Workload fp_train(const std::string& arch, int64_t batch) {
+Workload fp_train(const std::string& arch, int64_t batch, const nn::ModelOptions& mo = {}) {
   Generator g(7);
-  auto model = nn::make_model(arch, 10, {}, 1);
+  auto model = nn::make_model(arch, 10, mo, 1);
   model->to(g_device);
   auto opt = std::make_shared<nn::SGD>(model->named_parameters(), 0.01, 0.9, 5e-4);
-  Tensor x = random_images(batch, nn::default_input_shape(arch), g).to(g_device);
+  Tensor x = random_images(batch, nn::default_input_shape(arch, mo), g).to(g_device);
   Tensor y = random_labels(batch, 10, g).to(g_device);
   model->train();
   auto captured = std::make_shared<nn::CapturedStep>(
@@ -229,7 +231,7 @@ const std::vector<std::string>& workload_names() {
 }
 const std::vector<std::string>& extra_workload_names() {
   static const std::vector<std::string> names{
-      "resnet18_train", "resnet50_train", "mobilenetv2_train", "resnet20_infer_1", "int8_infer",   "int6_infer",
+      "resnet18_train", "resnet50_train", "mobilenetv2_train", "mobilenetv2_cifar_train", "resnet20_infer_1", "int8_infer",   "int6_infer",
       "int4_infer",     "int2_infer",     "int8_infer_1",      "int6_infer_1",     "int4_infer_1", "int2_infer_1",
       "pact8_infer",    "pact6_infer",    "pact4_infer",       "pact2_infer",      "pact8_infer_1", "pact6_infer_1",
       "pact4_infer_1",  "pact2_infer_1"};
@@ -249,6 +251,11 @@ Workload make_workload(const std::string& name) {
   if (name == "resnet18_train") return fp_train("resnet18", 32);
   if (name == "resnet50_train") return fp_train("resnet50", 32);
   if (name == "mobilenetv2_train") return fp_train("mobilenetv2", 128);
+  if (name == "mobilenetv2_cifar_train") {
+    nn::ModelOptions mo;
+    mo.small_input = true;
+    return fp_train("mobilenetv2", 128, mo);
+  }
   if (name == "lenet5_train") return fp_train("lenet5", 256);
   if (name == "lenet5_infer") return fp_infer("lenet5", 256);
   if (name == "joint_ce") return quant_train({8, 6, 4, 2}, plain_joint_ce(), 128);
