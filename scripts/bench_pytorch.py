@@ -17,6 +17,9 @@ Workloads (same names, batch sizes, step contents and timing method as bench_tra
                    (anybit's quant/qlayers.h, METHOD.md section 2)
   joint_ours       not run here: PyTorch has no reference for collab + swap (bench_train only)
   quant4_train     the same quantized ResNet-20 with the bit set {4}: one pass and one step
+  mobilenetv2_train        MobileNetV2 (torchvision's), batch 128 of (3, 224, 224); only with --only
+  mobilenetv2_cifar_train  the same with small_input (stem and first stride-2 stage at stride 1),
+                           batch 128 of (3, 32, 32); only with --only
 The models are those of scripts/check_checkpoint.py (anybit's names and architectures).
 Timing: `warmup` untimed steps, then `repeats` runs of `steps` steps; images/s of the median run.
 Output: `name images_per_s` lines, and a human table whose lines start with '#'.
@@ -58,7 +61,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from check_checkpoint import LeNet5, ResNet20  # noqa: E402  (the same definitions as anybit's)
 
 WORKLOADS = ["resnet20_train", "resnet20_infer", "lenet5_train", "lenet5_infer", "joint_ce", "quant4_train"]
-EXTRA = ["resnet20_infer_1"]  # only with --only
+EXTRA = ["resnet20_infer_1", "mobilenetv2_train", "mobilenetv2_cifar_train"]  # only with --only
 # bench_train's workloads with no PyTorch counterpart: named in --only, they are skipped, saying so
 # (scripts/bench.sh passes one --only to both programs).
 ANYBIT_ONLY = ["joint_ours"] + [f"{k}{b}_infer{s}" for k in ("int", "pact") for b in (8, 6, 4, 2) for s in ("", "_1")]
@@ -134,6 +137,54 @@ def QResNet20(bit_set, num_classes=10):
 DEV = torch.device("cpu")  # --device: where models and batches live (cuda: cuDNN, as PyTorch eager)
 
 
+# ---- MobileNetV2 (nn/models.cpp: torchvision's, with anybit's small_input option) --------------------
+
+
+def make_divisible(v, divisor=8):
+    """torchvision's _make_divisible: round to a multiple of 8, never down by more than 10%."""
+    nv = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return nv + divisor if nv < 0.9 * v else nv
+
+
+def conv_bn_relu6(inp, out, k, stride, groups=1):
+    return nn.Sequential(nn.Conv2d(inp, out, k, stride, (k - 1) // 2, groups=groups, bias=False),
+                         nn.BatchNorm2d(out), nn.ReLU6())
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, inp, out, stride, expand):
+        super().__init__()
+        hidden = inp * expand
+        layers = [conv_bn_relu6(inp, hidden, 1, 1)] if expand != 1 else []
+        layers += [conv_bn_relu6(hidden, hidden, 3, stride, hidden),  # depthwise
+                   nn.Conv2d(hidden, out, 1, bias=False), nn.BatchNorm2d(out)]
+        self.conv = nn.Sequential(*layers)
+        self.residual = stride == 1 and inp == out
+
+    def forward(self, x):
+        return x + self.conv(x) if self.residual else self.conv(x)
+
+
+class MobileNetV2(nn.Module):
+    def __init__(self, num_classes=10, small_input=False):
+        super().__init__()
+        inp, last = 32, 1280
+        features = [conv_bn_relu6(3, inp, 3, 1 if small_input else 2)]
+        # t (expansion), c (channels), n (blocks), s (stride of the first block)
+        for i, (t, c, n, s) in enumerate([(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                                          (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]):
+            s = 1 if small_input and i == 1 else s
+            for b in range(n):
+                features.append(InvertedResidual(inp, make_divisible(c), s if b == 0 else 1, t))
+                inp = make_divisible(c)
+        features.append(conv_bn_relu6(inp, last, 1, 1))
+        self.features = nn.Sequential(*features)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(last, num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x).mean((2, 3)))
+
+
 def data(batch, sample, g):
     x = torch.randn((batch,) + sample, generator=g)
     y = torch.randint(0, 10, (batch,), generator=g)
@@ -203,6 +254,10 @@ def make(name):
         return quant_train([8, 6, 4, 2], 128)
     if name == "quant4_train":
         return quant_train([4], 128)
+    if name == "mobilenetv2_train":
+        return fp_train(MobileNetV2(10), 128, (3, 224, 224))
+    if name == "mobilenetv2_cifar_train":
+        return fp_train(MobileNetV2(10, small_input=True), 128, (3, 32, 32))
     raise SystemExit(f"bench_pytorch: unknown workload {name!r} (valid: {', '.join(WORKLOADS)})")
 
 

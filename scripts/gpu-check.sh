@@ -17,9 +17,11 @@
 # lacks hidden (scripts/as-gpu-machine.sh):
 #   OUT=/tmp/gc_out scripts/as-gpu-machine.sh bash scripts/gpu-check.sh
 # Without a GPU it builds, the suite passes, every GPU step reports "no usable CUDA GPU", and the
-# script exits 1. Done on 2 Dec 2026 (2 cores): built in 212 s, 195 cases passed (35 [cuda] and 10
-# [ffmpeg] left out). The earlier dry runs (1 and 2 Dec) ran with this machine's packages in
-# sight, and so missed that the build needed TurboJPEG and FFmpeg, which .deps did not hold.
+# script exits 1. Done on 2 Dec 2026 (2 cores, with .deps/root unpacked from .deps/carry by the
+# script): MPI found in .deps, built in 254 s, 195 cases passed (35 [cuda] and 10 [ffmpeg] left
+# out; the [mpi] cases ran on the carried Open MPI). The earlier dry runs (1 and 2 Dec) ran with
+# this machine's packages in sight, and so missed that the build needed TurboJPEG and FFmpeg,
+# which .deps did not hold: on the GPU machine the configure would have failed.
 #
 # The [cuda] run sets CUDA_LAUNCH_BLOCKING=1 so that a failing kernel is reported at its own launch.
 # Environment: OUT (where the logs go; default build-gpu/gpu-check-logs), BUILD (build folder; default

@@ -16,6 +16,7 @@
 #include "data/loader.h"
 #include "data/video.h"
 #include "data/video_decode.h"
+#include "data/video_encode.h"
 #include "nn/models.h"
 #include "tests/helpers.h"
 
@@ -157,6 +158,21 @@ TEST_CASE("VideoReader: frames scaled in swscale match the ffmpeg tool's bilinea
   // The same swscale call (flags, sizes, formats) as the ffmpeg tool's scale filter: equal pixels
   // up to the filter graph's own rounding, which this test found to be none or one level.
   for (int j = 0; j < 3; ++j) REQUIRE(max_abs_diff(got[j], ref[std::vector<int>{0, 5, 11}[j]]) <= 1);
+}
+
+// Runs in every build: in one without FFmpeg (-DANYBIT_VIDEO=OFF, as scripts/gpu-check.sh builds)
+// it checks the errors that replace video; in a full build, that video_available() says so.
+TEST_CASE("a build without FFmpeg says so, naming the file, when a video is opened for reading or writing",
+          "[data][video]") {
+  if (video_available()) {
+    REQUIRE(video_unavailable_reason().empty());
+    return;
+  }
+  REQUIRE_THAT(video_unavailable_reason(), Catch::Contains("ANYBIT_VIDEO"));
+  REQUIRE_THROWS_WITH(VideoReader("clips/a.mp4"), Catch::Contains("clips/a.mp4") && Catch::Contains("without FFmpeg"));
+  VideoWriterOptions opt;
+  REQUIRE_THROWS_WITH(VideoWriter("out/b.mp4", opt), Catch::Contains("out/b.mp4") && Catch::Contains("without FFmpeg"));
+  REQUIRE_THROWS_WITH(resolve_video_codec("h264"), Catch::Contains("without FFmpeg"));
 }
 
 TEST_CASE("VideoReader: missing, empty, non-video, truncated and bit-flipped files end in an error naming the file",
