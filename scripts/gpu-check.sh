@@ -63,6 +63,9 @@ export LD_LIBRARY_PATH="$DEPS/usr/lib/x86_64-linux-gnu/openblas-openmp:$DEPS/usr
 # and PMIx's plugins in .deps too. mpirun as root (the device tool runs commands as root).
 export OPAL_PREFIX="$DEPS/usr" PMIX_MCA_mca_base_component_path="$DEPS/usr/lib/x86_64-linux-gnu/pmix2/lib/pmix"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# PyTorch runs with the machine's own libraries, not those of .deps (an older zlib, say): under
+# timeout as `env -u LD_LIBRARY_PATH python3`, since timeout cannot run a shell function.
+torch_python() { env -u LD_LIBRARY_PATH python3 "$@"; }
 
 {
   echo "== nvidia-smi -L"; nvidia-smi -L
@@ -112,7 +115,7 @@ cmake --build "$BUILD" -j"$(nproc)" >> "$LOGS/build.log" 2>&1 ||
 # GPU benchmarks: anybit's CUDA kernels, then the same operations in PyTorch on the same GPU.
 if [ -x "$BUILD/bench_cuda" ]; then
   say "benchmarks (bench.log)"
-  { "$BUILD/bench_cuda" --reps 50; echo; python3 scripts/bench_cuda_torch.py --reps 50; } > "$LOGS/bench.log" 2>&1 ||
+  { "$BUILD/bench_cuda" --reps 50; echo; torch_python scripts/bench_cuda_torch.py --reps 50; } > "$LOGS/bench.log" 2>&1 ||
     say "a benchmark failed (bench.log)"
   cat "$LOGS/bench.log"
 fi
@@ -134,7 +137,7 @@ if [ -x "$BUILD/bench_train" ]; then
       timeout 60 "$BUILD/bench_train" --device cuda --cuda-tf32 $tf32 --cuda-graph 1 --only resnet20_train,resnet20_infer \
         --steps 10 --repeats 5 --warmup 3
       echo
-      timeout 120 python3 scripts/bench_pytorch.py --device cuda --tf32 $([ $tf32 = 1 ] && echo default || echo 0) \
+      timeout 120 env -u LD_LIBRARY_PATH python3 scripts/bench_pytorch.py --device cuda --tf32 $([ $tf32 = 1 ] && echo default || echo 0) \
         --only $NETS --steps 10 --repeats 5 --warmup 3
       echo
     done
@@ -153,7 +156,7 @@ if [ -x "$BUILD/bench_train" ]; then
     timeout 120 "$BUILD/bench_train" --device cuda --only $NETS,joint_ours --steps 3 --repeats 1 --warmup 2 \
       --gpu-profile "$LOGS/profile"
     echo
-    python3 scripts/gpu_profile.py "$LOGS/profile" --top 12
+    torch_python scripts/gpu_profile.py "$LOGS/profile" --top 12
   } > "$LOGS/gpu-profile.log" 2>&1 || say "the GPU profile failed (gpu-profile.log)"
   cat "$LOGS/gpu-profile.log"
 fi
