@@ -481,9 +481,9 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
     }
 
-    std::printf("#\n# %-16s %8s %12s %10s %14s\n", "workload", "batch", "images/s", "ms/step", "sys allocs");
+    std::printf("#\n# %-24s %8s %12s %10s %14s\n", "workload", "batch", "images/s", "ms/step", "sys allocs");
     for (auto& name : run) {
-      std::printf("# %-16s %8lld %12.1f %10.2f %14zu\n", name.c_str(), (long long)batch[name], ips[name],
+      std::printf("# %-24s %8lld %12.1f %10.2f %14zu\n", name.c_str(), (long long)batch[name], ips[name],
                   1e3 * batch[name] / ips[name], allocs[name]);
     }
     // Step-time ratios against the full-precision step (how much the quantizers cost).

@@ -128,18 +128,18 @@ awk -v repeats="$REPEATS" '
     val[side, $1, ++count[side, $1]] = $2
   }
   END {
-    printf "\n%-16s %16s %16s %16s %16s\n", "workload", "anybit img/s", "pytorch img/s", "anybit/pytorch",
+    printf "\n%-24s %16s %16s %16s %16s\n", "workload", "anybit img/s", "pytorch img/s", "anybit/pytorch",
            "per-round ratio"
     for (k = 1; k <= names; ++k) {
       a = median("anybit", order[k]); p = median("pytorch", order[k])
-      printf "%-16s %16s %16s %16s %16s\n", order[k], a < 0 ? "-" : sprintf("%.1f", a), p < 0 ? "-" : sprintf("%.1f", p),
+      printf "%-24s %16s %16s %16s %16s\n", order[k], a < 0 ? "-" : sprintf("%.1f", a), p < 0 ? "-" : sprintf("%.1f", p),
              (a < 0 || p < 0) ? "-" : sprintf("%.2fx", a / p),
              (a < 0 || p < 0) ? "-" : sprintf("%.2fx", round_ratio("anybit", "pytorch", order[k]))
     }
     for (k = 1; k <= names; ++k) {
       a = median("anybit", order[k]); b = median("baseline", order[k])
       if (b > 0 && a > 0)
-        printf "%-16s baseline %.1f img/s, this build %.2fx the baseline (per-round ratio %.2fx)\n", order[k], b, a / b,
+        printf "%-24s baseline %.1f img/s, this build %.2fx the baseline (per-round ratio %.2fx)\n", order[k], b, a / b,
                round_ratio("anybit", "baseline", order[k])
     }
     printf "(medians of %d alternating runs each, and the median of each round'"'"'s own ratio; > 1: anybit is faster)\n", repeats

@@ -319,10 +319,10 @@ def main():
         ips[n] = measure(batch, step, a.steps, a.repeats, a.warmup)
         print(f"{n} {ips[n]:.1f}", flush=True)
     print("#")
-    print(f"# {'workload':<16} {'batch':>8} {'images/s':>12} {'ms/step':>10}")
+    print(f"# {'workload':<24} {'batch':>8} {'images/s':>12} {'ms/step':>10}")
     for n in names:
         batch = 256 if n.startswith("lenet5") else (1 if n.endswith("_1") else 128)
-        print(f"# {n:<16} {batch:>8} {ips[n]:>12.1f} {1e3 * batch / ips[n]:>10.2f}")
+        print(f"# {n:<24} {batch:>8} {ips[n]:>12.1f} {1e3 * batch / ips[n]:>10.2f}")
     if "resnet20_train" in ips:
         for q in ("quant4_train", "joint_ce"):
             if q in ips:
