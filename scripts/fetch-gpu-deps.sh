@@ -24,7 +24,7 @@
 # for the whole working tree). .deps/ is in .gitignore.
 #
 # What travels (the device tool's carry): .deps/carry, holding .deps/root packed (root.tar.gz:
-# about 70 MB of libraries is 22 MB packed) and CIFAR-10's JPEG tree from datasets/cifar10
+# 75 MB of libraries is 22 MB packed) and CIFAR-10's JPEG tree from datasets/cifar10
 # (cifar10-jpeg.tar.gz, 20 MB; scripts/get-data.sh puts it there), and datasets/mnist (11 MB).
 # gzip, not zstd or xz: tar can unpack it anywhere. gpu-check.sh unpacks both there.
 #

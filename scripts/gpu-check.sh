@@ -8,10 +8,10 @@
 # both with docs/RESULTS.md, "Training on a GPU"), and leaves the logs in $OUT (below).
 #
 # That machine has nvcc, CMake and g++ but no Debian -dev packages and no network, so first, here:
-#   scripts/fetch-gpu-deps.sh   # .deps/root, and what travels: .deps/carry (32 MB), datasets/mnist
+#   scripts/fetch-gpu-deps.sh   # .deps/root, and what travels: .deps/carry (41 MB), datasets/mnist
 # then on the GPU machine (device tool):
 #   run(command="bash scripts/gpu-check.sh", carry=[".deps/carry", "datasets/mnist"], timeout_s=540)
-# (.deps/carry 32 MB + MNIST 11 MB + the repository 5 MB: under the 64 MiB that travels.)
+# (.deps/carry 41 MB + MNIST 11 MB + the repository 5 MB: under the 64 MiB that travels.)
 # FFmpeg is not there: the build has no video (-DANYBIT_VIDEO=OFF; fetch-gpu-deps.sh says why).
 # Check it here before a GPU is at hand, as that machine would see it, with the Debian packages it
 # lacks hidden (scripts/as-gpu-machine.sh):
