@@ -49,6 +49,7 @@ bundle() {  # the logs so far into $OUT (when OUT is not the log folder itself)
   tar czf "$OUT/gpu-check-logs.tgz.part" -C "$LOGS" . 2>/dev/null && mv "$OUT/gpu-check-logs.tgz.part" "$OUT/gpu-check-logs.tgz"
 }
 T0=$(date +%s)
+: > "$LOGS/summary.log"  # this run's steps only, also when the build folder is reused
 say() { echo "gpu-check: [$(( $(date +%s) - T0 )) s] $*" | tee -a "$LOGS/summary.log"; bundle; }  # seconds since the start
 fail() { say "FAILED: $*"; exit 1; }
 
