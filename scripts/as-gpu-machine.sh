@@ -26,6 +26,21 @@ HIDDEN=(libopenblas-openmp-dev libopenblas0-openmp libopenblas-pthread-dev libop
         libevent-pthreads-2.1-7 libfabric1 libhwloc15 libhwloc-plugins libibverbs1 ibverbs-providers libmunge2
         libnl-route-3-200 libnl-3-200 libnuma1 libpsm-infinipath1 libpsm2-2 librdmacm1 libucx0
         pkgconf pkgconf-bin pkg-config)
+# The packages of scripts/install-deps.sh that stay visible: the GPU machine has its own compilers,
+# CMake and make, and its own Python with PyTorch; the data tools only unpack what travels.
+NOT_HIDDEN=(cmake g++ make zstd gzip python3-torch python3-numpy python3-onnx)
+
+# Each package install-deps.sh installs must be in one of the two lists, so that a dependency added
+# there cannot slip past this rehearsal (as TurboJPEG and FFmpeg once did).
+eval "$(sed -n '/^PACKAGES=(/,/)$/p' "$(dirname "$0")/install-deps.sh")"
+for p in "${PACKAGES[@]}"; do
+  case " ${HIDDEN[*]} ${NOT_HIDDEN[*]} " in
+    *" $p "*) ;;
+    *) echo "as-gpu-machine.sh: scripts/install-deps.sh installs $p, which is in neither HIDDEN nor NOT_HIDDEN" \
+            "here: hide it (and make scripts/fetch-gpu-deps.sh carry it if the build needs it), or say why not" >&2
+       exit 1 ;;
+  esac
+done
 
 LAYER=$(mktemp -d /tmp/as-gpu-machine.XXXXXX)
 trap 'rm -rf "$LAYER"' EXIT

@@ -19,6 +19,7 @@
 #include "tensor/random.h"
 #include "tests/cuda_skip.h"
 #include "tests/helpers.h"
+#include "tests/skips.h"
 
 namespace anybit::test {
 
@@ -34,10 +35,10 @@ inline std::string why_no_mpi() {
   return "";
 }
 
-// True when the MPI runs can happen here; otherwise says why the case is skipped.
+// True when the MPI runs can happen here; otherwise records why the case skipped them (skips.h).
 inline bool mpi_runs_here() {
   const std::string why = why_no_mpi();
-  if (!why.empty()) WARN("skipped: " << why);
+  if (!why.empty()) skip_check("the MPI runs: " + why);
   return why.empty();
 }
 

@@ -19,6 +19,7 @@
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "data/transforms.h"
+#include "tests/skips.h"
 
 // stb_image_write makes the tiny PNG/BMP files the image-folder tests read (tests only; JPEGs
 // are written with TurboJPEG).
@@ -149,8 +150,8 @@ void require_same_batches(const std::vector<Batch>& a, const std::vector<Batch>&
 TEST_CASE("MNIST from the shared copy: counts, first labels, pixel statistics", "[data]") {
   std::string dir = mnist_dir();
   if (dir.empty()) {
-    WARN("skipped: no MNIST at $ANYBIT_SHARED_DATASETS/mnist or /work/shared/datasets/mnist "
-         "(scripts/get-data.sh mnist fetches it; tests never download)");
+    test::skip_check("no MNIST at $ANYBIT_SHARED_DATASETS/mnist or /work/shared/datasets/mnist "
+                     "(scripts/get-data.sh mnist fetches it; tests never download)");
     return;
   }
   MnistDataset train(dir, "train"), test(dir, "t10k");
@@ -932,7 +933,7 @@ TEST_CASE("DataLoader: resume mid-epoch, progress, drop_last, no shuffle, errors
 TEST_CASE("DataLoader on MNIST: 1 and 3 workers give the same batches", "[data]") {
   std::string dir = mnist_dir();
   if (dir.empty()) {
-    WARN("skipped: no shared MNIST copy (tests never download)");
+    test::skip_check("no shared MNIST copy (tests never download)");
     return;
   }
   auto ds = std::make_shared<MnistDataset>(dir, "t10k");

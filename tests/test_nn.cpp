@@ -11,6 +11,7 @@
 #include <set>
 
 #include "helpers.h"
+#include "skips.h"
 #include "nn/checkpoint.h"
 #include "nn/layers.h"
 #include "nn/models.h"
@@ -364,7 +365,7 @@ TEST_CASE("loading another model's checkpoint lists the differing names and shap
 TEST_CASE("a checkpoint gives the same logits in PyTorch (scripts/check_checkpoint.py)", "[nn][checkpoint][torch]") {
   const char* py = "/usr/bin/python3";
   if (access(py, X_OK) != 0) {
-    WARN("skipped: /usr/bin/python3 is not available");
+    test::skip_check("/usr/bin/python3 is not available");
     return;
   }
   char tmpl[] = "/tmp/anybit_torch_XXXXXX";
@@ -430,7 +431,7 @@ TEST_CASE("a checkpoint gives the same logits in PyTorch (scripts/check_checkpoi
   rmdir(tmpl);
   INFO(cmd << "\n" << out);
   if (WIFEXITED(rc) && WEXITSTATUS(rc) == 77) {
-    WARN("skipped: " << out);
+    test::skip_check(out);
     return;
   }
   REQUIRE(WIFEXITED(rc));

@@ -11,6 +11,7 @@
 #include "quant/int_engine.h"
 #include "quant/onnx_export.h"
 #include "tests/helpers.h"
+#include "tests/skips.h"
 #include "tests/quant_model_helpers.h"
 
 using namespace anybit;
@@ -85,7 +86,7 @@ TEST_CASE("ONNX export: the graph files are well-formed protobuf with the QDQ pa
     write_graphs_and_reference(*m, prefix, 4);
     for (int b : {8, 4, 2}) REQUIRE(exists(prefix + ".b" + std::to_string(b) + ".onnx"));
     if (!have_onnx) {
-      WARN("skipped: onnx.checker (/usr/bin/python3 cannot import onnx; scripts/install-deps.sh installs python3-onnx)");
+      test::skip_check("onnx.checker (/usr/bin/python3 cannot import onnx; scripts/install-deps.sh installs python3-onnx)");
       continue;
     }
     // The checker with shape inference, and the pattern: every quantized conv reads a
@@ -109,11 +110,11 @@ TEST_CASE("ONNX export: the graph files are well-formed protobuf with the QDQ pa
 TEST_CASE("ONNX export: ONNX Runtime gives anybit's predictions and logits (scripts/check_onnx.js)", "[onnx][export]") {
   std::string out;
   if (test::run_command("node --version", &out) != 0) {
-    WARN("skipped: node is not installed");
+    test::skip_check("node is not installed (Debian's nodejs and npm, then scripts/install-check-tools.sh)");
     return;
   }
   if (!exists(kSource + "/.checks/node_modules/onnxruntime-node")) {
-    WARN("skipped: onnxruntime-node is not installed (scripts/install-check-tools.sh installs it into .checks/)");
+    test::skip_check("onnxruntime-node is not installed (scripts/install-check-tools.sh installs it into .checks/)");
     return;
   }
   test::ScratchDir tmp("anybit_onnx_ort");

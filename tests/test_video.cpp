@@ -19,6 +19,7 @@
 #include "data/video_encode.h"
 #include "nn/models.h"
 #include "tests/helpers.h"
+#include "tests/skips.h"
 
 using namespace anybit;
 using namespace anybit::data;
@@ -31,9 +32,12 @@ struct VideoTempDir : test::ScratchDir {
   VideoTempDir() : test::ScratchDir("anybit_video") {}
 };
 
+// True when the ffmpeg tool is on PATH; otherwise records, for the case asking, that it could not
+// compare with it (tests/skips.h).
 bool have_ffmpeg() {
   static int ok = -1;
   if (ok < 0) ok = test::run_command("ffmpeg -hide_banner -version", nullptr) == 0;
+  if (!ok) test::skip_check("the ffmpeg tool is not installed (scripts/install-deps.sh installs Debian's ffmpeg)");
   return ok == 1;
 }
 
@@ -87,10 +91,7 @@ std::string egogestar_tar() {
 
 TEST_CASE("VideoReader: four codec/container pairs, B-frames and variable frame rate, equal the ffmpeg tool",
           "[data][video][ffmpeg]") {
-  if (!have_ffmpeg()) {
-    WARN("skipped: the ffmpeg tool is not installed (scripts/install-deps.sh installs it)");
-    return;
-  }
+  if (!have_ffmpeg()) return;
   VideoTempDir dir;
   struct Case {
     std::string name, args, filter;
@@ -144,10 +145,7 @@ TEST_CASE("VideoReader: four codec/container pairs, B-frames and variable frame 
 }
 
 TEST_CASE("VideoReader: frames scaled in swscale match the ffmpeg tool's bilinear scale", "[data][video][ffmpeg]") {
-  if (!have_ffmpeg()) {
-    WARN("skipped: the ffmpeg tool is not installed");
-    return;
-  }
+  if (!have_ffmpeg()) return;
   VideoTempDir dir;
   std::string path = dir / "scale.mp4";
   make_video(path, "-c:v libx264 -bf 2 -g 10 -pix_fmt yuv420p", "", 12, "160x120");
@@ -196,10 +194,7 @@ TEST_CASE("VideoReader: missing, empty, non-video, truncated and bit-flipped fil
     f << "this is not a video\n";
   }
   expect_error(dir / "text.mp4", "a text file");
-  if (!have_ffmpeg()) {
-    WARN("skipped the damaged-file part: the ffmpeg tool is not installed");
-    return;
-  }
+  if (!have_ffmpeg()) return;  // the files below are made with the ffmpeg tool
   // An audio-only file: no video stream.
   std::string audio = dir / "audio.mkv", out;
   REQUIRE(test::run_command("ffmpeg -hide_banner -v error -y -f lavfi -i sine=duration=0.2 -c:a pcm_s16le " + audio,
@@ -222,7 +217,7 @@ TEST_CASE("VideoReader: missing, empty, non-video, truncated and bit-flipped fil
     for (const char* f : {"egogestar/videos/left/left_01.mp4", "egogestar/videos/tick/tick_16.mp4"})
       originals.push_back(dir / f);
   } else {
-    WARN("EgoGestAR archive not found: damaged copies of generated clips only");
+    test::skip_check("the EgoGestAR archive is not in the shared datasets: damaged copies of generated clips only");
   }
   std::mt19937_64 rng(20261130);
   int decoded = 0, refused = 0;
@@ -302,10 +297,7 @@ TEST_CASE("sample_clip: TSN segments and dense clips, training and evaluation, s
 }
 
 TEST_CASE("VideoDataset and DataLoader: list files, class folders, one crop per clip", "[data][video][ffmpeg]") {
-  if (!have_ffmpeg()) {
-    WARN("skipped: the ffmpeg tool is not installed");
-    return;
-  }
+  if (!have_ffmpeg()) return;
   VideoTempDir dir;
   // Two classes of two clips each, in the class-folder layout and in a list file.
   fs::create_directories(dir.path / "train" / "a");
@@ -501,10 +493,7 @@ TEST_CASE("TSN and TSM models: clip logits, the backbone's parameter names, the 
 
 TEST_CASE("anybit train/eval on a video set: TSM with bit set {32,4,2}, two test clips per video, confusion",
           "[app][video][ffmpeg]") {
-  if (!have_ffmpeg()) {
-    WARN("skipped: the ffmpeg tool is not installed");
-    return;
-  }
+  if (!have_ffmpeg()) return;
   VideoTempDir dir;
   const std::string anybit = std::string(ANYBIT_BINARY_DIR) + "/anybit";
   // Two classes of clips in the class-folder layout, rendered by the ffmpeg tool.

@@ -25,6 +25,7 @@
 #include "data/video_encode.h"
 #include "data/video_synth.h"
 #include "tests/helpers.h"
+#include "tests/skips.h"
 
 using namespace anybit;
 using namespace anybit::data;
@@ -354,7 +355,7 @@ TEST_CASE("synthetic motion set: pans move the image the named way; pan_left is 
 TEST_CASE("anybit make-video-dataset: --help, and bad options fail naming the option", "[data][video][ffmpeg]") {
   const std::string anybit = std::string(ANYBIT_BINARY_DIR) + "/anybit";
   if (!fs::exists(anybit)) {
-    WARN("skipped: no " << anybit << " (build the anybit target)");
+    test::skip_check("no " + anybit + " (build the anybit target)");
     return;
   }
   SynthTempDir tmp;
