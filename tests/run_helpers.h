@@ -9,6 +9,7 @@
 #include <stb_image_write.h>
 
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <string>
 #include <vector>
@@ -70,6 +71,12 @@ inline void write_image_folder(const std::string& root, int per_class_train, int
         REQUIRE(stbi_write_png((dir + "/" + std::to_string(i) + ".png").c_str(), side, side, 3, px.data(), side * 3));
       }
     }
+}
+
+// A whole text file ("" when it cannot be read).
+inline std::string read_text(const std::string& path) {
+  std::ifstream f(path);
+  return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
 }
 
 // The last line of a run's metrics.jsonl.

@@ -1,5 +1,6 @@
 // test_app.cpp - the `anybit` program end to end: bad options give one clear line and a non-zero
-// exit; a run killed with SIGKILL and resumed ends bit-identical to an uninterrupted run; --help;
+// exit; a run killed with SIGKILL, or stopped by Ctrl-C (SIGINT: it writes a checkpoint and exits
+// 130), and resumed ends bit-identical to an uninterrupted run; --help;
 // report labels; checkpoint pairs; the metrics file.
 //
 // The data is a small synthetic MNIST written by the test in the official IDX format, so these
@@ -9,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -84,6 +86,48 @@ std::string joined(const std::vector<std::string>& a) {
   return s;
 }
 
+// Starts the program `args` in the background, its stdout and stderr into `log`; returns its pid.
+pid_t start_program(const std::vector<std::string>& args, const std::string& log) {
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    std::vector<char*> argv;
+    for (auto& s : args) argv.push_back(const_cast<char*>(s.c_str()));
+    argv.push_back(nullptr);
+    freopen(log.c_str(), "w", stderr);
+    freopen(log.c_str(), "a", stdout);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+// Waits (up to two minutes) for a file to appear.
+void wait_for_file(const std::string& path) {
+  auto t0 = std::chrono::steady_clock::now();
+  while (!exists(path) && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(120))
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path);
+  return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
+
+// Every tensor of two model files bit for bit.
+void require_identical_models(const std::string& a, const std::string& b) {
+  nn::SafeTensors wa = nn::read_safetensors(a), wb = nn::read_safetensors(b);
+  REQUIRE(wa.tensors.size() == wb.tensors.size());
+  for (size_t i = 0; i < wa.tensors.size(); ++i) {
+    INFO(wa.tensors[i].first);
+    REQUIRE(wa.tensors[i].first == wb.tensors[i].first);
+    const Tensor& x = wa.tensors[i].second;
+    const Tensor& y = wb.tensors[i].second;
+    REQUIRE(x.shape() == y.shape());
+    REQUIRE(std::memcmp(x.raw_data(), y.raw_data(), x.numel() * dtype_size(x.dtype())) == 0);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("anybit: a bad option value or input gives one clear line and a non-zero exit", "[app]") {
@@ -121,9 +165,10 @@ TEST_CASE("anybit: a bad option value or input gives one clear line and a non-ze
   REQUIRE_THAT(out, Catch::Contains("/nonexistent/run"));
 }
 
-TEST_CASE("anybit: a run killed with SIGKILL and resumed ends bit-identical to an uninterrupted run", "[app][checkpoint]") {
+TEST_CASE("anybit: a run killed with SIGKILL, or stopped by Ctrl-C, and resumed ends bit-identical to an uninterrupted run",
+          "[app][checkpoint]") {
   std::string base = make_dataset(), data = base + "/mnist";
-  std::string a = base + "/run_a", b = base + "/run_b", out;
+  std::string a = base + "/run_a", b = base + "/run_b", c = base + "/run_c", out;
 
   // A: uninterrupted.
   REQUIRE(run_command(joined(train_args(data, a)), &out) == 0);
@@ -131,20 +176,8 @@ TEST_CASE("anybit: a run killed with SIGKILL and resumed ends bit-identical to a
 
   // B: killed with SIGKILL as soon as its first mid-epoch checkpoint exists, then resumed.
   std::vector<std::string> args = train_args(data, b);
-  pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    std::vector<char*> argv;
-    for (auto& s : args) argv.push_back(const_cast<char*>(s.c_str()));
-    argv.push_back(nullptr);
-    freopen("/dev/null", "w", stderr);
-    freopen("/dev/null", "w", stdout);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  auto t0 = std::chrono::steady_clock::now();
-  while (!exists(b + "/state.safetensors") && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(120))
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  pid_t pid = start_program(args, "/dev/null");
+  wait_for_file(b + "/state.safetensors");
   kill(pid, SIGKILL);
   int st = 0;
   waitpid(pid, &st, 0);
@@ -155,19 +188,33 @@ TEST_CASE("anybit: a run killed with SIGKILL and resumed ends bit-identical to a
   resume.push_back("1");
   REQUIRE(run_command(joined(resume), &out) == 0);
   REQUIRE_THAT(out, Catch::Contains("resumed from"));
+  require_identical_models(a + "/model.safetensors", b + "/model.safetensors");
 
-  nn::SafeTensors wa = nn::read_safetensors(a + "/model.safetensors");
-  nn::SafeTensors wb = nn::read_safetensors(b + "/model.safetensors");
-  REQUIRE(wa.tensors.size() == wb.tensors.size());
-  for (size_t i = 0; i < wa.tensors.size(); ++i) {
-    INFO(wa.tensors[i].first);
-    REQUIRE(wa.tensors[i].first == wb.tensors[i].first);
-    const Tensor& x = wa.tensors[i].second;
-    const Tensor& y = wb.tensors[i].second;
-    REQUIRE(x.shape() == y.shape());
-    REQUIRE(std::memcmp(x.raw_data(), y.raw_data(), x.numel() * dtype_size(x.dtype())) == 0);
-  }
-  run_command("rm -rf " + a + " " + b, nullptr);
+  // C: no checkpoints of its own (--save-every 0), stopped by SIGINT as soon as it has started (its
+  // folder exists). It finishes the step it is in, writes a checkpoint there, says so and exits with
+  // 130; resumed, it ends where A ended.
+  args = train_args(data, c);
+  args[std::find(args.begin(), args.end(), "--save-every") - args.begin() + 1] = "0";
+  pid = start_program(args, base + "/run_c.log");
+  wait_for_file(c + "/config.txt");
+  kill(pid, SIGINT);
+  waitpid(pid, &st, 0);
+  out = read_text(base + "/run_c.log");
+  INFO(out);
+  REQUIRE(WIFEXITED(st));
+  REQUIRE(WEXITSTATUS(st) == 130);
+  REQUIRE_THAT(out, Catch::Contains("stopping after this step") && Catch::Contains("stopped in epoch 1 after step") &&
+                        Catch::Contains("--resume 1"));
+  REQUIRE(!exists(c + "/report.json"));
+  const int64_t stopped_at = (int64_t)std::stoll(nn::read_safetensors(c + "/model.safetensors").metadata.at("iteration"));
+  REQUIRE_THAT(out, Catch::Contains("after step " + std::to_string(stopped_at) + ";"));
+  resume = args;
+  resume.push_back("--resume");
+  resume.push_back("1");
+  REQUIRE(run_command(joined(resume), &out) == 0);
+  REQUIRE_THAT(out, Catch::Contains("resumed from " + c + " at epoch 0, batch " + std::to_string(stopped_at)));
+  require_identical_models(a + "/model.safetensors", c + "/model.safetensors");
+  run_command("rm -rf " + a + " " + b + " " + c, nullptr);
 }
 
 extern "C" int stbi_write_png(char const* filename, int w, int h, int comp, const void* data, int stride_in_bytes);
@@ -201,11 +248,6 @@ std::string short_run(const std::string& data, const std::string& out, const std
   return kAnybit + " train --model lenet5 --data " + data + " --out " + out +
          " --epochs 1 --max-steps 3 --batch-size 32 --eval-batches 1 --workers 1 --threads 2 --log-every 100000 " +
          extra;
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream f(path);
-  return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
 }
 
 }  // namespace

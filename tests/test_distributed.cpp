@@ -8,6 +8,7 @@
 // joint trainer on ResNet-20; resuming with another number of processes; a rank that cannot read
 // its data stops the whole job with one message naming it.
 #include <algorithm>
+#include <filesystem>
 #include <condition_variable>
 #include <fstream>
 #include <iterator>
@@ -424,6 +425,43 @@ TEST_CASE("a run resumes under another number of processes", "[dist][mpi][app]")
     INFO(bits << ": " << loss << " vs " << resumed.at(bits));
     REQUIRE(std::abs(loss - resumed.at(bits)) <= 1e-2 * std::abs(loss));
   }
+}
+
+TEST_CASE("a signal to one process stops every process after the same step, with a checkpoint to resume from",
+          "[dist][mpi][app]") {
+  if (!mpi_runs_here()) return;
+  test::ScratchDir tmp("anybit_mpi_stop");
+  write_image_folder(tmp / "data", 16, 2);
+  // 8 steps an epoch, 3 epochs, a checkpoint every 2 steps. SIGTERM goes to rank 1 alone once the
+  // first checkpoint exists (so both processes are training). Rank 0, which writes the files, was
+  // never signalled: that it stops too, and writes the checkpoint, shows the two agreed.
+  const std::string args = " train --model resnet20 --bits 8,4 --data " + (tmp / "data") +
+                           " --epochs 3 --batch-size 8 --lr 0.01 --seed 5 --workers 1 --threads 1 --save-every 2 "
+                           "--log-every 100000 --eval-batches 1 --sync-bn 1";
+  const std::string run = tmp / "run", straight = tmp / "straight";
+  std::string out;
+  const std::string script =
+      "(" + mpirun(2) + kAnybit + args + " --out " + run + " > " + (tmp / "log") + " 2>&1; echo $? > " + (tmp / "rc") +
+      ") & "
+      "for i in $(seq 1200); do [ -f " + run + "/state.safetensors ] && break; sleep 0.1; done; "
+      "for p in $(pgrep -f 'out " + run + "'); do "
+      "  tr '\\0' '\\n' < /proc/$p/environ 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=1 && kill -TERM $p && echo signalled $p; "
+      "done; wait";
+  REQUIRE(run_command(script, &out) == 0);
+  INFO(out);
+  REQUIRE_THAT(out, Catch::Contains("signalled"));
+  const std::string log = read_text(tmp / "log");
+  INFO(log);
+  REQUIRE(read_text(tmp / "rc") != "0\n");  // mpirun reports the processes' non-zero exit
+  REQUIRE(read_text(tmp / "rc") != "124\n");  // and `timeout` did not have to stop a hang
+  REQUIRE_THAT(log, Catch::Contains("anybit: stopped "));
+  REQUIRE(!std::filesystem::exists(run + "/report.json"));
+
+  // Resumed under mpirun, it ends where a run that never stopped ends.
+  REQUIRE(run_command(mpirun(2) + kAnybit + args + " --out " + run + " --resume 1", &out) == 0);
+  REQUIRE_THAT(out, Catch::Contains("resumed from"));
+  REQUIRE(run_command(mpirun(2) + kAnybit + args + " --out " + straight, &out) == 0);
+  require_same_models(run + "/model.safetensors", straight + "/model.safetensors", 0);
 }
 
 TEST_CASE("a rank that cannot read its data stops the whole job with one message naming it", "[dist][mpi][app]") {

@@ -62,6 +62,9 @@ struct Report {
   std::vector<BitResult> rows;
   int64_t num_classes = 10;
   std::vector<std::string> class_names;  // for the confusion matrices of report.md (up to 20 classes)
+  // Nonzero when training stopped early on a signal, after a checkpoint (apps/anybit/train.cpp):
+  // the program's exit status, 128 + the signal. Such a report has no rows.
+  int stopped_status = 0;
 };
 std::string report_table(const Report& r);                     // for the terminal
 void write_report(const Report& r, const std::string& dir);    // report.json, report.md

@@ -19,7 +19,15 @@
 // belong together, and rewrites the model at its next checkpoint: nothing is lost and nothing is
 // mismatched. The state files of older runs hold no weights: resume then reads the model file and
 // refuses a pair written at different steps, with a message naming both.
+//
+// Stopping early loses nothing either (StopSignals below). The first SIGINT (Ctrl-C) or SIGTERM (a
+// scheduler taking the machine back, `kill`) lets the step in progress finish, writes a checkpoint
+// at that step, and exits with status 128 + the signal's number (130, 143); `--resume 1` goes on
+// from there, as if the run had never stopped. A second signal stops the program at once. Under
+// mpirun every process stops after the same step: each step sums "asked to stop?" across them.
+#include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -61,6 +69,67 @@ void make_dirs(const std::string& path) {
 bool file_exists(const std::string& p) {
   struct stat st;
   return stat(p.c_str(), &st) == 0;
+}
+
+// ---- stopping on SIGINT / SIGTERM (see the top of the file) ----
+
+volatile sig_atomic_t g_stop_signal = 0;  // the signal that asked training to stop, or 0
+
+extern "C" void on_stop_signal(int sig) {
+  if (g_stop_signal != 0) {  // the second one: stop at once, as if there were no handler
+    signal(sig, SIG_DFL);
+    raise(sig);
+    return;
+  }
+  g_stop_signal = sig;
+  // Only async-signal-safe calls here: write(2), not stdio.
+  const char msg[] = "\nanybit: stopping after this step, with a checkpoint (once more to stop at once)\n";
+  ssize_t ignored = write(STDERR_FILENO, msg, sizeof msg - 1);
+  (void)ignored;
+}
+
+// While it lives, SIGINT and SIGTERM ask training to stop instead of killing the program; the
+// handlers that were there before are put back at the end.
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop_signal = 0;
+    struct sigaction sa = {};
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART;  // reads and waits in progress carry on
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~StopSignals() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+
+ private:
+  struct sigaction old_int_ = {}, old_term_ = {};
+};
+
+// True when this process, or under mpirun any process of the job, has been asked to stop. Every
+// process calls it at the same points, so that all of them stop after the same step: one 8-byte
+// sum across the processes per call (none for a single process).
+bool stop_requested(dist::ProcessGroup& group) {
+  int64_t asked = g_stop_signal != 0;
+  if (group.size() > 1) group.sum(&asked, 1);
+  return asked > 0;
+}
+
+// The exit status of a stopped run: 128 + the signal, as a shell reports a program killed by it.
+// A process that stopped because another one was asked reports SIGTERM.
+int stopped_status() { return 128 + (g_stop_signal != 0 ? int(g_stop_signal) : SIGTERM); }
+
+Report stopped_report(const std::string& out) {
+  Report r;
+  r.run_dir = out;
+  r.stopped_status = stopped_status();
+  return r;
 }
 
 // Parameter groups: the weights (with weight decay); BN's gamma and beta when bn_lr or bn_wd is
@@ -637,6 +706,13 @@ Report train_one(Config cfg, const std::string& out) {
         agree();
         save(epoch, step);
       }
+      if (step < steps_per_epoch && stop_requested(group)) {  // the epoch's last step: see its end below
+        agree();
+        save(epoch, step);
+        bar.note("anybit: stopped in epoch " + std::to_string(epoch + 1) + " after step " + std::to_string(step) +
+                 "; checkpoint in " + out + ": the same command with --resume 1 goes on from there");
+        return stopped_report(out);
+      }
     }
     // ---- end of epoch: evaluate, log, checkpoint ----
     std::map<int, quant::BitStats> stats;
@@ -658,6 +734,11 @@ Report train_one(Config cfg, const std::string& out) {
       metrics.flush();
     }
     save(epoch + 1, 0);
+    if (stop_requested(group)) {
+      std::fprintf(stderr, "anybit: stopped after epoch %lld; checkpoint in %s: the same command with --resume 1 "
+                   "goes on from there\n", (long long)epoch + 1, out.c_str());
+      return stopped_report(out);
+    }
   }
 
   if (cfg.integer("recalibrate_bn") > 0) recalibrate_bn(net, d, cfg, cfg.integer("recalibrate_bn"));
@@ -680,6 +761,7 @@ int cmd_train(const std::vector<std::string>& args) {
   AB_CHECK(rest.empty(), "train: unexpected argument '", rest.empty() ? "" : rest[0], "'");
   cpu::set_num_threads((int)cfg.integer("threads"));
   std::string out = cfg.str("out");
+  StopSignals stop_signals;  // Ctrl-C: a checkpoint at the next step's end, then exit
   Report report;
   if (cfg.flag("dedicated")) {
     // One model per bit-width, each trained alone; the report gathers their rows.
@@ -692,6 +774,7 @@ int cmd_train(const std::vector<std::string>& args) {
       one.set("dedicated", "0");
       std::fprintf(stderr, "anybit: dedicated model at %s\n", bits_label(b).c_str());
       Report r = train_one(one, out + "/b" + std::to_string(b));
+      if (r.stopped_status) return r.stopped_status;  // the bit-widths after b start on --resume 1
       report.rows.push_back(r.rows.at(0));
       report.num_classes = r.num_classes;
       report.class_names = r.class_names;
@@ -699,6 +782,7 @@ int cmd_train(const std::vector<std::string>& args) {
     std::sort(report.rows.begin(), report.rows.end(), [](auto& a, auto& b) { return a.bits > b.bits; });
   } else {
     report = train_one(cfg, out);
+    if (report.stopped_status) return report.stopped_status;
   }
   if (dist::world().rank() != 0) return 0;  // rank 0 writes the report
   make_dirs(out);
