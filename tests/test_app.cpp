@@ -214,7 +214,20 @@ TEST_CASE("anybit: a run killed with SIGKILL, or stopped by Ctrl-C, and resumed 
   REQUIRE(run_command(joined(resume), &out) == 0);
   REQUIRE_THAT(out, Catch::Contains("resumed from " + c + " at epoch 0, batch " + std::to_string(stopped_at)));
   require_identical_models(a + "/model.safetensors", c + "/model.safetensors");
-  run_command("rm -rf " + a + " " + b + " " + c, nullptr);
+
+  // D: a second signal while the first is being honoured stops the program at once. (Two SIGINTs
+  // sent together may merge into one pending signal, so the other is a SIGTERM; either may be
+  // handled first, and the one handled second ends the program.)
+  const std::string d = base + "/run_d";
+  args = train_args(data, d);
+  pid = start_program(args, "/dev/null");
+  wait_for_file(d + "/config.txt");
+  kill(pid, SIGINT);
+  kill(pid, SIGTERM);
+  waitpid(pid, &st, 0);
+  REQUIRE(WIFSIGNALED(st));
+  REQUIRE((WTERMSIG(st) == SIGINT || WTERMSIG(st) == SIGTERM));
+  run_command("rm -rf " + a + " " + b + " " + c + " " + d, nullptr);
 }
 
 extern "C" int stbi_write_png(char const* filename, int w, int h, int comp, const void* data, int stride_in_bytes);

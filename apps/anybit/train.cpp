@@ -29,6 +29,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -73,15 +74,18 @@ bool file_exists(const std::string& p) {
 
 // ---- stopping on SIGINT / SIGTERM (see the top of the file) ----
 
-volatile sig_atomic_t g_stop_signal = 0;  // the signal that asked training to stop, or 0
+// The signal that asked training to stop, or 0. Atomic, not just sig_atomic_t: two signals may
+// be handled at the same time by two threads (the loader's workers, OpenMP's), and exactly one of
+// them must be the first. A lock-free atomic may be used in a signal handler.
+std::atomic<int> g_stop_signal{0};
+static_assert(std::atomic<int>::is_always_lock_free);
 
 extern "C" void on_stop_signal(int sig) {
-  if (g_stop_signal != 0) {  // the second one: stop at once, as if there were no handler
+  if (g_stop_signal.exchange(sig) != 0) {  // the second one: stop at once, as if there were no handler
     signal(sig, SIG_DFL);
     raise(sig);
     return;
   }
-  g_stop_signal = sig;
   // Only async-signal-safe calls here: write(2), not stdio.
   const char msg[] = "\nanybit: stopping after this step, with a checkpoint (once more to stop at once)\n";
   ssize_t ignored = write(STDERR_FILENO, msg, sizeof msg - 1);
@@ -123,7 +127,7 @@ bool stop_requested(dist::ProcessGroup& group) {
 
 // The exit status of a stopped run: 128 + the signal, as a shell reports a program killed by it.
 // A process that stopped because another one was asked reports SIGTERM.
-int stopped_status() { return 128 + (g_stop_signal != 0 ? int(g_stop_signal) : SIGTERM); }
+int stopped_status() { return 128 + (g_stop_signal != 0 ? g_stop_signal.load() : SIGTERM); }
 
 Report stopped_report(const std::string& out) {
   Report r;
