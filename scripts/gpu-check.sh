@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # gpu-check.sh - the one prepared check for a machine with an NVIDIA GPU: builds anybit with the
 # CUDA backend for sm_90 (H100/H200) against the Debian packages unpacked in .deps/root, runs the
-# [cuda] tests, then the whole suite, the GPU benchmarks against PyTorch (ResNet-20: FP step,
+# [cuda] tests, then the rest of the suite, the GPU benchmarks against PyTorch (ResNet-20: FP step,
 # inference, joint step, 4-bit step; eager and as CUDA graphs), the GPU time of one step of each,
 # kernel by kernel (bench_train --gpu-profile), one epoch of mnist_ours on the GPU, and a short
 # CIFAR-10 run: 5 epochs of the FP recipe, then one epoch of `ours` from that checkpoint (compare
@@ -105,9 +105,14 @@ if grep -q "skipping:" "$LOGS/cuda-tests.log"; then
   status=1
 fi
 
-say "whole suite"
-timeout 300 "$BUILD/anybit_tests" > "$LOGS/all-tests.log" 2>&1 || status=1
+# The rest of the suite, so that the two steps together run every test case once, but the 10
+# [ffmpeg] cases that this build without FFmpeg (-DANYBIT_VIDEO=OFF) cannot run. A case that had
+# to leave out a check here (no ffmpeg tool or Debian python3-onnx on this machine, say) is listed
+# at the end of its log (tests/skips.h).
+say "the rest of the suite"
+timeout 300 "$BUILD/anybit_tests" "~[.]~[cuda]~[cuda-runtime]~[formulas]~[ffmpeg]" > "$LOGS/all-tests.log" 2>&1 || status=1
 tail -5 "$LOGS/all-tests.log"
+grep -h -A40 "passed without some of their checks" "$LOGS/cuda-tests.log" "$LOGS/all-tests.log" || true
 
 say "build everything else (programs, benchmarks)"
 cmake --build "$BUILD" -j"$(nproc)" >> "$LOGS/build.log" 2>&1 ||
@@ -195,4 +200,4 @@ grep -h "test top-1" "$LOGS/train-cifar-gpu.log" 2>/dev/null | tail -2
 grep -h -A3 "^conv forward: 128 batched" "$LOGS/bench.log" 2>/dev/null  # conv2d's batched GEMM, against before
 
 [ $status -eq 0 ] || fail "see summary.log, cuda-tests.log, all-tests.log, build.log"
-say "OK: built with CUDA, [cuda] tests ran on the GPU, whole suite passed"
+say "OK: built with CUDA, [cuda] tests ran on the GPU, the rest of the suite passed"

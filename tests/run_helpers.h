@@ -31,7 +31,9 @@ inline std::string anybit_program() {
 
 // Why the MPI runs cannot happen here, or "" when they can.
 inline std::string why_no_mpi() {
-  if (!nn::built_with_mpi()) return "anybit was built without MPI (scripts/install-deps.sh installs libopenmpi-dev)";
+  if (!nn::built_with_mpi())
+    return "anybit was built without MPI (-DANYBIT_MPI=OFF, as make sanitize builds, or no libopenmpi-dev when "
+           "configured: scripts/install-deps.sh installs it)";
   if (run_command("command -v mpirun", nullptr) != 0) return "no mpirun on PATH (apt-get install openmpi-bin)";
   return "";
 }
