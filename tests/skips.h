@@ -36,7 +36,8 @@ inline std::vector<SkippedCheck>& skipped_checks() {
 }
 
 // Records that the running test case left out a check, and why; warns with the reason.
-inline void skip_check(const std::string& why) {
+inline void skip_check(std::string why) {
+  while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();  // a tool's output, say
   const std::string name = Catch::getResultCapture().getCurrentTestName();
   bool seen = false;  // a case with sections, or a loop, may give up the same check more than once
   for (const SkippedCheck& s : skipped_checks()) seen = seen || (s.test_case == name && s.why == why);
