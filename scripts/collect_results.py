@@ -5,9 +5,13 @@
         one row per run (its report.json): test top-1 in % per bit-width
     scripts/collect_results.py --curves runs/cifar10_adabits runs/cifar10_anyprec runs/cifar10_ours
         one row per epoch (each run's metrics.jsonl): every run's test top-1 per bit-width, side by side
+    scripts/collect_results.py --seeds runs/seeds/mnist_*_s1 runs/seeds/mnist_*_s2 runs/seeds/mnist_*_s3
+        one row per method (the runs' report name), in the order first seen: the mean test top-1 per
+        bit-width over its runs, the sample standard deviation, and the lowest and highest run
 """
 import json
 import os
+import statistics
 import sys
 
 
@@ -71,12 +75,37 @@ def curves_table(dirs):
         print(f"| {e} | " + " | ".join(cells) + " |")
 
 
+def seeds_table(dirs):
+    """Runs of the same method with different seeds, grouped by the name in their report."""
+    reports = read_reports(dirs)
+    labels, methods = [], {}  # methods: name -> {label: [top-1 of each run]}
+    for _, r in reports:
+        by_label = methods.setdefault(r["name"], {})
+        for row in r["results"]:
+            if row["label"] not in labels:
+                labels.append(row["label"])
+            by_label.setdefault(row["label"], []).append(row["top1"])
+    print("| method (runs) | " + " | ".join(f"{l} mean ± sd (min-max)" for l in labels) + " |")
+    print("| --- | " + " | ".join("---:" for _ in labels) + " |")
+    for name, by_label in methods.items():
+        cells = []
+        for l in labels:
+            v = by_label.get(l, [])
+            if not v:
+                cells.append("-")
+                continue
+            sd = statistics.stdev(v) if len(v) > 1 else float("nan")
+            cells.append(f"{statistics.mean(v):.2f} ± {sd:.2f} ({min(v):.2f}-{max(v):.2f})")
+        n = max(len(v) for v in by_label.values())
+        print(f"| {name} ({n}) | " + " | ".join(cells) + " |")
+
+
 def main(argv):
-    curves = argv[:1] == ["--curves"]
-    dirs = argv[1:] if curves else argv
+    mode = argv[0] if argv[:1] in (["--curves"], ["--seeds"]) else ""
+    dirs = argv[1:] if mode else argv
     if not dirs:
-        sys.exit("usage: collect_results.py [--curves] RUN_DIR [RUN_DIR ...]")
-    (curves_table if curves else final_table)(dirs)
+        sys.exit("usage: collect_results.py [--curves | --seeds] RUN_DIR [RUN_DIR ...]")
+    {"--curves": curves_table, "--seeds": seeds_table, "": final_table}[mode](dirs)
 
 
 if __name__ == "__main__":
