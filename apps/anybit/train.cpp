@@ -706,13 +706,14 @@ Report train_one(Config cfg, const std::string& out) {
       seen += y.size(0);
       seen_all += lo.batch_size;  // every batch is whole (drop_last)
       bar.update(step, seen_all, info);
-      if (save_every > 0 && step % save_every == 0 && step < steps_per_epoch) {
+      // A checkpoint inside the epoch: every save_every steps, and when asked to stop. (After the
+      // epoch's last step, the epoch's end below does both.)
+      const bool stop = step < steps_per_epoch && stop_requested(group);
+      if (stop || (save_every > 0 && step % save_every == 0 && step < steps_per_epoch)) {
         agree();
         save(epoch, step);
       }
-      if (step < steps_per_epoch && stop_requested(group)) {  // the epoch's last step: see its end below
-        agree();
-        save(epoch, step);
+      if (stop) {
         bar.note("anybit: stopped in epoch " + std::to_string(epoch + 1) + " after step " + std::to_string(step) +
                  "; checkpoint in " + out + ": the same command with --resume 1 goes on from there");
         return stopped_report(out);
