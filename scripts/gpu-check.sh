@@ -3,9 +3,10 @@
 # CUDA backend for sm_90 (H100/H200) against the Debian packages unpacked in .deps/root, runs the
 # [cuda] tests, then the rest of the suite, the GPU benchmarks against PyTorch (ResNet-20: FP step,
 # inference, joint step, 4-bit step; eager and as CUDA graphs), the GPU time of one step of each,
-# kernel by kernel (bench_train --gpu-profile), one epoch of mnist_ours on the GPU, and a short
+# kernel by kernel (bench_train --gpu-profile), one epoch of mnist_ours on the GPU, a short
 # CIFAR-10 run: 5 epochs of the FP recipe, then one epoch of `ours` from that checkpoint (compare
-# both with docs/RESULTS.md, "Training on a GPU"), and leaves the logs in $OUT (below).
+# both with docs/RESULTS.md, "Training on a GPU"), and MobileNetV2's training step against
+# PyTorch's; and leaves the logs in $OUT (below).
 #
 # That machine has nvcc, CMake and g++ but no Debian -dev packages and no network, so first, here:
 #   scripts/fetch-gpu-deps.sh   # .deps/root, and what travels: .deps/carry (41 MB), datasets/mnist
@@ -192,10 +193,26 @@ if [ -x "$BUILD/anybit" ] && [ -f "$CARRIED/cifar10-jpeg.tar.gz" ]; then
   grep -E "test top-1|^\|" "$LOGS/train-cifar-gpu.log" | tail -12
 fi
 
+# MobileNetV2 (depthwise and pointwise convolutions: the direct depthwise kernels, the batched
+# 1x1 GEMMs) at batch 128, anybit then PyTorch eager in float32, at 224x224 and at CIFAR size.
+# Last, as the figure least needed: a run cut by the time limit loses this first.
+if [ -x "$BUILD/bench_train" ]; then
+  say "MobileNetV2 on the GPU (bench-mobilenet.log)"
+  {
+    timeout 90 "$BUILD/bench_train" --device cuda --only mobilenetv2_train,mobilenetv2_cifar_train --steps 5 \
+      --repeats 3 --warmup 2
+    echo
+    timeout 90 env -u LD_LIBRARY_PATH python3 scripts/bench_pytorch.py --device cuda --tf32 0 \
+      --only mobilenetv2_train,mobilenetv2_cifar_train --steps 5 --repeats 3 --warmup 2
+  } > "$LOGS/bench-mobilenet.log" 2>&1 || say "the MobileNetV2 benchmark failed (bench-mobilenet.log)"
+  cat "$LOGS/bench-mobilenet.log"
+  bundle
+fi
+
 # The figures once more, at the end of the output: the network benchmarks and the profiles' totals.
 echo "== recap"
 grep -hE "^[a-z0-9_]+ [0-9.]+$|^# (gpu profile|  GPU time|  [0-9]+ GEMMs|the FP step)|^## |^# bench" \
-  "$LOGS/bench-train.log" "$LOGS/gpu-profile.log" 2>/dev/null
+  "$LOGS/bench-train.log" "$LOGS/gpu-profile.log" "$LOGS/bench-mobilenet.log" 2>/dev/null
 grep -h "test top-1" "$LOGS/train-gpu.log" 2>/dev/null | tail -1
 grep -h "test top-1" "$LOGS/train-cifar-gpu.log" 2>/dev/null | tail -2
 grep -h -A3 "^conv forward: 128 batched" "$LOGS/bench.log" 2>/dev/null  # conv2d's batched GEMM, against before
