@@ -5,6 +5,7 @@
 //
 // The data is a small synthetic MNIST written by the test in the official IDX format, so these
 // tests need no download and no shared folder.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -18,6 +19,7 @@
 #include <iterator>
 #include <thread>
 
+#include "apps/anybit/progress.h"
 #include "nn/checkpoint.h"
 #include "nn/json.h"
 #include "tests/helpers.h"
@@ -264,6 +266,37 @@ std::string short_run(const std::string& data, const std::string& out, const std
 }
 
 }  // namespace
+
+TEST_CASE("progress in a log: a phase prints every `every` steps and at its end, transient work only every "
+          "log_seconds and never at its end", "[app]") {
+  // stderr into a file: a log, not a terminal.
+  test::ScratchDir tmp("anybit_progress");
+  std::fflush(stderr);
+  const int saved = dup(2), fd = open((tmp / "log").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  REQUIRE(fd >= 0);
+  dup2(fd, 2);
+  close(fd);
+  {
+    app::Progress epoch("epoch 1/1", 5, 2);
+    for (int i = 1; i <= 5; ++i) epoch.update(i, 10 * i, "loss 1");
+    app::Progress quick("test W4A4", 5, 0);  // an evaluation shorter than its log_seconds: silent
+    quick.transient(3600);
+    for (int i = 0; i <= 5; ++i) quick.update(i, 10 * i, "");
+    app::Progress slow("test W2A2", 3, 0);  // one longer than its log_seconds: a line per step taken
+    slow.transient(0);
+    for (int i = 0; i <= 3; ++i) slow.update(i, 10 * i, "");
+  }
+  std::fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  const std::string log = read_text(tmp / "log");
+  INFO(log);
+  REQUIRE_THAT(log, Catch::Contains("epoch 1/1 step 2/5 loss 1") && Catch::Contains("epoch 1/1 step 4/5") &&
+                        Catch::Contains("epoch 1/1 step 5/5") && !Catch::Contains("epoch 1/1 step 3/5"));
+  REQUIRE_THAT(log, !Catch::Contains("test W4A4"));
+  REQUIRE_THAT(log, Catch::Contains("test W2A2 step 0/3") && Catch::Contains("test W2A2 step 2/3") &&
+                        !Catch::Contains("test W2A2 step 3/3"));
+}
 
 TEST_CASE("anybit --help and every subcommand's --help print the options and exit 0", "[app]") {
   std::string out;

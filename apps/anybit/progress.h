@@ -1,4 +1,9 @@
 // progress.h - progress of long work: a live bar on a terminal, plain lines in a log.
+//
+// A phase of its own (a training epoch) keeps its last bar on a terminal and prints a line every
+// `every` steps and at the end in a log. Work inside another phase (the evaluation after an
+// epoch) is made transient(): its bar is erased when done, and a log gets a line only every
+// `log_seconds`, so that only evaluations that take long (ImageNet on a CPU) show up there.
 #pragma once
 #include <chrono>
 #include <cstdio>
@@ -16,6 +21,12 @@ class Progress {
       : label_(std::move(label)), unit_(std::move(unit)), total_(total), every_(every), tty_(isatty(fileno(stderr))),
         start_(std::chrono::steady_clock::now()) {}
 
+  // See the top of the file.
+  void transient(double log_seconds) {
+    transient_ = true;
+    log_seconds_ = log_seconds;
+  }
+
   // done: steps done so far; items: images (clips) processed so far (for the rate); info: "loss 0.12 ..."
   void update(int64_t done, int64_t items, const std::string& info) {
     double s = seconds();
@@ -24,11 +35,21 @@ class Progress {
     if (tty_) {
       if (s - last_draw_ < 0.1 && done < total_) return;  // at most 10 redraws a second
       last_draw_ = s;
+      if (transient_ && done >= total_) {
+        std::fprintf(stderr, "\r\033[K");  // erased: the caller prints the result
+        std::fflush(stderr);
+        return;
+      }
       int width = 24, filled = total_ ? (int)(width * done / total_) : width;
       std::fprintf(stderr, "\r%s [%s%s] %lld/%lld %s %.0f %s/s ETA %s   ", label_.c_str(),
                    std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
                    (long long)done, (long long)total_, info.c_str(), rate, unit_.c_str(), fmt_time(eta).c_str());
       if (done >= total_) std::fprintf(stderr, "\n");
+    } else if (transient_) {
+      if (done >= total_ || s - last_line_ < log_seconds_) return;
+      last_line_ = s;
+      std::fprintf(stderr, "%s step %lld/%lld %.0f %s/s ETA %s\n", label_.c_str(), (long long)done, (long long)total_,
+                   rate, unit_.c_str(), fmt_time(eta).c_str());
     } else if (done == total_ || (every_ > 0 && done % every_ == 0)) {
       std::fprintf(stderr, "%s step %lld/%lld %s %.0f %s/s ETA %s\n", label_.c_str(), (long long)done,
                    (long long)total_, info.c_str(), rate, unit_.c_str(), fmt_time(eta).c_str());
@@ -65,6 +86,8 @@ class Progress {
   bool tty_;
   std::chrono::steady_clock::time_point start_;
   double last_draw_ = -1;
+  bool transient_ = false;
+  double log_seconds_ = 0, last_line_ = 0;  // transient, in a log: a line at most every log_seconds_
 };
 
 }  // namespace anybit::app

@@ -252,9 +252,13 @@ std::vector<BitResult> evaluate(Network& net, const DataSetup& d, const Config& 
     const int64_t K = d.test->num_classes();
     std::vector<int64_t> confusion(K * K, 0);
     data::Batch batch;
-    int64_t k = 0;
+    const int64_t batches = max_batches > 0 ? std::min(max_batches, loader.num_batches()) : loader.num_batches();
+    Progress bar("test " + bits_label(b), batches, 0, d.test->frames_per_example() > 0 ? "clips" : "img");
+    bar.transient(30);
+    int64_t k = 0;  // batches taken
     while (loader.next(batch)) {
-      if (max_batches > 0 && k++ >= max_batches) break;
+      if (max_batches > 0 && k >= max_batches) break;
+      bar.update(k++, n * group.size(), "");
       if (batch.labels.size(0) == 0) continue;  // this process's part of a short last batch
       Tensor x = batch.images.to(dev), y = batch.labels.to(dev);
       Tensor logits = net.forward(x);
@@ -269,6 +273,7 @@ std::vector<BitResult> evaluate(Network& net, const DataSetup& d, const Config& 
       for (size_t i = 0; i < pred.size(); ++i) confusion[truth[i] * K + pred[i]]++;
       n += y.size(0);
     }
+    bar.update(batches, n * group.size(), "");  // done: erased
     std::vector<int64_t> counts = {top1, top5, n};
     group.sum(counts.data(), 3);
     top1 = counts[0], top5 = counts[1], n = counts[2];
