@@ -1,7 +1,7 @@
 // test_app.cpp - the `anybit` program end to end: bad options give one clear line and a non-zero
 // exit; a run killed with SIGKILL, or stopped by Ctrl-C (SIGINT: it writes a checkpoint and exits
 // 130), and resumed ends bit-identical to an uninterrupted run; --help;
-// report labels; checkpoint pairs; the metrics file.
+// report labels; checkpoint pairs; the metrics file; --recalibrate-bn; progress lines in a log.
 //
 // The data is a small synthetic MNIST written by the test in the official IDX format, so these
 // tests need no download and no shared folder.
@@ -254,6 +254,62 @@ TEST_CASE("anybit: an unreadable image stops training with its name, unless --sk
   REQUIRE(run_command(cmd + " --skip-bad-files 1", &out) == 0);
   REQUIRE_THAT(out, Catch::Contains("broken.png") && Catch::Contains("skipped 1"));
   run_command("rm -rf " + root, nullptr);
+}
+
+TEST_CASE("anybit: --recalibrate-bn N sets each bit-width's BN statistics to the average over N batches",
+          "[app][quant]") {
+  // 16 noisy training images. A trained ResNet-20 at {8,4} is recalibrated twice (resumed after its
+  // last epoch, so only the recalibration runs): once on 1 batch of 16, once on 4 batches of 4. The
+  // stem's BN reads the FP stem conv of the images, whatever the batches, so its running mean must
+  // come out the same both times: the mean of 4 batch means of 4 is the mean of the 16 (which a
+  // momentum other than 1/(k+1) after a reset would miss). The deeper BNs read activations
+  // normalised with each batch's own statistics, so they depend on the batching: not compared.
+  test::ScratchDir tmp("anybit_recal");
+  Generator g(3);
+  for (const char* split : {"train", "test"})
+    for (int c = 0; c < 4; ++c) {
+      const std::string dir = tmp / (std::string(split) + "/c" + std::to_string(c));
+      run_command("mkdir -p " + dir, nullptr);
+      for (int i = 0; i < (std::string(split) == "train" ? 4 : 1); ++i) {
+        std::vector<unsigned char> px(32 * 32 * 3);
+        for (auto& v : px) v = (unsigned char)(40 * c + g.below(100));
+        REQUIRE(stbi_write_png((dir + "/" + std::to_string(i) + ".png").c_str(), 32, 32, 3, px.data(), 32 * 3));
+      }
+    }
+  const std::string args = kAnybit + " train --model resnet20 --bits 8,4 --data " + tmp.path.string() +
+                           " --augment none --epochs 1 --max-steps 1 --eval-batches 1 --workers 1 --threads 2 "
+                           "--log-every 100000 --out ";
+  std::string out;
+  REQUIRE(run_command(args + (tmp / "base") + " --batch-size 16", &out) == 0);
+  REQUIRE(run_command("cp -r " + (tmp / "base") + " " + (tmp / "one") + " && cp -r " + (tmp / "base") + " " +
+                          (tmp / "four"),
+                      nullptr) == 0);
+  REQUIRE(run_command(args + (tmp / "one") + " --batch-size 16 --resume 1 --recalibrate-bn 1", &out) == 0);
+  REQUIRE(run_command(args + (tmp / "four") + " --batch-size 4 --resume 1 --recalibrate-bn 4", &out) == 0);
+  INFO(out);
+  nn::SafeTensors base = nn::read_safetensors(tmp / "base/model.safetensors");
+  nn::SafeTensors one = nn::read_safetensors(tmp / "one/model.safetensors");
+  nn::SafeTensors four = nn::read_safetensors(tmp / "four/model.safetensors");
+  int compared = 0;
+  for (size_t i = 0; i < base.tensors.size(); ++i) {
+    const std::string& name = base.tensors[i].first;
+    if (name.rfind("bn1.bn.", 0) != 0 || name.find("running_mean") == std::string::npos) continue;  // the stem's BN
+    INFO(name);
+    REQUIRE(one.tensors[i].first == name);
+    REQUIRE(four.tensors[i].first == name);
+    std::vector<float> b = base.tensors[i].second.to_vector<float>(), o = one.tensors[i].second.to_vector<float>(),
+                       f = four.tensors[i].second.to_vector<float>();
+    double moved = 0, diff = 0, mag = 0;
+    for (size_t k = 0; k < o.size(); ++k) {
+      moved = std::max(moved, (double)std::abs(o[k] - b[k]));
+      diff = std::max(diff, (double)std::abs(o[k] - f[k]));
+      mag = std::max(mag, (double)std::abs(o[k]));
+    }
+    CHECK(moved > 0.1 * mag);    // the recalibration replaced what training left
+    CHECK(diff <= 1e-5 * mag);   // 1 batch of 16 and 4 batches of 4 agree
+    ++compared;
+  }
+  REQUIRE(compared == 2);  // one BN set per bit-width
 }
 
 namespace {
