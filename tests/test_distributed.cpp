@@ -5,11 +5,12 @@
 // the gradient sum and the BN averaging of a group of one change nothing.
 // With MPI (built with it, and `mpirun` on PATH; otherwise each case says "skipped"): the anybit
 // program run as 2 processes against 1 process with the same global batch, for a few steps of the
-// joint trainer on ResNet-20; resuming with another number of processes; a rank that cannot read
-// its data stops the whole job with one message naming it.
+// joint trainer on ResNet-20; resuming with another number of processes; a signal to one process
+// stops them all after the same step, with a checkpoint; a rank that cannot read its data stops
+// the whole job with one message naming it.
 #include <algorithm>
-#include <filesystem>
 #include <condition_variable>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <mutex>
@@ -443,7 +444,7 @@ TEST_CASE("a signal to one process stops every process after the same step, with
   const std::string script =
       "(" + mpirun(2) + kAnybit + args + " --out " + run + " > " + (tmp / "log") + " 2>&1; echo $? > " + (tmp / "rc") +
       ") & "
-      "for i in $(seq 1200); do [ -f " + run + "/state.safetensors ] && break; sleep 0.1; done; "
+      "for i in $(seq 6000); do [ -f " + run + "/state.safetensors ] && break; sleep 0.02; done; "
       "for p in $(pgrep -f 'out " + run + "'); do "
       "  tr '\\0' '\\n' < /proc/$p/environ 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=1 && kill -TERM $p && echo signalled $p; "
       "done; wait";
