@@ -3,6 +3,7 @@
 //   - a run moves between the GPU and the CPU through its checkpoints (weights, BN statistics,
 //     optimizer state and random generators carry no device) and goes on as if it had not moved;
 //   - `anybit eval` on the CPU gives the figures the GPU run reported;
+//   - a run stopped by Ctrl-C (a checkpoint at that step) and resumed ends as the run that went on;
 //   - `--cuda-graph 1` gives the eager run's numbers bit for bit; `--cuda-tf32 1` gives them to TF32's
 //     precision, and its checkpoint evaluates on the CPU;
 //   - under mpirun, one process per GPU, data-parallel training equals one GPU process with the
@@ -134,6 +135,37 @@ TEST_CASE("cuda app: a run moves between the GPU and the CPU through its checkpo
                       &out) == 0);
   INFO(out);
   REQUIRE(report_top1(tmp / "eval/report.json") == report_top1(a + "/report.json"));
+}
+
+TEST_CASE("cuda app: Ctrl-C stops a GPU run with a checkpoint at that step, and resumed it ends as if never stopped",
+          "[cuda][app]") {
+  SKIP_WITHOUT_GPU();
+  const std::string anybit = anybit_program();
+  ScratchDir tmp("anybit_cuda_stop");
+  write_image_folder(tmp / "data", 8, 2, 8);  // 32 training images of 8x8: 4 steps an epoch
+  // The batches are copied to the GPU ahead of the step that uses them (data/device_batches.h), so
+  // a run stopped mid-epoch leaves copies in flight; the resumed run must still see every batch.
+  const std::string args = " train --model resnet20 --data " + (tmp / "data") +
+                           " --batch-size 8 --lr 0.05 --seed 3 --workers 1 --threads 2 --epochs 3 --eval-batches 1 "
+                           "--log-every 100000 --device cuda --out ";
+  const std::string straight = tmp / "straight", stopped = tmp / "stopped";
+  std::string out;
+  REQUIRE(run_command(anybit + args + straight, &out) == 0);
+  INFO(out);
+  // SIGINT as soon as the run has started (its folder exists): it stops after the step in progress.
+  REQUIRE(run_command(anybit + args + stopped + " > " + (tmp / "log") + " 2>&1 & pid=$!; " +
+                          "for i in $(seq 6000); do [ -f " + stopped + "/config.txt ] && break; sleep 0.02; done; " +
+                          "kill -INT $pid; wait $pid; echo $? > " + (tmp / "rc"),
+                      &out) == 0);
+  const std::string log = read_text(tmp / "log");
+  INFO(log);
+  REQUIRE(read_text(tmp / "rc") == "130\n");
+  REQUIRE_THAT(log, Catch::Contains("anybit: stopped "));
+  REQUIRE(run_command(anybit + args + stopped + " --resume 1", &out) == 0);
+  INFO(out);
+  REQUIRE_THAT(out, Catch::Contains("resumed from"));
+  require_same_losses(straight, stopped, 0);
+  require_same_tensors(straight + "/model.safetensors", stopped + "/model.safetensors", 0);
 }
 
 TEST_CASE("cuda app: the joint trainer's run moves between the GPU and the CPU with its random draws", "[cuda][app]") {
