@@ -116,15 +116,14 @@ std::string read_text(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
 }
 
-// Every tensor of two model files bit for bit.
-void require_identical_models(const std::string& a, const std::string& b) {
+// The final weights of two runs are bit-identical.
+void require_same_model(const std::string& a, const std::string& b) {
   nn::SafeTensors wa = nn::read_safetensors(a), wb = nn::read_safetensors(b);
   REQUIRE(wa.tensors.size() == wb.tensors.size());
   for (size_t i = 0; i < wa.tensors.size(); ++i) {
     INFO(wa.tensors[i].first);
     REQUIRE(wa.tensors[i].first == wb.tensors[i].first);
-    const Tensor& x = wa.tensors[i].second;
-    const Tensor& y = wb.tensors[i].second;
+    const Tensor &x = wa.tensors[i].second, &y = wb.tensors[i].second;
     REQUIRE(x.shape() == y.shape());
     REQUIRE(std::memcmp(x.raw_data(), y.raw_data(), x.numel() * dtype_size(x.dtype())) == 0);
   }
@@ -190,7 +189,7 @@ TEST_CASE("anybit: a run killed with SIGKILL, or stopped by Ctrl-C, and resumed 
   resume.push_back("1");
   REQUIRE(run_command(joined(resume), &out) == 0);
   REQUIRE_THAT(out, Catch::Contains("resumed from"));
-  require_identical_models(a + "/model.safetensors", b + "/model.safetensors");
+  require_same_model(a + "/model.safetensors", b + "/model.safetensors");
 
   // C: no checkpoints of its own (--save-every 0), stopped by SIGINT as soon as it has started (its
   // folder exists). It finishes the step it is in, writes a checkpoint there, says so and exits with
@@ -215,7 +214,7 @@ TEST_CASE("anybit: a run killed with SIGKILL, or stopped by Ctrl-C, and resumed 
   resume.push_back("1");
   REQUIRE(run_command(joined(resume), &out) == 0);
   REQUIRE_THAT(out, Catch::Contains("resumed from " + c + " at epoch 0, batch " + std::to_string(stopped_at)));
-  require_identical_models(a + "/model.safetensors", c + "/model.safetensors");
+  require_same_model(a + "/model.safetensors", c + "/model.safetensors");
 
   // D: a second signal while the first is being honoured stops the program at once. (Two SIGINTs
   // sent together may merge into one pending signal, so the other is a SIGTERM; either may be
@@ -395,19 +394,6 @@ TEST_CASE("anybit: a full-precision run is labelled fp32 in its report, a --name
   REQUIRE(run_command(short_run(data, dir, "--bits 8,4"), &out) == 0);
   REQUIRE(nn::Json::parse(read_text(dir + "/report.json")).find("name")->as_string() == "ours");
   run_command("rm -rf " + dir, nullptr);
-}
-
-// The final weights of two runs are bit-identical.
-void require_same_model(const std::string& a, const std::string& b) {
-  nn::SafeTensors wa = nn::read_safetensors(a), wb = nn::read_safetensors(b);
-  REQUIRE(wa.tensors.size() == wb.tensors.size());
-  for (size_t i = 0; i < wa.tensors.size(); ++i) {
-    INFO(wa.tensors[i].first);
-    REQUIRE(wa.tensors[i].first == wb.tensors[i].first);
-    const Tensor &x = wa.tensors[i].second, &y = wb.tensors[i].second;
-    REQUIRE(x.shape() == y.shape());
-    REQUIRE(std::memcmp(x.raw_data(), y.raw_data(), x.numel() * dtype_size(x.dtype())) == 0);
-  }
 }
 
 TEST_CASE("anybit: a run stopped between the two checkpoint writes resumes from the state file and loses nothing",
