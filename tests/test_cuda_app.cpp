@@ -145,15 +145,18 @@ TEST_CASE("cuda app: Ctrl-C stops a GPU run with a checkpoint at that step, and 
   write_image_folder(tmp / "data", 8, 2, 8);  // 32 training images of 8x8: 4 steps an epoch
   // The batches are copied to the GPU ahead of the step that uses them (data/device_batches.h), so
   // a run stopped mid-epoch leaves copies in flight; the resumed run must still see every batch.
+  // The stopped run is given 100 epochs, so that however fast the GPU it is still training when
+  // the signal comes, and resumed with 3; a constant learning rate (multistep without milestones)
+  // makes its first 3 epochs those of the straight run of 3.
   const std::string args = " train --model resnet20 --data " + (tmp / "data") +
-                           " --batch-size 8 --lr 0.05 --seed 3 --workers 1 --threads 2 --epochs 3 --eval-batches 1 "
-                           "--log-every 100000 --device cuda --out ";
+                           " --batch-size 8 --lr 0.05 --schedule multistep --seed 3 --workers 1 --threads 2 "
+                           "--eval-batches 1 --eval-every 0 --log-every 100000 --device cuda";
   const std::string straight = tmp / "straight", stopped = tmp / "stopped";
   std::string out;
-  REQUIRE(run_command(anybit + args + straight, &out) == 0);
+  REQUIRE(run_command(anybit + args + " --epochs 3 --out " + straight, &out) == 0);
   INFO(out);
   // SIGINT as soon as the run has started (its folder exists): it stops after the step in progress.
-  REQUIRE(run_command(anybit + args + stopped + " > " + (tmp / "log") + " 2>&1 & pid=$!; " +
+  REQUIRE(run_command(anybit + args + " --epochs 100 --out " + stopped + " > " + (tmp / "log") + " 2>&1 & pid=$!; " +
                           "for i in $(seq 6000); do [ -f " + stopped + "/config.txt ] && break; sleep 0.02; done; " +
                           "kill -INT $pid; wait $pid; echo $? > " + (tmp / "rc"),
                       &out) == 0);
@@ -161,7 +164,7 @@ TEST_CASE("cuda app: Ctrl-C stops a GPU run with a checkpoint at that step, and 
   INFO(log);
   REQUIRE(read_text(tmp / "rc") == "130\n");
   REQUIRE_THAT(log, Catch::Contains("anybit: stopped "));
-  REQUIRE(run_command(anybit + args + stopped + " --resume 1", &out) == 0);
+  REQUIRE(run_command(anybit + args + " --epochs 3 --out " + stopped + " --resume 1", &out) == 0);
   INFO(out);
   REQUIRE_THAT(out, Catch::Contains("resumed from"));
   require_same_losses(straight, stopped, 0);

@@ -433,17 +433,21 @@ TEST_CASE("a signal to one process stops every process after the same step, with
   if (!mpi_runs_here()) return;
   test::ScratchDir tmp("anybit_mpi_stop");
   write_image_folder(tmp / "data", 16, 2);
-  // 8 steps an epoch, 3 epochs, a checkpoint every 2 steps. SIGTERM goes to rank 1 alone once the
-  // first checkpoint exists (so both processes are training). Rank 0, which writes the files, was
-  // never signalled: that it stops too, and writes the checkpoint, shows the two agreed.
+  // 8 steps an epoch and a checkpoint every 2 steps. The signalled run is given 100 epochs, so that
+  // however fast the machine it is still training when the signal comes; it is resumed with 3, and
+  // compared with a straight run of 3. A constant learning rate (multistep without milestones) and
+  // swap probability make the first 3 epochs the same whatever the number of epochs.
+  // SIGTERM goes to rank 1 alone once the first checkpoint exists (so both processes are
+  // training). Rank 0, which writes the files, was never signalled: that it stops too, and writes
+  // the checkpoint, shows the two agreed.
   const std::string args = " train --model resnet20 --bits 8,4 --data " + (tmp / "data") +
-                           " --epochs 3 --batch-size 8 --lr 0.01 --seed 5 --workers 1 --threads 1 --save-every 2 "
-                           "--log-every 100000 --eval-batches 1 --sync-bn 1";
+                           " --batch-size 8 --lr 0.01 --schedule multistep --swap-const 0.5 --seed 5 --workers 1 "
+                           "--threads 1 --save-every 2 --log-every 100000 --eval-batches 1 --eval-every 0 --sync-bn 1";
   const std::string run = tmp / "run", straight = tmp / "straight";
   std::string out;
   const std::string script =
-      "(" + mpirun(2) + kAnybit + args + " --out " + run + " > " + (tmp / "log") + " 2>&1; echo $? > " + (tmp / "rc") +
-      ") & "
+      "(" + mpirun(2) + kAnybit + args + " --epochs 100 --out " + run + " > " + (tmp / "log") + " 2>&1; echo $? > " +
+      (tmp / "rc") + ") & "
       "for i in $(seq 6000); do [ -f " + run + "/state.safetensors ] && break; sleep 0.02; done; "
       "for p in $(pgrep -f 'out " + run + "'); do "
       "  tr '\\0' '\\n' < /proc/$p/environ 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=1 && kill -TERM $p && echo signalled $p; "
@@ -453,15 +457,15 @@ TEST_CASE("a signal to one process stops every process after the same step, with
   REQUIRE_THAT(out, Catch::Contains("signalled"));
   const std::string log = read_text(tmp / "log");
   INFO(log);
-  REQUIRE(read_text(tmp / "rc") != "0\n");  // mpirun reports the processes' non-zero exit
+  REQUIRE(read_text(tmp / "rc") != "0\n");    // mpirun reports the processes' non-zero exit
   REQUIRE(read_text(tmp / "rc") != "124\n");  // and `timeout` did not have to stop a hang
-  REQUIRE_THAT(log, Catch::Contains("anybit: stopped "));
+  REQUIRE_THAT(log, Catch::Contains("anybit: stopped "));  // in an epoch, or after one
   REQUIRE(!std::filesystem::exists(run + "/report.json"));
 
   // Resumed under mpirun, it ends where a run that never stopped ends.
-  REQUIRE(run_command(mpirun(2) + kAnybit + args + " --out " + run + " --resume 1", &out) == 0);
+  REQUIRE(run_command(mpirun(2) + kAnybit + args + " --epochs 3 --out " + run + " --resume 1", &out) == 0);
   REQUIRE_THAT(out, Catch::Contains("resumed from"));
-  REQUIRE(run_command(mpirun(2) + kAnybit + args + " --out " + straight, &out) == 0);
+  REQUIRE(run_command(mpirun(2) + kAnybit + args + " --epochs 3 --out " + straight, &out) == 0);
   require_same_models(run + "/model.safetensors", straight + "/model.safetensors", 0);
 }
 
