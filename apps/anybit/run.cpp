@@ -334,8 +334,8 @@ void recalibrate_bn(Network& net, const DataSetup& d, const Config& cfg, int64_t
     const int64_t batches = std::min(n, loader.num_batches());
     Progress bar("BN statistics " + bits_label(b), batches, 0, d.train->frames_per_example() > 0 ? "clips" : "img");
     bar.transient(30);
-    int64_t k = 0, seen = 0;
-    for (; k < n && loader.next(batch); ++k) {
+    int64_t seen = 0;
+    for (int64_t k = 0; k < n && loader.next(batch); ++k) {
       bar.update(k, seen, "");
       for (auto* s : sets) s->set_momentum(1.0 / (k + 1));
       net.forward(batch.images.to(dev));
